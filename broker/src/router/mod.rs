@@ -1,0 +1,1 @@
+//! Topic-filter trie: which subscriptions match a topic name.

@@ -1,6 +1,18 @@
 //! Tern: a clustered MQTT broker. This crate holds the codec, the session
-//! actors, the router and the listeners, and the `tern` binary.
+//! actors, the router, the listeners and the `tern` binary.
+//!
+//! Map: [`codec`] (packets, pure), [`listener`] (accept, CONNECT),
+//! [`session`] (one actor per client id, QoS state machines), [`router`]
+//! (topic-filter trie), [`retain`] (retained messages), [`persist`] (loading
+//! the store), [`server`] (start and stop a node), [`config`].
 
 pub mod codec;
+pub mod config;
+pub mod listener;
+pub mod message;
+pub mod persist;
 pub mod retain;
 pub mod router;
+pub mod server;
+pub mod session;
+pub mod state;

@@ -1,0 +1,124 @@
+//! Command-line flags. Each flag also reads a `TERN_*` environment variable;
+//! both override the config file, the flag winning over the variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::{Config, ConfigError, LogFormat};
+
+/// Tern: a clustered MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
+///
+/// With no options, runs a single node listening on 0.0.0.0:1883 with its
+/// store in ./tern-data. The config file (TOML) sets everything; flags and
+/// environment variables override it. See README.md for every key.
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "tern", version, about, long_about)]
+pub struct Cli {
+    /// TOML config file.
+    #[arg(short, long, env = "TERN_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store [default: tern-data].
+    #[arg(long, env = "TERN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address of the MQTT TCP listener, replacing the configured listeners'
+    /// TCP address [default: 0.0.0.0:1883].
+    #[arg(short, long, env = "TERN_BIND", value_name = "ADDR:PORT")]
+    pub bind: Option<SocketAddr>,
+    /// Log filter: error, warn, info, debug, trace, or `tracing` directives
+    /// such as `broker=debug` [default: info].
+    #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
+    pub log_level: Option<String>,
+    /// Log format [default: text].
+    #[arg(long, env = "TERN_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Worker threads for sessions; 0 means one per core [default: 0].
+    #[arg(long, env = "TERN_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Largest packet accepted from a client, in bytes [default: 1048576].
+    #[arg(long, env = "TERN_MAX_PACKET_SIZE", value_name = "BYTES")]
+    pub max_packet_size: Option<u32>,
+    /// Most QoS 1/2 messages queued per session [default: 100000].
+    #[arg(long, env = "TERN_MAX_QUEUED_MESSAGES", value_name = "N")]
+    pub max_queued_messages: Option<usize>,
+}
+
+impl Cli {
+    /// The file's configuration (or the defaults) with the flags applied.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(bind) = self.bind {
+            config.listeners.retain(|l| l.protocol != super::ListenerProtocol::Tcp);
+            config.listeners.insert(
+                0,
+                super::ListenerConfig {
+                    bind,
+                    ..Default::default()
+                },
+            );
+        }
+        if let Some(level) = &self.log_level {
+            config.log_level = level.clone();
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = format;
+        }
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        if let Some(size) = self.max_packet_size {
+            config.mqtt.max_packet_size = size;
+        }
+        if let Some(n) = self.max_queued_messages {
+            config.mqtt.max_queued_messages = n;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn flags_override_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(file, "data_dir = \"/a\"\n[mqtt]\nmax_packet_size = 100").unwrap();
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--config",
+            file.path().to_str().unwrap(),
+            "--data-dir",
+            "/b",
+            "--bind",
+            "127.0.0.1:1999",
+        ])
+        .unwrap();
+        let config = cli.load().unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/b"));
+        assert_eq!(config.mqtt.max_packet_size, 100);
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners[0].bind, "127.0.0.1:1999".parse().unwrap());
+    }
+
+    #[test]
+    fn no_flags_no_file_gives_defaults() {
+        let cli = Cli::try_parse_from(["tern"]).unwrap();
+        assert_eq!(cli.load().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn bad_flag_value_is_rejected_by_clap() {
+        let e = Cli::try_parse_from(["tern", "--bind", "nowhere"]).unwrap_err().to_string();
+        assert!(e.contains("--bind") && e.contains("nowhere"), "{e}");
+    }
+}

@@ -1,0 +1,335 @@
+//! Configuration: a TOML file, overridden by command-line flags and `TERN_*`
+//! environment variables (see `Cli`), with defaults that need no file at all.
+//!
+//! Every field has a default; an unknown key, a value of the wrong type or a
+//! value out of range is an error that names the key and the value
+//! (`ConfigError`). `tern --help` lists the flags; `README.md` documents every
+//! key of the file.
+
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+pub use cli::Cli;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file named by `--config` could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key or a value of the wrong type.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value parsed but is out of its allowed range.
+    #[error("config key `{key}` = {value}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+/// The whole configuration of one node.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded store (created if missing).
+    pub data_dir: PathBuf,
+    /// Log filter, `tracing` env-filter syntax: `info`, `debug`, `broker=trace`.
+    pub log_level: String,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Worker threads (actix arbiters) that run sessions; 0 means one per core.
+    pub workers: usize,
+    /// Network endpoints.
+    pub listeners: Vec<ListenerConfig>,
+    /// Protocol limits and session behaviour.
+    pub mqtt: MqttConfig,
+    /// The embedded store.
+    pub storage: StorageConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tern-data"),
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            workers: 0,
+            listeners: vec![ListenerConfig::default()],
+            mqtt: MqttConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// One network endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Address and port to bind; port 0 picks a free port.
+    pub bind: SocketAddr,
+    /// Wire protocol of the endpoint.
+    pub protocol: ListenerProtocol,
+    /// Most simultaneous connections on this endpoint; further ones are closed
+    /// at accept.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        ListenerConfig {
+            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
+            protocol: ListenerProtocol::Tcp,
+            max_connections: 1_000_000,
+        }
+    }
+}
+
+/// Wire protocol of a listener.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// MQTT over plain TCP.
+    Tcp,
+}
+
+/// Protocol limits and session behaviour.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Largest packet accepted from a client, in bytes (fixed header included).
+    /// A larger one disconnects the client (5.0: reason 0x95).
+    pub max_packet_size: u32,
+    /// Most QoS 1/2 messages sent to one client and not yet acknowledged. A 5.0
+    /// client's Receive Maximum lowers it for that client.
+    pub max_inflight: u16,
+    /// Most QoS 1/2 messages waiting for one client (offline, or past its
+    /// inflight window). When full, new messages for that client are dropped
+    /// and counted (`messages_dropped` metric); older ones are kept.
+    pub max_queued_messages: usize,
+    /// Bytes encoded for a client and not yet taken by its socket, above which
+    /// QoS 0 messages to it are dropped and QoS 1/2 wait in its queue.
+    pub max_write_buffer: usize,
+    /// Seconds a new connection has to send CONNECT.
+    pub connect_timeout_secs: u64,
+    /// Keep alive imposed on clients asking for 0 or more (5.0 Server Keep
+    /// Alive); 0 means clients choose.
+    pub max_keep_alive: u16,
+    /// Prefix of generated client ids.
+    pub client_id_prefix: String,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            max_packet_size: 1024 * 1024,
+            max_inflight: 256,
+            max_queued_messages: 100_000,
+            max_write_buffer: 1024 * 1024,
+            connect_timeout_secs: 10,
+            max_keep_alive: 0,
+            client_id_prefix: "tern-".into(),
+        }
+    }
+}
+
+impl MqttConfig {
+    /// `connect_timeout_secs` as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_secs)
+    }
+}
+
+/// The embedded store.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// sled page cache, in MiB.
+    pub cache_mb: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mb: 256 }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges that the types alone do not.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let m = &self.mqtt;
+        if m.max_packet_size < 16 || m.max_packet_size as usize > crate::codec::MAX_REMAINING_LENGTH + 5
+        {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.max_packet_size",
+                value: m.max_packet_size.to_string(),
+                reason: "must be between 16 and 268435460 bytes",
+            });
+        }
+        if m.max_inflight == 0 {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.max_inflight",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if m.max_queued_messages == 0 {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.max_queued_messages",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if m.connect_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "mqtt.connect_timeout_secs",
+                value: "0".into(),
+                reason: "must be at least 1 second",
+            });
+        }
+        if self.listeners.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "listeners",
+                value: "[]".into(),
+                reason: "at least one listener is needed",
+            });
+        }
+        for l in &self.listeners {
+            if l.max_connections == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "listeners.max_connections",
+                    value: "0".into(),
+                    reason: "must be at least 1",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of worker arbiters to start.
+    pub fn worker_count(&self) -> usize {
+        if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_file_is_read() {
+        let c = Config::from_toml(
+            r#"
+            data_dir = "/var/lib/tern"
+            log_level = "debug"
+            log_format = "json"
+            workers = 3
+            [[listeners]]
+            bind = "127.0.0.1:1884"
+            protocol = "tcp"
+            max_connections = 10
+            [mqtt]
+            max_packet_size = 2048
+            max_inflight = 10
+            max_queued_messages = 5
+            max_write_buffer = 4096
+            connect_timeout_secs = 3
+            max_keep_alive = 60
+            client_id_prefix = "x-"
+            [storage]
+            cache_mb = 8
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/tern"));
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.listeners[0].bind, "127.0.0.1:1884".parse().unwrap());
+        assert_eq!(c.mqtt.max_packet_size, 2048);
+        assert_eq!(c.mqtt.client_id_prefix, "x-");
+        assert_eq!(c.storage.cache_mb, 8);
+        assert_eq!(c.worker_count(), 3);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::from_toml("[mqtt]\nmax_inflite = 3\n").unwrap_err().to_string();
+        assert!(e.contains("max_inflite"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_value() {
+        let e = Config::from_toml("[mqtt]\nmax_inflight = \"many\"\n").unwrap_err().to_string();
+        assert!(e.contains("max_inflight") && e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_is_named() {
+        let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n").unwrap_err().to_string();
+        assert!(e.contains("mqtt.max_inflight") && e.contains("at least 1"), "{e}");
+        let e = Config::from_toml("[mqtt]\nmax_inflight = 70000\n").unwrap_err().to_string();
+        assert!(e.contains("max_inflight"), "{e}");
+    }
+
+    #[test]
+    fn bad_address_is_named() {
+        let e = Config::from_toml("[[listeners]]\nbind = \"localhost\"\n").unwrap_err().to_string();
+        assert!(e.contains("bind"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::from_file(Path::new("/nonexistent/tern.toml")).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/tern.toml"), "{e}");
+    }
+}

@@ -1,0 +1,190 @@
+//! Starting and stopping a node.
+//!
+//! Lifecycle of [`run`]:
+//! 1. open the store (an error if another process holds the directory);
+//! 2. start one worker arbiter per configured worker;
+//! 3. restore stored sessions and retained messages;
+//! 4. bind every listener (an error if a port is taken) and report the
+//!    bound addresses;
+//! 5. accept until the shutdown future completes;
+//! 6. shut down in one direction: stop accepting, tell every session to close
+//!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
+//!    writers to flush, drain the group-commit writer and flush the store,
+//!    stop the workers.
+//!
+//! [`start`] runs the same on a thread of its own, for tests and embedding.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::Arbiter;
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::listener::Listener;
+use crate::session::Shutdown;
+use crate::state::{BrokerState, State};
+
+/// How long shutdown waits for sessions to flush their sockets.
+const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a node until `shutdown` completes. `ready` is called with the bound
+/// listener addresses once the node accepts connections.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(Vec<SocketAddr>),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+    let store = storage::Store::open(&storage::StoreConfig {
+        path: config.data_dir.join("store"),
+        cache_capacity_bytes: config.storage.cache_mb * 1024 * 1024,
+        flush_every_ms: Some(500),
+    })
+    .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+
+    let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
+    let workers = arbiters.iter().map(|a| a.handle()).collect();
+    let listener_configs = config.listeners.clone();
+    let state: State = Arc::new(BrokerState::new(config, store, workers));
+
+    let loaded = crate::persist::restore(&state).context("cannot load the store")?;
+    tracing::info!(
+        sessions = loaded.sessions,
+        expired_sessions = loaded.expired_sessions,
+        queued_messages = loaded.messages,
+        retained = loaded.retained,
+        unreadable_records = loaded.unreadable_records,
+        "store loaded"
+    );
+
+    let mut listeners = Vec::new();
+    for l in &listener_configs {
+        listeners.push(Listener::bind(l).await?);
+    }
+    let addrs: Vec<SocketAddr> = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<_, _>>()?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accept_tasks = Vec::new();
+    for (listener, addr) in listeners.into_iter().zip(&addrs) {
+        tracing::info!(%addr, "listening for MQTT over TCP");
+        accept_tasks.push(actix_rt::spawn(listener.run(state.clone(), stop_rx.clone())));
+    }
+    ready(addrs);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    state.shutting_down.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
+    let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
+    for addr in sessions {
+        let _ = tokio::time::timeout_at(deadline.into(), addr.send(Shutdown)).await;
+    }
+    while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let store = state.store.clone();
+    let flushed = tokio::task::spawn_blocking(move || store.close()).await;
+    for arbiter in &arbiters {
+        arbiter.stop();
+    }
+    for arbiter in arbiters {
+        let _ = tokio::task::spawn_blocking(move || arbiter.join()).await;
+    }
+    match flushed {
+        Ok(Ok(())) => {
+            tracing::info!("store flushed, stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e).context("cannot flush the store"),
+        Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// A node running on its own thread.
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ServerHandle {
+    /// Addresses of the listeners, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Address of the first listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Shuts the node down gracefully and waits for it.
+    pub fn shutdown(mut self) -> anyhow::Result<()> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| anyhow::anyhow!("server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}
+
+/// Starts a node on a new thread and returns once it accepts connections.
+pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("tern-main".into())
+        .spawn(move || {
+            let ready = ready_tx.clone();
+            let result = actix_rt::System::new().block_on(run(
+                config,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |addrs| {
+                    let _ = ready.send(Some(addrs));
+                },
+            ));
+            let _ = ready_tx.send(None);
+            result
+        })?;
+    match ready_rx.recv() {
+        Ok(Some(addrs)) => Ok(ServerHandle {
+            addrs,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }),
+        _ => {
+            let result = thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
+            Err(result.err().unwrap_or_else(|| anyhow::anyhow!("server stopped before it was ready")))
+        }
+    }
+}

@@ -1,0 +1,362 @@
+//! The network side of a session: a stream of decoded packets in, a buffered
+//! writer task out.
+//!
+//! Writes are batched: the session encodes packets into a shared buffer and
+//! wakes the writer task, which takes the whole buffer and writes it with one
+//! call once the session yields. Many deliveries handled in one turn of the
+//! session's mailbox become one syscall. The buffer is bounded by
+//! `mqtt.max_write_buffer`: above it the session stops sending (QoS 0 is
+//! dropped, QoS 1/2 waits in the queue) until the writer drains it.
+//!
+//! Lifecycle: `Connection::open` splits the transport, adds the packet stream
+//! to the actor and spawns the writer; `Connection::close` stops reading and
+//! lets the writer flush what is buffered (bounded in time), then shut the
+//! socket down.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+
+use super::Session;
+use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion};
+use crate::state::{Metrics, State};
+
+/// A byte stream a client connects over (TCP, TLS, WebSocket).
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// Why reading packets stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The socket failed.
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The client sent bytes that are not a valid packet.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
+
+/// Decoded packets from a byte stream. Ends after the first error or at EOF.
+pub struct PacketStream<R> {
+    reader: R,
+    buf: BytesMut,
+    pub limits: Limits,
+    done: bool,
+    state: State,
+}
+
+impl<R: AsyncRead + Unpin> PacketStream<R> {
+    /// `buf` holds bytes already read from `reader`.
+    pub fn new(reader: R, buf: BytesMut, limits: Limits, state: State) -> PacketStream<R> {
+        PacketStream {
+            reader,
+            buf,
+            limits,
+            done: false,
+            state,
+        }
+    }
+
+    /// The reader and the bytes read past the last packet.
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.reader, self.buf)
+    }
+}
+
+impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
+    type Item = Result<Packet, ReadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Packet::decode(&mut this.buf, &this.limits) {
+                Ok(Some(packet)) => return Poll::Ready(Some(Ok(packet))),
+                Ok(None) => {}
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+            if this.buf.capacity() - this.buf.len() < 1024 {
+                this.buf.reserve(8 * 1024);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(n)) => Metrics::add(&this.state.metrics.bytes_received, n as u64),
+                Poll::Ready(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+}
+
+/// One item of a connection's inbound stream, tagged with the connection's
+/// generation so events of a replaced connection are ignored.
+#[derive(Debug)]
+pub struct Inbound {
+    pub generation: u64,
+    pub event: InboundEvent,
+}
+
+#[derive(Debug)]
+pub enum InboundEvent {
+    Packet(Packet),
+    Error(ReadError),
+    /// The client closed the connection.
+    Closed,
+}
+
+impl Message for Inbound {
+    type Result = ();
+}
+
+/// The writer task's buffer, shared with the session on the same thread.
+#[derive(Debug, Default)]
+pub struct OutBuf {
+    buf: BytesMut,
+    waker: Option<Waker>,
+    /// No more packets: flush and shut down.
+    closing: bool,
+    /// The session stopped sending because the buffer was full; tell it when
+    /// the writer has drained it.
+    blocked: bool,
+}
+
+/// The writer drained a full buffer (`Drained`) or the socket failed (`Failed`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum WriterEvent {
+    Drained { generation: u64 },
+    Failed { generation: u64, error: String },
+}
+
+/// The live connection of a session.
+pub struct Connection {
+    pub generation: u64,
+    pub protocol: ProtocolVersion,
+    pub peer: SocketAddr,
+    out: Rc<RefCell<OutBuf>>,
+    reader: SpawnHandle,
+    pub keep_alive_timer: Option<SpawnHandle>,
+    /// Seconds; 0 disables the check.
+    pub keep_alive: u16,
+    pub last_packet_at: Instant,
+    /// Largest packet the client accepts (5.0 Maximum Packet Size).
+    pub client_max_packet_size: u32,
+    max_write_buffer: usize,
+}
+
+/// How long a closing connection may take to flush what is buffered.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Connection {
+    /// Starts reading and writing `transport` for `session`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        transport: Box<dyn Transport>,
+        read_buf: BytesMut,
+        generation: u64,
+        protocol: ProtocolVersion,
+        peer: SocketAddr,
+        state: State,
+        ctx: &mut Context<Session>,
+    ) -> Connection {
+        let (read_half, write_half) = tokio::io::split(transport);
+        let limits = Limits {
+            max_packet_size: state.config.mqtt.max_packet_size,
+            version: protocol,
+        };
+        let packets = PacketStream::new(read_half, read_buf, limits, state.clone());
+        let reader = ctx.add_stream(inbound_stream(packets, generation));
+        let out = Rc::new(RefCell::new(OutBuf::default()));
+        state.open_writers.fetch_add(1, Ordering::AcqRel);
+        actix_rt::spawn(run_writer(
+            out.clone(),
+            write_half,
+            ctx.address(),
+            generation,
+            state.clone(),
+        ));
+        Connection {
+            generation,
+            protocol,
+            peer,
+            out,
+            reader,
+            keep_alive_timer: None,
+            keep_alive: 0,
+            last_packet_at: Instant::now(),
+            client_max_packet_size: u32::MAX,
+            max_write_buffer: state.config.mqtt.max_write_buffer,
+        }
+    }
+
+    /// Encodes `packet` into the write buffer. Returns false if the packet is
+    /// larger than the client accepts (it is not written).
+    pub fn send(&self, packet: &Packet) -> bool {
+        let mut out = self.out.borrow_mut();
+        if out.closing {
+            return false;
+        }
+        let start = out.buf.len();
+        match packet.encode(self.protocol, &mut out.buf) {
+            Ok(n) if n as u64 > u64::from(self.client_max_packet_size) => {
+                out.buf.truncate(start);
+                false
+            }
+            Ok(_) => {
+                if let Some(w) = out.waker.take() {
+                    w.wake();
+                }
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, packet = %packet.packet_type(), "cannot encode packet");
+                false
+            }
+        }
+    }
+
+    /// True if the write buffer can take more PUBLISH packets now. When false,
+    /// the writer reports `Drained` once it has written the buffer.
+    pub fn has_room(&self) -> bool {
+        let mut out = self.out.borrow_mut();
+        if out.buf.len() < self.max_write_buffer {
+            true
+        } else {
+            out.blocked = true;
+            false
+        }
+    }
+
+    /// Stops reading; the writer flushes what is buffered and shuts the
+    /// socket down.
+    pub fn close(self, ctx: &mut Context<Session>) {
+        ctx.cancel_future(self.reader);
+        if let Some(t) = self.keep_alive_timer {
+            ctx.cancel_future(t);
+        }
+        let mut out = self.out.borrow_mut();
+        out.closing = true;
+        if let Some(w) = out.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+fn inbound_stream<R: AsyncRead + Unpin + 'static>(
+    packets: PacketStream<R>,
+    generation: u64,
+) -> impl Stream<Item = Inbound> {
+    use futures::StreamExt;
+    packets
+        .map(move |r| Inbound {
+            generation,
+            event: match r {
+                Ok(p) => InboundEvent::Packet(p),
+                Err(e) => InboundEvent::Error(e),
+            },
+        })
+        .chain(futures::stream::once(async move {
+            Inbound {
+                generation,
+                event: InboundEvent::Closed,
+            }
+        }))
+}
+
+/// Takes the buffer when there is something to write; `None` once closing
+/// and empty.
+fn next_chunk<'a>(
+    out: &'a Rc<RefCell<OutBuf>>,
+    spare: &'a mut BytesMut,
+) -> impl std::future::Future<Output = Option<bool>> + 'a {
+    futures::future::poll_fn(move |cx| {
+        let mut o = out.borrow_mut();
+        if !o.buf.is_empty() {
+            std::mem::swap(&mut o.buf, &mut *spare);
+            let was_blocked = std::mem::take(&mut o.blocked);
+            Poll::Ready(Some(was_blocked))
+        } else if o.closing {
+            Poll::Ready(None)
+        } else {
+            o.waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
+    })
+}
+
+async fn run_writer(
+    out: Rc<RefCell<OutBuf>>,
+    mut write_half: WriteHalf<Box<dyn Transport>>,
+    session: Addr<Session>,
+    generation: u64,
+    state: State,
+) {
+    let mut spare = BytesMut::with_capacity(8 * 1024);
+    loop {
+        let Some(was_blocked) = next_chunk(&out, &mut spare).await else {
+            break;
+        };
+        let closing = out.borrow().closing;
+        let write = async {
+            write_half.write_all(&spare).await?;
+            write_half.flush().await
+        };
+        let result = if closing {
+            tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write)
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        } else {
+            write.await
+        };
+        match result {
+            Ok(()) => {
+                Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
+                spare.clear();
+                if was_blocked {
+                    session.do_send(WriterEvent::Drained { generation });
+                }
+            }
+            Err(e) => {
+                session.do_send(WriterEvent::Failed {
+                    generation,
+                    error: e.to_string(),
+                });
+                // Keep the buffer from growing while the session notices.
+                out.borrow_mut().closing = true;
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write_half.shutdown()).await;
+    state.open_writers.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Drop the write half of a transport without the session (used when a
+/// connection is refused before it reaches a session).
+pub async fn shutdown_transport(mut transport: Box<dyn Transport>, bytes: &[u8]) {
+    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+        transport.write_all(bytes).await?;
+        transport.shutdown().await
+    })
+    .await;
+}

@@ -1,0 +1,270 @@
+//! Messages to the client: `Deliver`s from other sessions become queued or
+//! sent PUBLISH packets, and the client's PUBACK / PUBREC / PUBCOMP move them
+//! through their flow (3.1.1 sections 4.3, 4.4; 5.0 sections 4.3, 4.4, 4.9).
+//!
+//! For a persistent session each QoS 1/2 copy is stored (`outgoing` tree)
+//! when it arrives, its Released state before PUBREL is sent, and it is
+//! deleted when its flow completes. QoS 0 messages are never queued: they
+//! are written if the client is online and its write buffer has room, and
+//! dropped otherwise.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use smallvec::SmallVec;
+
+use super::outgoing::{packet_id_of, AckError, OutMsg, OutState, Pushed, Resend, SendAction};
+use super::publish::hold_until_durable;
+use super::{AckGuard, Deliver, Session, Stored};
+use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
+use crate::message::{unix_ms, Message};
+use crate::state::Metrics;
+
+impl Handler<Deliver> for Session {
+    type Result = ();
+
+    fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        self.enqueue(d.message, d.qos, d.retain, d.subscription_ids, d.ack);
+    }
+}
+
+impl Handler<Stored> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stored, _ctx: &mut Context<Self>) {
+        match msg {
+            Stored::Message { seq } => {
+                self.outgoing.mark_durable(seq);
+                self.pump();
+            }
+            Stored::Released { seq, generation } => {
+                if self.conn.as_ref().is_some_and(|c| c.generation == generation)
+                    && self
+                        .outgoing
+                        .get(seq)
+                        .is_some_and(|m| m.state == OutState::Released)
+                {
+                    self.send_pubrel(packet_id_of(seq));
+                }
+            }
+        }
+    }
+}
+
+impl Session {
+    /// Takes a message for the client: QoS 0 is written or dropped; QoS 1/2
+    /// is queued (and stored, for a persistent session) and sent when the
+    /// window allows.
+    pub(super) fn enqueue(
+        &mut self,
+        message: Arc<Message>,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: SmallVec<[u32; 2]>,
+        ack: Option<AckGuard>,
+    ) {
+        let now = unix_ms();
+        let metrics = &self.state.metrics;
+        if message.is_expired(now) {
+            Metrics::add(&metrics.messages_dropped, 1);
+            return;
+        }
+        if qos == QoS::AtMostOnce {
+            match &self.conn {
+                Some(conn) if conn.has_room() => {
+                    let publish = message.to_publish(qos, retain, None, false, &subscription_ids, now);
+                    if conn.send(&Packet::Publish(publish)) {
+                        Metrics::add(&metrics.messages_sent, 1);
+                    } else {
+                        Metrics::add(&metrics.messages_dropped, 1);
+                    }
+                }
+                _ => Metrics::add(&metrics.messages_dropped, 1),
+            }
+            return;
+        }
+        if self.conn.is_none() && !self.is_persistent() {
+            return;
+        }
+        if self.outgoing.is_full() {
+            Metrics::add(&metrics.messages_dropped, 1);
+            tracing::debug!(client_id = %self.client_id, "queue full: message dropped");
+            return;
+        }
+        let seq = self.outgoing.next_seq();
+        let persist = self.is_persistent();
+        // A QoS 2 copy is sent only once stored: sent earlier, a crash before
+        // the store would make the publisher resend it and the client get it twice.
+        let durable = !(persist && qos == QoS::ExactlyOnce);
+        if persist {
+            self.stored = true;
+            let record = storage::OutgoingRecord {
+                released: false,
+                message: message.to_stored(qos, retain, &subscription_ids),
+            };
+            let held = hold_until_durable(ack);
+            let addr = self.handle.0.addr.clone();
+            let on_durable: storage::Durable = Box::new(move |result| {
+                if let Some(held) = held {
+                    held(result);
+                }
+                if !durable {
+                    addr.do_send(Stored::Message { seq });
+                }
+            });
+            self.state.writer.submit(
+                vec![storage::WriteOp::PutOutgoing {
+                    client_id: self.client_id.to_string(),
+                    seq,
+                    record,
+                }],
+                Some(on_durable),
+            );
+        }
+        let pushed = self.outgoing.push(OutMsg {
+            seq,
+            qos,
+            retain,
+            message,
+            subscription_ids,
+            state: OutState::Queued,
+            durable,
+        });
+        debug_assert_eq!(pushed, Pushed::Queued, "fullness checked above");
+        self.pump();
+    }
+
+    /// Sends what the window and the write buffer allow.
+    pub(super) fn pump(&mut self) {
+        let Some(conn) = &self.conn else { return };
+        let room = if conn.has_room() { usize::MAX } else { 0 };
+        let mut actions = Vec::new();
+        self.outgoing.poll_send(unix_ms(), room, &mut actions);
+        let mut done = Vec::new();
+        for action in actions {
+            match action {
+                SendAction::Publish(publish) => {
+                    let packet_id = publish.packet_id.unwrap_or(0);
+                    if conn.send(&Packet::Publish(publish)) {
+                        Metrics::add(&self.state.metrics.messages_sent, 1);
+                    } else {
+                        // Too large for the client: discarded as if delivered
+                        // 5.0 [MQTT-3.1.2-25]
+                        Metrics::add(&self.state.metrics.messages_dropped, 1);
+                        if let Ok(seq) = self.outgoing.remove(packet_id) {
+                            done.push(seq);
+                        }
+                    }
+                }
+                SendAction::Expired(seq) => {
+                    Metrics::add(&self.state.metrics.messages_dropped, 1);
+                    done.push(seq);
+                }
+            }
+        }
+        for seq in done {
+            self.delete_outgoing(seq);
+        }
+    }
+
+    /// Resends what was in flight when the previous connection ended.
+    pub(super) fn resend_inflight(&mut self) {
+        for resend in self.outgoing.resend(unix_ms()) {
+            match resend {
+                Resend::Publish(publish) => self.send(&Packet::Publish(publish)),
+                Resend::PubRel(packet_id) => self.send_pubrel(packet_id),
+            }
+        }
+    }
+
+    fn send_pubrel(&self, packet_id: u16) {
+        self.send(&Packet::PubRel(PubResponse {
+            packet_id,
+            reason_code: ReasonCode::Success,
+            properties: AckProperties::default(),
+        }));
+    }
+
+    fn delete_outgoing(&mut self, seq: u64) {
+        if self.stored {
+            self.state.writer.submit(
+                vec![storage::WriteOp::DeleteOutgoing {
+                    client_id: self.client_id.to_string(),
+                    seq,
+                }],
+                None,
+            );
+        }
+    }
+
+    fn ack_error(&mut self, e: AckError, ctx: &mut Context<Self>) {
+        match e {
+            // A late or repeated acknowledgement: harmless.
+            AckError::UnknownPacketId(packet_id) => {
+                tracing::debug!(client_id = %self.client_id, packet_id, "acknowledgement for unknown packet id")
+            }
+            AckError::WrongState { .. } => {
+                self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
+            }
+        }
+    }
+
+    pub(super) fn handle_puback(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
+        match self.outgoing.handle_puback(ack.packet_id) {
+            Ok(seq) => {
+                self.delete_outgoing(seq);
+                self.pump();
+            }
+            Err(e) => self.ack_error(e, ctx),
+        }
+    }
+
+    pub(super) fn handle_pubrec(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
+        if (ack.reason_code as u8) >= 0x80 {
+            // 5.0: the client refused the message; its flow ends here
+            if let Ok(seq) = self.outgoing.remove(ack.packet_id) {
+                self.delete_outgoing(seq);
+                self.pump();
+            }
+            return;
+        }
+        let seq = match self.outgoing.handle_pubrec(ack.packet_id) {
+            Ok(seq) => seq,
+            Err(e) => return self.ack_error(e, ctx),
+        };
+        if !self.stored {
+            return self.send_pubrel(ack.packet_id);
+        }
+        // The Released state must be on disk before PUBREL goes: after a
+        // crash the broker must resend PUBREL, not the PUBLISH, which the
+        // client would take as a new message once it has completed the flow.
+        let Some(msg) = self.outgoing.get(seq) else { return };
+        let record = storage::OutgoingRecord {
+            released: true,
+            message: msg.message.to_stored(msg.qos, msg.retain, &msg.subscription_ids),
+        };
+        let addr = self.handle.0.addr.clone();
+        let generation = self.conn.as_ref().map_or(0, |c| c.generation);
+        self.state.writer.submit(
+            vec![storage::WriteOp::PutOutgoing {
+                client_id: self.client_id.to_string(),
+                seq,
+                record,
+            }],
+            Some(Box::new(move |_| addr.do_send(Stored::Released { seq, generation }))),
+        );
+    }
+
+    pub(super) fn handle_pubcomp(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
+        match self.outgoing.handle_pubcomp(ack.packet_id) {
+            Ok(seq) => {
+                self.delete_outgoing(seq);
+                self.pump();
+            }
+            Err(e) => self.ack_error(e, ctx),
+        }
+    }
+}

@@ -1,0 +1,336 @@
+//! The session actor: one per client id, alive as long as the MQTT session
+//! (the network connection for a clean session; until it expires for a
+//! persistent one), on one worker arbiter.
+//!
+//! It owns the connection while the client is online (reads packets as an
+//! actix stream, writes through a buffered writer task), the QoS state
+//! machines ([`outgoing`], [`incoming`]), the client's subscriptions and will.
+//! It never blocks: storage writes go to the group-commit writer and come
+//! back as messages.
+//!
+//! Packet handling is split by family, one file each, behind one dispatcher
+//! (`handle_packet`): `connect` (attach, CONNACK, takeover, will, end of
+//! session), `publish` (inbound PUBLISH, PUBREL), `deliver` (outbound
+//! PUBLISH, PUBACK/PUBREC/PUBCOMP), `subscribe`.
+//!
+//! Lifecycle:
+//! 1. created by the listener for a new client id (or at startup for each
+//!    stored persistent session, offline);
+//! 2. `Attach`: a connection with its CONNECT arrives (also a takeover of the
+//!    current one);
+//! 3. packets, `Deliver`s from other sessions, storage completions;
+//! 4. the connection closes: a clean session ends (the actor stops); a
+//!    persistent one stays, offline, queueing QoS 1/2 messages, until a new
+//!    `Attach` or its expiry;
+//! 5. `Shutdown`: the broker is stopping; connections are closed.
+
+mod connect;
+mod connection;
+mod deliver;
+pub mod incoming;
+pub mod outgoing;
+mod publish;
+mod subscribe;
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+
+use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::message::Message;
+use crate::state::State;
+
+pub use connection::{shutdown_transport, Inbound, PacketStream, ReadError, Transport};
+use connection::Connection;
+use incoming::Incoming;
+use outgoing::Outgoing;
+
+/// What other sessions and the router know of a session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Unique in this process; the router's key.
+    pub id: u64,
+    pub client_id: ByteString,
+    pub addr: Addr<Session>,
+    /// The session outlives its connection: QoS 1/2 copies for it are stored
+    /// before the publisher is acknowledged.
+    pub persistent: AtomicBool,
+    /// A client is connected.
+    pub online: AtomicBool,
+}
+
+/// Reference to a session, compared and hashed by session id.
+#[derive(Debug, Clone)]
+pub struct SessionRef(pub Arc<SessionHandle>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+impl Eq for SessionRef {}
+impl Hash for SessionRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl SessionRef {
+    pub fn is_persistent(&self) -> bool {
+        self.0.persistent.load(Ordering::Relaxed)
+    }
+    pub fn is_online(&self) -> bool {
+        self.0.online.load(Ordering::Relaxed)
+    }
+}
+
+/// A subscription as the router stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionEntry {
+    pub options: SubscriptionOptions,
+    /// 5.0 Subscription Identifier given with the SUBSCRIBE.
+    pub subscription_id: Option<u32>,
+}
+
+/// A new connection for this session, with its CONNECT already read.
+pub struct NewConnection {
+    pub transport: Box<dyn Transport>,
+    /// Bytes read after the CONNECT.
+    pub read_buf: BytesMut,
+    pub connect: Connect,
+    /// The client id, generated if the CONNECT had none.
+    pub client_id: ByteString,
+    /// True if `client_id` was generated (5.0: sent back as Assigned Client
+    /// Identifier).
+    pub assigned_client_id: bool,
+    pub peer: SocketAddr,
+}
+
+/// Hands a connection to the session. The connection stays in the slot until
+/// the session takes it, so that a listener whose `Attach` reached a session
+/// that was stopping can take it back and retry with a new session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach(pub Arc<Mutex<Option<NewConnection>>>);
+
+/// A message for this session from a publish that matched its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub message: Arc<Message>,
+    /// Delivery QoS: the lower of published and subscribed.
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 2]>,
+    /// Held until the copy is stored, for a persistent session; the publisher
+    /// is acknowledged when every holder has dropped it.
+    pub ack: Option<AckGuard>,
+}
+
+/// Ask the session to close its connection because the broker is stopping.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// A stored-before-acknowledged dependency of an inbound QoS 1/2 PUBLISH.
+/// Clones travel with the `Deliver`s to persistent sessions and into the
+/// storage callbacks; when the last one is dropped the publisher's session
+/// gets `AckDone` and acknowledges the PUBLISH (in order).
+#[derive(Clone)]
+pub struct AckGuard(Arc<AckInner>);
+
+struct AckInner {
+    publisher: Addr<Session>,
+    token: u64,
+    generation: u64,
+    failed: AtomicBool,
+}
+
+impl AckGuard {
+    fn new(publisher: Addr<Session>, token: u64, generation: u64) -> AckGuard {
+        AckGuard(Arc::new(AckInner {
+            publisher,
+            token,
+            generation,
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    /// The work this guard stands for failed: the publisher must not be told
+    /// its message is safe.
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        self.publisher.do_send(AckDone {
+            token: self.token,
+            generation: self.generation,
+            ok: !self.failed.load(Ordering::Relaxed),
+        });
+    }
+}
+
+impl std::fmt::Debug for AckGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGuard").field("token", &self.0.token).finish()
+    }
+}
+
+/// All holders of an [`AckGuard`] are done.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct AckDone {
+    token: u64,
+    generation: u64,
+    ok: bool,
+}
+
+/// A storage write this session waits for has completed.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Stored {
+    /// The QoS 2 copy with this seq is on disk: it may be sent.
+    Message { seq: u64 },
+    /// The Released state of this seq is on disk: PUBREL may be sent.
+    Released { seq: u64, generation: u64 },
+}
+
+/// Restored state of a persistent session, read from the store at startup.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub protocol: Option<ProtocolVersion>,
+    pub session_expiry_interval: u32,
+    pub disconnected_at_ms: Option<u64>,
+    pub subscriptions: Vec<(ByteString, SubscriptionEntry)>,
+    pub outgoing: Vec<outgoing::OutMsg>,
+    pub incoming_qos2: Vec<u16>,
+}
+
+/// The session actor.
+pub struct Session {
+    state: State,
+    handle: SessionRef,
+    client_id: ByteString,
+    /// Version of the current (or last) connection.
+    protocol: ProtocolVersion,
+    /// Session Expiry Interval in seconds: 0 for a clean session, u32::MAX
+    /// for a 3.1.1 persistent session (never expires).
+    session_expiry_interval: u32,
+    /// Something about this session is in the store.
+    stored: bool,
+    conn: Option<Connection>,
+    next_generation: u64,
+    outgoing: Outgoing,
+    incoming: Incoming,
+    /// Filter -> subscription, as in the router.
+    subscriptions: HashMap<ByteString, SubscriptionEntry>,
+    will: Option<LastWill>,
+    expiry_timer: Option<SpawnHandle>,
+    /// Unix ms when the last connection ended (None while online); the
+    /// session expires `session_expiry_interval` after it.
+    offline_since_ms: Option<u64>,
+    /// Set once the session has decided to end; late messages are ignored.
+    ended: bool,
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Deliveries must not be held up by a mailbox limit: memory per session
+        // is bounded by the outgoing queue and the write buffer instead.
+        ctx.set_mailbox_capacity(usize::MAX);
+        if self.conn.is_none() && self.session_expiry_interval != u32::MAX {
+            self.start_expiry_timer(ctx);
+        }
+    }
+}
+
+impl Session {
+    /// Creates the actor of a new client id on the current arbiter.
+    pub fn start_new(state: State, client_id: ByteString) -> Addr<Session> {
+        Session::create(|ctx| Session::new(state, client_id, ctx.address(), Restored::default()))
+    }
+
+    /// Creates the actor of a stored session on the given arbiter.
+    pub fn start_restored(
+        state: State,
+        client_id: ByteString,
+        restored: Restored,
+        arbiter: &ArbiterHandle,
+    ) -> Addr<Session> {
+        Session::start_in_arbiter(arbiter, move |ctx| {
+            let mut session = Session::new(state, client_id, ctx.address(), restored);
+            session.stored = true;
+            session
+        })
+    }
+
+    fn new(state: State, client_id: ByteString, addr: Addr<Session>, restored: Restored) -> Session {
+        let handle = SessionRef(Arc::new(SessionHandle {
+            id: state.new_session_id(),
+            client_id: client_id.clone(),
+            addr,
+            persistent: AtomicBool::new(restored.session_expiry_interval > 0),
+            online: AtomicBool::new(false),
+        }));
+        let mqtt = &state.config.mqtt;
+        let mut outgoing = Outgoing::new(usize::from(mqtt.max_inflight), mqtt.max_queued_messages);
+        for msg in restored.outgoing {
+            outgoing.restore(msg);
+        }
+        let mut incoming = Incoming::new();
+        for id in restored.incoming_qos2 {
+            incoming.insert_qos2(id);
+        }
+        let mut subscriptions = HashMap::new();
+        if !restored.subscriptions.is_empty() {
+            let mut router = state.router.write();
+            for (filter, entry) in restored.subscriptions {
+                router.subscribe(&filter, handle.clone(), entry);
+                subscriptions.insert(filter, entry);
+            }
+        }
+        Session {
+            handle,
+            client_id,
+            protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
+            session_expiry_interval: restored.session_expiry_interval,
+            stored: false,
+            conn: None,
+            next_generation: 1,
+            outgoing,
+            incoming,
+            subscriptions,
+            will: None,
+            expiry_timer: None,
+            offline_since_ms: restored.disconnected_at_ms,
+            ended: false,
+            state,
+        }
+    }
+
+    /// True if the session outlives its connection.
+    fn is_persistent(&self) -> bool {
+        self.session_expiry_interval > 0
+    }
+
+    fn set_session_expiry(&mut self, interval: u32) {
+        self.session_expiry_interval = interval;
+        self.handle
+            .0
+            .persistent
+            .store(interval > 0, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,464 @@
+//! Server-to-client QoS 1 and 2 flows of one session: the queue of messages
+//! waiting to be sent and the window of messages sent and not yet
+//! acknowledged (3.1.1 section 4.3, 4.4, 4.6; 5.0 sections 4.3, 4.4, 4.9).
+//!
+//! Sans-IO: methods take packets and `now_ms` and return what to send; the
+//! session actor writes, persists and times.
+//!
+//! Each message gets a sequence number when queued; its packet id is derived
+//! from it (`packet_id_of(seq)`), so a restarted broker resends a stored
+//! in-flight message with the packet id it had before the crash, without
+//! having had to persist the id when it was first sent. A message whose
+//! packet id is still held by an older unacknowledged message waits.
+//!
+//! Lifecycle of a message: `Queued` -> (sent) `Sent` -> PUBACK: gone (QoS 1);
+//! `Sent` -> PUBREC -> `Released` -> PUBCOMP: gone (QoS 2). Messages are sent
+//! in queue order [MQTT-4.6.0-6]; expired queued messages are dropped, never
+//! sent (5.0 [MQTT-3.3.2-5]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use crate::codec::{Publish, QoS};
+use crate::message::Message;
+
+/// Where a message is in its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutState {
+    /// Not sent on the current connection yet.
+    Queued,
+    /// PUBLISH sent, waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Sent,
+    /// PUBREC received and PUBREL sent, waiting for PUBCOMP.
+    Released,
+}
+
+/// A QoS 1 or 2 message bound for this session's client.
+#[derive(Debug, Clone)]
+pub struct OutMsg {
+    pub seq: u64,
+    /// Delivered QoS: the lower of the published and the subscribed QoS.
+    pub qos: QoS,
+    pub retain: bool,
+    pub message: Arc<Message>,
+    pub subscription_ids: SmallVec<[u32; 2]>,
+    pub state: OutState,
+    /// False while a copy bound for a persistent session is not on disk yet
+    /// and must not be sent (QoS 2: a copy sent before it is stored could be
+    /// delivered twice after a crash, because the publisher resends it).
+    pub durable: bool,
+}
+
+/// Why an acknowledgement from the client does not fit the flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No message in flight has this packet id (5.0: reason 0x92).
+    #[error("no message in flight with packet id {0}")]
+    UnknownPacketId(u16),
+    /// The message with this id is in another state (PUBACK for a QoS 2
+    /// message, PUBCOMP before PUBREC ...): a protocol error.
+    #[error("{packet} for packet id {packet_id} does not fit its flow")]
+    WrongState {
+        packet: &'static str,
+        packet_id: u16,
+    },
+}
+
+/// What sending the queue produced.
+#[derive(Debug)]
+pub enum SendAction {
+    /// Write this PUBLISH.
+    Publish(Publish),
+    /// This queued message expired before it could be sent: forget it (and
+    /// delete its stored copy).
+    Expired(u64),
+}
+
+/// Whether `push` kept the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The queue is at `max_queued`; the message was dropped.
+    Full,
+}
+
+/// The packet id a message with sequence number `seq` (from 1) is sent with:
+/// 1, 2, ... 65535, 1, ...
+pub fn packet_id_of(seq: u64) -> u16 {
+    (seq.wrapping_sub(1) % u64::from(u16::MAX)) as u16 + 1
+}
+
+/// Outgoing QoS 1/2 state of one session.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// Sent and unacknowledged (`Sent` or `Released`), in sequence order.
+    inflight: VecDeque<OutMsg>,
+    /// Waiting to be sent, in sequence order.
+    queue: VecDeque<OutMsg>,
+    next_seq: u64,
+    /// Most messages in `inflight` (the client's Receive Maximum, capped by
+    /// the broker's `max_inflight`).
+    pub max_inflight: usize,
+    /// Most messages in `queue`.
+    pub max_queued: usize,
+}
+
+impl Outgoing {
+    pub fn new(max_inflight: usize, max_queued: usize) -> Outgoing {
+        Outgoing {
+            inflight: VecDeque::new(),
+            queue: VecDeque::new(),
+            next_seq: 1,
+            max_inflight,
+            max_queued,
+        }
+    }
+
+    /// Number of messages queued and in flight.
+    pub fn len(&self) -> usize {
+        self.inflight.len() + self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn inflight_len(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// True when a new message would be dropped.
+    pub fn is_full(&self) -> bool {
+        self.queue.len() >= self.max_queued
+    }
+
+    /// Sequence number the next pushed message gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Queues a new message; its `seq` must be [`Outgoing::next_seq`].
+    pub fn push(&mut self, msg: OutMsg) -> Pushed {
+        if self.is_full() {
+            return Pushed::Full;
+        }
+        debug_assert_eq!(msg.seq, self.next_seq);
+        self.next_seq = msg.seq + 1;
+        self.queue.push_back(msg);
+        Pushed::Queued
+    }
+
+    /// Restores a stored message (after a restart). Restored messages are
+    /// never dropped for a full queue: they were accepted before.
+    pub fn restore(&mut self, msg: OutMsg) {
+        self.next_seq = self.next_seq.max(msg.seq + 1);
+        if msg.state == OutState::Released {
+            self.inflight.push_back(msg);
+        } else {
+            self.queue.push_back(msg);
+        }
+    }
+
+    /// Marks a message as stored on disk; it may be sent now.
+    pub fn mark_durable(&mut self, seq: u64) {
+        if let Some(m) = self.queue.iter_mut().find(|m| m.seq == seq) {
+            m.durable = true;
+        }
+    }
+
+    /// Moves messages from the queue into the window while there is room and
+    /// returns what to write. `room` is how many more PUBLISH packets the
+    /// connection can take now (write-buffer limit).
+    pub fn poll_send(&mut self, now_ms: u64, mut room: usize, out: &mut Vec<SendAction>) {
+        while room > 0 && self.inflight.len() < self.max_inflight {
+            let Some(front) = self.queue.front() else { break };
+            if front.message.is_expired(now_ms) {
+                let seq = front.seq;
+                self.queue.pop_front();
+                out.push(SendAction::Expired(seq));
+                continue;
+            }
+            if !front.durable {
+                break;
+            }
+            let packet_id = packet_id_of(front.seq);
+            if self.inflight.iter().any(|m| packet_id_of(m.seq) == packet_id) {
+                break;
+            }
+            let mut msg = self.queue.pop_front().expect("front exists: checked above");
+            msg.state = OutState::Sent;
+            out.push(SendAction::Publish(msg.message.to_publish(
+                msg.qos,
+                msg.retain,
+                Some(packet_id),
+                false,
+                &msg.subscription_ids,
+                now_ms,
+            )));
+            self.inflight.push_back(msg);
+            room -= 1;
+        }
+    }
+
+    /// What to resend on a resumed session: every `Sent` message again with
+    /// DUP set, every `Released` one as a PUBREL, in order [MQTT-4.4.0-1].
+    /// Returns (PUBLISH to resend, packet ids to re-release).
+    pub fn resend(&mut self, now_ms: u64) -> Vec<Resend> {
+        self.inflight
+            .iter()
+            .map(|m| {
+                let packet_id = packet_id_of(m.seq);
+                match m.state {
+                    OutState::Released => Resend::PubRel(packet_id),
+                    _ => Resend::Publish(m.message.to_publish(
+                        m.qos,
+                        m.retain,
+                        Some(packet_id),
+                        true,
+                        &m.subscription_ids,
+                        now_ms,
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    fn position(&self, packet_id: u16) -> Result<usize, AckError> {
+        self.inflight
+            .iter()
+            .position(|m| packet_id_of(m.seq) == packet_id)
+            .ok_or(AckError::UnknownPacketId(packet_id))
+    }
+
+    /// PUBACK: completes a QoS 1 message; returns its seq.
+    pub fn handle_puback(&mut self, packet_id: u16) -> Result<u64, AckError> {
+        let i = self.position(packet_id)?;
+        let m = &self.inflight[i];
+        if m.qos != QoS::AtLeastOnce || m.state != OutState::Sent {
+            return Err(AckError::WrongState {
+                packet: "PUBACK",
+                packet_id,
+            });
+        }
+        Ok(self.inflight.remove(i).expect("index from position").seq)
+    }
+
+    /// PUBREC: a QoS 2 message is received; returns its seq (the session
+    /// stores the `Released` state, then sends PUBREL). A PUBREC for a message
+    /// already released is answered again (the PUBREL may have been lost).
+    pub fn handle_pubrec(&mut self, packet_id: u16) -> Result<u64, AckError> {
+        let i = self.position(packet_id)?;
+        let m = &mut self.inflight[i];
+        if m.qos != QoS::ExactlyOnce {
+            return Err(AckError::WrongState {
+                packet: "PUBREC",
+                packet_id,
+            });
+        }
+        m.state = OutState::Released;
+        Ok(m.seq)
+    }
+
+    /// Ends the flow of a message in flight whatever its state: a 5.0 PUBREC
+    /// with a failure reason, or a message too large for the client, which is
+    /// treated as delivered [MQTT-3.1.2-25]. Returns its seq.
+    pub fn remove(&mut self, packet_id: u16) -> Result<u64, AckError> {
+        let i = self.position(packet_id)?;
+        Ok(self.inflight.remove(i).expect("index from position").seq)
+    }
+
+    /// PUBCOMP: completes a QoS 2 message; returns its seq.
+    pub fn handle_pubcomp(&mut self, packet_id: u16) -> Result<u64, AckError> {
+        let i = self.position(packet_id)?;
+        if self.inflight[i].state != OutState::Released {
+            return Err(AckError::WrongState {
+                packet: "PUBCOMP",
+                packet_id,
+            });
+        }
+        Ok(self.inflight.remove(i).expect("index from position").seq)
+    }
+
+    /// The message with this seq, queued or in flight.
+    pub fn get(&self, seq: u64) -> Option<&OutMsg> {
+        self.inflight
+            .iter()
+            .chain(self.queue.iter())
+            .find(|m| m.seq == seq)
+    }
+
+    /// Forgets everything (Clean Start, session end).
+    pub fn clear(&mut self) {
+        self.inflight.clear();
+        self.queue.clear();
+    }
+}
+
+/// One packet to resend when a session resumes.
+#[derive(Debug)]
+pub enum Resend {
+    Publish(Publish),
+    PubRel(u16),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytestring::ByteString;
+
+    fn msg(seq: u64, qos: QoS) -> OutMsg {
+        OutMsg {
+            seq,
+            qos,
+            retain: false,
+            message: Arc::new(Message {
+                topic: ByteString::from_static("t"),
+                payload: bytes::Bytes::from_static(b"p"),
+                qos,
+                retain: false,
+                properties: Default::default(),
+                expires_at_ms: None,
+                origin: 7,
+            }),
+            subscription_ids: SmallVec::new(),
+            state: OutState::Queued,
+            durable: true,
+        }
+    }
+
+    fn sent_ids(actions: &[SendAction]) -> Vec<u16> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                SendAction::Publish(p) => p.packet_id,
+                SendAction::Expired(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn window_limits_messages_in_flight_mqtt_4_9() {
+        let mut o = Outgoing::new(2, 10);
+        for seq in 1..=3 {
+            assert_eq!(o.push(msg(seq, QoS::AtLeastOnce)), Pushed::Queued);
+        }
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(sent_ids(&out), vec![1, 2]);
+        out.clear();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert!(out.is_empty(), "window full");
+        assert_eq!(o.handle_puback(1), Ok(1));
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(sent_ids(&out), vec![3]);
+    }
+
+    #[test]
+    fn packet_ids_wrap_and_never_reuse_one_in_flight() {
+        assert_eq!(packet_id_of(1), 1);
+        assert_eq!(packet_id_of(65_535), 65_535);
+        assert_eq!(packet_id_of(65_536), 1);
+        let mut o = Outgoing::new(usize::MAX, 100);
+        o.next_seq = 65_535;
+        o.push(msg(65_535, QoS::AtLeastOnce));
+        o.push(msg(65_536, QoS::AtLeastOnce));
+        // seq 65_536 maps to packet id 1 again
+        let mut inflight = msg(1, QoS::AtLeastOnce);
+        inflight.state = OutState::Sent;
+        o.inflight.push_back(inflight);
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(sent_ids(&out), vec![65_535], "id 1 is still in flight");
+        assert_eq!(o.handle_puback(1), Ok(1));
+        out.clear();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(sent_ids(&out), vec![1]);
+    }
+
+    #[test]
+    fn qos2_flow_goes_sent_released_complete() {
+        let mut o = Outgoing::new(10, 10);
+        o.push(msg(1, QoS::ExactlyOnce));
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(o.handle_pubcomp(1), Err(AckError::WrongState { packet: "PUBCOMP", packet_id: 1 }));
+        assert_eq!(o.handle_puback(1), Err(AckError::WrongState { packet: "PUBACK", packet_id: 1 }));
+        assert_eq!(o.handle_pubrec(1), Ok(1));
+        assert_eq!(o.handle_pubrec(1), Ok(1), "repeated PUBREC is answered again");
+        assert!(matches!(o.resend(0)[..], [Resend::PubRel(1)]));
+        assert_eq!(o.handle_pubcomp(1), Ok(1));
+        assert!(o.is_empty());
+        assert_eq!(o.handle_pubcomp(1), Err(AckError::UnknownPacketId(1)));
+    }
+
+    #[test]
+    fn resend_sets_dup_and_keeps_order_mqtt_4_4_0_1() {
+        let mut o = Outgoing::new(10, 10);
+        o.push(msg(1, QoS::AtLeastOnce));
+        o.push(msg(2, QoS::ExactlyOnce));
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        let resent = o.resend(0);
+        let ids: Vec<_> = resent
+            .iter()
+            .map(|r| match r {
+                Resend::Publish(p) => {
+                    assert!(p.dup);
+                    p.packet_id.unwrap()
+                }
+                Resend::PubRel(id) => *id,
+            })
+            .collect();
+        assert_eq!(ids, vec![1, 2]);
+    }
+
+    #[test]
+    fn full_queue_drops_new_messages() {
+        let mut o = Outgoing::new(1, 2);
+        assert_eq!(o.push(msg(1, QoS::AtLeastOnce)), Pushed::Queued);
+        assert_eq!(o.push(msg(2, QoS::AtLeastOnce)), Pushed::Queued);
+        assert_eq!(o.push(msg(3, QoS::AtLeastOnce)), Pushed::Full);
+        assert_eq!(o.len(), 2);
+    }
+
+    #[test]
+    fn expired_queued_messages_are_dropped_not_sent() {
+        let mut o = Outgoing::new(10, 10);
+        let mut m = msg(1, QoS::AtLeastOnce);
+        Arc::make_mut(&mut m.message).expires_at_ms = Some(1_000);
+        o.push(m);
+        o.push(msg(2, QoS::AtLeastOnce));
+        let mut out = Vec::new();
+        o.poll_send(1_000, usize::MAX, &mut out);
+        assert!(matches!(out[0], SendAction::Expired(1)));
+        assert_eq!(sent_ids(&out), vec![2]);
+    }
+
+    #[test]
+    fn not_durable_message_holds_the_queue_in_order() {
+        let mut o = Outgoing::new(10, 10);
+        let mut m = msg(1, QoS::ExactlyOnce);
+        m.durable = false;
+        o.push(m);
+        o.push(msg(2, QoS::AtLeastOnce));
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert!(out.is_empty());
+        o.mark_durable(1);
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(sent_ids(&out), vec![1, 2]);
+    }
+
+    #[test]
+    fn room_limits_how_many_are_sent() {
+        let mut o = Outgoing::new(10, 10);
+        for seq in 1..=3 {
+            o.push(msg(seq, QoS::AtLeastOnce));
+        }
+        let mut out = Vec::new();
+        o.poll_send(0, 2, &mut out);
+        assert_eq!(sent_ids(&out), vec![1, 2]);
+    }
+}

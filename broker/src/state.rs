@@ -1,0 +1,117 @@
+//! What every session and listener of one node shares: the configuration, the
+//! subscription router, the retained messages, the registry of sessions by
+//! client id, the store and the counters.
+//!
+//! Lock order (take them in this order, never the reverse; never hold one
+//! across an `.await` or while sending to an actor with `send().await`):
+//! `registry` -> `router` -> `retained`. Each is held for a map operation
+//! only; the router's read lock is held while a publish is matched and its
+//! `Deliver`s are queued (non-blocking `do_send`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::{Addr, ArbiterHandle};
+use bytestring::ByteString;
+use parking_lot::{Mutex, RwLock};
+
+use crate::config::Config;
+use crate::message::Message;
+use crate::retain::RetainedIndex;
+use crate::router::SubscriptionTable;
+use crate::session::{Session, SessionRef, SubscriptionEntry};
+
+/// The router as the broker instantiates it.
+pub type Router = SubscriptionTable<SessionRef, SubscriptionEntry>;
+
+/// Counters of one node, read by `$SYS` topics and metrics.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_current: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub connections_refused: AtomicU64,
+    pub messages_received: AtomicU64,
+    pub messages_sent: AtomicU64,
+    /// Messages not delivered to a session because its queue or write buffer
+    /// was full, or they expired.
+    pub messages_dropped: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Clients disconnected for a protocol violation.
+    pub protocol_errors: AtomicU64,
+    /// Writes to the store that failed (a full disk, ...).
+    pub storage_errors: AtomicU64,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Shared state of one node.
+pub struct BrokerState {
+    pub config: Config,
+    /// Topic filter -> subscribed sessions. Read-locked by every publish.
+    pub router: RwLock<Router>,
+    /// Topic -> retained message.
+    pub retained: RwLock<RetainedIndex<Arc<Message>>>,
+    /// Client id -> its session actor, online or not.
+    pub registry: Mutex<HashMap<ByteString, Addr<Session>>>,
+    pub store: storage::Store,
+    pub writer: storage::Writer,
+    pub metrics: Metrics,
+    /// Worker arbiters that run sessions, chosen round robin.
+    pub workers: Vec<ArbiterHandle>,
+    next_worker: AtomicUsize,
+    next_session_id: AtomicU64,
+    /// Set when shutdown starts: no new connections are attached.
+    pub shutting_down: AtomicBool,
+    /// Writer tasks still flushing a socket; shutdown waits for them.
+    pub open_writers: AtomicUsize,
+}
+
+impl BrokerState {
+    pub fn new(config: Config, store: storage::Store, workers: Vec<ArbiterHandle>) -> BrokerState {
+        let writer = store.writer();
+        BrokerState {
+            config,
+            router: RwLock::new(SubscriptionTable::new()),
+            retained: RwLock::new(RetainedIndex::new()),
+            registry: Mutex::new(HashMap::new()),
+            store,
+            writer,
+            metrics: Metrics::default(),
+            workers,
+            next_worker: AtomicUsize::new(0),
+            next_session_id: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            open_writers: AtomicUsize::new(0),
+        }
+    }
+
+    /// A new session id; ids are never reused within a process.
+    pub fn new_session_id(&self) -> u64 {
+        self.next_session_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The next worker arbiter, round robin.
+    pub fn next_worker(&self) -> &ArbiterHandle {
+        let i = self.next_worker.fetch_add(1, Ordering::Relaxed);
+        &self.workers[i % self.workers.len()]
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for BrokerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerState").finish_non_exhaustive()
+    }
+}
+
+/// Shared state handle.
+pub type State = Arc<BrokerState>;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs Tern's whole test suite on a fresh Debian machine with a Rust toolchain:
+# installs the system packages the tests use (as root, or with sudo), then
+# checks formatting and lints and runs every test, benchmarks in test mode
+# included. Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks).
+missing=()
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+[ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "== installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Build output outside the clone, so reruns are incremental.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --all-targets --locked "$@"
+echo "== doc tests"
+cargo test --workspace --doc --locked
+echo "== all tests passed"

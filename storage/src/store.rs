@@ -8,8 +8,7 @@
 //! `close` take it exclusively.
 
 use std::{
-    fs,
-    io::{self, Write as _},
+    fs, io,
     path::{Path, PathBuf},
     sync::{Arc, Mutex, RwLock, RwLockReadGuard},
     thread::JoinHandle,
@@ -57,12 +56,17 @@ pub(crate) struct Handles {
     /// Linux ends a flush with `sync_file_range`, which neither flushes the
     /// drive's write cache nor commits the file's new size.
     log_file: fs::File,
+    /// `tern.lock`, `flock`ed before sled opens and released after it closes
+    /// (fields drop in order, this one last). Holding it first is what makes
+    /// `remove_unfinished_snapshots` safe.
+    _lock: fs::File,
 }
 
 impl Handles {
     fn open(config: &StoreConfig) -> Result<Handles> {
         let path = &config.path;
-        check_writable(path)?;
+        let lock = lock_directory(path)?;
+        remove_unfinished_snapshots(path)?;
         let db = sled::Config::new()
             .path(path)
             .cache_capacity(config.cache_capacity_bytes)
@@ -83,6 +87,7 @@ impl Handles {
             db,
             trees,
             log_file,
+            _lock: lock,
         })
     }
 
@@ -105,25 +110,65 @@ impl Handles {
     }
 }
 
-/// Creates the directory and proves a file can be written in it, so that a
-/// read-only or misplaced data directory is reported as such, not as an
-/// obscure sled error.
-fn check_writable(path: &Path) -> Result<()> {
+/// Creates the directory and takes an exclusive `flock` on `tern.lock` in it.
+/// Opening the lock file for writing also proves the directory is writable, so
+/// a read-only or misplaced data directory is reported as such. An empty file
+/// needs no data block: a full disk gets past this (and fails in sled).
+fn lock_directory(path: &Path) -> Result<fs::File> {
     let not_writable = |e: io::Error| Error::NotWritable {
         path: path.to_owned(),
         source: Arc::new(e),
     };
     fs::create_dir_all(path).map_err(not_writable)?;
-    let probe = path.join(".write-probe");
-    fs::File::create(&probe)
-        .and_then(|mut f| f.write_all(b"tern"))
-        .and_then(|()| fs::remove_file(&probe))
-        .map_err(not_writable)
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(path.join("tern.lock"))
+        .map_err(not_writable)?;
+    match fs2::FileExt::try_lock_exclusive(&file) {
+        Ok(()) => Ok(file),
+        Err(e) if e.raw_os_error() == fs2::lock_contended_error().raw_os_error() => {
+            Err(Error::Locked {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => Err(Error::Open {
+            path: path.to_owned(),
+            message: format!("cannot lock tern.lock: {e}"),
+        }),
+    }
+}
+
+/// Removes `snap.*.generating` files left by an interrupted sled snapshot.
+///
+/// sled 0.34.7 writes a snapshot to `snap.<lsn>.generating` and renames it
+/// when complete, but recovery only skips the old temporary suffix
+/// `.in___motion`. After a crash or a disk full in the middle of a snapshot,
+/// the leftover (often empty) file sorts last, is read as the newest snapshot,
+/// and every later open fails with "Read corrupted data". Skipping it is what
+/// sled means to do; the directory lock guarantees no sled instance of ours is
+/// writing it.
+fn remove_unfinished_snapshots(path: &Path) -> Result<()> {
+    let open_error = |e: io::Error| Error::Open {
+        path: path.to_owned(),
+        message: format!("removing an unfinished sled snapshot: {e}"),
+    };
+    for entry in fs::read_dir(path).map_err(open_error)? {
+        let name = entry.map_err(open_error)?.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %name, "removing an unfinished sled snapshot");
+            fs::remove_file(path.join(&*name)).map_err(open_error)?;
+        }
+    }
+    Ok(())
 }
 
 fn open_error(path: &Path, error: sled::Error) -> Error {
-    // sled 0.34 reports a held lock as an `Other` I/O error with this text
-    // (`Config::try_lock`); `open_twice_is_refused_as_in_use` guards it.
+    // `tern.lock` keeps other Stores out; this catches another program that
+    // opened the directory with sled directly. sled 0.34 reports its lock as
+    // an `Other` I/O error with this text (`Config::try_lock`).
     if let sled::Error::Io(e) = &error {
         if e.to_string().contains("could not acquire lock") {
             return Error::Locked {

@@ -100,7 +100,7 @@ impl Error {
         match error {
             sled::Error::Io(source) => Error::Io {
                 context,
-                source: Arc::new(source),
+                source: Arc::new(unwrap_sled_io(source)),
             },
             other => Error::Sled {
                 context,
@@ -124,5 +124,46 @@ impl Error {
             key: key.escape_ascii().to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+/// sled 0.34 rewraps some OS errors as `io::Error::new(kind, format!("{e:?}"))`,
+/// which displays as `Os { code: 28, kind: StorageFull, message: "..." }`.
+/// Recovers the OS error so the message reads "No space left on device (os
+/// error 28)"; any other error is returned as it is.
+fn unwrap_sled_io(error: io::Error) -> io::Error {
+    if error.raw_os_error().is_some() {
+        return error;
+    }
+    let code = error.get_ref().and_then(|inner| {
+        inner
+            .to_string()
+            .strip_prefix("Os { code: ")?
+            .split(',')
+            .next()?
+            .parse::<i32>()
+            .ok()
+    });
+    match code {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sled_rewrapped_os_errors_display_as_the_os_error() {
+        let wrapped = io::Error::other(format!("{:?}", io::Error::from_raw_os_error(28)));
+        let error = Error::from_sled("writing to the store", sled::Error::Io(wrapped));
+        assert_eq!(
+            error.to_string(),
+            "writing to the store: No space left on device (os error 28)"
+        );
+        let plain = io::Error::other("something else");
+        let error = Error::from_sled("flushing the store", sled::Error::Io(plain));
+        assert_eq!(error.to_string(), "flushing the store: something else");
     }
 }

@@ -15,7 +15,7 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
     sync::mpsc,
@@ -155,20 +155,36 @@ fn child(dir: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut j = start;
     while Instant::now() < deadline {
-        slots.send(()).expect("slots");
+        if slots.send_timeout((), Duration::from_secs(10)).is_err() {
+            break; // the writer is stuck or gone
+        }
         let freed = freed.clone();
         writer.submit(
             request(j),
             Some(Box::new(move |result| {
                 result.expect("child: durable write");
-                println!("acked {j}");
+                // Printed once durable, before the next callback runs. If the
+                // parent is gone (closed pipe), there is nobody to report to.
+                if writeln!(std::io::stdout(), "acked {j}").is_err() {
+                    std::process::exit(0);
+                }
                 let _ = freed.try_recv();
             })),
         );
         j += 1;
     }
-    // Not killed in time: the parent is gone; stop.
+    // Not killed in time: the parent is gone or stuck; stop.
     std::process::exit(0);
+}
+
+/// Kills the child if the parent panics before it does.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Runs `rounds` child processes, each killed at a random moment.
@@ -182,20 +198,22 @@ fn crash_rounds(test_name: &str, rounds: usize) {
     let mut total_acked = 0;
     let mut recovered = 0;
     for round in 0..rounds {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                test_name,
-                "--nocapture",
-                "--test-threads=1",
-                "--include-ignored",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().unwrap();
+        let mut child = KillOnDrop(
+            Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    test_name,
+                    "--nocapture",
+                    "--test-threads=1",
+                    "--include-ignored",
+                ])
+                .env(CHILD_ENV, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn child"),
+        );
+        let stdout = child.0.stdout.take().unwrap();
         let (lines_tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -220,8 +238,8 @@ fn crash_rounds(test_name: &str, rounds: usize) {
             }
             std::thread::sleep(Duration::from_millis(rng.gen_range(20..500)));
         }
-        child.kill().expect("SIGKILL the child"); // std sends SIGKILL on Unix
-        child.wait().unwrap();
+        child.0.kill().expect("SIGKILL the child"); // std sends SIGKILL on Unix
+        child.0.wait().unwrap();
         let max_acked = lines
             .iter()
             .filter_map(|line| line.strip_prefix("acked ")?.parse::<u64>().ok())

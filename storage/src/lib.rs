@@ -25,8 +25,10 @@
 //! and key. `raft_log` and `raft_state` will be added with the cluster crate.
 //!
 //! # Lifecycle
-//! 1. [`Store::open`] locks the data directory (sled's file lock: a second
-//!    process gets [`Error::Locked`]), recovers it, and starts the writer thread.
+//! 1. [`Store::open`] takes an exclusive `flock` on `tern.lock` in the data
+//!    directory (a second process gets [`Error::Locked`]), removes snapshot
+//!    files sled left unfinished (see `store.rs`), lets sled recover, and
+//!    starts the writer thread.
 //! 2. At startup the broker reads everything back with the `load_*` methods.
 //! 3. While running, every change goes through [`Writer::submit`]; a submit
 //!    with an `on_durable` callback is acknowledged once fsynced, together with
@@ -48,11 +50,20 @@
 //! - Requests without a callback are made durable by the next durable group or
 //!   by sled's background flush (`StoreConfig::flush_every_ms`).
 //!
+//! # Cost
+//! A durable group costs one sled flush plus one `fdatasync`: about 1 to 1.5 ms
+//! on the development VM, so one submitter waiting for each ack gets about
+//! 650 to 950 ops/s, while 64 concurrent submitters share fsyncs (about 50
+//! requests per fsync) for about 18 000 to 20 000 ops/s
+//! (`benches/group_commit.rs`). Callbacks run on the writer thread.
+//!
 //! # Known issues
 //! - After a write error (disk full) sled refuses all writes until reopened, so
 //!   the writer reopens it before the next group. Writes applied in memory but
 //!   not yet flushed when the error hit are lost at that reopen, while later
 //!   groups are applied on top: only requests acknowledged `Ok` are certain.
+//! - sled writes while it recovers, so a completely full disk cannot be opened
+//!   ([`Error::Open`] with "No space left on device"): free space first.
 //! - sled 0.34 writes values larger than about 128 KiB to separate blob files
 //!   without fsyncing them; they survive a process crash but a power loss may
 //!   lose them even after `Ok`.

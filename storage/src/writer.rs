@@ -257,8 +257,9 @@ impl GroupCommitter {
     }
 
     /// Commits one group from what is queued now, without blocking. Returns
-    /// how many requests it completed (0 if none was queued). After the store
-    /// was closed, it completes queued requests with `Error::Closed`.
+    /// how many requests the group held (0 if none was queued). Once it has
+    /// taken the close marker it applies nothing: it completes what is queued
+    /// with `Error::Closed` and returns 0.
     pub fn step(&mut self) -> usize {
         let group = self.take_group(None);
         let n = group.len();

@@ -403,3 +403,10 @@ fn dropping_every_handle_stops_the_writer_and_frees_the_directory() {
     assert_eq!(calls.load(Ordering::SeqCst), 10);
     assert_client_full(&store, "c");
 }
+
+#[test]
+fn store_and_writer_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Store>();
+    assert_send_sync::<storage::Writer>();
+}

@@ -1,0 +1,221 @@
+//! Tree names and key encoding.
+//!
+//! A note on key order: sled orders keys as byte strings, so every per-client
+//! key starts with `client_id \0`. MQTT forbids U+0000 in UTF-8 strings
+//! ([MQTT-1.5.4-2] in 5.0, [MQTT-1.5.3-2] in 3.1.1), so the separator never
+//! occurs inside a client id and `client_id \0` is a prefix of exactly that
+//! client's keys:
+//! - `ab\0` is a prefix of `ab\0x` (client `ab`, suffix `x`): matches;
+//! - `ab\0` is not a prefix of `abc\0x` (client `abc`): no match, although `ab`
+//!   is a prefix of `abc`;
+//! - a client id containing `\0` is refused by the writer (`Error::InvalidWrite`),
+//!   it would make its prefix ambiguous.
+//!
+//! Numeric suffixes (outgoing `seq`, incoming `packet_id`) are big-endian, so
+//! a prefix scan returns them in numeric order.
+
+use crate::error::{Error, Result};
+
+/// The sled trees the store uses. `raft_log` and `raft_state` will join them
+/// with the cluster crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TreeId {
+    /// `client_id` -> `SessionRecord`.
+    Sessions = 0,
+    /// `client_id \0 filter` -> `SubscriptionRecord`.
+    Subscriptions = 1,
+    /// `client_id \0 seq (u64 BE)` -> `OutgoingRecord`.
+    Outgoing = 2,
+    /// `client_id \0 packet_id (u16 BE)` -> version byte only.
+    IncomingQos2 = 3,
+    /// `topic` -> `StoredMessage`.
+    Retained = 4,
+}
+
+impl TreeId {
+    /// Every tree, in the order of their indices.
+    pub(crate) const ALL: [TreeId; 5] = [
+        TreeId::Sessions,
+        TreeId::Subscriptions,
+        TreeId::Outgoing,
+        TreeId::IncomingQos2,
+        TreeId::Retained,
+    ];
+
+    /// The trees whose keys start with `client_id \0`.
+    pub(crate) const PER_CLIENT: [TreeId; 3] = [
+        TreeId::Subscriptions,
+        TreeId::Outgoing,
+        TreeId::IncomingQos2,
+    ];
+
+    /// The sled tree name, also used in error messages.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            TreeId::Sessions => "sessions",
+            TreeId::Subscriptions => "subscriptions",
+            TreeId::Outgoing => "outgoing",
+            TreeId::IncomingQos2 => "incoming_qos2",
+            TreeId::Retained => "retained",
+        }
+    }
+
+    /// Index into per-tree arrays.
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Separator between the client id and the rest of a per-client key.
+pub(crate) const SEPARATOR: u8 = 0;
+
+/// Refuses client ids that would break the prefix property of per-client keys.
+pub(crate) fn check_client_id(client_id: &str) -> Result<()> {
+    if client_id.as_bytes().contains(&SEPARATOR) {
+        return Err(Error::InvalidWrite {
+            reason: format!(
+                "client id {:?} contains U+0000, which MQTT forbids [MQTT-1.5.4-2]",
+                client_id
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Key in `sessions`.
+pub(crate) fn session(client_id: &str) -> Vec<u8> {
+    client_id.as_bytes().to_vec()
+}
+
+/// `client_id \0`: the prefix of all of one client's keys in the per-client trees.
+pub(crate) fn client_prefix(client_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(client_id.len() + 1);
+    key.extend_from_slice(client_id.as_bytes());
+    key.push(SEPARATOR);
+    key
+}
+
+/// Key in `subscriptions`: `client_id \0 filter`.
+pub(crate) fn subscription(client_id: &str, filter: &str) -> Vec<u8> {
+    let mut key = client_prefix(client_id);
+    key.extend_from_slice(filter.as_bytes());
+    key
+}
+
+/// Key in `outgoing`: `client_id \0 seq` with `seq` big-endian.
+pub(crate) fn outgoing(client_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = client_prefix(client_id);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Key in `incoming_qos2`: `client_id \0 packet_id` with `packet_id` big-endian.
+pub(crate) fn incoming_qos2(client_id: &str, packet_id: u16) -> Vec<u8> {
+    let mut key = client_prefix(client_id);
+    key.extend_from_slice(&packet_id.to_be_bytes());
+    key
+}
+
+/// Key in `retained`.
+pub(crate) fn retained(topic: &str) -> Vec<u8> {
+    topic.as_bytes().to_vec()
+}
+
+/// Decodes a `sessions` key back to the client id.
+pub(crate) fn decode_session(key: &[u8]) -> Result<String> {
+    let corrupt = |reason: &str| Error::corrupt(TreeId::Sessions.name(), key, reason);
+    let client_id = std::str::from_utf8(key).map_err(|_| corrupt("client id is not UTF-8"))?;
+    if key.contains(&SEPARATOR) {
+        return Err(corrupt("client id contains U+0000"));
+    }
+    Ok(client_id.to_owned())
+}
+
+/// The fixed-size suffix of a per-client key found by a scan of `prefix`.
+fn suffix<const N: usize>(tree: TreeId, prefix: &[u8], key: &[u8]) -> Result<[u8; N]> {
+    key.strip_prefix(prefix)
+        .and_then(|rest| <[u8; N]>::try_from(rest).ok())
+        .ok_or_else(|| {
+            Error::corrupt(
+                tree.name(),
+                key,
+                format!("expected client prefix and a {N}-byte suffix"),
+            )
+        })
+}
+
+/// Decodes the `seq` of an `outgoing` key found by a scan of `prefix`.
+pub(crate) fn decode_outgoing_seq(prefix: &[u8], key: &[u8]) -> Result<u64> {
+    suffix::<8>(TreeId::Outgoing, prefix, key).map(u64::from_be_bytes)
+}
+
+/// Decodes the `packet_id` of an `incoming_qos2` key found by a scan of `prefix`.
+pub(crate) fn decode_incoming_packet_id(prefix: &[u8], key: &[u8]) -> Result<u16> {
+    suffix::<2>(TreeId::IncomingQos2, prefix, key).map(u16::from_be_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outgoing_keys_sort_by_seq_within_a_client() {
+        let seqs = [0u64, 1, 255, 256, 65_535, 1 << 40, u64::MAX];
+        let keys: Vec<_> = seqs.iter().map(|&s| outgoing("c", s)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn incoming_keys_sort_by_packet_id_within_a_client() {
+        let ids = [1u16, 2, 255, 256, 65_535];
+        let keys: Vec<_> = ids.iter().map(|&p| incoming_qos2("c", p)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn client_prefix_does_not_match_a_longer_client_id() {
+        let prefix = client_prefix("ab");
+        assert!(outgoing("ab", 7).starts_with(&prefix));
+        assert!(subscription("ab", "x/#").starts_with(&prefix));
+        assert!(!outgoing("abc", 7).starts_with(&prefix));
+        assert!(!subscription("abc", "").starts_with(&prefix));
+        // The shorter id's records sort before the longer one's.
+        assert!(outgoing("ab", u64::MAX) < outgoing("abc", 0));
+    }
+
+    #[test]
+    fn keys_decode_back() {
+        let prefix = client_prefix("dev-1");
+        assert_eq!(
+            decode_outgoing_seq(&prefix, &outgoing("dev-1", 42)).unwrap(),
+            42
+        );
+        assert_eq!(
+            decode_incoming_packet_id(&prefix, &incoming_qos2("dev-1", 9)).unwrap(),
+            9
+        );
+        assert_eq!(decode_session(&session("dev-1")).unwrap(), "dev-1");
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected_naming_the_tree() {
+        let prefix = client_prefix("c");
+        let err = decode_outgoing_seq(&prefix, b"c\0\x01\x02").unwrap_err();
+        assert!(err.to_string().contains("tree `outgoing`"), "{err}");
+        let err = decode_incoming_packet_id(&prefix, b"c\0\x01\x02\x03").unwrap_err();
+        assert!(err.to_string().contains("tree `incoming_qos2`"), "{err}");
+        let err = decode_session(b"\xff\xfe").unwrap_err();
+        assert!(err.to_string().contains("tree `sessions`"), "{err}");
+    }
+
+    #[test]
+    fn client_id_with_nul_is_refused_mqtt_1_5_4_2() {
+        assert!(check_client_id("a\0b").is_err());
+        assert!(check_client_id("").is_ok());
+        assert!(check_client_id("ünïcödé").is_ok());
+    }
+}

@@ -1,0 +1,497 @@
+//! The group-commit writer: the single owner of every write to sled.
+//!
+//! Submitters send requests (a list of ops and an optional durability
+//! callback) over one FIFO channel. The writer takes a group: the first
+//! request plus whatever else is already queued, up to [`MAX_GROUP`]. It
+//! applies the whole group as one sled transaction over all trees, in
+//! submission order, calls sled's flush (plus an fdatasync) once if any
+//! request of the group asked for durability, then runs the group's callbacks.
+//! Requests that arrive meanwhile form the next group, so many sessions'
+//! writes share one fsync.
+//!
+//! Lifecycle:
+//! 1. `Store::open` spawns the thread running [`GroupCommitter::run_until_closed`]
+//!    (or `Store::open_with_committer` hands the committer to a test, which
+//!    drives it with [`GroupCommitter::step`]).
+//! 2. Each loop: block for one request, drain the queue, commit the group.
+//! 3. A write error fails every callback of its group; the writer then drops
+//!    and reopens sled before the next group, because sled 0.34 refuses every
+//!    write after its first I/O error. If the reopen fails (disk still full),
+//!    that group fails too and the next one retries.
+//! 4. `Store::close` queues a close marker: the writer finishes the groups
+//!    before it, flushes and exits. Dropping every `Store` and `Writer`
+//!    disconnects the channel, with the same effect.
+//! 5. A request still queued when the writer exits is dropped; dropping it
+//!    calls its callback with `Error::Closed`. So every callback runs once.
+
+use std::{
+    collections::BTreeMap,
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use crossbeam_channel::{Receiver, Sender};
+use sled::{
+    transaction::{TransactionError, Transactional},
+    IVec,
+};
+
+use crate::{
+    error::{Error, Result},
+    keys::{self, TreeId},
+    records::{self, OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord},
+    store::{Handles, Shared},
+};
+
+/// Most requests in one group. Bounds the transaction's size and how long the
+/// first callback of a group waits for the last op of it.
+pub const MAX_GROUP: usize = 4096;
+
+/// Called once with the outcome: `Ok` when the request's ops are on disk,
+/// `Err` if they failed or the store closed first. Runs on the writer thread:
+/// it must not block (send a message, complete a oneshot, ...).
+pub type Durable = Box<dyn FnOnce(Result<()>) + Send + 'static>;
+
+/// One change to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WriteOp {
+    /// Creates or replaces a session.
+    PutSession {
+        client_id: String,
+        record: SessionRecord,
+    },
+    /// Deletes the session and all of its subscriptions, outgoing and
+    /// incoming_qos2 records.
+    DeleteSession { client_id: String },
+    /// Creates or replaces the subscription keyed by `record.filter`.
+    PutSubscription {
+        client_id: String,
+        record: SubscriptionRecord,
+    },
+    /// Deletes one subscription.
+    DeleteSubscription { client_id: String, filter: String },
+    /// Creates or replaces outgoing message `seq`.
+    PutOutgoing {
+        client_id: String,
+        seq: u64,
+        record: OutgoingRecord,
+    },
+    /// Deletes outgoing message `seq`.
+    DeleteOutgoing { client_id: String, seq: u64 },
+    /// Records a QoS 2 packet id received and not yet released.
+    PutIncomingQos2 { client_id: String, packet_id: u16 },
+    /// Forgets a released QoS 2 packet id.
+    DeleteIncomingQos2 { client_id: String, packet_id: u16 },
+    /// Creates or replaces the retained message of `message.topic`.
+    PutRetained { message: StoredMessage },
+    /// Deletes the retained message of `topic`.
+    DeleteRetained { topic: String },
+}
+
+impl WriteOp {
+    /// Refuses an op whose record the store could not read back.
+    fn validate(&self) -> Result<()> {
+        let invalid = |reason: String| Error::InvalidWrite { reason };
+        match self {
+            WriteOp::PutSession { client_id, .. }
+            | WriteOp::DeleteSession { client_id }
+            | WriteOp::DeleteSubscription { client_id, .. }
+            | WriteOp::DeleteOutgoing { client_id, .. }
+            | WriteOp::PutIncomingQos2 { client_id, .. }
+            | WriteOp::DeleteIncomingQos2 { client_id, .. } => keys::check_client_id(client_id),
+            WriteOp::PutSubscription { client_id, record } => {
+                keys::check_client_id(client_id)?;
+                records::validate_subscription(record).map_err(invalid)
+            }
+            WriteOp::PutOutgoing {
+                client_id, record, ..
+            } => {
+                keys::check_client_id(client_id)?;
+                records::validate_message(&record.message).map_err(invalid)
+            }
+            WriteOp::PutRetained { message } => records::validate_message(message).map_err(invalid),
+            WriteOp::DeleteRetained { .. } => Ok(()),
+        }
+    }
+}
+
+/// Counters of the writer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Groups committed.
+    pub groups: u64,
+    /// Requests (submit calls) processed.
+    pub requests: u64,
+    /// Flushes (sled flush plus fdatasync) done for durable requests.
+    pub flushes: u64,
+    /// Groups that failed with a write error.
+    pub failed_groups: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    groups: AtomicU64,
+    requests: AtomicU64,
+    flushes: AtomicU64,
+    failed_groups: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            groups: self.groups.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            failed_groups: self.failed_groups.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What travels on the writer's channel.
+pub(crate) enum Msg {
+    Write(Request),
+    /// Sent by `Store::close`: finish what is before it, then stop.
+    Close,
+}
+
+pub(crate) struct Request {
+    ops: Vec<WriteOp>,
+    ack: Ack,
+}
+
+/// The durability callback, called exactly once: by `complete`, or with
+/// `Error::Closed` when dropped uncalled (store closed, writer gone).
+struct Ack(Option<Durable>);
+
+impl Ack {
+    fn wants_durability(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn complete(mut self, result: Result<()>) {
+        if let Some(callback) = self.0.take() {
+            // A panicking callback must not take the writer down with it.
+            if catch_unwind(AssertUnwindSafe(|| callback(result))).is_err() {
+                tracing::error!("a storage durability callback panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(callback) = self.0.take() {
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(Err(Error::Closed))));
+        }
+    }
+}
+
+/// Submits writes to the group-commit writer. Cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    tx: Sender<Msg>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+impl Writer {
+    pub(crate) fn new(tx: Sender<Msg>) -> Writer {
+        Writer { tx }
+    }
+
+    /// Queues ops; they are applied in submission order (across all
+    /// submitters, in the order `submit` calls returned).
+    ///
+    /// If `on_durable` is `Some`, it is called once the ops are fsynced to
+    /// disk (`Ok`) or failed (`Err`); never twice, never dropped uncalled. If
+    /// the store is already closed it is called with `Error::Closed` before
+    /// `submit` returns; otherwise it runs on the writer thread. The ops of one
+    /// submit are applied all or none; an invalid op (see
+    /// `Error::InvalidWrite`) refuses its whole submit.
+    pub fn submit(&self, ops: Vec<WriteOp>, on_durable: Option<Durable>) {
+        let request = Request {
+            ops,
+            ack: Ack(on_durable),
+        };
+        // On failure the request comes back and is dropped here, which calls
+        // the callback with `Error::Closed`.
+        let _ = self.tx.send(Msg::Write(request));
+    }
+}
+
+/// The writer's core: owns applying and flushing. `Store::open` runs it on a
+/// thread; tests drive it with `step`.
+pub struct GroupCommitter {
+    rx: Receiver<Msg>,
+    shared: Arc<Shared>,
+    /// A close marker was received: nothing more is applied.
+    closed: bool,
+    /// The last group failed: sled must be reopened before the next one.
+    needs_reopen: bool,
+}
+
+impl std::fmt::Debug for GroupCommitter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommitter")
+            .field("closed", &self.closed)
+            .field("needs_reopen", &self.needs_reopen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommitter {
+    pub(crate) fn new(rx: Receiver<Msg>, shared: Arc<Shared>) -> GroupCommitter {
+        GroupCommitter {
+            rx,
+            shared,
+            closed: false,
+            needs_reopen: false,
+        }
+    }
+
+    /// Commits one group from what is queued now, without blocking. Returns
+    /// how many requests the group held (0 if none was queued). Once it has
+    /// taken the close marker it applies nothing: it completes what is queued
+    /// with `Error::Closed` and returns 0.
+    pub fn step(&mut self) -> usize {
+        let group = self.take_group(None);
+        let n = group.len();
+        if n > 0 {
+            self.commit(group);
+        }
+        n
+    }
+
+    /// Steps up to `groups` times, stopping early when the queue is empty.
+    /// Returns how many requests were completed.
+    pub fn run(&mut self, groups: usize) -> usize {
+        let mut done = 0;
+        for _ in 0..groups {
+            match self.step() {
+                0 => break,
+                n => done += n,
+            }
+        }
+        done
+    }
+
+    /// The writer thread's loop: until closed or every sender is gone.
+    pub(crate) fn run_until_closed(mut self) {
+        while !self.closed {
+            let Ok(first) = self.rx.recv() else { break };
+            let group = self.take_group(Some(first));
+            if !group.is_empty() {
+                self.commit(group);
+            }
+        }
+        if let Err(e) = self.shared.with_handles(Handles::flush) {
+            if !matches!(e, Error::Closed) {
+                tracing::error!(error = %e, "final flush of the store failed");
+            }
+        }
+    }
+
+    /// `first` plus what is queued, up to `MAX_GROUP` requests, stopping at a
+    /// close marker.
+    fn take_group(&mut self, mut first: Option<Msg>) -> Vec<Request> {
+        let mut group = Vec::new();
+        while group.len() < MAX_GROUP {
+            let msg = match first.take() {
+                Some(msg) => msg,
+                None => match self.rx.try_recv() {
+                    Ok(msg) => msg,
+                    Err(_) => break,
+                },
+            };
+            match msg {
+                Msg::Write(request) if self.closed => {
+                    request.ack.complete(Err(Error::Closed));
+                }
+                Msg::Write(request) => group.push(request),
+                Msg::Close => {
+                    self.closed = true;
+                    break;
+                }
+            }
+        }
+        group
+    }
+
+    fn commit(&mut self, group: Vec<Request>) {
+        let stats = Arc::clone(&self.shared);
+        let stats = &stats.stats;
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .requests
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+
+        let mut valid = Vec::with_capacity(group.len());
+        for request in group {
+            match request.ops.iter().try_for_each(WriteOp::validate) {
+                Ok(()) => valid.push(request),
+                Err(e) => request.ack.complete(Err(e)),
+            }
+        }
+        let durable = valid.iter().any(|r| r.ack.wants_durability());
+        let result = self.apply(&valid, durable);
+        if let Err(e) = &result {
+            stats.failed_groups.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %e, requests = valid.len(), "storage write failed");
+            self.needs_reopen = !matches!(e, Error::Closed);
+        }
+        for request in valid {
+            request.ack.complete(result.clone());
+        }
+    }
+
+    fn apply(&mut self, group: &[Request], durable: bool) -> Result<()> {
+        if self.needs_reopen {
+            self.shared.reopen()?;
+            self.needs_reopen = false;
+        }
+        self.shared.with_handles(|handles| {
+            let mut overlay = Overlay::default();
+            for op in group.iter().flat_map(|r| &r.ops) {
+                overlay.add(handles, op)?;
+            }
+            overlay.commit(handles)?;
+            if durable {
+                handles.flush()?;
+                self.shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The net effect of a group's ops per tree: the last write to each key wins,
+/// which is what applying them one by one in order would leave.
+#[derive(Default)]
+struct Overlay {
+    /// Indexed by `TreeId::index`; `None` deletes the key.
+    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 5],
+}
+
+impl Overlay {
+    fn put(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
+        self.trees[tree.index()].insert(key, Some(value));
+    }
+
+    fn remove(&mut self, tree: TreeId, key: Vec<u8>) {
+        self.trees[tree.index()].insert(key, None);
+    }
+
+    fn add(&mut self, handles: &Handles, op: &WriteOp) -> Result<()> {
+        match op {
+            WriteOp::PutSession { client_id, record } => {
+                self.put(TreeId::Sessions, keys::session(client_id), record.encode())
+            }
+            WriteOp::DeleteSession { client_id } => self.remove_client(handles, client_id)?,
+            WriteOp::PutSubscription { client_id, record } => self.put(
+                TreeId::Subscriptions,
+                keys::subscription(client_id, &record.filter),
+                record.encode(),
+            ),
+            WriteOp::DeleteSubscription { client_id, filter } => {
+                self.remove(TreeId::Subscriptions, keys::subscription(client_id, filter))
+            }
+            WriteOp::PutOutgoing {
+                client_id,
+                seq,
+                record,
+            } => self.put(
+                TreeId::Outgoing,
+                keys::outgoing(client_id, *seq),
+                record.encode(),
+            ),
+            WriteOp::DeleteOutgoing { client_id, seq } => {
+                self.remove(TreeId::Outgoing, keys::outgoing(client_id, *seq))
+            }
+            WriteOp::PutIncomingQos2 {
+                client_id,
+                packet_id,
+            } => self.put(
+                TreeId::IncomingQos2,
+                keys::incoming_qos2(client_id, *packet_id),
+                records::encode_incoming_qos2(),
+            ),
+            WriteOp::DeleteIncomingQos2 {
+                client_id,
+                packet_id,
+            } => self.remove(
+                TreeId::IncomingQos2,
+                keys::incoming_qos2(client_id, *packet_id),
+            ),
+            WriteOp::PutRetained { message } => self.put(
+                TreeId::Retained,
+                keys::retained(&message.topic),
+                message.encode(),
+            ),
+            WriteOp::DeleteRetained { topic } => {
+                self.remove(TreeId::Retained, keys::retained(topic))
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the session and every per-client key: those on disk (the writer
+    /// is the only one who writes, so a scan sees every earlier group) and
+    /// those put earlier in this group.
+    fn remove_client(&mut self, handles: &Handles, client_id: &str) -> Result<()> {
+        self.remove(TreeId::Sessions, keys::session(client_id));
+        let prefix = keys::client_prefix(client_id);
+        for tree in TreeId::PER_CLIENT {
+            for key in handles.tree(tree).scan_prefix(&prefix).keys() {
+                let key = key.map_err(|e| Error::from_sled("scanning a deleted session", e))?;
+                self.remove(tree, key.to_vec());
+            }
+            self.trees[tree.index()]
+                .range_mut(prefix.clone()..)
+                .take_while(|(key, _)| key.starts_with(&prefix))
+                .for_each(|(_, value)| *value = None);
+        }
+        Ok(())
+    }
+
+    /// Applies the overlay as one sled transaction over all trees: sled makes
+    /// a transaction atomic on recovery, so a crash never leaves part of a
+    /// group on disk.
+    fn commit(self, handles: &Handles) -> Result<()> {
+        if self.trees.iter().all(BTreeMap::is_empty) {
+            return Ok(());
+        }
+        let writes: Vec<Vec<(IVec, Option<IVec>)>> = self
+            .trees
+            .into_iter()
+            .map(|tree| {
+                tree.into_iter()
+                    .map(|(k, v)| (IVec::from(k), v.map(IVec::from)))
+                    .collect()
+            })
+            .collect();
+        let result: Result<(), TransactionError<()>> = handles.trees().transaction(|views| {
+            for (view, tree_writes) in views.iter().zip(&writes) {
+                for (key, value) in tree_writes {
+                    match value {
+                        Some(value) => view.insert(key.clone(), value.clone())?,
+                        None => view.remove(key.clone())?,
+                    };
+                }
+            }
+            Ok(())
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(TransactionError::Storage(e)) => Err(Error::from_sled("writing to the store", e)),
+            // The closure above never aborts.
+            Err(TransactionError::Abort(())) => Ok(()),
+        }
+    }
+}

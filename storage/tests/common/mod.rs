@@ -1,0 +1,75 @@
+//! Helpers shared by the storage integration tests.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::{path::Path, sync::mpsc, time::Duration};
+
+use bytes::Bytes;
+use storage::{
+    OutgoingRecord, SessionRecord, Store, StoreConfig, StoredMessage, SubscriptionRecord, WriteOp,
+    Writer,
+};
+
+/// A config with a small cache and sled's background flush off, so that only
+/// durable submits flush (tests that count flushes rely on it).
+pub fn config(path: &Path) -> StoreConfig {
+    StoreConfig {
+        path: path.to_owned(),
+        cache_capacity_bytes: 8 * 1024 * 1024,
+        flush_every_ms: None,
+    }
+}
+
+pub fn open(path: &Path) -> Store {
+    Store::open(&config(path)).expect("open store")
+}
+
+/// Submits `ops` with a callback and waits for it.
+pub fn submit_durable(writer: &Writer, ops: Vec<WriteOp>) -> storage::Result<()> {
+    let (tx, rx) = mpsc::channel();
+    writer.submit(
+        ops,
+        Some(Box::new(move |result| {
+            let _ = tx.send(result);
+        })),
+    );
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("durability callback within 30 s")
+}
+
+pub fn session(expiry: u32) -> SessionRecord {
+    SessionRecord {
+        protocol_level: 5,
+        session_expiry_interval: expiry,
+        disconnected_at_ms: None,
+    }
+}
+
+pub fn subscription(filter: &str) -> SubscriptionRecord {
+    SubscriptionRecord {
+        filter: filter.to_owned(),
+        qos: 1,
+        no_local: false,
+        retain_as_published: true,
+        retain_handling: 0,
+        subscription_identifier: Some(7),
+    }
+}
+
+pub fn message(topic: &str, payload: &'static [u8]) -> StoredMessage {
+    StoredMessage {
+        topic: topic.to_owned(),
+        payload: Bytes::from_static(payload),
+        qos: 1,
+        retain: false,
+        properties: Bytes::new(),
+        expires_at_ms: None,
+    }
+}
+
+pub fn outgoing(topic: &str, payload: &'static [u8]) -> OutgoingRecord {
+    OutgoingRecord {
+        released: false,
+        message: message(topic, payload),
+    }
+}

@@ -1,0 +1,65 @@
+"""Writes the golden values of storage format version 1, byte by byte.
+
+Written by hand from the layout in storage/src/records.rs, not with the Rust
+encoder, so the golden test catches an encoder that drifts. Run from this
+directory: python3 make.py. Existing files must not change; a new format
+version gets a new directory.
+"""
+import struct
+
+def u32(v): return struct.pack(">I", v)
+def u64(v): return struct.pack(">Q", v)
+def s(b): return u32(len(b)) + b
+
+V1 = b"\x01"
+
+session = (V1
+    + b"\x05"                      # protocol_level 5
+    + u32(3600)                    # session_expiry_interval
+    + b"\x01" + u64(1_700_000_000_000))  # disconnected_at_ms Some
+
+subscription = (V1
+    + s(b"sport/+/#")              # filter
+    + b"\x02"                      # qos 2
+    + b"\x01"                      # no_local true
+    + b"\x00"                      # retain_as_published false
+    + b"\x01"                      # retain_handling 1
+    + b"\x01" + u32(268_435_455))  # subscription_identifier Some
+
+outgoing = (V1
+    + b"\x01"                      # released true
+    + s(b"a/b")                    # topic
+    + s(b"hi")                     # payload
+    + b"\x02"                      # qos 2
+    + b"\x00"                      # retain false
+    + s(b"\x01\x01")               # properties: payload format indicator 1
+    + b"\x01" + u64(1_700_000_060_000))  # expires_at_ms Some
+
+retained = (V1
+    + s(b"home/temp")              # topic
+    + s(b"21.5")                   # payload
+    + b"\x01"                      # qos 1
+    + b"\x01"                      # retain true
+    + s(b"")                       # properties: none
+    + b"\x00")                     # expires_at_ms None
+
+incoming_qos2 = V1
+
+files = {
+    # values this version writes: must decode
+    "session.bin": session,
+    "subscription.bin": subscription,
+    "outgoing.bin": outgoing,
+    "retained.bin": retained,
+    "incoming_qos2.bin": incoming_qos2,
+    # damaged values: must be rejected with an error naming the tree
+    "session.unknown-version.bin": b"\x02" + session[1:],
+    "subscription.bad-bool.bin": subscription[:15] + b"\x02" + subscription[16:],
+    "outgoing.truncated.bin": outgoing[:14],
+    "retained.trailing-byte.bin": retained + b"\x00",
+    "incoming_qos2.empty.bin": b"",
+}
+
+for name, data in files.items():
+    with open("v1/" + name, "wb") as f:
+        f.write(data)

@@ -1,0 +1,242 @@
+//! Model test: random write ops, commits and reboots go to the store and to a
+//! `BTreeMap` model; every load must match the model (after sled's
+//! `fuzz/fuzz_targets/fuzz_model.rs`). Set `PROPTEST_CASES` for a longer run.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use common::config;
+use proptest::prelude::*;
+use storage::{
+    GroupCommitter, OutgoingRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord,
+    WriteOp,
+};
+
+/// Client ids chosen so that some are prefixes of others.
+const CLIENTS: [&str; 5] = ["", "a", "ab", "abc", "b"];
+const FILTERS: [&str; 3] = ["#", "a/+", "a/b"];
+const TOPICS: [&str; 3] = ["t", "t/1", "u"];
+
+#[derive(Clone, Debug)]
+enum Action {
+    /// One `submit`: its ops are queued, not yet applied.
+    Submit(Vec<WriteOp>),
+    /// `GroupCommitter::step`: applies everything queued as one group.
+    Step,
+    /// Close without committing what is queued (it is lost), then reopen.
+    Reboot,
+}
+
+fn client() -> impl Strategy<Value = String> {
+    prop::sample::select(&CLIENTS[..]).prop_map(str::to_owned)
+}
+
+fn message() -> impl Strategy<Value = StoredMessage> {
+    (
+        prop::sample::select(&TOPICS[..]),
+        prop::collection::vec(any::<u8>(), 0..8),
+        0..=2u8,
+        any::<bool>(),
+        prop::collection::vec(any::<u8>(), 0..3),
+        prop::option::of(any::<u64>()),
+    )
+        .prop_map(
+            |(topic, payload, qos, retain, properties, expires_at_ms)| StoredMessage {
+                topic: topic.to_owned(),
+                payload: Bytes::from(payload),
+                qos,
+                retain,
+                properties: Bytes::from(properties),
+                expires_at_ms,
+            },
+        )
+}
+
+fn write_op() -> impl Strategy<Value = WriteOp> {
+    let session = (any::<u8>(), any::<u32>(), prop::option::of(any::<u64>())).prop_map(
+        |(protocol_level, session_expiry_interval, disconnected_at_ms)| SessionRecord {
+            protocol_level,
+            session_expiry_interval,
+            disconnected_at_ms,
+        },
+    );
+    let subscription = (
+        prop::sample::select(&FILTERS[..]),
+        0..=2u8,
+        any::<bool>(),
+        any::<bool>(),
+        0..=2u8,
+        prop::option::of(any::<u32>()),
+    )
+        .prop_map(
+            |(filter, qos, no_local, rap, retain_handling, id)| SubscriptionRecord {
+                filter: filter.to_owned(),
+                qos,
+                no_local,
+                retain_as_published: rap,
+                retain_handling,
+                subscription_identifier: id,
+            },
+        );
+    let outgoing = (any::<bool>(), message())
+        .prop_map(|(released, message)| OutgoingRecord { released, message });
+    prop_oneof![
+        1 => (client(), session).prop_map(|(client_id, record)| WriteOp::PutSession { client_id, record }),
+        1 => client().prop_map(|client_id| WriteOp::DeleteSession { client_id }),
+        1 => (client(), subscription)
+            .prop_map(|(client_id, record)| WriteOp::PutSubscription { client_id, record }),
+        1 => (client(), prop::sample::select(&FILTERS[..])).prop_map(|(client_id, filter)| {
+            WriteOp::DeleteSubscription { client_id, filter: filter.to_owned() }
+        }),
+        3 => (client(), 0..6u64, outgoing)
+            .prop_map(|(client_id, seq, record)| WriteOp::PutOutgoing { client_id, seq, record }),
+        2 => (client(), 0..6u64).prop_map(|(client_id, seq)| WriteOp::DeleteOutgoing { client_id, seq }),
+        1 => (client(), 0..4u16)
+            .prop_map(|(client_id, packet_id)| WriteOp::PutIncomingQos2 { client_id, packet_id }),
+        1 => (client(), 0..4u16)
+            .prop_map(|(client_id, packet_id)| WriteOp::DeleteIncomingQos2 { client_id, packet_id }),
+        1 => message().prop_map(|message| WriteOp::PutRetained { message }),
+        1 => prop::sample::select(&TOPICS[..])
+            .prop_map(|topic| WriteOp::DeleteRetained { topic: topic.to_owned() }),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => prop::collection::vec(write_op(), 0..4).prop_map(Action::Submit),
+        3 => Just(Action::Step),
+        1 => Just(Action::Reboot),
+    ]
+}
+
+#[derive(Default, Debug)]
+struct Model {
+    sessions: BTreeMap<String, SessionRecord>,
+    subscriptions: BTreeMap<(String, String), SubscriptionRecord>,
+    outgoing: BTreeMap<(String, u64), OutgoingRecord>,
+    incoming_qos2: BTreeSet<(String, u16)>,
+    retained: BTreeMap<String, StoredMessage>,
+}
+
+impl Model {
+    fn apply(&mut self, op: WriteOp) {
+        match op {
+            WriteOp::PutSession { client_id, record } => {
+                self.sessions.insert(client_id, record);
+            }
+            WriteOp::DeleteSession { client_id } => {
+                self.sessions.remove(&client_id);
+                self.subscriptions.retain(|(c, _), _| *c != client_id);
+                self.outgoing.retain(|(c, _), _| *c != client_id);
+                self.incoming_qos2.retain(|(c, _)| *c != client_id);
+            }
+            WriteOp::PutSubscription { client_id, record } => {
+                self.subscriptions
+                    .insert((client_id, record.filter.clone()), record);
+            }
+            WriteOp::DeleteSubscription { client_id, filter } => {
+                self.subscriptions.remove(&(client_id, filter));
+            }
+            WriteOp::PutOutgoing {
+                client_id,
+                seq,
+                record,
+            } => {
+                self.outgoing.insert((client_id, seq), record);
+            }
+            WriteOp::DeleteOutgoing { client_id, seq } => {
+                self.outgoing.remove(&(client_id, seq));
+            }
+            WriteOp::PutIncomingQos2 {
+                client_id,
+                packet_id,
+            } => {
+                self.incoming_qos2.insert((client_id, packet_id));
+            }
+            WriteOp::DeleteIncomingQos2 {
+                client_id,
+                packet_id,
+            } => {
+                self.incoming_qos2.remove(&(client_id, packet_id));
+            }
+            WriteOp::PutRetained { message } => {
+                self.retained.insert(message.topic.clone(), message);
+            }
+            WriteOp::DeleteRetained { topic } => {
+                self.retained.remove(&topic);
+            }
+        }
+    }
+
+    fn check(&self, store: &Store) -> Result<(), TestCaseError> {
+        let sessions: Vec<_> = self.sessions.clone().into_iter().collect();
+        prop_assert_eq!(store.load_sessions().unwrap(), sessions);
+        for client in CLIENTS {
+            let subscriptions: Vec<_> = self
+                .subscriptions
+                .iter()
+                .filter(|((c, _), _)| c == client)
+                .map(|(_, r)| r.clone())
+                .collect();
+            prop_assert_eq!(store.load_subscriptions(client).unwrap(), subscriptions);
+            let outgoing: Vec<_> = self
+                .outgoing
+                .iter()
+                .filter(|((c, _), _)| c == client)
+                .map(|((_, seq), r)| (*seq, r.clone()))
+                .collect();
+            prop_assert_eq!(store.load_outgoing(client).unwrap(), outgoing);
+            let incoming: Vec<_> = self
+                .incoming_qos2
+                .iter()
+                .filter(|(c, _)| c == client)
+                .map(|(_, p)| *p)
+                .collect();
+            prop_assert_eq!(store.load_incoming_qos2(client).unwrap(), incoming);
+        }
+        let retained: Vec<_> = self.retained.values().cloned().collect();
+        prop_assert_eq!(store.load_retained().unwrap(), retained);
+        Ok(())
+    }
+}
+
+fn open(dir: &std::path::Path) -> (Store, GroupCommitter) {
+    Store::open_with_committer(&config(dir)).expect("open store")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_a_btreemap_model(actions in prop::collection::vec(action(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, mut committer) = open(dir.path());
+        let mut model = Model::default();
+        let mut queued: Vec<WriteOp> = Vec::new();
+        for action in actions {
+            match action {
+                Action::Submit(ops) => {
+                    queued.extend(ops.iter().cloned());
+                    store.writer().submit(ops, None);
+                }
+                Action::Step => {
+                    committer.step();
+                    queued.drain(..).for_each(|op| model.apply(op));
+                    model.check(&store)?;
+                }
+                Action::Reboot => {
+                    store.close().unwrap();
+                    drop(committer);
+                    queued.clear();
+                    (store, committer) = open(dir.path());
+                    model.check(&store)?;
+                }
+            }
+        }
+        committer.step();
+        queued.drain(..).for_each(|op| model.apply(op));
+        model.check(&store)?;
+    }
+}

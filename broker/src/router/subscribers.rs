@@ -65,7 +65,7 @@ impl<K: Clone + Eq + Hash, V> Subscribers<K, V> {
         self.entries.push((key, value));
         if self.index.is_none() && self.entries.len() > INDEX_ABOVE {
             let mut index =
-                HashMap::with_capacity_and_hasher(self.entries.len(), RandomState::new());
+                HashMap::with_capacity_and_hasher(self.entries.len(), RandomState::default());
             index.extend(
                 self.entries
                     .iter()

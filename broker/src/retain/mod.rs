@@ -17,7 +17,7 @@
 //! `a/#` matches `a`). So a query costs the part of the tree it matches plus
 //! one lookup per literal level, not the whole tree. Topics are not stored:
 //! the walk rebuilds each matching topic name from its levels in one reused
-//! `String`. Nodes left empty by a removal are removed.
+//! buffer. Nodes left empty by a removal are removed.
 //!
 //! Like the router, nothing recurses per level (see `router::trie`): walks
 //! keep explicit stacks and `Drop` tears nodes down in a loop.
@@ -84,7 +84,7 @@ impl<V> std::fmt::Debug for RetainedIndex<V> {
 struct Frame<'t, 'f, V> {
     node: &'t Node<V>,
     /// The node's level.
-    level: &'t str,
+    level: &'t [u8],
     /// Length of the parent's topic name in the walk's buffer.
     base: usize,
     /// True for the root, whose wildcards skip `$` topics.
@@ -166,10 +166,10 @@ impl<V> RetainedIndex<V> {
     /// [MQTT-4.7.2-1] a filter starting with `+` or `#` does not match topics
     /// starting with `$`.
     pub fn matches(&self, filter: &str, mut visit: impl FnMut(&str, &V)) {
-        let mut topic = String::new();
+        let mut topic = Vec::new();
         let mut pending = vec![Frame {
             node: &self.root,
-            level: "",
+            level: b"",
             base: 0,
             root: true,
             separator: false,
@@ -179,14 +179,12 @@ impl<V> RetainedIndex<V> {
             let node = frame.node;
             topic.truncate(frame.base);
             if frame.separator {
-                topic.push('/');
+                topic.push(b'/');
             }
-            topic.push_str(frame.level);
+            topic.extend_from_slice(frame.level);
             let (level, rest) = match frame.rest {
                 None => {
-                    if let Some(value) = &node.value {
-                        visit(&topic, value);
-                    }
+                    emit(&topic, node.value.as_ref(), &mut visit);
                     continue;
                 }
                 Some(rest) => split_level(rest),
@@ -196,7 +194,7 @@ impl<V> RetainedIndex<V> {
                 // [MQTT-4.7.2-1] wildcards at the first level skip `$` topics.
                 node.children
                     .iter()
-                    .filter(move |(l, _)| !(frame.root && l.starts_with('$')))
+                    .filter(move |(l, _)| !(frame.root && l.starts_with(b"$")))
             };
             let separator = !frame.root;
             let frame_of = |(level, node), rest| Frame {
@@ -210,15 +208,13 @@ impl<V> RetainedIndex<V> {
             match level {
                 "#" => {
                     // `#` matches the parent level too: `a/#` matches `a`.
-                    if let Some(value) = &node.value {
-                        visit(&topic, value);
-                    }
+                    emit(&topic, node.value.as_ref(), &mut visit);
                     pending.extend(children().map(|c| frame_of(c, Some("#"))));
                 }
                 "+" => pending.extend(children().map(|c| frame_of(c, rest))),
                 literal => {
                     if let Some(child) = node.children.get(literal) {
-                        pending.push(frame_of((literal, child), rest));
+                        pending.push(frame_of((literal.as_bytes(), child), rest));
                     }
                 }
             }
@@ -244,6 +240,17 @@ impl<V> RetainedIndex<V> {
             pending.extend(node.children.iter().map(|(_, n)| n));
         }
         count
+    }
+}
+
+/// Calls `visit` with the topic name rebuilt in `topic` if there is a value.
+fn emit<V>(topic: &[u8], value: Option<&V>, visit: &mut impl FnMut(&str, &V)) {
+    if let Some(value) = value {
+        // Every level came from a `&str` and they are joined by `/`, so the
+        // bytes are UTF-8 and this never skips.
+        if let Ok(topic) = std::str::from_utf8(topic) {
+            visit(topic, value);
+        }
     }
 }
 

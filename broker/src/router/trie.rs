@@ -119,6 +119,50 @@ impl<P: Payload> Node<P> {
     }
 }
 
+/// Pending `+` branches kept in place before [`Branches`] spills to the heap.
+const INLINE_BRANCHES: usize = 8;
+
+/// The stack of `+` branches a match has still to follow: the node and the
+/// rest of the topic below it. Most matches have a few, so the first
+/// [`INLINE_BRANCHES`] live on the caller's stack.
+struct Branches<'n, 't, P> {
+    inline: [Option<(&'n Node<P>, Option<&'t str>)>; INLINE_BRANCHES],
+    len: usize,
+    /// Branches past the inline ones; used only while `inline` is full, so
+    /// popping it first keeps the order of a stack.
+    spill: Vec<(&'n Node<P>, Option<&'t str>)>,
+}
+
+impl<'n, 't, P> Branches<'n, 't, P> {
+    fn new() -> Self {
+        Branches {
+            inline: [None; INLINE_BRANCHES],
+            len: 0,
+            spill: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, branch: (&'n Node<P>, Option<&'t str>)) {
+        match self.inline.get_mut(self.len) {
+            Some(slot) => {
+                *slot = Some(branch);
+                self.len += 1;
+            }
+            None => self.spill.push(branch),
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<(&'n Node<P>, Option<&'t str>)> {
+        if let Some(branch) = self.spill.pop() {
+            return Some(branch);
+        }
+        self.len = self.len.checked_sub(1)?;
+        self.inline[self.len].take()
+    }
+}
+
 /// The trie: see the module documentation.
 pub(crate) struct Trie<P> {
     root: Node<P>,
@@ -197,11 +241,11 @@ impl<P: Payload> Trie<P> {
     /// takes through literal and `+` children. A payload can be empty.
     ///
     /// The cost is one child lookup per level per path, and a path branches
-    /// only where a node has a `+` child. The one allocation is the stack of
-    /// pending `+` branches, made only if there is one.
+    /// only where a node has a `+` child. Pending `+` branches wait on a
+    /// stack that allocates only past [`INLINE_BRANCHES`] of them.
     #[inline]
     pub(crate) fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a P)) {
-        let mut pending: Vec<(&Node<P>, Option<&str>)> = Vec::new();
+        let mut pending = Branches::new();
         let root = &self.root;
         let (level, rest) = split_level(topic);
         // [MQTT-4.7.2-1] a topic starting with `$` is not matched by a filter

@@ -114,6 +114,13 @@ fn all_cases_in_one_table_match_like_the_reference() {
 }
 
 #[test]
+fn table_can_be_shared_between_threads() {
+    fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<SubscriptionTable<u64, String>>();
+    shared_across_threads::<crate::retain::RetainedIndex<String>>();
+}
+
+#[test]
 fn overlapping_filters_visit_a_key_once_per_filter() {
     let mut table = SubscriptionTable::new();
     for filter in ["a/+", "a/#", "a/b", "#", "+/+", "b/#"] {

@@ -31,6 +31,7 @@ mod reason;
 mod subscribe;
 pub mod topic;
 
+
 use bytes::BytesMut;
 
 pub use ack::{PubResponse, UnsubAck};
@@ -42,7 +43,7 @@ pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UserProperties, WillProperties,
 };
-pub use publish::Publish;
+pub use publish::{decode_publish_properties, encode_publish_properties, Publish};
 pub use reason::ReasonCode;
 pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions, Unsubscribe};
 
@@ -150,6 +151,31 @@ pub enum PacketType {
     Auth = 15,
 }
 
+impl PacketType {
+    /// The packet type with this number (the high nibble of the first byte);
+    /// `None` for 0, which is reserved.
+    pub fn from_u8(value: u8) -> Option<PacketType> {
+        Some(match value {
+            1 => PacketType::Connect,
+            2 => PacketType::ConnAck,
+            3 => PacketType::Publish,
+            4 => PacketType::PubAck,
+            5 => PacketType::PubRec,
+            6 => PacketType::PubRel,
+            7 => PacketType::PubComp,
+            8 => PacketType::Subscribe,
+            9 => PacketType::SubAck,
+            10 => PacketType::Unsubscribe,
+            11 => PacketType::UnsubAck,
+            12 => PacketType::PingReq,
+            13 => PacketType::PingResp,
+            14 => PacketType::Disconnect,
+            15 => PacketType::Auth,
+            _ => return None,
+        })
+    }
+}
+
 impl std::fmt::Display for PacketType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -233,7 +259,16 @@ impl Packet {
     /// of bytes written. On error nothing is appended. 5.0-only fields
     /// (properties, reason codes other than those 3.1.1 can express) are left out
     /// when encoding for 3.1 / 3.1.1.
-    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         header::encode_packet(self, version, buf)
+    }
+
+    /// The number of bytes [`Packet::encode`] would append, or its error.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        header::encoded_len(self, version)
     }
 }

@@ -31,6 +31,8 @@ mod reason;
 mod subscribe;
 pub mod topic;
 
+#[cfg(test)]
+mod tests;
 
 use bytes::BytesMut;
 

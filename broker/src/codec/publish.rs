@@ -224,7 +224,6 @@ impl PublishProperties {
 /// cannot be encoded (a string or binary over 65,535 bytes or holding U+0000,
 /// Topic Alias 0, a Subscription Identifier outside 1..=268,435,455) is left
 /// out rather than written wrong.
-
 pub fn encode_publish_properties(props: &PublishProperties, buf: &mut BytesMut) {
     let start = buf.len();
     let mut w = Writer::new(buf, PacketType::Publish);
@@ -244,7 +243,6 @@ pub fn encode_publish_properties(props: &PublishProperties, buf: &mut BytesMut) 
 /// Reads what [`encode_publish_properties`] wrote (a Property Length, then the
 /// properties) from the front of `buf`, and advances `buf` past it. On error
 /// `buf` is left as it was.
-
 pub fn decode_publish_properties(buf: &mut Bytes) -> Result<PublishProperties, DecodeError> {
     let mut r = Reader::new(buf.clone(), PacketType::Publish);
     let props = PublishProperties::decode(&mut r)?;

@@ -17,6 +17,25 @@
 //! (`header`), 5.0 properties (`properties`), reason codes (`reason`) and topic
 //! rules (`topic`). [`Packet::decode`] and [`Packet::encode`] dispatch on the
 //! packet type.
+//!
+//! Errors: every [`DecodeError`] closes the connection; `reason_code()` gives
+//! the 5.0 reason (0x81 malformed, 0x82 protocol error, 0x84 unsupported
+//! version, 0x90 invalid PUBLISH topic, 0x95 too large). The encoder refuses
+//! (with [`EncodeError`], appending nothing) what the decoder would refuse.
+//!
+//! Left to the session, which alone knows the direction and the state:
+//! - packets in the wrong direction or order (a client sending CONNACK, a
+//!   second CONNECT, AUTH outside enhanced authentication, and a PUBLISH from
+//!   a client carrying a Subscription Identifier, 5.0 section 3.3.4: the
+//!   decoder accepts it because clients decode server PUBLISHes with it);
+//! - setting `Limits::version` from the CONNECT, and answering
+//!   [`DecodeError::UnsupportedProtocolVersion`] with CONNACK 0x01 / 0x84;
+//! - Topic Alias against Topic Alias Maximum and the alias mapping, packet
+//!   identifiers in use, Receive Maximum, the peer's Maximum Packet Size
+//!   (see [`Publish::encoded_len`]), Maximum QoS and Retain Available;
+//! - the Payload Format Indicator against the payload, the Authentication
+//!   Method against the CONNECT's, and a DISCONNECT Session Expiry Interval
+//!   after a CONNECT with 0.
 
 mod ack;
 mod auth;

@@ -137,13 +137,6 @@ impl Reader {
     /// UTF-8 Encoded String (section 1.5.3; 5.0 section 1.5.4).
     pub(super) fn string(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
         let bytes = self.binary(field)?;
-        // [MQTT-1.5.3-1] (5.0 [MQTT-1.5.4-1]) well-formed UTF-8, no surrogates
-        if let Err(e) = std::str::from_utf8(&bytes) {
-            return Err(self.malformed(
-                field,
-                format!("is not well-formed UTF-8 ({e}): {:?}", lossy_prefix(&bytes)),
-            ));
-        }
         // [MQTT-1.5.3-2] (5.0 [MQTT-1.5.4-2]) no U+0000
         if let Some(at) = bytes.iter().position(|&b| b == 0) {
             return Err(self.malformed(
@@ -151,7 +144,14 @@ impl Reader {
                 format!("contains U+0000 at byte {at}: {:?}", lossy_prefix(&bytes)),
             ));
         }
-        ByteString::try_from(bytes).map_err(|_| self.malformed(field, "is not well-formed UTF-8"))
+        // [MQTT-1.5.3-1] (5.0 [MQTT-1.5.4-1]) well-formed UTF-8, no
+        // surrogates. The clone is a reference count, kept for the message.
+        ByteString::try_from(bytes.clone()).map_err(|e| {
+            self.malformed(
+                field,
+                format!("is not well-formed UTF-8 ({e}): {:?}", lossy_prefix(&bytes)),
+            )
+        })
     }
 
     /// UTF-8 String Pair (5.0 section 1.5.7): name, then value.

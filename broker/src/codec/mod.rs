@@ -17,6 +17,25 @@
 //! (`header`), 5.0 properties (`properties`), reason codes (`reason`) and topic
 //! rules (`topic`). [`Packet::decode`] and [`Packet::encode`] dispatch on the
 //! packet type.
+//!
+//! Errors: every [`DecodeError`] closes the connection; `reason_code()` gives
+//! the 5.0 reason (0x81 malformed, 0x82 protocol error, 0x84 unsupported
+//! version, 0x90 invalid PUBLISH topic, 0x95 too large). The encoder refuses
+//! (with [`EncodeError`], appending nothing) what the decoder would refuse.
+//!
+//! Left to the session, which alone knows the direction and the state:
+//! - packets in the wrong direction or order (a client sending CONNACK, a
+//!   second CONNECT, AUTH outside enhanced authentication, and a PUBLISH from
+//!   a client carrying a Subscription Identifier, 5.0 section 3.3.4: the
+//!   decoder accepts it because clients decode server PUBLISHes with it);
+//! - setting `Limits::version` from the CONNECT, and answering
+//!   [`DecodeError::UnsupportedProtocolVersion`] with CONNACK 0x01 / 0x84;
+//! - Topic Alias against Topic Alias Maximum and the alias mapping, packet
+//!   identifiers in use, Receive Maximum, the peer's Maximum Packet Size
+//!   (see [`Publish::encoded_len`]), Maximum QoS and Retain Available;
+//! - the Payload Format Indicator against the payload, the Authentication
+//!   Method against the CONNECT's, and a DISCONNECT Session Expiry Interval
+//!   after a CONNECT with 0.
 
 mod ack;
 mod auth;
@@ -31,6 +50,9 @@ mod reason;
 mod subscribe;
 pub mod topic;
 
+#[cfg(test)]
+mod tests;
+
 use bytes::BytesMut;
 
 pub use ack::{PubResponse, UnsubAck};
@@ -42,7 +64,7 @@ pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
     PublishProperties, SubscribeProperties, UserProperties, WillProperties,
 };
-pub use publish::Publish;
+pub use publish::{decode_publish_properties, encode_publish_properties, Publish};
 pub use reason::ReasonCode;
 pub use subscribe::{RetainHandling, SubAck, Subscribe, SubscriptionOptions, Unsubscribe};
 
@@ -150,6 +172,31 @@ pub enum PacketType {
     Auth = 15,
 }
 
+impl PacketType {
+    /// The packet type with this number (the high nibble of the first byte);
+    /// `None` for 0, which is reserved.
+    pub fn from_u8(value: u8) -> Option<PacketType> {
+        Some(match value {
+            1 => PacketType::Connect,
+            2 => PacketType::ConnAck,
+            3 => PacketType::Publish,
+            4 => PacketType::PubAck,
+            5 => PacketType::PubRec,
+            6 => PacketType::PubRel,
+            7 => PacketType::PubComp,
+            8 => PacketType::Subscribe,
+            9 => PacketType::SubAck,
+            10 => PacketType::Unsubscribe,
+            11 => PacketType::UnsubAck,
+            12 => PacketType::PingReq,
+            13 => PacketType::PingResp,
+            14 => PacketType::Disconnect,
+            15 => PacketType::Auth,
+            _ => return None,
+        })
+    }
+}
+
 impl std::fmt::Display for PacketType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -233,7 +280,16 @@ impl Packet {
     /// of bytes written. On error nothing is appended. 5.0-only fields
     /// (properties, reason codes other than those 3.1.1 can express) are left out
     /// when encoding for 3.1 / 3.1.1.
-    pub fn encode(&self, version: ProtocolVersion, buf: &mut BytesMut) -> Result<usize, EncodeError> {
+    pub fn encode(
+        &self,
+        version: ProtocolVersion,
+        buf: &mut BytesMut,
+    ) -> Result<usize, EncodeError> {
         header::encode_packet(self, version, buf)
+    }
+
+    /// The number of bytes [`Packet::encode`] would append, or its error.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        header::encoded_len(self, version)
     }
 }

@@ -158,8 +158,18 @@ mod tests {
     #[test]
     fn valid_filters_are_accepted() {
         for f in [
-            "sport/tennis/#", "sport/+/player1", "+", "#", "/+", "+/+", "a//b", "/", "$SYS/#",
-            "sport/+/#", "$share/g/a/+", "$share/g/#",
+            "sport/tennis/#",
+            "sport/+/player1",
+            "+",
+            "#",
+            "/+",
+            "+/+",
+            "a//b",
+            "/",
+            "$SYS/#",
+            "sport/+/#",
+            "$share/g/a/+",
+            "$share/g/#",
         ] {
             assert_eq!(validate_topic_filter(f), Ok(()), "{f}");
         }
@@ -169,7 +179,10 @@ mod tests {
     fn multi_level_wildcard_must_be_last_and_alone_mqtt_4_7_1_2() {
         for f in ["sport/tennis#", "sport/#/ranking", "#/a", "a/#b", "##"] {
             assert!(
-                matches!(validate_topic_filter(f), Err(TopicError::MisplacedMultiLevelWildcard(_))),
+                matches!(
+                    validate_topic_filter(f),
+                    Err(TopicError::MisplacedMultiLevelWildcard(_))
+                ),
                 "{f}"
             );
         }
@@ -179,7 +192,10 @@ mod tests {
     fn single_level_wildcard_must_occupy_its_level_mqtt_4_7_1_3() {
         for f in ["sport+", "+a", "a/b+/c", "++"] {
             assert!(
-                matches!(validate_topic_filter(f), Err(TopicError::MisplacedSingleLevelWildcard(_))),
+                matches!(
+                    validate_topic_filter(f),
+                    Err(TopicError::MisplacedSingleLevelWildcard(_))
+                ),
                 "{f}"
             );
         }
@@ -190,7 +206,10 @@ mod tests {
         assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
         assert_eq!(validate_topic_name(""), Err(TopicError::Empty));
         assert_eq!(validate_topic_name("a\0b"), Err(TopicError::NullCharacter));
-        assert_eq!(validate_topic_filter("a/\0"), Err(TopicError::NullCharacter));
+        assert_eq!(
+            validate_topic_filter("a/\0"),
+            Err(TopicError::NullCharacter)
+        );
         let long = "a".repeat(65_536);
         assert_eq!(validate_topic_name(&long), Err(TopicError::TooLong(65_536)));
     }
@@ -198,7 +217,10 @@ mod tests {
     #[test]
     fn topic_names_reject_wildcards_mqtt_3_3_2_2() {
         for t in ["a/+", "#", "a/#", "a+b"] {
-            assert!(matches!(validate_topic_name(t), Err(TopicError::WildcardInName(_))), "{t}");
+            assert!(
+                matches!(validate_topic_name(t), Err(TopicError::WildcardInName(_))),
+                "{t}"
+            );
         }
         assert_eq!(validate_topic_name("a/b/c"), Ok(()));
         assert_eq!(validate_topic_name("/"), Ok(()));
@@ -208,9 +230,19 @@ mod tests {
     fn shared_subscriptions_split_into_group_and_filter() {
         assert_eq!(split_shared("$share/g1/a/+/c"), Ok(Some(("g1", "a/+/c"))));
         assert_eq!(split_shared("a/b"), Ok(None));
-        for f in ["$share/", "$share//a", "$share/g", "$share/g/", "$share/g+/a", "$share/g#/a"] {
+        for f in [
+            "$share/",
+            "$share//a",
+            "$share/g",
+            "$share/g/",
+            "$share/g+/a",
+            "$share/g#/a",
+        ] {
             assert!(
-                matches!(split_shared(f), Err(TopicError::InvalidSharedSubscription(_))),
+                matches!(
+                    split_shared(f),
+                    Err(TopicError::InvalidSharedSubscription(_))
+                ),
                 "{f}"
             );
         }
@@ -221,8 +253,16 @@ mod tests {
     fn matching_follows_section_4_7() {
         let cases = [
             ("sport/tennis/player1/#", "sport/tennis/player1", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/ranking", true),
-            ("sport/tennis/player1/#", "sport/tennis/player1/score/wimbledon", true),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/ranking",
+                true,
+            ),
+            (
+                "sport/tennis/player1/#",
+                "sport/tennis/player1/score/wimbledon",
+                true,
+            ),
             ("sport/#", "sport", true),
             ("#", "a/b/c", true),
             ("#", "/", true),

@@ -20,7 +20,8 @@ fn init_logging(config: &Config) -> Result<(), String> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
+    let mut term =
+        signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
@@ -41,7 +42,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "starting tern");
-    let result = actix_rt::System::new().block_on(broker::server::run(config, shutdown_signal(), |_| {}));
+    let result =
+        actix_rt::System::new().block_on(broker::server::run(config, shutdown_signal(), |_| {}));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

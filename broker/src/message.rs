@@ -102,7 +102,12 @@ impl Message {
     /// The stored form, for retained messages and queued copies. `qos` is the
     /// QoS to store (the delivery QoS for a queued copy); the subscription
     /// identifiers of a queued copy travel inside the stored properties.
-    pub fn to_stored(&self, qos: QoS, retain: bool, subscription_ids: &[u32]) -> storage::StoredMessage {
+    pub fn to_stored(
+        &self,
+        qos: QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+    ) -> storage::StoredMessage {
         let mut properties = BytesMut::new();
         if subscription_ids.is_empty() {
             codec::encode_publish_properties(&self.properties, &mut properties);

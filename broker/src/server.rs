@@ -75,7 +75,9 @@ pub async fn run(
     let mut accept_tasks = Vec::new();
     for (listener, addr) in listeners.into_iter().zip(&addrs) {
         tracing::info!(%addr, "listening for MQTT over TCP");
-        accept_tasks.push(actix_rt::spawn(listener.run(state.clone(), stop_rx.clone())));
+        accept_tasks.push(actix_rt::spawn(
+            listener.run(state.clone(), stop_rx.clone()),
+        ));
     }
     ready(addrs);
 
@@ -184,7 +186,9 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
             let result = thread
                 .join()
                 .map_err(|_| anyhow::anyhow!("server thread panicked"))?;
-            Err(result.err().unwrap_or_else(|| anyhow::anyhow!("server stopped before it was ready")))
+            Err(result
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("server stopped before it was ready")))
         }
     }
 }

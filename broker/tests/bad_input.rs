@@ -14,22 +14,40 @@ async fn park_a_queued_message(broker: &TestBroker) {
     s.send(&build::disconnect()).await;
     s.expect_closed().await;
     let mut p = Raw::mqtt(broker.addr, "parker", true).await;
-    p.send(&build::publish("parked/t", 1, false, false, 1, b"safe")).await;
+    p.send(&build::publish("parked/t", 1, false, false, 1, b"safe"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
 }
 
 /// Other clients are served, and the parked message is still there.
 async fn broker_is_healthy(broker: &TestBroker, bystander: &mut Raw) {
     let mut p = Raw::mqtt(broker.addr, "healthy-pub", true).await;
-    p.send(&build::publish("bystander", 1, false, false, 1, b"still here")).await;
+    p.send(&build::publish(
+        "bystander",
+        1,
+        false,
+        false,
+        1,
+        b"still here",
+    ))
+    .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
-    let got = bystander.recv_bytes().await.expect("bystander still connected");
-    assert_eq!(got, build::publish("bystander", 0, false, false, 0, b"still here"));
+    let got = bystander
+        .recv_bytes()
+        .await
+        .expect("bystander still connected");
+    assert_eq!(
+        got,
+        build::publish("bystander", 0, false, false, 0, b"still here")
+    );
 
     let mut s = Raw::connect(broker.addr).await;
     s.send(&build::connect(4, "parked", false, 60)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::connack(true, 0));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("parked/t", 1, false, false, 1, b"safe"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("parked/t", 1, false, false, 1, b"safe")
+    );
     // Not acknowledged: it stays queued for the next case.
 }
 
@@ -58,7 +76,10 @@ async fn malformed_packets_disconnect_only_the_offender() {
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("garbage", vec![0x00, 0xff, 0x13, 0x37, 0x00, 0x00]),
         // [MQTT-2.2.3] remaining length of more than four bytes
-        ("remaining_length_over_four_bytes", vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+        (
+            "remaining_length_over_four_bytes",
+            vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x7f],
+        ),
         // Announced size over max_packet_size: refused before the body arrives.
         ("announced_size_over_limit", {
             let mut v = vec![0x30];
@@ -66,7 +87,10 @@ async fn malformed_packets_disconnect_only_the_offender() {
             v.extend_from_slice(b"\x00\x01a");
             v
         }),
-        ("oversized_packet", build::publish("big", 0, false, false, 0, &[7u8; 2000])),
+        (
+            "oversized_packet",
+            build::publish("big", 0, false, false, 0, &[7u8; 2000]),
+        ),
         // [MQTT-1.5.3-1] ill-formed UTF-8 in a topic
         ("invalid_utf8_topic", {
             let mut body = vec![0x00, 0x02, 0xc3, 0x28];
@@ -74,15 +98,30 @@ async fn malformed_packets_disconnect_only_the_offender() {
             build::packet(0x30, &body)
         }),
         // [MQTT-1.5.3-2] U+0000 in a topic
-        ("null_in_topic", build::publish("a\0b", 0, false, false, 0, b"x")),
+        (
+            "null_in_topic",
+            build::publish("a\0b", 0, false, false, 0, b"x"),
+        ),
         // [MQTT-3.3.2-2] wildcards in a PUBLISH topic
-        ("wildcard_plus_in_publish_topic", build::publish("a/+/b", 0, false, false, 0, b"x")),
-        ("wildcard_hash_in_publish_topic", build::publish("a/#", 1, false, false, 1, b"x")),
+        (
+            "wildcard_plus_in_publish_topic",
+            build::publish("a/+/b", 0, false, false, 0, b"x"),
+        ),
+        (
+            "wildcard_hash_in_publish_topic",
+            build::publish("a/#", 1, false, false, 1, b"x"),
+        ),
         // [MQTT-2.3.1-1] packet id 0
-        ("publish_packet_id_zero", build::publish("a", 1, false, false, 0, b"x")),
+        (
+            "publish_packet_id_zero",
+            build::publish("a", 1, false, false, 0, b"x"),
+        ),
         ("subscribe_packet_id_zero", build::subscribe(0, &[("a", 0)])),
         // [MQTT-3.3.1-4] QoS 3
-        ("publish_qos_3", build::publish("a", 3, false, false, 1, b"x")),
+        (
+            "publish_qos_3",
+            build::publish("a", 3, false, false, 1, b"x"),
+        ),
         // [MQTT-4.7.1-2] `#` not last
         ("invalid_topic_filter", build::subscribe(1, &[("a/#/b", 0)])),
         // [MQTT-3.8.1-1] SUBSCRIBE reserved flags must be 0010
@@ -126,7 +165,10 @@ async fn garbage_before_connect_closes_without_reply() {
         c.send(&bad).await;
         let got = c.expect_closed().await;
         // A wrong protocol name may be answered with CONNACK 0x01 before closing.
-        assert!(got.is_empty() || got == vec![build::connack(false, 1)], "{bad:02x?}: {got:02x?}");
+        assert!(
+            got.is_empty() || got == vec![build::connack(false, 1)],
+            "{bad:02x?}: {got:02x?}"
+        );
     }
     broker_is_healthy(&broker, &mut b).await;
 }
@@ -138,8 +180,16 @@ async fn truncated_packet_then_close_is_an_abnormal_disconnect() {
     watcher.send(&build::subscribe(1, &[("will/#", 0)])).await;
     assert_eq!(watcher.recv_bytes().await.unwrap(), build::suback(1, &[0]));
     let mut c = Raw::connect(broker.addr).await;
-    c.send(&build::connect_full(4, "trunc", true, 60, Some(("will/trunc", b"w", 0, false)), None, None))
-        .await;
+    c.send(&build::connect_full(
+        4,
+        "trunc",
+        true,
+        60,
+        Some(("will/trunc", b"w", 0, false)),
+        None,
+        None,
+    ))
+    .await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::connack(false, 0));
     let publish = build::publish("t", 0, false, false, 0, b"0123456789");
     c.send(&publish[..6]).await;
@@ -161,7 +211,8 @@ async fn many_bad_clients_at_once_leave_the_broker_serving() {
         tasks.push(tokio::spawn(async move {
             let mut c = Raw::connect(addr).await;
             if i % 2 == 0 {
-                c.send(&build::connect(4, &format!("bad{i}"), true, 60)).await;
+                c.send(&build::connect(4, &format!("bad{i}"), true, 60))
+                    .await;
                 let _ = c.recv_bytes().await;
             }
             c.send(&[i, 0xff, 0xff, 0xff, 0xff, 0xff, i]).await;

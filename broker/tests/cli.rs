@@ -21,7 +21,14 @@ fn help_documents_the_options_and_their_variables() {
     let out = tern(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for needle in ["--config", "--data-dir", "--bind", "--log-level", "TERN_DATA_DIR", "TERN_BIND"] {
+    for needle in [
+        "--config",
+        "--data-dir",
+        "--bind",
+        "--log-level",
+        "TERN_DATA_DIR",
+        "TERN_BIND",
+    ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
@@ -34,7 +41,10 @@ fn unknown_config_key_is_named_and_exits_2() {
     let out = tern(&["--config", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("max_packet_sise") && err.contains("tern.toml"), "{err}");
+    assert!(
+        err.contains("max_packet_sise") && err.contains("tern.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,7 +72,12 @@ fn port_in_use_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let dir = tempfile::tempdir().unwrap();
-    let out = tern(&["--data-dir", dir.path().to_str().unwrap(), "--bind", &format!("127.0.0.1:{port}")]);
+    let out = tern(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--bind",
+        &format!("127.0.0.1:{port}"),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
@@ -73,7 +88,12 @@ fn data_directory_in_use_by_another_tern_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let _first = TernProcess::start(&data, free_port(), &[]);
-    let out = tern(&["--data-dir", data.to_str().unwrap(), "--bind", &format!("127.0.0.1:{}", free_port())]);
+    let out = tern(&[
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--bind",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("in use"), "{err}");
@@ -94,7 +114,8 @@ async fn sigterm_tells_clients_flushes_the_store_and_exits_0() {
     s.send(&build::disconnect()).await;
     s.expect_closed().await;
     let mut p = Raw::mqtt(addr, "pub", true).await;
-    p.send(&build::publish("g", 1, false, false, 1, b"queued")).await;
+    p.send(&build::publish("g", 1, false, false, 1, b"queued"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
 
     // A 5.0 client is told the server is shutting down (0x8B).
@@ -109,5 +130,8 @@ async fn sigterm_tells_clients_flushes_the_store_and_exits_0() {
     let mut s = Raw::connect(addr).await;
     s.send(&build::connect(4, "graceful", false, 60)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::connack(true, 0));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("g", 1, false, false, 1, b"queued"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("g", 1, false, false, 1, b"queued")
+    );
 }

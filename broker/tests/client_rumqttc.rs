@@ -12,7 +12,11 @@ type Received = (String, Vec<u8>, QoS, bool);
 
 /// A connected client whose received PUBLISH packets arrive on a channel;
 /// a SUBACK arrives as an empty topic.
-async fn client(broker: &TestBroker, id: &str, clean: bool) -> (AsyncClient, mpsc::UnboundedReceiver<Received>) {
+async fn client(
+    broker: &TestBroker,
+    id: &str,
+    clean: bool,
+) -> (AsyncClient, mpsc::UnboundedReceiver<Received>) {
     let mut opts = MqttOptions::new(id, "127.0.0.1", broker.addr.port());
     opts.set_keep_alive(Duration::from_secs(5));
     opts.set_clean_session(clean);
@@ -39,13 +43,19 @@ async fn client(broker: &TestBroker, id: &str, clean: bool) -> (AsyncClient, mps
             }
         }
     });
-    tokio::time::timeout(PATIENCE, connected_rx).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, connected_rx)
+        .await
+        .unwrap()
+        .unwrap();
     (client, rx)
 }
 
 async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
     loop {
-        let got = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("message within patience").unwrap();
+        let got = tokio::time::timeout(PATIENCE, rx.recv())
+            .await
+            .expect("message within patience")
+            .unwrap();
         if !got.0.is_empty() {
             return got;
         }
@@ -54,7 +64,10 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
 
 /// Waits for the SUBACK of the last subscribe.
 async fn subscribed(rx: &mut mpsc::UnboundedReceiver<Received>) {
-    let got = tokio::time::timeout(PATIENCE, rx.recv()).await.expect("SUBACK within patience").unwrap();
+    let got = tokio::time::timeout(PATIENCE, rx.recv())
+        .await
+        .expect("SUBACK within patience")
+        .unwrap();
     assert!(got.0.is_empty(), "SUBACK expected first, got {got:?}");
 }
 
@@ -65,10 +78,19 @@ async fn rumqttc_clients_exchange_qos_0_1_2() {
     sub.subscribe("rq/#", QoS::ExactlyOnce).await.unwrap();
     subscribed(&mut rx).await;
     let (publisher, _prx) = client(&broker, "rq-pub", true).await;
-    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce].into_iter().enumerate() {
-        publisher.publish(format!("rq/{i}"), qos, false, vec![i as u8; 100]).await.unwrap();
+    for (i, qos) in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+        .into_iter()
+        .enumerate()
+    {
+        publisher
+            .publish(format!("rq/{i}"), qos, false, vec![i as u8; 100])
+            .await
+            .unwrap();
         let (topic, payload, got_qos, retain) = next(&mut rx).await;
-        assert_eq!((topic, payload, got_qos, retain), (format!("rq/{i}"), vec![i as u8; 100], qos, false));
+        assert_eq!(
+            (topic, payload, got_qos, retain),
+            (format!("rq/{i}"), vec![i as u8; 100], qos, false)
+        );
     }
 }
 
@@ -82,7 +104,10 @@ async fn rumqttc_many_messages_arrive_complete_and_in_order() {
     let n = 2000u32;
     let p = tokio::spawn(async move {
         for i in 0..n {
-            publisher.publish("many", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+            publisher
+                .publish("many", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+                .await
+                .unwrap();
         }
         publisher
     });
@@ -104,7 +129,10 @@ async fn rumqttc_persistent_session_receives_what_was_published_while_offline() 
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (publisher, _prx) = client(&broker, "persist-pub", true).await;
     for i in 0..10u8 {
-        publisher.publish("persist", QoS::AtLeastOnce, false, vec![i]).await.unwrap();
+        publisher
+            .publish("persist", QoS::AtLeastOnce, false, vec![i])
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_sub, mut rx) = client(&broker, "persist-sub", false).await;
@@ -139,16 +167,30 @@ async fn rumqttc_v5_and_v311_clients_see_each_others_messages() {
         }
     });
     c5.subscribe("mix/#", QoS5::AtLeastOnce).await.unwrap();
-    let suback = tokio::time::timeout(PATIENCE, rx5.recv()).await.unwrap().unwrap();
+    let suback = tokio::time::timeout(PATIENCE, rx5.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(suback.0.is_empty(), "SUBACK first");
 
-    c5.publish("mix/from5", QoS5::AtLeastOnce, false, b"five".to_vec()).await.unwrap();
+    c5.publish("mix/from5", QoS5::AtLeastOnce, false, b"five".to_vec())
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx311).await.1, b"five".to_vec());
-    let got5 = tokio::time::timeout(PATIENCE, rx5.recv()).await.unwrap().unwrap();
+    let got5 = tokio::time::timeout(PATIENCE, rx5.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got5, (b"mix/from5".to_vec(), b"five".to_vec()));
 
-    sub311.publish("mix/from311", QoS::AtLeastOnce, false, b"three".to_vec()).await.unwrap();
+    sub311
+        .publish("mix/from311", QoS::AtLeastOnce, false, b"three".to_vec())
+        .await
+        .unwrap();
     assert_eq!(next(&mut rx311).await.1, b"three".to_vec());
-    let got5 = tokio::time::timeout(PATIENCE, rx5.recv()).await.unwrap().unwrap();
+    let got5 = tokio::time::timeout(PATIENCE, rx5.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got5, (b"mix/from311".to_vec(), b"three".to_vec()));
 }

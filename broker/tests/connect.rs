@@ -46,7 +46,10 @@ async fn connect_with_empty_client_id_and_clean_session_gets_an_id_mqtt_3_1_3_6(
     c.send(&build::subscribe(1, &[("t", 0)])).await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::suback(1, &[0]));
     c.send(&build::publish("t", 0, false, false, 0, b"x")).await;
-    assert_eq!(c.recv_bytes().await.unwrap(), build::publish("t", 0, false, false, 0, b"x"));
+    assert_eq!(
+        c.recv_bytes().await.unwrap(),
+        build::publish("t", 0, false, false, 0, b"x")
+    );
 }
 
 #[tokio::test]
@@ -58,7 +61,10 @@ async fn connect_v5_with_empty_client_id_gets_assigned_client_identifier() {
     match c.recv().await {
         Some(Packet::ConnAck(ack)) => {
             assert_eq!(ack.reason_code, ReasonCode::Success);
-            let id = ack.properties.assigned_client_identifier.expect("assigned id");
+            let id = ack
+                .properties
+                .assigned_client_identifier
+                .expect("assigned id");
             assert!(id.starts_with("tern-") && id.len() > 5, "{id}");
         }
         other => panic!("{other:?}"),
@@ -79,7 +85,11 @@ async fn connect_v31_with_empty_or_long_client_id_is_refused() {
     for id in ["", "abcdefghijklmnopqrstuvwx"] {
         let mut c = Raw::connect(broker.addr).await;
         c.send(&build::connect(3, id, true, 60)).await;
-        assert_eq!(c.expect_closed().await, vec![build::connack(false, 2)], "id {id:?}");
+        assert_eq!(
+            c.expect_closed().await,
+            vec![build::connack(false, 2)],
+            "id {id:?}"
+        );
     }
 }
 
@@ -166,7 +176,9 @@ async fn second_client_with_same_id_takes_the_session_over_mqtt_3_1_4_2() {
 
     // The new connection has the session's subscription.
     let mut publisher = Raw::mqtt(broker.addr, "pub", true).await;
-    publisher.send(&build::publish("take/over", 0, false, false, 0, b"hi")).await;
+    publisher
+        .send(&build::publish("take/over", 0, false, false, 0, b"hi"))
+        .await;
     assert_eq!(
         second.recv_bytes().await.unwrap(),
         build::publish("take/over", 0, false, false, 0, b"hi")
@@ -179,7 +191,11 @@ async fn takeover_of_a_v5_session_sends_disconnect_session_taken_over() {
     let mut first = Raw::mqtt5(broker.addr, "same5", true, &[]).await;
     let _second = Raw::mqtt5(broker.addr, "same5", true, &[]).await;
     let got = first.expect_closed().await;
-    assert_eq!(got, vec![vec![0xE0, 0x01, 0x8E]], "DISCONNECT 0x8E then close");
+    assert_eq!(
+        got,
+        vec![vec![0xE0, 0x01, 0x8E]],
+        "DISCONNECT 0x8E then close"
+    );
 }
 
 #[tokio::test]

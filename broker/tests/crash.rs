@@ -36,7 +36,10 @@ async fn publish_until_broken(addr: std::net::SocketAddr, first_seq: u32, count:
             let id = next_id;
             next_id = next_id % 60_000 + 1;
             let bytes = build::publish(topic, qos, false, false, id, &seq.to_be_bytes());
-            if tokio::io::AsyncWriteExt::write_all(&mut p.stream, &bytes).await.is_err() {
+            if tokio::io::AsyncWriteExt::write_all(&mut p.stream, &bytes)
+                .await
+                .is_err()
+            {
                 return acked;
             }
             in_flight.insert(id, (seq, qos));
@@ -59,7 +62,8 @@ async fn publish_until_broken(addr: std::net::SocketAddr, first_seq: u32, count:
             0x50 => {
                 if let Some((s, 2)) = in_flight.get(&id).copied() {
                     acked.qos2.insert(s);
-                    let _ = tokio::io::AsyncWriteExt::write_all(&mut p.stream, &build::pubrel(id)).await;
+                    let _ = tokio::io::AsyncWriteExt::write_all(&mut p.stream, &build::pubrel(id))
+                        .await;
                 }
             }
             0x70 => {
@@ -114,19 +118,19 @@ impl App {
                 let seq = u32::from_be_bytes(packet[i..i + 4].try_into().unwrap());
                 if qos == 1 {
                     *self.qos1.entry(seq).or_default() += 1;
-                    s.send(&build::puback(id)).await;
+                    s.try_send(&build::puback(id)).await;
                 } else {
                     assert_eq!(qos, 2, "delivered at the subscribed QoS");
                     if self.unreleased.insert(id) {
                         *self.qos2.entry(seq).or_default() += 1;
                     }
-                    s.send(&build::pubrec(id)).await;
+                    s.try_send(&build::pubrec(id)).await;
                 }
             }
             6 => {
                 let id = u16::from_be_bytes([packet[2], packet[3]]);
                 self.unreleased.remove(&id);
-                s.send(&build::pubcomp(id)).await;
+                s.try_send(&build::pubcomp(id)).await;
             }
             _ => panic!("unexpected packet {packet:02x?}"),
         }
@@ -135,10 +139,16 @@ impl App {
 
 fn check(app: &App, acked: &Acked) {
     for seq in &acked.qos1 {
-        assert!(app.qos1.contains_key(seq), "acknowledged QoS 1 message {seq} lost");
+        assert!(
+            app.qos1.contains_key(seq),
+            "acknowledged QoS 1 message {seq} lost"
+        );
     }
     for seq in &acked.qos2 {
-        assert!(app.qos2.contains_key(seq), "acknowledged QoS 2 message {seq} lost");
+        assert!(
+            app.qos2.contains_key(seq),
+            "acknowledged QoS 2 message {seq} lost"
+        );
     }
     for (seq, n) in &app.qos2 {
         assert_eq!(*n, 1, "QoS 2 message {seq} delivered {n} times");
@@ -153,7 +163,8 @@ async fn crash_cycles(subscriber_online: bool) {
     let addr = broker.addr;
 
     let mut s = App::connect(addr, false).await;
-    s.send(&build::subscribe(1, &[("crash/q1", 1), ("crash/q2", 2)])).await;
+    s.send(&build::subscribe(1, &[("crash/q1", 1), ("crash/q2", 2)]))
+        .await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::suback(1, &[1, 2]));
     let mut app = App::default();
     let mut all = Acked::default();
@@ -208,7 +219,15 @@ async fn crash_cycles(subscriber_online: bool) {
         None => App::connect(addr, true).await,
     };
     let mut p = Raw::mqtt(addr, "after", true).await;
-    p.send(&build::publish("crash/q1", 1, false, false, 1, &u32::MAX.to_be_bytes())).await;
+    p.send(&build::publish(
+        "crash/q1",
+        1,
+        false,
+        false,
+        1,
+        &u32::MAX.to_be_bytes(),
+    ))
+    .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
     app.drain(&mut s, Duration::from_millis(500)).await;
     assert!(app.qos1.contains_key(&u32::MAX));

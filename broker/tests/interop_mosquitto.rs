@@ -17,7 +17,10 @@ fn tool(name: &str) -> Command {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    assert!(found, "{name} not found: install Debian's mosquitto-clients (scripts/test.sh does)");
+    assert!(
+        found,
+        "{name} not found: install Debian's mosquitto-clients (scripts/test.sh does)"
+    );
     Command::new(name)
 }
 
@@ -31,8 +34,19 @@ impl Sub {
     /// Starts mosquitto_sub with `-d` (debug lines tell when SUBACK arrived)
     /// and a machine-readable format: topic|payload|retain|qos.
     fn start(broker: &TestBroker, version: &str, args: &[&str]) -> Sub {
-        let mut child = tool("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string(), "-V", version, "-d"])
+        // stdbuf: mosquitto_sub buffers stdout when it is a pipe.
+        tool("mosquitto_sub");
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &broker.addr.port().to_string(),
+                "-V",
+                version,
+                "-d",
+            ])
             .args(["-F", "MSG %t|%p|%r|%q"])
             .args(args)
             .stdout(Stdio::piped())
@@ -68,7 +82,9 @@ impl Sub {
 
     /// The next message as topic|payload|retain|qos.
     fn next_message(&self) -> String {
-        self.wait_for(|l| l.starts_with("MSG ")).trim_start_matches("MSG ").to_string()
+        self.wait_for(|l| l.starts_with("MSG "))
+            .trim_start_matches("MSG ")
+            .to_string()
     }
 }
 
@@ -81,7 +97,14 @@ impl Drop for Sub {
 
 fn publish(broker: &TestBroker, version: &str, args: &[&str]) {
     let status = tool("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string(), "-V", version])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.addr.port().to_string(),
+            "-V",
+            version,
+        ])
         .args(args)
         .status()
         .unwrap();
@@ -93,7 +116,11 @@ fn qos_exchange(version: &str) {
     for qos in ["0", "1", "2"] {
         let topic = format!("interop/{version}/q{qos}");
         let sub = Sub::start(&broker, version, &["-t", &topic, "-q", qos]);
-        publish(&broker, version, &["-t", &topic, "-q", qos, "-m", &format!("hello {qos}")]);
+        publish(
+            &broker,
+            version,
+            &["-t", &topic, "-q", qos, "-m", &format!("hello {qos}")],
+        );
         assert_eq!(sub.next_message(), format!("{topic}|hello {qos}|0|{qos}"));
     }
 }
@@ -111,7 +138,11 @@ fn mosquitto_clients_exchange_qos_0_1_2_v31() {
 #[test]
 fn mosquitto_clients_get_retained_messages() {
     let broker = TestBroker::start();
-    publish(&broker, "mqttv311", &["-t", "interop/ret", "-q", "1", "-r", "-m", "kept"]);
+    publish(
+        &broker,
+        "mqttv311",
+        &["-t", "interop/ret", "-q", "1", "-r", "-m", "kept"],
+    );
     let sub = Sub::start(&broker, "mqttv311", &["-t", "interop/#", "-q", "1"]);
     assert_eq!(sub.next_message(), "interop/ret|kept|1|1");
     // Deleting it with an empty retained message.

@@ -7,7 +7,13 @@ mod common;
 
 use common::{build, Raw, TestBroker};
 
-async fn subscriber(broker: &TestBroker, id: &str, clean: bool, level: u8, filters: &[(&str, u8)]) -> Raw {
+async fn subscriber(
+    broker: &TestBroker,
+    id: &str,
+    clean: bool,
+    level: u8,
+    filters: &[(&str, u8)],
+) -> Raw {
     let mut s = Raw::mqtt_level(broker.addr, id, clean, level).await;
     s.send(&build::subscribe(1, filters)).await;
     let granted: Vec<u8> = filters.iter().map(|(_, q)| *q).collect();
@@ -19,8 +25,12 @@ async fn qos0_reaches_subscriber(level: u8) {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", true, level, &[("a/b", 0)]).await;
     let mut p = Raw::mqtt_level(broker.addr, "p", true, level).await;
-    p.send(&build::publish("a/b", 0, false, false, 0, b"hello")).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("a/b", 0, false, false, 0, b"hello"));
+    p.send(&build::publish("a/b", 0, false, false, 0, b"hello"))
+        .await;
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("a/b", 0, false, false, 0, b"hello")
+    );
     p.expect_silence().await;
 }
 
@@ -38,11 +48,15 @@ async fn qos1_flow(level: u8) {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", true, level, &[("q/1", 1)]).await;
     let mut p = Raw::mqtt_level(broker.addr, "p", true, level).await;
-    p.send(&build::publish("q/1", 1, false, false, 77, b"one")).await;
+    p.send(&build::publish("q/1", 1, false, false, 77, b"one"))
+        .await;
     // [MQTT-4.3.2-2] PUBACK with the publisher's packet id
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(77));
     // The broker picks its own packet id for the subscriber [MQTT-2.3.1-2].
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("q/1", 1, false, false, 1, b"one"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("q/1", 1, false, false, 1, b"one")
+    );
     s.send(&build::puback(1)).await;
     s.expect_silence().await;
 }
@@ -61,11 +75,16 @@ async fn qos2_flow(level: u8) {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", true, level, &[("q/2", 2)]).await;
     let mut p = Raw::mqtt_level(broker.addr, "p", true, level).await;
-    p.send(&build::publish("q/2", 2, false, false, 9, b"two")).await;
+    p.send(&build::publish("q/2", 2, false, false, 9, b"two"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(9));
     // Method B: delivered on receipt; a resend before PUBREL is not delivered again.
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("q/2", 2, false, false, 1, b"two"));
-    p.send(&build::publish("q/2", 2, false, true, 9, b"two")).await;
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("q/2", 2, false, false, 1, b"two")
+    );
+    p.send(&build::publish("q/2", 2, false, true, 9, b"two"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(9));
     p.send(&build::pubrel(9)).await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubcomp(9));
@@ -75,9 +94,13 @@ async fn qos2_flow(level: u8) {
     s.send(&build::pubcomp(1)).await;
     s.expect_silence().await;
     // After PUBREL the same packet id starts a new message [MQTT-4.3.3-2].
-    p.send(&build::publish("q/2", 2, false, false, 9, b"again")).await;
+    p.send(&build::publish("q/2", 2, false, false, 9, b"again"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(9));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("q/2", 2, false, false, 2, b"again"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("q/2", 2, false, false, 2, b"again")
+    );
 }
 
 #[tokio::test]
@@ -99,12 +122,24 @@ async fn delivery_qos_is_the_lower_of_publish_and_subscription() {
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     p.send(&build::publish("d", 2, false, false, 1, b"x")).await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(1));
-    assert_eq!(s0.recv_bytes().await.unwrap(), build::publish("d", 0, false, false, 0, b"x"));
-    assert_eq!(s1.recv_bytes().await.unwrap(), build::publish("d", 1, false, false, 1, b"x"));
-    assert_eq!(s2.recv_bytes().await.unwrap(), build::publish("d", 2, false, false, 1, b"x"));
+    assert_eq!(
+        s0.recv_bytes().await.unwrap(),
+        build::publish("d", 0, false, false, 0, b"x")
+    );
+    assert_eq!(
+        s1.recv_bytes().await.unwrap(),
+        build::publish("d", 1, false, false, 1, b"x")
+    );
+    assert_eq!(
+        s2.recv_bytes().await.unwrap(),
+        build::publish("d", 2, false, false, 1, b"x")
+    );
     p.send(&build::publish("d", 1, false, false, 2, b"y")).await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(2));
-    assert_eq!(s2.recv_bytes().await.unwrap(), build::publish("d", 1, false, false, 2, b"y"));
+    assert_eq!(
+        s2.recv_bytes().await.unwrap(),
+        build::publish("d", 1, false, false, 2, b"y")
+    );
 }
 
 #[tokio::test]
@@ -114,17 +149,31 @@ async fn messages_from_one_publisher_arrive_in_order_mqtt_4_6_0_6() {
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     for i in 1..=200u16 {
         let qos = (i % 2) as u8;
-        p.send(&build::publish("order", qos, false, false, i, &i.to_be_bytes())).await;
+        p.send(&build::publish(
+            "order",
+            qos,
+            false,
+            false,
+            i,
+            &i.to_be_bytes(),
+        ))
+        .await;
     }
     let mut expected_id = 1;
     for i in 1..=200u16 {
         let got = s.recv_bytes().await.unwrap();
         if i % 2 == 1 {
-            assert_eq!(got, build::publish("order", 1, false, false, expected_id, &i.to_be_bytes()));
+            assert_eq!(
+                got,
+                build::publish("order", 1, false, false, expected_id, &i.to_be_bytes())
+            );
             s.send(&build::puback(expected_id)).await;
             expected_id += 1;
         } else {
-            assert_eq!(got, build::publish("order", 0, false, false, 0, &i.to_be_bytes()));
+            assert_eq!(
+                got,
+                build::publish("order", 0, false, false, 0, &i.to_be_bytes())
+            );
         }
     }
     // PUBACKs come back in the order of the PUBLISH packets [MQTT-4.6.0-2].
@@ -138,9 +187,13 @@ async fn overlapping_subscriptions_deliver_one_copy_at_the_highest_qos() {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", true, 4, &[("o/#", 0), ("o/+", 2), ("o/x", 1)]).await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
-    p.send(&build::publish("o/x", 2, false, false, 5, b"m")).await;
+    p.send(&build::publish("o/x", 2, false, false, 5, b"m"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(5));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("o/x", 2, false, false, 1, b"m"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("o/x", 2, false, false, 1, b"m")
+    );
     s.expect_silence().await;
 }
 
@@ -151,9 +204,14 @@ async fn unsubscribe_stops_delivery_mqtt_3_10_4_1() {
     s.send(&build::unsubscribe(2, &["u/1"])).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::unsuback(2));
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
-    p.send(&build::publish("u/1", 0, false, false, 0, b"gone")).await;
-    p.send(&build::publish("u/2", 0, false, false, 0, b"kept")).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("u/2", 0, false, false, 0, b"kept"));
+    p.send(&build::publish("u/1", 0, false, false, 0, b"gone"))
+        .await;
+    p.send(&build::publish("u/2", 0, false, false, 0, b"kept"))
+        .await;
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("u/2", 0, false, false, 0, b"kept")
+    );
     s.expect_silence().await;
 }
 
@@ -162,15 +220,22 @@ async fn unacknowledged_qos1_is_resent_with_dup_on_reconnect_mqtt_4_4_0_1() {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", false, 4, &[("r", 1)]).await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
-    p.send(&build::publish("r", 1, false, false, 3, b"again")).await;
+    p.send(&build::publish("r", 1, false, false, 3, b"again"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(3));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r", 1, false, false, 1, b"again"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r", 1, false, false, 1, b"again")
+    );
     drop(s); // no PUBACK
 
     let mut s = Raw::connect(broker.addr).await;
     s.send(&build::connect(4, "s", false, 60)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::connack(true, 0));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r", 1, false, true, 1, b"again"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r", 1, false, true, 1, b"again")
+    );
     s.send(&build::puback(1)).await;
     s.expect_silence().await;
 }
@@ -180,9 +245,13 @@ async fn qos2_pubrel_is_resent_on_reconnect_after_pubrec() {
     let broker = TestBroker::start();
     let mut s = subscriber(&broker, "s", false, 4, &[("r2", 2)]).await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
-    p.send(&build::publish("r2", 2, false, false, 3, b"x")).await;
+    p.send(&build::publish("r2", 2, false, false, 3, b"x"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::pubrec(3));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r2", 2, false, false, 1, b"x"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r2", 2, false, false, 1, b"x")
+    );
     s.send(&build::pubrec(1)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::pubrel(1));
     drop(s); // no PUBCOMP
@@ -203,7 +272,15 @@ async fn offline_persistent_session_gets_queued_messages_in_order() {
     s.expect_closed().await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     for i in 1..=10u16 {
-        p.send(&build::publish("off/x", (i % 3) as u8, false, false, i, &i.to_be_bytes())).await;
+        p.send(&build::publish(
+            "off/x",
+            (i % 3) as u8,
+            false,
+            false,
+            i,
+            &i.to_be_bytes(),
+        ))
+        .await;
     }
     p.send(&build::pingreq()).await;
     loop {
@@ -215,14 +292,12 @@ async fn offline_persistent_session_gets_queued_messages_in_order() {
     s.send(&build::connect(4, "s", false, 60)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::connack(true, 0));
     // QoS 0 messages are not queued for offline sessions; QoS 1 and 2 are, in order.
-    let mut packet_id = 1;
-    for i in (1..=10u16).filter(|i| i % 3 != 0) {
+    for (packet_id, i) in (1..).zip((1..=10u16).filter(|i| i % 3 != 0)) {
         let qos = (i % 3) as u8;
         assert_eq!(
             s.recv_bytes().await.unwrap(),
             build::publish("off/x", qos, false, false, packet_id, &i.to_be_bytes())
         );
-        packet_id += 1;
     }
 }
 
@@ -234,7 +309,8 @@ async fn full_queue_keeps_the_oldest_messages_and_drops_new_ones() {
     s.expect_closed().await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     for i in 1..=6u16 {
-        p.send(&build::publish("full", 1, false, false, i, &[i as u8])).await;
+        p.send(&build::publish("full", 1, false, false, i, &[i as u8]))
+            .await;
         // Publishers are acknowledged whatever the queue of a subscriber.
         assert_eq!(p.recv_bytes().await.unwrap(), build::puback(i));
     }
@@ -242,7 +318,10 @@ async fn full_queue_keeps_the_oldest_messages_and_drops_new_ones() {
     s.send(&build::connect(4, "s", false, 60)).await;
     assert_eq!(s.recv_bytes().await.unwrap(), build::connack(true, 0));
     for i in 1..=3u16 {
-        assert_eq!(s.recv_bytes().await.unwrap(), build::publish("full", 1, false, false, i, &[i as u8]));
+        assert_eq!(
+            s.recv_bytes().await.unwrap(),
+            build::publish("full", 1, false, false, i, &[i as u8])
+        );
     }
     s.expect_silence().await;
 }
@@ -253,13 +332,26 @@ async fn inflight_window_limits_unacknowledged_messages_to_a_client() {
     let mut s = subscriber(&broker, "s", true, 4, &[("w", 1)]).await;
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     for i in 1..=4u16 {
-        p.send(&build::publish("w", 1, false, false, i, &[i as u8])).await;
+        p.send(&build::publish("w", 1, false, false, i, &[i as u8]))
+            .await;
     }
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("w", 1, false, false, 1, &[1]));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("w", 1, false, false, 2, &[2]));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("w", 1, false, false, 1, &[1])
+    );
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("w", 1, false, false, 2, &[2])
+    );
     s.expect_silence().await;
     s.send(&build::puback(1)).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("w", 1, false, false, 3, &[3]));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("w", 1, false, false, 3, &[3])
+    );
     s.send(&build::puback(2)).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("w", 1, false, false, 4, &[4]));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("w", 1, false, false, 4, &[4])
+    );
 }

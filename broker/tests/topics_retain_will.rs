@@ -15,7 +15,11 @@ async fn subscribe(c: &mut Raw, filters: &[(&str, u8)]) {
 async fn wildcards_match_per_section_4_7() {
     let broker = TestBroker::start();
     let cases: &[(&str, &[&str], &[&str])] = &[
-        ("sport/tennis/player1/#", &["sport/tennis/player1", "sport/tennis/player1/ranking"], &["sport/tennis/player2"]),
+        (
+            "sport/tennis/player1/#",
+            &["sport/tennis/player1", "sport/tennis/player1/ranking"],
+            &["sport/tennis/player2"],
+        ),
         ("sport/+", &["sport/", "sport/x"], &["sport", "sport/x/y"]),
         ("+/+", &["/finance", "a/b"], &["a", "a/b/c"]),
         ("#", &["a", "a/b/c", "/"], &["$SYS/x", "$other"]),
@@ -28,7 +32,8 @@ async fn wildcards_match_per_section_4_7() {
         let mut s = Raw::mqtt(broker.addr, &format!("s{n}"), true).await;
         subscribe(&mut s, &[(filter, 0)]).await;
         for topic in misses.iter().chain(hits.iter()) {
-            p.send(&build::publish(topic, 0, false, false, 0, topic.as_bytes())).await;
+            p.send(&build::publish(topic, 0, false, false, 0, topic.as_bytes()))
+                .await;
         }
         for topic in hits.iter() {
             assert_eq!(
@@ -44,27 +49,43 @@ async fn wildcards_match_per_section_4_7() {
 async fn retained_lifecycle(level: u8) {
     let broker = TestBroker::start();
     let mut p = Raw::mqtt_level(broker.addr, "p", true, level).await;
-    p.send(&build::publish("r/a", 1, true, false, 1, b"first")).await;
+    p.send(&build::publish("r/a", 1, true, false, 1, b"first"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
-    p.send(&build::publish("r/a", 1, true, false, 2, b"second")).await;
+    p.send(&build::publish("r/a", 1, true, false, 2, b"second"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(2));
-    p.send(&build::publish("r/b", 0, true, false, 0, b"b")).await;
+    p.send(&build::publish("r/b", 0, true, false, 0, b"b"))
+        .await;
 
     // A new subscriber gets the latest retained message, RETAIN set [MQTT-3.3.1-8].
     let mut s = Raw::mqtt_level(broker.addr, "s", true, level).await;
     subscribe(&mut s, &[("r/a", 1)]).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r/a", 1, true, false, 1, b"second"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r/a", 1, true, false, 1, b"second")
+    );
     s.send(&build::puback(1)).await;
     // A live message to an existing subscription has RETAIN 0 [MQTT-3.3.1-9].
-    p.send(&build::publish("r/a", 0, true, false, 0, b"third")).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r/a", 0, false, false, 0, b"third"));
+    p.send(&build::publish("r/a", 0, true, false, 0, b"third"))
+        .await;
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r/a", 0, false, false, 0, b"third")
+    );
 
     // An empty retained payload deletes it [MQTT-3.3.1-10] and is delivered as usual.
     p.send(&build::publish("r/a", 0, true, false, 0, b"")).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("r/a", 0, false, false, 0, b""));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("r/a", 0, false, false, 0, b"")
+    );
     let mut s2 = Raw::mqtt_level(broker.addr, "s2", true, level).await;
     subscribe(&mut s2, &[("r/#", 0)]).await;
-    assert_eq!(s2.recv_bytes().await.unwrap(), build::publish("r/b", 0, true, false, 0, b"b"));
+    assert_eq!(
+        s2.recv_bytes().await.unwrap(),
+        build::publish("r/b", 0, true, false, 0, b"b")
+    );
     s2.expect_silence().await;
 }
 
@@ -85,28 +106,46 @@ async fn retained_message_is_sent_again_when_a_subscription_is_replaced_mqtt_3_8
     p.send(&build::publish("rr", 0, true, false, 0, b"v")).await;
     let mut s = Raw::mqtt(broker.addr, "s", true).await;
     subscribe(&mut s, &[("rr", 0)]).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("rr", 0, true, false, 0, b"v"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("rr", 0, true, false, 0, b"v")
+    );
     subscribe(&mut s, &[("rr", 0)]).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("rr", 0, true, false, 0, b"v"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("rr", 0, true, false, 0, b"v")
+    );
 }
 
 #[tokio::test]
 async fn retained_messages_survive_a_restart() {
     let mut broker = TestBroker::start();
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
-    p.send(&build::publish("keep/me", 1, true, false, 1, b"kept")).await;
+    p.send(&build::publish("keep/me", 1, true, false, 1, b"kept"))
+        .await;
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
     drop(p);
     broker.restart();
     let mut s = Raw::mqtt(broker.addr, "s", true).await;
     subscribe(&mut s, &[("keep/#", 1)]).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("keep/me", 1, true, false, 1, b"kept"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("keep/me", 1, true, false, 1, b"kept")
+    );
 }
 
 async fn client_with_will(broker: &TestBroker, id: &str, level: u8, qos: u8, retain: bool) -> Raw {
     let mut c = Raw::connect(broker.addr).await;
-    c.send(&build::connect_full(level, id, true, 60, Some(("will/t", b"gone", qos, retain)), None, None))
-        .await;
+    c.send(&build::connect_full(
+        level,
+        id,
+        true,
+        60,
+        Some(("will/t", b"gone", qos, retain)),
+        None,
+        None,
+    ))
+    .await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::connack(false, 0));
     c
 }
@@ -119,14 +158,21 @@ async fn will_on_abnormal_close(level: u8) {
     // Socket closed without DISCONNECT [MQTT-3.1.2-8].
     let c = client_with_will(&broker, "w1", level, 1, false).await;
     drop(c);
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("will/t", 1, false, false, 1, b"gone"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("will/t", 1, false, false, 1, b"gone")
+    );
     s.send(&build::puback(1)).await;
 
     // Protocol error: a PUBLISH with a wildcard topic.
     let mut c = client_with_will(&broker, "w2", level, 0, false).await;
-    c.send(&build::publish("bad/#", 0, false, false, 0, b"")).await;
+    c.send(&build::publish("bad/#", 0, false, false, 0, b""))
+        .await;
     c.expect_closed().await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("will/t", 0, false, false, 0, b"gone"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("will/t", 0, false, false, 0, b"gone")
+    );
 
     // DISCONNECT: no will [MQTT-3.14.4-3].
     let mut c = client_with_will(&broker, "w3", level, 0, false).await;
@@ -151,10 +197,21 @@ async fn will_is_published_on_keep_alive_timeout() {
     let mut s = Raw::mqtt(broker.addr, "s", true).await;
     subscribe(&mut s, &[("will/#", 0)]).await;
     let mut c = Raw::connect(broker.addr).await;
-    c.send(&build::connect_full(4, "silent", true, 1, Some(("will/t", b"timeout", 0, false)), None, None))
-        .await;
+    c.send(&build::connect_full(
+        4,
+        "silent",
+        true,
+        1,
+        Some(("will/t", b"timeout", 0, false)),
+        None,
+        None,
+    ))
+    .await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::connack(false, 0));
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("will/t", 0, false, false, 0, b"timeout"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("will/t", 0, false, false, 0, b"timeout")
+    );
     c.expect_closed().await;
 }
 
@@ -165,8 +222,14 @@ async fn retained_will_is_stored_as_retained_mqtt_3_1_2_17() {
     subscribe(&mut watcher, &[("will/t", 0)]).await;
     let c = client_with_will(&broker, "w", 4, 2, true).await;
     drop(c);
-    assert_eq!(watcher.recv_bytes().await.unwrap(), build::publish("will/t", 0, false, false, 0, b"gone"));
+    assert_eq!(
+        watcher.recv_bytes().await.unwrap(),
+        build::publish("will/t", 0, false, false, 0, b"gone")
+    );
     let mut s = Raw::mqtt(broker.addr, "s", true).await;
     subscribe(&mut s, &[("will/t", 2)]).await;
-    assert_eq!(s.recv_bytes().await.unwrap(), build::publish("will/t", 2, true, false, 1, b"gone"));
+    assert_eq!(
+        s.recv_bytes().await.unwrap(),
+        build::publish("will/t", 2, true, false, 1, b"gone")
+    );
 }

@@ -67,12 +67,7 @@ impl Handles {
         let path = &config.path;
         let lock = lock_directory(path)?;
         remove_unfinished_snapshots(path)?;
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(config.cache_capacity_bytes)
-            .flush_every_ms(config.flush_every_ms)
-            .open()
-            .map_err(|e| open_error(path, e))?;
+        let db = open_sled(config)?;
         let trees = TreeId::ALL
             .iter()
             .map(|t| db.open_tree(t.name()))
@@ -163,6 +158,32 @@ fn remove_unfinished_snapshots(path: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// How long `open` waits for sled's own file lock, which a closed sled
+/// instance of this process can hold for a moment after it is dropped.
+const SLED_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, holding `tern.lock`. sled's background threads close its files
+/// a little after the last handle is dropped (sled's own tests block on its
+/// lock for this reason), so a store closed and reopened in one process can
+/// find sled's lock still held. With `tern.lock` held, no other Store can be
+/// the holder, so the lock is waited for, for a bounded time.
+fn open_sled(config: &StoreConfig) -> Result<sled::Db> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        let opened = sled::Config::new()
+            .path(&config.path)
+            .cache_capacity(config.cache_capacity_bytes)
+            .flush_every_ms(config.flush_every_ms)
+            .open();
+        match opened.map_err(|e| open_error(&config.path, e)) {
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn open_error(path: &Path, error: sled::Error) -> Error {

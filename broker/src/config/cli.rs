@@ -55,7 +55,9 @@ impl Cli {
             config.data_dir = dir.clone();
         }
         if let Some(bind) = self.bind {
-            config.listeners.retain(|l| l.protocol != super::ListenerProtocol::Tcp);
+            config
+                .listeners
+                .retain(|l| l.protocol != super::ListenerProtocol::Tcp);
             config.listeners.insert(
                 0,
                 super::ListenerConfig {
@@ -118,7 +120,9 @@ mod tests {
 
     #[test]
     fn bad_flag_value_is_rejected_by_clap() {
-        let e = Cli::try_parse_from(["tern", "--bind", "nowhere"]).unwrap_err().to_string();
+        let e = Cli::try_parse_from(["tern", "--bind", "nowhere"])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--bind") && e.contains("nowhere"), "{e}");
     }
 }

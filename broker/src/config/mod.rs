@@ -200,7 +200,8 @@ impl Config {
     /// Checks ranges that the types alone do not.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let m = &self.mqtt;
-        if m.max_packet_size < 16 || m.max_packet_size as usize > crate::codec::MAX_REMAINING_LENGTH + 5
+        if m.max_packet_size < 16
+            || m.max_packet_size as usize > crate::codec::MAX_REMAINING_LENGTH + 5
         {
             return Err(ConfigError::Invalid {
                 key: "mqtt.max_packet_size",
@@ -303,33 +304,48 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let e = Config::from_toml("[mqtt]\nmax_inflite = 3\n").unwrap_err().to_string();
+        let e = Config::from_toml("[mqtt]\nmax_inflite = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_inflite"), "{e}");
     }
 
     #[test]
     fn wrong_type_names_key_and_value() {
-        let e = Config::from_toml("[mqtt]\nmax_inflight = \"many\"\n").unwrap_err().to_string();
+        let e = Config::from_toml("[mqtt]\nmax_inflight = \"many\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_inflight") && e.contains("many"), "{e}");
     }
 
     #[test]
     fn out_of_range_value_is_named() {
-        let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n").unwrap_err().to_string();
-        assert!(e.contains("mqtt.max_inflight") && e.contains("at least 1"), "{e}");
-        let e = Config::from_toml("[mqtt]\nmax_inflight = 70000\n").unwrap_err().to_string();
+        let e = Config::from_toml("[mqtt]\nmax_inflight = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("mqtt.max_inflight") && e.contains("at least 1"),
+            "{e}"
+        );
+        let e = Config::from_toml("[mqtt]\nmax_inflight = 70000\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("max_inflight"), "{e}");
     }
 
     #[test]
     fn bad_address_is_named() {
-        let e = Config::from_toml("[[listeners]]\nbind = \"localhost\"\n").unwrap_err().to_string();
+        let e = Config::from_toml("[[listeners]]\nbind = \"localhost\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bind"), "{e}");
     }
 
     #[test]
     fn missing_file_is_named() {
-        let e = Config::from_file(Path::new("/nonexistent/tern.toml")).unwrap_err().to_string();
+        let e = Config::from_file(Path::new("/nonexistent/tern.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("/nonexistent/tern.toml"), "{e}");
     }
 }

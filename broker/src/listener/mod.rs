@@ -22,7 +22,9 @@ use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::codec::{ConnAck, ConnAckProperties, DecodeError, Limits, Packet, ProtocolVersion, ReasonCode};
+use crate::codec::{
+    ConnAck, ConnAckProperties, DecodeError, Limits, Packet, ProtocolVersion, ReasonCode,
+};
 use crate::config::ListenerConfig;
 use crate::session::{Attach, NewConnection, PacketStream, ReadError, Session, Transport};
 use crate::state::{Metrics, State};
@@ -85,19 +87,21 @@ impl Listener {
                 }
             };
             let state2 = state.clone();
-            state.next_worker().spawn_fn(move || match TcpStream::from_std(std_stream) {
-                Ok(stream) => {
-                    actix_rt::spawn(bootstrap(
-                        Box::new(Counted {
-                            inner: stream,
-                            _guard: guard,
-                        }),
-                        peer,
-                        state2,
-                    ));
-                }
-                Err(e) => tracing::warn!(%peer, error = %e, "cannot register socket"),
-            });
+            state
+                .next_worker()
+                .spawn_fn(move || match TcpStream::from_std(std_stream) {
+                    Ok(stream) => {
+                        actix_rt::spawn(bootstrap(
+                            Box::new(Counted {
+                                inner: stream,
+                                _guard: guard,
+                            }),
+                            peer,
+                            state2,
+                        ));
+                    }
+                    Err(e) => tracing::warn!(%peer, error = %e, "cannot register socket"),
+                });
         }
         tracing::info!(listener = ?addr, "listener stopped");
     }
@@ -193,7 +197,12 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
         max_packet_size: mqtt.max_packet_size,
         version: ProtocolVersion::V311,
     };
-    let mut packets = PacketStream::new(transport, BytesMut::with_capacity(1024), limits, state.clone());
+    let mut packets = PacketStream::new(
+        transport,
+        BytesMut::with_capacity(1024),
+        limits,
+        state.clone(),
+    );
     let first = tokio::time::timeout(mqtt.connect_timeout(), packets.next()).await;
     let connect = match first {
         Err(_) => {
@@ -207,12 +216,20 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
             tracing::info!(%peer, packet = %other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1], closing");
             return;
         }
-        Ok(Some(Err(ReadError::Decode(DecodeError::UnsupportedProtocolVersion { name, level })))) => {
+        Ok(Some(Err(ReadError::Decode(DecodeError::UnsupportedProtocolVersion {
+            name,
+            level,
+        })))) => {
             Metrics::add(&state.metrics.connections_refused, 1);
             tracing::info!(%peer, %name, level, "unsupported protocol version, refusing");
             // [MQTT-3.1.2-2] CONNACK 0x01 (3.1.1 form: the client's version is unknown)
             let (transport, _) = packets.into_parts();
-            refuse(transport, ProtocolVersion::V311, ReasonCode::UnsupportedProtocolVersion).await;
+            refuse(
+                transport,
+                ProtocolVersion::V311,
+                ReasonCode::UnsupportedProtocolVersion,
+            )
+            .await;
             return;
         }
         Ok(Some(Err(e))) => {

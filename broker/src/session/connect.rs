@@ -199,12 +199,20 @@ impl Handler<WriterEvent> for Session {
     fn handle(&mut self, msg: WriterEvent, ctx: &mut Context<Self>) {
         match msg {
             WriterEvent::Drained { generation } => {
-                if self.conn.as_ref().is_some_and(|c| c.generation == generation) {
+                if self
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.generation == generation)
+                {
                     self.pump();
                 }
             }
             WriterEvent::Failed { generation, error } => {
-                if self.conn.as_ref().is_some_and(|c| c.generation == generation) {
+                if self
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.generation == generation)
+                {
                     self.connection_lost(CloseReason::ConnectionLost(error), ctx);
                 }
             }
@@ -231,7 +239,9 @@ impl Session {
             CloseReason::ClientDisconnect(_) | CloseReason::ServerShutdown => {
                 tracing::debug!(client_id = %self.client_id, reason = ?reason, "client disconnected")
             }
-            _ => tracing::info!(client_id = %self.client_id, peer = %conn.peer, reason = ?reason, "connection closed"),
+            _ => {
+                tracing::info!(client_id = %self.client_id, peer = %conn.peer, reason = ?reason, "connection closed")
+            }
         }
         self.close_connection(conn, reason.clone(), ctx);
         if reason.publishes_will() {
@@ -272,7 +282,10 @@ impl Session {
         conn.close(ctx);
         self.incoming.clear_pending();
         self.handle.0.online.store(false, Ordering::Relaxed);
-        self.state.metrics.connections_current.fetch_sub(1, Ordering::Relaxed);
+        self.state
+            .metrics
+            .connections_current
+            .fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Publishes a Will Message as if its client had published it.
@@ -306,7 +319,12 @@ impl Session {
 
     /// Keep alive: the connection closes when nothing arrived for 1.5 times
     /// the interval [MQTT-3.1.2-24] (5.0 [MQTT-3.1.2-22]).
-    fn start_keep_alive(&self, keep_alive: u16, generation: u64, ctx: &mut Context<Self>) -> SpawnHandle {
+    fn start_keep_alive(
+        &self,
+        keep_alive: u16,
+        generation: u64,
+        ctx: &mut Context<Self>,
+    ) -> SpawnHandle {
         let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
         let period = Duration::from_millis((u64::from(keep_alive) * 250).max(100));
         ctx.run_interval(period, move |session, ctx| {
@@ -396,7 +414,12 @@ impl Session {
     }
 
     /// Disconnects the client for a protocol violation.
-    pub(super) fn protocol_error(&mut self, code: ReasonCode, text: String, ctx: &mut Context<Self>) {
+    pub(super) fn protocol_error(
+        &mut self,
+        code: ReasonCode,
+        text: String,
+        ctx: &mut Context<Self>,
+    ) {
         Metrics::add(&self.state.metrics.protocol_errors, 1);
         tracing::info!(client_id = %self.client_id, reason = %text, "protocol violation");
         self.connection_lost(CloseReason::ProtocolViolation(code, text), ctx);

@@ -41,7 +41,10 @@ impl Handler<Stored> for Session {
                 self.pump();
             }
             Stored::Released { seq, generation } => {
-                if self.conn.as_ref().is_some_and(|c| c.generation == generation)
+                if self
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.generation == generation)
                     && self
                         .outgoing
                         .get(seq)
@@ -75,7 +78,8 @@ impl Session {
         if qos == QoS::AtMostOnce {
             match &self.conn {
                 Some(conn) if conn.has_room() => {
-                    let publish = message.to_publish(qos, retain, None, false, &subscription_ids, now);
+                    let publish =
+                        message.to_publish(qos, retain, None, false, &subscription_ids, now);
                     if conn.send(&Packet::Publish(publish)) {
                         Metrics::add(&metrics.messages_sent, 1);
                     } else {
@@ -241,10 +245,14 @@ impl Session {
         // The Released state must be on disk before PUBREL goes: after a
         // crash the broker must resend PUBREL, not the PUBLISH, which the
         // client would take as a new message once it has completed the flow.
-        let Some(msg) = self.outgoing.get(seq) else { return };
+        let Some(msg) = self.outgoing.get(seq) else {
+            return;
+        };
         let record = storage::OutgoingRecord {
             released: true,
-            message: msg.message.to_stored(msg.qos, msg.retain, &msg.subscription_ids),
+            message: msg
+                .message
+                .to_stored(msg.qos, msg.retain, &msg.subscription_ids),
         };
         let addr = self.handle.0.addr.clone();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
@@ -254,7 +262,9 @@ impl Session {
                 seq,
                 record,
             }],
-            Some(Box::new(move |_| addr.do_send(Stored::Released { seq, generation }))),
+            Some(Box::new(move |_| {
+                addr.do_send(Stored::Released { seq, generation })
+            })),
         );
     }
 

@@ -48,8 +48,8 @@ use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions}
 use crate::message::Message;
 use crate::state::State;
 
-pub use connection::{shutdown_transport, Inbound, PacketStream, ReadError, Transport};
 use connection::Connection;
+pub use connection::{shutdown_transport, Inbound, PacketStream, ReadError, Transport};
 use incoming::Incoming;
 use outgoing::Outgoing;
 
@@ -183,7 +183,9 @@ impl Drop for AckInner {
 
 impl std::fmt::Debug for AckGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckGuard").field("token", &self.0.token).finish()
+        f.debug_struct("AckGuard")
+            .field("token", &self.0.token)
+            .finish()
     }
 }
 
@@ -248,9 +250,8 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        // Deliveries must not be held up by a mailbox limit: memory per session
-        // is bounded by the outgoing queue and the write buffer instead.
-        ctx.set_mailbox_capacity(usize::MAX);
+        // Deliveries use `do_send`, which no mailbox limit holds up: memory per
+        // session is bounded by the outgoing queue and the write buffer.
         if self.conn.is_none() && self.session_expiry_interval != u32::MAX {
             self.start_expiry_timer(ctx);
         }
@@ -277,7 +278,12 @@ impl Session {
         })
     }
 
-    fn new(state: State, client_id: ByteString, addr: Addr<Session>, restored: Restored) -> Session {
+    fn new(
+        state: State,
+        client_id: ByteString,
+        addr: Addr<Session>,
+        restored: Restored,
+    ) -> Session {
         let handle = SessionRef(Arc::new(SessionHandle {
             id: state.new_session_id(),
             client_id: client_id.clone(),

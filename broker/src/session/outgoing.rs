@@ -67,6 +67,9 @@ pub enum AckError {
 }
 
 /// What sending the queue produced.
+// The PUBLISH variant is the common one: boxing it would cost an
+// allocation per message to save stack space in a short-lived value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SendAction {
     /// Write this PUBLISH.
@@ -173,7 +176,9 @@ impl Outgoing {
     /// connection can take now (write-buffer limit).
     pub fn poll_send(&mut self, now_ms: u64, mut room: usize, out: &mut Vec<SendAction>) {
         while room > 0 && self.inflight.len() < self.max_inflight {
-            let Some(front) = self.queue.front() else { break };
+            let Some(front) = self.queue.front() else {
+                break;
+            };
             if front.message.is_expired(now_ms) {
                 let seq = front.seq;
                 self.queue.pop_front();
@@ -184,7 +189,11 @@ impl Outgoing {
                 break;
             }
             let packet_id = packet_id_of(front.seq);
-            if self.inflight.iter().any(|m| packet_id_of(m.seq) == packet_id) {
+            if self
+                .inflight
+                .iter()
+                .any(|m| packet_id_of(m.seq) == packet_id)
+            {
                 break;
             }
             let mut msg = self.queue.pop_front().expect("front exists: checked above");
@@ -297,6 +306,9 @@ impl Outgoing {
 }
 
 /// One packet to resend when a session resumes.
+// The PUBLISH variant is the common one: boxing it would cost an
+// allocation per message to save stack space in a short-lived value.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Resend {
     Publish(Publish),
@@ -383,10 +395,26 @@ mod tests {
         o.push(msg(1, QoS::ExactlyOnce));
         let mut out = Vec::new();
         o.poll_send(0, usize::MAX, &mut out);
-        assert_eq!(o.handle_pubcomp(1), Err(AckError::WrongState { packet: "PUBCOMP", packet_id: 1 }));
-        assert_eq!(o.handle_puback(1), Err(AckError::WrongState { packet: "PUBACK", packet_id: 1 }));
+        assert_eq!(
+            o.handle_pubcomp(1),
+            Err(AckError::WrongState {
+                packet: "PUBCOMP",
+                packet_id: 1
+            })
+        );
+        assert_eq!(
+            o.handle_puback(1),
+            Err(AckError::WrongState {
+                packet: "PUBACK",
+                packet_id: 1
+            })
+        );
         assert_eq!(o.handle_pubrec(1), Ok(1));
-        assert_eq!(o.handle_pubrec(1), Ok(1), "repeated PUBREC is answered again");
+        assert_eq!(
+            o.handle_pubrec(1),
+            Ok(1),
+            "repeated PUBREC is answered again"
+        );
         assert!(matches!(o.resend(0)[..], [Resend::PubRel(1)]));
         assert_eq!(o.handle_pubcomp(1), Ok(1));
         assert!(o.is_empty());

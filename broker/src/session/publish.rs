@@ -17,9 +17,7 @@ use smallvec::SmallVec;
 
 use super::incoming::{AckKind, ReadyAck};
 use super::{AckDone, AckGuard, Deliver, Session, SessionRef};
-use crate::codec::{
-    AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode,
-};
+use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::message::{unix_ms, Message};
 use crate::state::{BrokerState, Metrics};
 
@@ -368,14 +366,20 @@ pub(crate) fn store_retained(state: &BrokerState, message: &Arc<Message>, guard:
             message: message.to_stored(message.qos, true, &[]),
         }
     };
-    state.writer.submit(vec![op], hold_until_durable(guard.get()));
+    state
+        .writer
+        .submit(vec![op], hold_until_durable(guard.get()));
 }
 
 impl Handler<AckDone> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: AckDone, ctx: &mut Context<Self>) {
-        if self.conn.as_ref().is_some_and(|c| c.generation == msg.generation) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == msg.generation)
+        {
             let code = if msg.ok {
                 ReasonCode::Success
             } else {

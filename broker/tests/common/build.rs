@@ -115,7 +115,14 @@ pub fn connack(session_present: bool, return_code: u8) -> Vec<u8> {
 }
 
 /// PUBLISH (3.1.1).
-pub fn publish(topic: &str, qos: u8, retain: bool, dup: bool, packet_id: u16, payload: &[u8]) -> Vec<u8> {
+pub fn publish(
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    dup: bool,
+    packet_id: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let first = 0x30 | ((dup as u8) << 3) | (qos << 1) | retain as u8;
     let mut body = string(topic);
     if qos > 0 {
@@ -126,7 +133,14 @@ pub fn publish(topic: &str, qos: u8, retain: bool, dup: bool, packet_id: u16, pa
 }
 
 /// PUBLISH (5.0) with raw properties.
-pub fn publish5(topic: &str, qos: u8, retain: bool, packet_id: u16, props: &[u8], payload: &[u8]) -> Vec<u8> {
+pub fn publish5(
+    topic: &str,
+    qos: u8,
+    retain: bool,
+    packet_id: u16,
+    props: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     let first = 0x30 | (qos << 1) | retain as u8;
     let mut body = string(topic);
     if qos > 0 {

@@ -94,7 +94,11 @@ pub fn test_config(data_dir: &Path) -> Config {
 }
 
 /// Polls `check` every `interval` until it returns true or `deadline` passes.
-pub async fn check_for(deadline: Duration, interval: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub async fn check_for(
+    deadline: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let end = Instant::now() + deadline;
     loop {
         if check() {
@@ -147,9 +151,12 @@ impl Raw {
     pub async fn mqtt5(addr: SocketAddr, client_id: &str, clean: bool, props: &[u8]) -> Raw {
         let mut raw = Raw::connect(addr).await;
         raw.version = ProtocolVersion::V5;
-        raw.send(&build::connect5(client_id, clean, 60, props)).await;
+        raw.send(&build::connect5(client_id, clean, 60, props))
+            .await;
         match raw.recv().await {
-            Some(Packet::ConnAck(c)) => assert_eq!(c.reason_code, broker::codec::ReasonCode::Success),
+            Some(Packet::ConnAck(c)) => {
+                assert_eq!(c.reason_code, broker::codec::ReasonCode::Success)
+            }
             other => panic!("CONNACK expected, got {other:?}"),
         }
         raw
@@ -157,6 +164,11 @@ impl Raw {
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("write");
+    }
+
+    /// Writes, reporting failure instead of panicking (the peer may be gone).
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
     }
 
     /// Reads one whole packet as bytes; None at EOF or after PATIENCE.

@@ -8,6 +8,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod enhanced_auth;
 pub mod listener;
 pub mod message;
 pub mod persist;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
+use crate::codec::topic::split_shared;
 use crate::codec::{QoS, RetainHandling, SubscriptionOptions};
 use crate::message::{unix_ms, Message};
 use crate::session::outgoing::{OutMsg, OutState};
@@ -67,8 +68,10 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
                 loaded.unreadable_records += 1;
                 continue;
             };
+            let shared = matches!(split_shared(&sub.filter), Ok(Some(_)));
+            let filter = ByteString::from(sub.filter);
             restored.subscriptions.push((
-                ByteString::from(sub.filter),
+                filter.clone(),
                 SubscriptionEntry {
                     options: SubscriptionOptions {
                         qos,
@@ -77,6 +80,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
                         retain_handling: retain_handling(sub.retain_handling),
                     },
                     subscription_id: sub.subscription_identifier,
+                    shared_filter: shared.then_some(filter),
                 },
             ));
         }
@@ -91,6 +95,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
                         retain,
                         message: Arc::new(message),
                         subscription_ids,
+                        shared_filter: None,
                         state: if out.released {
                             OutState::Released
                         } else {

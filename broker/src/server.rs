@@ -48,10 +48,13 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
+    let auth_methods = crate::enhanced_auth::AuthMethods::from_config(
+        config.enhanced_auth.scram_users_file.as_deref(),
+    )?;
     let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
     let workers = arbiters.iter().map(|a| a.handle()).collect();
     let listener_configs = config.listeners.clone();
-    let state: State = Arc::new(BrokerState::new(config, store, workers));
+    let state: State = Arc::new(BrokerState::new(config, store, workers, auth_methods));
 
     let loaded = crate::persist::restore(&state).context("cannot load the store")?;
     tracing::info!(

@@ -61,6 +61,8 @@ pub struct BrokerState {
     pub registry: Mutex<HashMap<ByteString, Addr<Session>>>,
     pub store: storage::Store,
     pub writer: storage::Writer,
+    /// 5.0 enhanced authentication mechanisms offered.
+    pub auth_methods: crate::enhanced_auth::AuthMethods,
     pub metrics: Metrics,
     /// Worker arbiters that run sessions, chosen round robin.
     pub workers: Vec<ArbiterHandle>,
@@ -73,9 +75,15 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
-    pub fn new(config: Config, store: storage::Store, workers: Vec<ArbiterHandle>) -> BrokerState {
+    pub fn new(
+        config: Config,
+        store: storage::Store,
+        workers: Vec<ArbiterHandle>,
+        auth_methods: crate::enhanced_auth::AuthMethods,
+    ) -> BrokerState {
         let writer = store.writer();
         BrokerState {
+            auth_methods,
             config,
             router: RwLock::new(SubscriptionTable::new()),
             retained: RwLock::new(RetainedIndex::new()),

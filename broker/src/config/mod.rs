@@ -55,6 +55,17 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The embedded store.
     pub storage: StorageConfig,
+    /// MQTT 5.0 enhanced authentication (AUTH exchanges).
+    pub enhanced_auth: EnhancedAuthConfig,
+}
+
+/// MQTT 5.0 enhanced authentication mechanisms.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnhancedAuthConfig {
+    /// File of SCRAM-SHA-256 credentials (`user:iterations:salt:stored_key:server_key`
+    /// per line); when set, clients may authenticate with method `SCRAM-SHA-256`.
+    pub scram_users_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -67,6 +78,7 @@ impl Default for Config {
             listeners: vec![ListenerConfig::default()],
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
+            enhanced_auth: EnhancedAuthConfig::default(),
         }
     }
 }
@@ -134,6 +146,20 @@ pub struct MqttConfig {
     pub max_keep_alive: u16,
     /// Prefix of generated client ids.
     pub client_id_prefix: String,
+    /// Longest Session Expiry Interval granted, in seconds; a 5.0 client
+    /// asking for more is told the granted value in CONNACK. Also bounds how
+    /// long an offline 3.1.1 persistent session is kept. 4294967295 (the
+    /// default) means sessions may never expire.
+    pub max_session_expiry_secs: u32,
+    /// 5.0 Topic Alias Maximum announced to clients (aliases a client may use
+    /// towards the broker); 0 disables inbound topic aliases.
+    pub max_topic_alias: u16,
+    /// Most topic aliases the broker uses towards a client (never more than
+    /// the client's own Topic Alias Maximum); 0 disables outbound aliases.
+    pub max_outbound_topic_alias: u16,
+    /// 5.0 Response Information returned to clients that request it: this
+    /// prefix followed by the client id, as a base topic for responses.
+    pub response_topic_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -146,6 +172,10 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_keep_alive: 0,
             client_id_prefix: "tern-".into(),
+            max_session_expiry_secs: u32::MAX,
+            max_topic_alias: 64,
+            max_outbound_topic_alias: 64,
+            response_topic_prefix: "response/".into(),
         }
     }
 }

@@ -238,6 +238,24 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
             return;
         }
     };
+    let authenticated = match crate::enhanced_auth::authenticate(
+        &mut packets,
+        &connect,
+        &state.auth_methods,
+        mqtt.connect_timeout(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(code) => {
+            Metrics::add(&state.metrics.connections_refused, 1);
+            let (transport, _) = packets.into_parts();
+            if let Some(code) = code {
+                refuse(transport, connect.protocol, code).await;
+            }
+            return;
+        }
+    };
     let (transport, read_buf) = packets.into_parts();
     let protocol = connect.protocol;
     if state.is_shutting_down() {
@@ -270,6 +288,7 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
         client_id: client_id.clone(),
         assigned_client_id: assigned,
         peer,
+        authenticated,
     })));
     attach(&state, client_id, slot).await;
 }

@@ -26,8 +26,9 @@ use bytes::BytesMut;
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 
+use super::alias::TopicAliases;
 use super::Session;
-use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion};
+use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion, Publish};
 use crate::state::{Metrics, State};
 
 /// A byte stream a client connects over (TCP, TLS, WebSocket).
@@ -64,6 +65,11 @@ impl<R: AsyncRead + Unpin> PacketStream<R> {
             done: false,
             state,
         }
+    }
+
+    /// The reader, to write on a duplex transport before the session takes it.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
     }
 
     /// The reader and the bytes read past the last packet.
@@ -164,6 +170,11 @@ pub struct Connection {
     pub last_packet_at: Instant,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     pub client_max_packet_size: u32,
+    /// Topic aliases in both directions (5.0).
+    pub aliases: TopicAliases,
+    /// 5.0 Request Problem Information: when false, no Reason String or
+    /// User Property goes on packets other than PUBLISH, CONNACK, DISCONNECT.
+    pub problem_information: bool,
     max_write_buffer: usize,
 }
 
@@ -208,6 +219,8 @@ impl Connection {
             keep_alive: 0,
             last_packet_at: Instant::now(),
             client_max_packet_size: u32::MAX,
+            aliases: TopicAliases::default(),
+            problem_information: true,
             max_write_buffer: state.config.mqtt.max_write_buffer,
         }
     }
@@ -236,6 +249,20 @@ impl Connection {
                 false
             }
         }
+    }
+
+    /// Encodes a PUBLISH, with a topic alias where the client accepts them.
+    /// Returns false if it is larger than the client accepts (not written).
+    pub fn send_publish(&mut self, mut publish: Publish) -> bool {
+        if !self.protocol.is_v5() {
+            return self.send(&Packet::Publish(publish));
+        }
+        let change = self.aliases.apply_outbound(&mut publish);
+        let sent = self.send(&Packet::Publish(publish));
+        if !sent {
+            self.aliases.undo_outbound(change);
+        }
+        sent
     }
 
     /// True if the write buffer can take more PUBLISH packets now. When false,

@@ -24,6 +24,7 @@
 //!    `Attach` or its expiry;
 //! 5. `Shutdown`: the broker is stopping; connections are closed.
 
+mod alias;
 mod connect;
 mod connection;
 mod deliver;
@@ -93,11 +94,14 @@ impl SessionRef {
 }
 
 /// A subscription as the router stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionEntry {
     pub options: SubscriptionOptions,
     /// 5.0 Subscription Identifier given with the SUBSCRIBE.
     pub subscription_id: Option<u32>,
+    /// The whole filter (`$share/{group}/{filter}`) of a shared subscription,
+    /// so a message can be handed to another member of the group.
+    pub shared_filter: Option<ByteString>,
 }
 
 /// A new connection for this session, with its CONNECT already read.
@@ -112,6 +116,8 @@ pub struct NewConnection {
     /// Identifier).
     pub assigned_client_id: bool,
     pub peer: SocketAddr,
+    /// Result of the 5.0 enhanced authentication that came with CONNECT.
+    pub authenticated: Option<crate::enhanced_auth::Authenticated>,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until
@@ -130,6 +136,8 @@ pub struct Deliver {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// Set when the message came through this shared subscription.
+    pub shared_filter: Option<ByteString>,
     /// Held until the copy is stored, for a persistent session; the publisher
     /// is acknowledged when every holder has dropped it.
     pub ack: Option<AckGuard>,
@@ -238,12 +246,18 @@ pub struct Session {
     /// Filter -> subscription, as in the router.
     subscriptions: HashMap<ByteString, SubscriptionEntry>,
     will: Option<LastWill>,
+    /// A will waiting for its Will Delay Interval (5.0), with its timer.
+    pending_will: Option<(LastWill, SpawnHandle)>,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
     offline_since_ms: Option<u64>,
     /// Set once the session has decided to end; late messages are ignored.
     ended: bool,
+    /// 5.0 Authentication Method of the current connection, if any.
+    auth_method: Option<ByteString>,
+    /// A 5.0 re-authentication in progress.
+    reauth: Option<Box<dyn crate::enhanced_auth::AuthExchange>>,
 }
 
 impl Actor for Session {
@@ -304,7 +318,7 @@ impl Session {
         if !restored.subscriptions.is_empty() {
             let mut router = state.router.write();
             for (filter, entry) in restored.subscriptions {
-                router.subscribe(&filter, handle.clone(), entry);
+                router.subscribe(&filter, handle.clone(), entry.clone());
                 subscriptions.insert(filter, entry);
             }
         }
@@ -320,9 +334,12 @@ impl Session {
             incoming,
             subscriptions,
             will: None,
+            pending_will: None,
             expiry_timer: None,
             offline_since_ms: restored.disconnected_at_ms,
             ended: false,
+            auth_method: None,
+            reauth: None,
             state,
         }
     }

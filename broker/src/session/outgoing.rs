@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use smallvec::SmallVec;
 
 use crate::codec::{Publish, QoS};
@@ -44,6 +45,8 @@ pub struct OutMsg {
     pub retain: bool,
     pub message: Arc<Message>,
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// The shared subscription it came through, if any.
+    pub shared_filter: Option<ByteString>,
     pub state: OutState,
     /// False while a copy bound for a persistent session is not on disk yet
     /// and must not be sent (QoS 2: a copy sent before it is stored could be
@@ -153,15 +156,18 @@ impl Outgoing {
         Pushed::Queued
     }
 
-    /// Restores a stored message (after a restart). Restored messages are
-    /// never dropped for a full queue: they were accepted before.
+    /// Puts a message back in its place in sequence order: a stored one
+    /// after a restart, or one taken out and not handed elsewhere. Restored
+    /// messages are never dropped for a full queue: they were accepted before.
     pub fn restore(&mut self, msg: OutMsg) {
         self.next_seq = self.next_seq.max(msg.seq + 1);
-        if msg.state == OutState::Released {
-            self.inflight.push_back(msg);
+        let list = if msg.state == OutState::Released {
+            &mut self.inflight
         } else {
-            self.queue.push_back(msg);
-        }
+            &mut self.queue
+        };
+        let at = list.partition_point(|m| m.seq < msg.seq);
+        list.insert(at, msg);
     }
 
     /// Marks a message as stored on disk; it may be sent now.
@@ -298,6 +304,32 @@ impl Outgoing {
             .find(|m| m.seq == seq)
     }
 
+    /// Takes the messages that came through shared subscriptions, to hand
+    /// them to other members of their groups: those still queued, and with
+    /// `in_flight` those sent but not yet received by the client (`Sent`; a
+    /// `Released` one was received).
+    pub fn take_shared(&mut self, in_flight: bool) -> Vec<OutMsg> {
+        let mut taken = Vec::new();
+        let take = |m: &OutMsg| m.shared_filter.is_some() && m.state != OutState::Released;
+        let lists = if in_flight {
+            vec![&mut self.inflight, &mut self.queue]
+        } else {
+            vec![&mut self.queue]
+        };
+        for list in lists {
+            let mut kept = VecDeque::with_capacity(list.len());
+            for m in list.drain(..) {
+                if take(&m) {
+                    taken.push(m);
+                } else {
+                    kept.push_back(m);
+                }
+            }
+            *list = kept;
+        }
+        taken
+    }
+
     /// Forgets everything (Clean Start, session end).
     pub fn clear(&mut self) {
         self.inflight.clear();
@@ -335,6 +367,7 @@ mod tests {
                 origin: 7,
             }),
             subscription_ids: SmallVec::new(),
+            shared_filter: None,
             state: OutState::Queued,
             durable: true,
         }

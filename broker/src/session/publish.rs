@@ -13,8 +13,10 @@ use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use smallvec::SmallVec;
 
+use super::alias::AliasError;
 use super::incoming::{AckKind, ReadyAck};
 use super::{AckDone, AckGuard, Deliver, Session, SessionRef};
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
@@ -64,6 +66,7 @@ struct Target<'a> {
     qos: QoS,
     retain: bool,
     subscription_ids: SmallVec<[u32; 2]>,
+    shared_filter: Option<&'a ByteString>,
 }
 
 /// Sends `message` to every session with a matching subscription: once per
@@ -86,6 +89,7 @@ pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut Laz
             // subscription, unless 5.0 Retain As Published [MQTT-3.3.1-13]
             retain: message.retain && entry.options.retain_as_published,
             subscription_ids: entry.subscription_id.into_iter().collect(),
+            shared_filter: None,
         });
     });
     router.match_shared(
@@ -97,6 +101,7 @@ pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut Laz
                 qos: min(message.qos, entry.options.qos),
                 retain: message.retain && entry.options.retain_as_published,
                 subscription_ids: entry.subscription_id.into_iter().collect(),
+                shared_filter: entry.shared_filter.as_ref(),
             });
         },
     );
@@ -109,6 +114,8 @@ pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut Laz
                     last.qos = last.qos.max(t.qos);
                     last.retain |= t.retain;
                     last.subscription_ids.extend(t.subscription_ids);
+                    // One copy serves both: it stays with this session.
+                    last.shared_filter = None;
                 }
                 _ => merged.push(t),
             }
@@ -127,10 +134,39 @@ pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut Laz
             qos: t.qos,
             retain: t.retain,
             subscription_ids: t.subscription_ids,
+            shared_filter: t.shared_filter.cloned(),
             ack,
         });
     }
     count
+}
+
+/// The acknowledgement code of an accepted message: 5.0 0x10 No matching
+/// subscribers when nobody received it (3.1.1 encodes every success as 0).
+fn accepted(receivers: usize) -> ReasonCode {
+    if receivers == 0 {
+        ReasonCode::NoMatchingSubscribers
+    } else {
+        ReasonCode::Success
+    }
+}
+
+/// A human explanation of a failure code, for Reason Strings.
+pub(super) fn reason_text(code: ReasonCode) -> Option<&'static str> {
+    Some(match code {
+        ReasonCode::UnspecifiedError => "the message could not be stored; send it again",
+        ReasonCode::PayloadFormatInvalid => {
+            "the payload is not valid UTF-8 but its Payload Format Indicator says it is"
+        }
+        ReasonCode::NotAuthorized => "not authorized",
+        ReasonCode::QuotaExceeded => "a quota of the broker is exceeded",
+        ReasonCode::PacketIdentifierNotFound => {
+            "no QoS 2 message with this packet id is waiting for PUBREL"
+        }
+        ReasonCode::TopicFilterInvalid => "the topic filter is not valid",
+        ReasonCode::ImplementationSpecificError => "the broker refused the request",
+        _ => return None,
+    })
 }
 
 /// Storage callback that holds `guard` until the write is durable.
@@ -163,11 +199,7 @@ impl Session {
                 "second CONNECT on a connection [MQTT-3.1.0-2]".into(),
                 ctx,
             ),
-            Packet::Auth(_) => self.protocol_error(
-                ReasonCode::ProtocolError,
-                "AUTH without an authentication method in CONNECT".into(),
-                ctx,
-            ),
+            Packet::Auth(auth) => self.handle_auth(auth, ctx),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
@@ -186,17 +218,19 @@ impl Session {
         }
     }
 
-    fn handle_publish(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+    fn handle_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
         Metrics::add(&self.state.metrics.messages_received, 1);
         if self.protocol.is_v5() {
-            if publish.properties.topic_alias.is_some() {
-                // CONNACK announced Topic Alias Maximum 0
-                // 5.0 [MQTT-3.2.2-17] [MQTT-3.3.2-9]
-                return self.protocol_error(
-                    ReasonCode::TopicAliasInvalid,
-                    "topic alias used but Topic Alias Maximum is 0".into(),
-                    ctx,
-                );
+            let Some(conn) = &mut self.conn else { return };
+            match conn.aliases.resolve_inbound(&mut publish) {
+                Ok(()) => {}
+                // 5.0 [MQTT-3.3.2-9] [MQTT-3.3.2-10]
+                Err(e @ AliasError::OutOfRange { .. }) => {
+                    return self.protocol_error(ReasonCode::TopicAliasInvalid, e.to_string(), ctx)
+                }
+                Err(e @ AliasError::Unknown(_)) => {
+                    return self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
+                }
             }
             if !publish.properties.subscription_identifiers.is_empty() {
                 // 5.0 [MQTT-3.3.4-6] a client must not send Subscription Identifiers
@@ -231,13 +265,15 @@ impl Session {
         let qos = publish.qos;
         let message = Arc::new(Message::from_publish(publish, self.handle.0.id, unix_ms()));
         match qos {
-            QoS::AtMostOnce => self.publish_message(message, None),
+            QoS::AtMostOnce => {
+                self.publish_message(message, None);
+            }
             QoS::AtLeastOnce => {
                 let token = self.incoming.begin(AckKind::PubAck, packet_id);
                 let mut guard = LazyGuard::new(self.handle.0.addr.clone(), token, generation);
-                self.publish_message(message, Some(&mut guard));
+                let receivers = self.publish_message(message, Some(&mut guard));
                 if !guard.created() {
-                    self.incoming.complete(token, ReasonCode::Success);
+                    self.incoming.complete(token, accepted(receivers));
                 }
             }
             QoS::ExactlyOnce => {
@@ -262,9 +298,9 @@ impl Session {
                             hold_until_durable(guard.get()),
                         );
                     }
-                    self.publish_message(message, Some(&mut guard));
+                    let receivers = self.publish_message(message, Some(&mut guard));
                     if !guard.created() {
-                        self.incoming.complete(token, ReasonCode::Success);
+                        self.incoming.complete(token, accepted(receivers));
                     }
                 }
             }
@@ -284,22 +320,28 @@ impl Session {
         self.flush_acks(ctx);
     }
 
-    /// Stores it as retained if flagged, then routes it.
-    pub(super) fn publish_message(&mut self, message: Arc<Message>, guard: Option<&mut LazyGuard>) {
+    /// Stores it as retained if flagged, then routes it. Returns how many
+    /// sessions it went to (a retained copy counts as one).
+    pub(super) fn publish_message(
+        &mut self,
+        message: Arc<Message>,
+        guard: Option<&mut LazyGuard>,
+    ) -> usize {
         let mut none = LazyGuard::none();
         let guard = guard.unwrap_or(&mut none);
-        if message.retain {
+        let retained = message.retain;
+        if retained {
             store_retained(&self.state, &message, guard);
         }
-        route(&self.state, &message, guard);
+        route(&self.state, &message, guard) + usize::from(retained)
     }
 
     /// Writes the acknowledgements that are ready, in order.
     pub(super) fn flush_acks(&mut self, ctx: &mut Context<Self>) {
         let mut ready: Vec<ReadyAck> = Vec::new();
         self.incoming.poll_ready(&mut ready);
-        for ack in ready {
-            if ack.reason_code != ReasonCode::Success && !self.protocol.is_v5() {
+        for mut ack in ready {
+            if ack.reason_code.is_error() && !self.protocol.is_v5() {
                 // 3.1.1 cannot say a message was not accepted: close without
                 // acknowledging, so the client sends it again.
                 self.protocol_error(
@@ -309,18 +351,35 @@ impl Session {
                 );
                 return;
             }
-            if ack.kind == AckKind::PubRec && ack.reason_code != ReasonCode::Success {
+            if ack.kind == AckKind::PubRec && ack.reason_code.is_error() {
                 self.incoming.release_qos2(ack.packet_id);
+            }
+            if !self.protocol.is_v5() {
+                ack.reason_code = ReasonCode::Success;
             }
             let response = PubResponse {
                 packet_id: ack.packet_id,
                 reason_code: ack.reason_code,
-                properties: AckProperties::default(),
+                properties: self.ack_properties(ack.reason_code),
             };
             self.send(&match ack.kind {
                 AckKind::PubAck => Packet::PubAck(response),
                 AckKind::PubRec => Packet::PubRec(response),
             });
+        }
+    }
+
+    /// Properties of an acknowledgement: a Reason String saying why, for a
+    /// failure, unless the client asked for no problem information (5.0
+    /// [MQTT-3.1.2-29]).
+    pub(super) fn ack_properties(&self, code: ReasonCode) -> AckProperties {
+        let wanted = self.conn.as_ref().is_some_and(|c| c.problem_information);
+        AckProperties {
+            reason_string: (wanted && code.is_error())
+                .then(|| reason_text(code))
+                .flatten()
+                .map(Into::into),
+            user_properties: Vec::new(),
         }
     }
 
@@ -336,15 +395,16 @@ impl Session {
                 None,
             );
         }
+        // 5.0: 0x92 if the id was not known (3.1.1 always answers Success)
+        let reason_code = if known || !self.protocol.is_v5() {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
         self.send(&Packet::PubComp(PubResponse {
             packet_id: pubrel.packet_id,
-            // 5.0: 0x92 if the id was not known (3.1.1 always answers)
-            reason_code: if known {
-                ReasonCode::Success
-            } else {
-                ReasonCode::PacketIdentifierNotFound
-            },
-            properties: AckProperties::default(),
+            reason_code,
+            properties: self.ack_properties(reason_code),
         }));
     }
 }

@@ -10,9 +10,8 @@ use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use smallvec::SmallVec;
 
-use super::{Session, SubscriptionEntry};
+use super::{Deliver, Session, SubscriptionEntry};
 use crate::codec::topic::split_shared;
 use crate::codec::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
@@ -50,13 +49,14 @@ impl Session {
         {
             let mut router = self.state.router.write();
             for (filter, options) in subscribe.filters {
+                let shared = matches!(split_shared(&filter), Ok(Some(_)));
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,
+                    shared_filter: shared.then(|| filter.clone()),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
-                let previous = router.subscribe(&filter, self.handle.clone(), entry);
-                let shared = matches!(split_shared(&filter), Ok(Some(_)));
+                let previous = router.subscribe(&filter, self.handle.clone(), entry.clone());
                 let send_retained = !shared
                     && match options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
@@ -102,8 +102,14 @@ impl Session {
         }));
         for (message, qos, subscription_id) in retained {
             // [MQTT-3.3.1-8] RETAIN is 1 on messages sent because of a new subscription
-            let ids: SmallVec<[u32; 2]> = subscription_id.into_iter().collect();
-            self.enqueue(message, qos, true, ids, None);
+            self.enqueue(Deliver {
+                message,
+                qos,
+                retain: true,
+                subscription_ids: subscription_id.into_iter().collect(),
+                shared_filter: None,
+                ack: None,
+            });
         }
     }
 

@@ -76,11 +76,11 @@ impl Session {
             return;
         }
         if qos == QoS::AtMostOnce {
-            match &self.conn {
+            match &mut self.conn {
                 Some(conn) if conn.has_room() => {
                     let publish =
                         message.to_publish(qos, retain, None, false, &subscription_ids, now);
-                    if conn.send(&Packet::Publish(publish)) {
+                    if conn.send_publish(publish) {
                         Metrics::add(&metrics.messages_sent, 1);
                     } else {
                         Metrics::add(&metrics.messages_dropped, 1);

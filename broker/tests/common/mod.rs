@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod client5;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -30,19 +30,17 @@
 //! 4. A node removed from the configuration reports it once
 //!    ([`Output::removed`]) and fails later proposals with `Error::Removed`.
 
+mod apply;
+mod propose;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     sync::Arc,
 };
 
 use parking_lot::RwLock;
-use prost::Message as _;
-use protobuf::Message as _;
 use raft::{
-    eraftpb::{
-        ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
-        Message, Snapshot,
-    },
+    eraftpb::{ConfState, Message},
     RawNode, SnapshotStatus, StateRole, Storage as _,
 };
 use storage::RaftStorage;
@@ -52,7 +50,7 @@ use crate::{
     error::{Error, Result},
     logger::raft_logger,
     state::{Change, ClusterState, Outcome},
-    types::{member_from_proto, Member},
+    types::Member,
 };
 
 /// Settings of one raft node. Times are in ticks.
@@ -235,6 +233,16 @@ impl RaftNode {
     /// Opens the node on `storage` (see the lifecycle). `storage` must be
     /// bootstrapped, or be uninitialized for a node waiting to be added.
     pub fn open(config: NodeConfig, storage: RaftStorage) -> Result<RaftNode> {
+        RaftNode::open_shared(config, storage, Arc::default())
+    }
+
+    /// [`RaftNode::open`], keeping the applied state in `shared` (its old
+    /// content is replaced): readers keep their handle across a reopen.
+    pub fn open_shared(
+        config: NodeConfig,
+        storage: RaftStorage,
+        shared: Arc<RwLock<ClusterState>>,
+    ) -> Result<RaftNode> {
         if config.id == 0 {
             return Err(Error::Config("node id must not be 0".into()));
         }
@@ -263,6 +271,7 @@ impl RaftNode {
             .map_err(raft_err)?;
         let replay_until = storage.hard_state().commit;
         let member_seen = in_config(&conf_state).contains(&config.id);
+        *shared.write() = state;
         Ok(RaftNode {
             member_seen,
             snapshot_due: false,
@@ -270,7 +279,7 @@ impl RaftNode {
             config,
             raw,
             storage,
-            state: Arc::new(RwLock::new(state)),
+            state: shared,
             conf_state,
             applied: meta.index,
             replay_until,
@@ -296,6 +305,11 @@ impl RaftNode {
     /// The storage (for tests that inspect the log).
     pub fn storage(&self) -> &RaftStorage {
         &self.storage
+    }
+
+    /// Whether raft-rs has work for [`RaftNode::handle_ready`].
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     /// Advances raft's clock by one tick, and re-proposes what is overdue.
@@ -344,177 +358,6 @@ impl RaftNode {
             SnapshotStatus::Failure
         };
         self.raw.report_snapshot(to, status);
-    }
-
-    fn next_request_id(&mut self) -> u64 {
-        self.next_request_id = self.next_request_id.wrapping_add(1).max(1);
-        self.next_request_id
-    }
-
-    /// Queues a command; `waiter` gets its outcome once applied here.
-    pub fn propose(&mut self, command: proto::proposal::Command, waiter: Option<Waiter>) {
-        if self.removed {
-            if let Some(w) = waiter {
-                let _ = w.send(Err(Error::Removed));
-            }
-            return;
-        }
-        let request_id = self.next_request_id();
-        let proposal = proto::Proposal {
-            origin: self.config.id,
-            request_id,
-            command: Some(command),
-        };
-        self.pending.insert(
-            request_id,
-            Pending {
-                proposal,
-                waiter,
-                proposed: false,
-                retry_at: 0,
-            },
-        );
-    }
-
-    /// Queues a configuration change; `waiter` gets `Outcome::Done` once it
-    /// is applied here, or `Outcome::Invalid` if raft-rs refused it.
-    pub fn propose_member_change(&mut self, change: MemberChange, waiter: Option<Waiter>) {
-        if self.removed {
-            if let Some(w) = waiter {
-                let _ = w.send(Err(Error::Removed));
-            }
-            return;
-        }
-        let request_id = self.next_request_id();
-        self.pending_conf.insert(
-            request_id,
-            PendingConf {
-                change,
-                waiter,
-                proposed: false,
-                retry_at: 0,
-            },
-        );
-    }
-
-    /// Asks raft to hand leadership to `to` (a no-op unless this node leads).
-    pub fn transfer_leader(&mut self, to: u64) {
-        self.raw.transfer_leader(to);
-    }
-
-    /// Hands queued proposals to raft-rs, batched into entries.
-    fn flush_proposals(&mut self) {
-        if self.raw.raft.leader_id == raft::INVALID_ID {
-            return; // raft-rs would drop them; retried when a leader is known
-        }
-        let retry_at = self.ticks + self.config.retry_ticks;
-        let ids: Vec<u64> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| !p.proposed)
-            .map(|(id, _)| *id)
-            .collect();
-        for chunk in ids.chunks(self.config.max_batch_proposals.max(1)) {
-            let mut batch = proto::EntryBatch::default();
-            let mut size = 0;
-            let mut in_batch = Vec::new();
-            for id in chunk {
-                let Some(p) = self.pending.get(id) else {
-                    continue;
-                };
-                let proposal = p.proposal.clone();
-                let len = proposal.encoded_len();
-                if !batch.proposals.is_empty() && size + len > self.config.max_batch_bytes {
-                    self.propose_batch(std::mem::take(&mut batch), &in_batch, retry_at);
-                    in_batch.clear();
-                    size = 0;
-                }
-                size += len;
-                batch.proposals.push(proposal);
-                in_batch.push(*id);
-            }
-            if !batch.proposals.is_empty() {
-                self.propose_batch(batch, &in_batch, retry_at);
-            }
-        }
-        self.flush_member_changes(retry_at);
-    }
-
-    fn propose_batch(&mut self, batch: proto::EntryBatch, ids: &[u64], retry_at: u64) {
-        if let Err(e) = self.raw.propose(Vec::new(), batch.encode_to_vec()) {
-            tracing::debug!(node = self.config.id, error = %e, "proposal dropped; will retry");
-        }
-        // Even if dropped now: retried at `retry_at`, not in a tight loop.
-        for id in ids {
-            if let Some(p) = self.pending.get_mut(id) {
-                p.proposed = true;
-                p.retry_at = retry_at;
-            }
-        }
-    }
-
-    fn flush_member_changes(&mut self, retry_at: u64) {
-        let id = self.config.id;
-        let ids: Vec<u64> = self
-            .pending_conf
-            .iter()
-            .filter(|(_, p)| !p.proposed)
-            .map(|(id, _)| *id)
-            .collect();
-        for request_id in ids {
-            let Some(p) = self.pending_conf.get_mut(&request_id) else {
-                continue;
-            };
-            p.proposed = true;
-            p.retry_at = retry_at;
-            let change = p.change.clone();
-            if change == MemberChange::Remove(id) && self.raw.raft.state == StateRole::Leader {
-                // A leader that removes itself keeps leading (raft-rs leaves
-                // that branch untested): hand leadership over first; the
-                // retry reaches the new leader.
-                if let Some(to) = self.best_other_voter() {
-                    self.raw.transfer_leader(to);
-                    continue;
-                }
-            }
-            let (change_type, node, member) = match &change {
-                MemberChange::Add(m) => (ConfChangeType::AddNode, m.id, Some(m.into())),
-                MemberChange::Remove(n) => (
-                    ConfChangeType::RemoveNode,
-                    *n,
-                    Some(proto::MemberInfo {
-                        id: *n,
-                        ..Default::default()
-                    }),
-                ),
-            };
-            let context = proto::ConfChangeContext {
-                origin: id,
-                request_id,
-                member,
-            };
-            let mut cc = ConfChangeV2::default();
-            cc.mut_changes().push(ConfChangeSingle {
-                change_type,
-                node_id: node,
-                ..Default::default()
-            });
-            if let Err(e) = self.raw.propose_conf_change(context.encode_to_vec(), cc) {
-                tracing::debug!(node = id, error = %e, "configuration change dropped; will retry");
-            }
-        }
-    }
-
-    /// The voter other than this node with the most replicated log.
-    fn best_other_voter(&self) -> Option<u64> {
-        let id = self.config.id;
-        self.raw
-            .raft
-            .prs()
-            .iter()
-            .filter(|(peer, _)| **peer != id && self.conf_state.voters.contains(peer))
-            .max_by_key(|(_, pr)| pr.matched)
-            .map(|(peer, _)| *peer)
     }
 
     /// Processes raft-rs's `Ready` in the order its docs give ("Processing
@@ -596,198 +439,6 @@ impl RaftNode {
             && !self.conf_state.voters.is_empty()
             && self.raw.raft.leader_id != raft::INVALID_ID
             && self.applied >= self.raw.raft.raft_log.committed
-    }
-
-    fn apply_snapshot(&mut self, snapshot: &Snapshot, out: &mut Output) -> Result<()> {
-        self.storage.apply_snapshot(snapshot)?;
-        let meta = snapshot.get_metadata();
-        let mut new = ClusterState::restore(snapshot.get_data())?;
-        self.conf_state = meta.get_conf_state().clone();
-        new.set_config(&in_config(&self.conf_state));
-        let mut state = self.state.write();
-        if meta.index > self.replay_until {
-            out.changes.extend(state.diff(&new));
-        }
-        *state = new;
-        self.applied = meta.index;
-        // Our proposals that the snapshot already contains.
-        let id = self.config.id;
-        let done: Vec<(u64, Outcome)> = self
-            .pending
-            .keys()
-            .filter_map(|rid| state.recent_outcome(id, *rid).map(|o| (*rid, o.clone())))
-            .collect();
-        drop(state);
-        for (rid, outcome) in done {
-            if let Some(Pending {
-                waiter: Some(w), ..
-            }) = self.pending.remove(&rid)
-            {
-                let _ = w.send(Ok(outcome));
-            }
-        }
-        self.check_removed(out);
-        Ok(())
-    }
-
-    fn apply_entries(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<()> {
-        for entry in entries {
-            self.applied = entry.index;
-            let report = entry.index > self.replay_until;
-            match entry.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(&entry, report, out),
-                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
-                    self.apply_conf_entry(&entry, report, out)
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn apply_normal(&mut self, entry: &Entry, report: bool, out: &mut Output) {
-        if entry.data.is_empty() {
-            return; // a new leader's empty entry
-        }
-        let batch = match proto::EntryBatch::decode(entry.get_data()) {
-            Ok(batch) => batch,
-            Err(e) => {
-                // Every node skips it the same way: the state stays identical.
-                tracing::error!(node = self.config.id, index = entry.index, error = %e,
-                    "skipping a log entry that does not decode");
-                return;
-            }
-        };
-        let mut state = self.state.write();
-        for proposal in batch.proposals {
-            let (origin, request_id) = (proposal.origin, proposal.request_id);
-            let (outcome, changes) = state.apply(proposal);
-            if report {
-                out.changes.extend(changes);
-            }
-            if origin == self.config.id {
-                if let Some(Pending {
-                    waiter: Some(w), ..
-                }) = self.pending.remove(&request_id)
-                {
-                    let _ = w.send(Ok(outcome));
-                }
-            }
-        }
-    }
-
-    fn apply_conf_entry(&mut self, entry: &Entry, report: bool, out: &mut Output) {
-        let context = proto::ConfChangeContext::decode(entry.get_context()).unwrap_or_default();
-        let applied = if entry.get_entry_type() == EntryType::EntryConfChange {
-            ConfChange::parse_from_bytes(entry.get_data())
-                .map_err(|e| e.to_string())
-                .and_then(|cc| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()))
-        } else {
-            ConfChangeV2::parse_from_bytes(entry.get_data())
-                .map_err(|e| e.to_string())
-                .and_then(|cc| {
-                    let duplicate = context.request_id != 0
-                        && self
-                            .state
-                            .read()
-                            .recent_outcome(context.origin, context.request_id)
-                            .is_some();
-                    if duplicate {
-                        return Err("duplicate of an applied change".into());
-                    }
-                    self.raw.apply_conf_change(&cc).map_err(|e| e.to_string())
-                })
-        };
-        let outcome = match applied {
-            Ok(cs) => {
-                self.conf_state = cs;
-                let added = context
-                    .member
-                    .clone()
-                    .and_then(|m| member_from_proto(m).ok());
-                self.snapshot_due |= added.is_some();
-                let changes = self.state.write().apply_conf_change(
-                    context.origin,
-                    context.request_id,
-                    &in_config(&self.conf_state),
-                    added.filter(|m| !m.address.is_empty()),
-                );
-                if report {
-                    out.changes.extend(changes);
-                }
-                self.check_removed(out);
-                Outcome::Done
-            }
-            Err(reason) => {
-                tracing::warn!(node = self.config.id, index = entry.index, %reason,
-                    "configuration change not applied");
-                Outcome::Invalid(reason)
-            }
-        };
-        if context.origin == self.config.id {
-            if let Some(PendingConf {
-                waiter: Some(w), ..
-            }) = self.pending_conf.remove(&context.request_id)
-            {
-                let _ = w.send(Ok(outcome));
-            }
-        }
-    }
-
-    /// Notices this node's removal from the configuration.
-    fn check_removed(&mut self, out: &mut Output) {
-        let id = self.config.id;
-        let member = in_config(&self.conf_state).contains(&id);
-        self.member_seen |= member;
-        if !member && self.member_seen && !self.removed {
-            self.removed = true;
-            out.removed = true;
-            for (_, p) in std::mem::take(&mut self.pending) {
-                if let Some(w) = p.waiter {
-                    let _ = w.send(Err(Error::Removed));
-                }
-            }
-            for (_, p) in std::mem::take(&mut self.pending_conf) {
-                if let Some(w) = p.waiter {
-                    let _ = w.send(Err(Error::Removed));
-                }
-            }
-        } else if !self.conf_state.voters.contains(&id) && self.raw.raft.state == StateRole::Leader
-        {
-            if let Some(to) = self.best_other_voter() {
-                self.raw.transfer_leader(to);
-            }
-        }
-    }
-
-    /// Saves a snapshot and compacts once `snapshot_threshold` entries were
-    /// applied since the last one; saves one without compacting after a node
-    /// was added.
-    fn maybe_compact(&mut self) -> Result<()> {
-        let snapshot_index = self.storage.snapshot_metadata().index;
-        let compact = self.applied >= snapshot_index + self.config.snapshot_threshold.max(1);
-        let due = std::mem::take(&mut self.snapshot_due) && self.applied > snapshot_index;
-        if !compact && !due {
-            return Ok(());
-        }
-        let term = self.storage.term(self.applied).map_err(raft_err)?;
-        let mut snapshot = Snapshot::default();
-        snapshot.set_data(self.state.read().snapshot().into());
-        let meta = snapshot.mut_metadata();
-        meta.index = self.applied;
-        meta.term = term;
-        meta.set_conf_state(self.conf_state.clone());
-        self.storage.save_snapshot(&snapshot)?;
-        if !compact {
-            return Ok(());
-        }
-        let compact_to = (self.applied + 1).saturating_sub(self.config.log_keep);
-        self.storage.compact(compact_to)?;
-        tracing::debug!(
-            node = self.config.id,
-            index = self.applied,
-            "saved a snapshot and compacted the raft log"
-        );
-        Ok(())
     }
 
     /// The node's raft view.

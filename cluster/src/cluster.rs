@@ -178,7 +178,7 @@ impl Cluster {
                 shared,
                 peers,
                 forwarder,
-                receiver: Arc::new(Receiver::new(events.clone())),
+                receiver: Arc::new(Receiver::new(events.clone(), shutdown.clone())),
                 events,
                 routes: parking_lot::Mutex::default(),
                 shutdown,

@@ -304,15 +304,22 @@ type InboundLinks = HashMap<(u64, u64), Arc<Mutex<Inbound>>>;
 /// The receiving side, shared by every `Forward` stream of this node.
 pub(crate) struct Receiver {
     events: mpsc::UnboundedSender<ClusterEvent>,
+    /// Ends every stream at shutdown (a graceful server shutdown waits for
+    /// open streams).
+    shutdown: CancellationToken,
     /// By (origin node, link id). A new link from an origin replaces its
     /// older ones (the sender restarted).
     links: Mutex<InboundLinks>,
 }
 
 impl Receiver {
-    pub(crate) fn new(events: mpsc::UnboundedSender<ClusterEvent>) -> Receiver {
+    pub(crate) fn new(
+        events: mpsc::UnboundedSender<ClusterEvent>,
+        shutdown: CancellationToken,
+    ) -> Receiver {
         Receiver {
             events,
+            shutdown,
             links: Mutex::new(HashMap::new()),
         }
     }
@@ -335,8 +342,13 @@ impl Receiver {
         let (acks, mut acks_rx) = mpsc::unbounded_channel::<AckItem>();
         // Writer: batches every answer available into one frame.
         let writer_out = out.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            while let Some(first) = acks_rx.recv().await {
+            loop {
+                let first = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    item = acks_rx.recv() => match item { Some(item) => item, None => return },
+                };
                 let mut reply = proto::ForwardAcks::default();
                 let mut add = |(id, result): AckItem| match result {
                     Ok(()) => reply.acked.push(id),
@@ -352,10 +364,13 @@ impl Receiver {
             }
         });
         tokio::spawn(async move {
-            while let Some(frame) = frames.next().await {
-                let frame = match frame {
-                    Ok(frame) => frame,
-                    Err(_) => return,
+            loop {
+                let frame = tokio::select! {
+                    () = self.shutdown.cancelled() => return,
+                    frame = frames.next() => match frame {
+                        Some(Ok(frame)) => frame,
+                        Some(Err(_)) | None => return,
+                    },
                 };
                 let inbound = self.link(frame.origin_node, frame.link);
                 for message in frame.messages {

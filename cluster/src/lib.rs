@@ -43,6 +43,21 @@
 //! 4. `shutdown` stops the server, the links and the driver; the caller
 //!    closes the store.
 //!
+//! # Lock order
+//! - `Peers::channels` -> `ClusterState` (read): a channel lookup reads the
+//!   member's address.
+//! - The raft driver takes `ClusterState` (write) alone, per applied batch.
+//! - `Cluster` route slots (`tokio::sync::Mutex`, held across the proposal)
+//!   -> `ClusterState` (read). The slot map's lock is never held across an
+//!   await.
+//!
+//! # Measured (3 nodes on one 2-core VM, release build, `tests/measure.rs`)
+//! About 21 000 to 23 000 proposals/s (256 concurrent callers, on the leader
+//! or a follower), about 79 000 forwarded messages/s of 64 bytes between two
+//! nodes (2048 in flight), and a new leader about 260 ms after the leader
+//! stopped with 20 ms ticks (election timeout 200 to 400 ms; the defaults,
+//! 100 ms ticks, make that about 1 to 2 s).
+//!
 //! # Known issues
 //! - The state machine lives in memory (retained payloads included) and is
 //!   rebuilt from the last snapshot plus the log at each start.

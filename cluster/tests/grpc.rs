@@ -410,3 +410,39 @@ async fn nodes_seeded_by_name_found_the_cluster_together() {
         stop(&mut node).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_failure_stops_the_node_and_is_reported() {
+    init_tracing();
+    let (mut node, listener) = prepare(1, false).await;
+    start(&mut node, listener, config(1, Vec::new())).await;
+    wait_until(Duration::from_secs(10), "ready", || {
+        node.broker.lock().ready
+    })
+    .await;
+    let c = node.cluster().clone();
+    c.add_route("before".into()).await.unwrap();
+    // The store goes away under the running node: its next raft write fails.
+    node.store.take().unwrap().close().unwrap();
+    let err = c.add_route("after".into()).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Stopped(ref reason) if reason.contains("store is closed")),
+        "{err}"
+    );
+    let status = c.status();
+    assert!(status
+        .failed
+        .as_deref()
+        .is_some_and(|r| r.contains("store is closed")));
+    wait_until(Duration::from_secs(5), "a Failed event", || {
+        node.broker
+            .lock()
+            .events
+            .iter()
+            .any(|e| e.starts_with("Failed"))
+    })
+    .await;
+    // Reads of the last applied state still work.
+    assert!(c.routes().contains_key("before"));
+    stop(&mut node).await;
+}

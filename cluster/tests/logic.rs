@@ -47,6 +47,34 @@ fn a_followers_proposal_is_forwarded_and_applied_everywhere() {
 }
 
 #[test]
+fn proposals_commit_over_lossy_links() {
+    // Reference: section 5.3 (the leader retries AppendEntries until every
+    // follower stores the entries); lost proposals are proposed again.
+    let mut net = Network::new(&[1, 2, 3], test_config);
+    net.wait_for_leader(200);
+    for a in 1..=3 {
+        for b in 1..=3 {
+            if a != b {
+                net.drop(a, b, 0.3);
+            }
+        }
+    }
+    let mut receivers: Vec<_> = (0..20)
+        .map(|i| {
+            let proposer = 1 + i % 3;
+            net.propose(proposer, add_route(&format!("lossy/{i}"), proposer))
+        })
+        .collect();
+    for rx in &mut receivers {
+        assert_eq!(net.wait_outcome(rx, 2000), Outcome::Done);
+    }
+    net.recover();
+    assert!(net.run_until(200, |net| {
+        (1..=3).all(|id| net.node(id).state().read().routes().len() == 20)
+    }));
+}
+
+#[test]
 fn many_proposals_are_batched_into_few_entries() {
     let mut net = Network::new(&[1, 2, 3], test_config);
     let leader = net.wait_for_leader(200);

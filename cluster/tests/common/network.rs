@@ -153,7 +153,6 @@ impl Network {
     }
 
     /// Drops messages from `from` to `to` with probability `p`.
-    #[allow(dead_code)] // not every test binary drops
     pub fn drop(&mut self, from: u64, to: u64, p: f64) {
         self.lossy.insert((from, to), p);
     }

@@ -1,6 +1,8 @@
 //! A TCP proxy between nodes that a test can cut and restore: the most
 //! portable way to break one link (INFRA.md).
 
+#![allow(dead_code)] // not every test binary cuts links
+
 use std::{
     net::SocketAddr,
     sync::{

@@ -265,6 +265,21 @@ fn removing_the_leader_hands_leadership_over_first() {
     net.wait_outcome(&mut rx, 200);
 }
 
+#[test]
+fn a_follower_removing_the_leader_gets_leadership_moved_first() {
+    // Reference: section 6; the Raft thesis 3.10 (leadership transfer).
+    let mut net = Network::new(&[1, 2, 3], test_config);
+    let leader = net.wait_for_leader(200);
+    let follower = net.followers()[0];
+    let mut rx = net.propose_member_change(follower, MemberChange::Remove(leader));
+    assert_eq!(net.wait_outcome(&mut rx, 400), Outcome::Done);
+    assert!(net.run_until(100, |net| net.nodes[&leader].removed));
+    let new = net.wait_for_leader(300);
+    assert_ne!(new, leader);
+    let mut rx = net.propose(new, add_route("after", new));
+    net.wait_outcome(&mut rx, 200);
+}
+
 trait OutcomeOrRemoved {
     fn wait_outcome_from_others(
         &mut self,

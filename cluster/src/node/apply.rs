@@ -169,11 +169,17 @@ impl RaftNode {
                     let _ = w.send(Err(Error::Removed));
                 }
             }
-        } else if !self.conf_state.voters.contains(&id) && self.raw.raft.state == StateRole::Leader
-        {
+        }
+        if !self.conf_state.voters.contains(&id) && self.raw.raft.state == StateRole::Leader {
+            // Removed (or demoted) while leading, despite the transfer the
+            // proposer asked for: hand over if possible, and step down now,
+            // before raft-rs persists anything as a leader without its own
+            // progress entry (it panics there).
             if let Some(to) = self.best_other_voter() {
                 self.raw.transfer_leader(to);
             }
+            let term = self.raw.raft.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
         }
     }
 

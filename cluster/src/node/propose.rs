@@ -2,10 +2,7 @@
 //! when overdue (see the parent module's docs).
 
 use prost::Message as _;
-use raft::{
-    eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2},
-    StateRole,
-};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 use super::{MemberChange, Pending, PendingConf, RaftNode, Waiter};
 use crate::error::Error;
@@ -133,13 +130,17 @@ impl RaftNode {
             p.proposed = true;
             p.retry_at = retry_at;
             let change = p.change.clone();
-            if change == MemberChange::Remove(id) && self.raw.raft.state == StateRole::Leader {
-                // A leader that removes itself keeps leading (raft-rs leaves
-                // that branch untested): hand leadership over first; the
-                // retry reaches the new leader.
-                if let Some(to) = self.best_other_voter() {
-                    self.raw.transfer_leader(to);
-                    continue;
+            if let MemberChange::Remove(target) = change {
+                // A leader that applies its own removal keeps leading
+                // (raft-rs leaves that branch untested, and panics in it):
+                // hand leadership to another voter first. A follower's
+                // transfer request is forwarded to the leader by raft-rs.
+                // The change is proposed again once the leader changed.
+                if target == self.raw.raft.leader_id {
+                    if let Some(to) = self.transferee(target) {
+                        self.raw.transfer_leader(to);
+                        continue;
+                    }
                 }
             }
             let (change_type, node, member) = match &change {
@@ -168,6 +169,23 @@ impl RaftNode {
                 tracing::debug!(node = id, error = %e, "configuration change dropped; will retry");
             }
         }
+    }
+
+    /// A voter to hand leadership to instead of `leader`: this node if it is
+    /// a voter, else the one with the most replicated log (known on the
+    /// leader), else any.
+    pub(super) fn transferee(&self, leader: u64) -> Option<u64> {
+        let id = self.config.id;
+        if id != leader && self.conf_state.voters.contains(&id) {
+            return Some(id);
+        }
+        self.best_other_voter().or_else(|| {
+            self.conf_state
+                .voters
+                .iter()
+                .copied()
+                .find(|v| *v != leader && *v != id)
+        })
     }
 
     /// The voter other than this node with the most replicated log.

@@ -413,8 +413,10 @@ impl Receiver {
             .send(ClusterEvent::Forwarded { msg, ack: tx })
             .is_err()
         {
-            // The broker is gone: leave the message unanswered.
+            // The broker stopped listening: refuse rather than leave the
+            // sender waiting.
             inbound.lock().in_progress.remove(&id);
+            let _ = acks.send((id, Err("the receiving broker is not listening".into())));
             return Ok(());
         }
         tokio::spawn(async move {

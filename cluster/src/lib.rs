@@ -31,6 +31,8 @@
 //! - Data plane: [`Cluster::forward`] (resolves when the peer's broker acked
 //!   it), [`Cluster::take_over`].
 //! - [`Cluster::shutdown`].
+//! - Without a running node: [`admin::remote_status`] and
+//!   [`admin::remote_leave`] for the `tern cluster` commands.
 //!
 //! # Lifecycle
 //! 1. `start` opens the raft log in the store, replays it into the state
@@ -71,6 +73,7 @@
 //! - A node whose data directory was lost rejoins with its old id (it is
 //!   still a voter): it may vote twice in a term it had voted in.
 
+pub mod admin;
 mod cluster;
 mod config;
 mod driver;

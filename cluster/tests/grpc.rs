@@ -80,6 +80,14 @@ async fn three_nodes_elect_a_leader_and_replicate_routes() {
     .await;
     let status = nodes[0].cluster().status();
     assert_eq!(status.voters, [1, 2, 3]);
+    let remote =
+        cluster::admin::remote_status(&nodes[2].advertise().to_string(), Duration::from_secs(5))
+            .await
+            .unwrap();
+    assert_eq!(remote.node_id, 3);
+    assert_eq!(remote.voters, [1, 2, 3]);
+    assert!(remote.leader.is_some() && remote.ready && remote.initialized);
+    assert_eq!(remote.members.len(), 3);
     assert!(status.commit_index >= status.applied_index && status.applied_index > 0);
     assert_eq!(status.peers.len(), 2);
     for mut node in nodes {
@@ -337,7 +345,13 @@ async fn a_fourth_node_joins_and_one_is_removed_while_proposals_flow() {
     )
     .await;
 
-    nodes[1].cluster().remove_member(3).await.unwrap();
+    cluster::admin::remote_leave(
+        &nodes[1].advertise().to_string(),
+        3,
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap();
     wait_until(Duration::from_secs(10), "node 3 removed everywhere", || {
         [&nodes[0], &nodes[1], &fourth]
             .iter()

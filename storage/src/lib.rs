@@ -77,6 +77,7 @@ mod error;
 mod keys;
 mod raft;
 mod raft_records;
+mod raft_trait;
 mod records;
 mod store;
 mod writer;

@@ -42,10 +42,7 @@
 use std::sync::Arc;
 
 use parking_lot::RwLock;
-use raft::{
-    eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata},
-    GetEntriesContext, RaftState, StorageError,
-};
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
 use crate::{
@@ -63,16 +60,16 @@ pub const BOOTSTRAP_TERM: u64 = 5;
 
 /// What is kept in memory, mirroring `raft_state`.
 #[derive(Clone, Debug, Default)]
-struct Cache {
-    hard_state: HardState,
+pub(crate) struct Cache {
+    pub(crate) hard_state: HardState,
     /// Index and term of the last entry removed from the log.
-    truncated: (u64, u64),
+    pub(crate) truncated: (u64, u64),
     /// Last index in the log; `truncated.0` if the log is empty.
-    last_index: u64,
+    pub(crate) last_index: u64,
     /// Metadata of the stored snapshot; index 0 if none.
-    snapshot: SnapshotMetadata,
+    pub(crate) snapshot: SnapshotMetadata,
     /// Chunks of the stored snapshot's data.
-    snapshot_chunks: u32,
+    pub(crate) snapshot_chunks: u32,
 }
 
 /// Raft log and state of one raft group, in the store. Cheap to clone; every
@@ -80,7 +77,7 @@ struct Cache {
 #[derive(Clone)]
 pub struct RaftStorage {
     shared: Arc<Shared>,
-    cache: Arc<RwLock<Cache>>,
+    pub(crate) cache: Arc<RwLock<Cache>>,
 }
 
 impl std::fmt::Debug for RaftStorage {
@@ -373,7 +370,7 @@ impl RaftStorage {
     }
 
     /// The term of the entry stored at `index`.
-    fn read_term(&self, index: u64) -> Result<u64> {
+    pub(crate) fn read_term(&self, index: u64) -> Result<u64> {
         let key = rec::log_key(index);
         self.shared.with_handles(|h| {
             let value = h
@@ -386,7 +383,12 @@ impl RaftStorage {
     }
 
     /// Entries `low..high`, stopping past `max_size` bytes (at least one).
-    fn read_entries(&self, low: u64, high: u64, max_size: Option<u64>) -> Result<Vec<Entry>> {
+    pub(crate) fn read_entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: Option<u64>,
+    ) -> Result<Vec<Entry>> {
         self.shared.with_handles(|h| {
             let mut entries = Vec::with_capacity((high - low).min(1024) as usize);
             let mut size = 0u64;
@@ -425,7 +427,7 @@ impl RaftStorage {
     }
 
     /// The stored snapshot with its data.
-    fn read_snapshot(&self) -> Result<Snapshot> {
+    pub(crate) fn read_snapshot(&self) -> Result<Snapshot> {
         let cache = self.cache.read().clone();
         let mut snapshot = Snapshot::default();
         snapshot.set_metadata(cache.snapshot);
@@ -528,76 +530,4 @@ fn load(h: &Handles) -> Result<Cache> {
         ));
     }
     Ok(cache)
-}
-
-/// Wraps a store error for raft-rs, which then stops the node.
-fn raft_error(e: Error) -> raft::Error {
-    raft::Error::Store(StorageError::Other(Box::new(e)))
-}
-
-impl raft::Storage for RaftStorage {
-    fn initial_state(&self) -> raft::Result<RaftState> {
-        let cache = self.cache.read();
-        Ok(RaftState::new(
-            cache.hard_state.clone(),
-            cache.snapshot.get_conf_state().clone(),
-        ))
-    }
-
-    fn entries(
-        &self,
-        low: u64,
-        high: u64,
-        max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
-    ) -> raft::Result<Vec<Entry>> {
-        let (first, last) = {
-            let cache = self.cache.read();
-            (cache.truncated.0 + 1, cache.last_index)
-        };
-        if low < first {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        // The trait allows a panic here; an error is kinder to the process.
-        if high > last + 1 || low > high {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        self.read_entries(low, high, max_size.into())
-            .map_err(raft_error)
-    }
-
-    fn term(&self, idx: u64) -> raft::Result<u64> {
-        let (truncated, last) = {
-            let cache = self.cache.read();
-            (cache.truncated, cache.last_index)
-        };
-        if idx == truncated.0 {
-            return Ok(truncated.1);
-        }
-        if idx < truncated.0 {
-            return Err(raft::Error::Store(StorageError::Compacted));
-        }
-        if idx > last {
-            return Err(raft::Error::Store(StorageError::Unavailable));
-        }
-        self.read_term(idx).map_err(raft_error)
-    }
-
-    fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.cache.read().truncated.0 + 1)
-    }
-
-    fn last_index(&self) -> raft::Result<u64> {
-        Ok(self.cache.read().last_index)
-    }
-
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        let index = self.cache.read().snapshot.index;
-        if index == 0 || index < request_index {
-            return Err(raft::Error::Store(
-                StorageError::SnapshotTemporarilyUnavailable,
-            ));
-        }
-        self.read_snapshot().map_err(raft_error)
-    }
 }

@@ -5,6 +5,16 @@
 //! crate docs. It never blocks an async task: proposals are channel sends
 //! and awaits; the only blocking work (opening and replaying the raft log)
 //! runs in `spawn_blocking`.
+//!
+//! # Lifecycle
+//! 1. `start`: validate the config, bind, open and replay the raft log
+//!    (founding a cluster of one if there are no other seeds), start the
+//!    driver thread, the gRPC server and the membership task.
+//! 2. Running: proposals go to the driver and resolve when applied here;
+//!    reads take the state's read lock; forwarding and takeover go straight
+//!    to peers.
+//! 3. `shutdown`: cancel the token (server, links, membership stop), tell
+//!    the driver to stop, join it. The store stays open for the caller.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

@@ -6,6 +6,7 @@
 //! (topic-filter trie), [`retain`] (retained messages), [`persist`] (loading
 //! the store), [`server`] (start and stop a node), [`config`].
 
+pub mod clustering;
 pub mod codec;
 pub mod config;
 pub mod enhanced_auth;
@@ -13,6 +14,7 @@ pub mod listener;
 pub mod message;
 pub mod persist;
 pub mod retain;
+pub mod route;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -54,7 +54,24 @@ pub async fn run(
     let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
     let workers = arbiters.iter().map(|a| a.handle()).collect();
     let listener_configs = config.listeners.clone();
-    let state: State = Arc::new(BrokerState::new(config, store, workers, auth_methods));
+    let (failed_tx, mut failed_rx) = watch::channel(None::<String>);
+    let cluster = if config.cluster.node_id == 0 {
+        None
+    } else {
+        let mqtt_port = listener_configs.first().map_or(1883, |l| l.bind.port());
+        Some(start_cluster(&config, &store, mqtt_port).await?)
+    };
+    let bridge = cluster.as_ref().map(|c| c.bridge.clone());
+    let state: State = Arc::new(BrokerState::new(
+        config,
+        store,
+        workers,
+        auth_methods,
+        bridge,
+    ));
+    if let Some(c) = &cluster {
+        crate::clustering::load(&state, c.bridge.cluster());
+    }
 
     let loaded = crate::persist::restore(&state).context("cannot load the store")?;
     tracing::info!(
@@ -65,6 +82,8 @@ pub async fn run(
         unreadable_records = loaded.unreadable_records,
         "store loaded"
     );
+
+    let cluster_runtime = cluster.map(|c| c.run(&state, failed_tx));
 
     let mut listeners = Vec::new();
     for l in &listener_configs {
@@ -84,7 +103,17 @@ pub async fn run(
     }
     ready(addrs);
 
-    shutdown.await;
+    let cluster_failed = async {
+        match failed_rx.changed().await {
+            Ok(()) => tracing::error!("the cluster node failed"),
+            // No cluster (the sender is gone): never.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = cluster_failed => {}
+    }
     tracing::info!("shutting down");
     state.shutting_down.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
@@ -98,6 +127,12 @@ pub async fn run(
     }
     while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.stop().await;
+    }
+    if let Some(runtime) = cluster_runtime {
+        runtime.shutdown_background();
     }
     let store = state.store.clone();
     let flushed = tokio::task::spawn_blocking(move || store.close()).await;
@@ -114,6 +149,96 @@ pub async fn run(
         }
         Ok(Err(e)) => Err(e).context("cannot flush the store"),
         Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// A started cluster node, before its events are applied.
+struct StartedCluster {
+    bridge: Arc<crate::clustering::ClusterBridge>,
+    events: tokio::sync::mpsc::UnboundedReceiver<cluster::ClusterEvent>,
+    /// Owns the runtime's threads; shut down in the background when the
+    /// server stops.
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Starts this node's cluster member on a runtime of its own: the raft log
+/// is replayed before it returns.
+async fn start_cluster(
+    config: &Config,
+    store: &storage::Store,
+    mqtt_port: u16,
+) -> anyhow::Result<StartedCluster> {
+    let c = &config.cluster;
+    let mut cfg = cluster::ClusterConfig::new(c.node_id, c.listen);
+    cfg.advertise = c.advertise.clone();
+    cfg.mqtt_advertise = if c.mqtt_advertise.is_empty() {
+        format!("{}:{mqtt_port}", c.listen.ip())
+    } else {
+        c.mqtt_advertise.clone()
+    };
+    cfg.seeds = c
+        .seeds
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .context("cluster.seeds")?;
+    cfg.tick = Duration::from_millis(c.tick_ms);
+    cfg.election_ticks = c.election_ticks;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tern-cluster")
+        .enable_all()
+        .build()
+        .context("cannot start the cluster runtime")?;
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let store = store.clone();
+    let cluster = runtime
+        .spawn(async move { cluster::Cluster::start(cfg, store, events_tx).await })
+        .await
+        .context("cluster start task failed")?
+        .context("cannot start the cluster node")?;
+    tracing::info!(node_id = cluster.node_id(), listen = %c.listen, "cluster node started");
+    let forward_timeout = Duration::from_secs(config.cluster.forward_timeout_secs);
+    let bridge =
+        crate::clustering::ClusterBridge::new(cluster, runtime.handle().clone(), forward_timeout);
+    Ok(StartedCluster {
+        bridge,
+        events,
+        runtime,
+    })
+}
+
+impl StartedCluster {
+    /// Applies the cluster's events from now on, hands sessions this node
+    /// still holds but no longer owns to their owners, and prunes routes of
+    /// sessions that ended while the node was down.
+    fn run(self, state: &State, failed: watch::Sender<Option<String>>) -> tokio::runtime::Runtime {
+        let StartedCluster {
+            bridge,
+            events,
+            runtime,
+        } = self;
+        let me = bridge.node_id();
+        let sessions: Vec<_> = state
+            .registry
+            .lock()
+            .iter()
+            .map(|(id, addr)| (id.clone(), addr.clone()))
+            .collect();
+        for (client_id, addr) in sessions {
+            if let Some(owner) = bridge.session_owner(&client_id).filter(|o| *o != me) {
+                addr.do_send(crate::session::OwnerMoved { owner });
+            }
+        }
+        runtime.spawn(crate::clustering::run_events(state.clone(), events, failed));
+        let b = bridge.clone();
+        runtime.spawn(async move {
+            b.settled().await;
+            if let Err(e) = b.cluster().prune_routes().await {
+                tracing::warn!(error = %e, "cannot prune stale routes");
+            }
+        });
+        runtime
     }
 }
 

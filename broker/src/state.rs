@@ -20,10 +20,10 @@ use crate::config::Config;
 use crate::message::Message;
 use crate::retain::RetainedIndex;
 use crate::router::SubscriptionTable;
-use crate::session::{Session, SessionRef, SubscriptionEntry};
+use crate::session::{Session, Subscriber, SubscriptionEntry};
 
 /// The router as the broker instantiates it.
-pub type Router = SubscriptionTable<SessionRef, SubscriptionEntry>;
+pub type Router = SubscriptionTable<Subscriber, SubscriptionEntry>;
 
 /// Counters of one node, read by `$SYS` topics and metrics.
 #[derive(Debug, Default)]
@@ -61,6 +61,9 @@ pub struct BrokerState {
     pub registry: Mutex<HashMap<ByteString, Addr<Session>>>,
     pub store: storage::Store,
     pub writer: storage::Writer,
+    /// The cluster this node is part of; `None` for a single node. Chosen
+    /// once at startup.
+    pub cluster: Option<Arc<crate::clustering::ClusterBridge>>,
     /// 5.0 enhanced authentication mechanisms offered.
     pub auth_methods: crate::enhanced_auth::AuthMethods,
     pub metrics: Metrics,
@@ -80,9 +83,11 @@ impl BrokerState {
         store: storage::Store,
         workers: Vec<ArbiterHandle>,
         auth_methods: crate::enhanced_auth::AuthMethods,
+        cluster: Option<Arc<crate::clustering::ClusterBridge>>,
     ) -> BrokerState {
         let writer = store.writer();
         BrokerState {
+            cluster,
             auth_methods,
             config,
             router: RwLock::new(SubscriptionTable::new()),

@@ -63,7 +63,7 @@ pub struct SessionState {
 }
 
 /// A PUBLISH forwarded from the node its client published to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ForwardedPublish {
     /// Set by the cluster when sending (any value given is replaced); unique
     /// within the link, so a receiver can recognize a resend.
@@ -82,6 +82,15 @@ pub struct ForwardedPublish {
     pub expires_at_ms: Option<u64>,
     /// The node whose client published it.
     pub origin_node: u64,
+    /// Not for the receiving node's plain subscriptions: only for the shared
+    /// groups in `shared_filters` or the session `target_client`.
+    pub no_plain_match: bool,
+    /// Shared subscriptions for which the receiving node was picked.
+    pub shared_filters: Vec<String>,
+    /// Deliver to this session only (handing a session's messages over).
+    pub target_client: Option<String>,
+    /// Subscription identifiers of a message for `target_client`.
+    pub subscription_ids: Vec<u32>,
 }
 
 fn qos(field: &'static str, v: u32) -> Result<u8> {
@@ -236,6 +245,10 @@ impl From<&ForwardedPublish> for proto::ForwardedPublish {
             properties: m.properties.clone(),
             expires_at_ms: m.expires_at_ms,
             origin_node: m.origin_node,
+            no_plain_match: m.no_plain_match,
+            shared_filters: m.shared_filters.clone(),
+            target_client: m.target_client.clone().unwrap_or_default(),
+            subscription_ids: m.subscription_ids.clone(),
         }
     }
 }
@@ -250,6 +263,10 @@ pub(crate) fn forwarded_from_proto(m: proto::ForwardedPublish) -> Result<Forward
         properties: m.properties,
         expires_at_ms: m.expires_at_ms,
         origin_node: m.origin_node,
+        no_plain_match: m.no_plain_match,
+        shared_filters: m.shared_filters,
+        target_client: (!m.target_client.is_empty()).then_some(m.target_client),
+        subscription_ids: m.subscription_ids,
     })
 }
 

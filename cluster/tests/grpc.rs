@@ -27,6 +27,7 @@ fn publish(i: u64) -> ForwardedPublish {
         properties: Bytes::new(),
         expires_at_ms: None,
         origin_node: 0,
+        ..Default::default()
     }
 }
 

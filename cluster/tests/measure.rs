@@ -74,6 +74,7 @@ async fn measure_proposals_forwarding_and_election() {
                 properties: Bytes::new(),
                 expires_at_ms: None,
                 origin_node: 0,
+                ..Default::default()
             };
             sender.forward(2, msg).await.unwrap();
             drop(permit);

@@ -65,6 +65,7 @@ mod tests {
             properties: bytes::Bytes::new(),
             expires_at_ms: Some(0),
             origin_node: 2,
+            ..Default::default()
         };
         let expected = [
             0x08, 0x07, // id = 7

@@ -16,6 +16,9 @@ use super::{Config, ConfigError, LogFormat};
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "tern", version, about, long_about)]
 pub struct Cli {
+    /// A command instead of running the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file.
     #[arg(short, long, env = "TERN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -42,6 +45,54 @@ pub struct Cli {
     /// Most QoS 1/2 messages queued per session [default: 100000].
     #[arg(long, env = "TERN_MAX_QUEUED_MESSAGES", value_name = "N")]
     pub max_queued_messages: Option<usize>,
+    /// This node's id in a cluster; 0 runs a single node [default: 0].
+    #[arg(long, env = "TERN_NODE_ID", value_name = "ID")]
+    pub node_id: Option<u64>,
+    /// Address of the cluster gRPC endpoint [default: 0.0.0.0:7000].
+    #[arg(long, env = "TERN_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// host:port other nodes reach the cluster endpoint at.
+    #[arg(long, env = "TERN_CLUSTER_ADVERTISE", value_name = "HOST:PORT")]
+    pub cluster_advertise: Option<String>,
+    /// host:port clients reach this node's MQTT listener at.
+    #[arg(long, env = "TERN_MQTT_ADVERTISE", value_name = "HOST:PORT")]
+    pub mqtt_advertise: Option<String>,
+    /// Cluster seeds, comma separated: `id=host:port` or `host:port`.
+    #[arg(long, env = "TERN_SEEDS", value_name = "SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+}
+
+/// Commands besides running the broker.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Inspect or change a running cluster through a node's cluster endpoint.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// `tern cluster ...`
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum ClusterAction {
+    /// Members, leader, raft term and indexes, and each peer's health, as
+    /// the node at ADDRESS sees them.
+    Status {
+        /// host:port of a node's cluster endpoint.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        address: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes node ID from the cluster (a raft configuration change).
+    Remove {
+        /// host:port of any node's cluster endpoint.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        address: String,
+        /// The node to remove.
+        id: u64,
+    },
 }
 
 impl Cli {
@@ -80,6 +131,21 @@ impl Cli {
         }
         if let Some(n) = self.max_queued_messages {
             config.mqtt.max_queued_messages = n;
+        }
+        if let Some(id) = self.node_id {
+            config.cluster.node_id = id;
+        }
+        if let Some(listen) = self.cluster_listen {
+            config.cluster.listen = listen;
+        }
+        if let Some(a) = &self.cluster_advertise {
+            config.cluster.advertise = a.clone();
+        }
+        if let Some(a) = &self.mqtt_advertise {
+            config.cluster.mqtt_advertise = a.clone();
+        }
+        if let Some(seeds) = &self.seeds {
+            config.cluster.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
         config.validate()?;
         Ok(config)

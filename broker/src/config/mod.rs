@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use cli::Cli;
+pub use cli::{Cli, ClusterAction, Command};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,49 @@ pub struct Config {
     pub storage: StorageConfig,
     /// MQTT 5.0 enhanced authentication (AUTH exchanges).
     pub enhanced_auth: EnhancedAuthConfig,
+    /// Running as a member of a cluster.
+    pub cluster: ClusterSection,
+}
+
+/// Cluster membership of this node. With `node_id` 0 (the default) the node
+/// runs alone, with no cluster at all.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster and never reused; 0: no cluster.
+    pub node_id: u64,
+    /// Address of the cluster's gRPC endpoint.
+    pub listen: SocketAddr,
+    /// host:port the other nodes use to reach `listen`; empty: the bound address.
+    pub advertise: String,
+    /// host:port of this node's MQTT listener as clients of other nodes reach it.
+    pub mqtt_advertise: String,
+    /// Nodes to contact at first start: `id=host:port` or `host:port`
+    /// (e.g. a StatefulSet's `tern-0.tern-headless:7000`). Empty: a cluster
+    /// of one.
+    pub seeds: Vec<String>,
+    /// Raft's clock tick, in milliseconds.
+    pub tick_ms: u64,
+    /// Ticks without a leader before an election (randomized up to twice).
+    pub election_ticks: usize,
+    /// How long a publisher's acknowledgement waits for another node that is
+    /// up to store its copies, in seconds.
+    pub forward_timeout_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: 0,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            advertise: String::new(),
+            mqtt_advertise: String::new(),
+            seeds: Vec::new(),
+            tick_ms: 100,
+            election_ticks: 10,
+            forward_timeout_secs: 10,
+        }
+    }
 }
 
 /// MQTT 5.0 enhanced authentication mechanisms.
@@ -79,6 +122,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             enhanced_auth: EnhancedAuthConfig::default(),
+            cluster: ClusterSection::default(),
         }
     }
 }
@@ -258,6 +302,24 @@ impl Config {
                 key: "mqtt.connect_timeout_secs",
                 value: "0".into(),
                 reason: "must be at least 1 second",
+            });
+        }
+        for seed in &self.cluster.seeds {
+            if seed.parse::<cluster::Seed>().is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "cluster.seeds",
+                    value: seed.clone(),
+                    reason: "expected `host:port` or `id=host:port`",
+                });
+            }
+        }
+        if self.cluster.node_id != 0
+            && (self.cluster.tick_ms == 0 || self.cluster.election_ticks < 2)
+        {
+            return Err(ConfigError::Invalid {
+                key: "cluster.tick_ms",
+                value: self.cluster.tick_ms.to_string(),
+                reason: "tick_ms must be at least 1 and election_ticks at least 2",
             });
         }
         if self.listeners.is_empty() {

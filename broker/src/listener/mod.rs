@@ -281,6 +281,10 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
     if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
+    let imported = match &state.cluster {
+        Some(cluster) => cluster.take_session(&client_id, connect.clean_start).await,
+        None => None,
+    };
     let slot = Arc::new(Mutex::new(Some(NewConnection {
         transport,
         read_buf,
@@ -289,6 +293,7 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
         assigned_client_id: assigned,
         peer,
         authenticated,
+        imported,
     })));
     attach(&state, client_id, slot).await;
 }

@@ -15,6 +15,7 @@ use actix::prelude::*;
 use super::alias::TopicAliases;
 use super::connection::{Connection, Inbound, InboundEvent, WriterEvent};
 use super::{Attach, Session, Shutdown};
+use crate::clustering::Proposal;
 use crate::codec::{
     ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
 };
@@ -86,7 +87,14 @@ impl Handler<Attach> for Session {
         // [MQTT-3.1.2-6] Clean Session discards the previous session; 5.0
         // [MQTT-3.1.2-4] Clean Start likewise. A session that was not
         // persistent ended with its connection.
-        let resume = !connect.clean_start && self.is_persistent();
+        let mut resume = !connect.clean_start && self.is_persistent();
+        if let Some(imported) = new.imported {
+            // The session comes from another node of the cluster: it
+            // replaces whatever this node had under the client id.
+            self.discard_state();
+            self.import(imported);
+            resume = !connect.clean_start;
+        }
         if let Some((will, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
             if !resume {
@@ -192,6 +200,7 @@ impl Handler<Attach> for Session {
         if self.is_persistent() {
             self.store_session_record(None);
         }
+        self.claim();
         if resume {
             self.resend_inflight();
         }
@@ -297,6 +306,7 @@ impl Session {
             let now = unix_ms();
             self.offline_since_ms = Some(now);
             self.store_session_record(Some(now));
+            self.update_record();
             self.start_expiry_timer(ctx);
         } else {
             self.end_session(ctx);
@@ -304,7 +314,12 @@ impl Session {
     }
 
     /// Closes a connection (the current one or one being replaced).
-    fn close_connection(&mut self, conn: Connection, reason: CloseReason, ctx: &mut Context<Self>) {
+    pub(super) fn close_connection(
+        &mut self,
+        conn: Connection,
+        reason: CloseReason,
+        ctx: &mut Context<Self>,
+    ) {
         if conn.protocol.is_v5() {
             if let Some(code) = reason.server_disconnect() {
                 let mut disconnect = Disconnect {
@@ -350,7 +365,7 @@ impl Session {
     }
 
     /// Publishes a Will Message as if its client had published it.
-    fn publish_will(&mut self, will: LastWill) {
+    pub(super) fn publish_will(&mut self, will: LastWill) {
         let now = unix_ms();
         let mut properties = crate::codec::PublishProperties {
             payload_format_indicator: will.properties.payload_format_indicator,
@@ -425,8 +440,12 @@ impl Session {
     fn discard_state(&mut self) {
         if !self.subscriptions.is_empty() {
             let mut router = self.state.router.write();
+            let me = self.subscriber();
             for filter in self.subscriptions.keys() {
-                router.unsubscribe(filter, &self.handle);
+                router.unsubscribe(filter, &me);
+                if let Some(cluster) = &self.state.cluster {
+                    cluster.propose(Proposal::RemoveRoute(filter.to_string()));
+                }
             }
         }
         self.subscriptions.clear();
@@ -450,10 +469,16 @@ impl Session {
             self.publish_will(will);
         }
         self.ended = true;
-        let shared = self.outgoing.take_shared(true);
-        self.discard_state();
-        let lost = self.redistribute_shared(shared).len();
-        Metrics::add(&self.state.metrics.messages_dropped, lost as u64);
+        if self.moved {
+            // Its messages went with it to another node.
+            self.discard_state();
+        } else {
+            let shared = self.outgoing.take_shared(true);
+            self.discard_state();
+            let lost = self.redistribute_shared(shared).len();
+            Metrics::add(&self.state.metrics.messages_dropped, lost as u64);
+            self.propose(|s| Proposal::Release(s.client_id.to_string()));
+        }
         let mut registry = self.state.registry.lock();
         if registry
             .get(&self.client_id)

@@ -13,10 +13,10 @@ use std::cmp::min;
 use actix::prelude::*;
 
 use super::outgoing::{packet_id_of, AckError, OutMsg, OutState, Pushed, Resend, SendAction};
-use super::publish::hold_until_durable;
-use super::{Deliver, Session, Stored};
+use super::{Deliver, Session, Stored, Subscriber};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::message::unix_ms;
+use crate::route::hold_until_durable;
 use crate::state::Metrics;
 
 impl Handler<Deliver> for Session {
@@ -187,24 +187,41 @@ impl Session {
         let me = self.handle.0.id;
         let router = self.state.router.read();
         for m in messages {
+            let not_me = |k: &Subscriber| !matches!(k, Subscriber::Local(s) if s.0.id == me);
             let picked = m.shared_filter.as_ref().and_then(|filter| {
                 router
-                    .pick_shared(filter, |k, _| k.0.id != me && k.is_online())
-                    .filter(|(session, _)| session.0.id != me)
-                    .map(|(session, entry)| (filter, session, entry))
+                    .pick_shared(filter, |k, _| not_me(k) && k.is_available())
+                    .filter(|(k, _)| not_me(k))
+                    .map(|(k, entry)| (filter, k, entry))
             });
-            let Some((filter, session, entry)) = picked else {
+            let Some((filter, subscriber, entry)) = picked else {
                 kept.push(m);
                 continue;
             };
-            session.0.addr.do_send(Deliver {
-                message: m.message.clone(),
-                qos: min(m.message.qos, entry.options.qos),
-                retain: m.retain,
-                subscription_ids: entry.subscription_id.into_iter().collect(),
-                shared_filter: Some(filter.clone()),
-                ack: None,
-            });
+            match subscriber {
+                Subscriber::Local(session) => session.0.addr.do_send(Deliver {
+                    message: m.message.clone(),
+                    qos: min(m.message.qos, entry.options.qos),
+                    retain: m.retain,
+                    subscription_ids: entry.subscription_id.into_iter().collect(),
+                    shared_filter: Some(filter.clone()),
+                    ack: None,
+                }),
+                Subscriber::Node(node) => {
+                    if let Some(cluster) = &self.state.cluster {
+                        let target = crate::route::RemoteTarget {
+                            plain: false,
+                            shared: vec![filter.to_string()],
+                        };
+                        cluster.forward(
+                            *node,
+                            &m.message,
+                            target,
+                            &mut crate::route::LazyGuard::none(),
+                        );
+                    }
+                }
+            }
             self.delete_outgoing(m.seq);
         }
         kept

@@ -25,7 +25,8 @@
 //! 5. `Shutdown`: the broker is stopping; connections are closed.
 
 mod alias;
-mod connect;
+mod clustered;
+pub(crate) mod connect;
 mod connection;
 mod deliver;
 pub mod incoming;
@@ -47,8 +48,10 @@ use smallvec::SmallVec;
 
 use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions};
 use crate::message::Message;
+use crate::route::AckGuard;
 use crate::state::State;
 
+pub use clustered::{HandOver, OwnerMoved};
 use connection::Connection;
 pub use connection::{shutdown_transport, Inbound, PacketStream, ReadError, Transport};
 use incoming::Incoming;
@@ -81,6 +84,25 @@ impl Eq for SessionRef {}
 impl Hash for SessionRef {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.0.id.hash(state);
+    }
+}
+
+/// Who a subscription in the router belongs to: a session of this node, or
+/// another node of the cluster that has subscribers to the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subscriber {
+    Local(SessionRef),
+    /// A node id.
+    Node(u64),
+}
+
+impl Subscriber {
+    /// For shared subscriptions: a connected session, or a node.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Subscriber::Local(s) => s.is_online(),
+            Subscriber::Node(_) => true,
+        }
     }
 }
 
@@ -118,6 +140,9 @@ pub struct NewConnection {
     pub peer: SocketAddr,
     /// Result of the 5.0 enhanced authentication that came with CONNECT.
     pub authenticated: Option<crate::enhanced_auth::Authenticated>,
+    /// The session's state taken over from another node of the cluster; it
+    /// replaces whatever this node had for the client id.
+    pub imported: Option<Restored>,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until
@@ -148,62 +173,13 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A stored-before-acknowledged dependency of an inbound QoS 1/2 PUBLISH.
-/// Clones travel with the `Deliver`s to persistent sessions and into the
-/// storage callbacks; when the last one is dropped the publisher's session
-/// gets `AckDone` and acknowledges the PUBLISH (in order).
-#[derive(Clone)]
-pub struct AckGuard(Arc<AckInner>);
-
-struct AckInner {
-    publisher: Addr<Session>,
-    token: u64,
-    generation: u64,
-    failed: AtomicBool,
-}
-
-impl AckGuard {
-    fn new(publisher: Addr<Session>, token: u64, generation: u64) -> AckGuard {
-        AckGuard(Arc::new(AckInner {
-            publisher,
-            token,
-            generation,
-            failed: AtomicBool::new(false),
-        }))
-    }
-
-    /// The work this guard stands for failed: the publisher must not be told
-    /// its message is safe.
-    pub fn fail(&self) {
-        self.0.failed.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for AckInner {
-    fn drop(&mut self) {
-        self.publisher.do_send(AckDone {
-            token: self.token,
-            generation: self.generation,
-            ok: !self.failed.load(Ordering::Relaxed),
-        });
-    }
-}
-
-impl std::fmt::Debug for AckGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckGuard")
-            .field("token", &self.0.token)
-            .finish()
-    }
-}
-
 /// All holders of an [`AckGuard`] are done.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct AckDone {
-    token: u64,
-    generation: u64,
-    ok: bool,
+pub(crate) struct AckDone {
+    pub(crate) token: u64,
+    pub(crate) generation: u64,
+    pub(crate) ok: bool,
 }
 
 /// A storage write this session waits for has completed.
@@ -254,6 +230,8 @@ pub struct Session {
     offline_since_ms: Option<u64>,
     /// Set once the session has decided to end; late messages are ignored.
     ended: bool,
+    /// The session left for another node of the cluster: not released.
+    moved: bool,
     /// 5.0 Authentication Method of the current connection, if any.
     auth_method: Option<ByteString>,
     /// A 5.0 re-authentication in progress.
@@ -318,7 +296,10 @@ impl Session {
         if !restored.subscriptions.is_empty() {
             let mut router = state.router.write();
             for (filter, entry) in restored.subscriptions {
-                router.subscribe(&filter, handle.clone(), entry.clone());
+                router.subscribe(&filter, Subscriber::Local(handle.clone()), entry.clone());
+                if let Some(cluster) = &state.cluster {
+                    cluster.propose(crate::clustering::Proposal::AddRoute(filter.to_string()));
+                }
                 subscriptions.insert(filter, entry);
             }
         }
@@ -338,6 +319,7 @@ impl Session {
             expiry_timer: None,
             offline_since_ms: restored.disconnected_at_ms,
             ended: false,
+            moved: false,
             auth_method: None,
             reauth: None,
             state,
@@ -347,6 +329,11 @@ impl Session {
     /// True if the session outlives its connection.
     fn is_persistent(&self) -> bool {
         self.session_expiry_interval > 0
+    }
+
+    /// This session as the router knows it.
+    fn subscriber(&self) -> Subscriber {
+        Subscriber::Local(self.handle.clone())
     }
 
     fn set_session_expiry(&mut self, interval: u32) {

@@ -296,6 +296,11 @@ impl Outgoing {
         Ok(self.inflight.remove(i).expect("index from position").seq)
     }
 
+    /// Every message, in flight then queued.
+    pub fn iter(&self) -> impl Iterator<Item = &OutMsg> {
+        self.inflight.iter().chain(self.queue.iter())
+    }
+
     /// The message with this seq, queued or in flight.
     pub fn get(&self, seq: u64) -> Option<&OutMsg> {
         self.inflight

@@ -1,6 +1,5 @@
 //! Packets from the client: the dispatcher, inbound PUBLISH (QoS 0/1/2 with
-//! the acknowledgement owed in order), PUBREL, and routing a message to the
-//! sessions whose subscriptions match it.
+//! the acknowledgement owed in order) and PUBREL. Routing is in `route`.
 //!
 //! 3.1.1 sections 3.3, 3.6, 4.3, 4.6; 5.0 sections 3.3, 3.6, 4.3, 4.6.
 //!
@@ -9,137 +8,17 @@
 //! QoS 2 state) is on disk: each such copy holds a clone of the message's
 //! [`AckGuard`], and the guard's last drop brings `AckDone` back here.
 
-use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytestring::ByteString;
-use smallvec::SmallVec;
 
 use super::alias::AliasError;
 use super::incoming::{AckKind, ReadyAck};
-use super::{AckDone, AckGuard, Deliver, Session, SessionRef};
+use super::{AckDone, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::message::{unix_ms, Message};
-use crate::state::{BrokerState, Metrics};
-
-/// Creates the publisher's [`AckGuard`] the first time a copy needs one.
-pub(crate) struct LazyGuard {
-    factory: Option<(Addr<Session>, u64, u64)>,
-    guard: Option<AckGuard>,
-}
-
-impl LazyGuard {
-    /// For messages nobody waits for (QoS 0, wills, retained on subscribe).
-    pub(crate) fn none() -> LazyGuard {
-        LazyGuard {
-            factory: None,
-            guard: None,
-        }
-    }
-
-    fn new(publisher: Addr<Session>, token: u64, generation: u64) -> LazyGuard {
-        LazyGuard {
-            factory: Some((publisher, token, generation)),
-            guard: None,
-        }
-    }
-
-    /// A clone of the guard, created on first use; `None` if nobody waits.
-    pub(crate) fn get(&mut self) -> Option<AckGuard> {
-        let (publisher, token, generation) = self.factory.as_ref()?;
-        Some(
-            self.guard
-                .get_or_insert_with(|| AckGuard::new(publisher.clone(), *token, *generation))
-                .clone(),
-        )
-    }
-
-    fn created(&self) -> bool {
-        self.guard.is_some()
-    }
-}
-
-/// One session a message goes to, after merging its overlapping subscriptions.
-struct Target<'a> {
-    session: &'a SessionRef,
-    qos: QoS,
-    retain: bool,
-    subscription_ids: SmallVec<[u32; 2]>,
-    shared_filter: Option<&'a ByteString>,
-}
-
-/// Sends `message` to every session with a matching subscription: once per
-/// session, at the highest QoS of its matching subscriptions (3.1.1 section
-/// 3.3.5, 5.0 [MQTT-3.3.4-2]) and with all their subscription identifiers
-/// (5.0 [MQTT-3.3.4-3]); one member of each matching shared group. Returns
-/// how many sessions it went to.
-pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) -> usize {
-    let router = state.router.read();
-    let mut targets: SmallVec<[Target<'_>; 8]> = SmallVec::new();
-    router.matches(&message.topic, |session, entry| {
-        // 5.0 [MQTT-3.8.3-3] No Local: not to the publisher's own subscriptions
-        if entry.options.no_local && session.0.id == message.origin {
-            return;
-        }
-        targets.push(Target {
-            session,
-            qos: min(message.qos, entry.options.qos),
-            // [MQTT-3.3.1-9] RETAIN is 0 on delivery to an established
-            // subscription, unless 5.0 Retain As Published [MQTT-3.3.1-13]
-            retain: message.retain && entry.options.retain_as_published,
-            subscription_ids: entry.subscription_id.into_iter().collect(),
-            shared_filter: None,
-        });
-    });
-    router.match_shared(
-        &message.topic,
-        |session, _| session.is_online(),
-        |_group, session, entry| {
-            targets.push(Target {
-                session,
-                qos: min(message.qos, entry.options.qos),
-                retain: message.retain && entry.options.retain_as_published,
-                subscription_ids: entry.subscription_id.into_iter().collect(),
-                shared_filter: entry.shared_filter.as_ref(),
-            });
-        },
-    );
-    if targets.len() > 1 {
-        targets.sort_unstable_by_key(|t| t.session.0.id);
-        let mut merged: SmallVec<[Target<'_>; 8]> = SmallVec::with_capacity(targets.len());
-        for t in targets {
-            match merged.last_mut() {
-                Some(last) if last.session.0.id == t.session.0.id => {
-                    last.qos = last.qos.max(t.qos);
-                    last.retain |= t.retain;
-                    last.subscription_ids.extend(t.subscription_ids);
-                    // One copy serves both: it stays with this session.
-                    last.shared_filter = None;
-                }
-                _ => merged.push(t),
-            }
-        }
-        targets = merged;
-    }
-    let count = targets.len();
-    for t in targets {
-        let ack = if t.qos > QoS::AtMostOnce && t.session.is_persistent() {
-            guard.get()
-        } else {
-            None
-        };
-        t.session.0.addr.do_send(Deliver {
-            message: message.clone(),
-            qos: t.qos,
-            retain: t.retain,
-            subscription_ids: t.subscription_ids,
-            shared_filter: t.shared_filter.cloned(),
-            ack,
-        });
-    }
-    count
-}
+use crate::route::{hold_until_durable, route, store_retained, LazyGuard, Scope};
+use crate::state::Metrics;
 
 /// The acknowledgement code of an accepted message: 5.0 0x10 No matching
 /// subscribers when nobody received it (3.1.1 encodes every success as 0).
@@ -167,17 +46,6 @@ pub(super) fn reason_text(code: ReasonCode) -> Option<&'static str> {
         ReasonCode::ImplementationSpecificError => "the broker refused the request",
         _ => return None,
     })
-}
-
-/// Storage callback that holds `guard` until the write is durable.
-pub(crate) fn hold_until_durable(guard: Option<AckGuard>) -> Option<storage::Durable> {
-    let guard = guard?;
-    Some(Box::new(move |result: storage::Result<()>| {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "store write failed; publisher will not be acknowledged");
-            guard.fail();
-        }
-    }))
 }
 
 impl Session {
@@ -270,7 +138,7 @@ impl Session {
             }
             QoS::AtLeastOnce => {
                 let token = self.incoming.begin(AckKind::PubAck, packet_id);
-                let mut guard = LazyGuard::new(self.handle.0.addr.clone(), token, generation);
+                let mut guard = LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
                 let receivers = self.publish_message(message, Some(&mut guard));
                 if !guard.created() {
                     self.incoming.complete(token, accepted(receivers));
@@ -287,7 +155,8 @@ impl Session {
                 } else {
                     self.incoming.insert_qos2(packet_id);
                     let token = self.incoming.begin(AckKind::PubRec, packet_id);
-                    let mut guard = LazyGuard::new(self.handle.0.addr.clone(), token, generation);
+                    let mut guard =
+                        LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
                     if self.is_persistent() {
                         self.stored = true;
                         self.state.writer.submit(
@@ -333,7 +202,7 @@ impl Session {
         if retained {
             store_retained(&self.state, &message, guard);
         }
-        route(&self.state, &message, guard) + usize::from(retained)
+        route(&self.state, &message, guard, Scope::Everywhere) + usize::from(retained)
     }
 
     /// Writes the acknowledgements that are ready, in order.
@@ -407,28 +276,6 @@ impl Session {
             properties: self.ack_properties(reason_code),
         }));
     }
-}
-
-/// Replaces, or deletes for an empty payload, the retained message of its
-/// topic [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11], in memory and on disk.
-pub(crate) fn store_retained(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) {
-    let op = if message.payload.is_empty() {
-        state.retained.write().remove(&message.topic);
-        storage::WriteOp::DeleteRetained {
-            topic: message.topic.to_string(),
-        }
-    } else {
-        state
-            .retained
-            .write()
-            .insert(&message.topic, message.clone());
-        storage::WriteOp::PutRetained {
-            message: message.to_stored(message.qos, true, &[]),
-        }
-    };
-    state
-        .writer
-        .submit(vec![op], hold_until_durable(guard.get()));
 }
 
 impl Handler<AckDone> for Session {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::{Deliver, Session, SubscriptionEntry};
+use crate::clustering::Proposal;
 use crate::codec::topic::split_shared;
 use crate::codec::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
@@ -56,7 +57,10 @@ impl Session {
                     shared_filter: shared.then(|| filter.clone()),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
-                let previous = router.subscribe(&filter, self.handle.clone(), entry.clone());
+                let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
+                if previous.is_none() {
+                    self.propose(|_| Proposal::AddRoute(filter.to_string()));
+                }
                 let send_retained = !shared
                     && match options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
@@ -94,6 +98,7 @@ impl Session {
         if !ops.is_empty() {
             self.stored = true;
             self.state.writer.submit(ops, None);
+            self.update_record();
         }
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
@@ -119,7 +124,10 @@ impl Session {
         {
             let mut router = self.state.router.write();
             for filter in unsubscribe.filters {
-                let existed = router.unsubscribe(&filter, &self.handle).is_some();
+                let existed = router.unsubscribe(&filter, &self.subscriber()).is_some();
+                if existed {
+                    self.propose(|_| Proposal::RemoveRoute(filter.to_string()));
+                }
                 self.subscriptions.remove(&filter);
                 if existed && self.stored {
                     ops.push(storage::WriteOp::DeleteSubscription {
@@ -136,6 +144,7 @@ impl Session {
         }
         if !ops.is_empty() {
             self.state.writer.submit(ops, None);
+            self.update_record();
         }
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,

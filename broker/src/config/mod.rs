@@ -7,14 +7,17 @@
 //! key of the file.
 
 mod cli;
+mod listener;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 pub use cli::Cli;
+pub use listener::{
+    ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
+};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +52,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads (actix arbiters) that run sessions; 0 means one per core.
     pub workers: usize,
-    /// Network endpoints.
+    /// Network endpoints (`[[listeners]]`); TCP 1883 and WebSocket 8083
+    /// when the file names none.
     pub listeners: Vec<ListenerConfig>,
     /// Protocol limits and session behaviour.
     pub mqtt: MqttConfig,
@@ -64,7 +68,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             workers: 0,
-            listeners: vec![ListenerConfig::default()],
+            listeners: ListenerConfig::defaults(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
         }
@@ -77,37 +81,6 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// One network endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenerConfig {
-    /// Address and port to bind; port 0 picks a free port.
-    pub bind: SocketAddr,
-    /// Wire protocol of the endpoint.
-    pub protocol: ListenerProtocol,
-    /// Most simultaneous connections on this endpoint; further ones are closed
-    /// at accept.
-    pub max_connections: usize,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        ListenerConfig {
-            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            protocol: ListenerProtocol::Tcp,
-            max_connections: 1_000_000,
-        }
-    }
-}
-
-/// Wire protocol of a listener.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    /// MQTT over plain TCP.
-    Tcp,
 }
 
 /// Protocol limits and session behaviour.
@@ -230,23 +203,7 @@ impl Config {
                 reason: "must be at least 1 second",
             });
         }
-        if self.listeners.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "listeners",
-                value: "[]".into(),
-                reason: "at least one listener is needed",
-            });
-        }
-        for l in &self.listeners {
-            if l.max_connections == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "listeners.max_connections",
-                    value: "0".into(),
-                    reason: "must be at least 1",
-                });
-            }
-        }
-        Ok(())
+        listener::validate_listeners(&self.listeners)
     }
 
     /// Number of worker arbiters to start.

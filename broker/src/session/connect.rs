@@ -105,6 +105,7 @@ impl Handler<Attach> for Session {
             self.state.clone(),
             ctx,
         );
+        conn.peer_identity = new.peer_identity;
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();

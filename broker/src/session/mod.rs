@@ -45,6 +45,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::listener::CertIdentity;
 use crate::message::Message;
 use crate::state::State;
 
@@ -112,6 +113,9 @@ pub struct NewConnection {
     /// Identifier).
     pub assigned_client_id: bool,
     pub peer: SocketAddr,
+    /// The identity of the client's TLS certificate (listeners with
+    /// `client_auth` optional or required), verified by the TLS handshake.
+    pub peer_identity: Option<CertIdentity>,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until

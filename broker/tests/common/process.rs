@@ -39,6 +39,8 @@ impl TernProcess {
             .arg(data_dir)
             .arg("--bind")
             .arg(addr.to_string())
+            .arg("--ws-bind")
+            .arg("127.0.0.1:0")
             .arg("--log-level")
             .arg("info")
             .args(args)

@@ -2,7 +2,9 @@
 //! made by rcgen in the test): server certificates, client certificates
 //! required or optional, untrusted, expired and revoked client
 //! certificates, secure WebSocket, the handshake timeout, the connection
-//! limit, and certificate reload without a restart.
+//! limit, certificate reload without a restart (file change, SIGHUP), and
+//! the certificate's identity reaching the session (in the `tern` binary's
+//! debug log).
 
 mod common;
 
@@ -11,7 +13,8 @@ use std::time::Duration;
 
 use broker::config::{ClientAuth, Config, ListenerProtocol, TlsConfig};
 use common::pki::{self, Ca};
-use common::{build, listener, Raw, TestBroker, PATIENCE};
+use common::process::{free_port, TernProcess};
+use common::{build, check_for, listener, Raw, TestBroker, PATIENCE};
 use tokio::io::AsyncWriteExt;
 
 /// A broker with a TCP listener (`addrs()[0]`) and a TLS listener
@@ -357,4 +360,134 @@ fn unreadable_certificate_stops_startup_with_the_file_named() {
         e.contains("missing.pem") && e.contains("certificate"),
         "{e}"
     );
+}
+
+/// The log of `tern` without its colour codes.
+fn plain_log(tern: &TernProcess) -> String {
+    let log = tern.log_text();
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... m
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Waits until the log of `tern` satisfies `check`; panics with the log if not.
+async fn wait_for_log(tern: &TernProcess, what: &str, check: impl Fn(&str) -> bool) {
+    let seen = check_for(PATIENCE, Duration::from_millis(20), || {
+        check(&plain_log(tern))
+    })
+    .await;
+    assert!(seen, "log never showed {what}:\n{}", plain_log(tern));
+}
+
+/// Connects over TLS, retrying while the listener may still be starting.
+async fn first_tls_client(
+    addr: std::net::SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    client_id: &str,
+) -> Raw {
+    let end = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(raw) = pki::mqtt_over_tls(addr, config.clone(), client_id).await {
+            return raw;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "TLS listener never admitted {client_id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn connected_with_identity(log: &str, client_id: &str, identity: &str) -> bool {
+    log.lines().any(|l| {
+        l.contains("client connected")
+            && l.contains(&format!("client_id={client_id} "))
+            && l.contains(&format!("cert_identity=Some(\"{identity}\")"))
+    })
+}
+
+#[tokio::test]
+async fn tern_hands_the_certificate_cn_to_the_session_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca1 = Ca::new("ca one");
+    ca1.server().write(d, "server");
+    let ca_path = pki::write(d, "ca.pem", &ca1.cert.pem());
+    let tls_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = d.join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listeners]]\nbind = \"{tls_addr}\"\nprotocol = \"tls\"\n\
+             [listeners.tls]\ncert = {:?}\nkey = {:?}\nca = {:?}\n\
+             client_auth = \"required\"\nidentity = \"cn\"\nreload_interval_secs = 0\n",
+            d.join("server.pem"),
+            d.join("server.key"),
+            ca_path
+        ),
+    )
+    .unwrap();
+    let tern = TernProcess::start(
+        &d.join("data"),
+        free_port(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--log-level",
+            "info,broker=debug",
+        ],
+    );
+
+    // The CN of the client's certificate reaches the session.
+    let device = ca1.client("device-42", &["device-42.example.com"]);
+    let _c1 = first_tls_client(tls_addr, pki::client_config(&ca1, Some(&device)), "c1").await;
+    wait_for_log(&tern, "c1 with identity device-42", |log| {
+        connected_with_identity(log, "c1", "device-42")
+    })
+    .await;
+
+    // A bad key and SIGHUP: the error is logged and the old material stays.
+    replace(&d.join("server.key"), "not a key");
+    tern.signal("HUP");
+    wait_for_log(&tern, "the failed reload", |log| {
+        log.contains("TLS reload failed") && log.contains("server.key")
+    })
+    .await;
+    pki::mqtt_over_tls(tls_addr, pki::client_config(&ca1, Some(&device)), "c2")
+        .await
+        .expect("old certificates still in use after a failed reload");
+
+    // New server certificate and client CA, and SIGHUP: new handshakes use them.
+    let ca2 = Ca::new("ca two");
+    let server2 = ca2.server();
+    replace(&d.join("server.pem"), &server2.cert.pem());
+    replace(&d.join("server.key"), &server2.key.serialize_pem());
+    replace(&ca_path, &ca2.cert.pem());
+    tern.signal("HUP");
+    wait_for_log(&tern, "the reload", |log| {
+        log.contains("TLS certificates reloaded")
+    })
+    .await;
+    let device43 = ca2.client("device-43", &[]);
+    pki::mqtt_over_tls(tls_addr, pki::client_config(&ca2, Some(&device43)), "c3")
+        .await
+        .expect("client of the new CA connects");
+    wait_for_log(&tern, "c3 with identity device-43", |log| {
+        connected_with_identity(log, "c3", "device-43")
+    })
+    .await;
+    let refused = pki::mqtt_over_tls(tls_addr, pki::client_config(&ca2, Some(&device)), "c4").await;
+    assert!(refused.is_none(), "certificate of the replaced CA accepted");
 }

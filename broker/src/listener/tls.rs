@@ -172,8 +172,14 @@ impl TlsSource {
     }
 
     /// Reloads on file changes (every `reload_interval_secs`, if not 0) and
-    /// on SIGHUP, until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// on SIGHUP, until `stop` turns true. The SIGHUP handler is installed
+    /// when this is called (from within a tokio runtime), not when the
+    /// future first runs: a SIGHUP right after startup must not find the
+    /// default action, which ends the process.
+    pub fn watch(
+        self: Arc<Self>,
+        mut stop: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = ()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -183,35 +189,37 @@ impl TlsSource {
             }
         };
         let interval = Duration::from_secs(self.config.reload_interval_secs);
-        loop {
-            let forced = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                Some(()) = async {
-                    match &mut hangup {
-                        Some(h) => h.recv().await,
-                        None => std::future::pending().await,
+        async move {
+            loop {
+                let forced = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    Some(()) = async {
+                        match &mut hangup {
+                            Some(h) => h.recv().await,
+                            None => std::future::pending().await,
+                        }
+                    } => true,
+                    () = async {
+                        if interval.is_zero() {
+                            std::future::pending().await
+                        } else {
+                            tokio::time::sleep(interval).await
+                        }
+                    } => false,
+                };
+                let result = if forced {
+                    Some(self.reload())
+                } else {
+                    self.reload_if_changed()
+                };
+                match result {
+                    None => {}
+                    Some(Ok(())) => {
+                        tracing::info!(listener = %self.label, cert = %self.config.cert.display(), "TLS certificates reloaded")
                     }
-                } => true,
-                () = async {
-                    if interval.is_zero() {
-                        std::future::pending().await
-                    } else {
-                        tokio::time::sleep(interval).await
+                    Some(Err(e)) => {
+                        tracing::error!(listener = %self.label, error = %e, "TLS reload failed, keeping the previous certificates")
                     }
-                } => false,
-            };
-            let result = if forced {
-                Some(self.reload())
-            } else {
-                self.reload_if_changed()
-            };
-            match result {
-                None => {}
-                Some(Ok(())) => {
-                    tracing::info!(listener = %self.label, cert = %self.config.cert.display(), "TLS certificates reloaded")
-                }
-                Some(Err(e)) => {
-                    tracing::error!(listener = %self.label, error = %e, "TLS reload failed, keeping the previous certificates")
                 }
             }
         }

@@ -491,3 +491,18 @@ async fn tern_hands_the_certificate_cn_to_the_session_and_reloads_on_sighup() {
     let refused = pki::mqtt_over_tls(tls_addr, pki::client_config(&ca2, Some(&device)), "c4").await;
     assert!(refused.is_none(), "certificate of the replaced CA accepted");
 }
+
+#[test]
+fn tls_listener_without_certificate_stops_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::test_config(dir.path());
+    config.listeners.push(listener(ListenerProtocol::Wss, None));
+    let e = format!(
+        "{:#}",
+        broker::server::start(config).err().expect("startup fails")
+    );
+    assert!(
+        e.contains("wss listener") && e.contains("[listeners.tls]"),
+        "{e}"
+    );
+}

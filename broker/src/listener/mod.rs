@@ -50,6 +50,12 @@ pub enum ListenerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// A `tls` or `wss` listener without TLS settings.
+    #[error("{protocol} listener {addr}: no certificate and key configured ([listeners.tls])")]
+    NoTls {
+        protocol: ListenerProtocol,
+        addr: SocketAddr,
+    },
     /// A TLS file is missing or invalid.
     #[error("{protocol} listener {addr}: {source}")]
     Tls {
@@ -68,13 +74,18 @@ pub struct Listener {
     open: Arc<AtomicUsize>,
 }
 
-/// What a listener's connections go through before `bootstrap`.
+/// What a listener's connections go through before `bootstrap`: TLS if
+/// configured, then the WebSocket upgrade if configured.
 struct Endpoint {
+    /// For log lines.
     protocol: ListenerProtocol,
-    /// WebSocket path (`ws`, `wss`).
-    path: String,
-    websocket: WebSocketConfig,
     tls: Option<Arc<TlsSource>>,
+    websocket: Option<WebSocketEndpoint>,
+}
+
+struct WebSocketEndpoint {
+    path: String,
+    config: WebSocketConfig,
 }
 
 /// Why a connection did not reach `bootstrap`.
@@ -92,49 +103,42 @@ type Handshaken = (Box<dyn Transport>, Option<CertIdentity>);
 
 impl Endpoint {
     async fn handshake(&self, stream: Counted<TcpStream>) -> Result<Handshaken, HandshakeError> {
-        Ok(match self.protocol {
-            ListenerProtocol::Tcp => (Box::new(stream), None),
-            ListenerProtocol::Ws => (
-                Box::new(ws::accept(stream, &self.path, self.websocket).await?),
-                None,
-            ),
-            ListenerProtocol::Tls => {
-                let (tls, identity) = self.tls_accept(stream).await?;
+        let (stream, identity): Handshaken = match &self.tls {
+            Some(source) => {
+                let (tls, identity) = tls_accept(source, stream).await?;
                 (Box::new(tls), identity)
             }
-            ListenerProtocol::Wss => {
-                let (tls, identity) = self.tls_accept(stream).await?;
-                let ws = ws::accept(tls, &self.path, self.websocket).await?;
-                (Box::new(ws), identity)
-            }
-        })
+            None => (Box::new(stream), None),
+        };
+        let stream: Box<dyn Transport> = match &self.websocket {
+            Some(w) => Box::new(ws::accept(stream, &w.path, w.config).await?),
+            None => stream,
+        };
+        Ok((stream, identity))
     }
+}
 
-    /// The TLS handshake with the current material, and the identity of the
-    /// client's certificate if it sent one (rustls has verified it).
-    async fn tls_accept<S: Transport>(
-        &self,
-        stream: S,
-    ) -> Result<(tokio_rustls::server::TlsStream<S>, Option<CertIdentity>), HandshakeError> {
-        let Some(source) = &self.tls else {
-            unreachable!("validated: tls and wss listeners have a TlsSource")
-        };
-        let acceptor = tokio_rustls::TlsAcceptor::from(source.server_config());
-        let tls = acceptor.accept(stream).await.map_err(HandshakeError::Tls)?;
-        let (client_auth, identity_source) = source.client_auth();
-        let leaf = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first());
-        let identity = match leaf {
-            Some(cert) if client_auth != ClientAuth::None => Some(
-                CertIdentity::from_der(cert, identity_source).map_err(HandshakeError::Identity)?,
-            ),
-            _ => None,
-        };
-        Ok((tls, identity))
-    }
+/// The TLS handshake with the current material, and the identity of the
+/// client's certificate if it sent one (rustls has verified it).
+async fn tls_accept<S: Transport>(
+    source: &TlsSource,
+    stream: S,
+) -> Result<(tokio_rustls::server::TlsStream<S>, Option<CertIdentity>), HandshakeError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(source.server_config());
+    let tls = acceptor.accept(stream).await.map_err(HandshakeError::Tls)?;
+    let (client_auth, identity_source) = source.client_auth();
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    let identity = match leaf {
+        Some(cert) if client_auth != ClientAuth::None => {
+            Some(CertIdentity::from_der(cert, identity_source).map_err(HandshakeError::Identity)?)
+        }
+        _ => None,
+    };
+    Ok((tls, identity))
 }
 
 impl Listener {
@@ -143,8 +147,8 @@ impl Listener {
         config: &ListenerConfig,
         mqtt: &MqttConfig,
     ) -> Result<Listener, ListenerError> {
-        let tls = match &config.tls {
-            Some(tls) if config.protocol.is_tls() => {
+        let tls = match (&config.tls, config.protocol.is_tls()) {
+            (Some(tls), true) => {
                 let label = format!("{} {}", config.protocol, config.bind);
                 let source = TlsSource::load(tls, label).map_err(|source| ListenerError::Tls {
                     protocol: config.protocol,
@@ -153,8 +157,18 @@ impl Listener {
                 })?;
                 Some(Arc::new(source))
             }
-            _ => None,
+            (None, true) => {
+                return Err(ListenerError::NoTls {
+                    protocol: config.protocol,
+                    addr: config.bind,
+                })
+            }
+            (_, false) => None,
         };
+        let websocket = config.protocol.is_websocket().then(|| WebSocketEndpoint {
+            path: config.path.clone(),
+            config: ws::websocket_config(mqtt.max_packet_size),
+        });
         let tcp = TcpListener::bind(config.bind)
             .await
             .map_err(|source| ListenerError::Bind {
@@ -165,9 +179,8 @@ impl Listener {
             tcp,
             endpoint: Arc::new(Endpoint {
                 protocol: config.protocol,
-                path: config.path.clone(),
-                websocket: ws::websocket_config(mqtt.max_packet_size),
                 tls,
+                websocket,
             }),
             max_connections: config.max_connections,
             open: Arc::new(AtomicUsize::new(0)),

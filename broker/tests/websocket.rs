@@ -141,7 +141,7 @@ fn split_packets(mut bytes: &[u8]) -> Vec<Vec<u8>> {
 
 #[tokio::test]
 async fn upgrade_to_another_path_gets_404_and_a_configured_path_works() {
-    let (broker, ws_addr) = broker_with_ws(|c| c.listeners[1].path = "/ws".into());
+    let (_broker, ws_addr) = broker_with_ws(|c| c.listeners[1].path = "/ws".into());
     match common::ws::connect(ws_addr, "/mqtt", &["mqtt"]).await {
         Err(WsError::Http(response)) => assert_eq!(response.status(), 404),
         other => panic!("expected 404, got {other:?}"),
@@ -151,7 +151,6 @@ async fn upgrade_to_another_path_gets_404_and_a_configured_path_works() {
         .expect("configured path upgrades");
     let mut raw = Raw::over(broker::listener::ws::WsTransport::new(ws));
     assert_eq!(raw.try_connect_mqtt("on-ws-path").await, Some(0));
-    drop(broker);
 }
 
 #[tokio::test]

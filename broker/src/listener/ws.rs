@@ -12,7 +12,8 @@
 //! part of one [MQTT-6.0.0-2], so the reader sees a plain byte stream and
 //! the codec finds the packet boundaries. A text message is an error that
 //! closes the connection. Ping and Close are answered by tungstenite. Each
-//! write of the session's writer becomes one binary message.
+//! write of the session's writer becomes one binary message. Shutting the
+//! stream down runs the closing handshake: Close, then the peer's Close.
 
 use std::io;
 use std::pin::Pin;
@@ -119,6 +120,8 @@ pub struct WsTransport<S> {
     pending: Bytes,
     /// The peer closed, or the connection ended: reads return EOF.
     eof: bool,
+    /// Our Close frame is sent (`poll_shutdown`).
+    close_sent: bool,
 }
 
 impl<S> WsTransport<S> {
@@ -127,6 +130,7 @@ impl<S> WsTransport<S> {
             ws,
             pending: Bytes::new(),
             eof: false,
+            close_sent: false,
         }
     }
 }
@@ -173,8 +177,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsTransport<S> {
                         "websocket text message: MQTT travels in binary messages [MQTT-6.0.0-1]",
                     )));
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                Some(Ok(Message::Close(_))) | None => this.eof = true,
+                // After a Close, polling on lets tungstenite send the answering
+                // Close; then the stream ends.
+                Some(Ok(
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_),
+                )) => {}
+                None => this.eof = true,
                 Some(Err(e)) => {
                     this.eof = true;
                     if let Some(e) = into_io(e) {
@@ -210,11 +218,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsTransport<S> {
             .map_err(|e| into_io(e).unwrap_or_else(|| io::ErrorKind::BrokenPipe.into()))
     }
 
-    /// Sends a Close frame and flushes.
+    /// Sends a Close frame, flushes, and waits for the peer's Close (the
+    /// closing handshake, RFC 6455 7.1.1), dropping what else it sends: a
+    /// TCP close while the peer still writes its answer would reset the
+    /// connection under it. Callers bound the wait.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match ready!(Pin::new(&mut self.ws).poll_close(cx)) {
-            Ok(()) => Poll::Ready(Ok(())),
-            Err(e) => Poll::Ready(into_io(e).map_or(Ok(()), Err)),
+        let this = &mut *self;
+        if !this.close_sent {
+            if let Err(e) = ready!(Pin::new(&mut this.ws).poll_close(cx)) {
+                return Poll::Ready(into_io(e).map_or(Ok(()), Err));
+            }
+            this.close_sent = true;
         }
+        while !this.eof {
+            match ready!(Pin::new(&mut this.ws).poll_next(cx)) {
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => this.eof = true,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 }

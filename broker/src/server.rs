@@ -4,8 +4,8 @@
 //! 1. open the store (an error if another process holds the directory);
 //! 2. start one worker arbiter per configured worker;
 //! 3. restore stored sessions and retained messages;
-//! 4. bind every listener (an error if a port is taken) and report the
-//!    bound addresses;
+//! 4. bind every listener (an error if a port is taken or a TLS file is
+//!    bad) and report the bound addresses; watch the TLS files for reloads;
 //! 5. accept until the shutdown future completes;
 //! 6. shut down in one direction: stop accepting, tell every session to close
 //!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
@@ -87,7 +87,7 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     for l in &listener_configs {
-        listeners.push(Listener::bind(l).await?);
+        listeners.push(Listener::bind(l, &state.config.mqtt).await?);
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -96,7 +96,10 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
     for (listener, addr) in listeners.into_iter().zip(&addrs) {
-        tracing::info!(%addr, "listening for MQTT over TCP");
+        tracing::info!(%addr, protocol = %listener.protocol(), "listening for MQTT");
+        if let Some(tls) = listener.tls_source() {
+            accept_tasks.push(actix_rt::spawn(tls.watch(stop_rx.clone())));
+        }
         accept_tasks.push(actix_rt::spawn(
             listener.run(state.clone(), stop_rx.clone()),
         ));

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{Config, ConfigError, LogFormat};
+use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 
 /// Tern: a clustered MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
 ///
-/// With no options, runs a single node listening on 0.0.0.0:1883 with its
-/// store in ./tern-data. The config file (TOML) sets everything; flags and
+/// With no options, runs a single node listening for MQTT on 0.0.0.0:1883
+/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt) with its store in
+/// ./tern-data. The config file (TOML) sets everything; flags and
 /// environment variables override it. See README.md for every key.
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "tern", version, about, long_about)]
@@ -29,6 +30,10 @@ pub struct Cli {
     /// TCP address [default: 0.0.0.0:1883].
     #[arg(short, long, env = "TERN_BIND", value_name = "ADDR:PORT")]
     pub bind: Option<SocketAddr>,
+    /// Address of the MQTT-over-WebSocket listener (path /mqtt), replacing
+    /// the configured listeners' WebSocket address [default: 0.0.0.0:8083].
+    #[arg(long, env = "TERN_WS_BIND", value_name = "ADDR:PORT")]
+    pub ws_bind: Option<SocketAddr>,
     /// Log filter: error, warn, info, debug, trace, or `tracing` directives
     /// such as `broker=debug` [default: info].
     #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
@@ -108,12 +113,31 @@ impl Cli {
         if let Some(bind) = self.bind {
             config
                 .listeners
-                .retain(|l| l.protocol != super::ListenerProtocol::Tcp);
+                .retain(|l| l.protocol != ListenerProtocol::Tcp);
             config.listeners.insert(
                 0,
-                super::ListenerConfig {
+                ListenerConfig {
                     bind,
                     ..Default::default()
+                },
+            );
+        }
+        if let Some(bind) = self.ws_bind {
+            let at = config
+                .listeners
+                .iter()
+                .position(|l| l.protocol == ListenerProtocol::Ws);
+            config
+                .listeners
+                .retain(|l| l.protocol != ListenerProtocol::Ws);
+            let at = at
+                .unwrap_or(config.listeners.len())
+                .min(config.listeners.len());
+            config.listeners.insert(
+                at,
+                ListenerConfig {
+                    bind,
+                    ..ListenerConfig::default_ws()
                 },
             );
         }
@@ -174,8 +198,43 @@ mod tests {
         let config = cli.load().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/b"));
         assert_eq!(config.mqtt.max_packet_size, 100);
-        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:1999".parse().unwrap());
+        assert_eq!(config.listeners[0].protocol, ListenerProtocol::Tcp);
+        assert_eq!(config.listeners[1], ListenerConfig::default_ws());
+    }
+
+    #[test]
+    fn ws_bind_replaces_the_websocket_listener_only() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[[listeners]]\nbind = \"127.0.0.1:1\"\n\
+             [[listeners]]\nbind = \"127.0.0.1:2\"\nprotocol = \"ws\"\npath = \"/x\"\n\
+             [[listeners]]\nbind = \"127.0.0.1:3\"\nprotocol = \"ws\""
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--config",
+            file.path().to_str().unwrap(),
+            "--ws-bind",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = cli.load().unwrap();
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.bind.to_string(), l.protocol, l.path.as_str()))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("127.0.0.1:1".to_string(), ListenerProtocol::Tcp, "/mqtt"),
+                ("127.0.0.1:0".to_string(), ListenerProtocol::Ws, "/mqtt"),
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! key of the file.
 
 mod cli;
+mod listener;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use cli::{Cli, ClusterAction, Command};
+pub use listener::{
+    ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
+};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +53,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads (actix arbiters) that run sessions; 0 means one per core.
     pub workers: usize,
-    /// Network endpoints.
+    /// Network endpoints (`[[listeners]]`); TCP 1883 and WebSocket 8083
+    /// when the file names none.
     pub listeners: Vec<ListenerConfig>,
     /// Protocol limits and session behaviour.
     pub mqtt: MqttConfig,
@@ -118,7 +123,7 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             workers: 0,
-            listeners: vec![ListenerConfig::default()],
+            listeners: ListenerConfig::defaults(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
             enhanced_auth: EnhancedAuthConfig::default(),
@@ -133,37 +138,6 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// One network endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenerConfig {
-    /// Address and port to bind; port 0 picks a free port.
-    pub bind: SocketAddr,
-    /// Wire protocol of the endpoint.
-    pub protocol: ListenerProtocol,
-    /// Most simultaneous connections on this endpoint; further ones are closed
-    /// at accept.
-    pub max_connections: usize,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        ListenerConfig {
-            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            protocol: ListenerProtocol::Tcp,
-            max_connections: 1_000_000,
-        }
-    }
-}
-
-/// Wire protocol of a listener.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    /// MQTT over plain TCP.
-    Tcp,
 }
 
 /// Protocol limits and session behaviour.
@@ -322,23 +296,7 @@ impl Config {
                 reason: "tick_ms must be at least 1 and election_ticks at least 2",
             });
         }
-        if self.listeners.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "listeners",
-                value: "[]".into(),
-                reason: "at least one listener is needed",
-            });
-        }
-        for l in &self.listeners {
-            if l.max_connections == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "listeners.max_connections",
-                    value: "0".into(),
-                    reason: "must be at least 1",
-                });
-            }
-        }
-        Ok(())
+        listener::validate_listeners(&self.listeners)
     }
 
     /// Number of worker arbiters to start.

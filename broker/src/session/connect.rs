@@ -131,6 +131,7 @@ impl Handler<Attach> for Session {
             self.state.clone(),
             ctx,
         );
+        conn.peer_identity = new.peer_identity;
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();
@@ -194,8 +195,10 @@ impl Handler<Attach> for Session {
         self.handle.0.online.store(true, Ordering::Relaxed);
         Metrics::add(&self.state.metrics.connections_current, 1);
         Metrics::add(&self.state.metrics.connections_total, 1);
+        let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_ref());
         tracing::debug!(client_id = %self.client_id, peer = %new.peer, protocol = %connect.protocol,
-            clean_start = connect.clean_start, session_present = resume, "client connected");
+            clean_start = connect.clean_start, session_present = resume,
+            cert_identity = ?cert_identity.map(|i| &i.name), "client connected");
 
         if self.is_persistent() {
             self.store_session_record(None);

@@ -29,6 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use super::alias::TopicAliases;
 use super::Session;
 use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion, Publish};
+use crate::listener::CertIdentity;
 use crate::state::{Metrics, State};
 
 /// A byte stream a client connects over (TCP, TLS, WebSocket).
@@ -162,6 +163,8 @@ pub struct Connection {
     pub generation: u64,
     pub protocol: ProtocolVersion,
     pub peer: SocketAddr,
+    /// The identity of the client's TLS certificate, if it sent one.
+    pub peer_identity: Option<CertIdentity>,
     out: Rc<RefCell<OutBuf>>,
     reader: SpawnHandle,
     pub keep_alive_timer: Option<SpawnHandle>,
@@ -213,6 +216,7 @@ impl Connection {
             generation,
             protocol,
             peer,
+            peer_identity: None,
             out,
             reader,
             keep_alive_timer: None,

@@ -47,6 +47,7 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::listener::CertIdentity;
 use crate::message::Message;
 use crate::route::AckGuard;
 use crate::state::State;
@@ -143,6 +144,9 @@ pub struct NewConnection {
     /// The session's state taken over from another node of the cluster; it
     /// replaces whatever this node had for the client id.
     pub imported: Option<Restored>,
+    /// The identity of the client's TLS certificate (listeners with
+    /// `client_auth` optional or required), verified by the TLS handshake.
+    pub peer_identity: Option<CertIdentity>,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until

@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use broker::config::{Cli, Config, LogFormat};
+use std::io::{BufRead, IsTerminal};
+
+use broker::auth::password::{edit_file, PasswdAction};
+use broker::config::{Cli, Command, Config, LogFormat, PasswdArgs};
 use clap::Parser;
 
 fn init_logging(config: &Config) -> Result<(), String> {
@@ -28,8 +31,51 @@ async fn shutdown_signal() {
     }
 }
 
+/// Reads the new password: twice without echo from a terminal, else one line
+/// of standard input.
+fn read_password() -> Result<Vec<u8>, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Reenter password: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("passwords do not match".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password.into_bytes())
+}
+
+/// `tern passwd [-c] [-D] FILE USER`.
+fn passwd(args: &PasswdArgs) -> ExitCode {
+    let action = if args.delete {
+        Ok(PasswdAction::Delete)
+    } else {
+        read_password().map(PasswdAction::Set)
+    };
+    match action.and_then(|a| edit_file(&args.file, &args.user, a, args.create)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern passwd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Passwd(args)) = &cli.command {
+        return passwd(args);
+    }
     let config = match cli.load() {
         Ok(c) => c,
         Err(e) => {

@@ -85,6 +85,9 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
             let retain = out.message.retain;
             match (qos, Message::from_stored(out.message)) {
                 (Some(qos), Ok((message, subscription_ids))) if qos > QoS::AtMostOnce => {
+                    let charge = state
+                        .limits
+                        .charge((message.topic.len() + message.payload.len()) as u64);
                     restored.outgoing.push(OutMsg {
                         seq,
                         qos,
@@ -97,6 +100,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
                             OutState::Queued
                         },
                         durable: true,
+                        charge,
                     });
                     loaded.messages += 1;
                 }

@@ -48,10 +48,11 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
+    let security = BrokerState::load_security(&config).map_err(anyhow::Error::msg)?;
     let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
     let workers = arbiters.iter().map(|a| a.handle()).collect();
     let listener_configs = config.listeners.clone();
-    let state: State = Arc::new(BrokerState::new(config, store, workers));
+    let state: State = Arc::new(BrokerState::new(config, store, workers, security));
 
     let loaded = crate::persist::restore(&state).context("cannot load the store")?;
     tracing::info!(
@@ -79,6 +80,7 @@ pub async fn run(
             listener.run(state.clone(), stop_rx.clone()),
         ));
     }
+    let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
     ready(addrs);
 
     shutdown.await;
@@ -88,6 +90,7 @@ pub async fn run(
     for task in accept_tasks {
         let _ = task.await;
     }
+    let _ = reloader.await;
     let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
     for addr in sessions {
@@ -111,6 +114,41 @@ pub async fn run(
         }
         Ok(Err(e)) => Err(e).context("cannot flush the store"),
         Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// How often the password, key and ACL files are checked for changes.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Re-reads the security files when they change, and all of them on SIGHUP,
+/// until `stop` turns true. The reading runs on the blocking pool.
+async fn reload_security(state: State, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; files are still re-read when they change");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let force = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGHUP: re-reading the password, key and ACL files");
+                true
+            }
+        };
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload_security(force)).await;
     }
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use super::{Config, ConfigError, LogFormat};
 
@@ -16,6 +16,9 @@ use super::{Config, ConfigError, LogFormat};
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "tern", version, about, long_about)]
 pub struct Cli {
+    /// Without a command, `tern` runs the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file.
     #[arg(short, long, env = "TERN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -42,6 +45,33 @@ pub struct Cli {
     /// Most QoS 1/2 messages queued per session [default: 100000].
     #[arg(long, env = "TERN_MAX_QUEUED_MESSAGES", value_name = "N")]
     pub max_queued_messages: Option<usize>,
+}
+
+/// Commands other than running the broker.
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Add a user to a password file, change its password, or delete it.
+    ///
+    /// The password is read from standard input (one line), or asked for
+    /// twice without echo when standard input is a terminal. The file holds
+    /// argon2id hashes (`user:$argon2id$...` lines) and is written atomically
+    /// with mode 0600.
+    Passwd(PasswdArgs),
+}
+
+/// Arguments of `tern passwd`.
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct PasswdArgs {
+    /// Create the file, replacing one that exists.
+    #[arg(short = 'c', long, conflicts_with = "delete")]
+    pub create: bool,
+    /// Delete the user instead of setting its password.
+    #[arg(short = 'D', long)]
+    pub delete: bool,
+    /// The password file (`auth.password_file`).
+    pub file: PathBuf,
+    /// The user name.
+    pub user: String,
 }
 
 impl Cli {

@@ -192,6 +192,12 @@ fn generate_client_id(prefix: &str) -> ByteString {
 
 /// Reads the CONNECT of a new connection and attaches it to its session.
 pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: State) {
+    // limits.max_connect_rate: refused before any byte is read
+    if !state.limits.admit_connection(peer.ip()) {
+        Metrics::add(&state.metrics.connect_rate_refused, 1);
+        tracing::debug!(%peer, "connect rate of the address exceeded, closing");
+        return;
+    }
     let mqtt = &state.config.mqtt;
     let limits = Limits {
         max_packet_size: mqtt.max_packet_size,
@@ -263,6 +269,12 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
     if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
+    // Authentication, and the will's topic limits and ACL (crate::auth::admit).
+    // The certificate identity (None here) comes from TLS listeners.
+    let principal = match crate::auth::admit(&state, &connect, &client_id, peer, None).await {
+        Ok(principal) => principal,
+        Err(code) => return refuse(transport, protocol, code).await,
+    };
     let slot = Arc::new(Mutex::new(Some(NewConnection {
         transport,
         read_buf,
@@ -270,6 +282,7 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
         client_id: client_id.clone(),
         assigned_client_id: assigned,
         peer,
+        principal,
     })));
     attach(&state, client_id, slot).await;
 }

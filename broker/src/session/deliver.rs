@@ -75,6 +75,10 @@ impl Session {
             Metrics::add(&metrics.messages_dropped, 1);
             return;
         }
+        // ACL read check and memory cap (session/guard.rs)
+        if !self.may_take(&message.topic, qos) {
+            return;
+        }
         if qos == QoS::AtMostOnce {
             match &self.conn {
                 Some(conn) if conn.has_room() => {
@@ -128,6 +132,8 @@ impl Session {
                 Some(on_durable),
             );
         }
+        let charge =
+            (self.state.limits).charge((message.topic.len() + message.payload.len()) as u64);
         let pushed = self.outgoing.push(OutMsg {
             seq,
             qos,
@@ -136,6 +142,7 @@ impl Session {
             subscription_ids,
             state: OutState::Queued,
             durable,
+            charge,
         });
         debug_assert_eq!(pushed, Pushed::Queued, "fullness checked above");
         self.pump();

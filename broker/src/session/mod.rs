@@ -27,6 +27,7 @@
 mod connect;
 mod connection;
 mod deliver;
+mod guard;
 pub mod incoming;
 pub mod outgoing;
 mod publish;
@@ -112,6 +113,8 @@ pub struct NewConnection {
     /// Identifier).
     pub assigned_client_id: bool,
     pub peer: SocketAddr,
+    /// Who authentication says the client is (for the ACL).
+    pub principal: crate::auth::Principal,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until
@@ -238,6 +241,8 @@ pub struct Session {
     /// Filter -> subscription, as in the router.
     subscriptions: HashMap<ByteString, SubscriptionEntry>,
     will: Option<LastWill>,
+    /// Who the ACL sees: client id and what authentication established.
+    acl_subject: crate::acl::Subject,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
@@ -310,6 +315,10 @@ impl Session {
         }
         Session {
             handle,
+            acl_subject: crate::acl::Subject {
+                client_id: client_id.to_string(),
+                ..Default::default()
+            },
             client_id,
             protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
             session_expiry_interval: restored.session_expiry_interval,

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 
 use crate::codec::{Publish, QoS};
+use crate::limits::QueueCharge;
 use crate::message::Message;
 
 /// Where a message is in its flow.
@@ -49,6 +50,9 @@ pub struct OutMsg {
     /// and must not be sent (QoS 2: a copy sent before it is stored could be
     /// delivered twice after a crash, because the publisher resends it).
     pub durable: bool,
+    /// Counts the copy in the node's held bytes (`limits.max_queued_bytes`)
+    /// while it exists.
+    pub charge: QueueCharge,
 }
 
 /// Why an acknowledgement from the client does not fit the flow.
@@ -130,6 +134,12 @@ impl Outgoing {
 
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// True when a new message could not be sent at once: others wait
+    /// before it, or the window is full.
+    pub fn would_wait(&self) -> bool {
+        !self.queue.is_empty() || self.inflight.len() >= self.max_inflight
     }
 
     /// True when a new message would be dropped.
@@ -337,6 +347,7 @@ mod tests {
             subscription_ids: SmallVec::new(),
             state: OutState::Queued,
             durable: true,
+            charge: QueueCharge::none(),
         }
     }
 

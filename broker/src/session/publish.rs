@@ -188,6 +188,10 @@ impl Session {
 
     fn handle_publish(&mut self, publish: Publish, ctx: &mut Context<Self>) {
         Metrics::add(&self.state.metrics.messages_received, 1);
+        // topic limits, ACL, memory cap (session/guard.rs)
+        if let Some(code) = self.publish_refusal(&publish) {
+            return self.refuse_checked_publish(&publish, code, ctx);
+        }
         if self.protocol.is_v5() {
             if publish.properties.topic_alias.is_some() {
                 // CONNACK announced Topic Alias Maximum 0

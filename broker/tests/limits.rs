@@ -234,3 +234,68 @@ async fn slow_consumer_is_disconnected_and_others_keep_receiving() {
     c.send(&build::pingreq()).await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::pingresp());
 }
+
+#[tokio::test]
+async fn max_queued_bytes_drops_qos0_then_refuses_qos1_and_recovers_when_drained() {
+    const PAYLOAD: usize = 4 * 1024;
+    let broker = TestBroker::start_with(|c| c.limits.max_queued_bytes = 64 * 1024);
+    let addr = broker.addr;
+    // a persistent session that goes offline: its QoS 1 copies queue up
+    let mut offline = Raw::mqtt(addr, "offline", false).await;
+    offline.send(&build::subscribe(1, &[("q/#", 1)])).await;
+    assert_eq!(offline.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    offline.send(&build::disconnect()).await;
+    assert!(offline.expect_closed().await.is_empty());
+    // an online QoS 0 subscriber
+    let mut live = Raw::mqtt(addr, "live", true).await;
+    live.send(&build::subscribe(1, &[("z", 0)])).await;
+    assert_eq!(live.recv_bytes().await.unwrap(), build::suback(1, &[0]));
+
+    let mut p = Raw::mqtt5(addr, "p", true, &[]).await;
+    let payload = vec![1u8; PAYLOAD];
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for id in 1..=40u16 {
+        p.send(&build::publish5("q/x", 1, false, id, &[], &payload))
+            .await;
+        let ack = p.recv_bytes().await.unwrap();
+        match ack.as_slice() {
+            [0x40, 2, ..] => accepted.push(id),
+            [0x40, 3, _, _, 0x97] => refused += 1,
+            other => panic!("unexpected {other:02x?}"),
+        }
+    }
+    assert!(
+        !accepted.is_empty() && refused > 0,
+        "{accepted:?}, {refused} refused"
+    );
+    assert!(
+        accepted.len() * PAYLOAD <= 64 * 1024 + PAYLOAD,
+        "{accepted:?}"
+    );
+    // over 7/8 of the cap, QoS 0 is dropped
+    p.send(&build::publish5("z", 0, false, 0, &[], b"dropped"))
+        .await;
+    live.expect_silence().await;
+
+    // the offline session gets what was queued, in order; acknowledging it
+    // frees the bytes
+    let mut offline = Raw::connect(addr).await;
+    offline.send(&build::connect(4, "offline", false, 60)).await;
+    assert_eq!(offline.recv_bytes().await.unwrap(), build::connack(true, 0));
+    for (i, _) in accepted.iter().enumerate() {
+        let packet_id = i as u16 + 1;
+        assert_eq!(
+            offline.recv_bytes().await.unwrap(),
+            build::publish("q/x", 1, false, false, packet_id, &payload)
+        );
+        offline.send(&build::puback(packet_id)).await;
+    }
+    offline.expect_silence().await;
+    p.send(&build::publish5("z", 0, false, 0, &[], b"flows"))
+        .await;
+    assert_eq!(
+        live.recv_bytes().await.unwrap(),
+        build::publish("z", 0, false, false, 0, b"flows")
+    );
+}

@@ -63,9 +63,14 @@ impl TokenBucket {
     }
 
     fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        self.last = now;
+        // `now` may be older than `last` when callers read the clock before
+        // taking the bucket's lock: never move `last` back, or the same
+        // interval would be refilled twice.
+        if now > self.last {
+            let elapsed = (now - self.last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+            self.last = now;
+        }
     }
 
     /// Takes a token if there is one.
@@ -266,6 +271,18 @@ mod tests {
         assert!(!b.try_take(t0));
         assert!(!b.try_take(t0 + Duration::from_millis(400)));
         assert!(b.try_take(t0 + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn token_bucket_does_not_refill_twice_when_time_arrives_out_of_order() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(1);
+        let mut b = TokenBucket::new(1, 1, t0);
+        assert!(b.try_take(t0));
+        assert!(b.try_take(t1));
+        // a caller that read the clock before t1 and got the lock after
+        assert!(!b.try_take(t0 + Duration::from_millis(500)));
+        assert!(!b.try_take(t1));
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub fn hash_password(password: &[u8]) -> Result<String, String> {
     hash_with(&Argon2::default(), password)
 }
 
+/// Hashes `password` with argon2id and the given cost (memory in KiB,
+/// iterations, lanes), for tests and fuzzing that cannot wait for the
+/// default cost.
+pub fn hash_password_with_cost(
+    password: &[u8],
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+) -> Result<String, String> {
+    let params = argon2::Params::new(m_cost, t_cost, p_cost, None).map_err(|e| e.to_string())?;
+    hash_with(
+        &Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params),
+        password,
+    )
+}
+
 fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, String> {
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);

@@ -149,6 +149,27 @@ mod tests {
     }
 
     #[test]
+    fn passwd_is_a_subcommand_and_no_subcommand_runs_the_broker() {
+        let cli = Cli::try_parse_from(["tern", "passwd", "-c", "/tmp/pw", "alice"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Passwd(PasswdArgs {
+                create: true,
+                delete: false,
+                file: PathBuf::from("/tmp/pw"),
+                user: "alice".into(),
+            }))
+        );
+        assert!(Cli::try_parse_from(["tern", "passwd", "-c", "-D", "/tmp/pw", "a"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["tern", "--workers", "2"])
+                .unwrap()
+                .command,
+            None
+        );
+    }
+
+    #[test]
     fn bad_flag_value_is_rejected_by_clap() {
         let e = Cli::try_parse_from(["tern", "--bind", "nowhere"])
             .unwrap_err()

@@ -476,6 +476,66 @@ mod tests {
     }
 
     #[test]
+    fn security_sections_are_read() {
+        let c = Config::from_toml(
+            r#"
+            [auth]
+            allow_anonymous = false
+            password_file = "/etc/tern/passwd"
+            use_identity_as_username = true
+            jwt = { algorithm = "RS256", public_key_file = "/etc/tern/jwt.pem", username_claim = "device" }
+            [acl]
+            file = "/etc/tern/acl"
+            [limits]
+            max_connect_rate = 10
+            connect_burst = 20
+            max_topic_levels = 16
+            max_topic_length = 256
+            max_publish_rate = 100
+            publish_burst = 200
+            max_queued_bytes = 1000000
+            slow_consumer_timeout_secs = 0
+            "#,
+        )
+        .unwrap();
+        assert!(!c.auth.allow_anonymous);
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.algorithm, JwtAlgorithm::RS256);
+        assert_eq!(jwt.username_claim, "device");
+        assert_eq!(c.acl.file, Some(PathBuf::from("/etc/tern/acl")));
+        assert_eq!(c.limits.max_topic_levels, 16);
+        assert_eq!(c.limits.slow_consumer_timeout(), None);
+        // defaults keep the broker open and unlimited by rates
+        let d = Config::default();
+        assert!(d.auth.allow_anonymous && d.auth.password_file.is_none() && d.acl.file.is_none());
+        assert_eq!(d.limits.max_connect_rate, 0);
+    }
+
+    #[test]
+    fn bad_security_values_name_their_key() {
+        for (text, key) in [
+            ("[auth]\njwt = { algorithm = \"HS256\" }", "auth.jwt.secret"),
+            (
+                "[auth]\njwt = { algorithm = \"RS256\" }",
+                "auth.jwt.public_key_file",
+            ),
+            (
+                "[auth]\njwt = { algorithm = \"ES256\", secret = \"x\" }",
+                "ES256",
+            ),
+            ("[limits]\nmax_topic_levels = 0", "limits.max_topic_levels"),
+            (
+                "[limits]\nmax_topic_length = 70000",
+                "limits.max_topic_length",
+            ),
+            ("[acl]\nfiel = \"x\"", "fiel"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let e = Config::from_toml("[mqtt]\nmax_inflite = 3\n")
             .unwrap_err()

@@ -2,11 +2,13 @@
 //!
 //! Lifecycle of [`run`]:
 //! 1. open the store (an error if another process holds the directory);
+//!    read the password, JWT key and ACL files (an error names the file);
 //! 2. start one worker arbiter per configured worker;
 //! 3. restore stored sessions and retained messages;
 //! 4. bind every listener (an error if a port is taken) and report the
 //!    bound addresses;
-//! 5. accept until the shutdown future completes;
+//! 5. accept until the shutdown future completes, re-reading the security
+//!    files when they change and on SIGHUP;
 //! 6. shut down in one direction: stop accepting, tell every session to close
 //!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
 //!    writers to flush, drain the group-commit writer and flush the store,

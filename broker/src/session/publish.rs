@@ -188,10 +188,6 @@ impl Session {
 
     fn handle_publish(&mut self, publish: Publish, ctx: &mut Context<Self>) {
         Metrics::add(&self.state.metrics.messages_received, 1);
-        // topic limits, ACL, memory cap (session/guard.rs)
-        if let Some(code) = self.publish_refusal(&publish) {
-            return self.refuse_checked_publish(&publish, code, ctx);
-        }
         if self.protocol.is_v5() {
             if publish.properties.topic_alias.is_some() {
                 // CONNACK announced Topic Alias Maximum 0
@@ -229,6 +225,11 @@ impl Session {
                 // 5.0 [MQTT-3.3.2-4] payload announced as UTF-8 but is not
                 return self.refuse_publish(&publish, ReasonCode::PayloadFormatInvalid, ctx);
             }
+        }
+        // topic limits, ACL, memory cap (session/guard.rs); after the
+        // protocol checks, on the resolved topic name
+        if let Some(code) = self.publish_refusal(&publish) {
+            return self.refuse_checked_publish(&publish, code, ctx);
         }
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         let packet_id = publish.packet_id.unwrap_or(0);

@@ -487,3 +487,45 @@ async fn will_to_a_topic_the_client_may_not_write_refuses_the_connect() {
     c.send(&ok).await;
     assert_eq!(c.recv_bytes().await.unwrap(), build::connack(false, 0));
 }
+
+/// `mosquitto_pub` with `args`; (success, stderr).
+fn mosquitto_pub(broker: &TestBroker, args: &[&str]) -> (bool, String) {
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string()])
+        .args(args)
+        .output()
+        .expect("mosquitto_pub (Debian's mosquitto-clients; scripts/test.sh installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_lowercase(),
+    )
+}
+
+#[test]
+fn mosquitto_pub_authenticates_with_a_password_and_is_refused_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(with_passwords(dir.path(), false));
+    for version in ["mqttv311", "mqttv5"] {
+        let ok = mosquitto_pub(
+            &broker,
+            &[
+                "-V", version, "-u", "alice", "-P", "s3cret", "-t", "t", "-m", "hi", "-q", "1",
+            ],
+        );
+        assert!(ok.0, "{version}: {}", ok.1);
+        let (success, stderr) = mosquitto_pub(
+            &broker,
+            &[
+                "-V", version, "-u", "alice", "-P", "wrong", "-t", "t", "-m", "hi",
+            ],
+        );
+        assert!(!success);
+        assert!(
+            stderr.contains("bad user name or password"),
+            "{version}: {stderr}"
+        );
+        let (success, stderr) = mosquitto_pub(&broker, &["-V", version, "-t", "t", "-m", "hi"]);
+        assert!(!success);
+        assert!(stderr.contains("not authori"), "{version}: {stderr}");
+    }
+}

@@ -236,11 +236,11 @@ async fn stress_non_reading_subscribers_flooded_with_qos0_keep_memory_bounded() 
         "the flood was too small to prove anything: {published} bytes"
     );
     assert!(growth < RSS_BOUND, "RSS grew by {growth} bytes");
-    // the healthy subscriber got messages in every second of the flood
-    // but the last, partial one
-    let full_seconds = &received_by_second[..FLOOD.as_secs() as usize - 1];
+    // the healthy subscriber got messages in every two-second window of the
+    // flood (windows, not seconds: other tests may share the CPU)
+    let full_seconds = &received_by_second[..FLOOD.as_secs() as usize];
     assert!(
-        full_seconds.iter().all(|&b| b > 0),
+        full_seconds.chunks(2).all(|w| w.iter().sum::<u64>() > 0),
         "{received_by_second:?}"
     );
     // every stuck subscriber was disconnected as a slow consumer

@@ -529,3 +529,54 @@ fn mosquitto_pub_authenticates_with_a_password_and_is_refused_a_wrong_one() {
         assert!(stderr.contains("not authori"), "{version}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn sighup_rereads_the_password_file_in_the_tern_binary() {
+    use common::process::{free_port, TernProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let passwd = password_file(dir.path(), &[("alice", "s3cret")]);
+    let config = dir.path().join("tern.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nallow_anonymous = false\npassword_file = {:?}\n",
+            passwd.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let tern = TernProcess::start(&data, free_port(), &["--config", config.to_str().unwrap()]);
+    login(tern.addr, 4, "a", "alice", "s3cret").await;
+    let pid = tern.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let end = std::time::Instant::now() + PATIENCE;
+    // the file did not change: only the signal makes it re-read
+    while !tern.log_text().contains("password file reloaded") {
+        assert!(
+            std::time::Instant::now() < end,
+            "not reloaded:\n{}",
+            tern.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tern.log_text().contains("SIGHUP"), "{}", tern.log_text());
+    // still running and still checking passwords
+    login(tern.addr, 4, "b", "alice", "s3cret").await;
+    expect_refused(
+        tern.addr,
+        4,
+        connect_as(4, "c", Some("alice"), Some(b"wrong")),
+        ReasonCode::BadUserNameOrPassword,
+    )
+    .await;
+    // a refusal is logged with its category, never the password
+    let log = tern.log_text();
+    assert!(
+        log.contains("bad credentials") && !log.contains("wrong"),
+        "{log}"
+    );
+}

@@ -308,3 +308,22 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         format!("cannot write {}: {e}", path.display())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_users_are_hashed_at_the_cost_of_the_first_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let cheap = hash_password_with_cost(b"p", 64, 1, 1).unwrap();
+        std::fs::write(&path, format!("u:{cheap}\n")).unwrap();
+        let users = load(&path).unwrap();
+        let dummy = PasswordHash::new(&users.dummy).unwrap();
+        let entry = PasswordHash::new(&cheap).unwrap();
+        assert_eq!(dummy.algorithm, entry.algorithm);
+        assert_eq!(dummy.params, entry.params);
+        assert!(!verify_password(b"p", &users.dummy));
+    }
+}

@@ -580,3 +580,67 @@ async fn sighup_rereads_the_password_file_in_the_tern_binary() {
         "{log}"
     );
 }
+
+#[tokio::test]
+async fn queued_messages_of_a_restored_session_are_checked_when_its_client_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut broker = TestBroker::start_in(&data, with_acl(dir.path()));
+    // alice's persistent session subscribes to shared/# at QoS 1, goes offline
+    let mut alice = login_persistent(broker.addr, "alice-s").await;
+    alice.send(&build::subscribe(1, &[("shared/#", 1)])).await;
+    assert_eq!(alice.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    alice.send(&build::disconnect()).await;
+    assert!(alice.expect_closed().await.is_empty());
+    // restarted, the session is restored without knowing its user
+    broker.stop();
+    let broker = TestBroker::start_in(&data, with_acl(dir.path()));
+    let mut bob = login(broker.addr, 4, "b", "bob", "hunter2").await;
+    for (id, topic) in [(1, "shared/secret"), (2, "shared/open")] {
+        bob.send(&build::publish(topic, 1, false, false, id, b"m"))
+            .await;
+        assert_eq!(bob.recv_bytes().await.unwrap(), build::puback(id));
+    }
+    // alice returns: only what she may read is delivered
+    let mut alice = Raw::connect(broker.addr).await;
+    alice
+        .send(&build::connect_full(
+            4,
+            "alice-s",
+            false,
+            60,
+            None,
+            Some("alice"),
+            Some(b"s3cret"),
+        ))
+        .await;
+    assert_eq!(alice.recv_bytes().await.unwrap(), build::connack(true, 0));
+    let got = alice.recv_bytes().await.unwrap();
+    assert_eq!(got[0] & 0xf0, 0x30, "{got:02x?}");
+    assert!(
+        got.windows(11).any(|w| w == b"shared/open"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    alice.expect_silence().await;
+}
+
+/// A 3.1.1 persistent session (Clean Session 0) for alice.
+async fn login_persistent(addr: std::net::SocketAddr, client_id: &str) -> Raw {
+    let mut c = Raw::connect(addr).await;
+    c.send(&build::connect_full(
+        4,
+        client_id,
+        false,
+        60,
+        None,
+        Some("alice"),
+        Some(b"s3cret"),
+    ))
+    .await;
+    let ack = c.recv_bytes().await.unwrap();
+    assert_eq!(&ack[..2], &[0x20, 2]);
+    assert_eq!(ack[3], 0);
+    c
+}

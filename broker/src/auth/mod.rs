@@ -26,6 +26,14 @@
 //!
 //! Logs: one info line per refusal with client id, peer and the category
 //! (`bad credentials`, `not authorized`, ...), never which part was wrong.
+//!
+//! Known issues:
+//! - No 5.0 enhanced authentication (AUTH exchanges): a CONNECT that asks for
+//!   it is refused with 0x8C.
+//! - JWT: `aud` and `iss` are not checked, and a token cannot be revoked
+//!   before its `exp`; an authenticated connection outlives its token.
+//! - A client's identity is decided at CONNECT only: a password file reload
+//!   does not disconnect users it removed.
 
 pub mod admit;
 pub mod jwt;

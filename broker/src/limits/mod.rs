@@ -30,6 +30,19 @@
 //!   disconnected; until then QoS 0 to it is dropped and QoS 1/2 queue.
 //! - Slowloris: `mqtt.connect_timeout_secs` bounds the time to a whole
 //!   CONNECT, however slowly its bytes trickle in.
+//!
+//! Known issues:
+//! - Read buffers are not counted: a connected client may hold up to
+//!   `mqtt.max_packet_size` in a half-sent packet (until its keep alive
+//!   expires; forever with keep alive 0). `listeners.max_connections` bounds
+//!   the total.
+//! - Actor mailboxes are not counted: a `Deliver` waits there until its
+//!   session handles it. Sessions handle them quickly (a full buffer drops
+//!   QoS 0 at once), so they stay short unless a worker thread is starved.
+//! - A copy counts its topic and payload even when the payload is shared
+//!   with other copies: the held bytes overestimate memory, never under.
+//! - Connect-rate buckets are per address: an IPv6 client with a whole
+//!   prefix has many buckets.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

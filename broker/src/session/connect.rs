@@ -93,7 +93,7 @@ impl Handler<Attach> for Session {
         };
         self.set_session_expiry(expiry);
         self.will = connect.will.clone();
-        self.acl_subject = crate::acl::Subject::new(&self.client_id, &new.principal);
+        self.set_acl_subject(crate::acl::Subject::new(&self.client_id, &new.principal));
 
         let generation = self.next_generation;
         self.next_generation += 1;

@@ -199,7 +199,7 @@ impl Session {
         }));
     }
 
-    fn delete_outgoing(&mut self, seq: u64) {
+    pub(super) fn delete_outgoing(&mut self, seq: u64) {
         if self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteOutgoing {

@@ -5,6 +5,13 @@
 //!
 //! The rules are in `crate::acl` (authorization) and `crate::limits` (topic
 //! limits, held-bytes cap); this file only applies them and counts.
+//!
+//! A session restored from the store does not know who its client is until
+//! the client connects again (the store keeps no user name): until then its
+//! copies are queued without the ACL check, and [`Session::set_acl_subject`]
+//! drops the queued ones the client may not read when it connects. Queued
+//! copies are checked again at every connection, so an ACL reload also
+//! applies to them.
 
 use actix::prelude::*;
 
@@ -86,14 +93,36 @@ impl Session {
         None
     }
 
+    /// Records who the client is (at each connection), and drops the queued
+    /// copies it may not read.
+    pub(super) fn set_acl_subject(&mut self, subject: crate::acl::Subject) {
+        self.acl_subject = subject;
+        self.acl_subject_known = true;
+        if !self.state.acl.is_enabled() {
+            return;
+        }
+        let (acl, subject) = (&self.state.acl, &self.acl_subject);
+        let dropped = self
+            .outgoing
+            .remove_queued_where(|m| !acl.check_topic(subject, &m.message.topic, Access::Read));
+        Metrics::add(
+            &self.state.metrics.acl_denied_delivery,
+            dropped.len() as u64,
+        );
+        for seq in dropped {
+            self.delete_outgoing(seq);
+        }
+    }
+
     /// True if a copy of a message on `topic` at `qos` may be queued or
     /// written for this client: the ACL lets it read the topic, and the
     /// held-bytes cap allows it (see `crate::limits`).
     pub(super) fn may_take(&self, topic: &str, qos: QoS) -> bool {
         let state = &self.state;
-        if !state
-            .acl
-            .check_topic(&self.acl_subject, topic, Access::Read)
+        if self.acl_subject_known
+            && !state
+                .acl
+                .check_topic(&self.acl_subject, topic, Access::Read)
         {
             Metrics::add(&state.metrics.acl_denied_delivery, 1);
             return false;

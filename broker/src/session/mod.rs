@@ -243,6 +243,10 @@ pub struct Session {
     will: Option<LastWill>,
     /// Who the ACL sees: client id and what authentication established.
     acl_subject: crate::acl::Subject,
+    /// False for a session restored from the store until its client
+    /// connects: its identity is unknown, so deliveries are queued unchecked
+    /// and checked when it connects (session/guard.rs).
+    acl_subject_known: bool,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
@@ -319,6 +323,7 @@ impl Session {
                 client_id: client_id.to_string(),
                 ..Default::default()
             },
+            acl_subject_known: false,
             client_id,
             protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
             session_expiry_interval: restored.session_expiry_interval,

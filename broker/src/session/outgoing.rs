@@ -313,6 +313,20 @@ impl Outgoing {
         self.inflight.clear();
         self.queue.clear();
     }
+
+    /// Removes the queued (not in-flight) messages for which `drop` is true;
+    /// returns their sequence numbers.
+    pub fn remove_queued_where(&mut self, mut drop: impl FnMut(&OutMsg) -> bool) -> Vec<u64> {
+        let mut removed = Vec::new();
+        self.queue.retain(|m| {
+            let d = drop(m);
+            if d {
+                removed.push(m.seq);
+            }
+            !d
+        });
+        removed
+    }
 }
 
 /// One packet to resend when a session resumes.

@@ -48,6 +48,12 @@ if [ -n "${TERN_FUZZ_SECONDS:-}" ]; then
 fi
 echo "== cargo test"
 cargo test --workspace --all-targets --locked "$@"
+if [ $# -eq 0 ]; then
+  # Abuse tests (10k connections, memory under a flood): ignored by default,
+  # one at a time because one reads the process's RSS.
+  echo "== stress tests"
+  cargo test -p broker --test stress --locked -- --ignored --test-threads=1
+fi
 echo "== doc tests"
 cargo test --workspace --doc --locked
 echo "== all tests passed"

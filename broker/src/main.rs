@@ -2,7 +2,10 @@
 
 use std::process::ExitCode;
 
-use broker::config::{Cli, ClusterAction, Command, Config, LogFormat};
+use std::io::{BufRead, IsTerminal};
+
+use broker::auth::password::{edit_file, PasswdAction};
+use broker::config::{Cli, ClusterAction, Command, Config, LogFormat, PasswdArgs};
 use clap::Parser;
 
 fn init_logging(config: &Config) -> Result<(), String> {
@@ -63,6 +66,73 @@ fn cluster_command(action: ClusterAction) -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Reads the new password: twice without echo from a terminal, else one line
+/// of standard input.
+fn read_password() -> Result<Vec<u8>, String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("Reenter password: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("passwords do not match".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        line.trim_end_matches(['\n', '\r']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password.into_bytes())
+}
+
+/// `tern scram-user USER`: prints the SCRAM-SHA-256 credential line.
+fn scram_user(user: &str) -> ExitCode {
+    if user.is_empty() || user.contains(':') {
+        eprintln!("tern scram-user: the user name must be non-empty and free of `:`");
+        return ExitCode::from(2);
+    }
+    match read_password() {
+        Ok(password) => match String::from_utf8(password) {
+            Ok(password) => {
+                println!(
+                    "{}",
+                    broker::enhanced_auth::ScramCredential::new(&password).to_line(user)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                eprintln!("tern scram-user: the password is not UTF-8");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("tern scram-user: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `tern passwd [-c] [-D] FILE USER`.
+fn passwd(args: &PasswdArgs) -> ExitCode {
+    let action = if args.delete {
+        Ok(PasswdAction::Delete)
+    } else {
+        read_password().map(PasswdAction::Set)
+    };
+    match action.and_then(|a| edit_file(&args.file, &args.user, a, args.create)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tern passwd: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -149,8 +219,11 @@ fn status_json(s: &cluster::admin::RemoteStatus) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Cluster { action }) = cli.command {
-        return cluster_command(action);
+    match cli.command {
+        Some(Command::Passwd(args)) => return passwd(&args),
+        Some(Command::ScramUser { user }) => return scram_user(&user),
+        Some(Command::Cluster { action }) => return cluster_command(action),
+        None => {}
     }
     let config = match cli.load() {
         Ok(c) => c,

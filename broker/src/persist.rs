@@ -12,6 +12,7 @@ use bytestring::ByteString;
 
 use crate::codec::topic::split_shared;
 use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::limits::Limits;
 use crate::message::{unix_ms, Message};
 use crate::session::outgoing::{OutMsg, OutState};
 use crate::session::{Restored, Session, SubscriptionEntry};
@@ -60,12 +61,15 @@ fn subscription(
     )
 }
 
-/// A stored queued / in-flight message; `None` if it cannot be read.
-fn out_msg(seq: u64, out: storage::OutgoingRecord) -> Option<OutMsg> {
+/// A stored queued / in-flight message, counted against `limits`; `None`
+/// if it cannot be read.
+fn out_msg(limits: &Limits, seq: u64, out: storage::OutgoingRecord) -> Option<OutMsg> {
     let qos = QoS::from_u8(out.message.qos).filter(|q| *q > QoS::AtMostOnce)?;
     let retain = out.message.retain;
     let (message, subscription_ids) = Message::from_stored(out.message).ok()?;
+    let charge = limits.charge((message.topic.len() + message.payload.len()) as u64);
     Some(OutMsg {
+        charge,
         seq,
         qos,
         retain,
@@ -106,13 +110,13 @@ pub fn from_cluster_info(info: &cluster::SessionInfo) -> Restored {
 }
 
 /// A session handed over by its previous owner.
-pub fn from_cluster_state(state: cluster::SessionState) -> Restored {
+pub fn from_cluster_state(limits: &Limits, state: cluster::SessionState) -> Restored {
     let mut restored = from_cluster_info(&state.info);
     restored.protocol = Some(protocol_of(state.protocol_level));
     restored.outgoing = state
         .outgoing
         .into_iter()
-        .filter_map(|(seq, out)| out_msg(seq, out))
+        .filter_map(|(seq, out)| out_msg(limits, seq, out))
         .collect();
     restored.incoming_qos2 = state.incoming_qos2;
     restored
@@ -160,7 +164,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
             ));
         }
         for (seq, out) in state.store.load_outgoing(&client_id)? {
-            match out_msg(seq, out) {
+            match out_msg(&state.limits, seq, out) {
                 Some(m) => {
                     restored.outgoing.push(m);
                     loaded.messages += 1;

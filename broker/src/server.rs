@@ -2,11 +2,13 @@
 //!
 //! Lifecycle of [`run`]:
 //! 1. open the store (an error if another process holds the directory);
+//!    read the password, JWT key and ACL files (an error names the file);
 //! 2. start one worker arbiter per configured worker;
 //! 3. restore stored sessions and retained messages;
 //! 4. bind every listener (an error if a port is taken or a TLS file is
 //!    bad) and report the bound addresses; watch the TLS files for reloads;
-//! 5. accept until the shutdown future completes;
+//! 5. accept until the shutdown future completes, re-reading the security
+//!    files when they change and on SIGHUP;
 //! 6. shut down in one direction: stop accepting, tell every session to close
 //!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
 //!    writers to flush, drain the group-commit writer and flush the store,
@@ -48,6 +50,7 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
+    let security = BrokerState::load_security(&config).map_err(anyhow::Error::msg)?;
     let auth_methods = crate::enhanced_auth::AuthMethods::from_config(
         config.enhanced_auth.scram_users_file.as_deref(),
     )?;
@@ -66,6 +69,7 @@ pub async fn run(
         config,
         store,
         workers,
+        security,
         auth_methods,
         bridge,
     ));
@@ -104,6 +108,7 @@ pub async fn run(
             listener.run(state.clone(), stop_rx.clone()),
         ));
     }
+    let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
     ready(addrs);
 
     let cluster_failed = async {
@@ -123,6 +128,7 @@ pub async fn run(
     for task in accept_tasks {
         let _ = task.await;
     }
+    let _ = reloader.await;
     let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
     for addr in sessions {
@@ -242,6 +248,41 @@ impl StartedCluster {
             }
         });
         runtime
+    }
+}
+
+/// How often the password, key and ACL files are checked for changes.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Re-reads the security files when they change, and all of them on SIGHUP,
+/// until `stop` turns true. The reading runs on the blocking pool.
+async fn reload_security(state: State, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; files are still re-read when they change");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let force = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGHUP: re-reading the password, key and ACL files");
+                true
+            }
+        };
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload_security(force)).await;
     }
 }
 

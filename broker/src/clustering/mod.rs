@@ -282,6 +282,7 @@ impl ClusterBridge {
     /// learns the session moved.
     pub async fn take_session(
         &self,
+        limits: &crate::limits::Limits,
         client_id: &str,
         clean_start: bool,
     ) -> Option<crate::session::Restored> {
@@ -289,7 +290,7 @@ impl ClusterBridge {
             .session_owner(client_id)
             .filter(|o| *o != self.node_id)?;
         match self.take_over(owner, client_id).await {
-            Ok(state) if !clean_start => Some(crate::persist::from_cluster_state(state)),
+            Ok(state) if !clean_start => Some(crate::persist::from_cluster_state(limits, state)),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
 use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 
@@ -17,7 +17,7 @@ use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "tern", version, about, long_about)]
 pub struct Cli {
-    /// A command instead of running the broker.
+    /// Without a command, `tern` runs the broker.
     #[command(subcommand)]
     pub command: Option<Command>,
     /// TOML config file.
@@ -67,18 +67,8 @@ pub struct Cli {
     pub seeds: Option<Vec<String>>,
 }
 
-/// Commands besides running the broker.
-#[derive(Debug, Clone, clap::Subcommand)]
-pub enum Command {
-    /// Inspect or change a running cluster through a node's cluster endpoint.
-    Cluster {
-        #[command(subcommand)]
-        action: ClusterAction,
-    },
-}
-
 /// `tern cluster ...`
-#[derive(Debug, Clone, clap::Subcommand)]
+#[derive(Debug, Clone, clap::Subcommand, PartialEq, Eq)]
 pub enum ClusterAction {
     /// Members, leader, raft term and indexes, and each peer's health, as
     /// the node at ADDRESS sees them.
@@ -98,6 +88,46 @@ pub enum ClusterAction {
         /// The node to remove.
         id: u64,
     },
+}
+
+/// Commands other than running the broker.
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Add a user to a password file, change its password, or delete it.
+    ///
+    /// The password is read from standard input (one line), or asked for
+    /// twice without echo when standard input is a terminal. The file holds
+    /// argon2id hashes (`user:$argon2id$...` lines) and is written atomically
+    /// with mode 0600.
+    Passwd(PasswdArgs),
+    /// Print the SCRAM-SHA-256 credential line of USER for the file named by
+    /// `enhanced_auth.scram_users_file` (MQTT 5 enhanced authentication).
+    /// The password is read like `tern passwd` reads it; only derived keys
+    /// are printed.
+    ScramUser {
+        /// The user name.
+        user: String,
+    },
+    /// Inspect or change a running cluster through a node's cluster endpoint.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// Arguments of `tern passwd`.
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct PasswdArgs {
+    /// Create the file, replacing one that exists.
+    #[arg(short = 'c', long, conflicts_with = "delete")]
+    pub create: bool,
+    /// Delete the user instead of setting its password.
+    #[arg(short = 'D', long)]
+    pub delete: bool,
+    /// The password file (`auth.password_file`).
+    pub file: PathBuf,
+    /// The user name.
+    pub user: String,
 }
 
 impl Cli {
@@ -241,6 +271,27 @@ mod tests {
     fn no_flags_no_file_gives_defaults() {
         let cli = Cli::try_parse_from(["tern"]).unwrap();
         assert_eq!(cli.load().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn passwd_is_a_subcommand_and_no_subcommand_runs_the_broker() {
+        let cli = Cli::try_parse_from(["tern", "passwd", "-c", "/tmp/pw", "alice"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Passwd(PasswdArgs {
+                create: true,
+                delete: false,
+                file: PathBuf::from("/tmp/pw"),
+                user: "alice".into(),
+            }))
+        );
+        assert!(Cli::try_parse_from(["tern", "passwd", "-c", "-D", "/tmp/pw", "a"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["tern", "--workers", "2"])
+                .unwrap()
+                .command,
+            None
+        );
     }
 
     #[test]

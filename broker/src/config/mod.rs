@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use cli::{Cli, ClusterAction, Command};
+pub use cli::{Cli, ClusterAction, Command, PasswdArgs};
 pub use listener::{
     ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
 };
@@ -60,6 +60,12 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// The embedded store.
     pub storage: StorageConfig,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// What connected clients may publish and subscribe to.
+    pub acl: AclConfig,
+    /// Limits that protect the broker from abusive or broken clients.
+    pub limits: LimitsConfig,
     /// MQTT 5.0 enhanced authentication (AUTH exchanges).
     pub enhanced_auth: EnhancedAuthConfig,
     /// Running as a member of a cluster.
@@ -128,6 +134,9 @@ impl Default for Config {
             storage: StorageConfig::default(),
             enhanced_auth: EnhancedAuthConfig::default(),
             cluster: ClusterSection::default(),
+            auth: AuthConfig::default(),
+            acl: AclConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -219,6 +228,123 @@ impl Default for StorageConfig {
     }
 }
 
+/// Authentication (see `crate::auth`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Clients that present no user name, no password and no accepted
+    /// certificate may connect.
+    pub allow_anonymous: bool,
+    /// File of `user:argon2-PHC-hash` lines, managed with `tern passwd`;
+    /// re-read when it changes and on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// JSON Web Tokens in the password field.
+    pub jwt: Option<JwtConfig>,
+    /// A client certificate identity authenticates the client and becomes its
+    /// user name (TLS listeners that verify client certificates).
+    pub use_identity_as_username: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            password_file: None,
+            jwt: None,
+            use_identity_as_username: false,
+        }
+    }
+}
+
+/// JWT verification: the token is the CONNECT password.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `HS256` (shared secret) or `RS256` (RSA public key).
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// RS256 public key, PEM.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Claim whose string value is the client's user name.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+}
+
+fn default_username_claim() -> String {
+    "sub".into()
+}
+
+/// Signature algorithm of accepted tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+}
+
+/// Authorization (see `crate::acl`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Mosquitto-style ACL file. When set, whatever it does not grant is
+    /// denied. Re-read when it changes and on SIGHUP.
+    pub file: Option<PathBuf>,
+}
+
+/// Limits that protect the broker (see `crate::limits`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// New connections per second accepted from one source address; excess
+    /// ones are closed before their CONNECT is read. 0: no limit.
+    pub max_connect_rate: u32,
+    /// Connections one source address may open at once before the rate
+    /// applies; 0 means `max_connect_rate`.
+    pub connect_burst: u32,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// PUBLISH packets per second read from one client; faster clients are
+    /// read more slowly. 0: no limit.
+    pub max_publish_rate: u32,
+    /// PUBLISH packets a client may send at once before the rate applies; 0
+    /// means `max_publish_rate`.
+    pub publish_burst: u32,
+    /// Bytes held for all clients together: queued QoS 1/2 messages and
+    /// write buffers. Above 7/8 of it new QoS 0 copies are dropped; at it,
+    /// new QoS 1/2 copies that would wait are dropped. 0: no limit.
+    pub max_queued_bytes: u64,
+    /// A client whose socket takes nothing for this long while its write
+    /// buffer is full is disconnected. 0: never.
+    pub slow_consumer_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connect_rate: 0,
+            connect_burst: 0,
+            max_topic_levels: 128,
+            max_topic_length: 65535,
+            max_publish_rate: 0,
+            publish_burst: 0,
+            max_queued_bytes: 1024 * 1024 * 1024,
+            slow_consumer_timeout_secs: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `slow_consumer_timeout_secs` as a duration; `None` for never.
+    pub fn slow_consumer_timeout(&self) -> Option<Duration> {
+        (self.slow_consumer_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.slow_consumer_timeout_secs))
+    }
+}
+
 impl Config {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -278,6 +404,7 @@ impl Config {
                 reason: "must be at least 1 second",
             });
         }
+        self.validate_security()?;
         for seed in &self.cluster.seeds {
             if seed.parse::<cluster::Seed>().is_err() {
                 return Err(ConfigError::Invalid {
@@ -297,6 +424,52 @@ impl Config {
             });
         }
         listener::validate_listeners(&self.listeners)
+    }
+
+    /// Checks `[auth]`, `[acl]` and `[limits]`.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        if let Some(jwt) = &self.auth.jwt {
+            match jwt.algorithm {
+                JwtAlgorithm::HS256 if jwt.secret.as_deref().unwrap_or("").is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.jwt.secret",
+                        value: "(missing)".into(),
+                        reason: "HS256 needs a non-empty secret",
+                    })
+                }
+                JwtAlgorithm::RS256 if jwt.public_key_file.is_none() => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.jwt.public_key_file",
+                        value: "(missing)".into(),
+                        reason: "RS256 needs a PEM public key file",
+                    })
+                }
+                _ => {}
+            }
+            if jwt.username_claim.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwt.username_claim",
+                    value: "\"\"".into(),
+                    reason: "must name a claim",
+                });
+            }
+        }
+        let l = &self.limits;
+        if l.max_topic_levels == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_topic_levels",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65535 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_topic_length",
+                value: l.max_topic_length.to_string(),
+                reason: "must be between 1 and 65535 bytes",
+            });
+        }
+        Ok(())
     }
 
     /// Number of worker arbiters to start.
@@ -350,6 +523,66 @@ mod tests {
         assert_eq!(c.mqtt.client_id_prefix, "x-");
         assert_eq!(c.storage.cache_mb, 8);
         assert_eq!(c.worker_count(), 3);
+    }
+
+    #[test]
+    fn security_sections_are_read() {
+        let c = Config::from_toml(
+            r#"
+            [auth]
+            allow_anonymous = false
+            password_file = "/etc/tern/passwd"
+            use_identity_as_username = true
+            jwt = { algorithm = "RS256", public_key_file = "/etc/tern/jwt.pem", username_claim = "device" }
+            [acl]
+            file = "/etc/tern/acl"
+            [limits]
+            max_connect_rate = 10
+            connect_burst = 20
+            max_topic_levels = 16
+            max_topic_length = 256
+            max_publish_rate = 100
+            publish_burst = 200
+            max_queued_bytes = 1000000
+            slow_consumer_timeout_secs = 0
+            "#,
+        )
+        .unwrap();
+        assert!(!c.auth.allow_anonymous);
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.algorithm, JwtAlgorithm::RS256);
+        assert_eq!(jwt.username_claim, "device");
+        assert_eq!(c.acl.file, Some(PathBuf::from("/etc/tern/acl")));
+        assert_eq!(c.limits.max_topic_levels, 16);
+        assert_eq!(c.limits.slow_consumer_timeout(), None);
+        // defaults keep the broker open and unlimited by rates
+        let d = Config::default();
+        assert!(d.auth.allow_anonymous && d.auth.password_file.is_none() && d.acl.file.is_none());
+        assert_eq!(d.limits.max_connect_rate, 0);
+    }
+
+    #[test]
+    fn bad_security_values_name_their_key() {
+        for (text, key) in [
+            ("[auth]\njwt = { algorithm = \"HS256\" }", "auth.jwt.secret"),
+            (
+                "[auth]\njwt = { algorithm = \"RS256\" }",
+                "auth.jwt.public_key_file",
+            ),
+            (
+                "[auth]\njwt = { algorithm = \"ES256\", secret = \"x\" }",
+                "ES256",
+            ),
+            ("[limits]\nmax_topic_levels = 0", "limits.max_topic_levels"),
+            (
+                "[limits]\nmax_topic_length = 70000",
+                "limits.max_topic_length",
+            ),
+            ("[acl]\nfiel = \"x\"", "fiel"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -366,6 +366,12 @@ pub async fn bootstrap(
     peer_identity: Option<CertIdentity>,
     state: State,
 ) {
+    // limits.max_connect_rate: refused before any byte is read
+    if !state.limits.admit_connection(peer.ip()) {
+        Metrics::add(&state.metrics.connect_rate_refused, 1);
+        tracing::debug!(%peer, "connect rate of the address exceeded, closing");
+        return;
+    }
     let mqtt = &state.config.mqtt;
     let limits = Limits {
         max_packet_size: mqtt.max_packet_size,
@@ -455,8 +461,26 @@ pub async fn bootstrap(
     if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
+    // Authentication, and the will's topic limits and ACL (crate::auth::admit).
+    let principal = match crate::auth::admit(
+        &state,
+        &connect,
+        &client_id,
+        peer,
+        peer_identity.as_ref().map(|c| c.name.clone()),
+        authenticated.as_ref().map(|a| a.username.as_str()),
+    )
+    .await
+    {
+        Ok(principal) => principal,
+        Err(code) => return refuse(transport, protocol, code).await,
+    };
     let imported = match &state.cluster {
-        Some(cluster) => cluster.take_session(&client_id, connect.clean_start).await,
+        Some(cluster) => {
+            cluster
+                .take_session(&state.limits, &client_id, connect.clean_start)
+                .await
+        }
         None => None,
     };
     let slot = Arc::new(Mutex::new(Some(NewConnection {
@@ -469,6 +493,7 @@ pub async fn bootstrap(
         authenticated,
         imported,
         peer_identity,
+        principal,
     })));
     attach(&state, client_id, slot).await;
 }

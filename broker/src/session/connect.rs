@@ -119,6 +119,7 @@ impl Handler<Attach> for Session {
         self.will = connect.will.clone();
         self.auth_method = new.authenticated.as_ref().map(|a| a.method.clone());
         self.reauth = None;
+        self.set_acl_subject(crate::acl::Subject::new(&self.client_id, &new.principal));
 
         let generation = self.next_generation;
         self.next_generation += 1;

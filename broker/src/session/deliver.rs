@@ -75,6 +75,10 @@ impl Session {
             Metrics::add(&metrics.messages_dropped, 1);
             return;
         }
+        // ACL read check and memory cap (session/guard.rs)
+        if !self.may_take(&message.topic, qos) {
+            return;
+        }
         if qos == QoS::AtMostOnce {
             match &mut self.conn {
                 Some(conn) if conn.has_room() => {
@@ -128,6 +132,8 @@ impl Session {
                 Some(on_durable),
             );
         }
+        let charge =
+            (self.state.limits).charge((message.topic.len() + message.payload.len()) as u64);
         let pushed = self.outgoing.push(OutMsg {
             seq,
             qos,
@@ -137,6 +143,7 @@ impl Session {
             shared_filter,
             state: OutState::Queued,
             durable,
+            charge,
         });
         debug_assert_eq!(pushed, Pushed::Queued, "fullness checked above");
         self.pump();
@@ -249,7 +256,7 @@ impl Session {
         }));
     }
 
-    fn delete_outgoing(&self, seq: u64) {
+    pub(super) fn delete_outgoing(&self, seq: u64) {
         if self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteOutgoing {

@@ -29,6 +29,7 @@ mod clustered;
 pub(crate) mod connect;
 mod connection;
 mod deliver;
+mod guard;
 pub mod incoming;
 pub mod outgoing;
 mod publish;
@@ -147,6 +148,8 @@ pub struct NewConnection {
     /// The identity of the client's TLS certificate (listeners with
     /// `client_auth` optional or required), verified by the TLS handshake.
     pub peer_identity: Option<CertIdentity>,
+    /// Who authentication says the client is (for the ACL).
+    pub principal: crate::auth::Principal,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until
@@ -228,6 +231,12 @@ pub struct Session {
     will: Option<LastWill>,
     /// A will waiting for its Will Delay Interval (5.0), with its timer.
     pending_will: Option<(LastWill, SpawnHandle)>,
+    /// Who the ACL sees: client id and what authentication established.
+    acl_subject: crate::acl::Subject,
+    /// False for a session restored from the store until its client
+    /// connects: its identity is unknown, so deliveries are queued unchecked
+    /// and checked when it connects (session/guard.rs).
+    acl_subject_known: bool,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
@@ -309,6 +318,11 @@ impl Session {
         }
         Session {
             handle,
+            acl_subject: crate::acl::Subject {
+                client_id: client_id.to_string(),
+                ..Default::default()
+            },
+            acl_subject_known: false,
             client_id,
             protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
             session_expiry_interval: restored.session_expiry_interval,

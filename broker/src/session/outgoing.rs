@@ -23,6 +23,7 @@ use bytestring::ByteString;
 use smallvec::SmallVec;
 
 use crate::codec::{Publish, QoS};
+use crate::limits::QueueCharge;
 use crate::message::Message;
 
 /// Where a message is in its flow.
@@ -52,6 +53,9 @@ pub struct OutMsg {
     /// and must not be sent (QoS 2: a copy sent before it is stored could be
     /// delivered twice after a crash, because the publisher resends it).
     pub durable: bool,
+    /// Counts the copy in the node's held bytes (`limits.max_queued_bytes`)
+    /// while it exists.
+    pub charge: QueueCharge,
 }
 
 /// Why an acknowledgement from the client does not fit the flow.
@@ -133,6 +137,12 @@ impl Outgoing {
 
     pub fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// True when a new message could not be sent at once: others wait
+    /// before it, or the window is full.
+    pub fn would_wait(&self) -> bool {
+        !self.queue.is_empty() || self.inflight.len() >= self.max_inflight
     }
 
     /// True when a new message would be dropped.
@@ -340,6 +350,20 @@ impl Outgoing {
         self.inflight.clear();
         self.queue.clear();
     }
+
+    /// Removes the queued (not in-flight) messages for which `drop` is true;
+    /// returns their sequence numbers.
+    pub fn remove_queued_where(&mut self, mut drop: impl FnMut(&OutMsg) -> bool) -> Vec<u64> {
+        let mut removed = Vec::new();
+        self.queue.retain(|m| {
+            let d = drop(m);
+            if d {
+                removed.push(m.seq);
+            }
+            !d
+        });
+        removed
+    }
 }
 
 /// One packet to resend when a session resumes.
@@ -375,6 +399,7 @@ mod tests {
             shared_filter: None,
             state: OutState::Queued,
             durable: true,
+            charge: QueueCharge::none(),
         }
     }
 

@@ -128,6 +128,11 @@ impl Session {
                 return self.refuse_publish(&publish, ReasonCode::PayloadFormatInvalid, ctx);
             }
         }
+        // topic limits, ACL, memory cap (session/guard.rs); after the
+        // protocol checks, on the resolved topic name
+        if let Some(code) = self.publish_refusal(&publish) {
+            return self.refuse_checked_publish(&publish, code, ctx);
+        }
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         let packet_id = publish.packet_id.unwrap_or(0);
         let qos = publish.qos;

@@ -42,6 +42,12 @@ impl Session {
                 );
             }
         }
+        // topic limits and ACL, per filter (session/guard.rs)
+        let refusals: Vec<Option<ReasonCode>> = subscribe
+            .filters
+            .iter()
+            .map(|(filter, _)| self.subscribe_refusal(filter))
+            .collect();
         let subscription_id = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut ops = Vec::new();
@@ -49,7 +55,11 @@ impl Session {
         let now = unix_ms();
         {
             let mut router = self.state.router.write();
-            for (filter, options) in subscribe.filters {
+            for ((filter, options), refusal) in subscribe.filters.into_iter().zip(refusals) {
+                if let Some(code) = refusal {
+                    reason_codes.push(code);
+                    continue;
+                }
                 let shared = matches!(split_shared(&filter), Ok(Some(_)));
                 let entry = SubscriptionEntry {
                     options,

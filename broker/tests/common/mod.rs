@@ -171,6 +171,27 @@ impl Raw {
         Some(connack[3])
     }
 
+    /// Connects from the local address `source` (e.g. 127.0.0.2), with a
+    /// receive buffer of `recv_buffer` bytes if given.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        recv_buffer: Option<u32>,
+    ) -> std::io::Result<Raw> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Raw {
+            stream: Box::new(stream),
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        })
+    }
+
     /// Connects and completes a CONNECT / CONNACK exchange (3.1.1).
     pub async fn mqtt(addr: SocketAddr, client_id: &str, clean: bool) -> Raw {
         Raw::mqtt_level(addr, client_id, clean, 4).await

@@ -44,16 +44,18 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 if [ -n "${TERN_FUZZ_SECONDS:-}" ]; then
   # Before the tests, so that their summary stays the last lines printed.
+  echo "== fuzz ($SECONDS s so far)"
   scripts/fuzz.sh
 fi
-echo "== cargo test"
-cargo test --workspace --all-targets --locked "$@"
+echo "== cargo test ($SECONDS s so far)"
+# --no-fail-fast: one failing test binary does not hide the others' results.
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
   # Abuse tests (10k connections, memory under a flood): ignored by default,
   # one at a time because one reads the process's RSS.
-  echo "== stress tests"
+  echo "== stress tests ($SECONDS s so far)"
   cargo test -p broker --test stress --locked -- --ignored --test-threads=1
 fi
 echo "== doc tests"
 cargo test --workspace --doc --locked
-echo "== all tests passed"
+echo "== all tests passed in $SECONDS s"

@@ -339,9 +339,15 @@ async fn denied_publish(level: u8) {
     p.send(&publish).await;
     p.send(&pubrec).await;
     if level == 5 {
-        // PUBACK / PUBREC 0x87 Not authorized, no properties
-        assert_eq!(p.recv_bytes().await.unwrap(), vec![0x40, 3, 0, 9, 0x87]);
-        assert_eq!(p.recv_bytes().await.unwrap(), vec![0x50, 3, 0, 10, 0x87]);
+        // PUBACK / PUBREC 0x87 Not authorized, with a reason string (the
+        // client did not set Request Problem Information to 0)
+        let reason = b"not authorized";
+        for (kind, id) in [(0x40u8, 9u8), (0x50, 10)] {
+            let mut expected = vec![kind, 4 + 3 + reason.len() as u8, 0, id, 0x87];
+            expected.extend([3 + reason.len() as u8, 0x1F, 0, reason.len() as u8]);
+            expected.extend(reason);
+            assert_eq!(p.recv_bytes().await.unwrap(), expected);
+        }
     } else {
         // 3.1.1 cannot refuse: acknowledged, then dropped
         assert_eq!(p.recv_bytes().await.unwrap(), build::puback(9));

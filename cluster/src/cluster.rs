@@ -199,7 +199,13 @@ impl Cluster {
         };
         let server = tokio::spawn(service::serve(cluster.clone(), listener));
         let membership = tokio::spawn(membership::run(cluster.clone()));
-        cluster.inner.tasks.lock().extend([server, membership]);
+        let probe =
+            tokio::spawn(Arc::clone(&cluster.inner.peers).probe(cluster.inner.shutdown.clone()));
+        cluster
+            .inner
+            .tasks
+            .lock()
+            .extend([server, membership, probe]);
         Ok(cluster)
     }
 
@@ -473,6 +479,19 @@ impl Cluster {
     pub async fn forward(&self, node: u64, mut msg: ForwardedPublish) -> Result<()> {
         msg.origin_node = self.node_id();
         self.inner.forwarder.forward(node, msg).await
+    }
+
+    /// Like [`forward`](Self::forward), but queues the message before it
+    /// returns (from any thread or runtime): messages queued one after the
+    /// other reach the peer in that order. The future resolves with the
+    /// peer broker's answer.
+    pub fn forward_in_order(
+        &self,
+        node: u64,
+        mut msg: ForwardedPublish,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
+        msg.origin_node = self.node_id();
+        self.inner.forwarder.enqueue(node, msg)
     }
 
     /// Asks `owner` to hand the session over (it disconnects the client).

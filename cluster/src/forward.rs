@@ -60,6 +60,8 @@ pub(crate) struct Forwarder {
     batch: usize,
     window: usize,
     shutdown: CancellationToken,
+    /// The cluster's runtime: links run there whoever calls `enqueue`.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Forwarder {
@@ -75,11 +77,23 @@ impl Forwarder {
             batch: batch.max(1),
             window: window.max(1),
             shutdown,
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
     /// Sends `msg` to `node`; resolves with the peer broker's answer.
     pub(crate) async fn forward(&self, node: u64, msg: ForwardedPublish) -> Result<()> {
+        self.enqueue(node, msg)?.await
+    }
+
+    /// Queues `msg` on `node`'s link now, so messages queued one after the
+    /// other from one thread keep their order; the future resolves with the
+    /// peer broker's answer.
+    pub(crate) fn enqueue(
+        &self,
+        node: u64,
+        msg: ForwardedPublish,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + Send + 'static> {
         if node == self.peers.id() || self.peers.address(node).is_none() {
             return Err(Error::UnknownNode(node));
         }
@@ -92,8 +106,10 @@ impl Forwarder {
         if sent.is_err() {
             return Err(Error::Stopped("forwarding stopped".into()));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(Error::Stopped("forwarding stopped".into())))
+        Ok(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(Error::Stopped("forwarding stopped".into())))
+        })
     }
 
     fn spawn_link(&self, node: u64) -> mpsc::UnboundedSender<(ForwardedPublish, Ack)> {
@@ -108,7 +124,7 @@ impl Forwarder {
             batch: self.batch,
             shutdown: self.shutdown.clone(),
         };
-        tokio::spawn(link.run(rx));
+        self.runtime.spawn(link.run(rx));
         tx
     }
 }

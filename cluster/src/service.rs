@@ -97,11 +97,14 @@ impl proto::raft_transport_server::RaftTransport for Service {
             )));
         }
         self.cluster.inner.peers.touch(batch.from);
-        self.cluster
-            .inner
-            .driver
-            .send(Input::Raft(messages))
-            .map_err(|_| Status::unavailable("raft driver stopped"))?;
+        // an empty batch is a probe (`Peers::probe`): answered, nothing to step
+        if !messages.is_empty() {
+            self.cluster
+                .inner
+                .driver
+                .send(Input::Raft(messages))
+                .map_err(|_| Status::unavailable("raft driver stopped"))?;
+        }
         Ok(Response::new(proto::RaftBatchAck {}))
     }
 }

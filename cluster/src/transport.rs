@@ -49,6 +49,9 @@ const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 pub(crate) const MAX_GRPC_MESSAGE: usize = 1024 * 1024 * 1024;
 
 /// See the module docs.
+/// How often a member not heard from is probed.
+pub(crate) const PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub(crate) struct Peers {
     id: u64,
     rpc_timeout: Duration,
@@ -122,6 +125,39 @@ impl Peers {
     /// Marks a successful exchange with `id`.
     pub(crate) fn touch(&self, id: u64) {
         self.contact.write().insert(id, Instant::now());
+    }
+
+    /// Keeps `last_contact` true for members that raft does not talk to
+    /// (two followers never exchange raft messages): every
+    /// [`PROBE_EVERY`], each member not heard from since gets an empty raft
+    /// batch, which its server answers. Ends at `shutdown`.
+    pub(crate) async fn probe(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(PROBE_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let ids: Vec<u64> = self
+                .state
+                .read()
+                .members()
+                .map(|m| m.id)
+                .filter(|id| *id != self.id)
+                .collect();
+            for id in ids {
+                if self.last_contact(id).is_some_and(|t| t < PROBE_EVERY) {
+                    continue;
+                }
+                let peers = Arc::clone(&self);
+                tokio::spawn(async move {
+                    if let Err(e) = peers.send_batch(id, Vec::new()).await {
+                        tracing::trace!(peer = id, error = %e, "probe not answered");
+                    }
+                });
+            }
+        }
     }
 
     /// Time since the last successful exchange with `id`.

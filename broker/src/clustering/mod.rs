@@ -132,14 +132,29 @@ impl ClusterBridge {
     /// Queues a proposal behind the earlier ones about the same client or
     /// filter.
     pub fn propose(&self, proposal: Proposal) {
-        let key = match &proposal {
+        let i = self.worker_of(&proposal);
+        // The workers live as long as the runtime; a send fails only at shutdown.
+        let _ = self.workers[i].send(proposal);
+    }
+
+    /// Queues `proposal` like [`propose`](Self::propose); the receiver
+    /// resolves once it was made (applied here, or failed).
+    pub fn propose_applied(&self, proposal: Proposal) -> tokio::sync::oneshot::Receiver<()> {
+        let i = self.worker_of(&proposal);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = self.workers[i].send(proposal);
+        let _ = self.workers[i].send(Proposal::Barrier(tx));
+        rx
+    }
+
+    /// The queue of proposals about `proposal`'s client or filter.
+    fn worker_of(&self, proposal: &Proposal) -> usize {
+        let key = match proposal {
             Proposal::AddRoute(f) | Proposal::RemoveRoute(f) => f,
             Proposal::Claim(c, _) | Proposal::Update(c, _) | Proposal::Release(c) => c,
             Proposal::Barrier(_) => "",
         };
-        let i = (self.hasher.hash_one(key) as usize) % WORKERS;
-        // The workers live as long as the runtime; a send fails only at shutdown.
-        let _ = self.workers[i].send(proposal);
+        (self.hasher.hash_one(key) as usize) % WORKERS
     }
 
     /// Waits until every proposal queued so far was made.
@@ -192,13 +207,14 @@ impl ClusterBridge {
             subscription_ids: subscription_ids.to_vec(),
             ..forwarded_publish(message)
         };
-        let cluster = self.cluster.clone();
         let timeout = self.forward_timeout;
+        // queued now: a session's messages reach the owner in order
+        let answer = self.cluster.forward_in_order(node, forwarded);
         let task = self.runtime.spawn(async move {
-            matches!(
-                tokio::time::timeout(timeout, cluster.forward(node, forwarded)).await,
-                Ok(Ok(()))
-            )
+            match answer {
+                Ok(answer) => matches!(tokio::time::timeout(timeout, answer).await, Ok(Ok(()))),
+                Err(_) => false,
+            }
         });
         async move { task.await.unwrap_or(false) }
     }
@@ -206,14 +222,26 @@ impl ClusterBridge {
     fn send(&self, node: u64, forwarded: cluster::ForwardedPublish, guard: Option<AckGuard>) {
         let cluster = self.cluster.clone();
         let timeout = self.forward_timeout;
+        // Queued here, in the publisher's order; only the answer is awaited
+        // on the cluster's runtime.
+        let answer = self.cluster.forward_in_order(node, forwarded);
         self.runtime.spawn(async move {
-            let result = tokio::time::timeout(timeout, cluster.forward(node, forwarded)).await;
+            let result = match answer {
+                Ok(answer) => tokio::time::timeout(timeout, answer).await,
+                Err(e) => Ok(Err(e)),
+            };
             if let Some(guard) = guard {
                 match result {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => {
                         tracing::warn!(node, error = %e, "forwarded message refused");
                         guard.fail();
+                    }
+                    Err(_) if peer_is_down(&cluster, node) => {
+                        // The node died meanwhile: like a message to a node
+                        // already known down, it stays queued on the link
+                        // and goes out when the node is back.
+                        tracing::warn!(node, "forwarded message waits for a node that is down");
                     }
                     Err(_) => {
                         tracing::warn!(node, "forwarded message not acknowledged in time");
@@ -354,19 +382,34 @@ async fn propose_in_order(cluster: cluster::Cluster, mut rx: mpsc::UnboundedRece
     }
 }
 
+/// True if `node` was not heard from in [`DOWN_AFTER`].
+fn peer_is_down(cluster: &cluster::Cluster, node: u64) -> bool {
+    cluster
+        .status()
+        .peers
+        .iter()
+        .any(|p| p.id == node && p.last_contact.is_none_or(|t| t > DOWN_AFTER))
+}
+
 /// Keeps the set of peers not heard from in [`DOWN_AFTER`].
 async fn watch_health(bridge: std::sync::Weak<ClusterBridge>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let started = std::time::Instant::now();
     loop {
         tick.tick().await;
         let Some(bridge) = bridge.upgrade() else {
             return;
         };
         let status = bridge.cluster.status();
+        // A peer not contacted yet is down only once it had DOWN_AFTER to
+        // answer: counted down at startup, it would not be waited for.
         let down: HashSet<u64> = status
             .peers
             .iter()
-            .filter(|p| p.last_contact.is_none_or(|t| t > DOWN_AFTER))
+            .filter(|p| {
+                p.last_contact
+                    .map_or(started.elapsed() > DOWN_AFTER, |t| t > DOWN_AFTER)
+            })
             .map(|p| p.id)
             .collect();
         let mut current = bridge.down.write();

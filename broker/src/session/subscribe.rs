@@ -52,6 +52,8 @@ impl Session {
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut ops = Vec::new();
         let mut retained: Vec<(Arc<Message>, QoS, Option<u32>)> = Vec::new();
+        // In a cluster: the new routes, answered once applied on this node
+        let mut route_applied = Vec::new();
         let now = unix_ms();
         {
             let mut router = self.state.router.write();
@@ -69,7 +71,10 @@ impl Session {
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
                 let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
                 if previous.is_none() {
-                    self.propose(|_| Proposal::AddRoute(filter.to_string()));
+                    if let Some(cluster) = &self.state.cluster {
+                        route_applied
+                            .push(cluster.propose_applied(Proposal::AddRoute(filter.to_string())));
+                    }
                 }
                 let send_retained = !shared
                     && match options.retain_handling {
@@ -110,11 +115,30 @@ impl Session {
             self.state.writer.submit(ops, None);
             self.update_record();
         }
-        self.send(&Packet::SubAck(SubAck {
+        let suback = Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reason_codes,
             properties: AckProperties::default(),
-        }));
+        });
+        if route_applied.is_empty() {
+            self.send_suback(&suback, retained);
+        } else {
+            // In a cluster the SUBACK waits until the other nodes route
+            // matching messages here: a message published anywhere after
+            // the SUBACK reaches the new subscription. The proposals end
+            // (applied or failed) within the cluster's proposal timeout.
+            let applied = futures::future::join_all(route_applied);
+            ctx.spawn(
+                applied
+                    .into_actor(self)
+                    .map(move |_, session, _| session.send_suback(&suback, retained)),
+            );
+        }
+    }
+
+    /// Sends a SUBACK, then the retained messages the subscriptions get.
+    fn send_suback(&mut self, suback: &Packet, retained: Vec<(Arc<Message>, QoS, Option<u32>)>) {
+        self.send(suback);
         for (message, qos, subscription_id) in retained {
             // [MQTT-3.3.1-8] RETAIN is 1 on messages sent because of a new subscription
             self.enqueue(Deliver {

@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod client5;
+pub mod flow;
 pub mod pki;
 pub mod process;
 pub mod ws;

@@ -589,6 +589,14 @@ async fn a_session_moves_to_another_node_when_its_client_does() {
         payloads(&collect(&mut c1, Duration::from_millis(500)).await),
         [b"there"]
     );
+
+    // MQTT 5: the connection a takeover from another node closes gets
+    // DISCONNECT 0x8E Session taken over
+    let expiry = build::prop::u32(0x11, 300);
+    let mut v5 = Raw::mqtt5(cluster.addr(2), "mover5", true, &expiry).await;
+    cluster.settle();
+    let _v5_elsewhere = Raw::mqtt5(cluster.addr(3), "mover5", false, &expiry).await;
+    assert_eq!(v5.expect_closed().await, [vec![0xE0, 0x01, 0x8E]]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of fuzz/ for a bounded time: TERN_FUZZ_SECONDS
-# each (default 60), starting from the checked-in seeds (fuzz/seeds for
+# each (default 60), with sanitizer TERN_FUZZ_SANITIZER (default address), starting from the checked-in seeds (fuzz/seeds for
 # `decode`, fuzz/seeds-TARGET for the others) and the corpus kept in
 # fuzz/corpus/TARGET from earlier runs (not committed). Exits non-zero on the
 # first crash, leak, hang (an input running over 10 s) or panic; libFuzzer
@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${TERN_FUZZ_SECONDS:-60}"
+# cargo-fuzz's sanitizer: address (its default), none, ...
+sanitizer="${TERN_FUZZ_SANITIZER:-address}"
 # Sanitizer builds must not share a target directory with normal builds.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}-fuzz"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
@@ -36,7 +38,7 @@ for target in $targets; do
   dirs=("$corpus")
   [ -d "$seeds" ] && dirs+=("$seeds")
   echo "== fuzz $target for ${seconds}s"
-  "${fuzz[@]}" run "$target" "${dirs[@]}" -- \
+  "${fuzz[@]}" run --sanitizer "$sanitizer" "$target" "${dirs[@]}" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 done
 echo "== fuzzing found nothing"

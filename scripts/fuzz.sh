@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target of fuzz/ for a bounded time: TERN_FUZZ_SECONDS
-# each (default 60), with sanitizer TERN_FUZZ_SANITIZER (default address), starting from the checked-in seeds (fuzz/seeds for
+# each (default 60), built with sanitizer TERN_FUZZ_SANITIZER (default
+# address; CI uses none), starting from the checked-in seeds (fuzz/seeds for
 # `decode`, fuzz/seeds-TARGET for the others) and the corpus kept in
 # fuzz/corpus/TARGET from earlier runs (not committed). Exits non-zero on the
 # first crash, leak, hang (an input running over 10 s) or panic; libFuzzer

@@ -150,7 +150,7 @@ pairs-qos1|false|delivered_rate|higher|1.5|pairs --qos 1 --pairs $PAIRS --durati
 pairs-qos1-mqtt5|false|delivered_rate|higher|1.5|pairs --qos 1 --mqtt 5 --pairs $PAIRS --duration $D
 pairs-qos2|false|delivered_rate|higher||pairs --qos 2 --pairs $PAIRS --duration $D
 fanout-100|false|delivered_rate|higher||fan-out --qos 0 --subscribers 100 --duration $D
-fanout-1000|false|delivered_rate|higher||fan-out --qos 1 --subscribers 1000 --rate 200 --duration $D
+fanout-1000|false|delivered_rate|higher||fan-out --qos 0 --subscribers 1000 --duration $D
 pairs100-qos1|false|delivered_rate|higher||pairs --qos 1 --pairs 100 --duration $D
 latency-qos1|false|latency_us.p99|lower|1.0|pairs --qos 1 --pairs 100 --duration $D --rate @HALF_MOSQUITTO_pairs100-qos1
 persistent-qos1|true|delivered_rate|higher|0.7|pairs --qos 1 --persistent --pairs 100 --duration $D

@@ -7,7 +7,7 @@
 //! alive pings (workloads set keep alive 0), no topic aliases. Every wait
 //! is bounded by the caller's timeout.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
@@ -31,8 +31,10 @@ pub struct ClientOptions {
     /// 5.0 Session Expiry Interval; for 3.1.1 a persistent session is
     /// `clean_start: false`.
     pub session_expiry_interval: Option<u32>,
-    /// Source address to bind before connecting (port chosen by the kernel).
-    pub local_addr: Option<IpAddr>,
+    /// Source address to bind before connecting; port 0 lets the kernel
+    /// choose (slow once thousands of its ports are taken, see
+    /// [`tcp_connect`]).
+    pub local_addr: Option<SocketAddr>,
     /// Bound on connecting plus CONNACK.
     pub timeout: Duration,
 }
@@ -146,14 +148,30 @@ pub struct Client {
 }
 
 /// Opens a TCP connection from `local` (if given) to `addr`.
-pub async fn tcp_connect(addr: SocketAddr, local: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+///
+/// `bind` with port 0 makes the kernel search for a port no other socket
+/// holds, TIME_WAIT ones included: with tens of thousands taken each bind
+/// takes milliseconds. So callers pick ports themselves; the socket has
+/// SO_REUSEADDR so a port whose previous connection is in TIME_WAIT can be
+/// bound again. If the chosen port is busy, the kernel picks one.
+pub async fn tcp_connect(
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+) -> std::io::Result<TcpStream> {
+    let new_socket = || {
+        if addr.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
     };
-    if let Some(ip) = local {
-        socket.bind(SocketAddr::new(ip, 0))?;
+    let mut socket = new_socket()?;
+    if let Some(local) = local {
+        socket.set_reuseaddr(true)?;
+        if socket.bind(local).is_err() {
+            socket = new_socket()?;
+            socket.bind(SocketAddr::new(local.ip(), 0))?;
+        }
     }
     let stream = socket.connect(addr).await?;
     stream.set_nodelay(true)?;

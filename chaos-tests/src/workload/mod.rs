@@ -42,6 +42,10 @@ use broker::codec::{ProtocolVersion, QoS};
 
 pub use report::Report;
 
+/// Source ports the bench binds itself (below the usual ephemeral range,
+/// 32768-60999, so that it does not compete with the kernel's choices).
+pub const SOURCE_PORTS: std::ops::Range<u16> = 10_000..32_000;
+
 /// What traffic to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
@@ -177,13 +181,22 @@ impl Spec {
         }
     }
 
-    /// The source address of connection `i`: 127.0.0.1 .. 127.0.0.n in
-    /// turn when the broker is on IPv4 loopback, none otherwise.
-    fn source_addr(&self, i: usize, n: u32) -> Option<IpAddr> {
+    /// The source address of connection `i` when the broker is on IPv4
+    /// loopback (none otherwise): 127.0.0.1 .. 127.0.0.n in turn, each with
+    /// ports counted up from a per-run offset within [`SOURCE_PORTS`], so
+    /// n addresses give n times 22,000 connections.
+    fn source_addr(&self, i: usize, n: u32) -> Option<SocketAddr> {
         match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_loopback() && n > 0 => {
-                let x = 1 + (i as u32 % n.min(254));
-                Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, x as u8)))
+                let n = n.min(254) as usize;
+                let x = 1 + (i % n) as u8;
+                let span = (SOURCE_PORTS.end - SOURCE_PORTS.start) as usize;
+                let offset = self.run_id.bytes().map(usize::from).sum::<usize>() * 997;
+                let port = SOURCE_PORTS.start + ((i / n + offset) % span) as u16;
+                Some(SocketAddr::new(
+                    IpAddr::V4(Ipv4Addr::new(127, 0, 0, x)),
+                    port,
+                ))
             }
             _ => None,
         }

@@ -93,7 +93,14 @@ impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
                 this.buf.reserve(8 * 1024);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing to read and nothing buffered: give the buffer
+                    // back rather than hold 8 KiB per idle connection.
+                    if this.buf.is_empty() {
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => {
                     this.done = true;
                     return Poll::Ready(None);
@@ -166,6 +173,11 @@ pub struct Connection {
     pub client_max_packet_size: u32,
     max_write_buffer: usize,
 }
+
+/// A written-out buffer larger than this is freed rather than kept for the
+/// next write, so a connection that once had a burst does not hold its
+/// peak memory while idle.
+const IDLE_BUFFER: usize = 64 * 1024;
 
 /// How long a closing connection may take to flush what is buffered.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -314,7 +326,8 @@ async fn run_writer(
     generation: u64,
     state: State,
 ) {
-    let mut spare = BytesMut::with_capacity(8 * 1024);
+    // Grows to the size of the largest burst; see `IDLE_BUFFER` below.
+    let mut spare = BytesMut::new();
     loop {
         let Some(was_blocked) = next_chunk(&out, &mut spare).await else {
             break;
@@ -335,6 +348,9 @@ async fn run_writer(
             Ok(()) => {
                 Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
                 spare.clear();
+                if spare.capacity() > IDLE_BUFFER {
+                    spare = BytesMut::new();
+                }
                 if was_blocked {
                     session.do_send(WriterEvent::Drained { generation });
                 }

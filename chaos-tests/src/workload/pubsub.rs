@@ -17,9 +17,13 @@ use bytes::BytesMut;
 use bytestring::ByteString;
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use super::client::{ack_for, response, Client, FLUSH_AT};
+use super::client::{ack_for, response, Client, PacketWriter, FLUSH_AT};
 use super::payload::{self, Header};
 use super::stats::Received;
+
+/// How long a client may take to send DISCONNECT: a broker busy with a
+/// backlog may not read it, and a run must end anyway.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Messages encoded per write when publishing as fast as possible.
 pub const BATCH: u64 = 64;
@@ -57,6 +61,16 @@ pub struct Published {
     pub first_ns: Option<u64>,
     pub last_ns: Option<u64>,
     pub error: Option<String>,
+}
+
+/// Writes what is queued unless `deadline` passes first: a broker that
+/// stops reading (busy with a backlog) must not hold the run past its end.
+/// `Ok(false)` when the deadline cut the write short.
+async fn flush_by(writer: &mut PacketWriter, deadline: Instant) -> anyhow::Result<bool> {
+    match tokio::time::timeout_at(deadline.into(), writer.flush()).await {
+        Ok(r) => r.map(|()| true),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Runs `plan` on `client`, then disconnects.
@@ -118,7 +132,9 @@ pub async fn publish(client: Client, plan: PublishPlan) -> Published {
                             _ = tokio::time::sleep_until(next.min(plan.deadline).into()) => {}
                             Some(id) = rel_rx.recv() => {
                                 writer.queue(&response(Packet::PubRel, id))?;
-                                writer.flush().await?;
+                                if !flush_by(&mut writer, plan.deadline).await? {
+                                    break 'publishing;
+                                }
                             }
                         }
                         continue;
@@ -134,7 +150,9 @@ pub async fn publish(client: Client, plan: PublishPlan) -> Published {
                     match window.try_acquire() {
                         Ok(p) => p.forget(),
                         Err(_) => {
-                            writer.flush().await?;
+                            if !flush_by(&mut writer, plan.deadline).await? {
+                                break 'publishing;
+                            }
                             loop {
                                 tokio::select! {
                                     p = window.acquire() => {
@@ -143,7 +161,9 @@ pub async fn publish(client: Client, plan: PublishPlan) -> Published {
                                     }
                                     Some(id) = rel_rx.recv() => {
                                         writer.queue(&response(Packet::PubRel, id))?;
-                                        writer.flush().await?;
+                                        if !flush_by(&mut writer, plan.deadline).await? {
+                                            break 'publishing;
+                                        }
                                     }
                                     _ = tokio::time::sleep_until(plan.deadline.into()) => break 'publishing,
                                 }
@@ -178,20 +198,25 @@ pub async fn publish(client: Client, plan: PublishPlan) -> Published {
                 out.first_ns.get_or_insert(sent_ns);
                 out.last_ns = Some(sent_ns);
                 out.sent += 1;
-                if writer.buffered() >= FLUSH_AT {
-                    writer.flush().await?;
+                if writer.buffered() >= FLUSH_AT && !flush_by(&mut writer, plan.deadline).await? {
+                    break 'publishing;
                 }
             }
-            writer.flush().await?;
+            if !flush_by(&mut writer, plan.deadline).await? {
+                break;
+            }
         }
-        // Wait for the acknowledgements of what is in flight.
-        if plan.qos != QoS::AtMostOnce {
+        // Wait for the acknowledgements of what is in flight (not when a
+        // write was cut short: the broker is not keeping up).
+        if plan.qos != QoS::AtMostOnce && writer.buffered() == 0 {
             let until = Instant::now() + plan.ack_timeout;
             while acked.load(Ordering::Relaxed) < out.sent {
                 tokio::select! {
                     Some(id) = rel_rx.recv() => {
                         writer.queue(&response(Packet::PubRel, id))?;
-                        writer.flush().await?;
+                        if !flush_by(&mut writer, until).await? {
+                            break;
+                        }
                     }
                     _ = tokio::time::sleep(Duration::from_millis(5)) => {}
                     _ = tokio::time::sleep_until(until.into()) => break,
@@ -205,7 +230,10 @@ pub async fn publish(client: Client, plan: PublishPlan) -> Published {
     if let Err(e) = result {
         out.error = Some(format!("publisher {}: {e:#}", plan.index));
     }
-    let _ = writer.disconnect().await;
+    // After a cut-short write the stream ends mid-packet: just close it.
+    if writer.buffered() == 0 {
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, writer.disconnect()).await;
+    }
     ack_task.abort();
     out
 }
@@ -241,10 +269,16 @@ pub async fn subscribe(
                     _ => {}
                 }
                 if writer.buffered() >= FLUSH_AT {
-                    writer.flush().await?;
+                    tokio::select! {
+                        r = writer.flush() => r?,
+                        _ = stop.changed() => return Ok(()),
+                    }
                 }
             }
-            writer.flush().await?;
+            tokio::select! {
+                r = writer.flush() => r?,
+                _ = stop.changed() => return Ok(()),
+            }
             progress.store(received.unique, Ordering::Relaxed);
             if *stop.borrow() {
                 return Ok(());
@@ -256,6 +290,8 @@ pub async fn subscribe(
         }
     }
     .await;
-    let _ = writer.disconnect().await;
+    if writer.buffered() == 0 {
+        let _ = tokio::time::timeout(DISCONNECT_TIMEOUT, writer.disconnect()).await;
+    }
     (received, result.err().map(|e| format!("subscriber: {e:#}")))
 }

@@ -68,7 +68,9 @@ pub struct Report {
     /// Copies received, duplicates included.
     pub received: u64,
     pub unique: u64,
-    /// expected - unique.
+    /// expected - unique: copies not received by the end of the run. With
+    /// a bounded drain (`--drain-timeout`) this includes copies a broker
+    /// still had queued when the run ended, not only dropped ones.
     pub lost: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
@@ -138,7 +140,7 @@ impl Report {
             }
         } else {
             s += &format!(
-                "  sent {} in {:.2} s ({:.0} msg/s), acked {}\n  delivered {:.0} msg/s: expected {}, received {}, lost {}, duplicates {}, out of order {}\n",
+                "  sent {} in {:.2} s ({:.0} msg/s), acked {}\n  delivered {:.0} msg/s: expected {}, received {}, not received {}, duplicates {}, out of order {}\n",
                 self.sent,
                 self.publish_seconds,
                 self.publish_rate,

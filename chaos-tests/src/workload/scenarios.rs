@@ -192,14 +192,19 @@ impl Subscribers {
     async fn finish(self, errors: &mut Vec<String>) -> Vec<Received> {
         let _ = self.stop.send(true);
         let mut out = Vec::new();
-        for t in self.tasks {
-            match tokio::time::timeout(Duration::from_secs(10), t).await {
+        // One deadline for all: a thousand subscribers must not wait in turn.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for mut t in self.tasks {
+            match tokio::time::timeout_at(deadline, &mut t).await {
                 Ok(Ok((r, e))) => {
                     errors.extend(e);
                     out.push(r);
                 }
                 Ok(Err(e)) => errors.push(format!("subscriber task: {e}")),
-                Err(_) => errors.push("subscriber did not stop within 10 s".into()),
+                Err(_) => {
+                    t.abort();
+                    errors.push("subscriber did not stop within 10 s".into());
+                }
             }
         }
         out

@@ -3,19 +3,35 @@
 # installs the system packages the tests use (as root, or with sudo), then
 # checks formatting and lints and runs every test, benchmarks in test mode
 # included. Extra arguments go to `cargo test` (e.g. a test name filter).
+# With TERN_FUZZ_SECONDS set, also runs every fuzz target that many seconds
+# (scripts/fuzz.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks).
+# Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks),
+# chromium (the browser test), Node.js and npm (MQTT.js tests; Node 20 or
+# newer, which these machines have: Debian 12's own nodejs is 18).
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "== installing ${missing[*]}"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# npm packages of the MQTT.js tests (mqtt, playwright-core), from the
+# committed lock file, into broker/tests/js/node_modules (not committed).
+js=broker/tests/js
+if ! cmp -s "$js/package-lock.json" "$js/node_modules/.tern-lock" 2>/dev/null; then
+  echo "== npm ci in $js"
+  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
+  cp "$js/package-lock.json" "$js/node_modules/.tern-lock"
 fi
 
 # Build output outside the clone, so reruns are incremental.
@@ -26,8 +42,20 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test"
-cargo test --workspace --all-targets --locked "$@"
+if [ -n "${TERN_FUZZ_SECONDS:-}" ]; then
+  # Before the tests, so that their summary stays the last lines printed.
+  echo "== fuzz ($SECONDS s so far)"
+  scripts/fuzz.sh
+fi
+echo "== cargo test ($SECONDS s so far)"
+# --no-fail-fast: one failing test binary does not hide the others' results.
+cargo test --workspace --all-targets --locked --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+  # Abuse tests (10k connections, memory under a flood): ignored by default,
+  # one at a time because one reads the process's RSS.
+  echo "== stress tests ($SECONDS s so far)"
+  cargo test -p broker --test stress --locked -- --ignored --test-threads=1
+fi
 echo "== doc tests"
 cargo test --workspace --doc --locked
-echo "== all tests passed"
+echo "== all tests passed in $SECONDS s"

@@ -4,14 +4,22 @@
 //! Map: [`codec`] (packets, pure), [`listener`] (accept, CONNECT),
 //! [`session`] (one actor per client id, QoS state machines), [`router`]
 //! (topic-filter trie), [`retain`] (retained messages), [`persist`] (loading
-//! the store), [`server`] (start and stop a node), [`config`].
+//! the store), [`server`] (start and stop a node), [`config`], [`auth`] (who
+//! may connect), [`acl`] (who may publish and subscribe to what), [`limits`]
+//! (what protects the broker from its clients).
 
+pub mod acl;
+pub mod auth;
+pub mod clustering;
 pub mod codec;
 pub mod config;
+pub mod enhanced_auth;
+pub mod limits;
 pub mod listener;
 pub mod message;
 pub mod persist;
 pub mod retain;
+pub mod route;
 pub mod router;
 pub mod server;
 pub mod session;

@@ -10,7 +10,9 @@ use std::sync::Arc;
 
 use bytestring::ByteString;
 
-use crate::codec::{QoS, RetainHandling, SubscriptionOptions};
+use crate::codec::topic::split_shared;
+use crate::codec::{ProtocolVersion, QoS, RetainHandling, SubscriptionOptions};
+use crate::limits::Limits;
 use crate::message::{unix_ms, Message};
 use crate::session::outgoing::{OutMsg, OutState};
 use crate::session::{Restored, Session, SubscriptionEntry};
@@ -34,6 +36,92 @@ fn retain_handling(value: u8) -> RetainHandling {
     }
 }
 
+fn protocol_of(level: u8) -> ProtocolVersion {
+    match level {
+        3 => ProtocolVersion::V31,
+        5 => ProtocolVersion::V5,
+        _ => ProtocolVersion::V311,
+    }
+}
+
+fn subscription(
+    filter: String,
+    options: SubscriptionOptions,
+    subscription_id: Option<u32>,
+) -> (ByteString, SubscriptionEntry) {
+    let shared = matches!(split_shared(&filter), Ok(Some(_)));
+    let filter = ByteString::from(filter);
+    (
+        filter.clone(),
+        SubscriptionEntry {
+            options,
+            subscription_id,
+            shared_filter: shared.then_some(filter),
+        },
+    )
+}
+
+/// A stored queued / in-flight message, counted against `limits`; `None`
+/// if it cannot be read.
+fn out_msg(limits: &Limits, seq: u64, out: storage::OutgoingRecord) -> Option<OutMsg> {
+    let qos = QoS::from_u8(out.message.qos).filter(|q| *q > QoS::AtMostOnce)?;
+    let retain = out.message.retain;
+    let (message, subscription_ids) = Message::from_stored(out.message).ok()?;
+    let charge = limits.charge((message.topic.len() + message.payload.len()) as u64);
+    Some(OutMsg {
+        charge,
+        seq,
+        qos,
+        retain,
+        message: Arc::new(message),
+        subscription_ids,
+        shared_filter: None,
+        state: if out.released {
+            OutState::Released
+        } else {
+            OutState::Queued
+        },
+        durable: true,
+    })
+}
+
+/// A session as the replicated state knows it (subscriptions and expiry,
+/// no messages): what a node resumes when the session's owner is down.
+pub fn from_cluster_info(info: &cluster::SessionInfo) -> Restored {
+    let mut restored = Restored {
+        protocol: None,
+        session_expiry_interval: info.session_expiry_interval,
+        disconnected_at_ms: info.disconnected_at_ms,
+        ..Default::default()
+    };
+    for sub in &info.subscriptions {
+        match crate::clustering::decode_options(&sub.options) {
+            Some((options, id)) => {
+                restored
+                    .subscriptions
+                    .push(subscription(sub.filter.clone(), options, id))
+            }
+            None => {
+                tracing::error!(filter = %sub.filter, "unreadable replicated subscription skipped")
+            }
+        }
+    }
+    restored
+}
+
+/// A session handed over by its previous owner.
+pub fn from_cluster_state(limits: &Limits, state: cluster::SessionState) -> Restored {
+    let mut restored = from_cluster_info(&state.info);
+    restored.protocol = Some(protocol_of(state.protocol_level));
+    restored.outgoing = state
+        .outgoing
+        .into_iter()
+        .filter_map(|(seq, out)| out_msg(limits, seq, out))
+        .collect();
+    restored.incoming_qos2 = state.incoming_qos2;
+    restored
+}
+
 /// Loads sessions and retained messages; call once, before listeners start.
 pub fn restore(state: &State) -> storage::Result<Loaded> {
     let mut loaded = Loaded::default();
@@ -51,11 +139,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
             continue;
         }
         let mut restored = Restored {
-            protocol: match record.protocol_level {
-                3 => Some(crate::codec::ProtocolVersion::V31),
-                5 => Some(crate::codec::ProtocolVersion::V5),
-                _ => Some(crate::codec::ProtocolVersion::V311),
-            },
+            protocol: Some(protocol_of(record.protocol_level)),
             session_expiry_interval: record.session_expiry_interval,
             // A session that was connected when the broker stopped went
             // offline then.
@@ -67,40 +151,25 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
                 loaded.unreadable_records += 1;
                 continue;
             };
-            restored.subscriptions.push((
-                ByteString::from(sub.filter),
-                SubscriptionEntry {
-                    options: SubscriptionOptions {
-                        qos,
-                        no_local: sub.no_local,
-                        retain_as_published: sub.retain_as_published,
-                        retain_handling: retain_handling(sub.retain_handling),
-                    },
-                    subscription_id: sub.subscription_identifier,
-                },
+            let options = SubscriptionOptions {
+                qos,
+                no_local: sub.no_local,
+                retain_as_published: sub.retain_as_published,
+                retain_handling: retain_handling(sub.retain_handling),
+            };
+            restored.subscriptions.push(subscription(
+                sub.filter,
+                options,
+                sub.subscription_identifier,
             ));
         }
         for (seq, out) in state.store.load_outgoing(&client_id)? {
-            let qos = QoS::from_u8(out.message.qos);
-            let retain = out.message.retain;
-            match (qos, Message::from_stored(out.message)) {
-                (Some(qos), Ok((message, subscription_ids))) if qos > QoS::AtMostOnce => {
-                    restored.outgoing.push(OutMsg {
-                        seq,
-                        qos,
-                        retain,
-                        message: Arc::new(message),
-                        subscription_ids,
-                        state: if out.released {
-                            OutState::Released
-                        } else {
-                            OutState::Queued
-                        },
-                        durable: true,
-                    });
+            match out_msg(&state.limits, seq, out) {
+                Some(m) => {
+                    restored.outgoing.push(m);
                     loaded.messages += 1;
                 }
-                _ => {
+                None => {
                     tracing::error!(%client_id, seq, "unreadable queued message skipped");
                     loaded.unreadable_records += 1;
                 }
@@ -116,6 +185,10 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
         );
         state.registry.lock().insert(client_id, addr);
         loaded.sessions += 1;
+    }
+    if state.cluster.is_some() {
+        // In a cluster the replicated retained messages are the truth.
+        return Ok(loaded);
     }
     let mut retained = state.retained.write();
     for stored in state.store.load_retained()? {

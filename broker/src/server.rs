@@ -2,11 +2,13 @@
 //!
 //! Lifecycle of [`run`]:
 //! 1. open the store (an error if another process holds the directory);
+//!    read the password, JWT key and ACL files (an error names the file);
 //! 2. start one worker arbiter per configured worker;
 //! 3. restore stored sessions and retained messages;
-//! 4. bind every listener (an error if a port is taken) and report the
-//!    bound addresses;
-//! 5. accept until the shutdown future completes;
+//! 4. bind every listener (an error if a port is taken or a TLS file is
+//!    bad) and report the bound addresses; watch the TLS files for reloads;
+//! 5. accept until the shutdown future completes, re-reading the security
+//!    files when they change and on SIGHUP;
 //! 6. shut down in one direction: stop accepting, tell every session to close
 //!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
 //!    writers to flush, drain the group-commit writer and flush the store,
@@ -48,10 +50,32 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
+    let security = BrokerState::load_security(&config).map_err(anyhow::Error::msg)?;
+    let auth_methods = crate::enhanced_auth::AuthMethods::from_config(
+        config.enhanced_auth.scram_users_file.as_deref(),
+    )?;
     let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
     let workers = arbiters.iter().map(|a| a.handle()).collect();
     let listener_configs = config.listeners.clone();
-    let state: State = Arc::new(BrokerState::new(config, store, workers));
+    let (failed_tx, mut failed_rx) = watch::channel(None::<String>);
+    let cluster = if config.cluster.node_id == 0 {
+        None
+    } else {
+        let mqtt_port = listener_configs.first().map_or(1883, |l| l.bind.port());
+        Some(start_cluster(&config, &store, mqtt_port).await?)
+    };
+    let bridge = cluster.as_ref().map(|c| c.bridge.clone());
+    let state: State = Arc::new(BrokerState::new(
+        config,
+        store,
+        workers,
+        security,
+        auth_methods,
+        bridge,
+    ));
+    if let Some(c) = &cluster {
+        crate::clustering::load(&state, c.bridge.cluster());
+    }
 
     let loaded = crate::persist::restore(&state).context("cannot load the store")?;
     tracing::info!(
@@ -63,9 +87,11 @@ pub async fn run(
         "store loaded"
     );
 
+    let cluster_runtime = cluster.map(|c| c.run(&state, failed_tx));
+
     let mut listeners = Vec::new();
     for l in &listener_configs {
-        listeners.push(Listener::bind(l).await?);
+        listeners.push(Listener::bind(l, &state.config.mqtt).await?);
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -74,20 +100,35 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
     for (listener, addr) in listeners.into_iter().zip(&addrs) {
-        tracing::info!(%addr, "listening for MQTT over TCP");
+        tracing::info!(%addr, protocol = %listener.protocol(), "listening for MQTT");
+        if let Some(tls) = listener.tls_source() {
+            accept_tasks.push(actix_rt::spawn(tls.watch(stop_rx.clone())));
+        }
         accept_tasks.push(actix_rt::spawn(
             listener.run(state.clone(), stop_rx.clone()),
         ));
     }
+    let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
     ready(addrs);
 
-    shutdown.await;
+    let cluster_failed = async {
+        match failed_rx.changed().await {
+            Ok(()) => tracing::error!("the cluster node failed"),
+            // No cluster (the sender is gone): never.
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = shutdown => {}
+        _ = cluster_failed => {}
+    }
     tracing::info!("shutting down");
     state.shutting_down.store(true, Ordering::Release);
     let _ = stop_tx.send(true);
     for task in accept_tasks {
         let _ = task.await;
     }
+    let _ = reloader.await;
     let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
     for addr in sessions {
@@ -95,6 +136,12 @@ pub async fn run(
     }
     while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if let Some(cluster) = &state.cluster {
+        cluster.stop().await;
+    }
+    if let Some(runtime) = cluster_runtime {
+        runtime.shutdown_background();
     }
     let store = state.store.clone();
     let flushed = tokio::task::spawn_blocking(move || store.close()).await;
@@ -111,6 +158,131 @@ pub async fn run(
         }
         Ok(Err(e)) => Err(e).context("cannot flush the store"),
         Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// A started cluster node, before its events are applied.
+struct StartedCluster {
+    bridge: Arc<crate::clustering::ClusterBridge>,
+    events: tokio::sync::mpsc::UnboundedReceiver<cluster::ClusterEvent>,
+    /// Owns the runtime's threads; shut down in the background when the
+    /// server stops.
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Starts this node's cluster member on a runtime of its own: the raft log
+/// is replayed before it returns.
+async fn start_cluster(
+    config: &Config,
+    store: &storage::Store,
+    mqtt_port: u16,
+) -> anyhow::Result<StartedCluster> {
+    let c = &config.cluster;
+    let mut cfg = cluster::ClusterConfig::new(c.node_id, c.listen);
+    cfg.advertise = c.advertise.clone();
+    cfg.mqtt_advertise = if c.mqtt_advertise.is_empty() {
+        format!("{}:{mqtt_port}", c.listen.ip())
+    } else {
+        c.mqtt_advertise.clone()
+    };
+    cfg.seeds = c
+        .seeds
+        .iter()
+        .map(|s| s.parse())
+        .collect::<Result<_, _>>()
+        .context("cluster.seeds")?;
+    cfg.tick = Duration::from_millis(c.tick_ms);
+    cfg.election_ticks = c.election_ticks;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("tern-cluster")
+        .enable_all()
+        .build()
+        .context("cannot start the cluster runtime")?;
+    let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let store = store.clone();
+    let cluster = runtime
+        .spawn(async move { cluster::Cluster::start(cfg, store, events_tx).await })
+        .await
+        .context("cluster start task failed")?
+        .context("cannot start the cluster node")?;
+    tracing::info!(node_id = cluster.node_id(), listen = %c.listen, "cluster node started");
+    let forward_timeout = Duration::from_secs(config.cluster.forward_timeout_secs);
+    let bridge =
+        crate::clustering::ClusterBridge::new(cluster, runtime.handle().clone(), forward_timeout);
+    Ok(StartedCluster {
+        bridge,
+        events,
+        runtime,
+    })
+}
+
+impl StartedCluster {
+    /// Applies the cluster's events from now on, hands sessions this node
+    /// still holds but no longer owns to their owners, and prunes routes of
+    /// sessions that ended while the node was down.
+    fn run(self, state: &State, failed: watch::Sender<Option<String>>) -> tokio::runtime::Runtime {
+        let StartedCluster {
+            bridge,
+            events,
+            runtime,
+        } = self;
+        let me = bridge.node_id();
+        let sessions: Vec<_> = state
+            .registry
+            .lock()
+            .iter()
+            .map(|(id, addr)| (id.clone(), addr.clone()))
+            .collect();
+        for (client_id, addr) in sessions {
+            if let Some(owner) = bridge.session_owner(&client_id).filter(|o| *o != me) {
+                addr.do_send(crate::session::OwnerMoved { owner });
+            }
+        }
+        runtime.spawn(crate::clustering::run_events(state.clone(), events, failed));
+        let b = bridge.clone();
+        runtime.spawn(async move {
+            b.settled().await;
+            if let Err(e) = b.cluster().prune_routes().await {
+                tracing::warn!(error = %e, "cannot prune stale routes");
+            }
+        });
+        runtime
+    }
+}
+
+/// How often the password, key and ACL files are checked for changes.
+const RELOAD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Re-reads the security files when they change, and all of them on SIGHUP,
+/// until `stop` turns true. The reading runs on the blocking pool.
+async fn reload_security(state: State, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; files are still re-read when they change");
+            None
+        }
+    };
+    let mut tick = tokio::time::interval(RELOAD_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let force = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tick.tick() => false,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("SIGHUP: re-reading the password, key and ACL files");
+                true
+            }
+        };
+        let s = state.clone();
+        let _ = tokio::task::spawn_blocking(move || s.reload_security(force)).await;
     }
 }
 

@@ -16,14 +16,17 @@ use actix::{Addr, ArbiterHandle};
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 
+use crate::acl::Acl;
+use crate::auth::Authentication;
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::message::Message;
 use crate::retain::RetainedIndex;
 use crate::router::SubscriptionTable;
-use crate::session::{Session, SessionRef, SubscriptionEntry};
+use crate::session::{Session, Subscriber, SubscriptionEntry};
 
 /// The router as the broker instantiates it.
-pub type Router = SubscriptionTable<SessionRef, SubscriptionEntry>;
+pub type Router = SubscriptionTable<Subscriber, SubscriptionEntry>;
 
 /// Counters of one node, read by `$SYS` topics and metrics.
 #[derive(Debug, Default)]
@@ -42,6 +45,25 @@ pub struct Metrics {
     pub protocol_errors: AtomicU64,
     /// Writes to the store that failed (a full disk, ...).
     pub storage_errors: AtomicU64,
+    /// CONNECTs refused by authentication (any reason).
+    pub auth_failures: AtomicU64,
+    /// Connections closed because their address exceeded the connect rate.
+    pub connect_rate_refused: AtomicU64,
+    /// PUBLISH packets (and wills) the ACL refused.
+    pub acl_denied_publish: AtomicU64,
+    /// SUBSCRIBE filters the ACL refused.
+    pub acl_denied_subscribe: AtomicU64,
+    /// Messages not delivered to a subscriber the ACL does not let read them.
+    pub acl_denied_delivery: AtomicU64,
+    /// Topics and filters refused for `limits.max_topic_levels` / `_length`.
+    pub topic_limit_refused: AtomicU64,
+    /// PUBLISH packets whose reading was delayed by `limits.max_publish_rate`.
+    pub publish_throttled: AtomicU64,
+    /// Copies dropped because the held bytes reached `limits.max_queued_bytes`
+    /// (QoS 0 above 7/8 of it, QoS 1/2 at it), and 5.0 publishes refused 0x97.
+    pub overload_dropped: AtomicU64,
+    /// Clients disconnected by `limits.slow_consumer_timeout_secs`.
+    pub slow_consumers_disconnected: AtomicU64,
 }
 
 impl Metrics {
@@ -61,7 +83,18 @@ pub struct BrokerState {
     pub registry: Mutex<HashMap<ByteString, Addr<Session>>>,
     pub store: storage::Store,
     pub writer: storage::Writer,
+    /// The cluster this node is part of; `None` for a single node. Chosen
+    /// once at startup.
+    pub cluster: Option<Arc<crate::clustering::ClusterBridge>>,
+    /// 5.0 enhanced authentication mechanisms offered.
+    pub auth_methods: crate::enhanced_auth::AuthMethods,
     pub metrics: Metrics,
+    /// Who may connect.
+    pub auth: Arc<Authentication>,
+    /// Who may publish and subscribe to what.
+    pub acl: Acl,
+    /// Limits and the accounting of bytes held for clients.
+    pub limits: Limits,
     /// Worker arbiters that run sessions, chosen round robin.
     pub workers: Vec<ArbiterHandle>,
     next_worker: AtomicUsize,
@@ -73,9 +106,24 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
-    pub fn new(config: Config, store: storage::Store, workers: Vec<ArbiterHandle>) -> BrokerState {
+    /// The state of a node; `auth` and `acl` come from
+    /// [`BrokerState::load_security`].
+    pub fn new(
+        config: Config,
+        store: storage::Store,
+        workers: Vec<ArbiterHandle>,
+        (auth, acl): (Authentication, Acl),
+        auth_methods: crate::enhanced_auth::AuthMethods,
+        cluster: Option<Arc<crate::clustering::ClusterBridge>>,
+    ) -> BrokerState {
         let writer = store.writer();
+        let limits = Limits::new(&config.limits);
         BrokerState {
+            cluster,
+            auth_methods,
+            auth: Arc::new(auth),
+            acl,
+            limits,
             config,
             router: RwLock::new(SubscriptionTable::new()),
             retained: RwLock::new(RetainedIndex::new()),
@@ -88,6 +136,22 @@ impl BrokerState {
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             open_writers: AtomicUsize::new(0),
+        }
+    }
+
+    /// Reads the password file, JWT key and ACL file the configuration names.
+    pub fn load_security(config: &Config) -> Result<(Authentication, Acl), String> {
+        let auth = Authentication::from_config(&config.auth)?;
+        let acl = Acl::open(config.acl.file.as_deref())?;
+        Ok((auth, acl))
+    }
+
+    /// Re-reads the security files: those that changed, or all with `force`.
+    /// A file that fails to load keeps its previous contents.
+    pub fn reload_security(&self, force: bool) {
+        self.auth.reload(force);
+        if let Err(e) = self.acl.reload(force) {
+            tracing::warn!(error = %e, "ACL reload failed; keeping the previous rules");
         }
     }
 

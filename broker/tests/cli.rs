@@ -28,6 +28,8 @@ fn help_documents_the_options_and_their_variables() {
         "--log-level",
         "TERN_DATA_DIR",
         "TERN_BIND",
+        "--ws-bind",
+        "TERN_WS_BIND",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -77,6 +79,8 @@ fn port_in_use_is_reported() {
         dir.path().to_str().unwrap(),
         "--bind",
         &format!("127.0.0.1:{port}"),
+        "--ws-bind",
+        "127.0.0.1:0",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
@@ -93,6 +97,8 @@ fn data_directory_in_use_by_another_tern_is_reported() {
         data.to_str().unwrap(),
         "--bind",
         &format!("127.0.0.1:{}", free_port()),
+        "--ws-bind",
+        "127.0.0.1:0",
     ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();

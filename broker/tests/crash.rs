@@ -31,7 +31,7 @@ async fn publish_until_broken(addr: std::net::SocketAddr, first_seq: u32, count:
     let mut next_id: u16 = 1;
     loop {
         while in_flight.len() < 32 && seq < first_seq + count {
-            let qos = if seq % 2 == 0 { 1 } else { 2 };
+            let qos = if seq.is_multiple_of(2) { 1 } else { 2 };
             let topic = if qos == 1 { "crash/q1" } else { "crash/q2" };
             let id = next_id;
             next_id = next_id % 60_000 + 1;

@@ -1,6 +1,8 @@
 //! Interoperability with Debian's `mosquitto_pub` / `mosquitto_sub`
 //! (package mosquitto-clients): QoS 0/1/2, retained and will messages, for
-//! MQTT 3.1 and 3.1.1.
+//! MQTT 3.1 and 3.1.1; user properties, message expiry and shared
+//! subscriptions with MQTT 5. (mosquitto_sub 2.0.11 has no option for
+//! Retain Handling; that is covered with rumqttc in `mqtt5_subscriptions`.)
 
 mod common;
 
@@ -34,6 +36,11 @@ impl Sub {
     /// Starts mosquitto_sub with `-d` (debug lines tell when SUBACK arrived)
     /// and a machine-readable format: topic|payload|retain|qos.
     fn start(broker: &TestBroker, version: &str, args: &[&str]) -> Sub {
+        Sub::start_format(broker, version, "%t|%p|%r|%q", args)
+    }
+
+    /// Like `start`, with another output format (see `man mosquitto_sub`).
+    fn start_format(broker: &TestBroker, version: &str, format: &str, args: &[&str]) -> Sub {
         // stdbuf: mosquitto_sub buffers stdout when it is a pipe.
         tool("mosquitto_sub");
         let mut child = Command::new("stdbuf")
@@ -47,7 +54,7 @@ impl Sub {
                 version,
                 "-d",
             ])
-            .args(["-F", "MSG %t|%p|%r|%q"])
+            .args(["-F", &format!("MSG {format}")])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -178,4 +185,89 @@ fn mosquitto_client_will_is_published_when_it_dies() {
     // The will was retained.
     let late = Sub::start(&broker, "mqttv311", &["-t", "interop/will", "-q", "1"]);
     assert_eq!(late.next_message(), "interop/will|gone|1|1");
+}
+
+#[test]
+fn mosquitto_v5_user_properties_pass_through() {
+    let broker = TestBroker::start();
+    let sub = Sub::start_format(&broker, "5", "%t|%p|%P", &["-t", "v5/up", "-q", "1"]);
+    publish(
+        &broker,
+        "5",
+        &[
+            "-t",
+            "v5/up",
+            "-q",
+            "1",
+            "-m",
+            "hi",
+            "-D",
+            "publish",
+            "user-property",
+            "site",
+            "north",
+        ],
+    );
+    assert_eq!(sub.next_message(), "v5/up|hi|site:north");
+}
+
+#[test]
+fn mosquitto_v5_message_expiry_counts_down_and_expired_messages_are_not_delivered() {
+    let broker = TestBroker::start();
+    let args = |topic: &'static str, secs: &'static str, msg: &'static str| {
+        vec![
+            "-t",
+            topic,
+            "-q",
+            "1",
+            "-r",
+            "-m",
+            msg,
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            secs,
+        ]
+    };
+    publish(&broker, "5", &args("v5/exp/long", "120", "long"));
+    publish(&broker, "5", &args("v5/exp/short", "1", "short"));
+    std::thread::sleep(Duration::from_millis(2100));
+    let sub = Sub::start_format(&broker, "5", "%t|%p|%E", &["-t", "v5/exp/#", "-q", "1"]);
+    let got = sub.next_message();
+    let (head, left) = got.rsplit_once('|').unwrap();
+    assert_eq!(head, "v5/exp/long|long");
+    let left: u32 = left.parse().unwrap();
+    assert!((110..120).contains(&left), "expiry counted down: {left}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sub.lines.try_iter().all(|l| !l.starts_with("MSG ")),
+        "the expired one is gone"
+    );
+}
+
+#[test]
+fn mosquitto_v5_shared_subscription_spreads_messages() {
+    let broker = TestBroker::start();
+    let a = Sub::start(&broker, "5", &["-t", "$share/g/v5/sh", "-q", "1"]);
+    let b = Sub::start(&broker, "5", &["-t", "$share/g/v5/sh", "-q", "1"]);
+    for i in 0..10 {
+        publish(
+            &broker,
+            "5",
+            &["-t", "v5/sh", "-q", "1", "-m", &i.to_string()],
+        );
+    }
+    let mut got: Vec<u32> = Vec::new();
+    for sub in [&a, &b] {
+        for _ in 0..5 {
+            let m = sub.next_message();
+            got.push(m.split('|').nth(1).unwrap().parse().unwrap());
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        (0..10).collect::<Vec<u32>>(),
+        "each message to one member, evenly"
+    );
 }

@@ -18,11 +18,14 @@
 //! | `outgoing`      | `client_id \0 seq` (u64 BE)       | [`OutgoingRecord`]         |
 //! | `incoming_qos2` | `client_id \0 packet_id` (u16 BE) | version byte only          |
 //! | `retained`      | `topic`                           | [`StoredMessage`]          |
+//! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
+//! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
 //! `outgoing` holds both queued and in-flight messages bound for a client.
 //! Every value starts with a format-version byte (see `records.rs`); an
 //! unknown version or a damaged value is an [`Error::Corrupt`] naming the tree
-//! and key. `raft_log` and `raft_state` will be added with the cluster crate.
+//! and key. The raft trees belong to [`RaftStorage`] (raft-rs's `Storage` for
+//! the cluster crate), which writes them itself rather than through the writer.
 //!
 //! # Lifecycle
 //! 1. [`Store::open`] takes an exclusive `flock` on `tern.lock` in the data
@@ -72,11 +75,16 @@
 
 mod error;
 mod keys;
+mod raft;
+mod raft_records;
+mod raft_trait;
 mod records;
 mod store;
 mod writer;
 
 pub use error::{Error, Result};
+pub use raft::{RaftStorage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
+pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
 };

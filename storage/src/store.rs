@@ -19,6 +19,7 @@ use crossbeam_channel::Sender;
 use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
+    raft_records::RaftTree,
     records::{self, OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord},
     writer::{GroupCommitter, Msg, Stats, Writer, WriterStats},
 };
@@ -52,6 +53,9 @@ pub(crate) struct Handles {
     db: sled::Db,
     /// Indexed by `TreeId::index`.
     trees: Vec<sled::Tree>,
+    /// `raft_log` and `raft_state`, indexed by `RaftTree`: written by
+    /// `RaftStorage` only, never by the group-commit writer.
+    raft_trees: Vec<sled::Tree>,
     /// sled's log file, opened a second time to `fdatasync` it: sled 0.34 on
     /// Linux ends a flush with `sync_file_range`, which neither flushes the
     /// drive's write cache nor commits the file's new size.
@@ -73,6 +77,11 @@ impl Handles {
             .map(|t| db.open_tree(t.name()))
             .collect::<sled::Result<Vec<_>>>()
             .map_err(|e| open_error(path, e))?;
+        let raft_trees = RaftTree::ALL
+            .iter()
+            .map(|t| db.open_tree(t.name()))
+            .collect::<sled::Result<Vec<_>>>()
+            .map_err(|e| open_error(path, e))?;
         // sled names its log file `db` inside the directory.
         let log_file = fs::File::open(path.join("db")).map_err(|e| Error::Open {
             path: path.clone(),
@@ -81,6 +90,7 @@ impl Handles {
         Ok(Handles {
             db,
             trees,
+            raft_trees,
             log_file,
             _lock: lock,
         })
@@ -88,6 +98,10 @@ impl Handles {
 
     pub(crate) fn tree(&self, tree: TreeId) -> &sled::Tree {
         &self.trees[tree.index()]
+    }
+
+    pub(crate) fn raft_tree(&self, tree: RaftTree) -> &sled::Tree {
+        &self.raft_trees[tree as usize]
     }
 
     pub(crate) fn trees(&self) -> &[sled::Tree] {
@@ -314,6 +328,11 @@ impl Store {
         let (tx, rx) = crossbeam_channel::unbounded();
         let committer = GroupCommitter::new(rx, Arc::clone(&shared));
         Ok((Store { shared, tx }, committer))
+    }
+
+    /// What every clone shares, for `RaftStorage`.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A handle to submit writes to the group-commit writer.

@@ -51,7 +51,7 @@ fn incoming_key(step: u64) -> (String, u16) {
 
 fn request(j: u64) -> Vec<WriteOp> {
     let step = j / 2;
-    if j % 2 == 0 {
+    if j.is_multiple_of(2) {
         let (client_id, packet_id) = incoming_key(step);
         return vec![WriteOp::PutIncomingQos2 {
             client_id,

@@ -4,18 +4,22 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 
-use super::{Config, ConfigError, LogFormat};
+use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 
 /// Tern: a clustered MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
 ///
-/// With no options, runs a single node listening on 0.0.0.0:1883 with its
-/// store in ./tern-data. The config file (TOML) sets everything; flags and
+/// With no options, runs a single node listening for MQTT on 0.0.0.0:1883
+/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt) with its store in
+/// ./tern-data. The config file (TOML) sets everything; flags and
 /// environment variables override it. See README.md for every key.
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "tern", version, about, long_about)]
 pub struct Cli {
+    /// Without a command, `tern` runs the broker.
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML config file.
     #[arg(short, long, env = "TERN_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -26,6 +30,10 @@ pub struct Cli {
     /// TCP address [default: 0.0.0.0:1883].
     #[arg(short, long, env = "TERN_BIND", value_name = "ADDR:PORT")]
     pub bind: Option<SocketAddr>,
+    /// Address of the MQTT-over-WebSocket listener (path /mqtt), replacing
+    /// the configured listeners' WebSocket address [default: 0.0.0.0:8083].
+    #[arg(long, env = "TERN_WS_BIND", value_name = "ADDR:PORT")]
+    pub ws_bind: Option<SocketAddr>,
     /// Log filter: error, warn, info, debug, trace, or `tracing` directives
     /// such as `broker=debug` [default: info].
     #[arg(long, env = "TERN_LOG", value_name = "FILTER")]
@@ -42,6 +50,84 @@ pub struct Cli {
     /// Most QoS 1/2 messages queued per session [default: 100000].
     #[arg(long, env = "TERN_MAX_QUEUED_MESSAGES", value_name = "N")]
     pub max_queued_messages: Option<usize>,
+    /// This node's id in a cluster; 0 runs a single node [default: 0].
+    #[arg(long, env = "TERN_NODE_ID", value_name = "ID")]
+    pub node_id: Option<u64>,
+    /// Address of the cluster gRPC endpoint [default: 0.0.0.0:7000].
+    #[arg(long, env = "TERN_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// host:port other nodes reach the cluster endpoint at.
+    #[arg(long, env = "TERN_CLUSTER_ADVERTISE", value_name = "HOST:PORT")]
+    pub cluster_advertise: Option<String>,
+    /// host:port clients reach this node's MQTT listener at.
+    #[arg(long, env = "TERN_MQTT_ADVERTISE", value_name = "HOST:PORT")]
+    pub mqtt_advertise: Option<String>,
+    /// Cluster seeds, comma separated: `id=host:port` or `host:port`.
+    #[arg(long, env = "TERN_SEEDS", value_name = "SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+}
+
+/// `tern cluster ...`
+#[derive(Debug, Clone, clap::Subcommand, PartialEq, Eq)]
+pub enum ClusterAction {
+    /// Members, leader, raft term and indexes, and each peer's health, as
+    /// the node at ADDRESS sees them.
+    Status {
+        /// host:port of a node's cluster endpoint.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        address: String,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Removes node ID from the cluster (a raft configuration change).
+    Remove {
+        /// host:port of any node's cluster endpoint.
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        address: String,
+        /// The node to remove.
+        id: u64,
+    },
+}
+
+/// Commands other than running the broker.
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum Command {
+    /// Add a user to a password file, change its password, or delete it.
+    ///
+    /// The password is read from standard input (one line), or asked for
+    /// twice without echo when standard input is a terminal. The file holds
+    /// argon2id hashes (`user:$argon2id$...` lines) and is written atomically
+    /// with mode 0600.
+    Passwd(PasswdArgs),
+    /// Print the SCRAM-SHA-256 credential line of USER for the file named by
+    /// `enhanced_auth.scram_users_file` (MQTT 5 enhanced authentication).
+    /// The password is read like `tern passwd` reads it; only derived keys
+    /// are printed.
+    ScramUser {
+        /// The user name.
+        user: String,
+    },
+    /// Inspect or change a running cluster through a node's cluster endpoint.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+}
+
+/// Arguments of `tern passwd`.
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct PasswdArgs {
+    /// Create the file, replacing one that exists.
+    #[arg(short = 'c', long, conflicts_with = "delete")]
+    pub create: bool,
+    /// Delete the user instead of setting its password.
+    #[arg(short = 'D', long)]
+    pub delete: bool,
+    /// The password file (`auth.password_file`).
+    pub file: PathBuf,
+    /// The user name.
+    pub user: String,
 }
 
 impl Cli {
@@ -57,12 +143,31 @@ impl Cli {
         if let Some(bind) = self.bind {
             config
                 .listeners
-                .retain(|l| l.protocol != super::ListenerProtocol::Tcp);
+                .retain(|l| l.protocol != ListenerProtocol::Tcp);
             config.listeners.insert(
                 0,
-                super::ListenerConfig {
+                ListenerConfig {
                     bind,
                     ..Default::default()
+                },
+            );
+        }
+        if let Some(bind) = self.ws_bind {
+            let at = config
+                .listeners
+                .iter()
+                .position(|l| l.protocol == ListenerProtocol::Ws);
+            config
+                .listeners
+                .retain(|l| l.protocol != ListenerProtocol::Ws);
+            let at = at
+                .unwrap_or(config.listeners.len())
+                .min(config.listeners.len());
+            config.listeners.insert(
+                at,
+                ListenerConfig {
+                    bind,
+                    ..ListenerConfig::default_ws()
                 },
             );
         }
@@ -80,6 +185,21 @@ impl Cli {
         }
         if let Some(n) = self.max_queued_messages {
             config.mqtt.max_queued_messages = n;
+        }
+        if let Some(id) = self.node_id {
+            config.cluster.node_id = id;
+        }
+        if let Some(listen) = self.cluster_listen {
+            config.cluster.listen = listen;
+        }
+        if let Some(a) = &self.cluster_advertise {
+            config.cluster.advertise = a.clone();
+        }
+        if let Some(a) = &self.mqtt_advertise {
+            config.cluster.mqtt_advertise = a.clone();
+        }
+        if let Some(seeds) = &self.seeds {
+            config.cluster.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
         config.validate()?;
         Ok(config)
@@ -108,14 +228,70 @@ mod tests {
         let config = cli.load().unwrap();
         assert_eq!(config.data_dir, PathBuf::from("/b"));
         assert_eq!(config.mqtt.max_packet_size, 100);
-        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(config.listeners.len(), 2);
         assert_eq!(config.listeners[0].bind, "127.0.0.1:1999".parse().unwrap());
+        assert_eq!(config.listeners[0].protocol, ListenerProtocol::Tcp);
+        assert_eq!(config.listeners[1], ListenerConfig::default_ws());
+    }
+
+    #[test]
+    fn ws_bind_replaces_the_websocket_listener_only() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[[listeners]]\nbind = \"127.0.0.1:1\"\n\
+             [[listeners]]\nbind = \"127.0.0.1:2\"\nprotocol = \"ws\"\npath = \"/x\"\n\
+             [[listeners]]\nbind = \"127.0.0.1:3\"\nprotocol = \"ws\""
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--config",
+            file.path().to_str().unwrap(),
+            "--ws-bind",
+            "127.0.0.1:0",
+        ])
+        .unwrap();
+        let config = cli.load().unwrap();
+        let listeners: Vec<_> = config
+            .listeners
+            .iter()
+            .map(|l| (l.bind.to_string(), l.protocol, l.path.as_str()))
+            .collect();
+        assert_eq!(
+            listeners,
+            [
+                ("127.0.0.1:1".to_string(), ListenerProtocol::Tcp, "/mqtt"),
+                ("127.0.0.1:0".to_string(), ListenerProtocol::Ws, "/mqtt"),
+            ]
+        );
     }
 
     #[test]
     fn no_flags_no_file_gives_defaults() {
         let cli = Cli::try_parse_from(["tern"]).unwrap();
         assert_eq!(cli.load().unwrap(), Config::default());
+    }
+
+    #[test]
+    fn passwd_is_a_subcommand_and_no_subcommand_runs_the_broker() {
+        let cli = Cli::try_parse_from(["tern", "passwd", "-c", "/tmp/pw", "alice"]).unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Passwd(PasswdArgs {
+                create: true,
+                delete: false,
+                file: PathBuf::from("/tmp/pw"),
+                user: "alice".into(),
+            }))
+        );
+        assert!(Cli::try_parse_from(["tern", "passwd", "-c", "-D", "/tmp/pw", "a"]).is_err());
+        assert_eq!(
+            Cli::try_parse_from(["tern", "--workers", "2"])
+                .unwrap()
+                .command,
+            None
+        );
     }
 
     #[test]

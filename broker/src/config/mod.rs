@@ -7,6 +7,7 @@
 //! key of the file.
 
 mod cli;
+mod listener;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use cli::Cli;
+pub use cli::{Cli, ClusterAction, Command, PasswdArgs};
+pub use listener::{
+    ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
+};
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -49,12 +53,73 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Worker threads (actix arbiters) that run sessions; 0 means one per core.
     pub workers: usize,
-    /// Network endpoints.
+    /// Network endpoints (`[[listeners]]`); TCP 1883 and WebSocket 8083
+    /// when the file names none.
     pub listeners: Vec<ListenerConfig>,
     /// Protocol limits and session behaviour.
     pub mqtt: MqttConfig,
     /// The embedded store.
     pub storage: StorageConfig,
+    /// Who may connect.
+    pub auth: AuthConfig,
+    /// What connected clients may publish and subscribe to.
+    pub acl: AclConfig,
+    /// Limits that protect the broker from abusive or broken clients.
+    pub limits: LimitsConfig,
+    /// MQTT 5.0 enhanced authentication (AUTH exchanges).
+    pub enhanced_auth: EnhancedAuthConfig,
+    /// Running as a member of a cluster.
+    pub cluster: ClusterSection,
+}
+
+/// Cluster membership of this node. With `node_id` 0 (the default) the node
+/// runs alone, with no cluster at all.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster and never reused; 0: no cluster.
+    pub node_id: u64,
+    /// Address of the cluster's gRPC endpoint.
+    pub listen: SocketAddr,
+    /// host:port the other nodes use to reach `listen`; empty: the bound address.
+    pub advertise: String,
+    /// host:port of this node's MQTT listener as clients of other nodes reach it.
+    pub mqtt_advertise: String,
+    /// Nodes to contact at first start: `id=host:port` or `host:port`
+    /// (e.g. a StatefulSet's `tern-0.tern-headless:7000`). Empty: a cluster
+    /// of one.
+    pub seeds: Vec<String>,
+    /// Raft's clock tick, in milliseconds.
+    pub tick_ms: u64,
+    /// Ticks without a leader before an election (randomized up to twice).
+    pub election_ticks: usize,
+    /// How long a publisher's acknowledgement waits for another node that is
+    /// up to store its copies, in seconds.
+    pub forward_timeout_secs: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            node_id: 0,
+            listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            advertise: String::new(),
+            mqtt_advertise: String::new(),
+            seeds: Vec::new(),
+            tick_ms: 100,
+            election_ticks: 10,
+            forward_timeout_secs: 10,
+        }
+    }
+}
+
+/// MQTT 5.0 enhanced authentication mechanisms.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnhancedAuthConfig {
+    /// File of SCRAM-SHA-256 credentials (`user:iterations:salt:stored_key:server_key`
+    /// per line); when set, clients may authenticate with method `SCRAM-SHA-256`.
+    pub scram_users_file: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -64,9 +129,14 @@ impl Default for Config {
             log_level: "info".into(),
             log_format: LogFormat::Text,
             workers: 0,
-            listeners: vec![ListenerConfig::default()],
+            listeners: ListenerConfig::defaults(),
             mqtt: MqttConfig::default(),
             storage: StorageConfig::default(),
+            enhanced_auth: EnhancedAuthConfig::default(),
+            cluster: ClusterSection::default(),
+            auth: AuthConfig::default(),
+            acl: AclConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -77,37 +147,6 @@ impl Default for Config {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// One network endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct ListenerConfig {
-    /// Address and port to bind; port 0 picks a free port.
-    pub bind: SocketAddr,
-    /// Wire protocol of the endpoint.
-    pub protocol: ListenerProtocol,
-    /// Most simultaneous connections on this endpoint; further ones are closed
-    /// at accept.
-    pub max_connections: usize,
-}
-
-impl Default for ListenerConfig {
-    fn default() -> Self {
-        ListenerConfig {
-            bind: SocketAddr::from(([0, 0, 0, 0], 1883)),
-            protocol: ListenerProtocol::Tcp,
-            max_connections: 1_000_000,
-        }
-    }
-}
-
-/// Wire protocol of a listener.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ListenerProtocol {
-    /// MQTT over plain TCP.
-    Tcp,
 }
 
 /// Protocol limits and session behaviour.
@@ -134,6 +173,20 @@ pub struct MqttConfig {
     pub max_keep_alive: u16,
     /// Prefix of generated client ids.
     pub client_id_prefix: String,
+    /// Longest Session Expiry Interval granted, in seconds; a 5.0 client
+    /// asking for more is told the granted value in CONNACK. Also bounds how
+    /// long an offline 3.1.1 persistent session is kept. 4294967295 (the
+    /// default) means sessions may never expire.
+    pub max_session_expiry_secs: u32,
+    /// 5.0 Topic Alias Maximum announced to clients (aliases a client may use
+    /// towards the broker); 0 disables inbound topic aliases.
+    pub max_topic_alias: u16,
+    /// Most topic aliases the broker uses towards a client (never more than
+    /// the client's own Topic Alias Maximum); 0 disables outbound aliases.
+    pub max_outbound_topic_alias: u16,
+    /// 5.0 Response Information returned to clients that request it: this
+    /// prefix followed by the client id, as a base topic for responses.
+    pub response_topic_prefix: String,
 }
 
 impl Default for MqttConfig {
@@ -146,6 +199,10 @@ impl Default for MqttConfig {
             connect_timeout_secs: 10,
             max_keep_alive: 0,
             client_id_prefix: "tern-".into(),
+            max_session_expiry_secs: u32::MAX,
+            max_topic_alias: 64,
+            max_outbound_topic_alias: 64,
+            response_topic_prefix: "response/".into(),
         }
     }
 }
@@ -168,6 +225,123 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig { cache_mb: 256 }
+    }
+}
+
+/// Authentication (see `crate::auth`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Clients that present no user name, no password and no accepted
+    /// certificate may connect.
+    pub allow_anonymous: bool,
+    /// File of `user:argon2-PHC-hash` lines, managed with `tern passwd`;
+    /// re-read when it changes and on SIGHUP.
+    pub password_file: Option<PathBuf>,
+    /// JSON Web Tokens in the password field.
+    pub jwt: Option<JwtConfig>,
+    /// A client certificate identity authenticates the client and becomes its
+    /// user name (TLS listeners that verify client certificates).
+    pub use_identity_as_username: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            allow_anonymous: true,
+            password_file: None,
+            jwt: None,
+            use_identity_as_username: false,
+        }
+    }
+}
+
+/// JWT verification: the token is the CONNECT password.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `HS256` (shared secret) or `RS256` (RSA public key).
+    pub algorithm: JwtAlgorithm,
+    /// HS256 shared secret.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// RS256 public key, PEM.
+    #[serde(default)]
+    pub public_key_file: Option<PathBuf>,
+    /// Claim whose string value is the client's user name.
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+}
+
+fn default_username_claim() -> String {
+    "sub".into()
+}
+
+/// Signature algorithm of accepted tokens.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+}
+
+/// Authorization (see `crate::acl`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Mosquitto-style ACL file. When set, whatever it does not grant is
+    /// denied. Re-read when it changes and on SIGHUP.
+    pub file: Option<PathBuf>,
+}
+
+/// Limits that protect the broker (see `crate::limits`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// New connections per second accepted from one source address; excess
+    /// ones are closed before their CONNECT is read. 0: no limit.
+    pub max_connect_rate: u32,
+    /// Connections one source address may open at once before the rate
+    /// applies; 0 means `max_connect_rate`.
+    pub connect_burst: u32,
+    /// Most levels in a topic name or filter.
+    pub max_topic_levels: usize,
+    /// Longest topic name or filter, in bytes.
+    pub max_topic_length: usize,
+    /// PUBLISH packets per second read from one client; faster clients are
+    /// read more slowly. 0: no limit.
+    pub max_publish_rate: u32,
+    /// PUBLISH packets a client may send at once before the rate applies; 0
+    /// means `max_publish_rate`.
+    pub publish_burst: u32,
+    /// Bytes held for all clients together: queued QoS 1/2 messages and
+    /// write buffers. Above 7/8 of it new QoS 0 copies are dropped; at it,
+    /// new QoS 1/2 copies that would wait are dropped. 0: no limit.
+    pub max_queued_bytes: u64,
+    /// A client whose socket takes nothing for this long while its write
+    /// buffer is full is disconnected. 0: never.
+    pub slow_consumer_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connect_rate: 0,
+            connect_burst: 0,
+            max_topic_levels: 128,
+            max_topic_length: 65535,
+            max_publish_rate: 0,
+            publish_burst: 0,
+            max_queued_bytes: 1024 * 1024 * 1024,
+            slow_consumer_timeout_secs: 30,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// `slow_consumer_timeout_secs` as a duration; `None` for never.
+    pub fn slow_consumer_timeout(&self) -> Option<Duration> {
+        (self.slow_consumer_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.slow_consumer_timeout_secs))
     }
 }
 
@@ -230,21 +404,70 @@ impl Config {
                 reason: "must be at least 1 second",
             });
         }
-        if self.listeners.is_empty() {
-            return Err(ConfigError::Invalid {
-                key: "listeners",
-                value: "[]".into(),
-                reason: "at least one listener is needed",
-            });
-        }
-        for l in &self.listeners {
-            if l.max_connections == 0 {
+        self.validate_security()?;
+        for seed in &self.cluster.seeds {
+            if seed.parse::<cluster::Seed>().is_err() {
                 return Err(ConfigError::Invalid {
-                    key: "listeners.max_connections",
-                    value: "0".into(),
-                    reason: "must be at least 1",
+                    key: "cluster.seeds",
+                    value: seed.clone(),
+                    reason: "expected `host:port` or `id=host:port`",
                 });
             }
+        }
+        if self.cluster.node_id != 0
+            && (self.cluster.tick_ms == 0 || self.cluster.election_ticks < 2)
+        {
+            return Err(ConfigError::Invalid {
+                key: "cluster.tick_ms",
+                value: self.cluster.tick_ms.to_string(),
+                reason: "tick_ms must be at least 1 and election_ticks at least 2",
+            });
+        }
+        listener::validate_listeners(&self.listeners)
+    }
+
+    /// Checks `[auth]`, `[acl]` and `[limits]`.
+    fn validate_security(&self) -> Result<(), ConfigError> {
+        if let Some(jwt) = &self.auth.jwt {
+            match jwt.algorithm {
+                JwtAlgorithm::HS256 if jwt.secret.as_deref().unwrap_or("").is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.jwt.secret",
+                        value: "(missing)".into(),
+                        reason: "HS256 needs a non-empty secret",
+                    })
+                }
+                JwtAlgorithm::RS256 if jwt.public_key_file.is_none() => {
+                    return Err(ConfigError::Invalid {
+                        key: "auth.jwt.public_key_file",
+                        value: "(missing)".into(),
+                        reason: "RS256 needs a PEM public key file",
+                    })
+                }
+                _ => {}
+            }
+            if jwt.username_claim.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "auth.jwt.username_claim",
+                    value: "\"\"".into(),
+                    reason: "must name a claim",
+                });
+            }
+        }
+        let l = &self.limits;
+        if l.max_topic_levels == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_topic_levels",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
+        if l.max_topic_length == 0 || l.max_topic_length > 65535 {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_topic_length",
+                value: l.max_topic_length.to_string(),
+                reason: "must be between 1 and 65535 bytes",
+            });
         }
         Ok(())
     }
@@ -300,6 +523,66 @@ mod tests {
         assert_eq!(c.mqtt.client_id_prefix, "x-");
         assert_eq!(c.storage.cache_mb, 8);
         assert_eq!(c.worker_count(), 3);
+    }
+
+    #[test]
+    fn security_sections_are_read() {
+        let c = Config::from_toml(
+            r#"
+            [auth]
+            allow_anonymous = false
+            password_file = "/etc/tern/passwd"
+            use_identity_as_username = true
+            jwt = { algorithm = "RS256", public_key_file = "/etc/tern/jwt.pem", username_claim = "device" }
+            [acl]
+            file = "/etc/tern/acl"
+            [limits]
+            max_connect_rate = 10
+            connect_burst = 20
+            max_topic_levels = 16
+            max_topic_length = 256
+            max_publish_rate = 100
+            publish_burst = 200
+            max_queued_bytes = 1000000
+            slow_consumer_timeout_secs = 0
+            "#,
+        )
+        .unwrap();
+        assert!(!c.auth.allow_anonymous);
+        let jwt = c.auth.jwt.unwrap();
+        assert_eq!(jwt.algorithm, JwtAlgorithm::RS256);
+        assert_eq!(jwt.username_claim, "device");
+        assert_eq!(c.acl.file, Some(PathBuf::from("/etc/tern/acl")));
+        assert_eq!(c.limits.max_topic_levels, 16);
+        assert_eq!(c.limits.slow_consumer_timeout(), None);
+        // defaults keep the broker open and unlimited by rates
+        let d = Config::default();
+        assert!(d.auth.allow_anonymous && d.auth.password_file.is_none() && d.acl.file.is_none());
+        assert_eq!(d.limits.max_connect_rate, 0);
+    }
+
+    #[test]
+    fn bad_security_values_name_their_key() {
+        for (text, key) in [
+            ("[auth]\njwt = { algorithm = \"HS256\" }", "auth.jwt.secret"),
+            (
+                "[auth]\njwt = { algorithm = \"RS256\" }",
+                "auth.jwt.public_key_file",
+            ),
+            (
+                "[auth]\njwt = { algorithm = \"ES256\", secret = \"x\" }",
+                "ES256",
+            ),
+            ("[limits]\nmax_topic_levels = 0", "limits.max_topic_levels"),
+            (
+                "[limits]\nmax_topic_length = 70000",
+                "limits.max_topic_length",
+            ),
+            ("[acl]\nfiel = \"x\"", "fiel"),
+        ] {
+            let e = Config::from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

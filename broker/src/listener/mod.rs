@@ -1,13 +1,23 @@
-//! Accept loops and the first packet of every connection.
+//! Accept loops, the TLS and WebSocket handshakes, and the first packet of
+//! every connection.
 //!
-//! A listener accepts a socket, hands it to the next worker arbiter (round
-//! robin), which reads the CONNECT (bounded by `mqtt.connect_timeout_secs`),
-//! checks what can be refused without a session (protocol version, client
-//! identifier rules, shutdown) and attaches the connection to the session
-//! actor of its client id, creating the session if there is none.
+//! A listener accepts a socket, counts it against its `max_connections` and
+//! hands it to the next worker arbiter (round robin). There the protocol's
+//! handshakes run (`tls`: TLS; `ws`: the WebSocket upgrade; `wss`: both),
+//! bounded together by `mqtt.connect_timeout_secs`; then `bootstrap` reads
+//! the CONNECT (bounded by the same timeout again), checks what can be
+//! refused without a session (protocol version, client identifier rules,
+//! shutdown) and attaches the connection to the session actor of its client
+//! id, creating the session if there is none. Every protocol ends up as a
+//! [`Transport`] byte stream; a TLS client certificate's identity travels
+//! with it ([`CertIdentity`]).
 //!
-//! Lifecycle: `bind` (fails early on a busy port), `run` until the shutdown
-//! signal; connections already handed over live on in their sessions.
+//! Lifecycle: `bind` (fails early on a busy port or an unreadable TLS
+//! file), `run` until the shutdown signal; connections already handed over
+//! live on in their sessions. TLS files are reloaded by [`TlsSource::watch`].
+
+pub mod tls;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,37 +31,173 @@ use parking_lot::Mutex;
 use rand::Rng;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::codec::{
     ConnAck, ConnAckProperties, DecodeError, Limits, Packet, ProtocolVersion, ReasonCode,
 };
-use crate::config::ListenerConfig;
+use crate::config::{ClientAuth, ListenerConfig, ListenerProtocol, MqttConfig};
 use crate::session::{Attach, NewConnection, PacketStream, ReadError, Session, Transport};
 use crate::state::{Metrics, State};
+pub use tls::{CertIdentity, TlsError, TlsSource};
+
+/// Why a listener could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The address is taken, or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// A `tls` or `wss` listener without TLS settings.
+    #[error("{protocol} listener {addr}: no certificate and key configured ([listeners.tls])")]
+    NoTls {
+        protocol: ListenerProtocol,
+        addr: SocketAddr,
+    },
+    /// A TLS file is missing or invalid.
+    #[error("{protocol} listener {addr}: {source}")]
+    Tls {
+        protocol: ListenerProtocol,
+        addr: SocketAddr,
+        source: TlsError,
+    },
+}
 
 /// A bound listener, not yet accepting.
 pub struct Listener {
     tcp: TcpListener,
-    config: ListenerConfig,
+    endpoint: Arc<Endpoint>,
+    max_connections: usize,
     /// Connections of this listener that are open.
     open: Arc<AtomicUsize>,
 }
 
+/// What a listener's connections go through before `bootstrap`: TLS if
+/// configured, then the WebSocket upgrade if configured.
+struct Endpoint {
+    /// For log lines.
+    protocol: ListenerProtocol,
+    tls: Option<Arc<TlsSource>>,
+    websocket: Option<WebSocketEndpoint>,
+}
+
+struct WebSocketEndpoint {
+    path: String,
+    config: WebSocketConfig,
+}
+
+/// Why a connection did not reach `bootstrap`.
+#[derive(Debug, thiserror::Error)]
+enum HandshakeError {
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
+    #[error("client certificate refused: {0}")]
+    Identity(String),
+    #[error("WebSocket handshake failed: {0}")]
+    WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
+}
+
+type Handshaken = (Box<dyn Transport>, Option<CertIdentity>);
+
+impl Endpoint {
+    async fn handshake(&self, stream: Counted<TcpStream>) -> Result<Handshaken, HandshakeError> {
+        let (stream, identity): Handshaken = match &self.tls {
+            Some(source) => {
+                let (tls, identity) = tls_accept(source, stream).await?;
+                (Box::new(tls), identity)
+            }
+            None => (Box::new(stream), None),
+        };
+        let stream: Box<dyn Transport> = match &self.websocket {
+            Some(w) => Box::new(ws::accept(stream, &w.path, w.config).await?),
+            None => stream,
+        };
+        Ok((stream, identity))
+    }
+}
+
+/// The TLS handshake with the current material, and the identity of the
+/// client's certificate if it sent one (rustls has verified it).
+async fn tls_accept<S: Transport>(
+    source: &TlsSource,
+    stream: S,
+) -> Result<(tokio_rustls::server::TlsStream<S>, Option<CertIdentity>), HandshakeError> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(source.server_config());
+    let tls = acceptor.accept(stream).await.map_err(HandshakeError::Tls)?;
+    let (client_auth, identity_source) = source.client_auth();
+    let leaf = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first());
+    let identity = match leaf {
+        Some(cert) if client_auth != ClientAuth::None => {
+            Some(CertIdentity::from_der(cert, identity_source).map_err(HandshakeError::Identity)?)
+        }
+        _ => None,
+    };
+    Ok((tls, identity))
+}
+
 impl Listener {
-    /// Binds the configured address.
-    pub async fn bind(config: &ListenerConfig) -> std::io::Result<Listener> {
-        let tcp = TcpListener::bind(config.bind).await.map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.bind))
-        })?;
+    /// Binds the configured address and loads its TLS files.
+    pub async fn bind(
+        config: &ListenerConfig,
+        mqtt: &MqttConfig,
+    ) -> Result<Listener, ListenerError> {
+        let tls = match (&config.tls, config.protocol.is_tls()) {
+            (Some(tls), true) => {
+                let label = format!("{} {}", config.protocol, config.bind);
+                let source = TlsSource::load(tls, label).map_err(|source| ListenerError::Tls {
+                    protocol: config.protocol,
+                    addr: config.bind,
+                    source,
+                })?;
+                Some(Arc::new(source))
+            }
+            (None, true) => {
+                return Err(ListenerError::NoTls {
+                    protocol: config.protocol,
+                    addr: config.bind,
+                })
+            }
+            (_, false) => None,
+        };
+        let websocket = config.protocol.is_websocket().then(|| WebSocketEndpoint {
+            path: config.path.clone(),
+            config: ws::websocket_config(mqtt.max_packet_size),
+        });
+        let tcp = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| ListenerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         Ok(Listener {
             tcp,
-            config: config.clone(),
+            endpoint: Arc::new(Endpoint {
+                protocol: config.protocol,
+                tls,
+                websocket,
+            }),
+            max_connections: config.max_connections,
             open: Arc::new(AtomicUsize::new(0)),
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
+    }
+
+    pub fn protocol(&self) -> ListenerProtocol {
+        self.endpoint.protocol
+    }
+
+    /// The TLS material of a `tls` or `wss` listener, to reload.
+    pub fn tls_source(&self) -> Option<Arc<TlsSource>> {
+        self.endpoint.tls.clone()
     }
 
     /// Accepts until `shutdown` turns true.
@@ -71,9 +217,9 @@ impl Listener {
                     continue;
                 }
             };
-            if self.open.load(Ordering::Relaxed) >= self.config.max_connections {
+            if self.open.load(Ordering::Relaxed) >= self.max_connections {
                 Metrics::add(&state.metrics.connections_refused, 1);
-                tracing::warn!(%peer, max = self.config.max_connections, "connection limit reached, connection refused");
+                tracing::warn!(%peer, max = self.max_connections, "connection limit reached, connection refused");
                 continue;
             }
             let _ = stream.set_nodelay(true);
@@ -87,23 +233,46 @@ impl Listener {
                 }
             };
             let state2 = state.clone();
+            let endpoint = self.endpoint.clone();
             state
                 .next_worker()
                 .spawn_fn(move || match TcpStream::from_std(std_stream) {
                     Ok(stream) => {
-                        actix_rt::spawn(bootstrap(
-                            Box::new(Counted {
-                                inner: stream,
-                                _guard: guard,
-                            }),
-                            peer,
-                            state2,
-                        ));
+                        let counted = Counted {
+                            inner: stream,
+                            _guard: guard,
+                        };
+                        actix_rt::spawn(handshake_and_bootstrap(endpoint, counted, peer, state2));
                     }
                     Err(e) => tracing::warn!(%peer, error = %e, "cannot register socket"),
                 });
         }
         tracing::info!(listener = ?addr, "listener stopped");
+    }
+}
+
+/// Runs the endpoint's handshakes (bounded by the connect timeout, against
+/// clients that start one and stall), then `bootstrap`.
+async fn handshake_and_bootstrap(
+    endpoint: Arc<Endpoint>,
+    stream: Counted<TcpStream>,
+    peer: SocketAddr,
+    state: State,
+) {
+    let protocol = endpoint.protocol;
+    let timeout = state.config.mqtt.connect_timeout();
+    match tokio::time::timeout(timeout, endpoint.handshake(stream)).await {
+        Ok(Ok((transport, peer_identity))) => {
+            bootstrap(transport, peer, peer_identity, state).await
+        }
+        Ok(Err(e)) => {
+            Metrics::add(&state.metrics.connections_refused, 1);
+            tracing::info!(%peer, %protocol, error = %e, "handshake failed, closing");
+        }
+        Err(_) => {
+            Metrics::add(&state.metrics.connections_refused, 1);
+            tracing::debug!(%peer, %protocol, "handshake not done within the connect timeout, closing");
+        }
     }
 }
 
@@ -191,7 +360,18 @@ fn generate_client_id(prefix: &str) -> ByteString {
 }
 
 /// Reads the CONNECT of a new connection and attaches it to its session.
-pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: State) {
+pub async fn bootstrap(
+    transport: Box<dyn Transport>,
+    peer: SocketAddr,
+    peer_identity: Option<CertIdentity>,
+    state: State,
+) {
+    // limits.max_connect_rate: refused before any byte is read
+    if !state.limits.admit_connection(peer.ip()) {
+        Metrics::add(&state.metrics.connect_rate_refused, 1);
+        tracing::debug!(%peer, "connect rate of the address exceeded, closing");
+        return;
+    }
     let mqtt = &state.config.mqtt;
     let limits = Limits {
         max_packet_size: mqtt.max_packet_size,
@@ -238,6 +418,24 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
             return;
         }
     };
+    let authenticated = match crate::enhanced_auth::authenticate(
+        &mut packets,
+        &connect,
+        &state.auth_methods,
+        mqtt.connect_timeout(),
+    )
+    .await
+    {
+        Ok(a) => a,
+        Err(code) => {
+            Metrics::add(&state.metrics.connections_refused, 1);
+            let (transport, _) = packets.into_parts();
+            if let Some(code) = code {
+                refuse(transport, connect.protocol, code).await;
+            }
+            return;
+        }
+    };
     let (transport, read_buf) = packets.into_parts();
     let protocol = connect.protocol;
     if state.is_shutting_down() {
@@ -265,6 +463,28 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
     if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
+    // Authentication, and the will's topic limits and ACL (crate::auth::admit).
+    let principal = match crate::auth::admit(
+        &state,
+        &connect,
+        &client_id,
+        peer,
+        peer_identity.as_ref().map(|c| c.name.clone()),
+        authenticated.as_ref().map(|a| a.username.as_str()),
+    )
+    .await
+    {
+        Ok(principal) => principal,
+        Err(code) => return refuse(transport, protocol, code).await,
+    };
+    let imported = match &state.cluster {
+        Some(cluster) => {
+            cluster
+                .take_session(&state.limits, &client_id, connect.clean_start)
+                .await
+        }
+        None => None,
+    };
     let slot = Arc::new(Mutex::new(Some(NewConnection {
         transport,
         read_buf,
@@ -272,6 +492,10 @@ pub async fn bootstrap(transport: Box<dyn Transport>, peer: SocketAddr, state: S
         client_id: client_id.clone(),
         assigned_client_id: assigned,
         peer,
+        authenticated,
+        imported,
+        peer_identity,
+        principal,
     })));
     attach(&state, client_id, slot).await;
 }

@@ -218,6 +218,21 @@ impl<K: Clone + Eq + Hash, V> SubscriptionTable<K, V> {
         });
     }
 
+    /// Picks one member of the shared subscription `shared_filter`
+    /// (`$share/{group}/{filter}`), as [`match_shared`](Self::match_shared)
+    /// does for one group: to hand a message over to another member when the
+    /// one it was given to goes away. `None` if the group has no member (or
+    /// `shared_filter` is not shared).
+    pub fn pick_shared(
+        &self,
+        shared_filter: &str,
+        available: impl FnMut(&K, &V) -> bool,
+    ) -> Option<(&K, &V)> {
+        let (group, filter) = shared(shared_filter)?;
+        let (key, value) = self.shared.get(filter)?.get(group)?.pick(available)?;
+        Some((key, value))
+    }
+
     /// Number of subscriptions, plain and shared.
     pub fn len(&self) -> usize {
         self.len

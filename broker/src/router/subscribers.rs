@@ -165,6 +165,10 @@ impl<K, V> Groups<K, V> {
         self.0.is_empty()
     }
 
+    pub(crate) fn get(&self, name: &str) -> Option<&Group<K, V>> {
+        self.0.iter().find(|g| &*g.name == name)
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = &Group<K, V>> {
         self.0.iter()
     }

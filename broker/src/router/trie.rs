@@ -190,6 +190,23 @@ impl<P: Payload> Trie<P> {
         node.payload_mut(end)
     }
 
+    /// The payload of `filter` if its node exists (an exact lookup of the
+    /// filter, not a match).
+    pub(crate) fn get(&self, filter: &str) -> Option<&P> {
+        let (edges, end) = path(filter);
+        let mut node = &self.root;
+        for edge in edges {
+            node = match edge {
+                Edge::Literal(level) => node.children.get(level)?,
+                Edge::Plus => node.plus.as_deref()?,
+            };
+        }
+        Some(match end {
+            End::Exact => &node.exact,
+            End::Multi => &node.multi,
+        })
+    }
+
     /// Applies `update` to the payload of `filter` if its node exists, then
     /// prunes the nodes left empty. Returns what `update` returned.
     pub(crate) fn update<R>(

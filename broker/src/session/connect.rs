@@ -12,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
+use super::alias::TopicAliases;
 use super::connection::{Connection, Inbound, InboundEvent, WriterEvent};
 use super::{Attach, Session, Shutdown};
+use crate::clustering::Proposal;
 use crate::codec::{
     ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
 };
+use crate::enhanced_auth::AuthStep;
 use crate::message::{unix_ms, Message};
 use crate::state::Metrics;
 
@@ -72,6 +75,9 @@ impl Handler<Attach> for Session {
         if let Some(old) = self.conn.take() {
             tracing::info!(client_id = %self.client_id, old_peer = %old.peer, new_peer = %new.peer, "session taken over");
             self.close_connection(old, CloseReason::TakenOver, ctx);
+            if let Some(will) = self.will.take() {
+                self.will_due(will, ctx);
+            }
         }
         if let Some(timer) = self.expiry_timer.take() {
             ctx.cancel_future(timer);
@@ -81,18 +87,39 @@ impl Handler<Attach> for Session {
         // [MQTT-3.1.2-6] Clean Session discards the previous session; 5.0
         // [MQTT-3.1.2-4] Clean Start likewise. A session that was not
         // persistent ended with its connection.
-        let resume = !connect.clean_start && self.is_persistent();
+        let mut resume = !connect.clean_start && self.is_persistent();
+        if let Some(imported) = new.imported {
+            // The session comes from another node of the cluster: it
+            // replaces whatever this node had under the client id.
+            self.discard_state();
+            self.import(imported);
+            resume = !connect.clean_start;
+        }
+        if let Some((will, timer)) = self.pending_will.take() {
+            ctx.cancel_future(timer);
+            if !resume {
+                // The old session ends here: its delayed will is due now
+                // (5.0 section 3.1.3.2.2). A resumed session cancels it
+                // [MQTT-3.1.3-9].
+                self.publish_will(will);
+            }
+        }
         if !resume {
             self.discard_state();
         }
         self.protocol = connect.protocol;
-        let expiry = match connect.protocol {
+        let mqtt = &self.state.config.mqtt;
+        let requested_expiry = match connect.protocol {
             ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
             _ if connect.clean_start => 0,
             _ => u32::MAX,
         };
+        let expiry = requested_expiry.min(mqtt.max_session_expiry_secs);
         self.set_session_expiry(expiry);
         self.will = connect.will.clone();
+        self.auth_method = new.authenticated.as_ref().map(|a| a.method.clone());
+        self.reauth = None;
+        self.set_acl_subject(crate::acl::Subject::new(&self.client_id, &new.principal));
 
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -105,6 +132,7 @@ impl Handler<Attach> for Session {
             self.state.clone(),
             ctx,
         );
+        conn.peer_identity = new.peer_identity;
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();
@@ -116,15 +144,36 @@ impl Handler<Attach> for Session {
             if let Some(max) = connect.properties.maximum_packet_size {
                 conn.client_max_packet_size = max;
             }
+            if expiry != requested_expiry {
+                // 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
+                // server uses another than the client asked for
+                properties.session_expiry_interval = Some(expiry);
+            }
+            let outbound_aliases = connect
+                .properties
+                .topic_alias_maximum
+                .unwrap_or(0)
+                .min(mqtt.max_outbound_topic_alias);
+            conn.aliases = TopicAliases::new(mqtt.max_topic_alias, outbound_aliases);
+            conn.problem_information =
+                connect.properties.request_problem_information != Some(false);
+            if connect.properties.request_response_information == Some(true) {
+                properties.response_information =
+                    Some(format!("{}{}", mqtt.response_topic_prefix, self.client_id).into());
+            }
             properties.receive_maximum = Some(mqtt.max_inflight);
             properties.maximum_packet_size = Some(mqtt.max_packet_size);
-            properties.topic_alias_maximum = Some(0);
+            properties.topic_alias_maximum = Some(mqtt.max_topic_alias);
             properties.retain_available = Some(true);
             properties.wildcard_subscription_available = Some(true);
             properties.subscription_identifiers_available = Some(true);
             properties.shared_subscription_available = Some(true);
             if new.assigned_client_id {
                 properties.assigned_client_identifier = Some(self.client_id.clone());
+            }
+            if let Some(auth) = &new.authenticated {
+                properties.authentication_method = Some(auth.method.clone());
+                properties.authentication_data = auth.data.clone();
             }
         }
         let receive_maximum = connect
@@ -147,12 +196,15 @@ impl Handler<Attach> for Session {
         self.handle.0.online.store(true, Ordering::Relaxed);
         Metrics::add(&self.state.metrics.connections_current, 1);
         Metrics::add(&self.state.metrics.connections_total, 1);
+        let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_ref());
         tracing::debug!(client_id = %self.client_id, peer = %new.peer, protocol = %connect.protocol,
-            clean_start = connect.clean_start, session_present = resume, "client connected");
+            clean_start = connect.clean_start, session_present = resume,
+            cert_identity = ?cert_identity.map(|i| &i.name), "client connected");
 
         if self.is_persistent() {
             self.store_session_record(None);
         }
+        self.claim();
         if resume {
             self.resend_inflight();
         }
@@ -244,16 +296,21 @@ impl Session {
             }
         }
         self.close_connection(conn, reason.clone(), ctx);
-        if reason.publishes_will() {
-            if let Some(will) = self.will.take() {
-                self.publish_will(will);
-            }
+        match self.will.take() {
+            Some(will) if reason.publishes_will() => self.will_due(will, ctx),
+            _ => {}
         }
-        self.will = None;
         if self.is_persistent() {
+            // Queued messages of shared subscriptions go to members that are
+            // online; what is in flight waits for this client to come back.
+            let shared = self.outgoing.take_shared(false);
+            for m in self.redistribute_shared(shared) {
+                self.outgoing.restore(m);
+            }
             let now = unix_ms();
             self.offline_since_ms = Some(now);
             self.store_session_record(Some(now));
+            self.update_record();
             self.start_expiry_timer(ctx);
         } else {
             self.end_session(ctx);
@@ -261,7 +318,12 @@ impl Session {
     }
 
     /// Closes a connection (the current one or one being replaced).
-    fn close_connection(&mut self, conn: Connection, reason: CloseReason, ctx: &mut Context<Self>) {
+    pub(super) fn close_connection(
+        &mut self,
+        conn: Connection,
+        reason: CloseReason,
+        ctx: &mut Context<Self>,
+    ) {
         if conn.protocol.is_v5() {
             if let Some(code) = reason.server_disconnect() {
                 let mut disconnect = Disconnect {
@@ -271,12 +333,12 @@ impl Session {
                 if let CloseReason::ProtocolViolation(_, text) = &reason {
                     disconnect.properties.reason_string = Some(text.as_str().into());
                 }
-                conn.send(&Packet::Disconnect(disconnect));
-            }
-        }
-        if reason == CloseReason::TakenOver {
-            if let Some(will) = self.will.take() {
-                self.publish_will(will);
+                if !conn.send(&Packet::Disconnect(disconnect.clone())) {
+                    // Too large for the client with its Reason String: the
+                    // code alone (5.0 [MQTT-3.14.2-3]).
+                    disconnect.properties = Default::default();
+                    conn.send(&Packet::Disconnect(disconnect));
+                }
             }
         }
         conn.close(ctx);
@@ -288,8 +350,26 @@ impl Session {
             .fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// The connection of `will` ended without DISCONNECT: publish it now, or
+    /// after its Will Delay Interval if the session outlives the connection
+    /// (5.0 section 3.1.3.2.2: whichever comes first of the delay and the end
+    /// of the session).
+    fn will_due(&mut self, will: LastWill, ctx: &mut Context<Self>) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0);
+        if delay == 0 || !self.is_persistent() {
+            return self.publish_will(will);
+        }
+        let delay = Duration::from_secs(u64::from(delay.min(self.session_expiry_interval)));
+        let timer = ctx.run_later(delay, |session, _ctx| {
+            if let Some((will, _)) = session.pending_will.take() {
+                session.publish_will(will);
+            }
+        });
+        self.pending_will = Some((will, timer));
+    }
+
     /// Publishes a Will Message as if its client had published it.
-    fn publish_will(&mut self, will: LastWill) {
+    pub(super) fn publish_will(&mut self, will: LastWill) {
         let now = unix_ms();
         let mut properties = crate::codec::PublishProperties {
             payload_format_indicator: will.properties.payload_format_indicator,
@@ -364,8 +444,12 @@ impl Session {
     fn discard_state(&mut self) {
         if !self.subscriptions.is_empty() {
             let mut router = self.state.router.write();
+            let me = self.subscriber();
             for filter in self.subscriptions.keys() {
-                router.unsubscribe(filter, &self.handle);
+                router.unsubscribe(filter, &me);
+                if let Some(cluster) = &self.state.cluster {
+                    cluster.propose(Proposal::RemoveRoute(filter.to_string()));
+                }
             }
         }
         self.subscriptions.clear();
@@ -384,8 +468,21 @@ impl Session {
 
     /// The session is over: forget it and stop the actor.
     pub(super) fn end_session(&mut self, ctx: &mut Context<Self>) {
+        if let Some((will, timer)) = self.pending_will.take() {
+            ctx.cancel_future(timer);
+            self.publish_will(will);
+        }
         self.ended = true;
-        self.discard_state();
+        if self.moved {
+            // Its messages went with it to another node.
+            self.discard_state();
+        } else {
+            let shared = self.outgoing.take_shared(true);
+            self.discard_state();
+            let lost = self.redistribute_shared(shared).len();
+            Metrics::add(&self.state.metrics.messages_dropped, lost as u64);
+            self.propose(|s| Proposal::Release(s.client_id.to_string()));
+        }
         let mut registry = self.state.registry.lock();
         if registry
             .get(&self.client_id)
@@ -441,5 +538,84 @@ impl Session {
             self.set_session_expiry(expiry);
         }
         self.connection_lost(CloseReason::ClientDisconnect(d.reason_code), ctx);
+    }
+}
+
+impl Session {
+    /// AUTH on a live connection: 5.0 re-authentication (section 4.12.1).
+    /// The client starts it with reason 0x19 and the method of its CONNECT;
+    /// packets keep flowing meanwhile. Success ends with AUTH 0x00; failure
+    /// closes the connection.
+    pub(super) fn handle_auth(&mut self, auth: crate::codec::Auth, ctx: &mut Context<Self>) {
+        let Some(method_name) = self.auth_method.clone() else {
+            return self.protocol_error(
+                ReasonCode::ProtocolError,
+                "AUTH without an Authentication Method in CONNECT".into(),
+                ctx,
+            );
+        };
+        // [MQTT-4.12.1-1] re-authentication uses the method of the CONNECT
+        if auth.properties.authentication_method.as_ref() != Some(&method_name) {
+            return self.protocol_error(
+                ReasonCode::ProtocolError,
+                format!("AUTH must use Authentication Method `{method_name}`"),
+                ctx,
+            );
+        }
+        let data = auth.properties.authentication_data.unwrap_or_default();
+        let step = match (auth.reason_code, self.reauth.as_mut()) {
+            (ReasonCode::ReAuthenticate, None) => {
+                let Some(method) = self.state.auth_methods.get(&method_name).cloned() else {
+                    return self.protocol_error(
+                        ReasonCode::BadAuthenticationMethod,
+                        format!("Authentication Method `{method_name}` is no longer offered"),
+                        ctx,
+                    );
+                };
+                let (exchange, step) = method.start(&data);
+                self.reauth = Some(exchange);
+                step
+            }
+            (ReasonCode::ContinueAuthentication, Some(exchange)) => exchange.step(&data),
+            (code, _) => {
+                return self.protocol_error(
+                    ReasonCode::ProtocolError,
+                    format!(
+                        "AUTH with reason {:#04x} does not fit the exchange",
+                        code.as_u8()
+                    ),
+                    ctx,
+                )
+            }
+        };
+        let (reason_code, data) = match step {
+            AuthStep::Continue(challenge) => (ReasonCode::ContinueAuthentication, Some(challenge)),
+            AuthStep::Success { data, username } => {
+                tracing::debug!(client_id = %self.client_id, %username, "re-authenticated");
+                self.reauth = None;
+                (ReasonCode::Success, data)
+            }
+            AuthStep::Failure { code, why } => {
+                self.reauth = None;
+                tracing::info!(client_id = %self.client_id, reason = %why, "re-authentication failed");
+                // DISCONNECT has no 0x86: a wrong secret is Not authorized.
+                let code = match code {
+                    ReasonCode::BadAuthenticationMethod => code,
+                    _ => ReasonCode::NotAuthorized,
+                };
+                return self.connection_lost(
+                    CloseReason::ProtocolViolation(code, "re-authentication failed".into()),
+                    ctx,
+                );
+            }
+        };
+        self.send(&Packet::Auth(crate::codec::Auth {
+            reason_code,
+            properties: crate::codec::AuthProperties {
+                authentication_method: Some(method_name),
+                authentication_data: data,
+                ..Default::default()
+            },
+        }));
     }
 }

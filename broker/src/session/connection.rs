@@ -8,16 +8,24 @@
 //! `mqtt.max_write_buffer`: above it the session stops sending (QoS 0 is
 //! dropped, QoS 1/2 waits in the queue) until the writer drains it.
 //!
+//! Limits applied here (see `crate::limits`): bytes in the write buffer count
+//! in the node's held bytes; a writer whose socket takes nothing for
+//! `limits.slow_consumer_timeout_secs` while the buffer is full fails the
+//! connection (slow consumer); PUBLISH packets are read no faster than
+//! `limits.max_publish_rate`.
+//!
 //! Lifecycle: `Connection::open` splits the transport, adds the packet stream
 //! to the actor and spawns the writer; `Connection::close` stops reading and
 //! lets the writer flush what is buffered (bounded in time), then shut the
 //! socket down.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -26,8 +34,11 @@ use bytes::BytesMut;
 use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 
+use super::alias::TopicAliases;
 use super::Session;
-use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion};
+use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion, Publish};
+use crate::limits::TokenBucket;
+use crate::listener::CertIdentity;
 use crate::state::{Metrics, State};
 
 /// A byte stream a client connects over (TCP, TLS, WebSocket).
@@ -52,6 +63,15 @@ pub struct PacketStream<R> {
     pub limits: Limits,
     done: bool,
     state: State,
+    throttle: Option<Throttle>,
+}
+
+/// `limits.max_publish_rate` for one connection: a PUBLISH over the rate is
+/// held back until the bucket allows it, and nothing more is read meanwhile.
+struct Throttle {
+    bucket: TokenBucket,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    held: Option<Packet>,
 }
 
 impl<R: AsyncRead + Unpin> PacketStream<R> {
@@ -63,7 +83,23 @@ impl<R: AsyncRead + Unpin> PacketStream<R> {
             limits,
             done: false,
             state,
+            throttle: None,
         }
+    }
+
+    /// The reader, to write on a duplex transport before the session takes it.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.reader
+    }
+
+    /// Reads PUBLISH packets no faster than `rate` per second (`burst` at
+    /// once; 0 means `rate`). `rate` 0: no limit.
+    pub fn throttle_publish(&mut self, rate: u32, burst: u32) {
+        self.throttle = (rate > 0).then(|| Throttle {
+            bucket: TokenBucket::new(rate, burst, Instant::now()),
+            sleep: None,
+            held: None,
+        });
     }
 
     /// The reader and the bytes read past the last packet.
@@ -77,11 +113,35 @@ impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(t) = &mut this.throttle {
+            if let Some(sleep) = &mut t.sleep {
+                futures::ready!(sleep.as_mut().poll(cx));
+                t.sleep = None;
+                if let Some(packet) = t.held.take() {
+                    return Poll::Ready(Some(Ok(packet)));
+                }
+            }
+        }
         if this.done {
             return Poll::Ready(None);
         }
         loop {
             match Packet::decode(&mut this.buf, &this.limits) {
+                Ok(Some(packet @ Packet::Publish(_))) if this.throttle.is_some() => {
+                    let t = this.throttle.as_mut().expect("checked by the guard");
+                    let wait = t.bucket.take(Instant::now());
+                    if wait.is_zero() {
+                        return Poll::Ready(Some(Ok(packet)));
+                    }
+                    Metrics::add(&this.state.metrics.publish_throttled, 1);
+                    let mut sleep = Box::pin(tokio::time::sleep(wait));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Ok(packet)));
+                    }
+                    t.sleep = Some(sleep);
+                    t.held = Some(packet);
+                    return Poll::Pending;
+                }
                 Ok(Some(packet)) => return Poll::Ready(Some(Ok(packet))),
                 Ok(None) => {}
                 Err(e) => {
@@ -163,6 +223,8 @@ pub struct Connection {
     pub generation: u64,
     pub protocol: ProtocolVersion,
     pub peer: SocketAddr,
+    /// The identity of the client's TLS certificate, if it sent one.
+    pub peer_identity: Option<CertIdentity>,
     out: Rc<RefCell<OutBuf>>,
     reader: SpawnHandle,
     pub keep_alive_timer: Option<SpawnHandle>,
@@ -171,7 +233,14 @@ pub struct Connection {
     pub last_packet_at: Instant,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     pub client_max_packet_size: u32,
+    /// Topic aliases in both directions (5.0).
+    pub aliases: TopicAliases,
+    /// 5.0 Request Problem Information: when false, no Reason String or
+    /// User Property goes on packets other than PUBLISH, CONNACK, DISCONNECT.
+    pub problem_information: bool,
     max_write_buffer: usize,
+    /// The node's held bytes (`crate::limits`), which buffered bytes count in.
+    held: Arc<AtomicU64>,
 }
 
 /// A written-out buffer larger than this is freed rather than kept for the
@@ -199,7 +268,9 @@ impl Connection {
             max_packet_size: state.config.mqtt.max_packet_size,
             version: protocol,
         };
-        let packets = PacketStream::new(read_half, read_buf, limits, state.clone());
+        let mut packets = PacketStream::new(read_half, read_buf, limits, state.clone());
+        let l = &state.config.limits;
+        packets.throttle_publish(l.max_publish_rate, l.publish_burst);
         let reader = ctx.add_stream(inbound_stream(packets, generation));
         let out = Rc::new(RefCell::new(OutBuf::default()));
         state.open_writers.fetch_add(1, Ordering::AcqRel);
@@ -214,13 +285,17 @@ impl Connection {
             generation,
             protocol,
             peer,
+            peer_identity: None,
             out,
             reader,
             keep_alive_timer: None,
             keep_alive: 0,
             last_packet_at: Instant::now(),
             client_max_packet_size: u32::MAX,
+            aliases: TopicAliases::default(),
+            problem_information: true,
             max_write_buffer: state.config.mqtt.max_write_buffer,
+            held: state.limits.held_counter(),
         }
     }
 
@@ -237,7 +312,8 @@ impl Connection {
                 out.buf.truncate(start);
                 false
             }
-            Ok(_) => {
+            Ok(n) => {
+                self.held.fetch_add(n as u64, Ordering::Relaxed);
                 if let Some(w) = out.waker.take() {
                     w.wake();
                 }
@@ -248,6 +324,20 @@ impl Connection {
                 false
             }
         }
+    }
+
+    /// Encodes a PUBLISH, with a topic alias where the client accepts them.
+    /// Returns false if it is larger than the client accepts (not written).
+    pub fn send_publish(&mut self, mut publish: Publish) -> bool {
+        if !self.protocol.is_v5() {
+            return self.send(&Packet::Publish(publish));
+        }
+        let change = self.aliases.apply_outbound(&mut publish);
+        let sent = self.send(&Packet::Publish(publish));
+        if !sent {
+            self.aliases.undo_outbound(change);
+        }
+        sent
     }
 
     /// True if the write buffer can take more PUBLISH packets now. When false,
@@ -328,25 +418,31 @@ async fn run_writer(
 ) {
     // Grows to the size of the largest burst; see `IDLE_BUFFER` below.
     let mut spare = BytesMut::new();
+    let held = state.limits.held_counter();
+    let stall = Stall {
+        timeout: state.config.limits.slow_consumer_timeout(),
+        max_write_buffer: state.config.mqtt.max_write_buffer,
+    };
     loop {
         let Some(was_blocked) = next_chunk(&out, &mut spare).await else {
             break;
         };
         let closing = out.borrow().closing;
-        let write = async {
-            write_half.write_all(&spare).await?;
-            write_half.flush().await
-        };
         let result = if closing {
+            let write = async {
+                write_half.write_all(&spare).await?;
+                write_half.flush().await
+            };
             tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write)
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
         } else {
-            write.await
+            write_watched(&mut write_half, &spare, &out, &stall).await
         };
         match result {
             Ok(()) => {
                 Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
+                held.fetch_sub(spare.len() as u64, Ordering::Relaxed);
                 spare.clear();
                 if spare.capacity() > IDLE_BUFFER {
                     spare = BytesMut::new();
@@ -356,6 +452,9 @@ async fn run_writer(
                 }
             }
             Err(e) => {
+                if e.kind() == std::io::ErrorKind::TimedOut && !closing {
+                    Metrics::add(&state.metrics.slow_consumers_disconnected, 1);
+                }
                 session.do_send(WriterEvent::Failed {
                     generation,
                     error: e.to_string(),
@@ -366,8 +465,59 @@ async fn run_writer(
             }
         }
     }
+    // What was never written no longer counts as held.
+    let unwritten = spare.len() + std::mem::take(&mut out.borrow_mut().buf).len();
+    held.fetch_sub(unwritten as u64, Ordering::Relaxed);
+    drop(spare);
     let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write_half.shutdown()).await;
     state.open_writers.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// When a writer gives up on a client that does not read.
+struct Stall {
+    /// `limits.slow_consumer_timeout_secs`; `None`: never.
+    timeout: Option<Duration>,
+    max_write_buffer: usize,
+}
+
+/// Writes `bytes` and flushes. Fails with `TimedOut` if the socket took no
+/// byte for the stall timeout while the session's buffer was full (a slow
+/// consumer); a socket that is slow while the buffer has room is waited for.
+async fn write_watched(
+    write_half: &mut WriteHalf<Box<dyn Transport>>,
+    bytes: &[u8],
+    out: &Rc<RefCell<OutBuf>>,
+    stall: &Stall,
+) -> std::io::Result<()> {
+    let Some(limit) = stall.timeout else {
+        write_half.write_all(bytes).await?;
+        return write_half.flush().await;
+    };
+    let mut written = 0;
+    while written < bytes.len() {
+        // `write` is cancel safe: on timeout nothing was written.
+        match tokio::time::timeout(limit, write_half.write(&bytes[written..])).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                let full = {
+                    let o = out.borrow();
+                    o.closing || o.buf.len() >= stall.max_write_buffer
+                };
+                if full {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "slow consumer: socket took nothing for {}s with a full write buffer",
+                            limit.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    write_half.flush().await
 }
 
 /// Drop the write half of a transport without the session (used when a

@@ -8,16 +8,15 @@
 //! are written if the client is online and its write buffer has room, and
 //! dropped otherwise.
 
-use std::sync::Arc;
+use std::cmp::min;
 
 use actix::prelude::*;
-use smallvec::SmallVec;
 
 use super::outgoing::{packet_id_of, AckError, OutMsg, OutState, Pushed, Resend, SendAction};
-use super::publish::hold_until_durable;
-use super::{AckGuard, Deliver, Session, Stored};
+use super::{Deliver, Session, Stored, Subscriber};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
-use crate::message::{unix_ms, Message};
+use crate::message::unix_ms;
+use crate::route::hold_until_durable;
 use crate::state::Metrics;
 
 impl Handler<Deliver> for Session {
@@ -27,7 +26,7 @@ impl Handler<Deliver> for Session {
         if self.ended {
             return;
         }
-        self.enqueue(d.message, d.qos, d.retain, d.subscription_ids, d.ack);
+        self.enqueue(d);
     }
 }
 
@@ -61,26 +60,31 @@ impl Session {
     /// Takes a message for the client: QoS 0 is written or dropped; QoS 1/2
     /// is queued (and stored, for a persistent session) and sent when the
     /// window allows.
-    pub(super) fn enqueue(
-        &mut self,
-        message: Arc<Message>,
-        qos: QoS,
-        retain: bool,
-        subscription_ids: SmallVec<[u32; 2]>,
-        ack: Option<AckGuard>,
-    ) {
+    pub(super) fn enqueue(&mut self, d: Deliver) {
+        let Deliver {
+            message,
+            qos,
+            retain,
+            subscription_ids,
+            shared_filter,
+            ack,
+        } = d;
         let now = unix_ms();
         let metrics = &self.state.metrics;
         if message.is_expired(now) {
             Metrics::add(&metrics.messages_dropped, 1);
             return;
         }
+        // ACL read check and memory cap (session/guard.rs)
+        if !self.may_take(&message.topic, qos) {
+            return;
+        }
         if qos == QoS::AtMostOnce {
-            match &self.conn {
+            match &mut self.conn {
                 Some(conn) if conn.has_room() => {
                     let publish =
                         message.to_publish(qos, retain, None, false, &subscription_ids, now);
-                    if conn.send(&Packet::Publish(publish)) {
+                    if conn.send_publish(publish) {
                         Metrics::add(&metrics.messages_sent, 1);
                     } else {
                         Metrics::add(&metrics.messages_dropped, 1);
@@ -128,14 +132,18 @@ impl Session {
                 Some(on_durable),
             );
         }
+        let charge =
+            (self.state.limits).charge((message.topic.len() + message.payload.len()) as u64);
         let pushed = self.outgoing.push(OutMsg {
             seq,
             qos,
             retain,
             message,
             subscription_ids,
+            shared_filter,
             state: OutState::Queued,
             durable,
+            charge,
         });
         debug_assert_eq!(pushed, Pushed::Queued, "fullness checked above");
         self.pump();
@@ -143,7 +151,7 @@ impl Session {
 
     /// Sends what the window and the write buffer allow.
     pub(super) fn pump(&mut self) {
-        let Some(conn) = &self.conn else { return };
+        let Some(conn) = &mut self.conn else { return };
         let room = if conn.has_room() { usize::MAX } else { 0 };
         let mut actions = Vec::new();
         self.outgoing.poll_send(unix_ms(), room, &mut actions);
@@ -152,7 +160,7 @@ impl Session {
             match action {
                 SendAction::Publish(publish) => {
                     let packet_id = publish.packet_id.unwrap_or(0);
-                    if conn.send(&Packet::Publish(publish)) {
+                    if conn.send_publish(publish) {
                         Metrics::add(&self.state.metrics.messages_sent, 1);
                     } else {
                         // Too large for the client: discarded as if delivered
@@ -174,11 +182,67 @@ impl Session {
         }
     }
 
+    /// Hands messages that came through shared subscriptions to other
+    /// members of their groups (5.0 section 4.8.2: a member that goes away
+    /// should not strand them), preferring members that are online. Returns
+    /// the messages no other member could take.
+    pub(super) fn redistribute_shared(&mut self, messages: Vec<OutMsg>) -> Vec<OutMsg> {
+        let mut kept = Vec::new();
+        if messages.is_empty() {
+            return kept;
+        }
+        let me = self.handle.0.id;
+        let router = self.state.router.read();
+        for m in messages {
+            let not_me = |k: &Subscriber| !matches!(k, Subscriber::Local(s) if s.0.id == me);
+            let picked = m.shared_filter.as_ref().and_then(|filter| {
+                router
+                    .pick_shared(filter, |k, _| not_me(k) && k.is_available())
+                    .filter(|(k, _)| not_me(k))
+                    .map(|(k, entry)| (filter, k, entry))
+            });
+            let Some((filter, subscriber, entry)) = picked else {
+                kept.push(m);
+                continue;
+            };
+            match subscriber {
+                Subscriber::Local(session) => session.0.addr.do_send(Deliver {
+                    message: m.message.clone(),
+                    qos: min(m.message.qos, entry.options.qos),
+                    retain: m.retain,
+                    subscription_ids: entry.subscription_id.into_iter().collect(),
+                    shared_filter: Some(filter.clone()),
+                    ack: None,
+                }),
+                Subscriber::Node(node) => {
+                    if let Some(cluster) = &self.state.cluster {
+                        let target = crate::route::RemoteTarget {
+                            plain: false,
+                            shared: vec![filter.to_string()],
+                        };
+                        cluster.forward(
+                            *node,
+                            &m.message,
+                            target,
+                            &mut crate::route::LazyGuard::none(),
+                        );
+                    }
+                }
+            }
+            self.delete_outgoing(m.seq);
+        }
+        kept
+    }
+
     /// Resends what was in flight when the previous connection ended.
     pub(super) fn resend_inflight(&mut self) {
         for resend in self.outgoing.resend(unix_ms()) {
             match resend {
-                Resend::Publish(publish) => self.send(&Packet::Publish(publish)),
+                Resend::Publish(publish) => {
+                    if let Some(conn) = &mut self.conn {
+                        conn.send_publish(publish);
+                    }
+                }
                 Resend::PubRel(packet_id) => self.send_pubrel(packet_id),
             }
         }
@@ -192,7 +256,7 @@ impl Session {
         }));
     }
 
-    fn delete_outgoing(&mut self, seq: u64) {
+    pub(super) fn delete_outgoing(&self, seq: u64) {
         if self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteOutgoing {

@@ -69,6 +69,11 @@ impl Incoming {
         self.qos2.remove(&packet_id)
     }
 
+    /// The QoS 2 ids awaiting PUBREL.
+    pub fn qos2_ids(&self) -> Vec<u16> {
+        self.qos2.iter().copied().collect()
+    }
+
     /// Number of QoS 2 ids awaiting PUBREL.
     pub fn qos2_len(&self) -> usize {
         self.qos2.len()

@@ -24,9 +24,12 @@
 //!    `Attach` or its expiry;
 //! 5. `Shutdown`: the broker is stopping; connections are closed.
 
-mod connect;
+mod alias;
+mod clustered;
+pub(crate) mod connect;
 mod connection;
 mod deliver;
+mod guard;
 pub mod incoming;
 pub mod outgoing;
 mod publish;
@@ -45,9 +48,12 @@ use parking_lot::Mutex;
 use smallvec::SmallVec;
 
 use crate::codec::{Connect, LastWill, ProtocolVersion, QoS, SubscriptionOptions};
+use crate::listener::CertIdentity;
 use crate::message::Message;
+use crate::route::AckGuard;
 use crate::state::State;
 
+pub use clustered::{HandOver, OwnerMoved};
 use connection::Connection;
 pub use connection::{shutdown_transport, Inbound, PacketStream, ReadError, Transport};
 use incoming::Incoming;
@@ -83,6 +89,25 @@ impl Hash for SessionRef {
     }
 }
 
+/// Who a subscription in the router belongs to: a session of this node, or
+/// another node of the cluster that has subscribers to the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subscriber {
+    Local(SessionRef),
+    /// A node id.
+    Node(u64),
+}
+
+impl Subscriber {
+    /// For shared subscriptions: a connected session, or a node.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Subscriber::Local(s) => s.is_online(),
+            Subscriber::Node(_) => true,
+        }
+    }
+}
+
 impl SessionRef {
     pub fn is_persistent(&self) -> bool {
         self.0.persistent.load(Ordering::Relaxed)
@@ -93,11 +118,14 @@ impl SessionRef {
 }
 
 /// A subscription as the router stores it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionEntry {
     pub options: SubscriptionOptions,
     /// 5.0 Subscription Identifier given with the SUBSCRIBE.
     pub subscription_id: Option<u32>,
+    /// The whole filter (`$share/{group}/{filter}`) of a shared subscription,
+    /// so a message can be handed to another member of the group.
+    pub shared_filter: Option<ByteString>,
 }
 
 /// A new connection for this session, with its CONNECT already read.
@@ -112,6 +140,16 @@ pub struct NewConnection {
     /// Identifier).
     pub assigned_client_id: bool,
     pub peer: SocketAddr,
+    /// Result of the 5.0 enhanced authentication that came with CONNECT.
+    pub authenticated: Option<crate::enhanced_auth::Authenticated>,
+    /// The session's state taken over from another node of the cluster; it
+    /// replaces whatever this node had for the client id.
+    pub imported: Option<Restored>,
+    /// The identity of the client's TLS certificate (listeners with
+    /// `client_auth` optional or required), verified by the TLS handshake.
+    pub peer_identity: Option<CertIdentity>,
+    /// Who authentication says the client is (for the ACL).
+    pub principal: crate::auth::Principal,
 }
 
 /// Hands a connection to the session. The connection stays in the slot until
@@ -130,6 +168,8 @@ pub struct Deliver {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// Set when the message came through this shared subscription.
+    pub shared_filter: Option<ByteString>,
     /// Held until the copy is stored, for a persistent session; the publisher
     /// is acknowledged when every holder has dropped it.
     pub ack: Option<AckGuard>,
@@ -140,62 +180,13 @@ pub struct Deliver {
 #[rtype(result = "()")]
 pub struct Shutdown;
 
-/// A stored-before-acknowledged dependency of an inbound QoS 1/2 PUBLISH.
-/// Clones travel with the `Deliver`s to persistent sessions and into the
-/// storage callbacks; when the last one is dropped the publisher's session
-/// gets `AckDone` and acknowledges the PUBLISH (in order).
-#[derive(Clone)]
-pub struct AckGuard(Arc<AckInner>);
-
-struct AckInner {
-    publisher: Addr<Session>,
-    token: u64,
-    generation: u64,
-    failed: AtomicBool,
-}
-
-impl AckGuard {
-    fn new(publisher: Addr<Session>, token: u64, generation: u64) -> AckGuard {
-        AckGuard(Arc::new(AckInner {
-            publisher,
-            token,
-            generation,
-            failed: AtomicBool::new(false),
-        }))
-    }
-
-    /// The work this guard stands for failed: the publisher must not be told
-    /// its message is safe.
-    pub fn fail(&self) {
-        self.0.failed.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for AckInner {
-    fn drop(&mut self) {
-        self.publisher.do_send(AckDone {
-            token: self.token,
-            generation: self.generation,
-            ok: !self.failed.load(Ordering::Relaxed),
-        });
-    }
-}
-
-impl std::fmt::Debug for AckGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckGuard")
-            .field("token", &self.0.token)
-            .finish()
-    }
-}
-
 /// All holders of an [`AckGuard`] are done.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct AckDone {
-    token: u64,
-    generation: u64,
-    ok: bool,
+pub(crate) struct AckDone {
+    pub(crate) token: u64,
+    pub(crate) generation: u64,
+    pub(crate) ok: bool,
 }
 
 /// A storage write this session waits for has completed.
@@ -238,12 +229,26 @@ pub struct Session {
     /// Filter -> subscription, as in the router.
     subscriptions: HashMap<ByteString, SubscriptionEntry>,
     will: Option<LastWill>,
+    /// A will waiting for its Will Delay Interval (5.0), with its timer.
+    pending_will: Option<(LastWill, SpawnHandle)>,
+    /// Who the ACL sees: client id and what authentication established.
+    acl_subject: crate::acl::Subject,
+    /// False for a session restored from the store until its client
+    /// connects: its identity is unknown, so deliveries are queued unchecked
+    /// and checked when it connects (session/guard.rs).
+    acl_subject_known: bool,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
     offline_since_ms: Option<u64>,
     /// Set once the session has decided to end; late messages are ignored.
     ended: bool,
+    /// The session left for another node of the cluster: not released.
+    moved: bool,
+    /// 5.0 Authentication Method of the current connection, if any.
+    auth_method: Option<ByteString>,
+    /// A 5.0 re-authentication in progress.
+    reauth: Option<Box<dyn crate::enhanced_auth::AuthExchange>>,
 }
 
 impl Actor for Session {
@@ -304,12 +309,20 @@ impl Session {
         if !restored.subscriptions.is_empty() {
             let mut router = state.router.write();
             for (filter, entry) in restored.subscriptions {
-                router.subscribe(&filter, handle.clone(), entry);
+                router.subscribe(&filter, Subscriber::Local(handle.clone()), entry.clone());
+                if let Some(cluster) = &state.cluster {
+                    cluster.propose(crate::clustering::Proposal::AddRoute(filter.to_string()));
+                }
                 subscriptions.insert(filter, entry);
             }
         }
         Session {
             handle,
+            acl_subject: crate::acl::Subject {
+                client_id: client_id.to_string(),
+                ..Default::default()
+            },
+            acl_subject_known: false,
             client_id,
             protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
             session_expiry_interval: restored.session_expiry_interval,
@@ -320,9 +333,13 @@ impl Session {
             incoming,
             subscriptions,
             will: None,
+            pending_will: None,
             expiry_timer: None,
             offline_since_ms: restored.disconnected_at_ms,
             ended: false,
+            moved: false,
+            auth_method: None,
+            reauth: None,
             state,
         }
     }
@@ -330,6 +347,11 @@ impl Session {
     /// True if the session outlives its connection.
     fn is_persistent(&self) -> bool {
         self.session_expiry_interval > 0
+    }
+
+    /// This session as the router knows it.
+    fn subscriber(&self) -> Subscriber {
+        Subscriber::Local(self.handle.clone())
     }
 
     fn set_session_expiry(&mut self, interval: u32) {

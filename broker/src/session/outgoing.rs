@@ -19,9 +19,11 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use bytestring::ByteString;
 use smallvec::SmallVec;
 
 use crate::codec::{Publish, QoS};
+use crate::limits::QueueCharge;
 use crate::message::Message;
 
 /// Where a message is in its flow.
@@ -44,11 +46,16 @@ pub struct OutMsg {
     pub retain: bool,
     pub message: Arc<Message>,
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// The shared subscription it came through, if any.
+    pub shared_filter: Option<ByteString>,
     pub state: OutState,
     /// False while a copy bound for a persistent session is not on disk yet
     /// and must not be sent (QoS 2: a copy sent before it is stored could be
     /// delivered twice after a crash, because the publisher resends it).
     pub durable: bool,
+    /// Counts the copy in the node's held bytes (`limits.max_queued_bytes`)
+    /// while it exists.
+    pub charge: QueueCharge,
 }
 
 /// Why an acknowledgement from the client does not fit the flow.
@@ -132,6 +139,12 @@ impl Outgoing {
         self.inflight.len()
     }
 
+    /// True when a new message could not be sent at once: others wait
+    /// before it, or the window is full.
+    pub fn would_wait(&self) -> bool {
+        !self.queue.is_empty() || self.inflight.len() >= self.max_inflight
+    }
+
     /// True when a new message would be dropped.
     pub fn is_full(&self) -> bool {
         self.queue.len() >= self.max_queued
@@ -153,15 +166,18 @@ impl Outgoing {
         Pushed::Queued
     }
 
-    /// Restores a stored message (after a restart). Restored messages are
-    /// never dropped for a full queue: they were accepted before.
+    /// Puts a message back in its place in sequence order: a stored one
+    /// after a restart, or one taken out and not handed elsewhere. Restored
+    /// messages are never dropped for a full queue: they were accepted before.
     pub fn restore(&mut self, msg: OutMsg) {
         self.next_seq = self.next_seq.max(msg.seq + 1);
-        if msg.state == OutState::Released {
-            self.inflight.push_back(msg);
+        let list = if msg.state == OutState::Released {
+            &mut self.inflight
         } else {
-            self.queue.push_back(msg);
-        }
+            &mut self.queue
+        };
+        let at = list.partition_point(|m| m.seq < msg.seq);
+        list.insert(at, msg);
     }
 
     /// Marks a message as stored on disk; it may be sent now.
@@ -290,6 +306,11 @@ impl Outgoing {
         Ok(self.inflight.remove(i).expect("index from position").seq)
     }
 
+    /// Every message, in flight then queued.
+    pub fn iter(&self) -> impl Iterator<Item = &OutMsg> {
+        self.inflight.iter().chain(self.queue.iter())
+    }
+
     /// The message with this seq, queued or in flight.
     pub fn get(&self, seq: u64) -> Option<&OutMsg> {
         self.inflight
@@ -298,10 +319,50 @@ impl Outgoing {
             .find(|m| m.seq == seq)
     }
 
+    /// Takes the messages that came through shared subscriptions, to hand
+    /// them to other members of their groups: those still queued, and with
+    /// `in_flight` those sent but not yet received by the client (`Sent`; a
+    /// `Released` one was received).
+    pub fn take_shared(&mut self, in_flight: bool) -> Vec<OutMsg> {
+        let mut taken = Vec::new();
+        let take = |m: &OutMsg| m.shared_filter.is_some() && m.state != OutState::Released;
+        let lists = if in_flight {
+            vec![&mut self.inflight, &mut self.queue]
+        } else {
+            vec![&mut self.queue]
+        };
+        for list in lists {
+            let mut kept = VecDeque::with_capacity(list.len());
+            for m in list.drain(..) {
+                if take(&m) {
+                    taken.push(m);
+                } else {
+                    kept.push_back(m);
+                }
+            }
+            *list = kept;
+        }
+        taken
+    }
+
     /// Forgets everything (Clean Start, session end).
     pub fn clear(&mut self) {
         self.inflight.clear();
         self.queue.clear();
+    }
+
+    /// Removes the queued (not in-flight) messages for which `drop` is true;
+    /// returns their sequence numbers.
+    pub fn remove_queued_where(&mut self, mut drop: impl FnMut(&OutMsg) -> bool) -> Vec<u64> {
+        let mut removed = Vec::new();
+        self.queue.retain(|m| {
+            let d = drop(m);
+            if d {
+                removed.push(m.seq);
+            }
+            !d
+        });
+        removed
     }
 }
 
@@ -335,8 +396,10 @@ mod tests {
                 origin: 7,
             }),
             subscription_ids: SmallVec::new(),
+            shared_filter: None,
             state: OutState::Queued,
             durable: true,
+            charge: QueueCharge::none(),
         }
     }
 

@@ -1,6 +1,5 @@
 //! Packets from the client: the dispatcher, inbound PUBLISH (QoS 0/1/2 with
-//! the acknowledgement owed in order), PUBREL, and routing a message to the
-//! sessions whose subscriptions match it.
+//! the acknowledgement owed in order) and PUBREL. Routing is in `route`.
 //!
 //! 3.1.1 sections 3.3, 3.6, 4.3, 4.6; 5.0 sections 3.3, 3.6, 4.3, 4.6.
 //!
@@ -9,139 +8,44 @@
 //! QoS 2 state) is on disk: each such copy holds a clone of the message's
 //! [`AckGuard`], and the guard's last drop brings `AckDone` back here.
 
-use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use smallvec::SmallVec;
 
+use super::alias::AliasError;
 use super::incoming::{AckKind, ReadyAck};
-use super::{AckDone, AckGuard, Deliver, Session, SessionRef};
+use super::{AckDone, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::message::{unix_ms, Message};
-use crate::state::{BrokerState, Metrics};
+use crate::route::{hold_until_durable, route, store_retained, LazyGuard, Scope};
+use crate::state::Metrics;
 
-/// Creates the publisher's [`AckGuard`] the first time a copy needs one.
-pub(crate) struct LazyGuard {
-    factory: Option<(Addr<Session>, u64, u64)>,
-    guard: Option<AckGuard>,
-}
-
-impl LazyGuard {
-    /// For messages nobody waits for (QoS 0, wills, retained on subscribe).
-    pub(crate) fn none() -> LazyGuard {
-        LazyGuard {
-            factory: None,
-            guard: None,
-        }
-    }
-
-    fn new(publisher: Addr<Session>, token: u64, generation: u64) -> LazyGuard {
-        LazyGuard {
-            factory: Some((publisher, token, generation)),
-            guard: None,
-        }
-    }
-
-    /// A clone of the guard, created on first use; `None` if nobody waits.
-    pub(crate) fn get(&mut self) -> Option<AckGuard> {
-        let (publisher, token, generation) = self.factory.as_ref()?;
-        Some(
-            self.guard
-                .get_or_insert_with(|| AckGuard::new(publisher.clone(), *token, *generation))
-                .clone(),
-        )
-    }
-
-    fn created(&self) -> bool {
-        self.guard.is_some()
+/// The acknowledgement code of an accepted message: 5.0 0x10 No matching
+/// subscribers when nobody received it (3.1.1 encodes every success as 0).
+fn accepted(receivers: usize) -> ReasonCode {
+    if receivers == 0 {
+        ReasonCode::NoMatchingSubscribers
+    } else {
+        ReasonCode::Success
     }
 }
 
-/// One session a message goes to, after merging its overlapping subscriptions.
-struct Target<'a> {
-    session: &'a SessionRef,
-    qos: QoS,
-    retain: bool,
-    subscription_ids: SmallVec<[u32; 2]>,
-}
-
-/// Sends `message` to every session with a matching subscription: once per
-/// session, at the highest QoS of its matching subscriptions (3.1.1 section
-/// 3.3.5, 5.0 [MQTT-3.3.4-2]) and with all their subscription identifiers
-/// (5.0 [MQTT-3.3.4-3]); one member of each matching shared group. Returns
-/// how many sessions it went to.
-pub(crate) fn route(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) -> usize {
-    let router = state.router.read();
-    let mut targets: SmallVec<[Target<'_>; 8]> = SmallVec::new();
-    router.matches(&message.topic, |session, entry| {
-        // 5.0 [MQTT-3.8.3-3] No Local: not to the publisher's own subscriptions
-        if entry.options.no_local && session.0.id == message.origin {
-            return;
+/// A human explanation of a failure code, for Reason Strings.
+pub(super) fn reason_text(code: ReasonCode) -> Option<&'static str> {
+    Some(match code {
+        ReasonCode::UnspecifiedError => "the message could not be stored; send it again",
+        ReasonCode::PayloadFormatInvalid => {
+            "the payload is not valid UTF-8 but its Payload Format Indicator says it is"
         }
-        targets.push(Target {
-            session,
-            qos: min(message.qos, entry.options.qos),
-            // [MQTT-3.3.1-9] RETAIN is 0 on delivery to an established
-            // subscription, unless 5.0 Retain As Published [MQTT-3.3.1-13]
-            retain: message.retain && entry.options.retain_as_published,
-            subscription_ids: entry.subscription_id.into_iter().collect(),
-        });
-    });
-    router.match_shared(
-        &message.topic,
-        |session, _| session.is_online(),
-        |_group, session, entry| {
-            targets.push(Target {
-                session,
-                qos: min(message.qos, entry.options.qos),
-                retain: message.retain && entry.options.retain_as_published,
-                subscription_ids: entry.subscription_id.into_iter().collect(),
-            });
-        },
-    );
-    if targets.len() > 1 {
-        targets.sort_unstable_by_key(|t| t.session.0.id);
-        let mut merged: SmallVec<[Target<'_>; 8]> = SmallVec::with_capacity(targets.len());
-        for t in targets {
-            match merged.last_mut() {
-                Some(last) if last.session.0.id == t.session.0.id => {
-                    last.qos = last.qos.max(t.qos);
-                    last.retain |= t.retain;
-                    last.subscription_ids.extend(t.subscription_ids);
-                }
-                _ => merged.push(t),
-            }
+        ReasonCode::NotAuthorized => "not authorized",
+        ReasonCode::QuotaExceeded => "a quota of the broker is exceeded",
+        ReasonCode::PacketIdentifierNotFound => {
+            "no QoS 2 message with this packet id is waiting for PUBREL"
         }
-        targets = merged;
-    }
-    let count = targets.len();
-    for t in targets {
-        let ack = if t.qos > QoS::AtMostOnce && t.session.is_persistent() {
-            guard.get()
-        } else {
-            None
-        };
-        t.session.0.addr.do_send(Deliver {
-            message: message.clone(),
-            qos: t.qos,
-            retain: t.retain,
-            subscription_ids: t.subscription_ids,
-            ack,
-        });
-    }
-    count
-}
-
-/// Storage callback that holds `guard` until the write is durable.
-pub(crate) fn hold_until_durable(guard: Option<AckGuard>) -> Option<storage::Durable> {
-    let guard = guard?;
-    Some(Box::new(move |result: storage::Result<()>| {
-        if let Err(e) = result {
-            tracing::error!(error = %e, "store write failed; publisher will not be acknowledged");
-            guard.fail();
-        }
-    }))
+        ReasonCode::TopicFilterInvalid => "the topic filter is not valid",
+        ReasonCode::ImplementationSpecificError => "the broker refused the request",
+        _ => return None,
+    })
 }
 
 impl Session {
@@ -163,11 +67,7 @@ impl Session {
                 "second CONNECT on a connection [MQTT-3.1.0-2]".into(),
                 ctx,
             ),
-            Packet::Auth(_) => self.protocol_error(
-                ReasonCode::ProtocolError,
-                "AUTH without an authentication method in CONNECT".into(),
-                ctx,
-            ),
+            Packet::Auth(auth) => self.handle_auth(auth, ctx),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
@@ -186,17 +86,19 @@ impl Session {
         }
     }
 
-    fn handle_publish(&mut self, publish: Publish, ctx: &mut Context<Self>) {
+    fn handle_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
         Metrics::add(&self.state.metrics.messages_received, 1);
         if self.protocol.is_v5() {
-            if publish.properties.topic_alias.is_some() {
-                // CONNACK announced Topic Alias Maximum 0
-                // 5.0 [MQTT-3.2.2-17] [MQTT-3.3.2-9]
-                return self.protocol_error(
-                    ReasonCode::TopicAliasInvalid,
-                    "topic alias used but Topic Alias Maximum is 0".into(),
-                    ctx,
-                );
+            let Some(conn) = &mut self.conn else { return };
+            match conn.aliases.resolve_inbound(&mut publish) {
+                Ok(()) => {}
+                // 5.0 [MQTT-3.3.2-9] [MQTT-3.3.2-10]
+                Err(e @ AliasError::OutOfRange { .. }) => {
+                    return self.protocol_error(ReasonCode::TopicAliasInvalid, e.to_string(), ctx)
+                }
+                Err(e @ AliasError::Unknown(_)) => {
+                    return self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
+                }
             }
             if !publish.properties.subscription_identifiers.is_empty() {
                 // 5.0 [MQTT-3.3.4-6] a client must not send Subscription Identifiers
@@ -226,18 +128,25 @@ impl Session {
                 return self.refuse_publish(&publish, ReasonCode::PayloadFormatInvalid, ctx);
             }
         }
+        // topic limits, ACL, memory cap (session/guard.rs); after the
+        // protocol checks, on the resolved topic name
+        if let Some(code) = self.publish_refusal(&publish) {
+            return self.refuse_checked_publish(&publish, code, ctx);
+        }
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         let packet_id = publish.packet_id.unwrap_or(0);
         let qos = publish.qos;
         let message = Arc::new(Message::from_publish(publish, self.handle.0.id, unix_ms()));
         match qos {
-            QoS::AtMostOnce => self.publish_message(message, None),
+            QoS::AtMostOnce => {
+                self.publish_message(message, None);
+            }
             QoS::AtLeastOnce => {
                 let token = self.incoming.begin(AckKind::PubAck, packet_id);
-                let mut guard = LazyGuard::new(self.handle.0.addr.clone(), token, generation);
-                self.publish_message(message, Some(&mut guard));
+                let mut guard = LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
+                let receivers = self.publish_message(message, Some(&mut guard));
                 if !guard.created() {
-                    self.incoming.complete(token, ReasonCode::Success);
+                    self.incoming.complete(token, accepted(receivers));
                 }
             }
             QoS::ExactlyOnce => {
@@ -251,7 +160,8 @@ impl Session {
                 } else {
                     self.incoming.insert_qos2(packet_id);
                     let token = self.incoming.begin(AckKind::PubRec, packet_id);
-                    let mut guard = LazyGuard::new(self.handle.0.addr.clone(), token, generation);
+                    let mut guard =
+                        LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
                     if self.is_persistent() {
                         self.stored = true;
                         self.state.writer.submit(
@@ -262,9 +172,9 @@ impl Session {
                             hold_until_durable(guard.get()),
                         );
                     }
-                    self.publish_message(message, Some(&mut guard));
+                    let receivers = self.publish_message(message, Some(&mut guard));
                     if !guard.created() {
-                        self.incoming.complete(token, ReasonCode::Success);
+                        self.incoming.complete(token, accepted(receivers));
                     }
                 }
             }
@@ -284,22 +194,28 @@ impl Session {
         self.flush_acks(ctx);
     }
 
-    /// Stores it as retained if flagged, then routes it.
-    pub(super) fn publish_message(&mut self, message: Arc<Message>, guard: Option<&mut LazyGuard>) {
+    /// Stores it as retained if flagged, then routes it. Returns how many
+    /// sessions it went to (a retained copy counts as one).
+    pub(super) fn publish_message(
+        &mut self,
+        message: Arc<Message>,
+        guard: Option<&mut LazyGuard>,
+    ) -> usize {
         let mut none = LazyGuard::none();
         let guard = guard.unwrap_or(&mut none);
-        if message.retain {
+        let retained = message.retain;
+        if retained {
             store_retained(&self.state, &message, guard);
         }
-        route(&self.state, &message, guard);
+        route(&self.state, &message, guard, Scope::Everywhere) + usize::from(retained)
     }
 
     /// Writes the acknowledgements that are ready, in order.
     pub(super) fn flush_acks(&mut self, ctx: &mut Context<Self>) {
         let mut ready: Vec<ReadyAck> = Vec::new();
         self.incoming.poll_ready(&mut ready);
-        for ack in ready {
-            if ack.reason_code != ReasonCode::Success && !self.protocol.is_v5() {
+        for mut ack in ready {
+            if ack.reason_code.is_error() && !self.protocol.is_v5() {
                 // 3.1.1 cannot say a message was not accepted: close without
                 // acknowledging, so the client sends it again.
                 self.protocol_error(
@@ -309,18 +225,35 @@ impl Session {
                 );
                 return;
             }
-            if ack.kind == AckKind::PubRec && ack.reason_code != ReasonCode::Success {
+            if ack.kind == AckKind::PubRec && ack.reason_code.is_error() {
                 self.incoming.release_qos2(ack.packet_id);
+            }
+            if !self.protocol.is_v5() {
+                ack.reason_code = ReasonCode::Success;
             }
             let response = PubResponse {
                 packet_id: ack.packet_id,
                 reason_code: ack.reason_code,
-                properties: AckProperties::default(),
+                properties: self.ack_properties(ack.reason_code),
             };
             self.send(&match ack.kind {
                 AckKind::PubAck => Packet::PubAck(response),
                 AckKind::PubRec => Packet::PubRec(response),
             });
+        }
+    }
+
+    /// Properties of an acknowledgement: a Reason String saying why, for a
+    /// failure, unless the client asked for no problem information (5.0
+    /// [MQTT-3.1.2-29]).
+    pub(super) fn ack_properties(&self, code: ReasonCode) -> AckProperties {
+        let wanted = self.conn.as_ref().is_some_and(|c| c.problem_information);
+        AckProperties {
+            reason_string: (wanted && code.is_error())
+                .then(|| reason_text(code))
+                .flatten()
+                .map(Into::into),
+            user_properties: Vec::new(),
         }
     }
 
@@ -336,39 +269,18 @@ impl Session {
                 None,
             );
         }
+        // 5.0: 0x92 if the id was not known (3.1.1 always answers Success)
+        let reason_code = if known || !self.protocol.is_v5() {
+            ReasonCode::Success
+        } else {
+            ReasonCode::PacketIdentifierNotFound
+        };
         self.send(&Packet::PubComp(PubResponse {
             packet_id: pubrel.packet_id,
-            // 5.0: 0x92 if the id was not known (3.1.1 always answers)
-            reason_code: if known {
-                ReasonCode::Success
-            } else {
-                ReasonCode::PacketIdentifierNotFound
-            },
-            properties: AckProperties::default(),
+            reason_code,
+            properties: self.ack_properties(reason_code),
         }));
     }
-}
-
-/// Replaces, or deletes for an empty payload, the retained message of its
-/// topic [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11], in memory and on disk.
-pub(crate) fn store_retained(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) {
-    let op = if message.payload.is_empty() {
-        state.retained.write().remove(&message.topic);
-        storage::WriteOp::DeleteRetained {
-            topic: message.topic.to_string(),
-        }
-    } else {
-        state
-            .retained
-            .write()
-            .insert(&message.topic, message.clone());
-        storage::WriteOp::PutRetained {
-            message: message.to_stored(message.qos, true, &[]),
-        }
-    };
-    state
-        .writer
-        .submit(vec![op], hold_until_durable(guard.get()));
 }
 
 impl Handler<AckDone> for Session {

@@ -10,9 +10,9 @@ use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use smallvec::SmallVec;
 
-use super::{Session, SubscriptionEntry};
+use super::{Deliver, Session, SubscriptionEntry};
+use crate::clustering::Proposal;
 use crate::codec::topic::split_shared;
 use crate::codec::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
@@ -42,6 +42,12 @@ impl Session {
                 );
             }
         }
+        // topic limits and ACL, per filter (session/guard.rs)
+        let refusals: Vec<Option<ReasonCode>> = subscribe
+            .filters
+            .iter()
+            .map(|(filter, _)| self.subscribe_refusal(filter))
+            .collect();
         let subscription_id = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut ops = Vec::new();
@@ -49,14 +55,22 @@ impl Session {
         let now = unix_ms();
         {
             let mut router = self.state.router.write();
-            for (filter, options) in subscribe.filters {
+            for ((filter, options), refusal) in subscribe.filters.into_iter().zip(refusals) {
+                if let Some(code) = refusal {
+                    reason_codes.push(code);
+                    continue;
+                }
+                let shared = matches!(split_shared(&filter), Ok(Some(_)));
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,
+                    shared_filter: shared.then(|| filter.clone()),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
-                let previous = router.subscribe(&filter, self.handle.clone(), entry);
-                let shared = matches!(split_shared(&filter), Ok(Some(_)));
+                let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
+                if previous.is_none() {
+                    self.propose(|_| Proposal::AddRoute(filter.to_string()));
+                }
                 let send_retained = !shared
                     && match options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
@@ -94,6 +108,7 @@ impl Session {
         if !ops.is_empty() {
             self.stored = true;
             self.state.writer.submit(ops, None);
+            self.update_record();
         }
         self.send(&Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
@@ -102,8 +117,14 @@ impl Session {
         }));
         for (message, qos, subscription_id) in retained {
             // [MQTT-3.3.1-8] RETAIN is 1 on messages sent because of a new subscription
-            let ids: SmallVec<[u32; 2]> = subscription_id.into_iter().collect();
-            self.enqueue(message, qos, true, ids, None);
+            self.enqueue(Deliver {
+                message,
+                qos,
+                retain: true,
+                subscription_ids: subscription_id.into_iter().collect(),
+                shared_filter: None,
+                ack: None,
+            });
         }
     }
 
@@ -113,7 +134,10 @@ impl Session {
         {
             let mut router = self.state.router.write();
             for filter in unsubscribe.filters {
-                let existed = router.unsubscribe(&filter, &self.handle).is_some();
+                let existed = router.unsubscribe(&filter, &self.subscriber()).is_some();
+                if existed {
+                    self.propose(|_| Proposal::RemoveRoute(filter.to_string()));
+                }
                 self.subscriptions.remove(&filter);
                 if existed && self.stored {
                     ops.push(storage::WriteOp::DeleteSubscription {
@@ -130,6 +154,7 @@ impl Session {
         }
         if !ops.is_empty() {
             self.state.writer.submit(ops, None);
+            self.update_record();
         }
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,

@@ -215,3 +215,108 @@ pub fn pingresp() -> Vec<u8> {
 pub fn disconnect() -> Vec<u8> {
     vec![0xE0, 0]
 }
+
+/// MQTT 5 properties, one builder per property type (5.0 section 2.2.2.2).
+pub mod prop {
+    use super::{bin, string, varint};
+
+    pub fn byte(id: u8, v: u8) -> Vec<u8> {
+        vec![id, v]
+    }
+    pub fn u16(id: u8, v: u16) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(v.to_be_bytes());
+        out
+    }
+    pub fn u32(id: u8, v: u32) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(v.to_be_bytes());
+        out
+    }
+    pub fn var(id: u8, v: usize) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(varint(v));
+        out
+    }
+    pub fn str(id: u8, v: &str) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(string(v));
+        out
+    }
+    pub fn data(id: u8, v: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(bin(v));
+        out
+    }
+    pub fn pair(id: u8, k: &str, v: &str) -> Vec<u8> {
+        let mut out = vec![id];
+        out.extend(string(k));
+        out.extend(string(v));
+        out
+    }
+
+    pub const PAYLOAD_FORMAT: u8 = 0x01;
+    pub const MESSAGE_EXPIRY: u8 = 0x02;
+    pub const CONTENT_TYPE: u8 = 0x03;
+    pub const RESPONSE_TOPIC: u8 = 0x08;
+    pub const CORRELATION_DATA: u8 = 0x09;
+    pub const SUBSCRIPTION_ID: u8 = 0x0B;
+    pub const SESSION_EXPIRY: u8 = 0x11;
+    pub const AUTH_METHOD: u8 = 0x15;
+    pub const AUTH_DATA: u8 = 0x16;
+    pub const REQUEST_PROBLEM_INFO: u8 = 0x17;
+    pub const WILL_DELAY: u8 = 0x18;
+    pub const REQUEST_RESPONSE_INFO: u8 = 0x19;
+    pub const RECEIVE_MAXIMUM: u8 = 0x21;
+    pub const TOPIC_ALIAS_MAXIMUM: u8 = 0x22;
+    pub const TOPIC_ALIAS: u8 = 0x23;
+    pub const USER_PROPERTY: u8 = 0x26;
+    pub const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+}
+
+/// MQTT 5 CONNECT with a will: (topic, payload, qos, retain) and raw will properties.
+pub fn connect5_will(
+    client_id: &str,
+    clean: bool,
+    keep_alive: u16,
+    props: &[u8],
+    will: Will<'_>,
+    will_props: &[u8],
+) -> Vec<u8> {
+    let (topic, payload, qos, retain) = will;
+    let mut body = string("MQTT");
+    body.push(5);
+    body.push((clean as u8) << 1 | 0x04 | qos << 3 | (retain as u8) << 5);
+    body.extend(keep_alive.to_be_bytes());
+    body.extend(varint(props.len()));
+    body.extend_from_slice(props);
+    body.extend(string(client_id));
+    body.extend(varint(will_props.len()));
+    body.extend_from_slice(will_props);
+    body.extend(string(topic));
+    body.extend(bin(payload));
+    packet(0x10, &body)
+}
+
+/// MQTT 5 DISCONNECT with a reason code and raw properties.
+pub fn disconnect5(reason: u8, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![reason];
+    body.extend(varint(props.len()));
+    body.extend_from_slice(props);
+    packet(0xE0, &body)
+}
+
+/// MQTT 5 AUTH with a reason code and raw properties.
+pub fn auth5(reason: u8, props: &[u8]) -> Vec<u8> {
+    let mut body = vec![reason];
+    body.extend(varint(props.len()));
+    body.extend_from_slice(props);
+    packet(0xF0, &body)
+}
+
+/// MQTT 5 PUBACK / PUBREC / PUBREL / PUBCOMP with a reason code (no properties).
+pub fn ack5(first: u8, packet_id: u16, reason: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(reason);
+    packet(first, &body)
+}

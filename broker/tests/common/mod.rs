@@ -7,17 +7,20 @@
 #![allow(dead_code)]
 
 pub mod build;
+pub mod client5;
+pub mod pki;
 pub mod process;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use broker::codec::{Limits, Packet, ProtocolVersion};
-use broker::config::{Config, ListenerConfig};
+use broker::config::{Config, ListenerConfig, ListenerProtocol, TlsConfig};
 use broker::server::{self, ServerHandle};
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// How long a test waits for something that should happen (not a
@@ -62,6 +65,15 @@ impl TestBroker {
         }
     }
 
+    /// Addresses of the listeners, in configuration order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.handle
+            .as_ref()
+            .expect("running")
+            .local_addrs()
+            .to_vec()
+    }
+
     /// Stops the broker gracefully; the store stays.
     pub fn stop(&mut self) {
         if let Some(h) = self.handle.take() {
@@ -93,6 +105,16 @@ pub fn test_config(data_dir: &Path) -> Config {
     }
 }
 
+/// A listener on 127.0.0.1, port 0.
+pub fn listener(protocol: ListenerProtocol, tls: Option<TlsConfig>) -> ListenerConfig {
+    ListenerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        protocol,
+        tls,
+        ..Default::default()
+    }
+}
+
 /// Polls `check` every `interval` until it returns true or `deadline` passes.
 pub async fn check_for(
     deadline: Duration,
@@ -111,9 +133,13 @@ pub async fn check_for(
     }
 }
 
+/// A byte stream a test client talks over: TCP, TLS, WebSocket.
+pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
+
 /// A client that writes and reads raw bytes.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Box<dyn ClientStream>,
     buf: BytesMut,
     pub version: ProtocolVersion,
 }
@@ -122,11 +148,48 @@ impl Raw {
     pub async fn connect(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).await.expect("tcp connect");
         stream.set_nodelay(true).unwrap();
+        Raw::over(stream)
+    }
+
+    /// A client over an established stream (3.1.1 until told otherwise).
+    pub fn over(stream: impl ClientStream + 'static) -> Raw {
         Raw {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::new(),
             version: ProtocolVersion::V311,
         }
+    }
+
+    /// Sends a 3.1.1 CONNECT and returns the CONNACK's return code, or None
+    /// if the connection ended (or failed) first.
+    pub async fn try_connect_mqtt(&mut self, client_id: &str) -> Option<u8> {
+        if !self.try_send(&build::connect(4, client_id, true, 60)).await {
+            return None;
+        }
+        let connack = self.recv_bytes().await?;
+        assert_eq!(connack[0], 0x20, "CONNACK expected, got {connack:02x?}");
+        Some(connack[3])
+    }
+
+    /// Connects from the local address `source` (e.g. 127.0.0.2), with a
+    /// receive buffer of `recv_buffer` bytes if given.
+    pub async fn connect_from(
+        addr: SocketAddr,
+        source: std::net::IpAddr,
+        recv_buffer: Option<u32>,
+    ) -> std::io::Result<Raw> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        if let Some(size) = recv_buffer {
+            socket.set_recv_buffer_size(size)?;
+        }
+        let stream = socket.connect(addr).await?;
+        stream.set_nodelay(true)?;
+        Ok(Raw {
+            stream: Box::new(stream),
+            buf: BytesMut::new(),
+            version: ProtocolVersion::V311,
+        })
     }
 
     /// Connects and completes a CONNECT / CONNACK exchange (3.1.1).
@@ -162,13 +225,14 @@ impl Raw {
         raw
     }
 
+    /// Writes and flushes (TLS and WebSocket streams buffer).
     pub async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.expect("write");
+        assert!(self.try_send(bytes).await, "write failed");
     }
 
     /// Writes, reporting failure instead of panicking (the peer may be gone).
     pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     /// Reads one whole packet as bytes; None at EOF or after PATIENCE.

@@ -24,8 +24,9 @@ pub struct TernProcess {
 }
 
 impl TernProcess {
-    /// Starts `tern` on `data_dir` and `port` with extra `args`, and waits
-    /// until it accepts connections.
+    /// Starts `tern` on `data_dir` and `port` with extra `args` (which may
+    /// replace the default `--log-level info`), and waits until it accepts
+    /// connections.
     pub fn start(data_dir: &Path, port: u16, args: &[&str]) -> TernProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::options()
@@ -39,8 +40,13 @@ impl TernProcess {
             .arg(data_dir)
             .arg("--bind")
             .arg(addr.to_string())
-            .arg("--log-level")
-            .arg("info")
+            .arg("--ws-bind")
+            .arg("127.0.0.1:0")
+            .args(
+                ["--log-level", "info"]
+                    .iter()
+                    .filter(|_| !args.contains(&"--log-level")),
+            )
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -69,6 +75,16 @@ impl TernProcess {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) without waiting.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} {pid}");
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -1,0 +1,174 @@
+//! What this node does with the cluster's events: other nodes' routes into
+//! the router, replicated retained messages into the retained index,
+//! forwarded messages to local sessions, takeover requests and ownership
+//! moves to the sessions concerned.
+
+use std::sync::Arc;
+
+use cluster::ClusterEvent;
+use tokio::sync::mpsc;
+
+use crate::codec::{QoS, SubscriptionOptions};
+use crate::message::Message;
+use crate::route::{route, set_retained_locally, LazyGuard, Scope};
+use crate::session::{Deliver, HandOver, OwnerMoved, Subscriber, SubscriptionEntry};
+use crate::state::{Metrics, State};
+
+/// The router entry of another node's route.
+fn node_entry(filter: &str) -> SubscriptionEntry {
+    let shared = matches!(crate::codec::topic::split_shared(filter), Ok(Some(_)));
+    SubscriptionEntry {
+        // The receiving node applies its own subscriptions' QoS.
+        options: SubscriptionOptions {
+            qos: QoS::ExactlyOnce,
+            ..Default::default()
+        },
+        subscription_id: None,
+        shared_filter: shared.then(|| filter.into()),
+    }
+}
+
+/// Loads the replicated routes of other nodes and the retained messages;
+/// call once at startup, before events are applied.
+pub fn load(state: &State, cluster: &cluster::Cluster) {
+    let me = cluster.node_id();
+    let mut router = state.router.write();
+    for (filter, nodes) in cluster.routes() {
+        for node in nodes.into_iter().filter(|n| *n != me) {
+            router.subscribe(&filter, Subscriber::Node(node), node_entry(&filter));
+        }
+    }
+    drop(router);
+    for stored in cluster.retained() {
+        match Message::from_stored(stored) {
+            Ok((message, _)) => set_retained_locally(state, &Arc::new(message)),
+            Err(e) => tracing::error!(error = %e, "unreadable replicated retained message skipped"),
+        }
+    }
+}
+
+/// Applies cluster events until the channel closes. `failed` is told when
+/// the cluster node stops on a fatal error.
+pub async fn run_events(
+    state: State,
+    mut events: mpsc::UnboundedReceiver<ClusterEvent>,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) {
+    let Some(me) = state.cluster.as_ref().map(|c| c.node_id()) else {
+        return;
+    };
+    while let Some(event) = events.recv().await {
+        match event {
+            ClusterEvent::RouteAdded { filter, node } if node != me => {
+                state.router.write().subscribe(
+                    &filter,
+                    Subscriber::Node(node),
+                    node_entry(&filter),
+                );
+            }
+            ClusterEvent::RouteRemoved { filter, node } if node != me => {
+                state
+                    .router
+                    .write()
+                    .unsubscribe(&filter, &Subscriber::Node(node));
+            }
+            ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
+            ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
+                let local = state.registry.lock().get(client_id.as_str()).cloned();
+                if let Some(addr) = local {
+                    addr.do_send(OwnerMoved { owner });
+                }
+            }
+            ClusterEvent::SessionOwnerChanged { .. } | ClusterEvent::SessionReleased { .. } => {}
+            ClusterEvent::RetainedChanged { message } => match Message::from_stored(message) {
+                Ok((message, _)) => set_retained_locally(&state, &Arc::new(message)),
+                Err(e) => tracing::error!(error = %e, "unreadable replicated retained message"),
+            },
+            ClusterEvent::Forwarded { msg, ack } => deliver_forwarded(&state, msg, ack),
+            ClusterEvent::TakeoverRequested {
+                client_id,
+                requester,
+                reply,
+            } => {
+                let local = state.registry.lock().get(client_id.as_str()).cloned();
+                tokio::spawn(async move {
+                    let handed = match local {
+                        Some(addr) => addr.send(HandOver { to: requester }).await.ok().flatten(),
+                        None => None,
+                    };
+                    let _ = reply.send(handed);
+                });
+            }
+            ClusterEvent::MembersChanged { members } => {
+                tracing::info!(members = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "cluster members changed");
+            }
+            ClusterEvent::BecameReady => tracing::info!("cluster ready"),
+            ClusterEvent::Removed => tracing::warn!("this node was removed from the cluster"),
+            ClusterEvent::Failed { reason } => {
+                tracing::error!(%reason, "cluster node failed; stopping");
+                let _ = failed.send(Some(reason));
+            }
+        }
+    }
+}
+
+/// Delivers a message another node forwarded here, and answers it once the
+/// copies for persistent sessions are stored.
+fn deliver_forwarded(
+    state: &State,
+    msg: cluster::ForwardedPublish,
+    ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+) {
+    let mut properties = msg.properties.clone();
+    let properties = match crate::codec::decode_publish_properties(&mut properties) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ack.send(Err(format!("properties do not decode: {e}")));
+            return;
+        }
+    };
+    let Some(qos) = QoS::from_u8(msg.qos) else {
+        let _ = ack.send(Err(format!("QoS {} is not valid", msg.qos)));
+        return;
+    };
+    let message = Arc::new(Message {
+        topic: msg.topic.into(),
+        payload: msg.payload,
+        qos,
+        retain: msg.retain,
+        properties,
+        expires_at_ms: msg.expires_at_ms,
+        origin: crate::message::BROKER_ORIGIN,
+    });
+    let mut guard = LazyGuard::forwarded(ack);
+    if let Some(client_id) = &msg.target_client {
+        let local = state.registry.lock().get(client_id.as_str()).cloned();
+        match local {
+            Some(addr) => addr.do_send(Deliver {
+                message,
+                qos,
+                retain: msg.retain,
+                subscription_ids: msg.subscription_ids.into_iter().collect(),
+                shared_filter: None,
+                ack: guard.get(),
+            }),
+            None => {
+                Metrics::add(&state.metrics.messages_dropped, 1);
+                tracing::warn!(%client_id, "message handed over for a session this node does not have");
+                if let Some(g) = guard.get() {
+                    g.fail();
+                }
+            }
+        }
+        return;
+    }
+    route(
+        state,
+        &message,
+        &mut guard,
+        Scope::Local {
+            plain: !msg.no_plain_match,
+            shared: &msg.shared_filters,
+        },
+    );
+}

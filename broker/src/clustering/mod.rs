@@ -1,0 +1,378 @@
+//! The broker's side of the cluster: what a node tells the others and does
+//! on their behalf. The `cluster` crate replicates state and carries
+//! messages; this module decides what to replicate and what to do with what
+//! arrives.
+//!
+//! - Routes: every local subscription is counted into the replicated
+//!   `filter -> nodes` map; other nodes' routes are entries
+//!   `Subscriber::Node(id)` in this node's router, so one trie match finds
+//!   local sessions and the nodes to forward to. A shared group's members on
+//!   other nodes are nodes in the group: the round robin spans the cluster.
+//! - Publishing: a message goes once to each other node with matching
+//!   subscribers (`forward`), which delivers to its own sessions. For QoS
+//!   1/2 the publisher's acknowledgement waits for the answer of every such
+//!   node that is up (that node answers once its copies for persistent
+//!   sessions are stored); a node that is down gets the message when its
+//!   link reconnects, but the publisher does not wait for it.
+//! - Sessions: each node claims the sessions of the clients connected to it
+//!   (ownership, subscriptions and expiry are replicated). A client that
+//!   connects to another node makes that node take the session over from its
+//!   owner (state and queued messages move over gRPC), or, if the owner is
+//!   down, resume it from the replicated subscriptions at once; the old
+//!   owner hands what it still holds to the new one when it learns of the
+//!   move (`OwnerMoved`).
+//! - Retained messages are replicated.
+//!
+//! Proposals about one client or one filter are applied in the order they
+//! were made: they go through one of [`WORKERS`] sequential queues, chosen
+//! by a hash of the client id or filter.
+//!
+//! Lifecycle: [`start`] runs the cluster on a runtime of its own, loads the
+//! replicated routes and retained messages into the router; [`run_events`]
+//! then applies the cluster's events until shutdown; [`ClusterBridge::stop`].
+
+mod events;
+mod options;
+
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::RwLock;
+use tokio::sync::mpsc;
+
+pub use events::{load, run_events};
+pub use options::{decode_options, encode_options};
+
+use crate::codec;
+use crate::message::Message;
+use crate::route::{hold_until_durable, AckGuard, LazyGuard, RemoteTarget};
+
+/// Sequential queues of proposals.
+const WORKERS: usize = 16;
+
+/// A replicated-state change to propose.
+#[derive(Debug)]
+pub enum Proposal {
+    AddRoute(String),
+    RemoveRoute(String),
+    Claim(String, cluster::SessionInfo),
+    Update(String, cluster::SessionInfo),
+    Release(String),
+    /// Answered once every proposal queued before it was made.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// This node's handle on the cluster. Chosen once at startup.
+pub struct ClusterBridge {
+    cluster: cluster::Cluster,
+    node_id: u64,
+    /// The runtime the cluster runs on; cluster calls are spawned there.
+    runtime: tokio::runtime::Handle,
+    /// How long a publisher's acknowledgement waits for another node.
+    forward_timeout: Duration,
+    /// Nodes not heard from recently: the publisher does not wait for them.
+    down: RwLock<HashSet<u64>>,
+    workers: Vec<mpsc::UnboundedSender<Proposal>>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl std::fmt::Debug for ClusterBridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterBridge")
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long without contact makes a peer count as down.
+const DOWN_AFTER: Duration = Duration::from_secs(3);
+
+impl ClusterBridge {
+    /// Wraps a started cluster.
+    pub fn new(
+        cluster: cluster::Cluster,
+        runtime: tokio::runtime::Handle,
+        forward_timeout: Duration,
+    ) -> Arc<ClusterBridge> {
+        let mut workers = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            let (tx, rx) = mpsc::unbounded_channel();
+            runtime.spawn(propose_in_order(cluster.clone(), rx));
+            workers.push(tx);
+        }
+        let bridge = Arc::new(ClusterBridge {
+            node_id: cluster.node_id(),
+            cluster,
+            runtime,
+            forward_timeout,
+            down: RwLock::new(HashSet::new()),
+            workers,
+            hasher: foldhash::fast::RandomState::default(),
+        });
+        bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
+        bridge
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    /// The cluster handle, for reads of the replicated state.
+    pub fn cluster(&self) -> &cluster::Cluster {
+        &self.cluster
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Queues a proposal behind the earlier ones about the same client or
+    /// filter.
+    pub fn propose(&self, proposal: Proposal) {
+        let key = match &proposal {
+            Proposal::AddRoute(f) | Proposal::RemoveRoute(f) => f,
+            Proposal::Claim(c, _) | Proposal::Update(c, _) | Proposal::Release(c) => c,
+            Proposal::Barrier(_) => "",
+        };
+        let i = (self.hasher.hash_one(key) as usize) % WORKERS;
+        // The workers live as long as the runtime; a send fails only at shutdown.
+        let _ = self.workers[i].send(proposal);
+    }
+
+    /// Waits until every proposal queued so far was made.
+    pub async fn settled(&self) {
+        let mut waits = Vec::new();
+        for worker in &self.workers {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let _ = worker.send(Proposal::Barrier(tx));
+            waits.push(rx);
+        }
+        for w in waits {
+            let _ = w.await;
+        }
+    }
+
+    /// Sends `message` to `node` for its subscribers (`target`). For QoS 1/2
+    /// to a node that is up, the message's guard waits for its answer.
+    pub fn forward(
+        &self,
+        node: u64,
+        message: &Arc<Message>,
+        target: RemoteTarget,
+        guard: &mut LazyGuard,
+    ) {
+        let forwarded = cluster::ForwardedPublish {
+            no_plain_match: !target.plain,
+            shared_filters: target.shared,
+            ..forwarded_publish(message)
+        };
+        let waits = message.qos > codec::QoS::AtMostOnce && !self.down.read().contains(&node);
+        self.send(node, forwarded, if waits { guard.get() } else { None });
+    }
+
+    /// Sends a message a session held to the node that owns the session now.
+    /// Resolves to whether that node stored it.
+    pub fn forward_to_session(
+        &self,
+        node: u64,
+        client_id: &str,
+        message: &Message,
+        qos: codec::QoS,
+        retain: bool,
+        subscription_ids: &[u32],
+    ) -> impl std::future::Future<Output = bool> + Send + 'static {
+        let forwarded = cluster::ForwardedPublish {
+            qos: qos as u8,
+            retain,
+            no_plain_match: true,
+            target_client: Some(client_id.to_owned()),
+            subscription_ids: subscription_ids.to_vec(),
+            ..forwarded_publish(message)
+        };
+        let cluster = self.cluster.clone();
+        let timeout = self.forward_timeout;
+        let task = self.runtime.spawn(async move {
+            matches!(
+                tokio::time::timeout(timeout, cluster.forward(node, forwarded)).await,
+                Ok(Ok(()))
+            )
+        });
+        async move { task.await.unwrap_or(false) }
+    }
+
+    fn send(&self, node: u64, forwarded: cluster::ForwardedPublish, guard: Option<AckGuard>) {
+        let cluster = self.cluster.clone();
+        let timeout = self.forward_timeout;
+        self.runtime.spawn(async move {
+            let result = tokio::time::timeout(timeout, cluster.forward(node, forwarded)).await;
+            if let Some(guard) = guard {
+                match result {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(node, error = %e, "forwarded message refused");
+                        guard.fail();
+                    }
+                    Err(_) => {
+                        tracing::warn!(node, "forwarded message not acknowledged in time");
+                        guard.fail();
+                    }
+                }
+            }
+        });
+    }
+
+    /// Replicates a retained message (an empty payload deletes it); `guard`
+    /// waits until it is applied.
+    pub fn set_retained(&self, message: &Arc<Message>, guard: Option<AckGuard>) {
+        let stored = message.to_stored(message.qos, true, &[]);
+        let cluster = self.cluster.clone();
+        let durable = hold_until_durable(guard);
+        self.runtime.spawn(async move {
+            let result = cluster.set_retained(stored).await;
+            if let Err(e) = &result {
+                tracing::warn!(error = %e, "retained message not replicated");
+            }
+            if let Some(durable) = durable {
+                durable(result.map_err(|e| storage::Error::Unavailable {
+                    reason: e.to_string(),
+                }));
+            }
+        });
+    }
+
+    /// The node owning `client_id`'s session, if any.
+    pub fn session_owner(&self, client_id: &str) -> Option<u64> {
+        self.cluster.session_owner(client_id)
+    }
+
+    /// True if `node` was heard from recently.
+    pub fn is_up(&self, node: u64) -> bool {
+        !self.down.read().contains(&node)
+    }
+
+    /// Asks `owner` to hand the session over; bounded by the forward timeout.
+    pub async fn take_over(
+        &self,
+        owner: u64,
+        client_id: &str,
+    ) -> Result<cluster::SessionState, String> {
+        let cluster = self.cluster.clone();
+        let client_id = client_id.to_owned();
+        let timeout = self.forward_timeout;
+        let task = self.runtime.spawn(async move {
+            tokio::time::timeout(timeout, cluster.take_over(owner, client_id)).await
+        });
+        match task.await {
+            Ok(Ok(Ok(state))) => Ok(state),
+            Ok(Ok(Err(e))) => Err(e.to_string()),
+            Ok(Err(_)) => Err("timed out".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Before a client's connection is attached here: if another node owns
+    /// its session, take it over (the owner closes the old connection and
+    /// sends the session's state and messages). With Clean Start the state
+    /// is discarded; without, it is returned to be imported. When the owner
+    /// cannot be reached, the session is resumed from its replicated record
+    /// (subscriptions, expiry); the owner sends the messages it held once it
+    /// learns the session moved.
+    pub async fn take_session(
+        &self,
+        limits: &crate::limits::Limits,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Option<crate::session::Restored> {
+        let owner = self
+            .session_owner(client_id)
+            .filter(|o| *o != self.node_id)?;
+        match self.take_over(owner, client_id).await {
+            Ok(state) if !clean_start => Some(crate::persist::from_cluster_state(limits, state)),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
+                if clean_start {
+                    return None;
+                }
+                self.cluster
+                    .session(client_id)
+                    .map(|info| crate::persist::from_cluster_info(&info))
+            }
+        }
+    }
+
+    /// Stops the cluster node (server, links, raft driver).
+    pub async fn stop(&self) {
+        let cluster = self.cluster.clone();
+        let _ = self
+            .runtime
+            .spawn(async move { cluster.shutdown().await })
+            .await;
+    }
+}
+
+/// The forwarded form of a message.
+fn forwarded_publish(message: &Message) -> cluster::ForwardedPublish {
+    let mut properties = BytesMut::new();
+    codec::encode_publish_properties(&message.properties, &mut properties);
+    cluster::ForwardedPublish {
+        topic: message.topic.to_string(),
+        payload: message.payload.clone(),
+        qos: message.qos as u8,
+        retain: message.retain,
+        properties: properties.freeze(),
+        expires_at_ms: message.expires_at_ms,
+        ..Default::default()
+    }
+}
+
+/// One sequential queue of proposals: each is applied before the next is
+/// made, so proposals about one key keep their order.
+async fn propose_in_order(cluster: cluster::Cluster, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+    while let Some(proposal) = rx.recv().await {
+        let result = match &proposal {
+            Proposal::AddRoute(f) => cluster.add_route(f.clone()).await,
+            Proposal::RemoveRoute(f) => cluster.remove_route(f.clone()).await,
+            Proposal::Claim(c, info) => cluster
+                .claim_session(c.clone(), info.clone())
+                .await
+                .map(drop),
+            Proposal::Update(c, info) => cluster.update_session(c.clone(), info.clone()).await,
+            Proposal::Release(c) => cluster.release_session(c.clone()).await,
+            Proposal::Barrier(_) => Ok(()),
+        };
+        if let Proposal::Barrier(done) = proposal {
+            let _ = done.send(());
+            continue;
+        }
+        if let Err(e) = result {
+            tracing::warn!(?proposal, error = %e, "cluster proposal failed");
+        }
+    }
+}
+
+/// Keeps the set of peers not heard from in [`DOWN_AFTER`].
+async fn watch_health(bridge: std::sync::Weak<ClusterBridge>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(bridge) = bridge.upgrade() else {
+            return;
+        };
+        let status = bridge.cluster.status();
+        let down: HashSet<u64> = status
+            .peers
+            .iter()
+            .filter(|p| p.last_contact.is_none_or(|t| t > DOWN_AFTER))
+            .map(|p| p.id)
+            .collect();
+        let mut current = bridge.down.write();
+        if *current != down {
+            tracing::info!(down = ?down, "cluster peers reachability changed");
+            *current = down;
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! Routing one application message: to every local session with a matching
+//! subscription, to one member of each matching shared group, and once to
+//! each other node of the cluster that has matching subscribers; and storing
+//! it as the retained message of its topic.
+//!
+//! Durability: a publisher's PUBACK / PUBREC waits for every copy bound for
+//! a persistent session (and the retained copy, and the copies forwarded to
+//! other nodes that are up) to be stored. Each of those holds a clone of the
+//! message's [`AckGuard`]; the last drop reports success or failure to
+//! whoever waits (the publisher's session, or the node that forwarded the
+//! message here).
+
+use std::cmp::min;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix::Addr;
+use bytestring::ByteString;
+use smallvec::SmallVec;
+
+use crate::codec::QoS;
+use crate::message::Message;
+use crate::session::{AckDone, Deliver, Session, SessionRef, Subscriber, SubscriptionEntry};
+use crate::state::{BrokerState, Metrics};
+
+/// Whom a finished [`AckGuard`] tells.
+enum Completion {
+    /// The publisher's session: `AckDone` for its pending acknowledgement.
+    Session {
+        publisher: Addr<Session>,
+        token: u64,
+        generation: u64,
+    },
+    /// The node that forwarded the message here.
+    Forwarded(tokio::sync::oneshot::Sender<Result<(), String>>),
+}
+
+/// A stored-before-acknowledged dependency of a QoS 1/2 message. Clones
+/// travel with the copies that must be stored; when the last one is dropped,
+/// the waiting side learns whether every holder succeeded.
+#[derive(Clone)]
+pub struct AckGuard(Arc<AckInner>);
+
+struct AckInner {
+    completion: Option<Completion>,
+    failed: AtomicBool,
+}
+
+impl AckGuard {
+    fn new(completion: Completion) -> AckGuard {
+        AckGuard(Arc::new(AckInner {
+            completion: Some(completion),
+            failed: AtomicBool::new(false),
+        }))
+    }
+
+    /// A guard that answers the node which forwarded a message here.
+    pub fn forwarded(ack: tokio::sync::oneshot::Sender<Result<(), String>>) -> AckGuard {
+        AckGuard::new(Completion::Forwarded(ack))
+    }
+
+    /// The work this guard stands for failed: the waiting side must not be
+    /// told the message is safe.
+    pub fn fail(&self) {
+        self.0.failed.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for AckInner {
+    fn drop(&mut self) {
+        let ok = !self.failed.load(Ordering::Relaxed);
+        match self.completion.take() {
+            Some(Completion::Session {
+                publisher,
+                token,
+                generation,
+            }) => publisher.do_send(AckDone {
+                token,
+                generation,
+                ok,
+            }),
+            Some(Completion::Forwarded(ack)) => {
+                let _ = ack.send(if ok {
+                    Ok(())
+                } else {
+                    Err("a copy could not be stored".into())
+                });
+            }
+            None => {}
+        }
+    }
+}
+
+impl std::fmt::Debug for AckGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckGuard").finish_non_exhaustive()
+    }
+}
+
+/// Creates the message's [`AckGuard`] the first time a copy needs one.
+pub struct LazyGuard {
+    factory: Option<Completion>,
+    guard: Option<AckGuard>,
+}
+
+impl LazyGuard {
+    /// For messages nobody waits for (QoS 0, wills, retained on subscribe).
+    pub fn none() -> LazyGuard {
+        LazyGuard {
+            factory: None,
+            guard: None,
+        }
+    }
+
+    /// For an inbound QoS 1/2 PUBLISH: tells the publisher's session.
+    pub fn publisher(publisher: Addr<Session>, token: u64, generation: u64) -> LazyGuard {
+        LazyGuard {
+            factory: Some(Completion::Session {
+                publisher,
+                token,
+                generation,
+            }),
+            guard: None,
+        }
+    }
+
+    /// For a message forwarded by another node: answers it when done.
+    pub fn forwarded(ack: tokio::sync::oneshot::Sender<Result<(), String>>) -> LazyGuard {
+        LazyGuard {
+            factory: None,
+            guard: Some(AckGuard::forwarded(ack)),
+        }
+    }
+
+    /// A clone of the guard, created on first use; `None` if nobody waits.
+    pub fn get(&mut self) -> Option<AckGuard> {
+        if self.guard.is_none() {
+            self.guard = Some(AckGuard::new(self.factory.take()?));
+        }
+        self.guard.clone()
+    }
+
+    /// True once a copy took a clone: the answer comes when they are done.
+    pub fn created(&self) -> bool {
+        self.guard.is_some()
+    }
+}
+
+/// Which subscriptions a message is matched against.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A message published on this node: local and remote subscribers.
+    Everywhere,
+    /// A message forwarded by another node: this node's sessions only, its
+    /// plain subscriptions if `plain`, and one local member of each of
+    /// `shared` (the groups for which the other node picked this one).
+    Local { plain: bool, shared: &'a [String] },
+}
+
+/// One session a message goes to, after merging its overlapping subscriptions.
+struct Target<'a> {
+    session: &'a SessionRef,
+    qos: QoS,
+    retain: bool,
+    subscription_ids: SmallVec<[u32; 2]>,
+    shared_filter: Option<&'a ByteString>,
+}
+
+impl<'a> Target<'a> {
+    fn new(session: &'a SessionRef, message: &Message, entry: &'a SubscriptionEntry) -> Target<'a> {
+        Target {
+            session,
+            qos: min(message.qos, entry.options.qos),
+            // [MQTT-3.3.1-9] RETAIN is 0 on delivery to an established
+            // subscription, unless 5.0 Retain As Published [MQTT-3.3.1-13]
+            retain: message.retain && entry.options.retain_as_published,
+            subscription_ids: entry.subscription_id.into_iter().collect(),
+            shared_filter: entry.shared_filter.as_ref(),
+        }
+    }
+}
+
+/// What another node gets of one message.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// Its plain subscriptions match.
+    pub plain: bool,
+    /// Shared groups for which it was picked.
+    pub shared: Vec<String>,
+}
+
+/// Sends `message` where `scope` says: once per local session, at the
+/// highest QoS of its matching subscriptions (3.1.1 section 3.3.5, 5.0
+/// [MQTT-3.3.4-2]) and with all their subscription identifiers (5.0
+/// [MQTT-3.3.4-3]); one member of each matching shared group; once per
+/// other node with matching subscribers. Returns how many sessions and nodes
+/// it went to.
+pub fn route(
+    state: &BrokerState,
+    message: &Arc<Message>,
+    guard: &mut LazyGuard,
+    scope: Scope<'_>,
+) -> usize {
+    let router = state.router.read();
+    let mut targets: SmallVec<[Target<'_>; 8]> = SmallVec::new();
+    let mut remote: SmallVec<[(u64, RemoteTarget); 2]> = SmallVec::new();
+    let (plain, everywhere) = match scope {
+        Scope::Everywhere => (true, true),
+        Scope::Local { plain, .. } => (plain, false),
+    };
+    if plain {
+        router.matches(&message.topic, |subscriber, entry| match subscriber {
+            Subscriber::Local(session) => {
+                // 5.0 [MQTT-3.8.3-3] No Local: not to the publisher's own subscriptions
+                if !(entry.options.no_local && session.0.id == message.origin) {
+                    let mut t = Target::new(session, message, entry);
+                    t.shared_filter = None;
+                    targets.push(t);
+                }
+            }
+            Subscriber::Node(node) if everywhere => remote_entry(&mut remote, *node).plain = true,
+            Subscriber::Node(_) => {}
+        });
+    }
+    match scope {
+        Scope::Everywhere => router.match_shared(
+            &message.topic,
+            |subscriber, _| subscriber.is_available(),
+            |_group, subscriber, entry| match subscriber {
+                Subscriber::Local(session) => targets.push(Target::new(session, message, entry)),
+                Subscriber::Node(node) => {
+                    if let Some(filter) = &entry.shared_filter {
+                        remote_entry(&mut remote, *node)
+                            .shared
+                            .push(filter.to_string());
+                    }
+                }
+            },
+        ),
+        Scope::Local { shared, .. } => {
+            for filter in shared {
+                let local =
+                    |s: &Subscriber, _: &SubscriptionEntry| matches!(s, Subscriber::Local(_));
+                let picked = router
+                    .pick_shared(filter, |s, e| local(s, e) && s.is_available())
+                    .filter(|(s, _)| matches!(s, Subscriber::Local(_)))
+                    .or_else(|| router.pick_shared(filter, local));
+                match picked {
+                    Some((Subscriber::Local(session), entry)) => {
+                        targets.push(Target::new(session, message, entry))
+                    }
+                    _ => Metrics::add(&state.metrics.messages_dropped, 1),
+                }
+            }
+        }
+    }
+    if targets.len() > 1 {
+        targets.sort_unstable_by_key(|t| t.session.0.id);
+        let mut merged: SmallVec<[Target<'_>; 8]> = SmallVec::with_capacity(targets.len());
+        for t in targets {
+            match merged.last_mut() {
+                Some(last) if last.session.0.id == t.session.0.id => {
+                    last.qos = last.qos.max(t.qos);
+                    last.retain |= t.retain;
+                    last.subscription_ids.extend(t.subscription_ids);
+                    // One copy serves both: it stays with this session.
+                    last.shared_filter = None;
+                }
+                _ => merged.push(t),
+            }
+        }
+        targets = merged;
+    }
+    let count = targets.len() + remote.len();
+    for t in targets {
+        let ack = if t.qos > QoS::AtMostOnce && t.session.is_persistent() {
+            guard.get()
+        } else {
+            None
+        };
+        t.session.0.addr.do_send(Deliver {
+            message: message.clone(),
+            qos: t.qos,
+            retain: t.retain,
+            subscription_ids: t.subscription_ids,
+            shared_filter: t.shared_filter.cloned(),
+            ack,
+        });
+    }
+    drop(router);
+    if let Some(cluster) = &state.cluster {
+        for (node, target) in remote {
+            cluster.forward(node, message, target, guard);
+        }
+    }
+    count
+}
+
+fn remote_entry(remote: &mut SmallVec<[(u64, RemoteTarget); 2]>, node: u64) -> &mut RemoteTarget {
+    let i = match remote.iter().position(|(n, _)| *n == node) {
+        Some(i) => i,
+        None => {
+            remote.push((node, RemoteTarget::default()));
+            remote.len() - 1
+        }
+    };
+    &mut remote[i].1
+}
+
+/// Storage callback that holds `guard` until the write is durable.
+pub fn hold_until_durable(guard: Option<AckGuard>) -> Option<storage::Durable> {
+    let guard = guard?;
+    Some(Box::new(move |result: storage::Result<()>| {
+        if let Err(e) = result {
+            tracing::error!(error = %e, "store write failed; the message is not acknowledged");
+            guard.fail();
+        }
+    }))
+}
+
+/// Replaces, or deletes for an empty payload, the retained message of its
+/// topic [MQTT-3.3.1-5] [MQTT-3.3.1-10] [MQTT-3.3.1-11]: in memory, on disk
+/// and, in a cluster, on every node.
+pub fn store_retained(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) {
+    set_retained_locally(state, message);
+    match &state.cluster {
+        Some(cluster) => cluster.set_retained(message, guard.get()),
+        None => {
+            let op = if message.payload.is_empty() {
+                storage::WriteOp::DeleteRetained {
+                    topic: message.topic.to_string(),
+                }
+            } else {
+                storage::WriteOp::PutRetained {
+                    message: message.to_stored(message.qos, true, &[]),
+                }
+            };
+            state
+                .writer
+                .submit(vec![op], hold_until_durable(guard.get()));
+        }
+    }
+}
+
+/// Updates the in-memory retained index only.
+pub fn set_retained_locally(state: &BrokerState, message: &Arc<Message>) {
+    if message.payload.is_empty() {
+        state.retained.write().remove(&message.topic);
+    } else {
+        state
+            .retained
+            .write()
+            .insert(&message.topic, message.clone());
+    }
+}

@@ -1,0 +1,222 @@
+//! A session in a cluster: telling the cluster about it (ownership,
+//! subscriptions, routes), and leaving this node when another one takes it
+//! (`HandOver`, asked by that node) or owns it now (`OwnerMoved`, learned
+//! from the replicated state).
+
+use actix::prelude::*;
+
+use super::connect::CloseReason;
+use super::outgoing::OutState;
+use super::{Restored, Session};
+use crate::clustering::{encode_options, Proposal};
+
+/// Another node takes this session over: close the client's connection,
+/// answer with the session's state, and leave (no release: the new owner
+/// claims it).
+#[derive(Message)]
+#[rtype(result = "Option<cluster::SessionState>")]
+pub struct HandOver {
+    /// The node taking it.
+    pub to: u64,
+}
+
+/// The replicated state says `owner` owns this session now: close the
+/// client's connection, send the messages still held here to the owner,
+/// and leave.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct OwnerMoved {
+    pub owner: u64,
+}
+
+impl Session {
+    /// The session as the replicated state keeps it.
+    pub(super) fn session_info(&self) -> cluster::SessionInfo {
+        cluster::SessionInfo {
+            subscriptions: self
+                .subscriptions
+                .iter()
+                .map(|(filter, entry)| cluster::SessionSubscription {
+                    filter: filter.to_string(),
+                    options: encode_options(&entry.options, entry.subscription_id),
+                })
+                .collect(),
+            session_expiry_interval: self.session_expiry_interval,
+            disconnected_at_ms: self.offline_since_ms,
+        }
+    }
+
+    /// Proposes a change about this session, in a cluster.
+    pub(super) fn propose(&self, proposal: impl FnOnce(&Session) -> Proposal) {
+        if let Some(cluster) = &self.state.cluster {
+            cluster.propose(proposal(self));
+        }
+    }
+
+    /// Claims the session for this node (at each connection).
+    pub(super) fn claim(&self) {
+        self.propose(|s| Proposal::Claim(s.client_id.to_string(), s.session_info()));
+    }
+
+    /// Tells the cluster the session's record changed (subscriptions,
+    /// expiry, offline time).
+    pub(super) fn update_record(&self) {
+        self.propose(|s| Proposal::Update(s.client_id.to_string(), s.session_info()));
+    }
+
+    /// Loads a session taken over from another node (or resumed from the
+    /// replicated record when its owner is down), and stores it here.
+    pub(super) fn import(&mut self, restored: Restored) {
+        if let Some(protocol) = restored.protocol {
+            self.protocol = protocol;
+        }
+        self.set_session_expiry(restored.session_expiry_interval);
+        let mut ops = Vec::new();
+        {
+            let mut router = self.state.router.write();
+            let me = self.subscriber();
+            for (filter, entry) in restored.subscriptions {
+                router.subscribe(&filter, me.clone(), entry.clone());
+                self.propose(|_| Proposal::AddRoute(filter.to_string()));
+                ops.push(storage::WriteOp::PutSubscription {
+                    client_id: self.client_id.to_string(),
+                    record: storage::SubscriptionRecord {
+                        filter: filter.to_string(),
+                        qos: entry.options.qos as u8,
+                        no_local: entry.options.no_local,
+                        retain_as_published: entry.options.retain_as_published,
+                        retain_handling: entry.options.retain_handling as u8,
+                        subscription_identifier: entry.subscription_id,
+                    },
+                });
+                self.subscriptions.insert(filter, entry);
+            }
+        }
+        for m in restored.outgoing {
+            ops.push(storage::WriteOp::PutOutgoing {
+                client_id: self.client_id.to_string(),
+                seq: m.seq,
+                record: storage::OutgoingRecord {
+                    released: m.state == OutState::Released,
+                    message: m.message.to_stored(m.qos, m.retain, &m.subscription_ids),
+                },
+            });
+            self.outgoing.restore(m);
+        }
+        for packet_id in restored.incoming_qos2 {
+            ops.push(storage::WriteOp::PutIncomingQos2 {
+                client_id: self.client_id.to_string(),
+                packet_id,
+            });
+            self.incoming.insert_qos2(packet_id);
+        }
+        if self.is_persistent() && !ops.is_empty() {
+            self.stored = true;
+            self.state.writer.submit(ops, None);
+        }
+    }
+
+    /// Ends the session here because another node has it now. Local store
+    /// records go unless `keep_stored` (then the caller deletes them once the
+    /// messages they hold have reached the new owner).
+    fn leave(&mut self, keep_stored: bool, ctx: &mut Context<Self>) {
+        if let Some(conn) = self.conn.take() {
+            self.close_connection(conn, CloseReason::TakenOver, ctx);
+        }
+        // The session goes on elsewhere: a delayed will is not due (5.0
+        // [MQTT-3.1.3-9]); an immediate one is, as on any takeover.
+        if let Some(will) = self.will.take() {
+            if will.properties.will_delay_interval.unwrap_or(0) == 0 {
+                self.publish_will(will);
+            }
+        }
+        if let Some((_, timer)) = self.pending_will.take() {
+            ctx.cancel_future(timer);
+        }
+        self.moved = true;
+        if keep_stored {
+            self.stored = false;
+        }
+        self.end_session(ctx);
+    }
+}
+
+impl Handler<HandOver> for Session {
+    type Result = Option<cluster::SessionState>;
+
+    fn handle(&mut self, msg: HandOver, ctx: &mut Context<Self>) -> Self::Result {
+        if self.ended {
+            return None;
+        }
+        tracing::info!(client_id = %self.client_id, to = msg.to, "session handed over to another node");
+        let state = cluster::SessionState {
+            client_id: self.client_id.to_string(),
+            info: self.session_info(),
+            protocol_level: self.protocol.level(),
+            outgoing: self
+                .outgoing
+                .iter()
+                .map(|m| {
+                    (
+                        m.seq,
+                        storage::OutgoingRecord {
+                            released: m.state == OutState::Released,
+                            message: m.message.to_stored(m.qos, m.retain, &m.subscription_ids),
+                        },
+                    )
+                })
+                .collect(),
+            incoming_qos2: self.incoming.qos2_ids(),
+        };
+        self.leave(false, ctx);
+        Some(state)
+    }
+}
+
+impl Handler<OwnerMoved> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: OwnerMoved, ctx: &mut Context<Self>) {
+        if self.ended {
+            return;
+        }
+        let Some(cluster) = self.state.cluster.clone() else {
+            return;
+        };
+        tracing::info!(client_id = %self.client_id, owner = msg.owner, "session owned by another node now");
+        // Messages the client has not received yet go to the new owner, in
+        // order; the local copies are deleted once all have arrived.
+        let sends: Vec<_> = self
+            .outgoing
+            .iter()
+            .filter(|m| m.state != OutState::Released)
+            .map(|m| {
+                cluster.forward_to_session(
+                    msg.owner,
+                    &self.client_id,
+                    &m.message,
+                    m.qos,
+                    m.retain,
+                    &m.subscription_ids,
+                )
+            })
+            .collect();
+        let keep_stored = self.stored;
+        let client_id = self.client_id.to_string();
+        let writer = self.state.writer.clone();
+        self.leave(keep_stored, ctx);
+        if keep_stored {
+            actix_rt::spawn(async move {
+                let mut all = true;
+                for send in sends {
+                    all &= send.await;
+                }
+                if all {
+                    writer.submit(vec![storage::WriteOp::DeleteSession { client_id }], None);
+                } else {
+                    tracing::warn!(%client_id, "some messages did not reach the session's new owner; kept for the next restart");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! The data the broker exchanges with the cluster, and their conversions to
+//! and from the `proto` wire types.
+//!
+//! Conversions from the wire check every field the broker relies on (QoS at
+//! most 2, packet ids that fit 16 bits, ...) and return [`Error::Decode`]
+//! naming the field: bytes from a peer never cause a panic.
+
+use bytes::Bytes;
+use storage::{OutgoingRecord, StoredMessage};
+
+use crate::error::{Error, Result};
+
+/// A retained message; an empty payload means "deleted". The same record the
+/// store keeps, so the broker can write it as it is.
+pub type RetainedMessage = StoredMessage;
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    /// Raft node id, never 0.
+    pub id: u64,
+    /// host:port of its cluster gRPC endpoint; empty until the node announced
+    /// itself (a founding member known only from the seed list).
+    pub address: String,
+    /// host:port of its MQTT listener; empty until announced.
+    pub mqtt_address: String,
+}
+
+/// One subscription of a replicated session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionSubscription {
+    /// The topic filter as the client sent it.
+    pub filter: String,
+    /// The broker's encoding of the subscription options; opaque here.
+    pub options: Bytes,
+}
+
+/// The replicated part of a session: enough for another node to resume it if
+/// the owner is gone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The session's subscriptions.
+    pub subscriptions: Vec<SessionSubscription>,
+    /// Seconds the session outlives a disconnect; `u32::MAX` never expires.
+    pub session_expiry_interval: u32,
+    /// Unix time in ms when the client went offline; `None` while connected.
+    pub disconnected_at_ms: Option<u64>,
+}
+
+/// A session handed over by its owner ([`crate::Cluster::take_over`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionState {
+    /// The client id.
+    pub client_id: String,
+    /// Subscriptions and expiry.
+    pub info: SessionInfo,
+    /// MQTT protocol level of the client's last CONNECT: 3, 4 or 5.
+    pub protocol_level: u8,
+    /// Queued and in-flight QoS 1/2 messages with their `seq`, in order.
+    pub outgoing: Vec<(u64, OutgoingRecord)>,
+    /// QoS 2 packet ids received from the client and not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
+/// A PUBLISH forwarded from the node its client published to.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ForwardedPublish {
+    /// Set by the cluster when sending (any value given is replaced); unique
+    /// within the link, so a receiver can recognize a resend.
+    pub id: u64,
+    /// Topic name.
+    pub topic: String,
+    /// Application payload.
+    pub payload: Bytes,
+    /// Publish QoS: 0, 1 or 2.
+    pub qos: u8,
+    /// RETAIN flag.
+    pub retain: bool,
+    /// MQTT 5 PUBLISH properties, encoded; opaque here.
+    pub properties: Bytes,
+    /// Unix time in ms after which it must not be delivered.
+    pub expires_at_ms: Option<u64>,
+    /// The node whose client published it.
+    pub origin_node: u64,
+    /// Not for the receiving node's plain subscriptions: only for the shared
+    /// groups in `shared_filters` or the session `target_client`.
+    pub no_plain_match: bool,
+    /// Shared subscriptions for which the receiving node was picked.
+    pub shared_filters: Vec<String>,
+    /// Deliver to this session only (handing a session's messages over).
+    pub target_client: Option<String>,
+    /// Subscription identifiers of a message for `target_client`.
+    pub subscription_ids: Vec<u32>,
+}
+
+fn qos(field: &'static str, v: u32) -> Result<u8> {
+    match v {
+        0..=2 => Ok(v as u8),
+        _ => Err(Error::decode(field, format!("QoS {v} is not 0, 1 or 2"))),
+    }
+}
+
+fn required<T>(field: &'static str, v: Option<T>) -> Result<T> {
+    v.ok_or_else(|| Error::decode(field, "missing"))
+}
+
+pub(crate) fn message_to_proto(m: &StoredMessage) -> proto::StoredMessage {
+    {
+        proto::StoredMessage {
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: u32::from(m.qos),
+            retain: m.retain,
+            properties: m.properties.clone(),
+            expires_at_ms: m.expires_at_ms,
+        }
+    }
+}
+
+pub(crate) fn message_from_proto(m: proto::StoredMessage) -> Result<StoredMessage> {
+    Ok(StoredMessage {
+        qos: qos("stored message qos", m.qos)?,
+        topic: m.topic,
+        payload: m.payload,
+        retain: m.retain,
+        properties: m.properties,
+        expires_at_ms: m.expires_at_ms,
+    })
+}
+
+impl From<&Member> for proto::MemberInfo {
+    fn from(m: &Member) -> Self {
+        proto::MemberInfo {
+            id: m.id,
+            raft_address: m.address.clone(),
+            mqtt_address: m.mqtt_address.clone(),
+        }
+    }
+}
+
+pub(crate) fn member_from_proto(m: proto::MemberInfo) -> Result<Member> {
+    if m.id == 0 {
+        return Err(Error::decode("member", "node id 0"));
+    }
+    Ok(Member {
+        id: m.id,
+        address: m.raft_address,
+        mqtt_address: m.mqtt_address,
+    })
+}
+
+impl From<&SessionInfo> for proto::SessionInfo {
+    fn from(s: &SessionInfo) -> Self {
+        proto::SessionInfo {
+            subscriptions: s
+                .subscriptions
+                .iter()
+                .map(|s| proto::Subscription {
+                    filter: s.filter.clone(),
+                    options: s.options.clone(),
+                })
+                .collect(),
+            session_expiry_interval: s.session_expiry_interval,
+            disconnected_at_ms: s.disconnected_at_ms,
+        }
+    }
+}
+
+impl From<proto::SessionInfo> for SessionInfo {
+    fn from(s: proto::SessionInfo) -> Self {
+        SessionInfo {
+            subscriptions: s
+                .subscriptions
+                .into_iter()
+                .map(|s| SessionSubscription {
+                    filter: s.filter,
+                    options: s.options,
+                })
+                .collect(),
+            session_expiry_interval: s.session_expiry_interval,
+            disconnected_at_ms: s.disconnected_at_ms,
+        }
+    }
+}
+
+impl From<&SessionState> for proto::SessionState {
+    fn from(s: &SessionState) -> Self {
+        proto::SessionState {
+            client_id: s.client_id.clone(),
+            info: Some((&s.info).into()),
+            protocol_level: u32::from(s.protocol_level),
+            outgoing: s
+                .outgoing
+                .iter()
+                .map(|(seq, r)| proto::OutgoingMessage {
+                    seq: *seq,
+                    released: r.released,
+                    message: Some(message_to_proto(&r.message)),
+                })
+                .collect(),
+            incoming_qos2: s.incoming_qos2.iter().map(|&p| u32::from(p)).collect(),
+        }
+    }
+}
+
+pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<SessionState> {
+    let protocol_level = u8::try_from(s.protocol_level)
+        .map_err(|_| Error::decode("protocol_level", s.protocol_level))?;
+    let outgoing = s
+        .outgoing
+        .into_iter()
+        .map(|o| {
+            let message = message_from_proto(required("outgoing message", o.message)?)?;
+            Ok((
+                o.seq,
+                OutgoingRecord {
+                    released: o.released,
+                    message,
+                },
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let incoming_qos2 = s
+        .incoming_qos2
+        .into_iter()
+        .map(|p| u16::try_from(p).map_err(|_| Error::decode("incoming_qos2 packet id", p)))
+        .collect::<Result<_>>()?;
+    Ok(SessionState {
+        client_id: s.client_id,
+        info: s.info.unwrap_or_default().into(),
+        protocol_level,
+        outgoing,
+        incoming_qos2,
+    })
+}
+
+impl From<&ForwardedPublish> for proto::ForwardedPublish {
+    fn from(m: &ForwardedPublish) -> Self {
+        proto::ForwardedPublish {
+            id: m.id,
+            topic: m.topic.clone(),
+            payload: m.payload.clone(),
+            qos: u32::from(m.qos),
+            retain: m.retain,
+            properties: m.properties.clone(),
+            expires_at_ms: m.expires_at_ms,
+            origin_node: m.origin_node,
+            no_plain_match: m.no_plain_match,
+            shared_filters: m.shared_filters.clone(),
+            target_client: m.target_client.clone().unwrap_or_default(),
+            subscription_ids: m.subscription_ids.clone(),
+        }
+    }
+}
+
+pub(crate) fn forwarded_from_proto(m: proto::ForwardedPublish) -> Result<ForwardedPublish> {
+    Ok(ForwardedPublish {
+        id: m.id,
+        qos: qos("forwarded publish qos", m.qos)?,
+        topic: m.topic,
+        payload: m.payload,
+        retain: m.retain,
+        properties: m.properties,
+        expires_at_ms: m.expires_at_ms,
+        origin_node: m.origin_node,
+        no_plain_match: m.no_plain_match,
+        shared_filters: m.shared_filters,
+        target_client: (!m.target_client.is_empty()).then_some(m.target_client),
+        subscription_ids: m.subscription_ids,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_state_round_trips_and_rejects_bad_fields() {
+        let state = SessionState {
+            client_id: "c".into(),
+            info: SessionInfo {
+                subscriptions: vec![SessionSubscription {
+                    filter: "a/#".into(),
+                    options: Bytes::from_static(&[1]),
+                }],
+                session_expiry_interval: 60,
+                disconnected_at_ms: Some(5),
+            },
+            protocol_level: 5,
+            outgoing: vec![(
+                3,
+                OutgoingRecord {
+                    released: true,
+                    message: StoredMessage {
+                        topic: "a/b".into(),
+                        payload: Bytes::from_static(b"x"),
+                        qos: 2,
+                        retain: false,
+                        properties: Bytes::new(),
+                        expires_at_ms: None,
+                    },
+                },
+            )],
+            incoming_qos2: vec![7, 65535],
+        };
+        let wire = proto::SessionState::from(&state);
+        assert_eq!(session_state_from_proto(wire.clone()).unwrap(), state);
+
+        let mut bad = wire.clone();
+        bad.incoming_qos2.push(65536);
+        let err = session_state_from_proto(bad).unwrap_err();
+        assert!(err.to_string().contains("incoming_qos2"), "{err}");
+        let mut bad = wire;
+        bad.outgoing[0].message.as_mut().unwrap().qos = 3;
+        let err = session_state_from_proto(bad).unwrap_err();
+        assert!(err.to_string().contains("QoS 3"), "{err}");
+    }
+}

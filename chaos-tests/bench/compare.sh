@@ -6,12 +6,12 @@
 # each run on a freshly started broker with an empty store. The broker is
 # pinned to CPU 0 and the load generator to CPU 1 (when there are two).
 # Prints the medians, the Tern/Mosquitto ratio and the target of each
-# scenario, and writes every run and the table as JSON.
+# scenario as a markdown table, and writes every run and the table as JSON.
 #
 # Usage: chaos-tests/bench/compare.sh [--quick] [--reps N] [--only a,b]
 #                                     [--duration S] [--out FILE]
-#   --quick      1 rep, 3 s runs, smaller counts (about 5 minutes)
-#   default      3 reps of 8 s runs (about 20 minutes)
+#   --quick      1 rep, 2 s runs, smaller counts (about 3 minutes)
+#   default      3 reps of 3 s runs (about 10 minutes on 2 cores)
 #   --only       comma-separated scenario names (see SCENARIOS below)
 #   --out        results JSON (default: $CARGO_TARGET_DIR/bench/compare-DATE.json)
 #
@@ -27,13 +27,13 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
 REPS=3
-DURATION=8
+DURATION=3
 QUICK=0
 ONLY=""
 OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --quick) QUICK=1; REPS=1; DURATION=3 ;;
+    --quick) QUICK=1; REPS=1; DURATION=2 ;;
     --reps) REPS=$2; shift ;;
     --duration) DURATION=$2; shift ;;
     --only) ONLY=$2; shift ;;
@@ -129,8 +129,14 @@ EOF
   wait_port "$PORT"
 }
 
+# stop_broker: SIGTERM, then SIGKILL if it has not exited within 20 s.
 stop_broker() {
   kill -TERM "$BROKER_PID" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$BROKER_PID" 2>/dev/null || true
   wait "$BROKER_PID" 2>/dev/null || true
   BROKER_PID=""
 }
@@ -141,6 +147,8 @@ else
   PAIRS=1000; FANIN_PUBS=100; COUNT=100000; CONNS=19000
 fi
 D=$DURATION
+# No single tern-bench run may take longer than this (seconds).
+BENCH_TIMEOUT=180
 # After publishing, wait at most this long for the last copies: a broker
 # that queued a backlog is measured on what it delivered by then.
 DR="--drain-timeout 3"
@@ -180,8 +188,10 @@ pairs-qos2|delivered_rate|higher|
 fanout-100|delivered_rate|higher|
 fanout-1000|delivered_rate|higher|
 pairs100-qos1|delivered_rate|higher|
-latency-qos1|latency_us.p99|lower|1.0
 latency-qos1|latency_us.p50|lower|
+latency-qos1|latency_us.p99|lower|1.0
+latency-qos1|latency_us.p999|lower|
+pairs-qos1|broker_cpu_us_per_message|lower|
 persistent-qos1|delivered_rate|higher|0.7
 persistent-queue|fill_rate|higher|0.7
 persistent-queue|drain_rate|higher|
@@ -212,6 +222,7 @@ PY
 
 echo "== machine: $(nproc --all) CPUs, $(uname -r), load: $(cut -d' ' -f1-3 /proc/loadavg)"
 START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+SCEN_START=$SECONDS
 START=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 while IFS='|' read -r name persist args; do
   [ -z "$name" ] && continue
@@ -227,7 +238,9 @@ while IFS='|' read -r name persist args; do
     for broker in tern mosquitto; do
       start_broker "$broker" "$persist"
       # shellcheck disable=SC2086
-      json=$($PIN_BENCH "$BENCH" $args --addr "127.0.0.1:$PORT" --broker-pid "$BROKER_PID" --label "$broker" --quiet || true)
+      # tern-bench bounds every phase itself; `timeout` is the backstop.
+      json=$(timeout -k 5 "$BENCH_TIMEOUT" $PIN_BENCH "$BENCH" $args --addr "127.0.0.1:$PORT" \
+        --broker-pid "$BROKER_PID" --label "$broker" --quiet || true)
       stop_broker
       if [ -z "$json" ]; then json='{"errors":["tern-bench printed nothing"]}'; fi
       printf '{"name":"%s","broker":"%s","rep":%s,"args":"%s","report":%s}\n' \
@@ -250,6 +263,7 @@ PY
   done
 done <<<"$SCENARIOS"
 END_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "== scenarios took $((SECONDS - SCEN_START)) s"
 
 if [ -z "$OUT" ]; then
   mkdir -p "$CARGO_TARGET_DIR/bench"
@@ -294,12 +308,19 @@ def fmt(v):
     if isinstance(v, float) and v >= 100: return "%.0f" % v
     if isinstance(v, float): return "%.2f" % v
     return str(v)
+UNITS = {"delivered_rate": "msg/s", "fill_rate": "msg/s", "drain_rate": "msg/s",
+         "latency_us.p50": "us", "latency_us.p99": "us", "latency_us.p999": "us",
+         "broker_cpu_us_per_message": "broker CPU us/msg",
+         "connections.broker_rss_per_connection": "B RSS/conn",
+         "connections.connect_rate": "conn/s", "connections.connected": "conns"}
 print()
-print("%-22s %-38s %12s %12s %7s %7s %5s" % ("scenario", "metric", "tern", "mosquitto", "ratio", "target", "met"))
+print("| scenario | metric | Tern | Mosquitto | Tern/Mosquitto | target | met |")
+print("|---|---|---:|---:|---:|---|---|")
 for r in rows:
-    print("%-22s %-38s %12s %12s %7s %7s %5s%s" % (r["name"], r["metric"], fmt(r["tern"]), fmt(r["mosquitto"]),
-          fmt(r["ratio"]), r["target"], {True: "yes", False: "NO", None: ""}[r["met"]],
-          "  (%d runs not ok)" % r["runs_not_ok"] if r["runs_not_ok"] else ""))
+    label = r["metric"].split(".")[-1] + " (" + UNITS.get(r["metric"], "") + ")"
+    note = " (%d runs not ok)" % r["runs_not_ok"] if r["runs_not_ok"] else ""
+    print("| %s | %s | %s | %s | %s | %s | %s%s |" % (r["name"], label, fmt(r["tern"]), fmt(r["mosquitto"]),
+          fmt(r["ratio"]), r["target"], {True: "yes", False: "NO", None: ""}[r["met"]], note))
 try:
     cpu = [l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")][0]
 except Exception:

@@ -237,6 +237,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "starting tern");
+    // Every connection is a descriptor: the default soft limit (often 1024)
+    // would refuse clients long before memory runs out.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
     let result =
         actix_rt::System::new().block_on(broker::server::run(config, shutdown_signal(), |_| {}));
     match result {

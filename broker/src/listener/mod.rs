@@ -456,7 +456,9 @@ pub async fn bootstrap(
             _ => (generate_client_id(&mqtt.client_id_prefix), true),
         }
     } else {
-        (connect.client_id.clone(), false)
+        // A copy: a slice would keep the whole read buffer the CONNECT
+        // arrived in alive for as long as the session (registry key).
+        (ByteString::from(&*connect.client_id), false)
     };
     if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;

@@ -116,7 +116,7 @@ impl Handler<Attach> for Session {
         };
         let expiry = requested_expiry.min(mqtt.max_session_expiry_secs);
         self.set_session_expiry(expiry);
-        self.will = connect.will.clone();
+        self.will = connect.will.clone().map(Box::new);
         self.auth_method = new.authenticated.as_ref().map(|a| a.method.clone());
         self.reauth = None;
         self.set_acl_subject(crate::acl::Subject::new(&self.client_id, &new.principal));
@@ -354,7 +354,7 @@ impl Session {
     /// after its Will Delay Interval if the session outlives the connection
     /// (5.0 section 3.1.3.2.2: whichever comes first of the delay and the end
     /// of the session).
-    fn will_due(&mut self, will: LastWill, ctx: &mut Context<Self>) {
+    fn will_due(&mut self, will: Box<LastWill>, ctx: &mut Context<Self>) {
         let delay = will.properties.will_delay_interval.unwrap_or(0);
         if delay == 0 || !self.is_persistent() {
             return self.publish_will(will);
@@ -369,7 +369,8 @@ impl Session {
     }
 
     /// Publishes a Will Message as if its client had published it.
-    pub(super) fn publish_will(&mut self, will: LastWill) {
+    pub(super) fn publish_will(&mut self, will: Box<LastWill>) {
+        let will = *will;
         let now = unix_ms();
         let mut properties = crate::codec::PublishProperties {
             payload_format_indicator: will.properties.payload_format_indicator,

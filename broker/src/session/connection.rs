@@ -153,7 +153,14 @@ impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
                 this.buf.reserve(8 * 1024);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.buf) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // Nothing to read and nothing buffered: give the buffer
+                    // back rather than hold 8 KiB per idle connection.
+                    if this.buf.is_empty() {
+                        this.buf = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => {
                     this.done = true;
                     return Poll::Ready(None);
@@ -235,6 +242,11 @@ pub struct Connection {
     /// The node's held bytes (`crate::limits`), which buffered bytes count in.
     held: Arc<AtomicU64>,
 }
+
+/// A written-out buffer larger than this is freed rather than kept for the
+/// next write, so a connection that once had a burst does not hold its
+/// peak memory while idle.
+const IDLE_BUFFER: usize = 64 * 1024;
 
 /// How long a closing connection may take to flush what is buffered.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -404,7 +416,8 @@ async fn run_writer(
     generation: u64,
     state: State,
 ) {
-    let mut spare = BytesMut::with_capacity(8 * 1024);
+    // Grows to the size of the largest burst; see `IDLE_BUFFER` below.
+    let mut spare = BytesMut::new();
     let held = state.limits.held_counter();
     let stall = Stall {
         timeout: state.config.limits.slow_consumer_timeout(),
@@ -431,6 +444,9 @@ async fn run_writer(
                 Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
                 held.fetch_sub(spare.len() as u64, Ordering::Relaxed);
                 spare.clear();
+                if spare.capacity() > IDLE_BUFFER {
+                    spare = BytesMut::new();
+                }
                 if was_blocked {
                     session.do_send(WriterEvent::Drained { generation });
                 }

@@ -228,9 +228,11 @@ pub struct Session {
     incoming: Incoming,
     /// Filter -> subscription, as in the router.
     subscriptions: HashMap<ByteString, SubscriptionEntry>,
-    will: Option<LastWill>,
+    /// Boxed, as `pending_will`: most clients have no will, and inline it
+    /// would add its size to every session.
+    will: Option<Box<LastWill>>,
     /// A will waiting for its Will Delay Interval (5.0), with its timer.
-    pending_will: Option<(LastWill, SpawnHandle)>,
+    pending_will: Option<(Box<LastWill>, SpawnHandle)>,
     /// Who the ACL sees: client id and what authentication established.
     acl_subject: crate::acl::Subject,
     /// False for a session restored from the store until its client

@@ -215,7 +215,12 @@ async fn jwt_hs256_in_the_password_field_authenticates_and_expired_is_refused() 
 
 #[tokio::test]
 async fn jwt_rs256_verifies_with_the_public_key_file() {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    // The directory at run time (cargo test sets it): the one baked in at
+    // build time is stale when a cached build of an unchanged crate is reused
+    // from another checkout path.
+    let data = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+        .join("tests/data");
     let public = data.join("jwt-test-public.pem");
     let broker = TestBroker::start_with(move |c| {
         c.auth.allow_anonymous = false;

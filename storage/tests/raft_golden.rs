@@ -15,7 +15,11 @@ use raft::{
 use storage::{Error, RaftStorage};
 
 fn golden(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // The directory at run time (cargo test sets it): the one baked in at
+    // build time is stale when a cached build of an unchanged crate is reused
+    // from another checkout path.
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/golden/v1")
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))

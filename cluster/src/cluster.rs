@@ -179,6 +179,7 @@ impl Cluster {
             Arc::clone(&peers),
             config.forward_batch,
             config.forward_window,
+            config.forward_queue_limit,
             shutdown.clone(),
         );
         let cluster = Cluster {

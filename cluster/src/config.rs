@@ -89,6 +89,10 @@ pub struct ClusterConfig {
     /// Most forwarded messages not yet acked per peer; `forward` waits for
     /// room beyond it.
     pub forward_window: usize,
+    /// Most forwarded messages waiting per peer beyond `forward_window`
+    /// (while the peer is slow or down); past it `forward` fails at once
+    /// with `Error::Backlog` instead of holding more in memory.
+    pub forward_queue_limit: usize,
     /// Pause between two rounds of contacting the seeds while joining.
     pub join_retry: Duration,
 }
@@ -114,6 +118,7 @@ impl ClusterConfig {
             bind_outgoing: None,
             forward_batch: 256,
             forward_window: 10_000,
+            forward_queue_limit: 100_000,
             join_retry: Duration::from_millis(500),
         }
     }

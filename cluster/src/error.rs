@@ -78,6 +78,16 @@ pub enum Error {
         reason: String,
     },
 
+    /// Too many forwarded messages already wait for this peer
+    /// (`forward_queue_limit`): the message was not queued.
+    #[error("node {node}: {queued} forwarded messages already wait for it")]
+    Backlog {
+        /// The peer's node id.
+        node: u64,
+        /// How many wait.
+        queued: usize,
+    },
+
     /// The receiving node's broker refused a forwarded message (not retried).
     #[error("node {node} refused forwarded message: {reason}")]
     Rejected {

@@ -11,7 +11,11 @@
 //! message queued since the last frame in one frame, so a busy link carries
 //! many messages per frame. When the stream breaks, the task reconnects
 //! (backoff 50 ms doubling to 2 s) and sends every unacked message again, in
-//! id order: a flapping link delays messages but loses none.
+//! id order: a flapping link delays messages but loses none. At most
+//! `forward_window` messages are unacked per peer; beyond them at most
+//! `forward_queue_limit` wait in the link's queue, and `forward` fails at
+//! once with `Error::Backlog` past that, so a peer that is down for long
+//! costs bounded memory.
 //!
 //! Receiving: a message is identified by (origin node, link id, id). The
 //! first copy becomes a `ClusterEvent::Forwarded`; the ack goes out when the
@@ -34,7 +38,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
     time::Duration,
 };
 
@@ -53,12 +60,20 @@ use crate::{
 
 type Ack = oneshot::Sender<Result<()>>;
 
+/// A link's queue, and how many messages wait in it.
+type LinkQueue = (
+    mpsc::UnboundedSender<(ForwardedPublish, Ack)>,
+    Arc<AtomicUsize>,
+);
+
 /// The sending side: one link per peer.
 pub(crate) struct Forwarder {
     peers: Arc<Peers>,
-    links: Mutex<HashMap<u64, mpsc::UnboundedSender<(ForwardedPublish, Ack)>>>,
+    /// Per peer: the link's queue, and how many messages wait in it.
+    links: Mutex<HashMap<u64, LinkQueue>>,
     batch: usize,
     window: usize,
+    queue_limit: usize,
     shutdown: CancellationToken,
     /// The cluster's runtime: links run there whoever calls `enqueue`.
     runtime: tokio::runtime::Handle,
@@ -69,6 +84,7 @@ impl Forwarder {
         peers: Arc<Peers>,
         batch: usize,
         window: usize,
+        queue_limit: usize,
         shutdown: CancellationToken,
     ) -> Forwarder {
         Forwarder {
@@ -76,6 +92,7 @@ impl Forwarder {
             links: Mutex::new(HashMap::new()),
             batch: batch.max(1),
             window: window.max(1),
+            queue_limit: queue_limit.max(1),
             shutdown,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -100,7 +117,15 @@ impl Forwarder {
         let (tx, rx) = oneshot::channel();
         let sent = {
             let mut links = self.links.lock();
-            let link = links.entry(node).or_insert_with(|| self.spawn_link(node));
+            let (link, queued) = links.entry(node).or_insert_with(|| self.spawn_link(node));
+            let waiting = queued.load(Ordering::Relaxed);
+            if waiting >= self.queue_limit {
+                return Err(Error::Backlog {
+                    node,
+                    queued: waiting,
+                });
+            }
+            queued.fetch_add(1, Ordering::Relaxed);
             link.send((msg, tx))
         };
         if sent.is_err() {
@@ -112,9 +137,17 @@ impl Forwarder {
         })
     }
 
-    fn spawn_link(&self, node: u64) -> mpsc::UnboundedSender<(ForwardedPublish, Ack)> {
+    fn spawn_link(
+        &self,
+        node: u64,
+    ) -> (
+        mpsc::UnboundedSender<(ForwardedPublish, Ack)>,
+        Arc<AtomicUsize>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let link = Link {
+            queued: Arc::clone(&queued),
             peers: Arc::clone(&self.peers),
             node,
             link_id: rand::random::<u64>(),
@@ -125,7 +158,7 @@ impl Forwarder {
             shutdown: self.shutdown.clone(),
         };
         self.runtime.spawn(link.run(rx));
-        tx
+        (tx, queued)
     }
 }
 
@@ -139,6 +172,8 @@ struct Link {
     unacked: BTreeMap<u64, (proto::ForwardedPublish, Ack)>,
     /// One permit per unacked message.
     window: Arc<Semaphore>,
+    /// Messages in the channel, not yet taken: shared with `Forwarder`.
+    queued: Arc<AtomicUsize>,
     batch: usize,
     shutdown: CancellationToken,
 }
@@ -178,6 +213,7 @@ impl Link {
     }
 
     fn enqueue(&mut self, msg: ForwardedPublish, ack: Ack) {
+        self.queued.fetch_sub(1, Ordering::Relaxed);
         // Taken back when the ack arrives (`settle`). The semaphore is never
         // closed, so `try_acquire` fails only when the window is full, which
         // the callers' `if` excludes.

@@ -179,6 +179,63 @@ async fn forwarding_through_a_cut_and_restored_link_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_to_an_unreachable_peer_are_bounded_and_delivered_once_it_is_back() {
+    init_tracing();
+    let mut nodes = cluster_of(3, &[2]).await;
+    // node 1 again, with a small window and queue
+    let seeds = nodes[0]
+        .cluster()
+        .status()
+        .members
+        .iter()
+        .map(|m| cluster::Seed {
+            id: Some(m.id),
+            address: m.address.clone(),
+        })
+        .collect();
+    stop(&mut nodes[0]).await;
+    let mut cfg = config(1, seeds);
+    cfg.forward_window = 4;
+    cfg.forward_queue_limit = 8;
+    restart(&mut nodes[0], cfg).await;
+    wait_until(Duration::from_secs(20), "node 1 ready", || {
+        nodes[0].broker.lock().ready
+    })
+    .await;
+    let sender = nodes[0].cluster().clone();
+    nodes[1].proxy.as_ref().unwrap().cut();
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for i in 0..50u64 {
+        match sender.forward_in_order(2, publish(i)) {
+            Ok(answer) => accepted.push(tokio::spawn(answer)),
+            Err(Error::Backlog { node: 2, .. }) => refused += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    // the queue (8) plus at most the window (4) the link took
+    assert!(
+        (8..=12).contains(&accepted.len()),
+        "{} accepted, {refused} refused",
+        accepted.len()
+    );
+    assert_eq!(accepted.len() + refused, 50);
+    nodes[1].proxy.as_ref().unwrap().restore();
+    for answer in accepted {
+        tokio::time::timeout(Duration::from_secs(30), answer)
+            .await
+            .expect("answered once the peer is back")
+            .unwrap()
+            .expect("acked");
+    }
+    // and the link takes new messages again
+    sender.forward(2, publish(99)).await.expect("acked");
+    for mut node in nodes {
+        stop(&mut node).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_returns_the_owners_session_state() {
     init_tracing();
     let nodes = cluster_of(2, &[]).await;

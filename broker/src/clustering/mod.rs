@@ -230,6 +230,11 @@ impl ClusterBridge {
                 Ok(answer) => tokio::time::timeout(timeout, answer).await,
                 Err(e) => Ok(Err(e)),
             };
+            if guard.is_none() {
+                if let Ok(Err(e)) = &result {
+                    tracing::debug!(node, error = %e, "forwarded message not delivered");
+                }
+            }
             if let Some(guard) = guard {
                 match result {
                     Ok(Ok(())) => {}

@@ -193,6 +193,7 @@ async fn start_cluster(
         .context("cluster.seeds")?;
     cfg.tick = Duration::from_millis(c.tick_ms);
     cfg.election_ticks = c.election_ticks;
+    cfg.forward_queue_limit = c.forward_queue_limit;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("tern-cluster")

@@ -96,6 +96,9 @@ pub struct ClusterSection {
     /// How long a publisher's acknowledgement waits for another node that is
     /// up to store its copies, in seconds.
     pub forward_timeout_secs: u64,
+    /// Most messages waiting per other node beyond the 10,000 unacknowledged
+    /// (while it is slow or down); copies past it are dropped.
+    pub forward_queue_limit: usize,
 }
 
 impl Default for ClusterSection {
@@ -109,6 +112,7 @@ impl Default for ClusterSection {
             tick_ms: 100,
             election_ticks: 10,
             forward_timeout_secs: 10,
+            forward_queue_limit: 100_000,
         }
     }
 }
@@ -423,6 +427,13 @@ impl Config {
                 reason: "tick_ms must be at least 1 and election_ticks at least 2",
             });
         }
+        if self.cluster.forward_queue_limit == 0 {
+            return Err(ConfigError::Invalid {
+                key: "cluster.forward_queue_limit",
+                value: "0".into(),
+                reason: "must be at least 1",
+            });
+        }
         listener::validate_listeners(&self.listeners)
     }
 
@@ -523,6 +534,31 @@ mod tests {
         assert_eq!(c.mqtt.client_id_prefix, "x-");
         assert_eq!(c.storage.cache_mb, 8);
         assert_eq!(c.worker_count(), 3);
+    }
+
+    #[test]
+    fn cluster_section_is_read_and_checked() {
+        let c = Config::from_toml(
+            r#"
+            [cluster]
+            node_id = 2
+            listen = "127.0.0.1:7002"
+            seeds = ["1=127.0.0.1:7001", "2=127.0.0.1:7002"]
+            tick_ms = 20
+            forward_queue_limit = 500
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.cluster.node_id, 2);
+        assert_eq!(c.cluster.seeds.len(), 2);
+        assert_eq!(c.cluster.forward_queue_limit, 500);
+        let err = Config::from_toml("[cluster]\nforward_queue_limit = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("cluster.forward_queue_limit"),
+            "{err}"
+        );
+        let err = Config::from_toml("[cluster]\nseeds = [\"nope\"]\n").unwrap_err();
+        assert!(err.to_string().contains("cluster.seeds"), "{err}");
     }
 
     #[test]

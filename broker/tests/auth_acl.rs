@@ -218,9 +218,7 @@ async fn jwt_rs256_verifies_with_the_public_key_file() {
     // The directory at run time (cargo test sets it): the one baked in at
     // build time is stale when a cached build of an unchanged crate is reused
     // from another checkout path.
-    let data = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("tests/data");
+    let data = common::manifest_dir().join("tests/data");
     let public = data.join("jwt-test-public.pem");
     let broker = TestBroker::start_with(move |c| {
         c.auth.allow_anonymous = false;

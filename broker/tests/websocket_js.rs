@@ -25,9 +25,7 @@ use tokio::net::TcpListener;
 const JS_PATIENCE: Duration = Duration::from_secs(120);
 
 fn js_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("tests/js")
+    common::manifest_dir().join("tests/js")
 }
 
 /// Panics with what to install if Node or the npm packages are missing.

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use common::*;
@@ -14,17 +14,6 @@ use storage::{
 };
 
 const CLIENT: &str = "dev-1";
-
-fn golden(name: &str) -> Vec<u8> {
-    // The directory at run time (cargo test sets it): the one baked in at
-    // build time is stale when a cached build of an unchanged crate is reused
-    // from another checkout path.
-    let path = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-        .join("tests/golden/v1")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 fn client_key(suffix: &[u8]) -> Vec<u8> {
     let mut key = format!("{CLIENT}\0").into_bytes();

@@ -138,6 +138,14 @@ pub async fn check_for(
 pub trait ClientStream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> ClientStream for T {}
 
+/// The broker crate's directory at run time (cargo test sets
+/// `CARGO_MANIFEST_DIR`): the one baked in at build time is stale when a
+/// cached build of an unchanged crate is reused from another checkout path.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// A client that writes and reads raw bytes.
 pub struct Raw {
     pub stream: Box<dyn ClientStream>,

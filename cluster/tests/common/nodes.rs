@@ -130,6 +130,19 @@ async fn pump(mut rx: mpsc::UnboundedReceiver<ClusterEvent>, broker: Arc<Mutex<B
     }
 }
 
+/// Seeds for restarting a node: the members as `node` knows them.
+pub fn seeds_of(node: &TestNode) -> Vec<Seed> {
+    node.cluster()
+        .status()
+        .members
+        .iter()
+        .map(|m| Seed {
+            id: Some(m.id),
+            address: m.address.clone(),
+        })
+        .collect()
+}
+
 /// `n` nodes seeded with each other by id, started, and ready.
 pub async fn cluster_of(n: u64, proxied: &[u64]) -> Vec<TestNode> {
     let mut prepared = Vec::new();

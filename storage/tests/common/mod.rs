@@ -73,3 +73,18 @@ pub fn outgoing(topic: &str, payload: &'static [u8]) -> OutgoingRecord {
         message: message(topic, payload),
     }
 }
+
+/// A golden file of `tests/golden/v1`. The directory is the run-time
+/// `CARGO_MANIFEST_DIR` (cargo test sets it): the one baked in at build time
+/// is stale when a cached build of an unchanged crate is reused from another
+/// checkout path.
+pub fn golden(name: &str) -> Vec<u8> {
+    let path = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(
+            || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            std::path::PathBuf::from,
+        )
+        .join("tests/golden/v1")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -230,28 +230,24 @@ impl ClusterBridge {
                 Ok(answer) => tokio::time::timeout(timeout, answer).await,
                 Err(e) => Ok(Err(e)),
             };
-            if guard.is_none() {
-                if let Ok(Err(e)) = &result {
+            match (result, guard) {
+                (Ok(Ok(())), _) | (Err(_), None) => {}
+                (Ok(Err(e)), None) => {
                     tracing::debug!(node, error = %e, "forwarded message not delivered");
                 }
-            }
-            if let Some(guard) = guard {
-                match result {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(node, error = %e, "forwarded message refused");
-                        guard.fail();
-                    }
-                    Err(_) if peer_is_down(&cluster, node) => {
-                        // The node died meanwhile: like a message to a node
-                        // already known down, it stays queued on the link
-                        // and goes out when the node is back.
-                        tracing::warn!(node, "forwarded message waits for a node that is down");
-                    }
-                    Err(_) => {
-                        tracing::warn!(node, "forwarded message not acknowledged in time");
-                        guard.fail();
-                    }
+                (Ok(Err(e)), Some(guard)) => {
+                    tracing::warn!(node, error = %e, "forwarded message refused");
+                    guard.fail();
+                }
+                (Err(_), Some(_)) if peer_is_down(&cluster, node) => {
+                    // The node died meanwhile: like a message to a node
+                    // already known down, it stays queued on the link and
+                    // goes out when the node is back.
+                    tracing::warn!(node, "forwarded message waits for a node that is down");
+                }
+                (Err(_), Some(guard)) => {
+                    tracing::warn!(node, "forwarded message not acknowledged in time");
+                    guard.fail();
                 }
             }
         });

@@ -183,7 +183,7 @@ async fn forwards_to_an_unreachable_peer_are_bounded_and_delivered_once_it_is_ba
     init_tracing();
     let mut nodes = cluster_of(3, &[2]).await;
     // node 1 again, with a small window and queue
-    let seeds = seeds_of(&nodes[0]);
+    let seeds = seeds_of(&nodes);
     stop(&mut nodes[0]).await;
     let mut cfg = config(1, seeds);
     cfg.forward_window = 4;
@@ -316,7 +316,7 @@ async fn a_restarted_node_rejoins_from_its_data_directory() {
         nodes[2].cluster().routes().len() == 20
     })
     .await;
-    let seeds = seeds_of(&nodes[2]);
+    let seeds = seeds_of(&nodes);
     stop(&mut nodes[2]).await;
     for i in 0..20 {
         nodes[i % 2]

@@ -130,15 +130,13 @@ async fn pump(mut rx: mpsc::UnboundedReceiver<ClusterEvent>, broker: Arc<Mutex<B
     }
 }
 
-/// Seeds for restarting a node: the members as `node` knows them.
-pub fn seeds_of(node: &TestNode) -> Vec<Seed> {
-    node.cluster()
-        .status()
-        .members
-        .iter()
-        .map(|m| Seed {
-            id: Some(m.id),
-            address: m.address.clone(),
+/// Seeds naming `nodes` by id at the addresses the others reach them at.
+pub fn seeds_of<'a>(nodes: impl IntoIterator<Item = &'a TestNode>) -> Vec<Seed> {
+    nodes
+        .into_iter()
+        .map(|node| Seed {
+            id: Some(node.id),
+            address: node.advertise().to_string(),
         })
         .collect()
 }
@@ -149,13 +147,7 @@ pub async fn cluster_of(n: u64, proxied: &[u64]) -> Vec<TestNode> {
     for id in 1..=n {
         prepared.push(prepare(id, proxied.contains(&id)).await);
     }
-    let seeds: Vec<Seed> = prepared
-        .iter()
-        .map(|(node, _)| Seed {
-            id: Some(node.id),
-            address: node.advertise().to_string(),
-        })
-        .collect();
+    let seeds = seeds_of(prepared.iter().map(|(node, _)| node));
     let mut nodes = Vec::new();
     for (mut node, listener) in prepared {
         let config = config(node.id, seeds.clone());

@@ -82,6 +82,7 @@ fn out_msg(limits: &Limits, seq: u64, out: storage::OutgoingRecord) -> Option<Ou
             OutState::Queued
         },
         durable: true,
+        hold: None,
     })
 }
 

@@ -59,6 +59,13 @@ impl AckGuard {
         AckGuard::new(Completion::Forwarded(ack))
     }
 
+    /// True if it answers a publisher of this node, whose acknowledgement
+    /// may wait for a congested subscriber. A forwarded message's answer
+    /// never does: it would hold up the whole link to its node.
+    pub fn answers_publisher(&self) -> bool {
+        matches!(self.0.completion, Some(Completion::Session { .. }))
+    }
+
     /// The work this guard stands for failed: the waiting side must not be
     /// told the message is safe.
     pub fn fail(&self) {
@@ -273,11 +280,13 @@ pub fn route(
     }
     let count = targets.len() + remote.len();
     for t in targets {
-        let ack = if t.qos > QoS::AtMostOnce && t.session.is_persistent() {
-            guard.get()
-        } else {
-            None
-        };
+        // stored before the ack (persistent), or sent before it (congested)
+        let ack =
+            if t.qos > QoS::AtMostOnce && (t.session.is_persistent() || t.session.is_congested()) {
+                guard.get()
+            } else {
+                None
+            };
         t.session.0.addr.do_send(Deliver {
             message: message.clone(),
             qos: t.qos,

@@ -64,6 +64,9 @@ pub struct Metrics {
     pub overload_dropped: AtomicU64,
     /// Clients disconnected by `limits.slow_consumer_timeout_secs`.
     pub slow_consumers_disconnected: AtomicU64,
+    /// Congested subscribers that took nothing for
+    /// `limits.backpressure_wait_secs` while publishers were held back for them.
+    pub backpressure_stalls: AtomicU64,
 }
 
 impl Metrics {

@@ -1,7 +1,8 @@
 //! Limits that protect the broker, over real sockets: connect rate per
 //! source address, topic levels, publish rate, the CONNECT timeout against a
-//! trickle of bytes, and slow consumers. The 10k-connection and memory tests
-//! are in `stress.rs`.
+//! trickle of bytes, slow consumers, and backpressure from a congested
+//! subscriber to its publishers. The 10k-connection and memory tests are in
+//! `stress.rs`.
 
 mod common;
 
@@ -299,4 +300,131 @@ async fn max_queued_bytes_drops_qos0_then_refuses_qos1_and_recovers_when_drained
         live.recv_bytes().await.unwrap(),
         build::publish("z", 0, false, false, 0, b"flows")
     );
+}
+
+/// Publishes `count` QoS 1 messages on `topic` (payload: the message's
+/// number, from 1), with at most `window` unacknowledged; counts PUBACKs in
+/// `acked`. Bounded by 60 s.
+fn publish_qos1(
+    addr: std::net::SocketAddr,
+    topic: &'static str,
+    count: u16,
+    window: u16,
+    acked: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    use std::sync::atomic::Ordering;
+    tokio::spawn(async move {
+        let mut p = Raw::mqtt(addr, "publisher", true).await;
+        let end = Instant::now() + Duration::from_secs(60);
+        let (mut sent, mut done) = (0u16, 0u16);
+        while done < count {
+            assert!(
+                Instant::now() < end,
+                "{done} of {count} acknowledged in 60 s"
+            );
+            while sent < count && sent - done < window {
+                sent += 1;
+                let payload = sent.to_string();
+                p.send(&build::publish(
+                    topic,
+                    1,
+                    false,
+                    false,
+                    sent,
+                    payload.as_bytes(),
+                ))
+                .await;
+            }
+            if let Some(ack) = p.recv_bytes_within(Duration::from_millis(100)).await {
+                assert_eq!(ack[0], 0x40, "PUBACK expected, got {ack:02x?}");
+                done += 1;
+                acked.store(usize::from(done), Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+/// Reads `count` QoS 1 PUBLISH packets, acknowledging each; returns their
+/// payloads as numbers, in arrival order.
+async fn receive_qos1(sub: &mut Raw, count: usize) -> Vec<u16> {
+    let mut got = Vec::with_capacity(count);
+    while got.len() < count {
+        match sub.recv().await {
+            Some(Packet::Publish(p)) => {
+                sub.send(&build::puback(p.packet_id.unwrap())).await;
+                got.push(std::str::from_utf8(&p.payload).unwrap().parse().unwrap());
+            }
+            other => panic!("PUBLISH {} expected, got {other:?}", got.len() + 1),
+        }
+    }
+    got
+}
+
+#[tokio::test]
+async fn a_congested_subscriber_slows_publishers_down_and_loses_nothing() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const COUNT: u16 = 1000;
+    // The subscriber's queue holds 200 messages: without backpressure, 800
+    // of the 1000 would be dropped while it does not acknowledge.
+    let broker = TestBroker::start_with(|c| {
+        c.mqtt.max_inflight = 10;
+        c.mqtt.max_queued_messages = 200;
+        c.limits.backpressure_queued = 50;
+        c.limits.backpressure_wait_secs = 60;
+    });
+    let addr = broker.addr;
+    let mut sub = Raw::mqtt(addr, "slow", true).await;
+    sub.send(&build::subscribe(1, &[("bp/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+
+    let acked = std::sync::Arc::new(AtomicUsize::new(0));
+    let publisher = publish_qos1(addr, "bp/x", COUNT, 20, acked.clone());
+    // The subscriber acknowledges nothing for a second: the broker sends it
+    // 10 (its window), queues 50 and then holds the publisher's PUBACKs.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let early = acked.load(Ordering::Relaxed);
+    // 10 in flight + 50 queued + up to 20 delivered before the session's
+    // congestion was visible to the publisher's router, plus 20 of margin
+    assert!(
+        early <= 100,
+        "{early} acknowledged while the subscriber was stuck"
+    );
+
+    let got = receive_qos1(&mut sub, usize::from(COUNT)).await;
+    assert_eq!(
+        got,
+        (1..=COUNT).collect::<Vec<_>>(),
+        "every message, in order"
+    );
+    publisher.await.unwrap();
+    assert_eq!(acked.load(Ordering::Relaxed), usize::from(COUNT));
+    sub.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_takes_nothing_holds_publishers_back_only_until_the_wait() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const COUNT: u16 = 100;
+    let broker = TestBroker::start_with(|c| {
+        c.mqtt.max_inflight = 10;
+        c.mqtt.max_queued_messages = 200;
+        c.limits.backpressure_queued = 5;
+        c.limits.backpressure_wait_secs = 1;
+    });
+    let addr = broker.addr;
+    let mut sub = Raw::mqtt(addr, "stuck", true).await;
+    sub.send(&build::subscribe(1, &[("bp/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+
+    // A subscriber that never acknowledges holds the publisher's PUBACKs
+    // back for a second; then it is given up on (stalled) and the publisher
+    // is acknowledged at once: every message is acknowledged.
+    let acked = std::sync::Arc::new(AtomicUsize::new(0));
+    publish_qos1(addr, "bp/y", COUNT, 20, acked.clone())
+        .await
+        .unwrap();
+    assert_eq!(acked.load(Ordering::Relaxed), usize::from(COUNT));
+    // and the copies stayed queued (below max_queued_messages): all arrive
+    let got = receive_qos1(&mut sub, usize::from(COUNT)).await;
+    assert_eq!(got, (1..=COUNT).collect::<Vec<_>>());
 }

@@ -324,6 +324,18 @@ pub struct LimitsConfig {
     /// A client whose socket takes nothing for this long while its write
     /// buffer is full is disconnected. 0: never.
     pub slow_consumer_timeout_secs: u64,
+    /// An online subscriber with this many QoS 1/2 messages waiting to be
+    /// sent (beyond its in-flight window) is congested: the PUBACK / PUBREC
+    /// of a message that adds to its queue waits until the copy is sent to
+    /// it, so publishers slow down to its pace instead of overflowing its
+    /// queue. 0: never (publishers are acknowledged at once; copies past
+    /// `mqtt.max_queued_messages` are dropped).
+    pub backpressure_queued: usize,
+    /// Longest a publisher's acknowledgement is held back for a congested
+    /// subscriber; past it the publisher is acknowledged and the copy stays
+    /// queued. In a cluster, at most half of `cluster.forward_timeout_secs`
+    /// (a forwarded message's answer waits for it).
+    pub backpressure_wait_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -337,6 +349,8 @@ impl Default for LimitsConfig {
             publish_burst: 0,
             max_queued_bytes: 1024 * 1024 * 1024,
             slow_consumer_timeout_secs: 30,
+            backpressure_queued: 1000,
+            backpressure_wait_secs: 5,
         }
     }
 }
@@ -466,6 +480,13 @@ impl Config {
             }
         }
         let l = &self.limits;
+        if l.backpressure_queued > 0 && l.backpressure_wait_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "limits.backpressure_wait_secs",
+                value: "0".into(),
+                reason: "must be at least 1 second while limits.backpressure_queued is set",
+            });
+        }
         if l.max_topic_levels == 0 {
             return Err(ConfigError::Invalid {
                 key: "limits.max_topic_levels",
@@ -484,6 +505,18 @@ impl Config {
     }
 
     /// Number of worker arbiters to start.
+    /// How long an acknowledgement may wait for a congested subscriber, in
+    /// ms (`limits.backpressure_wait_secs`, in a cluster at most half of
+    /// `cluster.forward_timeout_secs`); `None` when backpressure is off.
+    pub fn backpressure_wait_ms(&self) -> Option<u64> {
+        let l = &self.limits;
+        let mut wait = l.backpressure_wait_secs * 1000;
+        if self.cluster.node_id != 0 {
+            wait = wait.min(self.cluster.forward_timeout_secs * 500);
+        }
+        (l.backpressure_queued > 0).then_some(wait)
+    }
+
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -559,6 +592,27 @@ mod tests {
         );
         let err = Config::from_toml("[cluster]\nseeds = [\"nope\"]\n").unwrap_err();
         assert!(err.to_string().contains("cluster.seeds"), "{err}");
+    }
+
+    #[test]
+    fn backpressure_keys_are_read_and_checked() {
+        let c =
+            Config::from_toml("[limits]\nbackpressure_queued = 50\nbackpressure_wait_secs = 2\n")
+                .unwrap();
+        assert_eq!(c.backpressure_wait_ms(), Some(2000));
+        let off = Config::from_toml("[limits]\nbackpressure_queued = 0\n").unwrap();
+        assert_eq!(off.backpressure_wait_ms(), None);
+        let err = Config::from_toml("[limits]\nbackpressure_wait_secs = 0\n").unwrap_err();
+        assert!(
+            err.to_string().contains("limits.backpressure_wait_secs"),
+            "{err}"
+        );
+        // in a cluster, a forwarded message's answer must not time out first
+        let c = Config::from_toml(
+            "[limits]\nbackpressure_wait_secs = 10\n[cluster]\nnode_id = 1\nforward_timeout_secs = 6\n",
+        )
+        .unwrap();
+        assert_eq!(c.backpressure_wait_ms(), Some(3000));
     }
 
     #[test]

@@ -28,6 +28,17 @@
 //! - Slow consumers: a client whose socket takes no byte for
 //!   `slow_consumer_timeout_secs` while its write buffer is full is
 //!   disconnected; until then QoS 0 to it is dropped and QoS 1/2 queue.
+//! - Backpressure: an online session with `backpressure_queued` QoS 1/2
+//!   messages waiting is congested (`SessionHandle::congested`); a router
+//!   hands it the publisher's acknowledgement guard with each QoS 1/2 copy,
+//!   and the session holds it until the copy is sent, for at most
+//!   `backpressure_wait_secs` (session/deliver.rs); a session whose held
+//!   acknowledgement reaches that deadline is stalled, and is not congested
+//!   again until its queue drops below the threshold. Publishers keeping to
+//!   their in-flight window slow down to the subscriber's pace. Only
+//!   publishers on the subscriber's node are held back: the answer to a
+//!   forwarded message is never held, since every message between two
+//!   nodes shares one window and one congested subscriber would stall it.
 //! - Slowloris: `mqtt.connect_timeout_secs` bounds the time to a whole
 //!   CONNECT, however slowly its bytes trickle in.
 //!

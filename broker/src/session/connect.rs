@@ -344,6 +344,9 @@ impl Session {
         conn.close(ctx);
         self.incoming.clear_pending();
         self.handle.0.online.store(false, Ordering::Relaxed);
+        // Nothing is sent to this session now: publishers are not held back.
+        self.outgoing.release_holds(u64::MAX);
+        self.update_congestion();
         self.state
             .metrics
             .connections_current

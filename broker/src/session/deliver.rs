@@ -9,24 +9,30 @@
 //! dropped otherwise.
 
 use std::cmp::min;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::outgoing::{packet_id_of, AckError, OutMsg, OutState, Pushed, Resend, SendAction};
+use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
 use super::{Deliver, Session, Stored, Subscriber};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::message::unix_ms;
-use crate::route::hold_until_durable;
+use crate::route::{hold_until_durable, AckGuard};
 use crate::state::Metrics;
 
 impl Handler<Deliver> for Session {
     type Result = ();
 
-    fn handle(&mut self, d: Deliver, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
         if self.ended {
             return;
         }
-        self.enqueue(d);
+        if let Some(until_ms) = self.enqueue(d) {
+            if !self.hold_timer {
+                self.arm_hold_timer(until_ms, ctx);
+            }
+        }
     }
 }
 
@@ -59,8 +65,9 @@ impl Handler<Stored> for Session {
 impl Session {
     /// Takes a message for the client: QoS 0 is written or dropped; QoS 1/2
     /// is queued (and stored, for a persistent session) and sent when the
-    /// window allows.
-    pub(super) fn enqueue(&mut self, d: Deliver) {
+    /// window allows. Returns the deadline of the publisher's acknowledgement
+    /// if it is held back (congested queue) until the copy is sent.
+    pub(super) fn enqueue(&mut self, d: Deliver) -> Option<u64> {
         let Deliver {
             message,
             qos,
@@ -73,11 +80,11 @@ impl Session {
         let metrics = &self.state.metrics;
         if message.is_expired(now) {
             Metrics::add(&metrics.messages_dropped, 1);
-            return;
+            return None;
         }
         // ACL read check and memory cap (session/guard.rs)
         if !self.may_take(&message.topic, qos) {
-            return;
+            return None;
         }
         if qos == QoS::AtMostOnce {
             match &mut self.conn {
@@ -92,18 +99,25 @@ impl Session {
                 }
                 _ => Metrics::add(&metrics.messages_dropped, 1),
             }
-            return;
+            return None;
         }
         if self.conn.is_none() && !self.is_persistent() {
-            return;
+            return None;
         }
         if self.outgoing.is_full() {
             Metrics::add(&metrics.messages_dropped, 1);
             tracing::debug!(client_id = %self.client_id, "queue full: message dropped");
-            return;
+            return None;
         }
         let seq = self.outgoing.next_seq();
         let persist = self.is_persistent();
+        // Congested: the publisher waits until this copy is sent.
+        let hold = self.hold_deadline(now).and_then(|until_ms| {
+            ack.clone()
+                .filter(AckGuard::answers_publisher)
+                .map(|guard| Hold { guard, until_ms })
+        });
+        let held_until = hold.as_ref().map(|h| h.until_ms);
         // A QoS 2 copy is sent only once stored: sent earlier, a crash before
         // the store would make the publisher resend it and the client get it twice.
         let durable = !(persist && qos == QoS::ExactlyOnce);
@@ -144,13 +158,69 @@ impl Session {
             state: OutState::Queued,
             durable,
             charge,
+            hold,
         });
         debug_assert_eq!(pushed, Pushed::Queued, "fullness checked above");
         self.pump();
+        held_until.filter(|_| self.outgoing.queued_len() > 0)
+    }
+
+    /// When a publisher's acknowledgement for a copy queued now would be
+    /// released at the latest: `Some` while the session is congested.
+    fn hold_deadline(&self, now_ms: u64) -> Option<u64> {
+        let wait = self.state.config.backpressure_wait_ms()?;
+        self.handle.is_congested().then_some(now_ms + wait)
+    }
+
+    /// Decides whether this session is congested, and tells routers: online,
+    /// with `limits.backpressure_queued` messages waiting, and not stalled.
+    pub(super) fn update_congestion(&mut self) {
+        let threshold = self.state.config.limits.backpressure_queued;
+        let over = threshold > 0 && self.conn.is_some() && self.outgoing.queued_len() >= threshold;
+        if !over {
+            self.stalled = false;
+        }
+        let congested = over && !self.stalled;
+        if congested != self.handle.is_congested() {
+            self.handle.0.congested.store(congested, Ordering::Relaxed);
+        }
+    }
+
+    /// At the earliest deadline of the held acknowledgements: if one is
+    /// due, the client has not taken `limits.backpressure_wait_secs` worth
+    /// of messages; it is stalled, and every held acknowledgement goes.
+    /// Deadlines within half a second count as due, so the timer fires at
+    /// most twice a second.
+    fn arm_hold_timer(&mut self, at_ms: u64, ctx: &mut Context<Self>) {
+        self.hold_timer = true;
+        let after = Duration::from_millis(at_ms.saturating_sub(unix_ms()));
+        ctx.run_later(after, |session, ctx| {
+            session.hold_timer = false;
+            match session.outgoing.release_holds(unix_ms() + 500) {
+                (0, Some(next)) => session.arm_hold_timer(next, ctx),
+                (0, None) => {}
+                (released, _) => {
+                    tracing::debug!(
+                        client_id = %session.client_id,
+                        released,
+                        "subscriber stalled: publishers no longer held back for it"
+                    );
+                    Metrics::add(&session.state.metrics.backpressure_stalls, 1);
+                    session.stalled = true;
+                    session.outgoing.release_holds(u64::MAX);
+                    session.update_congestion();
+                }
+            }
+        });
     }
 
     /// Sends what the window and the write buffer allow.
     pub(super) fn pump(&mut self) {
+        self.send_queued();
+        self.update_congestion();
+    }
+
+    fn send_queued(&mut self) {
         let Some(conn) = &mut self.conn else { return };
         let room = if conn.has_room() { usize::MAX } else { 0 };
         let mut actions = Vec::new();

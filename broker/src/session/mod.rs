@@ -71,6 +71,9 @@ pub struct SessionHandle {
     pub persistent: AtomicBool,
     /// A client is connected.
     pub online: AtomicBool,
+    /// Online with a queue past `limits.backpressure_queued`: publishers
+    /// hand it their acknowledgement guard, to be held until the copy is sent.
+    pub congested: AtomicBool,
 }
 
 /// Reference to a session, compared and hashed by session id.
@@ -114,6 +117,9 @@ impl SessionRef {
     }
     pub fn is_online(&self) -> bool {
         self.0.online.load(Ordering::Relaxed)
+    }
+    pub fn is_congested(&self) -> bool {
+        self.0.congested.load(Ordering::Relaxed)
     }
 }
 
@@ -170,8 +176,9 @@ pub struct Deliver {
     pub subscription_ids: SmallVec<[u32; 2]>,
     /// Set when the message came through this shared subscription.
     pub shared_filter: Option<ByteString>,
-    /// Held until the copy is stored, for a persistent session; the publisher
-    /// is acknowledged when every holder has dropped it.
+    /// Held until the copy is stored, for a persistent session, and until
+    /// it is sent, for a congested one; the publisher is acknowledged when
+    /// every holder has dropped it.
     pub ack: Option<AckGuard>,
 }
 
@@ -247,6 +254,12 @@ pub struct Session {
     ended: bool,
     /// The session left for another node of the cluster: not released.
     moved: bool,
+    /// A timer will release held acknowledgements past their deadline.
+    hold_timer: bool,
+    /// A held acknowledgement reached its deadline: the client is not
+    /// keeping up at all, and publishers are not held back for it again
+    /// until its queue is below `limits.backpressure_queued`.
+    stalled: bool,
     /// 5.0 Authentication Method of the current connection, if any.
     auth_method: Option<ByteString>,
     /// A 5.0 re-authentication in progress.
@@ -297,6 +310,7 @@ impl Session {
             addr,
             persistent: AtomicBool::new(restored.session_expiry_interval > 0),
             online: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
         }));
         let mqtt = &state.config.mqtt;
         let mut outgoing = Outgoing::new(usize::from(mqtt.max_inflight), mqtt.max_queued_messages);
@@ -340,6 +354,8 @@ impl Session {
             offline_since_ms: restored.disconnected_at_ms,
             ended: false,
             moved: false,
+            hold_timer: false,
+            stalled: false,
             auth_method: None,
             reauth: None,
             state,

@@ -25,6 +25,7 @@ use smallvec::SmallVec;
 use crate::codec::{Publish, QoS};
 use crate::limits::QueueCharge;
 use crate::message::Message;
+use crate::route::AckGuard;
 
 /// Where a message is in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,17 @@ pub struct OutMsg {
     /// Counts the copy in the node's held bytes (`limits.max_queued_bytes`)
     /// while it exists.
     pub charge: QueueCharge,
+    /// The publisher's acknowledgement, held back while this copy waits in
+    /// a congested queue (`limits.backpressure_queued`): released when the
+    /// copy is sent, dropped, or at the deadline.
+    pub hold: Option<Hold>,
+}
+
+/// A publisher's [`AckGuard`] held until a copy is sent, or `until_ms`.
+#[derive(Debug, Clone)]
+pub struct Hold {
+    pub guard: AckGuard,
+    pub until_ms: u64,
 }
 
 /// Why an acknowledgement from the client does not fit the flow.
@@ -139,6 +151,30 @@ impl Outgoing {
         self.inflight.len()
     }
 
+    /// Number of messages waiting to be sent (not in flight).
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Releases the held acknowledgements whose deadline is before
+    /// `before_ms` (all of them for `u64::MAX`); returns how many, and the
+    /// earliest deadline still held.
+    pub fn release_holds(&mut self, before_ms: u64) -> (usize, Option<u64>) {
+        let mut released = 0;
+        let mut earliest: Option<u64> = None;
+        for m in &mut self.queue {
+            match &m.hold {
+                Some(h) if h.until_ms < before_ms => {
+                    m.hold = None;
+                    released += 1;
+                }
+                Some(h) => earliest = Some(earliest.map_or(h.until_ms, |e| e.min(h.until_ms))),
+                None => {}
+            }
+        }
+        (released, earliest)
+    }
+
     /// True when a new message could not be sent at once: others wait
     /// before it, or the window is full.
     pub fn would_wait(&self) -> bool {
@@ -214,6 +250,8 @@ impl Outgoing {
             }
             let mut msg = self.queue.pop_front().expect("front exists: checked above");
             msg.state = OutState::Sent;
+            // sent: the publisher may be acknowledged
+            msg.hold = None;
             out.push(SendAction::Publish(msg.message.to_publish(
                 msg.qos,
                 msg.retain,
@@ -399,6 +437,7 @@ mod tests {
             shared_filter: None,
             state: OutState::Queued,
             durable: true,
+            hold: None,
             charge: QueueCharge::none(),
         }
     }

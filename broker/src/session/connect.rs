@@ -132,7 +132,7 @@ impl Handler<Attach> for Session {
             self.state.clone(),
             ctx,
         );
-        conn.peer_identity = new.peer_identity;
+        conn.peer_identity = new.peer_identity.map(Box::new);
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();
@@ -154,7 +154,7 @@ impl Handler<Attach> for Session {
                 .topic_alias_maximum
                 .unwrap_or(0)
                 .min(mqtt.max_outbound_topic_alias);
-            conn.aliases = TopicAliases::new(mqtt.max_topic_alias, outbound_aliases);
+            conn.set_aliases(TopicAliases::new(mqtt.max_topic_alias, outbound_aliases));
             conn.problem_information =
                 connect.properties.request_problem_information != Some(false);
             if connect.properties.request_response_information == Some(true) {
@@ -196,7 +196,7 @@ impl Handler<Attach> for Session {
         self.handle.0.online.store(true, Ordering::Relaxed);
         Metrics::add(&self.state.metrics.connections_current, 1);
         Metrics::add(&self.state.metrics.connections_total, 1);
-        let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_ref());
+        let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_deref());
         tracing::debug!(client_id = %self.client_id, peer = %new.peer, protocol = %connect.protocol,
             clean_start = connect.clean_start, session_present = resume,
             cert_identity = ?cert_identity.map(|i| &i.name), "client connected");

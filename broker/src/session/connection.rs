@@ -63,7 +63,9 @@ pub struct PacketStream<R> {
     pub limits: Limits,
     done: bool,
     state: State,
-    throttle: Option<Throttle>,
+    /// Boxed: most connections have no publish rate limit, and inline it
+    /// (a held `Packet`) would add ~300 bytes to every connection.
+    throttle: Option<Box<Throttle>>,
 }
 
 /// `limits.max_publish_rate` for one connection: a PUBLISH over the rate is
@@ -95,10 +97,12 @@ impl<R: AsyncRead + Unpin> PacketStream<R> {
     /// Reads PUBLISH packets no faster than `rate` per second (`burst` at
     /// once; 0 means `rate`). `rate` 0: no limit.
     pub fn throttle_publish(&mut self, rate: u32, burst: u32) {
-        self.throttle = (rate > 0).then(|| Throttle {
-            bucket: TokenBucket::new(rate, burst, Instant::now()),
-            sleep: None,
-            held: None,
+        self.throttle = (rate > 0).then(|| {
+            Box::new(Throttle {
+                bucket: TokenBucket::new(rate, burst, Instant::now()),
+                sleep: None,
+                held: None,
+            })
         });
     }
 
@@ -224,7 +228,7 @@ pub struct Connection {
     pub protocol: ProtocolVersion,
     pub peer: SocketAddr,
     /// The identity of the client's TLS certificate, if it sent one.
-    pub peer_identity: Option<CertIdentity>,
+    pub peer_identity: Option<Box<CertIdentity>>,
     out: Rc<RefCell<OutBuf>>,
     reader: SpawnHandle,
     pub keep_alive_timer: Option<SpawnHandle>,
@@ -233,8 +237,9 @@ pub struct Connection {
     pub last_packet_at: Instant,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     pub client_max_packet_size: u32,
-    /// Topic aliases in both directions (5.0).
-    pub aliases: TopicAliases,
+    /// Topic aliases in both directions (5.0 connections only: 3.1.1 ones
+    /// do not pay for the tables).
+    aliases: Option<Box<TopicAliases>>,
     /// 5.0 Request Problem Information: when false, no Reason String or
     /// User Property goes on packets other than PUBLISH, CONNACK, DISCONNECT.
     pub problem_information: bool,
@@ -292,7 +297,7 @@ impl Connection {
             keep_alive: 0,
             last_packet_at: Instant::now(),
             client_max_packet_size: u32::MAX,
-            aliases: TopicAliases::default(),
+            aliases: None,
             problem_information: true,
             max_write_buffer: state.config.mqtt.max_write_buffer,
             held: state.limits.held_counter(),
@@ -332,12 +337,22 @@ impl Connection {
         if !self.protocol.is_v5() {
             return self.send(&Packet::Publish(publish));
         }
-        let change = self.aliases.apply_outbound(&mut publish);
+        let change = self.aliases().apply_outbound(&mut publish);
         let sent = self.send(&Packet::Publish(publish));
         if !sent {
-            self.aliases.undo_outbound(change);
+            self.aliases().undo_outbound(change);
         }
         sent
+    }
+
+    /// The topic alias tables, created on first use.
+    pub fn aliases(&mut self) -> &mut TopicAliases {
+        self.aliases.get_or_insert_with(Default::default)
+    }
+
+    /// Replaces the topic alias tables (at CONNECT, 5.0).
+    pub fn set_aliases(&mut self, aliases: TopicAliases) {
+        self.aliases = Some(Box::new(aliases));
     }
 
     /// True if the write buffer can take more PUBLISH packets now. When false,
@@ -428,17 +443,9 @@ async fn run_writer(
             break;
         };
         let closing = out.borrow().closing;
-        let result = if closing {
-            let write = async {
-                write_half.write_all(&spare).await?;
-                write_half.flush().await
-            };
-            tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write)
-                .await
-                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-        } else {
-            write_watched(&mut write_half, &spare, &out, &stall).await
-        };
+        // Boxed: the write and its timers are most of this future's size,
+        // which every connection would otherwise hold while idle.
+        let result = Box::pin(write_chunk(&mut write_half, &spare, &out, &stall, closing)).await;
         match result {
             Ok(()) => {
                 Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
@@ -469,8 +476,33 @@ async fn run_writer(
     let unwritten = spare.len() + std::mem::take(&mut out.borrow_mut().buf).len();
     held.fetch_sub(unwritten as u64, Ordering::Relaxed);
     drop(spare);
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write_half.shutdown()).await;
+    let _ = Box::pin(tokio::time::timeout(
+        CLOSE_FLUSH_TIMEOUT,
+        write_half.shutdown(),
+    ))
+    .await;
     state.open_writers.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// Writes one chunk: bounded by `CLOSE_FLUSH_TIMEOUT` when closing, else
+/// watched for a stalled reader (`write_watched`).
+async fn write_chunk(
+    write_half: &mut WriteHalf<Box<dyn Transport>>,
+    bytes: &[u8],
+    out: &Rc<RefCell<OutBuf>>,
+    stall: &Stall,
+    closing: bool,
+) -> std::io::Result<()> {
+    if !closing {
+        return write_watched(write_half, bytes, out, stall).await;
+    }
+    let write = async {
+        write_half.write_all(bytes).await?;
+        write_half.flush().await
+    };
+    tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, write)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
 }
 
 /// When a writer gives up on a client that does not read.

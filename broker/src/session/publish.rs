@@ -90,7 +90,7 @@ impl Session {
         Metrics::add(&self.state.metrics.messages_received, 1);
         if self.protocol.is_v5() {
             let Some(conn) = &mut self.conn else { return };
-            match conn.aliases.resolve_inbound(&mut publish) {
+            match conn.aliases().resolve_inbound(&mut publish) {
                 Ok(()) => {}
                 // 5.0 [MQTT-3.3.2-9] [MQTT-3.3.2-10]
                 Err(e @ AliasError::OutOfRange { .. }) => {

@@ -360,22 +360,30 @@ async fn receive_qos1(sub: &mut Raw, count: usize) -> Vec<u16> {
     got
 }
 
+/// A broker with a 10-message window and a 200-message queue per client,
+/// backpressure at `queued` messages for at most `wait_secs`, and a QoS 1
+/// subscriber to `bp/#` (3.1.1, clean session).
+async fn backpressure_broker(queued: usize, wait_secs: u64) -> (TestBroker, Raw) {
+    let broker = TestBroker::start_with(|c| {
+        c.mqtt.max_inflight = 10;
+        c.mqtt.max_queued_messages = 200;
+        c.limits.backpressure_queued = queued;
+        c.limits.backpressure_wait_secs = wait_secs;
+    });
+    let mut sub = Raw::mqtt(broker.addr, "subscriber", true).await;
+    sub.send(&build::subscribe(1, &[("bp/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    (broker, sub)
+}
+
 #[tokio::test]
 async fn a_congested_subscriber_slows_publishers_down_and_loses_nothing() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     const COUNT: u16 = 1000;
     // The subscriber's queue holds 200 messages: without backpressure, 800
     // of the 1000 would be dropped while it does not acknowledge.
-    let broker = TestBroker::start_with(|c| {
-        c.mqtt.max_inflight = 10;
-        c.mqtt.max_queued_messages = 200;
-        c.limits.backpressure_queued = 50;
-        c.limits.backpressure_wait_secs = 60;
-    });
+    let (broker, mut sub) = backpressure_broker(50, 60).await;
     let addr = broker.addr;
-    let mut sub = Raw::mqtt(addr, "slow", true).await;
-    sub.send(&build::subscribe(1, &[("bp/#", 1)])).await;
-    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
 
     let acked = std::sync::Arc::new(AtomicUsize::new(0));
     let publisher = publish_qos1(addr, "bp/x", COUNT, 20, acked.clone());
@@ -405,16 +413,8 @@ async fn a_congested_subscriber_slows_publishers_down_and_loses_nothing() {
 async fn a_subscriber_that_takes_nothing_holds_publishers_back_only_until_the_wait() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     const COUNT: u16 = 100;
-    let broker = TestBroker::start_with(|c| {
-        c.mqtt.max_inflight = 10;
-        c.mqtt.max_queued_messages = 200;
-        c.limits.backpressure_queued = 5;
-        c.limits.backpressure_wait_secs = 1;
-    });
+    let (broker, mut sub) = backpressure_broker(5, 1).await;
     let addr = broker.addr;
-    let mut sub = Raw::mqtt(addr, "stuck", true).await;
-    sub.send(&build::subscribe(1, &[("bp/#", 1)])).await;
-    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
 
     // A subscriber that never acknowledges holds the publisher's PUBACKs
     // back for a second; then it is given up on (stalled) and the publisher

@@ -57,6 +57,9 @@ async fn retained_lifecycle(level: u8) {
     assert_eq!(p.recv_bytes().await.unwrap(), build::puback(2));
     p.send(&build::publish("r/b", 0, true, false, 0, b"b"))
         .await;
+    // QoS 0 has no acknowledgement: a ping answered means it was handled.
+    p.send(&build::pingreq()).await;
+    assert_eq!(p.recv_bytes().await.unwrap(), build::pingresp());
 
     // A new subscriber gets the latest retained message, RETAIN set [MQTT-3.3.1-8].
     let mut s = Raw::mqtt_level(broker.addr, "s", true, level).await;
@@ -104,6 +107,9 @@ async fn retained_message_is_sent_again_when_a_subscription_is_replaced_mqtt_3_8
     let broker = TestBroker::start();
     let mut p = Raw::mqtt(broker.addr, "p", true).await;
     p.send(&build::publish("rr", 0, true, false, 0, b"v")).await;
+    // QoS 0 has no acknowledgement: a ping answered means it was handled.
+    p.send(&build::pingreq()).await;
+    assert_eq!(p.recv_bytes().await.unwrap(), build::pingresp());
     let mut s = Raw::mqtt(broker.addr, "s", true).await;
     subscribe(&mut s, &[("rr", 0)]).await;
     assert_eq!(

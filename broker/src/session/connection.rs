@@ -2,8 +2,10 @@
 //! writer task out.
 //!
 //! Writes are batched: the session encodes packets into a shared buffer and
-//! wakes the writer task, which takes the whole buffer and writes it with one
-//! call once the session yields. Many deliveries handled in one turn of the
+//! starts the writer task if none runs; the task takes the whole buffer and
+//! writes it with one call once the session yields, and ends (parking the
+//! write half in the buffer) when nothing is left, so an idle connection
+//! holds no task. Many deliveries handled in one turn of the
 //! session's mailbox become one syscall. The buffer is bounded by
 //! `mqtt.max_write_buffer`: above it the session stops sending (QoS 0 is
 //! dropped, QoS 1/2 waits in the queue) until the writer drains it.
@@ -15,9 +17,9 @@
 //! `limits.max_publish_rate`.
 //!
 //! Lifecycle: `Connection::open` splits the transport, adds the packet stream
-//! to the actor and spawns the writer; `Connection::close` stops reading and
-//! lets the writer flush what is buffered (bounded in time), then shut the
-//! socket down.
+//! to the actor and parks the write half; `Connection::close` stops reading
+//! and lets the writer flush what is buffered (bounded in time), then shut
+//! the socket down.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -26,7 +28,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll, Waker};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -203,15 +205,45 @@ impl Message for Inbound {
 }
 
 /// The writer task's buffer, shared with the session on the same thread.
-#[derive(Debug, Default)]
 pub struct OutBuf {
     buf: BytesMut,
-    waker: Option<Waker>,
     /// No more packets: flush and shut down.
     closing: bool,
     /// The session stopped sending because the buffer was full; tell it when
     /// the writer has drained it.
     blocked: bool,
+    /// The write side while no writer task runs; `None` while one does, or
+    /// once it has shut the socket down.
+    parked: Option<Writer>,
+}
+
+/// What a writer task owns; parked in its `OutBuf` between bursts.
+struct Writer {
+    write_half: WriteHalf<Box<dyn Transport>>,
+    session: Addr<Session>,
+    generation: u64,
+    state: State,
+}
+
+impl OutBuf {
+    /// Starts a writer task for `out` unless one runs (or the socket is shut).
+    fn start_writer(&mut self, out: &Rc<RefCell<OutBuf>>) {
+        if let Some(writer) = self.parked.take() {
+            actix_rt::spawn(run_writer(out.clone(), writer));
+        }
+    }
+}
+
+impl Drop for OutBuf {
+    /// A connection dropped without `close`: nothing will write or shut down
+    /// its socket any more.
+    fn drop(&mut self) {
+        if let Some(writer) = self.parked.take() {
+            let held = writer.state.limits.held_counter();
+            held.fetch_sub(self.buf.len() as u64, Ordering::Relaxed);
+            writer.state.open_writers.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The writer drained a full buffer (`Drained`) or the socket failed (`Failed`).
@@ -277,15 +309,18 @@ impl Connection {
         let l = &state.config.limits;
         packets.throttle_publish(l.max_publish_rate, l.publish_burst);
         let reader = ctx.add_stream(inbound_stream(packets, generation));
-        let out = Rc::new(RefCell::new(OutBuf::default()));
         state.open_writers.fetch_add(1, Ordering::AcqRel);
-        actix_rt::spawn(run_writer(
-            out.clone(),
-            write_half,
-            ctx.address(),
-            generation,
-            state.clone(),
-        ));
+        let out = Rc::new(RefCell::new(OutBuf {
+            buf: BytesMut::new(),
+            closing: false,
+            blocked: false,
+            parked: Some(Writer {
+                write_half,
+                session: ctx.address(),
+                generation,
+                state: state.clone(),
+            }),
+        }));
         Connection {
             generation,
             protocol,
@@ -319,9 +354,7 @@ impl Connection {
             }
             Ok(n) => {
                 self.held.fetch_add(n as u64, Ordering::Relaxed);
-                if let Some(w) = out.waker.take() {
-                    w.wake();
-                }
+                out.start_writer(&self.out);
                 true
             }
             Err(e) => {
@@ -376,9 +409,7 @@ impl Connection {
         }
         let mut out = self.out.borrow_mut();
         out.closing = true;
-        if let Some(w) = out.waker.take() {
-            w.wake();
-        }
+        out.start_writer(&self.out);
     }
 }
 
@@ -403,67 +434,71 @@ fn inbound_stream<R: AsyncRead + Unpin + 'static>(
         }))
 }
 
-/// Takes the buffer when there is something to write; `None` once closing
-/// and empty.
-fn next_chunk<'a>(
-    out: &'a Rc<RefCell<OutBuf>>,
-    spare: &'a mut BytesMut,
-) -> impl std::future::Future<Output = Option<bool>> + 'a {
-    futures::future::poll_fn(move |cx| {
-        let mut o = out.borrow_mut();
-        if !o.buf.is_empty() {
-            std::mem::swap(&mut o.buf, &mut *spare);
-            let was_blocked = std::mem::take(&mut o.blocked);
-            Poll::Ready(Some(was_blocked))
-        } else if o.closing {
-            Poll::Ready(None)
-        } else {
-            o.waker = Some(cx.waker().clone());
-            Poll::Pending
-        }
-    })
-}
-
-async fn run_writer(
-    out: Rc<RefCell<OutBuf>>,
-    mut write_half: WriteHalf<Box<dyn Transport>>,
-    session: Addr<Session>,
-    generation: u64,
-    state: State,
-) {
-    // Grows to the size of the largest burst; see `IDLE_BUFFER` below.
+/// Writes what the session buffers until the buffer is empty, then parks
+/// the write side in `out` and ends; once closing and empty, shuts the
+/// socket down instead.
+async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
+    // Grows to the size of the burst; freed with the task when idle.
     let mut spare = BytesMut::new();
-    let held = state.limits.held_counter();
+    let held = writer.state.limits.held_counter();
     let stall = Stall {
-        timeout: state.config.limits.slow_consumer_timeout(),
-        max_write_buffer: state.config.mqtt.max_write_buffer,
+        timeout: writer.state.config.limits.slow_consumer_timeout(),
+        max_write_buffer: writer.state.config.mqtt.max_write_buffer,
     };
+    // Set after a write: before parking, the task yields once, so that under
+    // load the sessions of this thread can buffer more and the same task
+    // writes it, instead of a new task per write.
+    let mut wrote = false;
     loop {
-        let Some(was_blocked) = next_chunk(&out, &mut spare).await else {
-            break;
+        let next = {
+            let mut o = out.borrow_mut();
+            if !o.buf.is_empty() {
+                std::mem::swap(&mut o.buf, &mut spare);
+                Some((std::mem::take(&mut o.blocked), o.closing))
+            } else if o.closing {
+                break;
+            } else if !wrote {
+                o.parked = Some(writer);
+                return;
+            } else {
+                None
+            }
         };
-        let closing = out.borrow().closing;
-        // Boxed: the write and its timers are most of this future's size,
-        // which every connection would otherwise hold while idle.
-        let result = Box::pin(write_chunk(&mut write_half, &spare, &out, &stall, closing)).await;
+        let Some((was_blocked, closing)) = next else {
+            wrote = false;
+            tokio::task::yield_now().await;
+            continue;
+        };
+        wrote = true;
+        // Boxed: the write and its timers are most of this future's size.
+        let result = Box::pin(write_chunk(
+            &mut writer.write_half,
+            &spare,
+            &out,
+            &stall,
+            closing,
+        ))
+        .await;
         match result {
             Ok(()) => {
-                Metrics::add(&state.metrics.bytes_sent, spare.len() as u64);
+                Metrics::add(&writer.state.metrics.bytes_sent, spare.len() as u64);
                 held.fetch_sub(spare.len() as u64, Ordering::Relaxed);
                 spare.clear();
                 if spare.capacity() > IDLE_BUFFER {
                     spare = BytesMut::new();
                 }
                 if was_blocked {
-                    session.do_send(WriterEvent::Drained { generation });
+                    writer.session.do_send(WriterEvent::Drained {
+                        generation: writer.generation,
+                    });
                 }
             }
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::TimedOut && !closing {
-                    Metrics::add(&state.metrics.slow_consumers_disconnected, 1);
+                    Metrics::add(&writer.state.metrics.slow_consumers_disconnected, 1);
                 }
-                session.do_send(WriterEvent::Failed {
-                    generation,
+                writer.session.do_send(WriterEvent::Failed {
+                    generation: writer.generation,
                     error: e.to_string(),
                 });
                 // Keep the buffer from growing while the session notices.
@@ -478,10 +513,10 @@ async fn run_writer(
     drop(spare);
     let _ = Box::pin(tokio::time::timeout(
         CLOSE_FLUSH_TIMEOUT,
-        write_half.shutdown(),
+        writer.write_half.shutdown(),
     ))
     .await;
-    state.open_writers.fetch_sub(1, Ordering::AcqRel);
+    writer.state.open_writers.fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Writes one chunk: bounded by `CLOSE_FLUSH_TIMEOUT` when closing, else

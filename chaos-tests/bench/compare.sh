@@ -9,11 +9,14 @@
 # scenario as a markdown table, and writes every run and the table as JSON.
 #
 # Usage: chaos-tests/bench/compare.sh [--quick] [--reps N] [--only a,b]
-#                                     [--duration S] [--out FILE]
+#                                     [--duration S] [--out FILE] [--baseline BIN]
 #   --quick      1 rep, 2 s runs, smaller counts (about 3 minutes)
 #   default      3 reps of 3 s runs (about 10 minutes on 2 cores)
 #   --only       comma-separated scenario names (see SCENARIOS below)
 #   --out        results JSON (default: $CARGO_TARGET_DIR/bench/compare-DATE.json)
+#   --baseline BIN  compare with another `tern` binary instead of Mosquitto
+#                (e.g. one built from the commit before a hot-path change):
+#                the table then shows this build / BIN, without targets
 #
 # Equivalent settings: both brokers listen on 127.0.0.1 only, allow
 # anonymous clients, send at most 256 unacknowledged QoS 1/2 messages per
@@ -31,6 +34,7 @@ DURATION=3
 QUICK=0
 ONLY=""
 OUT=""
+BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1; REPS=1; DURATION=2 ;;
@@ -38,7 +42,8 @@ while [ $# -gt 0 ]; do
     --duration) DURATION=$2; shift ;;
     --only) ONLY=$2; shift ;;
     --out) OUT=$2; shift ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
+    --baseline) BASELINE=$(realpath "$2"); shift ;;
+    -h|--help) sed -n 2,27p "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -46,7 +51,12 @@ done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}"
 MOSQUITTO=${MOSQUITTO:-/usr/sbin/mosquitto}
-if [ ! -x "$MOSQUITTO" ]; then
+# The broker each run of Tern is compared with.
+OTHER=mosquitto
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || { echo "--baseline $BASELINE: not an executable" >&2; exit 2; }
+  OTHER=baseline
+elif [ ! -x "$MOSQUITTO" ]; then
   echo "== installing mosquitto"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
@@ -96,7 +106,7 @@ start_broker() {
   local dir="$WORK/$name-$PORT"
   mkdir -p "$dir"
   case "$name" in
-    tern)
+    tern|baseline)
       cat >"$dir/tern.toml" <<EOF
 data_dir = "$dir/data"
 log_level = "error"
@@ -106,7 +116,9 @@ bind = "127.0.0.1:$PORT"
 max_inflight = 256
 max_queued_messages = 200000
 EOF
-      $PIN_BROKER "$TERN" --config "$dir/tern.toml" 2>"$dir/log" &
+      local bin=$TERN
+      [ "$name" = baseline ] && bin=$BASELINE
+      $PIN_BROKER "$bin" --config "$dir/tern.toml" 2>"$dir/log" &
       ;;
     mosquitto)
       cat >"$dir/mosquitto.conf" <<EOF
@@ -229,13 +241,13 @@ while IFS='|' read -r name persist args; do
   if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
   if [[ "$args" == *@HALF_MOSQUITTO_* ]]; then
     ref=${args##*@HALF_MOSQUITTO_}
-    max=$(median_of "$ref" mosquitto delivered_rate)
+    max=$(median_of "$ref" "$OTHER" delivered_rate)
     if [ -z "$max" ]; then echo "-- $name: needs $ref first, skipped"; continue; fi
     rate=$(python3 -c "print(round($max / 2))")
     args="${args%@HALF_MOSQUITTO_*}$rate"
   fi
   for rep in $(seq 1 "$REPS"); do
-    for broker in tern mosquitto; do
+    for broker in tern $OTHER; do
       start_broker "$broker" "$persist"
       # shellcheck disable=SC2086
       # tern-bench bounds every phase itself; `timeout` is the backstop.
@@ -271,9 +283,11 @@ if [ -z "$OUT" ]; then
 fi
 SCEN_FILE="$WORK/table.txt"
 printf '%s\n' "$TABLE" >"$SCEN_FILE"
-python3 - "$RUNS" "$SCEN_FILE" "$OUT" "$START" "$START_LOAD" "$END_LOAD" "$REPS" "$DURATION" <<'PY'
+python3 - "$RUNS" "$SCEN_FILE" "$OUT" "$START" "$START_LOAD" "$END_LOAD" "$REPS" "$DURATION" "$OTHER" <<'PY'
 import json, sys, statistics, platform, subprocess
-runs_file, scen_file, out, start, load0, load1, reps, duration = sys.argv[1:]
+runs_file, scen_file, out, start, load0, load1, reps, duration, other = sys.argv[1:]
+# Targets are ratios to Mosquitto: none against another build of Tern.
+with_targets = other == "mosquitto"
 runs = [json.loads(l) for l in open(runs_file)]
 def metric(r, m):
     v = r["report"]
@@ -287,20 +301,22 @@ for line in open(scen_file):
         continue
     name, m, better, target = line.split("|", 3)
     med = {}
-    for b in ("tern", "mosquitto"):
+    for b in ("tern", other):
         vals = [metric(r, m) for r in runs if r["name"] == name and r["broker"] == b]
         vals = [v for v in vals if v is not None]
         med[b] = statistics.median(vals) if vals else None
-    if med["tern"] is None and med["mosquitto"] is None:
+    if med["tern"] is None and med[other] is None:
         continue
     ratio = None
-    if med["tern"] is not None and med["mosquitto"]:
-        ratio = med["tern"] / med["mosquitto"]
+    if med["tern"] is not None and med[other]:
+        ratio = med["tern"] / med[other]
+    if not with_targets:
+        target = ""
     met = None
     if target and ratio is not None:
         met = ratio >= float(target) if better == "higher" else ratio <= float(target)
     bad = sum(1 for r in runs if r["name"] == name and not r["report"].get("ok", False))
-    rows.append(dict(name=name, metric=m, better=better, tern=med["tern"], mosquitto=med["mosquitto"],
+    rows.append(dict(name=name, metric=m, better=better, tern=med["tern"], other=med[other],
                      ratio=ratio, target=(("%s%s" % (">=" if better == "higher" else "<=", target)) if target else ""),
                      met=met, runs_not_ok=bad))
 def fmt(v):
@@ -314,18 +330,19 @@ UNITS = {"delivered_rate": "msg/s", "fill_rate": "msg/s", "drain_rate": "msg/s",
          "connections.broker_rss_per_connection": "B RSS/conn",
          "connections.connect_rate": "conn/s", "connections.connected": "conns"}
 print()
-print("| scenario | metric | Tern | Mosquitto | Tern/Mosquitto | target | met |")
+label = "Mosquitto" if with_targets else "baseline"
+print("| scenario | metric | Tern | %s | Tern/%s | target | met |" % (label, label))
 print("|---|---|---:|---:|---:|---|---|")
 for r in rows:
     label = r["metric"].split(".")[-1] + " (" + UNITS.get(r["metric"], "") + ")"
     note = " (%d runs not ok)" % r["runs_not_ok"] if r["runs_not_ok"] else ""
-    print("| %s | %s | %s | %s | %s | %s | %s%s |" % (r["name"], label, fmt(r["tern"]), fmt(r["mosquitto"]),
+    print("| %s | %s | %s | %s | %s | %s | %s%s |" % (r["name"], label, fmt(r["tern"]), fmt(r["other"]),
           fmt(r["ratio"]), r["target"], {True: "yes", False: "NO", None: ""}[r["met"]], note))
 try:
     cpu = [l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines() if l.startswith("Model name")][0]
 except Exception:
     cpu = platform.processor()
-doc = dict(started=start, load_start=load0, load_end=load1, reps=int(reps), duration_s=float(duration),
+doc = dict(compared_with=other, started=start, load_start=load0, load_end=load1, reps=int(reps), duration_s=float(duration),
            kernel=platform.release(), cpu=cpu, rows=rows, runs=runs)
 json.dump(doc, open(out, "w"), indent=1)
 print("\nload average at start %s, at end %s; results: %s" % (load0, load1, out))

@@ -178,13 +178,13 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
         }
         restored.incoming_qos2 = state.store.load_incoming_qos2(&client_id)?;
         let client_id = ByteString::from(client_id);
-        let addr = Session::start_restored(
+        let session = Session::start_restored(
             state.clone(),
             client_id.clone(),
             restored,
             state.next_worker(),
         );
-        state.registry.lock().insert(client_id, addr);
+        state.registry.lock().insert(client_id, session);
         loaded.sessions += 1;
     }
     if state.cluster.is_some() {

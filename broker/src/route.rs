@@ -14,20 +14,19 @@ use std::cmp::min;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use actix::Addr;
 use bytestring::ByteString;
 use smallvec::SmallVec;
 
 use crate::codec::QoS;
 use crate::message::Message;
-use crate::session::{AckDone, Deliver, Session, SessionRef, Subscriber, SubscriptionEntry};
+use crate::session::{AckDone, Deliver, SessionRef, Subscriber, SubscriptionEntry};
 use crate::state::{BrokerState, Metrics};
 
 /// Whom a finished [`AckGuard`] tells.
 enum Completion {
     /// The publisher's session: `AckDone` for its pending acknowledgement.
     Session {
-        publisher: Addr<Session>,
+        publisher: SessionRef,
         token: u64,
         generation: u64,
     },
@@ -81,7 +80,7 @@ impl Drop for AckInner {
                 publisher,
                 token,
                 generation,
-            }) => publisher.do_send(AckDone {
+            }) => publisher.0.addr.do_send(AckDone {
                 token,
                 generation,
                 ok,
@@ -120,7 +119,7 @@ impl LazyGuard {
     }
 
     /// For an inbound QoS 1/2 PUBLISH: tells the publisher's session.
-    pub fn publisher(publisher: Addr<Session>, token: u64, generation: u64) -> LazyGuard {
+    pub fn publisher(publisher: SessionRef, token: u64, generation: u64) -> LazyGuard {
         LazyGuard {
             factory: Some(Completion::Session {
                 publisher,

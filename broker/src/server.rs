@@ -131,8 +131,8 @@ pub async fn run(
     let _ = reloader.await;
     let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-    for addr in sessions {
-        let _ = tokio::time::timeout_at(deadline.into(), addr.send(Shutdown)).await;
+    for session in sessions {
+        let _ = tokio::time::timeout_at(deadline.into(), session.0.addr.send(Shutdown)).await;
     }
     while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -233,11 +233,11 @@ impl StartedCluster {
             .registry
             .lock()
             .iter()
-            .map(|(id, addr)| (id.clone(), addr.clone()))
+            .map(|(id, session)| (id.clone(), session.clone()))
             .collect();
-        for (client_id, addr) in sessions {
+        for (client_id, session) in sessions {
             if let Some(owner) = bridge.session_owner(&client_id).filter(|o| *o != me) {
-                addr.do_send(crate::session::OwnerMoved { owner });
+                session.0.addr.do_send(crate::session::OwnerMoved { owner });
             }
         }
         runtime.spawn(crate::clustering::run_events(state.clone(), events, failed));

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use actix::{Addr, ArbiterHandle};
+use actix::ArbiterHandle;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 
@@ -23,7 +23,7 @@ use crate::limits::Limits;
 use crate::message::Message;
 use crate::retain::RetainedIndex;
 use crate::router::SubscriptionTable;
-use crate::session::{Session, Subscriber, SubscriptionEntry};
+use crate::session::{SessionRef, Subscriber, SubscriptionEntry};
 
 /// The router as the broker instantiates it.
 pub type Router = SubscriptionTable<Subscriber, SubscriptionEntry>;
@@ -83,7 +83,7 @@ pub struct BrokerState {
     /// Topic -> retained message.
     pub retained: RwLock<RetainedIndex<Arc<Message>>>,
     /// Client id -> its session actor, online or not.
-    pub registry: Mutex<HashMap<ByteString, Addr<Session>>>,
+    pub registry: Mutex<HashMap<ByteString, SessionRef>>,
     pub store: storage::Store,
     pub writer: storage::Writer,
     /// The cluster this node is part of; `None` for a single node. Chosen

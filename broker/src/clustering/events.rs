@@ -75,8 +75,8 @@ pub async fn run_events(
             ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
             ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
                 let local = state.registry.lock().get(client_id.as_str()).cloned();
-                if let Some(addr) = local {
-                    addr.do_send(OwnerMoved { owner });
+                if let Some(session) = local {
+                    session.0.addr.do_send(OwnerMoved { owner });
                 }
             }
             ClusterEvent::SessionOwnerChanged { .. } | ClusterEvent::SessionReleased { .. } => {}
@@ -93,7 +93,13 @@ pub async fn run_events(
                 let local = state.registry.lock().get(client_id.as_str()).cloned();
                 tokio::spawn(async move {
                     let handed = match local {
-                        Some(addr) => addr.send(HandOver { to: requester }).await.ok().flatten(),
+                        Some(session) => session
+                            .0
+                            .addr
+                            .send(HandOver { to: requester })
+                            .await
+                            .ok()
+                            .flatten(),
                         None => None,
                     };
                     let _ = reply.send(handed);
@@ -144,7 +150,7 @@ fn deliver_forwarded(
     if let Some(client_id) = &msg.target_client {
         let local = state.registry.lock().get(client_id.as_str()).cloned();
         match local {
-            Some(addr) => addr.do_send(Deliver {
+            Some(session) => session.0.addr.do_send(Deliver {
                 message,
                 qos,
                 retain: msg.retain,

@@ -506,22 +506,23 @@ pub async fn bootstrap(
 /// session created.
 async fn attach(state: &State, client_id: ByteString, slot: Arc<Mutex<Option<NewConnection>>>) {
     for _ in 0..8 {
-        let addr = {
+        let session = {
             let mut registry = state.registry.lock();
             match registry.get(&client_id) {
-                Some(addr) if addr.connected() => addr.clone(),
+                Some(session) if session.0.addr.connected() => session.clone(),
                 _ => {
-                    let addr = Session::start_new(state.clone(), client_id.clone());
-                    registry.insert(client_id.clone(), addr.clone());
-                    addr
+                    let session = Session::start_new(state.clone(), client_id.clone());
+                    registry.insert(client_id.clone(), session.clone());
+                    session
                 }
             }
         };
-        if addr.send(Attach(slot.clone())).await.is_ok() && slot.lock().is_none() {
+        let attached = session.0.addr.send(Attach(slot.clone())).await.is_ok();
+        if attached && slot.lock().is_none() {
             return;
         }
         let mut registry = state.registry.lock();
-        if registry.get(&client_id) == Some(&addr) {
+        if registry.get(&client_id) == Some(&session) {
             registry.remove(&client_id);
         }
     }

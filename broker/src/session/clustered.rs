@@ -55,13 +55,13 @@ impl Session {
 
     /// Claims the session for this node (at each connection).
     pub(super) fn claim(&self) {
-        self.propose(|s| Proposal::Claim(s.client_id.to_string(), s.session_info()));
+        self.propose(|s| Proposal::Claim(s.client_id().to_string(), s.session_info()));
     }
 
     /// Tells the cluster the session's record changed (subscriptions,
     /// expiry, offline time).
     pub(super) fn update_record(&self) {
-        self.propose(|s| Proposal::Update(s.client_id.to_string(), s.session_info()));
+        self.propose(|s| Proposal::Update(s.client_id().to_string(), s.session_info()));
     }
 
     /// Loads a session taken over from another node (or resumed from the
@@ -79,7 +79,7 @@ impl Session {
                 router.subscribe(&filter, me.clone(), entry.clone());
                 self.propose(|_| Proposal::AddRoute(filter.to_string()));
                 ops.push(storage::WriteOp::PutSubscription {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.client_id().to_string(),
                     record: storage::SubscriptionRecord {
                         filter: filter.to_string(),
                         qos: entry.options.qos as u8,
@@ -94,7 +94,7 @@ impl Session {
         }
         for m in restored.outgoing {
             ops.push(storage::WriteOp::PutOutgoing {
-                client_id: self.client_id.to_string(),
+                client_id: self.client_id().to_string(),
                 seq: m.seq,
                 record: storage::OutgoingRecord {
                     released: m.state == OutState::Released,
@@ -105,7 +105,7 @@ impl Session {
         }
         for packet_id in restored.incoming_qos2 {
             ops.push(storage::WriteOp::PutIncomingQos2 {
-                client_id: self.client_id.to_string(),
+                client_id: self.client_id().to_string(),
                 packet_id,
             });
             self.incoming.insert_qos2(packet_id);
@@ -148,9 +148,9 @@ impl Handler<HandOver> for Session {
         if self.ended {
             return None;
         }
-        tracing::info!(client_id = %self.client_id, to = msg.to, "session handed over to another node");
+        tracing::info!(client_id = %self.client_id(), to = msg.to, "session handed over to another node");
         let state = cluster::SessionState {
-            client_id: self.client_id.to_string(),
+            client_id: self.client_id().to_string(),
             info: self.session_info(),
             protocol_level: self.protocol.level(),
             outgoing: self
@@ -183,7 +183,7 @@ impl Handler<OwnerMoved> for Session {
         let Some(cluster) = self.state.cluster.clone() else {
             return;
         };
-        tracing::info!(client_id = %self.client_id, owner = msg.owner, "session owned by another node now");
+        tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
         // Messages the client has not received yet go to the new owner, in
         // order; the local copies are deleted once all have arrived.
         let sends: Vec<_> = self
@@ -193,7 +193,7 @@ impl Handler<OwnerMoved> for Session {
             .map(|m| {
                 cluster.forward_to_session(
                     msg.owner,
-                    &self.client_id,
+                    self.client_id(),
                     &m.message,
                     m.qos,
                     m.retain,
@@ -202,7 +202,7 @@ impl Handler<OwnerMoved> for Session {
             })
             .collect();
         let keep_stored = self.stored;
-        let client_id = self.client_id.to_string();
+        let client_id = self.client_id().to_string();
         let writer = self.state.writer.clone();
         self.leave(keep_stored, ctx);
         if keep_stored {

@@ -73,7 +73,7 @@ impl Handler<Attach> for Session {
             return;
         }
         if let Some(old) = self.conn.take() {
-            tracing::info!(client_id = %self.client_id, old_peer = %old.peer, new_peer = %new.peer, "session taken over");
+            tracing::info!(client_id = %self.client_id(), old_peer = %old.peer, new_peer = %new.peer, "session taken over");
             self.close_connection(old, CloseReason::TakenOver, ctx);
             if let Some(will) = self.will.take() {
                 self.will_due(will, ctx);
@@ -117,9 +117,13 @@ impl Handler<Attach> for Session {
         let expiry = requested_expiry.min(mqtt.max_session_expiry_secs);
         self.set_session_expiry(expiry);
         self.will = connect.will.clone().map(Box::new);
-        self.auth_method = new.authenticated.as_ref().map(|a| a.method.clone());
-        self.reauth = None;
-        self.set_acl_subject(crate::acl::Subject::new(&self.client_id, &new.principal));
+        self.auth = new.authenticated.as_ref().map(|a| {
+            Box::new(super::EnhancedAuth {
+                method: a.method.clone(),
+                exchange: None,
+            })
+        });
+        self.set_acl_subject(&new.principal);
 
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -130,6 +134,7 @@ impl Handler<Attach> for Session {
             connect.protocol,
             new.peer,
             self.state.clone(),
+            &self.handle,
             ctx,
         );
         conn.peer_identity = new.peer_identity.map(Box::new);
@@ -159,7 +164,7 @@ impl Handler<Attach> for Session {
                 connect.properties.request_problem_information != Some(false);
             if connect.properties.request_response_information == Some(true) {
                 properties.response_information =
-                    Some(format!("{}{}", mqtt.response_topic_prefix, self.client_id).into());
+                    Some(format!("{}{}", mqtt.response_topic_prefix, self.client_id()).into());
             }
             properties.receive_maximum = Some(mqtt.max_inflight);
             properties.maximum_packet_size = Some(mqtt.max_packet_size);
@@ -169,7 +174,7 @@ impl Handler<Attach> for Session {
             properties.subscription_identifiers_available = Some(true);
             properties.shared_subscription_available = Some(true);
             if new.assigned_client_id {
-                properties.assigned_client_identifier = Some(self.client_id.clone());
+                properties.assigned_client_identifier = Some(self.client_id().clone());
             }
             if let Some(auth) = &new.authenticated {
                 properties.authentication_method = Some(auth.method.clone());
@@ -197,7 +202,7 @@ impl Handler<Attach> for Session {
         Metrics::add(&self.state.metrics.connections_current, 1);
         Metrics::add(&self.state.metrics.connections_total, 1);
         let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_deref());
-        tracing::debug!(client_id = %self.client_id, peer = %new.peer, protocol = %connect.protocol,
+        tracing::debug!(client_id = %self.client_id(), peer = %new.peer, protocol = %connect.protocol,
             clean_start = connect.clean_start, session_present = resume,
             cert_identity = ?cert_identity.map(|i| &i.name), "client connected");
 
@@ -289,10 +294,10 @@ impl Session {
         let Some(conn) = self.conn.take() else { return };
         match &reason {
             CloseReason::ClientDisconnect(_) | CloseReason::ServerShutdown => {
-                tracing::debug!(client_id = %self.client_id, reason = ?reason, "client disconnected")
+                tracing::debug!(client_id = %self.client_id(), reason = ?reason, "client disconnected")
             }
             _ => {
-                tracing::info!(client_id = %self.client_id, peer = %conn.peer, reason = ?reason, "connection closed")
+                tracing::info!(client_id = %self.client_id(), peer = %conn.peer, reason = ?reason, "connection closed")
             }
         }
         self.close_connection(conn, reason.clone(), ctx);
@@ -397,7 +402,7 @@ impl Session {
             expires_at_ms,
             origin: self.handle.0.id,
         });
-        tracing::debug!(client_id = %self.client_id, topic = %message.topic, "publishing will");
+        tracing::debug!(client_id = %self.client_id(), topic = %message.topic, "publishing will");
         self.publish_message(message, None);
     }
 
@@ -437,7 +442,7 @@ impl Session {
         let delay = Duration::from_millis(expires_at.saturating_sub(unix_ms()));
         self.expiry_timer = Some(ctx.run_later(delay, |session, ctx| {
             if session.conn.is_none() {
-                tracing::debug!(client_id = %session.client_id, "session expired");
+                tracing::debug!(client_id = %session.client_id(), "session expired");
                 session.end_session(ctx);
             }
         }));
@@ -462,7 +467,7 @@ impl Session {
         if self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteSession {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.client_id().to_string(),
                 }],
                 None,
             );
@@ -485,14 +490,14 @@ impl Session {
             self.discard_state();
             let lost = self.redistribute_shared(shared).len();
             Metrics::add(&self.state.metrics.messages_dropped, lost as u64);
-            self.propose(|s| Proposal::Release(s.client_id.to_string()));
+            self.propose(|s| Proposal::Release(s.client_id().to_string()));
         }
         let mut registry = self.state.registry.lock();
         if registry
-            .get(&self.client_id)
-            .is_some_and(|addr| *addr == self.handle.0.addr)
+            .get(self.client_id())
+            .is_some_and(|session| *session == self.handle)
         {
-            registry.remove(&self.client_id);
+            registry.remove(self.client_id());
         }
         drop(registry);
         ctx.stop();
@@ -503,7 +508,7 @@ impl Session {
         self.stored = true;
         self.state.writer.submit(
             vec![storage::WriteOp::PutSession {
-                client_id: self.client_id.to_string(),
+                client_id: self.client_id().to_string(),
                 record: storage::SessionRecord {
                     protocol_level: self.protocol.level(),
                     session_expiry_interval: self.session_expiry_interval,
@@ -522,7 +527,7 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         Metrics::add(&self.state.metrics.protocol_errors, 1);
-        tracing::info!(client_id = %self.client_id, reason = %text, "protocol violation");
+        tracing::info!(client_id = %self.client_id(), reason = %text, "protocol violation");
         self.connection_lost(CloseReason::ProtocolViolation(code, text), ctx);
     }
 
@@ -551,7 +556,7 @@ impl Session {
     /// packets keep flowing meanwhile. Success ends with AUTH 0x00; failure
     /// closes the connection.
     pub(super) fn handle_auth(&mut self, auth: crate::codec::Auth, ctx: &mut Context<Self>) {
-        let Some(method_name) = self.auth_method.clone() else {
+        let Some(method_name) = self.auth.as_ref().map(|a| a.method.clone()) else {
             return self.protocol_error(
                 ReasonCode::ProtocolError,
                 "AUTH without an Authentication Method in CONNECT".into(),
@@ -567,7 +572,8 @@ impl Session {
             );
         }
         let data = auth.properties.authentication_data.unwrap_or_default();
-        let step = match (auth.reason_code, self.reauth.as_mut()) {
+        let exchange = self.auth.as_mut().and_then(|a| a.exchange.as_mut());
+        let step = match (auth.reason_code, exchange) {
             (ReasonCode::ReAuthenticate, None) => {
                 let Some(method) = self.state.auth_methods.get(&method_name).cloned() else {
                     return self.protocol_error(
@@ -577,7 +583,9 @@ impl Session {
                     );
                 };
                 let (exchange, step) = method.start(&data);
-                self.reauth = Some(exchange);
+                if let Some(auth) = self.auth.as_mut() {
+                    auth.exchange = Some(exchange);
+                }
                 step
             }
             (ReasonCode::ContinueAuthentication, Some(exchange)) => exchange.step(&data),
@@ -595,13 +603,13 @@ impl Session {
         let (reason_code, data) = match step {
             AuthStep::Continue(challenge) => (ReasonCode::ContinueAuthentication, Some(challenge)),
             AuthStep::Success { data, username } => {
-                tracing::debug!(client_id = %self.client_id, %username, "re-authenticated");
-                self.reauth = None;
+                tracing::debug!(client_id = %self.client_id(), %username, "re-authenticated");
+                self.end_reauth();
                 (ReasonCode::Success, data)
             }
             AuthStep::Failure { code, why } => {
-                self.reauth = None;
-                tracing::info!(client_id = %self.client_id, reason = %why, "re-authentication failed");
+                self.end_reauth();
+                tracing::info!(client_id = %self.client_id(), reason = %why, "re-authentication failed");
                 // DISCONNECT has no 0x86: a wrong secret is Not authorized.
                 let code = match code {
                     ReasonCode::BadAuthenticationMethod => code,

@@ -37,7 +37,7 @@ use futures::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 
 use super::alias::TopicAliases;
-use super::Session;
+use super::{Session, SessionRef};
 use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion, Publish};
 use crate::limits::TokenBucket;
 use crate::listener::CertIdentity;
@@ -220,7 +220,7 @@ pub struct OutBuf {
 /// What a writer task owns; parked in its `OutBuf` between bursts.
 struct Writer {
     write_half: WriteHalf<Box<dyn Transport>>,
-    session: Addr<Session>,
+    session: SessionRef,
     generation: u64,
     state: State,
 }
@@ -298,6 +298,7 @@ impl Connection {
         protocol: ProtocolVersion,
         peer: SocketAddr,
         state: State,
+        session: &SessionRef,
         ctx: &mut Context<Session>,
     ) -> Connection {
         let (read_half, write_half) = tokio::io::split(transport);
@@ -316,7 +317,7 @@ impl Connection {
             blocked: false,
             parked: Some(Writer {
                 write_half,
-                session: ctx.address(),
+                session: session.clone(),
                 generation,
                 state: state.clone(),
             }),
@@ -488,7 +489,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                     spare = BytesMut::new();
                 }
                 if was_blocked {
-                    writer.session.do_send(WriterEvent::Drained {
+                    writer.session.0.addr.do_send(WriterEvent::Drained {
                         generation: writer.generation,
                     });
                 }
@@ -497,7 +498,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                 if e.kind() == std::io::ErrorKind::TimedOut && !closing {
                     Metrics::add(&writer.state.metrics.slow_consumers_disconnected, 1);
                 }
-                writer.session.do_send(WriterEvent::Failed {
+                writer.session.0.addr.do_send(WriterEvent::Failed {
                     generation: writer.generation,
                     error: e.to_string(),
                 });

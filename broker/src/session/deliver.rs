@@ -106,7 +106,7 @@ impl Session {
         }
         if self.outgoing.is_full() {
             Metrics::add(&metrics.messages_dropped, 1);
-            tracing::debug!(client_id = %self.client_id, "queue full: message dropped");
+            tracing::debug!(client_id = %self.client_id(), "queue full: message dropped");
             return None;
         }
         let seq = self.outgoing.next_seq();
@@ -128,18 +128,18 @@ impl Session {
                 message: message.to_stored(qos, retain, &subscription_ids),
             };
             let held = hold_until_durable(ack);
-            let addr = self.handle.0.addr.clone();
+            let session = self.handle.clone();
             let on_durable: storage::Durable = Box::new(move |result| {
                 if let Some(held) = held {
                     held(result);
                 }
                 if !durable {
-                    addr.do_send(Stored::Message { seq });
+                    session.0.addr.do_send(Stored::Message { seq });
                 }
             });
             self.state.writer.submit(
                 vec![storage::WriteOp::PutOutgoing {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.client_id().to_string(),
                     seq,
                     record,
                 }],
@@ -201,7 +201,7 @@ impl Session {
                 (0, None) => {}
                 (released, _) => {
                     tracing::debug!(
-                        client_id = %session.client_id,
+                        client_id = %session.client_id(),
                         released,
                         "subscriber stalled: publishers no longer held back for it"
                     );
@@ -330,7 +330,7 @@ impl Session {
         if self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteOutgoing {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.client_id().to_string(),
                     seq,
                 }],
                 None,
@@ -342,7 +342,7 @@ impl Session {
         match e {
             // A late or repeated acknowledgement: harmless.
             AckError::UnknownPacketId(packet_id) => {
-                tracing::debug!(client_id = %self.client_id, packet_id, "acknowledgement for unknown packet id")
+                tracing::debug!(client_id = %self.client_id(), packet_id, "acknowledgement for unknown packet id")
             }
             AckError::WrongState { .. } => {
                 self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
@@ -388,16 +388,16 @@ impl Session {
                 .message
                 .to_stored(msg.qos, msg.retain, &msg.subscription_ids),
         };
-        let addr = self.handle.0.addr.clone();
+        let session = self.handle.clone();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         self.state.writer.submit(
             vec![storage::WriteOp::PutOutgoing {
-                client_id: self.client_id.to_string(),
+                client_id: self.client_id().to_string(),
                 seq,
                 record,
             }],
             Some(Box::new(move |_| {
-                addr.do_send(Stored::Released { seq, generation })
+                session.0.addr.do_send(Stored::Released { seq, generation })
             })),
         );
     }

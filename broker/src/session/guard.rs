@@ -30,15 +30,16 @@ impl Session {
         let state = &self.state;
         if let Some(why) = state.limits.topic_violation(&publish.topic) {
             Metrics::add(&state.metrics.topic_limit_refused, 1);
-            tracing::debug!(client_id = %self.client_id, reason = %why, "PUBLISH refused");
+            tracing::debug!(client_id = %self.client_id(), reason = %why, "PUBLISH refused");
             return Some(ReasonCode::TopicNameInvalid);
         }
-        if !state
-            .acl
-            .check_topic(&self.acl_subject, &publish.topic, Access::Write)
+        if self
+            .acl_subject
+            .as_ref()
+            .is_some_and(|s| !state.acl.check_topic(s, &publish.topic, Access::Write))
         {
             Metrics::add(&state.metrics.acl_denied_publish, 1);
-            tracing::debug!(client_id = %self.client_id, topic = %publish.topic, "PUBLISH denied by the ACL");
+            tracing::debug!(client_id = %self.client_id(), topic = %publish.topic, "PUBLISH denied by the ACL");
             return Some(ReasonCode::NotAuthorized);
         }
         if publish.qos > QoS::AtMostOnce
@@ -82,26 +83,33 @@ impl Session {
         let state = &self.state;
         if let Some(why) = state.limits.topic_violation(filter) {
             Metrics::add(&state.metrics.topic_limit_refused, 1);
-            tracing::debug!(client_id = %self.client_id, reason = %why, "subscription refused");
+            tracing::debug!(client_id = %self.client_id(), reason = %why, "subscription refused");
             return Some(ReasonCode::TopicFilterInvalid);
         }
-        if !state.acl.check_subscribe(&self.acl_subject, filter) {
+        if self
+            .acl_subject
+            .as_ref()
+            .is_some_and(|s| !state.acl.check_subscribe(s, filter))
+        {
             Metrics::add(&state.metrics.acl_denied_subscribe, 1);
-            tracing::debug!(client_id = %self.client_id, %filter, "subscription denied by the ACL");
+            tracing::debug!(client_id = %self.client_id(), %filter, "subscription denied by the ACL");
             return Some(ReasonCode::NotAuthorized);
         }
         None
     }
 
-    /// Records who the client is (at each connection), and drops the queued
-    /// copies it may not read.
-    pub(super) fn set_acl_subject(&mut self, subject: crate::acl::Subject) {
-        self.acl_subject = subject;
-        self.acl_subject_known = true;
+    /// Records who the client is (at each connection) if an ACL is
+    /// configured, and drops the queued copies it may not read.
+    pub(super) fn set_acl_subject(&mut self, principal: &crate::auth::Principal) {
         if !self.state.acl.is_enabled() {
+            self.acl_subject = None;
             return;
         }
-        let (acl, subject) = (&self.state.acl, &self.acl_subject);
+        let subject = crate::acl::Subject::new(self.client_id(), principal);
+        let (acl, subject) = (
+            &self.state.acl,
+            &**self.acl_subject.insert(Box::new(subject)),
+        );
         let dropped = self
             .outgoing
             .remove_queued_where(|m| !acl.check_topic(subject, &m.message.topic, Access::Read));
@@ -119,10 +127,10 @@ impl Session {
     /// held-bytes cap allows it (see `crate::limits`).
     pub(super) fn may_take(&self, topic: &str, qos: QoS) -> bool {
         let state = &self.state;
-        if self.acl_subject_known
-            && !state
-                .acl
-                .check_topic(&self.acl_subject, topic, Access::Read)
+        if self
+            .acl_subject
+            .as_ref()
+            .is_some_and(|s| !state.acl.check_topic(s, topic, Access::Read))
         {
             Metrics::add(&state.metrics.acl_denied_delivery, 1);
             return false;

@@ -76,6 +76,10 @@ pub struct SessionHandle {
     pub congested: AtomicBool,
 }
 
+/// Messages `send` (not `do_send`) may queue before the sender waits; as
+/// actix's default mailbox (`actix::mailbox::DEFAULT_CAPACITY`).
+const MAILBOX_CAPACITY: usize = 16;
+
 /// Reference to a session, compared and hashed by session id.
 #[derive(Debug, Clone)]
 pub struct SessionRef(pub Arc<SessionHandle>);
@@ -112,6 +116,27 @@ impl Subscriber {
 }
 
 impl SessionRef {
+    /// A handle with a new session id and the mailbox its actor will read.
+    /// Everyone who sends to the session clones the handle, not the `Addr`:
+    /// each `Addr` clone allocates (actix gives every sender its own
+    /// parking state), a handle clone does not.
+    fn open(
+        state: &State,
+        client_id: ByteString,
+        persistent: bool,
+    ) -> (SessionRef, actix::dev::channel::AddressReceiver<Session>) {
+        let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+        let handle = SessionRef(Arc::new(SessionHandle {
+            id: state.new_session_id(),
+            client_id,
+            addr: Addr::new(sender),
+            persistent: AtomicBool::new(persistent),
+            online: AtomicBool::new(false),
+            congested: AtomicBool::new(false),
+        }));
+        (handle, mailbox)
+    }
+
     pub fn is_persistent(&self) -> bool {
         self.0.persistent.load(Ordering::Relaxed)
     }
@@ -220,8 +245,8 @@ pub struct Restored {
 /// The session actor.
 pub struct Session {
     state: State,
+    /// Also holds the client id.
     handle: SessionRef,
-    client_id: ByteString,
     /// Version of the current (or last) connection.
     protocol: ProtocolVersion,
     /// Session Expiry Interval in seconds: 0 for a clean session, u32::MAX
@@ -240,12 +265,12 @@ pub struct Session {
     will: Option<Box<LastWill>>,
     /// A will waiting for its Will Delay Interval (5.0), with its timer.
     pending_will: Option<(Box<LastWill>, SpawnHandle)>,
-    /// Who the ACL sees: client id and what authentication established.
-    acl_subject: crate::acl::Subject,
-    /// False for a session restored from the store until its client
+    /// Who the ACL sees (client id and what authentication established),
+    /// once the client has connected, and only if an ACL is configured.
+    /// `None` for a session restored from the store until its client
     /// connects: its identity is unknown, so deliveries are queued unchecked
     /// and checked when it connects (session/guard.rs).
-    acl_subject_known: bool,
+    acl_subject: Option<Box<crate::acl::Subject>>,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the
     /// session expires `session_expiry_interval` after it.
@@ -260,10 +285,17 @@ pub struct Session {
     /// keeping up at all, and publishers are not held back for it again
     /// until its queue is below `limits.backpressure_queued`.
     stalled: bool,
-    /// 5.0 Authentication Method of the current connection, if any.
-    auth_method: Option<ByteString>,
-    /// A 5.0 re-authentication in progress.
-    reauth: Option<Box<dyn crate::enhanced_auth::AuthExchange>>,
+    /// 5.0 enhanced authentication of the current connection, if it used
+    /// one (boxed: most connections do not).
+    auth: Option<Box<EnhancedAuth>>,
+}
+
+/// The 5.0 enhanced authentication a connection started with.
+struct EnhancedAuth {
+    /// Authentication Method of the CONNECT; re-authentication must use it.
+    method: ByteString,
+    /// A re-authentication in progress.
+    exchange: Option<Box<dyn crate::enhanced_auth::AuthExchange>>,
 }
 
 impl Actor for Session {
@@ -280,8 +312,11 @@ impl Actor for Session {
 
 impl Session {
     /// Creates the actor of a new client id on the current arbiter.
-    pub fn start_new(state: State, client_id: ByteString) -> Addr<Session> {
-        Session::create(|ctx| Session::new(state, client_id, ctx.address(), Restored::default()))
+    pub fn start_new(state: State, client_id: ByteString) -> SessionRef {
+        let (handle, mailbox) = SessionRef::open(&state, client_id, false);
+        let session = Session::new(state, handle.clone(), Restored::default());
+        Context::with_receiver(mailbox).run(session);
+        handle
     }
 
     /// Creates the actor of a stored session on the given arbiter.
@@ -290,28 +325,19 @@ impl Session {
         client_id: ByteString,
         restored: Restored,
         arbiter: &ArbiterHandle,
-    ) -> Addr<Session> {
-        Session::start_in_arbiter(arbiter, move |ctx| {
-            let mut session = Session::new(state, client_id, ctx.address(), restored);
+    ) -> SessionRef {
+        let persistent = restored.session_expiry_interval > 0;
+        let (handle, mailbox) = SessionRef::open(&state, client_id, persistent);
+        let session_handle = handle.clone();
+        arbiter.spawn_fn(move || {
+            let mut session = Session::new(state, session_handle, restored);
             session.stored = true;
-            session
-        })
+            Context::with_receiver(mailbox).run(session);
+        });
+        handle
     }
 
-    fn new(
-        state: State,
-        client_id: ByteString,
-        addr: Addr<Session>,
-        restored: Restored,
-    ) -> Session {
-        let handle = SessionRef(Arc::new(SessionHandle {
-            id: state.new_session_id(),
-            client_id: client_id.clone(),
-            addr,
-            persistent: AtomicBool::new(restored.session_expiry_interval > 0),
-            online: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
-        }));
+    fn new(state: State, handle: SessionRef, restored: Restored) -> Session {
         let mqtt = &state.config.mqtt;
         let mut outgoing = Outgoing::new(usize::from(mqtt.max_inflight), mqtt.max_queued_messages);
         for msg in restored.outgoing {
@@ -333,13 +359,8 @@ impl Session {
             }
         }
         Session {
+            acl_subject: None,
             handle,
-            acl_subject: crate::acl::Subject {
-                client_id: client_id.to_string(),
-                ..Default::default()
-            },
-            acl_subject_known: false,
-            client_id,
             protocol: restored.protocol.unwrap_or(ProtocolVersion::V311),
             session_expiry_interval: restored.session_expiry_interval,
             stored: false,
@@ -356,10 +377,20 @@ impl Session {
             moved: false,
             hold_timer: false,
             stalled: false,
-            auth_method: None,
-            reauth: None,
+            auth: None,
             state,
         }
+    }
+
+    /// A re-authentication has ended (either way).
+    fn end_reauth(&mut self) {
+        if let Some(auth) = self.auth.as_mut() {
+            auth.exchange = None;
+        }
+    }
+
+    fn client_id(&self) -> &ByteString {
+        &self.handle.0.client_id
     }
 
     /// True if the session outlives its connection.

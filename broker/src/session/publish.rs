@@ -143,7 +143,7 @@ impl Session {
             }
             QoS::AtLeastOnce => {
                 let token = self.incoming.begin(AckKind::PubAck, packet_id);
-                let mut guard = LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
+                let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation);
                 let receivers = self.publish_message(message, Some(&mut guard));
                 if !guard.created() {
                     self.incoming.complete(token, accepted(receivers));
@@ -160,13 +160,12 @@ impl Session {
                 } else {
                     self.incoming.insert_qos2(packet_id);
                     let token = self.incoming.begin(AckKind::PubRec, packet_id);
-                    let mut guard =
-                        LazyGuard::publisher(self.handle.0.addr.clone(), token, generation);
+                    let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation);
                     if self.is_persistent() {
                         self.stored = true;
                         self.state.writer.submit(
                             vec![storage::WriteOp::PutIncomingQos2 {
-                                client_id: self.client_id.to_string(),
+                                client_id: self.client_id().to_string(),
                                 packet_id,
                             }],
                             hold_until_durable(guard.get()),
@@ -263,7 +262,7 @@ impl Session {
         if known && self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteIncomingQos2 {
-                    client_id: self.client_id.to_string(),
+                    client_id: self.client_id().to_string(),
                     packet_id: pubrel.packet_id,
                 }],
                 None,

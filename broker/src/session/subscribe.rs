@@ -95,7 +95,7 @@ impl Session {
                 }
                 if self.is_persistent() {
                     ops.push(storage::WriteOp::PutSubscription {
-                        client_id: self.client_id.to_string(),
+                        client_id: self.client_id().to_string(),
                         record: storage::SubscriptionRecord {
                             filter: filter.to_string(),
                             qos: options.qos as u8,
@@ -165,7 +165,7 @@ impl Session {
                 self.subscriptions.remove(&filter);
                 if existed && self.stored {
                     ops.push(storage::WriteOp::DeleteSubscription {
-                        client_id: self.client_id.to_string(),
+                        client_id: self.client_id().to_string(),
                         filter: filter.to_string(),
                     });
                 }

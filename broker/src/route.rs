@@ -19,7 +19,7 @@ use smallvec::SmallVec;
 
 use crate::codec::QoS;
 use crate::message::Message;
-use crate::session::{AckDone, Deliver, SessionRef, Subscriber, SubscriptionEntry};
+use crate::session::{AckDone, Backpressure, Deliver, SessionRef, Subscriber, SubscriptionEntry};
 use crate::state::{BrokerState, Metrics};
 
 /// Whom a finished [`AckGuard`] tells.
@@ -278,14 +278,26 @@ pub fn route(
         targets = merged;
     }
     let count = targets.len() + remote.len();
+    let threshold = state.config.limits.backpressure_queued;
     for t in targets {
+        let backpressure = if t.qos == QoS::AtMostOnce || threshold == 0 {
+            Backpressure::Untracked
+        } else if t.session.is_congested(threshold) {
+            Backpressure::Hold
+        } else {
+            Backpressure::Counted
+        };
+        if backpressure != Backpressure::Untracked {
+            t.session.0.in_mailbox.fetch_add(1, Ordering::Relaxed);
+        }
         // stored before the ack (persistent), or sent before it (congested)
-        let ack =
-            if t.qos > QoS::AtMostOnce && (t.session.is_persistent() || t.session.is_congested()) {
-                guard.get()
-            } else {
-                None
-            };
+        let ack = if t.qos > QoS::AtMostOnce
+            && (t.session.is_persistent() || backpressure == Backpressure::Hold)
+        {
+            guard.get()
+        } else {
+            None
+        };
         t.session.0.addr.do_send(Deliver {
             message: message.clone(),
             qos: t.qos,
@@ -293,6 +305,7 @@ pub fn route(
             subscription_ids: t.subscription_ids,
             shared_filter: t.shared_filter.cloned(),
             ack,
+            backpressure,
         });
     }
     drop(router);

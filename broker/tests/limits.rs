@@ -391,10 +391,11 @@ async fn a_congested_subscriber_slows_publishers_down_and_loses_nothing() {
     // 10 (its window), queues 50 and then holds the publisher's PUBACKs.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let early = acked.load(Ordering::Relaxed);
-    // 10 in flight + 50 queued + up to 20 delivered before the session's
-    // congestion was visible to the publisher's router, plus 20 of margin
+    // Copies not held are in flight (at most 10, none acknowledged), queued
+    // or still in the subscriber's mailbox; routers count the last two, so
+    // the 61st copy finds 50 and is held: at most 60 acknowledged.
     assert!(
-        early <= 100,
+        early <= 60,
         "{early} acknowledged while the subscriber was stuck"
     );
 

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
 use crate::route::{route, set_retained_locally, LazyGuard, Scope};
-use crate::session::{Deliver, HandOver, OwnerMoved, Subscriber, SubscriptionEntry};
+use crate::session::{Backpressure, Deliver, HandOver, OwnerMoved, Subscriber, SubscriptionEntry};
 use crate::state::{Metrics, State};
 
 /// The router entry of another node's route.
@@ -157,6 +157,7 @@ fn deliver_forwarded(
                 subscription_ids: msg.subscription_ids.into_iter().collect(),
                 shared_filter: None,
                 ack: guard.get(),
+                backpressure: Backpressure::Untracked,
             }),
             None => {
                 Metrics::add(&state.metrics.messages_dropped, 1);

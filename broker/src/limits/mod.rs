@@ -29,7 +29,10 @@
 //!   `slow_consumer_timeout_secs` while its write buffer is full is
 //!   disconnected; until then QoS 0 to it is dropped and QoS 1/2 queue.
 //! - Backpressure: an online session with `backpressure_queued` QoS 1/2
-//!   messages waiting is congested (`SessionHandle::congested`); a router
+//!   messages waiting, counting the copies still in its mailbox, is
+//!   congested (`SessionRef::is_congested`: the session publishes its queue
+//!   length, routers count the copies they send it, so a publisher that runs
+//!   ahead of the subscriber's actor is held back all the same); a router
 //!   hands it the publisher's acknowledgement guard with each QoS 1/2 copy,
 //!   and the session holds it until the copy is sent, for at most
 //!   `backpressure_wait_secs` (session/deliver.rs); a session whose held

@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
-use super::{Deliver, Session, Stored, Subscriber};
+use super::{Backpressure, Deliver, Session, Stored, Subscriber, NOT_HOLDING};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::message::unix_ms;
 use crate::route::{hold_until_durable, AckGuard};
@@ -25,6 +25,9 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
+        if d.backpressure != Backpressure::Untracked {
+            self.handle.0.in_mailbox.fetch_sub(1, Ordering::Relaxed);
+        }
         if self.ended {
             return;
         }
@@ -75,6 +78,7 @@ impl Session {
             subscription_ids,
             shared_filter,
             ack,
+            backpressure,
         } = d;
         let now = unix_ms();
         let metrics = &self.state.metrics;
@@ -111,8 +115,8 @@ impl Session {
         }
         let seq = self.outgoing.next_seq();
         let persist = self.is_persistent();
-        // Congested: the publisher waits until this copy is sent.
-        let hold = self.hold_deadline(now).and_then(|until_ms| {
+        // Congested when routed: the publisher waits until this copy is sent.
+        let hold = self.hold_deadline(backpressure, now).and_then(|until_ms| {
             ack.clone()
                 .filter(AckGuard::answers_publisher)
                 .map(|guard| Hold { guard, until_ms })
@@ -166,23 +170,35 @@ impl Session {
     }
 
     /// When a publisher's acknowledgement for a copy queued now would be
-    /// released at the latest: `Some` while the session is congested.
-    fn hold_deadline(&self, now_ms: u64) -> Option<u64> {
+    /// released at the latest: `Some` if the router found the session
+    /// congested, and it has not stalled or gone offline since.
+    fn hold_deadline(&self, backpressure: Backpressure, now_ms: u64) -> Option<u64> {
         let wait = self.state.config.backpressure_wait_ms()?;
-        self.handle.is_congested().then_some(now_ms + wait)
+        let holding = backpressure == Backpressure::Hold && self.conn.is_some() && !self.stalled;
+        holding.then_some(now_ms + wait)
     }
 
-    /// Decides whether this session is congested, and tells routers: online,
-    /// with `limits.backpressure_queued` messages waiting, and not stalled.
+    /// Tells routers how many messages wait in the queue (they add the
+    /// copies still in the mailbox, `SessionRef::is_congested`), or
+    /// [`NOT_HOLDING`] when offline or stalled. A stalled session is held
+    /// for again once its queue is below `limits.backpressure_queued`.
     pub(super) fn update_congestion(&mut self) {
         let threshold = self.state.config.limits.backpressure_queued;
-        let over = threshold > 0 && self.conn.is_some() && self.outgoing.queued_len() >= threshold;
-        if !over {
+        if threshold == 0 {
+            return;
+        }
+        let queued = self.outgoing.queued_len();
+        if queued < threshold {
             self.stalled = false;
         }
-        let congested = over && !self.stalled;
-        if congested != self.handle.is_congested() {
-            self.handle.0.congested.store(congested, Ordering::Relaxed);
+        let published = if self.conn.is_some() && !self.stalled {
+            queued
+        } else {
+            NOT_HOLDING
+        };
+        let shared = &self.handle.0.queued;
+        if shared.load(Ordering::Relaxed) != published {
+            shared.store(published, Ordering::Relaxed);
         }
     }
 
@@ -283,6 +299,7 @@ impl Session {
                     subscription_ids: entry.subscription_id.into_iter().collect(),
                     shared_filter: Some(filter.clone()),
                     ack: None,
+                    backpressure: Backpressure::Untracked,
                 }),
                 Subscriber::Node(node) => {
                     if let Some(cluster) = &self.state.cluster {

@@ -38,7 +38,7 @@ mod subscribe;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -71,10 +71,20 @@ pub struct SessionHandle {
     pub persistent: AtomicBool,
     /// A client is connected.
     pub online: AtomicBool,
-    /// Online with a queue past `limits.backpressure_queued`: publishers
-    /// hand it their acknowledgement guard, to be held until the copy is sent.
-    pub congested: AtomicBool,
+    /// Backpressure (`crate::limits`): QoS 1/2 messages waiting in the
+    /// session's queue beyond its window, as the session last published it;
+    /// [`NOT_HOLDING`] while publishers must not wait for it (offline, or
+    /// stalled).
+    pub queued: AtomicUsize,
+    /// QoS 1/2 copies routers have sent that the session's mailbox still
+    /// holds: +1 by the router, -1 when the session takes the `Deliver`. A
+    /// publisher whose router runs ahead of the subscriber's actor still
+    /// sees the congestion its own copies cause.
+    pub in_mailbox: AtomicUsize,
 }
+
+/// `SessionHandle::queued` of a session publishers never wait for.
+pub const NOT_HOLDING: usize = usize::MAX;
 
 /// Messages `send` (not `do_send`) may queue before the sender waits; as
 /// actix's default mailbox (`actix::mailbox::DEFAULT_CAPACITY`).
@@ -132,7 +142,8 @@ impl SessionRef {
             addr: Addr::new(sender),
             persistent: AtomicBool::new(persistent),
             online: AtomicBool::new(false),
-            congested: AtomicBool::new(false),
+            queued: AtomicUsize::new(NOT_HOLDING),
+            in_mailbox: AtomicUsize::new(0),
         }));
         (handle, mailbox)
     }
@@ -143,8 +154,13 @@ impl SessionRef {
     pub fn is_online(&self) -> bool {
         self.0.online.load(Ordering::Relaxed)
     }
-    pub fn is_congested(&self) -> bool {
-        self.0.congested.load(Ordering::Relaxed)
+    /// Online and not stalled, with at least `threshold` QoS 1/2 messages
+    /// queued or on their way to it (`limits.backpressure_queued`; 0: never).
+    pub fn is_congested(&self, threshold: usize) -> bool {
+        let queued = self.0.queued.load(Ordering::Relaxed);
+        threshold > 0
+            && queued != NOT_HOLDING
+            && queued.saturating_add(self.0.in_mailbox.load(Ordering::Relaxed)) >= threshold
     }
 }
 
@@ -205,6 +221,21 @@ pub struct Deliver {
     /// it is sent, for a congested one; the publisher is acknowledged when
     /// every holder has dropped it.
     pub ack: Option<AckGuard>,
+    pub backpressure: Backpressure,
+}
+
+/// How a copy takes part in backpressure (`crate::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Not routed (retained on subscribe, a shared member's hand-over, a
+    /// message for one client from another node), or backpressure is off.
+    Untracked,
+    /// A QoS 1/2 copy from the router, counted in
+    /// `SessionHandle::in_mailbox` until the session takes it.
+    Counted,
+    /// Counted, and the session was congested when it was routed: the
+    /// publisher's acknowledgement (`ack`) waits until the copy is sent.
+    Hold,
 }
 
 /// Ask the session to close its connection because the broker is stopping.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::{Deliver, Session, SubscriptionEntry};
+use super::{Backpressure, Deliver, Session, SubscriptionEntry};
 use crate::clustering::Proposal;
 use crate::codec::topic::split_shared;
 use crate::codec::{
@@ -148,6 +148,7 @@ impl Session {
                 subscription_ids: subscription_id.into_iter().collect(),
                 shared_filter: None,
                 ack: None,
+                backpressure: Backpressure::Untracked,
             });
         }
     }

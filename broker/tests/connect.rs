@@ -136,6 +136,44 @@ async fn keep_alive_closes_a_silent_client_and_pings_keep_it_mqtt_3_1_2_24() {
 }
 
 #[tokio::test]
+async fn keep_alive_watches_each_connection_on_its_own_mqtt_3_1_2_24() {
+    // Connections share their worker's keep-alive sweep: a silent one is
+    // closed while a pinging one, one without Keep Alive and the new
+    // connection of a taken-over session stay.
+    let broker = TestBroker::start();
+    let mut silent = Raw::connect(broker.addr).await;
+    silent.send(&build::connect(4, "silent", true, 1)).await;
+    let mut pinging = Raw::connect(broker.addr).await;
+    pinging.send(&build::connect(4, "pinging", true, 1)).await;
+    let mut unwatched = Raw::connect(broker.addr).await;
+    unwatched
+        .send(&build::connect(4, "unwatched", true, 0))
+        .await;
+    let mut old = Raw::connect(broker.addr).await;
+    old.send(&build::connect(4, "moved", false, 1)).await;
+    for c in [&mut silent, &mut pinging, &mut unwatched, &mut old] {
+        assert_eq!(c.recv_bytes().await.unwrap(), build::connack(false, 0));
+    }
+    // The session of "moved" gets a new connection; the old one's watch
+    // goes with it and must not close the new one.
+    let mut new = Raw::connect(broker.addr).await;
+    new.send(&build::connect(4, "moved", false, 1)).await;
+    assert_eq!(new.recv_bytes().await.unwrap(), build::connack(true, 0));
+    assert!(old.expect_closed().await.is_empty());
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for c in [&mut pinging, &mut new] {
+            c.send(&build::pingreq()).await;
+            assert_eq!(c.recv_bytes().await.unwrap(), build::pingresp());
+        }
+    }
+    // Three seconds of silence is past 1.5 x 1 s.
+    assert!(silent.expect_closed().await.is_empty());
+    unwatched.send(&build::pingreq()).await;
+    assert_eq!(unwatched.recv_bytes().await.unwrap(), build::pingresp());
+}
+
+#[tokio::test]
 async fn session_present_reflects_a_stored_session_mqtt_3_2_2_2() {
     let broker = TestBroker::start();
     let mut c = Raw::connect(broker.addr).await;

@@ -8,12 +8,13 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::alias::TopicAliases;
 use super::connection::{Connection, Inbound, InboundEvent, WriterEvent};
+use super::keep_alive::{self, KeepAliveExpired};
 use super::{Attach, Session, Shutdown};
 use crate::clustering::Proposal;
 use crate::codec::{
@@ -195,7 +196,7 @@ impl Handler<Attach> for Session {
             properties,
         }));
         if keep_alive > 0 {
-            conn.keep_alive_timer = Some(self.start_keep_alive(keep_alive, generation, ctx));
+            conn.keep_alive_watch = Some(keep_alive::watch(&self.handle, generation, keep_alive));
         }
         self.conn = Some(conn);
         self.handle.0.online.store(true, Ordering::Relaxed);
@@ -225,7 +226,10 @@ impl StreamHandler<Inbound> for Session {
         }
         match item.event {
             InboundEvent::Packet(packet) => {
-                conn.last_packet_at = Instant::now();
+                if conn.keep_alive > 0 {
+                    let now = keep_alive::monotonic_ms();
+                    self.handle.0.last_packet_ms.store(now, Ordering::Relaxed);
+                }
                 self.handle_packet(packet, ctx);
             }
             InboundEvent::Error(e) => {
@@ -273,6 +277,22 @@ impl Handler<WriterEvent> for Session {
                     self.connection_lost(CloseReason::ConnectionLost(error), ctx);
                 }
             }
+        }
+    }
+}
+
+impl Handler<KeepAliveExpired> for Session {
+    type Result = ();
+
+    /// [MQTT-3.1.2-24] (5.0 [MQTT-3.1.2-22]): nothing arrived for 1.5 times
+    /// the Keep Alive.
+    fn handle(&mut self, msg: KeepAliveExpired, ctx: &mut Context<Self>) {
+        if self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.generation == msg.generation)
+        {
+            self.connection_lost(CloseReason::KeepAliveTimeout, ctx);
         }
     }
 }
@@ -404,27 +424,6 @@ impl Session {
         });
         tracing::debug!(client_id = %self.client_id(), topic = %message.topic, "publishing will");
         self.publish_message(message, None);
-    }
-
-    /// Keep alive: the connection closes when nothing arrived for 1.5 times
-    /// the interval [MQTT-3.1.2-24] (5.0 [MQTT-3.1.2-22]).
-    fn start_keep_alive(
-        &self,
-        keep_alive: u16,
-        generation: u64,
-        ctx: &mut Context<Self>,
-    ) -> SpawnHandle {
-        let limit = Duration::from_millis(u64::from(keep_alive) * 1500);
-        let period = Duration::from_millis((u64::from(keep_alive) * 250).max(100));
-        ctx.run_interval(period, move |session, ctx| {
-            let expired = session
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.generation == generation && c.last_packet_at.elapsed() > limit);
-            if expired {
-                session.connection_lost(CloseReason::KeepAliveTimeout, ctx);
-            }
-        })
     }
 
     /// Starts the countdown of an offline session's expiry.

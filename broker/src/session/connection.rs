@@ -263,10 +263,11 @@ pub struct Connection {
     pub peer_identity: Option<Box<CertIdentity>>,
     out: Rc<RefCell<OutBuf>>,
     reader: SpawnHandle,
-    pub keep_alive_timer: Option<SpawnHandle>,
+    /// The connection's entry in its thread's keep-alive sweep, if it has
+    /// a Keep Alive; dropping it (with the connection) ends the watch.
+    pub keep_alive_watch: Option<super::keep_alive::Watch>,
     /// Seconds; 0 disables the check.
     pub keep_alive: u16,
-    pub last_packet_at: Instant,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     pub client_max_packet_size: u32,
     /// Topic aliases in both directions (5.0 connections only: 3.1.1 ones
@@ -329,9 +330,8 @@ impl Connection {
             peer_identity: None,
             out,
             reader,
-            keep_alive_timer: None,
+            keep_alive_watch: None,
             keep_alive: 0,
-            last_packet_at: Instant::now(),
             client_max_packet_size: u32::MAX,
             aliases: None,
             problem_information: true,
@@ -405,9 +405,6 @@ impl Connection {
     /// socket down.
     pub fn close(self, ctx: &mut Context<Session>) {
         ctx.cancel_future(self.reader);
-        if let Some(t) = self.keep_alive_timer {
-            ctx.cancel_future(t);
-        }
         let mut out = self.out.borrow_mut();
         out.closing = true;
         out.start_writer(&self.out);

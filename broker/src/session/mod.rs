@@ -31,6 +31,7 @@ mod connection;
 mod deliver;
 mod guard;
 pub mod incoming;
+mod keep_alive;
 pub mod outgoing;
 mod publish;
 mod subscribe;
@@ -38,7 +39,7 @@ mod subscribe;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -81,6 +82,10 @@ pub struct SessionHandle {
     /// publisher whose router runs ahead of the subscriber's actor still
     /// sees the congestion its own copies cause.
     pub in_mailbox: AtomicUsize,
+    /// When the connection's last packet arrived (`keep_alive::monotonic_ms`),
+    /// stamped for connections with a Keep Alive and read by their thread's
+    /// keep-alive sweep.
+    pub last_packet_ms: AtomicU64,
 }
 
 /// `SessionHandle::queued` of a session publishers never wait for.
@@ -144,6 +149,7 @@ impl SessionRef {
             online: AtomicBool::new(false),
             queued: AtomicUsize::new(NOT_HOLDING),
             in_mailbox: AtomicUsize::new(0),
+            last_packet_ms: AtomicU64::new(0),
         }));
         (handle, mailbox)
     }

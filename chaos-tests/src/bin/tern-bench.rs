@@ -73,6 +73,10 @@ struct Args {
     /// Seconds the connections scenario keeps its connections open (at least 2).
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// Keep Alive of the connections scenario's clients, seconds (0: none).
+    /// They send nothing while held: hold them for less than 1.5 times it.
+    #[arg(long, default_value_t = 60)]
+    keep_alive: u16,
     /// Seconds to wait for the last messages after publishing.
     #[arg(long)]
     drain_timeout: Option<f64>,
@@ -135,6 +139,7 @@ fn spec(args: &Args) -> Spec {
     spec.source_addrs = args.source_addrs;
     spec.connect_concurrency = args.connect_concurrency;
     spec.hold = Duration::from_secs_f64(args.hold);
+    spec.keep_alive = args.keep_alive;
     if let Some(d) = args.drain_timeout {
         spec.drain_timeout = Duration::from_secs_f64(d);
     }
@@ -147,6 +152,16 @@ fn main() -> ExitCode {
     let args = Args::parse();
     let nofile = workload::sys::raise_nofile_limit();
     let spec = spec(&args);
+    if spec.scenario == Scenario::Connections
+        && spec.keep_alive > 0
+        && spec.hold.as_secs_f64() >= 1.5 * f64::from(spec.keep_alive)
+    {
+        eprintln!(
+            "tern-bench: --hold {} s: the broker closes connections silent for 1.5 x --keep-alive {} s; hold them for less or raise --keep-alive (0: none)",
+            args.hold, spec.keep_alive
+        );
+        return ExitCode::from(2);
+    }
     if spec.scenario == Scenario::Connections && nofile < spec.connections as u64 + 100 {
         eprintln!(
             "tern-bench: warning: open files limit is {nofile}, below {} connections (raise it with ulimit -Hn)",

@@ -37,6 +37,10 @@ pub struct ClientOptions {
     pub local_addr: Option<SocketAddr>,
     /// Bound on connecting plus CONNACK.
     pub timeout: Duration,
+    /// Keep Alive of the CONNECT, seconds (0: none). The client sends no
+    /// PINGREQ: a connection that sends nothing for 1.5 times this long is
+    /// closed by the broker.
+    pub keep_alive: u16,
 }
 
 impl ClientOptions {
@@ -48,6 +52,7 @@ impl ClientOptions {
             session_expiry_interval: None,
             local_addr: None,
             timeout: Duration::from_secs(10),
+            keep_alive: 0,
         }
     }
 }
@@ -212,7 +217,7 @@ impl Client {
         let connect = Connect {
             protocol: opts.version,
             clean_start: opts.clean_start,
-            keep_alive: 0,
+            keep_alive: opts.keep_alive,
             client_id: ByteString::from(opts.client_id.as_str()),
             will: None,
             username: None,

@@ -126,6 +126,10 @@ pub struct Spec {
     pub connect_concurrency: usize,
     /// How long the connections scenario holds the connections open.
     pub hold: Duration,
+    /// Keep Alive of the connections scenario's clients, seconds: idle
+    /// devices announce one (60 s is the common default of client
+    /// libraries), and a broker may pay memory for its timer.
+    pub keep_alive: u16,
     /// After publishing, how long to wait for the last copies; the wait
     /// also ends once nothing arrived for `quiet`.
     pub drain_timeout: Duration,
@@ -173,6 +177,7 @@ impl Spec {
             source_addrs: 0,
             connect_concurrency: 256,
             hold: Duration::from_secs(0),
+            keep_alive: 60,
             drain_timeout: Duration::from_secs(if queued { 60 } else { 10 }),
             quiet: Duration::from_secs(2),
             broker_pid: None,

@@ -334,7 +334,9 @@ pub(super) async fn connections(spec: &Spec) -> Report {
     let start = Instant::now();
     let prefix = format!("tb-{}-c", spec.run_id);
     let clients = connect_many(spec, n, |i| {
-        options(spec, format!("{prefix}{i}"), false, i, addrs)
+        let mut o = options(spec, format!("{prefix}{i}"), false, i, addrs);
+        o.keep_alive = spec.keep_alive;
+        o
     })
     .await;
     let took = start.elapsed();

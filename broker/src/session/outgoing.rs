@@ -115,45 +115,68 @@ pub fn packet_id_of(seq: u64) -> u16 {
 /// Outgoing QoS 1/2 state of one session.
 #[derive(Debug)]
 pub struct Outgoing {
+    /// The messages, boxed and only while there are some: an idle session
+    /// holds 8 bytes, not two `VecDeque`s and the buffers its last burst
+    /// grew them to.
+    lists: Option<Box<Lists>>,
+    next_seq: u64,
+    /// Most messages in flight (the client's Receive Maximum, capped by
+    /// the broker's `max_inflight`).
+    pub max_inflight: usize,
+    /// Most messages in the queue.
+    pub max_queued: usize,
+}
+
+#[derive(Debug, Default)]
+struct Lists {
     /// Sent and unacknowledged (`Sent` or `Released`), in sequence order.
     inflight: VecDeque<OutMsg>,
     /// Waiting to be sent, in sequence order.
     queue: VecDeque<OutMsg>,
-    next_seq: u64,
-    /// Most messages in `inflight` (the client's Receive Maximum, capped by
-    /// the broker's `max_inflight`).
-    pub max_inflight: usize,
-    /// Most messages in `queue`.
-    pub max_queued: usize,
 }
 
 impl Outgoing {
     pub fn new(max_inflight: usize, max_queued: usize) -> Outgoing {
         Outgoing {
-            inflight: VecDeque::new(),
-            queue: VecDeque::new(),
+            lists: None,
             next_seq: 1,
             max_inflight,
             max_queued,
         }
     }
 
+    /// The lists, created for a message to go in.
+    fn lists_mut(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the lists once the last message has left them.
+    fn tidy(&mut self) {
+        if self
+            .lists
+            .as_ref()
+            .is_some_and(|l| l.inflight.is_empty() && l.queue.is_empty())
+        {
+            self.lists = None;
+        }
+    }
+
     /// Number of messages queued and in flight.
     pub fn len(&self) -> usize {
-        self.inflight.len() + self.queue.len()
+        self.inflight_len() + self.queued_len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lists.is_none()
     }
 
     pub fn inflight_len(&self) -> usize {
-        self.inflight.len()
+        self.lists.as_ref().map_or(0, |l| l.inflight.len())
     }
 
     /// Number of messages waiting to be sent (not in flight).
     pub fn queued_len(&self) -> usize {
-        self.queue.len()
+        self.lists.as_ref().map_or(0, |l| l.queue.len())
     }
 
     /// Releases the held acknowledgements whose deadline is before
@@ -162,7 +185,10 @@ impl Outgoing {
     pub fn release_holds(&mut self, before_ms: u64) -> (usize, Option<u64>) {
         let mut released = 0;
         let mut earliest: Option<u64> = None;
-        for m in &mut self.queue {
+        let Some(lists) = &mut self.lists else {
+            return (0, None);
+        };
+        for m in &mut lists.queue {
             match &m.hold {
                 Some(h) if h.until_ms < before_ms => {
                     m.hold = None;
@@ -178,12 +204,12 @@ impl Outgoing {
     /// True when a new message could not be sent at once: others wait
     /// before it, or the window is full.
     pub fn would_wait(&self) -> bool {
-        !self.queue.is_empty() || self.inflight.len() >= self.max_inflight
+        self.queued_len() > 0 || self.inflight_len() >= self.max_inflight
     }
 
     /// True when a new message would be dropped.
     pub fn is_full(&self) -> bool {
-        self.queue.len() >= self.max_queued
+        self.queued_len() >= self.max_queued
     }
 
     /// Sequence number the next pushed message gets.
@@ -198,7 +224,7 @@ impl Outgoing {
         }
         debug_assert_eq!(msg.seq, self.next_seq);
         self.next_seq = msg.seq + 1;
-        self.queue.push_back(msg);
+        self.lists_mut().queue.push_back(msg);
         Pushed::Queued
     }
 
@@ -207,10 +233,11 @@ impl Outgoing {
     /// messages are never dropped for a full queue: they were accepted before.
     pub fn restore(&mut self, msg: OutMsg) {
         self.next_seq = self.next_seq.max(msg.seq + 1);
+        let lists = self.lists_mut();
         let list = if msg.state == OutState::Released {
-            &mut self.inflight
+            &mut lists.inflight
         } else {
-            &mut self.queue
+            &mut lists.queue
         };
         let at = list.partition_point(|m| m.seq < msg.seq);
         list.insert(at, msg);
@@ -218,7 +245,8 @@ impl Outgoing {
 
     /// Marks a message as stored on disk; it may be sent now.
     pub fn mark_durable(&mut self, seq: u64) {
-        if let Some(m) = self.queue.iter_mut().find(|m| m.seq == seq) {
+        let Some(lists) = &mut self.lists else { return };
+        if let Some(m) = lists.queue.iter_mut().find(|m| m.seq == seq) {
             m.durable = true;
         }
     }
@@ -227,13 +255,14 @@ impl Outgoing {
     /// returns what to write. `room` is how many more PUBLISH packets the
     /// connection can take now (write-buffer limit).
     pub fn poll_send(&mut self, now_ms: u64, mut room: usize, out: &mut Vec<SendAction>) {
-        while room > 0 && self.inflight.len() < self.max_inflight {
-            let Some(front) = self.queue.front() else {
+        let Some(lists) = &mut self.lists else { return };
+        while room > 0 && lists.inflight.len() < self.max_inflight {
+            let Some(front) = lists.queue.front() else {
                 break;
             };
             if front.message.is_expired(now_ms) {
                 let seq = front.seq;
-                self.queue.pop_front();
+                lists.queue.pop_front();
                 out.push(SendAction::Expired(seq));
                 continue;
             }
@@ -241,14 +270,17 @@ impl Outgoing {
                 break;
             }
             let packet_id = packet_id_of(front.seq);
-            if self
+            if lists
                 .inflight
                 .iter()
                 .any(|m| packet_id_of(m.seq) == packet_id)
             {
                 break;
             }
-            let mut msg = self.queue.pop_front().expect("front exists: checked above");
+            let mut msg = lists
+                .queue
+                .pop_front()
+                .expect("front exists: checked above");
             msg.state = OutState::Sent;
             // sent: the publisher may be acknowledged
             msg.hold = None;
@@ -260,16 +292,21 @@ impl Outgoing {
                 &msg.subscription_ids,
                 now_ms,
             )));
-            self.inflight.push_back(msg);
+            lists.inflight.push_back(msg);
             room -= 1;
         }
+        self.tidy();
     }
 
     /// What to resend on a resumed session: every `Sent` message again with
     /// DUP set, every `Released` one as a PUBREL, in order [MQTT-4.4.0-1].
     /// Returns (PUBLISH to resend, packet ids to re-release).
     pub fn resend(&mut self, now_ms: u64) -> Vec<Resend> {
-        self.inflight
+        let Some(lists) = &self.lists else {
+            return Vec::new();
+        };
+        lists
+            .inflight
             .iter()
             .map(|m| {
                 let packet_id = packet_id_of(m.seq);
@@ -288,32 +325,47 @@ impl Outgoing {
             .collect()
     }
 
-    fn position(&self, packet_id: u16) -> Result<usize, AckError> {
-        self.inflight
+    /// The in-flight list and the index of the message with `packet_id`.
+    fn find(&mut self, packet_id: u16) -> Result<(&mut VecDeque<OutMsg>, usize), AckError> {
+        let inflight = &mut self
+            .lists
+            .as_mut()
+            .ok_or(AckError::UnknownPacketId(packet_id))?
+            .inflight;
+        let i = inflight
             .iter()
             .position(|m| packet_id_of(m.seq) == packet_id)
-            .ok_or(AckError::UnknownPacketId(packet_id))
+            .ok_or(AckError::UnknownPacketId(packet_id))?;
+        Ok((inflight, i))
+    }
+
+    /// Takes the in-flight message `i` out (an index from `find`).
+    fn take_inflight(&mut self, i: usize) -> u64 {
+        let lists = self.lists.as_mut().expect("`find` found the lists");
+        let seq = lists.inflight.remove(i).expect("index from `find`").seq;
+        self.tidy();
+        seq
     }
 
     /// PUBACK: completes a QoS 1 message; returns its seq.
     pub fn handle_puback(&mut self, packet_id: u16) -> Result<u64, AckError> {
-        let i = self.position(packet_id)?;
-        let m = &self.inflight[i];
+        let (inflight, i) = self.find(packet_id)?;
+        let m = &inflight[i];
         if m.qos != QoS::AtLeastOnce || m.state != OutState::Sent {
             return Err(AckError::WrongState {
                 packet: "PUBACK",
                 packet_id,
             });
         }
-        Ok(self.inflight.remove(i).expect("index from position").seq)
+        Ok(self.take_inflight(i))
     }
 
     /// PUBREC: a QoS 2 message is received; returns its seq (the session
     /// stores the `Released` state, then sends PUBREL). A PUBREC for a message
     /// already released is answered again (the PUBREL may have been lost).
     pub fn handle_pubrec(&mut self, packet_id: u16) -> Result<u64, AckError> {
-        let i = self.position(packet_id)?;
-        let m = &mut self.inflight[i];
+        let (inflight, i) = self.find(packet_id)?;
+        let m = &mut inflight[i];
         if m.qos != QoS::ExactlyOnce {
             return Err(AckError::WrongState {
                 packet: "PUBREC",
@@ -328,33 +380,32 @@ impl Outgoing {
     /// with a failure reason, or a message too large for the client, which is
     /// treated as delivered [MQTT-3.1.2-25]. Returns its seq.
     pub fn remove(&mut self, packet_id: u16) -> Result<u64, AckError> {
-        let i = self.position(packet_id)?;
-        Ok(self.inflight.remove(i).expect("index from position").seq)
+        let (_, i) = self.find(packet_id)?;
+        Ok(self.take_inflight(i))
     }
 
     /// PUBCOMP: completes a QoS 2 message; returns its seq.
     pub fn handle_pubcomp(&mut self, packet_id: u16) -> Result<u64, AckError> {
-        let i = self.position(packet_id)?;
-        if self.inflight[i].state != OutState::Released {
+        let (inflight, i) = self.find(packet_id)?;
+        if inflight[i].state != OutState::Released {
             return Err(AckError::WrongState {
                 packet: "PUBCOMP",
                 packet_id,
             });
         }
-        Ok(self.inflight.remove(i).expect("index from position").seq)
+        Ok(self.take_inflight(i))
     }
 
     /// Every message, in flight then queued.
     pub fn iter(&self) -> impl Iterator<Item = &OutMsg> {
-        self.inflight.iter().chain(self.queue.iter())
+        self.lists
+            .iter()
+            .flat_map(|l| l.inflight.iter().chain(l.queue.iter()))
     }
 
     /// The message with this seq, queued or in flight.
     pub fn get(&self, seq: u64) -> Option<&OutMsg> {
-        self.inflight
-            .iter()
-            .chain(self.queue.iter())
-            .find(|m| m.seq == seq)
+        self.iter().find(|m| m.seq == seq)
     }
 
     /// Takes the messages that came through shared subscriptions, to hand
@@ -363,11 +414,14 @@ impl Outgoing {
     /// `Released` one was received).
     pub fn take_shared(&mut self, in_flight: bool) -> Vec<OutMsg> {
         let mut taken = Vec::new();
+        let Some(lists) = &mut self.lists else {
+            return taken;
+        };
         let take = |m: &OutMsg| m.shared_filter.is_some() && m.state != OutState::Released;
         let lists = if in_flight {
-            vec![&mut self.inflight, &mut self.queue]
+            vec![&mut lists.inflight, &mut lists.queue]
         } else {
-            vec![&mut self.queue]
+            vec![&mut lists.queue]
         };
         for list in lists {
             let mut kept = VecDeque::with_capacity(list.len());
@@ -380,26 +434,30 @@ impl Outgoing {
             }
             *list = kept;
         }
+        self.tidy();
         taken
     }
 
     /// Forgets everything (Clean Start, session end).
     pub fn clear(&mut self) {
-        self.inflight.clear();
-        self.queue.clear();
+        self.lists = None;
     }
 
     /// Removes the queued (not in-flight) messages for which `drop` is true;
     /// returns their sequence numbers.
     pub fn remove_queued_where(&mut self, mut drop: impl FnMut(&OutMsg) -> bool) -> Vec<u64> {
         let mut removed = Vec::new();
-        self.queue.retain(|m| {
+        let Some(lists) = &mut self.lists else {
+            return removed;
+        };
+        lists.queue.retain(|m| {
             let d = drop(m);
             if d {
                 removed.push(m.seq);
             }
             !d
         });
+        self.tidy();
         removed
     }
 }
@@ -481,7 +539,7 @@ mod tests {
         // seq 65_536 maps to packet id 1 again
         let mut inflight = msg(1, QoS::AtLeastOnce);
         inflight.state = OutState::Sent;
-        o.inflight.push_back(inflight);
+        o.lists_mut().inflight.push_back(inflight);
         let mut out = Vec::new();
         o.poll_send(0, usize::MAX, &mut out);
         assert_eq!(sent_ids(&out), vec![65_535], "id 1 is still in flight");
@@ -590,5 +648,21 @@ mod tests {
         let mut out = Vec::new();
         o.poll_send(0, 2, &mut out);
         assert_eq!(sent_ids(&out), vec![1, 2]);
+    }
+
+    #[test]
+    fn lists_are_freed_when_the_last_message_leaves() {
+        let mut o = Outgoing::new(10, 10);
+        assert!(o.lists.is_none(), "nothing allocated for an idle session");
+        o.push(msg(1, QoS::AtLeastOnce));
+        o.push(msg(2, QoS::AtLeastOnce));
+        let mut out = Vec::new();
+        o.poll_send(0, usize::MAX, &mut out);
+        assert_eq!(o.handle_puback(1), Ok(1));
+        assert!(o.lists.is_some(), "one message still in flight");
+        assert_eq!(o.handle_puback(2), Ok(2));
+        assert!(o.lists.is_none(), "freed with the last acknowledgement");
+        assert_eq!(o.next_seq(), 3, "sequence numbers go on");
+        assert_eq!(o.handle_puback(2), Err(AckError::UnknownPacketId(2)));
     }
 }

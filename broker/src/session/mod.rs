@@ -341,7 +341,13 @@ impl Actor for Session {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Deliveries use `do_send`, which no mailbox limit holds up: memory per
         // session is bounded by the outgoing queue and the write buffer.
-        if self.conn.is_none() && self.session_expiry_interval != u32::MAX {
+        //
+        // A session restored from the store starts its expiry countdown. A
+        // new one does not: the listener that created it has put its
+        // `Attach` in the mailbox already (`Addr::send` queues at once), and
+        // a timer started and cancelled by it would cost every connection
+        // a timer and a spilled cancellation list in actix's context.
+        if self.stored {
             self.start_expiry_timer(ctx);
         }
     }

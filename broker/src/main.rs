@@ -10,7 +10,8 @@ use clap::Parser;
 
 /// mimalloc rather than the system allocator: with it an idle connection
 /// costs 2,343 instead of 2,568 B of RSS, and the broker spends 18% less CPU
-/// per QoS 1 message (`compare.sh --baseline`, BENCHMARKS.md).
+/// per QoS 1 message (`compare.sh --baseline`, BENCHMARKS.md). Built without
+/// transparent huge pages (the workspace's `no_thp` feature): see Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

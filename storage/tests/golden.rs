@@ -82,7 +82,7 @@ fn expected_retained() -> StoredMessage {
 
 /// Writes raw values with sled directly, as an older build would have.
 fn write_raw(path: &Path, entries: &[(&str, Vec<u8>, Vec<u8>)]) {
-    let db = sled::open(path).unwrap();
+    let db = sled_open(path);
     for (tree, key, value) in entries {
         db.open_tree(tree)
             .unwrap()
@@ -147,7 +147,7 @@ fn encoder_still_writes_the_golden_v1_bytes() {
     submit_durable(&store.writer(), ops).unwrap();
     store.close().unwrap();
 
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled_open(dir.path());
     for (tree, key, name) in layout() {
         let value = db.open_tree(tree).unwrap().get(&key).unwrap();
         let value = value.unwrap_or_else(|| panic!("{tree}: key missing"));
@@ -214,7 +214,7 @@ fn truncations_of_every_golden_value_are_rejected() {
         lengths.dedup();
         for len in lengths {
             {
-                let db = sled::open(dir.path()).unwrap();
+                let db = sled_open(dir.path());
                 db.open_tree(tree)
                     .unwrap()
                     .insert(key.as_slice(), &value[..len])
@@ -225,8 +225,7 @@ fn truncations_of_every_golden_value_are_rejected() {
             let err = load(&store, tree).unwrap_err();
             assert!(err.to_string().contains(&format!("tree `{tree}`")), "{err}");
             store.close().unwrap();
-            sled::open(dir.path())
-                .unwrap()
+            sled_open(dir.path())
                 .open_tree(tree)
                 .unwrap()
                 .clear()

@@ -61,7 +61,7 @@ fn expected_snapshot() -> Snapshot {
 
 /// Writes raw values with sled directly, as an older build would have.
 fn write_raw(path: &Path, entries: &[(&str, Vec<u8>, Vec<u8>)]) {
-    let db = sled::open(path).unwrap();
+    let db = sled_open(path);
     for (tree, key, value) in entries {
         db.open_tree(tree)
             .unwrap()
@@ -118,7 +118,7 @@ fn encoder_writes_the_golden_v1_raft_bytes() {
             .unwrap();
         store.close().unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = sled_open(dir.path());
     for (tree, key, name) in layout() {
         let value = db.open_tree(tree).unwrap().get(&key).unwrap();
         assert_eq!(

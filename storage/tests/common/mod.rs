@@ -24,6 +24,25 @@ pub fn open(path: &Path) -> Store {
     Store::open(&config(path)).expect("open store")
 }
 
+/// Opens `path` with sled directly, as an older build or another tool
+/// would. sled's background threads release its file lock a little after
+/// the last handle of a closed store is dropped, so the lock is waited for
+/// (at most 5 s, as `Store::open` does) instead of failing the test.
+pub fn sled_open(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match sled::open(path) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("open sled"),
+        }
+    }
+}
+
 /// Submits `ops` with a callback and waits for it.
 pub fn submit_durable(writer: &Writer, ops: Vec<WriteOp>) -> storage::Result<()> {
     let (tx, rx) = mpsc::channel();

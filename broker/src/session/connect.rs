@@ -189,7 +189,6 @@ impl Handler<Attach> for Session {
                 usize::from(r.min(mqtt.max_inflight))
             });
         self.outgoing.max_inflight = receive_maximum;
-        conn.keep_alive = keep_alive;
         conn.send(&Packet::ConnAck(ConnAck {
             session_present: resume,
             reason_code: ReasonCode::Success,
@@ -226,7 +225,7 @@ impl StreamHandler<Inbound> for Session {
         }
         match item.event {
             InboundEvent::Packet(packet) => {
-                if conn.keep_alive > 0 {
+                if conn.keep_alive_watch.is_some() {
                     let now = keep_alive::monotonic_ms();
                     self.handle.0.last_packet_ms.store(now, Ordering::Relaxed);
                 }

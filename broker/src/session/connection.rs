@@ -266,8 +266,6 @@ pub struct Connection {
     /// The connection's entry in its thread's keep-alive sweep, if it has
     /// a Keep Alive; dropping it (with the connection) ends the watch.
     pub keep_alive_watch: Option<super::keep_alive::Watch>,
-    /// Seconds; 0 disables the check.
-    pub keep_alive: u16,
     /// Largest packet the client accepts (5.0 Maximum Packet Size).
     pub client_max_packet_size: u32,
     /// Topic aliases in both directions (5.0 connections only: 3.1.1 ones
@@ -331,7 +329,6 @@ impl Connection {
             out,
             reader,
             keep_alive_watch: None,
-            keep_alive: 0,
             client_max_packet_size: u32::MAX,
             aliases: None,
             problem_information: true,

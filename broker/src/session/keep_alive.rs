@@ -211,7 +211,7 @@ pub fn watch(session: &SessionRef, generation: u64, keep_alive: u16) -> Watch {
             .insert(Entry::new(session.clone(), generation, limit_ms));
         if !l.sweeping {
             l.sweeping = true;
-            actix_rt::spawn(sweep_forever());
+            actix_rt::spawn(sweep_while_watched());
         }
         Watch(slot)
     })
@@ -219,7 +219,7 @@ pub fn watch(session: &SessionRef, generation: u64, keep_alive: u16) -> Watch {
 
 /// The thread's sweep: ends when its table is empty, so that an idle
 /// thread has no timer (the next `watch` starts it again).
-async fn sweep_forever() {
+async fn sweep_while_watched() {
     let mut expired = Vec::new();
     loop {
         let period = LOCAL.with(|l| l.borrow().table.period());
@@ -227,9 +227,7 @@ async fn sweep_forever() {
         let done = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
             l.table.sweep(monotonic_ms(), &mut expired);
-            if l.table.is_empty() {
-                l.sweeping = false;
-            }
+            l.sweeping = !l.table.is_empty();
             !l.sweeping
         });
         // Sent outside the borrow: a send never re-enters the table, but

@@ -9,14 +9,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks),
-# chromium (the browser test), Node.js and npm (MQTT.js tests; Node 20 or
-# newer, which these machines have: Debian 12's own nodejs is 18).
+# chromium (the browser test), node-mqtt (MQTT.js 4.3, the JS client) and
+# node-browserify (bundles it for the page), python3-venv for playwright.
+# The npm registry is not used: it cannot be reached on the project's
+# machines.
 missing=()
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
-command -v node >/dev/null 2>&1 || missing+=(nodejs)
-command -v npm >/dev/null 2>&1 || missing+=(npm)
+[ -f /usr/share/nodejs/mqtt/mqtt.js ] || missing+=(node-mqtt)
+[ -x /usr/bin/browserify ] || missing+=(node-browserify)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -25,14 +27,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# npm packages of the MQTT.js tests (mqtt, playwright-core), from the
-# committed lock file, into broker/tests/js/node_modules (not committed).
-js=broker/tests/js
-if ! cmp -s "$js/package-lock.json" "$js/node_modules/.tern-lock" 2>/dev/null; then
-  echo "== npm ci in $js"
-  (cd "$js" && npm ci --no-audit --no-fund --loglevel=error)
-  cp "$js/package-lock.json" "$js/node_modules/.tern-lock"
+# Python's playwright (PyPI) drives the system's Chromium for the browser
+# test; it never downloads a browser of its own. In a venv outside the clone.
+venv="$HOME/.cache/tern/venv"
+if ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
+  echo "== pip install playwright in $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.1
 fi
+export TERN_PYTHON="$venv/bin/python"
 
 # Build output outside the clone, so reruns are incremental.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}"

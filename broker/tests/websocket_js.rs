@@ -1,11 +1,13 @@
 //! MQTT.js, a WebSocket MQTT client written by others, against Tern: from
-//! Node, and from a page in headless Chromium driven by playwright-core.
-//! Each checks that the JS client's messages go through Tern both ways and
-//! that a raw TCP client sees what the JS client published.
+//! Node, and from a page in headless Chromium. Each checks that the JS
+//! client's messages go through Tern both ways and that a raw TCP client sees
+//! what the JS client published.
 //!
-//! Needs `node`, the packages of `tests/js/package-lock.json` installed in
-//! `tests/js/node_modules` (`npm ci`), and `/usr/bin/chromium` (or
-//! `$TERN_CHROMIUM`); `scripts/test.sh` installs them. A missing one fails
+//! The client is Debian's `node-mqtt` (MQTT.js 4.3), found through
+//! `NODE_PATH`; the page gets a bundle of it that the test builds with
+//! Debian's `browserify`; Chromium is `/usr/bin/chromium` (or
+//! `$TERN_CHROMIUM`), driven by Python's `playwright` (`$TERN_PYTHON`, else
+//! `python3`). `scripts/test.sh` installs all of them. A missing one fails
 //! the test with a message saying what to install: these tests never pass
 //! without running.
 
@@ -24,49 +26,52 @@ use tokio::net::TcpListener;
 /// Guards against a hung browser or Node process (not a performance bound).
 const JS_PATIENCE: Duration = Duration::from_secs(120);
 
+/// Where Debian installs Node modules (`node-mqtt`, `browserify` and their
+/// dependencies). Debian's own `nodejs` searches them by default; other
+/// builds of Node (NodeSource's) need them in `NODE_PATH`.
+const DEBIAN_NODE_PATH: &str = "/usr/share/nodejs:/usr/lib/nodejs";
+
+/// MQTT.js's entry point in Debian's `node-mqtt`.
+const MQTT_JS: &str = "/usr/share/nodejs/mqtt/mqtt.js";
+
 fn js_dir() -> PathBuf {
     common::manifest_dir().join("tests/js")
 }
 
-/// Panics with what to install if Node or the npm packages are missing.
-fn require_node_packages() {
+/// Panics with what to install if Node or Debian's MQTT.js is missing.
+fn require_node_mqtt() {
     let node = std::process::Command::new("node").arg("--version").output();
     assert!(
         node.is_ok_and(|o| o.status.success()),
-        "`node` is not installed: install Node.js 20 or newer (scripts/test.sh does)"
+        "`node` is not installed: install Node.js (scripts/test.sh does)"
     );
-    for package in ["mqtt", "playwright-core"] {
-        let path = js_dir().join("node_modules").join(package);
-        assert!(
-            path.exists(),
-            "{} is missing: run `npm ci` in {} (scripts/test.sh does)",
-            path.display(),
-            js_dir().display()
-        );
-    }
+    assert!(
+        Path::new(MQTT_JS).exists(),
+        "{MQTT_JS} is missing: `apt-get install node-mqtt` (scripts/test.sh does)"
+    );
 }
 
-/// Runs `node SCRIPT ARGS` in `tests/js`; returns its stdout, or panics
-/// with its output if it fails.
-async fn node(script: &str, args: &[&str]) -> String {
-    let child = tokio::process::Command::new("node")
-        .arg(script)
+/// Runs `PROGRAM ARGS` in `tests/js` with Debian's Node modules on
+/// `NODE_PATH`; returns its stdout, or panics with its output if it fails.
+async fn run(program: &str, args: &[&str]) -> String {
+    let child = tokio::process::Command::new(program)
         .args(args)
         .current_dir(js_dir())
+        .env("NODE_PATH", DEBIAN_NODE_PATH)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("spawn node");
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
     let out = tokio::time::timeout(JS_PATIENCE, child.wait_with_output())
         .await
-        .unwrap_or_else(|_| panic!("node {script} still running after {JS_PATIENCE:?}"))
-        .expect("node runs");
+        .unwrap_or_else(|_| panic!("{program} {args:?} still running after {JS_PATIENCE:?}"))
+        .expect("child runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "node {script} {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        "{program} {args:?} failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
         out.status
     );
     stdout
@@ -89,12 +94,12 @@ async fn tcp_subscriber(broker: &TestBroker, id: &str, filter: &str) -> Raw {
 }
 
 async fn mqtt_js_in_node(version: &str) {
-    require_node_packages();
+    require_node_mqtt();
     let (broker, ws) = broker();
     let prefix = format!("node{version}");
     let mut watcher = tcp_subscriber(&broker, "watcher", &format!("{prefix}/to-rust")).await;
     let url = format!("ws://127.0.0.1:{}/mqtt", ws.port());
-    let out = node("node_client.mjs", &[&url, version, &prefix]).await;
+    let out = run("node", &["node_client.js", &url, version, &prefix]).await;
     assert!(
         out.contains(r#""connected":true"#)
             && out.contains(&format!(r#""echoed":"hello from node v{version}""#))
@@ -124,12 +129,35 @@ async fn mqtt_js_in_node_publishes_and_subscribes_over_websocket_v5() {
     mqtt_js_in_node("5").await;
 }
 
+/// MQTT.js for the browser: Debian's `node-mqtt` bundled by Debian's
+/// `browserify` as a standalone script defining `mqtt` (how MQTT.js builds
+/// its own `dist/mqtt.js`).
+async fn browser_bundle() -> Vec<u8> {
+    assert!(
+        Path::new("/usr/bin/browserify").exists(),
+        "/usr/bin/browserify is missing: `apt-get install node-browserify` (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("mqtt.js");
+    run(
+        "browserify",
+        &[
+            MQTT_JS,
+            "--standalone",
+            "mqtt",
+            "-o",
+            bundle.to_str().unwrap(),
+        ],
+    )
+    .await;
+    std::fs::read(&bundle).expect("browserify wrote the bundle")
+}
+
 /// Serves the test page and MQTT.js's browser bundle over HTTP on a
 /// loopback port, until the returned task is aborted.
 async fn serve_page() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     let html = std::fs::read(js_dir().join("browser.html")).expect("browser.html");
-    let bundle = std::fs::read(js_dir().join("node_modules/mqtt/dist/mqtt.min.js"))
-        .expect("node_modules/mqtt/dist/mqtt.min.js (npm ci)");
+    let bundle = browser_bundle().await;
     let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = http.local_addr().unwrap();
     let task = tokio::spawn(async move {
@@ -169,7 +197,7 @@ async fn serve_page() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 
 #[tokio::test]
 async fn mqtt_js_in_headless_chromium_publishes_and_subscribes_over_websocket() {
-    require_node_packages();
+    require_node_mqtt();
     let chromium = std::env::var("TERN_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         Path::new(&chromium).exists(),
@@ -210,7 +238,8 @@ async fn mqtt_js_in_headless_chromium_publishes_and_subscribes_over_websocket() 
         http.port(),
         ws.port()
     );
-    let out = node("browser.mjs", &[&page]).await;
+    let python = std::env::var("TERN_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = run(&python, &["browser.py", &page]).await;
     server.abort();
     assert!(
         out.contains(r#""connected":true"#)

@@ -3,8 +3,12 @@
 // subscribes to PREFIX/echo, publishes to it and to PREFIX/to-rust (QoS 1),
 // waits for its own message to come back, and prints one line of JSON:
 // {"connected":true,"echoed":"...","errors":[]}. Exits 0 when it has an
-// answer, 1 on an error. Run by broker/tests/websocket_js.rs.
-import mqtt from 'mqtt';
+// answer, 1 on an error. Run by broker/tests/websocket_js.rs with
+// NODE_PATH set to Debian's module directories, where the `node-mqtt`
+// package (MQTT.js 4.3) lives; CommonJS because NODE_PATH does not apply to
+// ES module imports.
+'use strict';
+const mqtt = require('mqtt');
 
 const [url, version, prefix] = process.argv.slice(2);
 const result = { connected: false, echoed: null, errors: [] };

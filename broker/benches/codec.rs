@@ -56,6 +56,7 @@ fn decode_publish(c: &mut Criterion) {
         let limits = Limits {
             max_packet_size: MAX_REMAINING_LENGTH as u32 + 5,
             version,
+            refuse_control_characters: true,
         };
         for size in PAYLOAD_SIZES {
             let packet = publish(version, size);

@@ -264,6 +264,7 @@ async fn collect(c: &mut Raw, quiet: Duration) -> Vec<Got> {
         let limits = broker::codec::Limits {
             max_packet_size: u32::MAX,
             version: c.version,
+            refuse_control_characters: false,
         };
         match Packet::decode(&mut b, &limits).unwrap().unwrap() {
             Packet::Publish(p) => {

@@ -101,6 +101,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = CodecLimits {
         max_packet_size: 64 * 1024,
         version: ProtocolVersion::V311,
+        refuse_control_characters: true,
     };
     let Ok(Some(Packet::Connect(connect))) = Packet::decode(&mut buf, &limits) else {
         return;

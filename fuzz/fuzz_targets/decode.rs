@@ -28,15 +28,18 @@ fuzz_target!(|data: &[u8]| {
     let split = split as usize % (stream.len() + 1);
     for version in VERSIONS {
         for max_packet_size in MAX_PACKET_SIZES {
-            let limits = Limits {
-                max_packet_size,
-                version,
-            };
-            let whole = decode_stream(&[stream], &limits);
-            let chunked = decode_stream(&[&stream[..split], &stream[split..]], &limits);
-            assert_eq!(whole, chunked, "feeding in two chunks changed the result");
-            for packet in &whole.0 {
-                check_reencode(packet, version);
+            for refuse_control_characters in [false, true] {
+                let limits = Limits {
+                    max_packet_size,
+                    version,
+                    refuse_control_characters,
+                };
+                let whole = decode_stream(&[stream], &limits);
+                let chunked = decode_stream(&[&stream[..split], &stream[split..]], &limits);
+                assert_eq!(whole, chunked, "feeding in two chunks changed the result");
+                for packet in &whole.0 {
+                    check_reencode(packet, version);
+                }
             }
         }
     }
@@ -83,6 +86,7 @@ fn check_reencode(packet: &Packet, version: ProtocolVersion) {
     let limits = Limits {
         max_packet_size: MAX_REMAINING_LENGTH as u32 + 5,
         version,
+        refuse_control_characters: false,
     };
     let again = Packet::decode(&mut buf, &limits);
     assert_eq!(

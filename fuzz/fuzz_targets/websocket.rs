@@ -150,6 +150,7 @@ async fn decode_all<R: tokio::io::AsyncRead + Unpin>(mut reader: R) -> Outcome {
     let mut limits = Limits {
         max_packet_size: MAX_PACKET_SIZE,
         version: ProtocolVersion::V311,
+        refuse_control_characters: true,
     };
     let mut buf = BytesMut::new();
     let mut packets = Vec::new();

@@ -279,7 +279,7 @@ mod tests {
         let gw = Subject {
             client_id: "g".into(),
             username: Some("gw".into()),
-            certificate_identity: Some("CN=gw".into()),
+            certificate_identity: Some("gw".into()),
         };
         assert!(acl.check_topic(&gw, "gw/x", Access::Read));
         assert!(acl.check_topic(&gw, "users/gw/x", Access::Read));

@@ -8,7 +8,8 @@
 //! topic [read|write|readwrite|deny] <filter>   # before any section: clients without a user name
 //! user <user name>                             # the lines below apply to this user
 //! client <client id>                           # ... to this client id
-//! certificate <identity>                       # ... to this certificate identity
+//! certificate <identity>                       # ... to this certificate identity:
+//!                                              # `CN=gw-3`, `DNS:gw3.example`, or bare `gw-3`
 //! topic [read|write|readwrite|deny] <filter>
 //! pattern [read|write|readwrite|deny] <filter> # anywhere: every client; %c is the
 //!                                              # client id, %u the user name
@@ -16,6 +17,15 @@
 //!
 //! The access word is optional (`readwrite`). The filter is the rest of the
 //! line and may use `+` and `#`.
+//!
+//! A certificate identity is the value the TLS listener takes from a verified
+//! client certificate (its `identity` key: the subject Common Name, or the
+//! first DNS, email or URI Subject Alternative Name). The section may name it
+//! bare or with the field it comes from, as OpenSSL prints it: `CN=`, `DNS:`,
+//! `email:`, `URI:` (also with `=`, any case). Valid: `certificate CN=gw-3`,
+//! `certificate DNS:gw3.example`, `certificate gw-3` all match a certificate
+//! whose identity is `gw-3` / `gw3.example`. The prefix is not checked against
+//! the listener's `identity` setting: `CN=x` and a SAN `x` are one identity.
 //!
 //! Matching a topic name: the usual filter rules, and a rule starting with a
 //! wildcard does not match a `$` topic. Valid: rule `a/+/c` matches `a/b/c`;
@@ -144,7 +154,9 @@ pub fn parse(text: &str) -> Result<Rules, String> {
         match keyword {
             "user" => section = Section::User(need("a user name")?),
             "client" => section = Section::Client(need("a client id")?),
-            "certificate" => section = Section::Certificate(need("an identity")?),
+            "certificate" => {
+                section = Section::Certificate(certificate_identity(&need("an identity")?))
+            }
             "topic" | "pattern" => {
                 let (access, filter) = split_access(rest);
                 if filter.is_empty() {
@@ -333,6 +345,26 @@ impl Rule {
     }
 }
 
+/// The identity a `certificate` section names, without the `CN=` / `DNS:` /
+/// `email:` / `URI:` prefix that says which certificate field it comes from
+/// (the README's example is `certificate CN=gateway-3`; the listener hands
+/// the session the bare value).
+fn certificate_identity(named: &str) -> String {
+    for field in ["CN", "DNS", "email", "URI"] {
+        let Some(head) = named.get(..field.len() + 1) else {
+            continue;
+        };
+        let (name, separator) = head.split_at(field.len());
+        if name.eq_ignore_ascii_case(field) && (separator == "=" || separator == ":") {
+            let value = named[field.len() + 1..].trim();
+            if !value.is_empty() {
+                return value.to_owned();
+            }
+        }
+    }
+    named.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +460,7 @@ mod tests {
         assert_eq!(rules.users["alice"][0].access, RuleAccess::ReadWrite);
         assert_eq!(rules.users["alice"][1].access, RuleAccess::Deny);
         assert_eq!(rules.clients["sensor-1"][0].access, RuleAccess::Write);
-        assert_eq!(rules.certificates["CN=gw"].len(), 1);
+        assert_eq!(rules.certificates["gw"].len(), 1);
         assert_eq!(rules.patterns.len(), 1);
         assert_eq!(rules.len(), 6);
     }
@@ -444,6 +476,30 @@ mod tests {
         ] {
             let e = parse(text).unwrap_err();
             assert!(e.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn certificate_sections_name_the_identity_bare_or_with_its_field() {
+        for (named, identity) in [
+            ("CN=gateway-3", "gateway-3"),
+            ("cn=gateway-3", "gateway-3"),
+            ("DNS:gw3.example", "gw3.example"),
+            ("dns=gw3.example", "gw3.example"),
+            ("email:ops@example.com", "ops@example.com"),
+            ("URI:spiffe://tern/gw", "spiffe://tern/gw"),
+            ("gateway-3", "gateway-3"),
+            // not a field prefix: kept whole
+            ("CNx=gw", "CNx=gw"),
+            ("O=Acme", "O=Acme"),
+            ("CN=", "CN="),
+        ] {
+            let rules = parse(&format!("certificate {named}\ntopic read gw/#\n")).unwrap();
+            assert_eq!(
+                rules.certificates.keys().collect::<Vec<_>>(),
+                [identity],
+                "{named}"
+            );
         }
     }
 }

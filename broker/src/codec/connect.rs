@@ -136,7 +136,7 @@ impl Connect {
             ConnectProperties::default()
         };
         // [MQTT-3.1.3-3] (5.0 [MQTT-3.1.3-3]) the client identifier is present
-        let client_id = r.string("client identifier")?;
+        let client_id = r.name("client identifier")?;
         let will = if will_flag {
             // 5.0 [MQTT-3.1.2-9] will properties, topic and payload follow
             let properties = if v5 {
@@ -144,7 +144,7 @@ impl Connect {
             } else {
                 WillProperties::default()
             };
-            let topic = r.string("will topic")?;
+            let topic = r.name("will topic")?;
             topic::validate_topic_name(&topic).map_err(|error| DecodeError::InvalidTopic {
                 packet: PacketType::Connect,
                 field: "will topic",
@@ -163,7 +163,7 @@ impl Connect {
         };
         // [MQTT-3.1.2-19] the user name is present when its flag is set
         let username = if user_name_flag {
-            Some(r.string("user name")?)
+            Some(r.name("user name")?)
         } else {
             None
         };

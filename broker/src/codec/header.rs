@@ -59,7 +59,8 @@ pub(super) fn decode_packet(
     }
     let mut frame = buf.split_to(size);
     frame.advance(1 + len_bytes);
-    let mut r = Reader::new(frame.freeze(), packet_type);
+    let mut r = Reader::new(frame.freeze(), packet_type)
+        .refusing_control_characters(limits.refuse_control_characters);
     let packet = match packet_type {
         // CONNECT announces its own version; `limits.version` is not yet known
         PacketType::Connect => Packet::Connect(Box::new(Connect::decode(&mut r)?)),

@@ -141,6 +141,10 @@ pub struct Limits {
     pub max_packet_size: u32,
     /// Version negotiated by CONNECT. CONNECT itself is decoded whatever this is.
     pub version: ProtocolVersion,
+    /// Client ids, user names, will topics, topic names and filters holding a
+    /// control character (U+0001..U+001F, U+007F..U+009F) are malformed
+    /// (a MAY of 3.1.1 section 1.5.3 / 5.0 section 1.5.4). U+0000 always is.
+    pub refuse_control_characters: bool,
 }
 
 impl Default for Limits {
@@ -148,6 +152,7 @@ impl Default for Limits {
         Limits {
             max_packet_size: MAX_REMAINING_LENGTH as u32 + 5,
             version: ProtocolVersion::V311,
+            refuse_control_characters: false,
         }
     }
 }
@@ -173,6 +178,16 @@ pub enum PacketType {
 }
 
 impl PacketType {
+    /// CONNACK, SUBACK, UNSUBACK and PINGRESP: the packets whose direction of
+    /// flow is server to client only (3.1.1 section 2.2.1, 5.0 section
+    /// 2.1.2). PUBLISH, its acknowledgements, DISCONNECT and AUTH go both ways.
+    pub fn sent_by_servers_only(self) -> bool {
+        matches!(
+            self,
+            PacketType::ConnAck | PacketType::SubAck | PacketType::UnsubAck | PacketType::PingResp
+        )
+    }
+
     /// The packet type with this number (the high nibble of the first byte);
     /// `None` for 0, which is reserved.
     pub fn from_u8(value: u8) -> Option<PacketType> {
@@ -274,6 +289,27 @@ impl Packet {
     /// PUBLISH payloads are split off `buf` without copying.
     pub fn decode(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Packet>, DecodeError> {
         header::decode_packet(buf, limits)
+    }
+
+    /// [`Packet::decode`] for a server reading a client: a packet only servers
+    /// send (CONNACK, SUBACK, UNSUBACK, PINGRESP) is a Protocol Error as soon
+    /// as its first byte is read, whatever its body: the packet is forbidden
+    /// in this direction, not malformed (5.0 section 4.13: 0x82 rather than
+    /// 0x81; 3.1.1 closes the connection either way).
+    pub fn decode_from_client(
+        buf: &mut BytesMut,
+        limits: &Limits,
+    ) -> Result<Option<Packet>, DecodeError> {
+        if let Some(packet) = buf.first().and_then(|b| PacketType::from_u8(b >> 4)) {
+            if packet.sent_by_servers_only() {
+                return Err(DecodeError::ProtocolError {
+                    packet,
+                    field: "packet type",
+                    reason: "is sent by servers, never by clients".into(),
+                });
+            }
+        }
+        Packet::decode(buf, limits)
     }
 
     /// Appends the packet, encoded for `version`, to `buf`, and returns the number

@@ -24,11 +24,25 @@ pub(super) const MAX_VARIABLE_BYTE_INTEGER: u32 = MAX_REMAINING_LENGTH as u32;
 pub(super) struct Reader {
     buf: Bytes,
     packet: PacketType,
+    /// [`Limits::refuse_control_characters`](super::Limits): names read with
+    /// [`Reader::name`] must not hold control characters.
+    refuse_control_characters: bool,
 }
 
 impl Reader {
     pub(super) fn new(buf: Bytes, packet: PacketType) -> Self {
-        Reader { buf, packet }
+        Reader {
+            buf,
+            packet,
+            refuse_control_characters: false,
+        }
+    }
+
+    /// Names read by [`Reader::name`] holding a control character are
+    /// malformed.
+    pub(super) fn refusing_control_characters(mut self, refuse: bool) -> Self {
+        self.refuse_control_characters = refuse;
+        self
     }
 
     pub(super) fn packet(&self) -> PacketType {
@@ -154,6 +168,29 @@ impl Reader {
         })
     }
 
+    /// A UTF-8 string that names something: a client id, a user name, a topic
+    /// name or filter. When the reader refuses control characters, U+0001..
+    /// U+001F and U+007F..U+009F (Unicode's `Cc`, `char::is_control`) make it
+    /// malformed: the specification says they SHOULD NOT be sent and a
+    /// receiver MAY treat them as a Malformed Packet (3.1.1 section 1.5.3,
+    /// 5.0 section 1.5.4).
+    pub(super) fn name(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
+        let s = self.string(field)?;
+        if self.refuse_control_characters {
+            if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
+                return Err(self.malformed(
+                    field,
+                    format!(
+                        "contains the control character U+{:04X} at byte {at}: {:?}",
+                        c as u32,
+                        lossy_prefix(s.as_bytes())
+                    ),
+                ));
+            }
+        }
+        Ok(s)
+    }
+
     /// UTF-8 String Pair (5.0 section 1.5.7): name, then value.
     pub(super) fn string_pair(
         &mut self,
@@ -188,7 +225,8 @@ impl Reader {
                 ),
             ));
         }
-        Ok(Reader::new(self.buf.split_to(len), self.packet))
+        Ok(Reader::new(self.buf.split_to(len), self.packet)
+            .refusing_control_characters(self.refuse_control_characters))
     }
 
     /// The packet must end where its last field ends.

@@ -47,7 +47,7 @@ impl Publish {
         let Some(qos) = QoS::from_u8(qos_bits) else {
             return Err(r.malformed("QoS", "[MQTT-3.3.1-4] 3 is not a QoS level"));
         };
-        let topic = r.string("topic name")?;
+        let topic = r.name("topic name")?;
         // [MQTT-2.3.1-1] (5.0 [MQTT-2.2.1-3]) QoS 1 and 2 carry a non-zero id
         let packet_id = if qos == QoS::AtMostOnce {
             None

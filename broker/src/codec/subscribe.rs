@@ -156,7 +156,7 @@ impl SubscriptionOptions {
 /// Reads a topic filter and checks it against section 4.7.
 fn read_filter(r: &mut Reader) -> Result<ByteString, DecodeError> {
     // [MQTT-3.8.3-1] [MQTT-3.10.3-1] UTF-8 strings
-    let filter = r.string("topic filter")?;
+    let filter = r.name("topic filter")?;
     topic::validate_topic_filter(&filter).map_err(|error| DecodeError::InvalidTopic {
         packet: r.packet(),
         field: "topic filter",

@@ -191,6 +191,15 @@ pub struct MqttConfig {
     /// 5.0 Response Information returned to clients that request it: this
     /// prefix followed by the client id, as a base topic for responses.
     pub response_topic_prefix: String,
+    /// Refuse MQTT 3.1 client ids longer than 23 characters (CONNACK 2), as
+    /// 3.1 allowed servers to. Off by default: real 3.1 clients send longer
+    /// ids and Mosquitto accepts them.
+    pub strict_v31_client_id: bool,
+    /// Refuse control characters (U+0001..U+001F, U+007F..U+009F) in client
+    /// ids, user names, will topics, topic names and filters, which the
+    /// specification says SHOULD NOT be sent and a receiver MAY treat as
+    /// malformed (3.1.1 section 1.5.3, 5.0 section 1.5.4). On by default.
+    pub strict_control_characters: bool,
 }
 
 impl Default for MqttConfig {
@@ -207,6 +216,8 @@ impl Default for MqttConfig {
             max_topic_alias: 64,
             max_outbound_topic_alias: 64,
             response_topic_prefix: "response/".into(),
+            strict_v31_client_id: false,
+            strict_control_characters: true,
         }
     }
 }

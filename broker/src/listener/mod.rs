@@ -101,6 +101,28 @@ enum HandshakeError {
 
 type Handshaken = (Box<dyn Transport>, Option<CertIdentity>);
 
+impl HandshakeError {
+    /// What an operator can do about a failure that is the client's
+    /// configuration, not an attack or a network fault: logged at warn with
+    /// the error (the client itself only sees a TLS alert).
+    fn hint(&self) -> Option<&'static str> {
+        let HandshakeError::Tls(e) = self else {
+            return None;
+        };
+        // rustls reports webpki's error inside `InvalidCertificate(Other(..))`;
+        // its Debug form is the only stable way to see which one.
+        let unsupported_version = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|e| format!("{e:?}").contains("UnsupportedCertVersion"));
+        unsupported_version.then_some(
+            "the client certificate is X.509 v1 (what `openssl x509 -req` makes without \
+             `-extfile`); only v3 certificates are accepted: re-issue it with extensions, \
+             e.g. `-extfile <(printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth')`",
+        )
+    }
+}
+
 impl Endpoint {
     async fn handshake(&self, stream: Counted<TcpStream>) -> Result<Handshaken, HandshakeError> {
         let (stream, identity): Handshaken = match &self.tls {
@@ -267,7 +289,12 @@ async fn handshake_and_bootstrap(
         }
         Ok(Err(e)) => {
             Metrics::add(&state.metrics.connections_refused, 1);
-            tracing::info!(%peer, %protocol, error = %e, "handshake failed, closing");
+            match e.hint() {
+                Some(hint) => {
+                    tracing::warn!(%peer, %protocol, error = %e, hint, "handshake failed, closing")
+                }
+                None => tracing::info!(%peer, %protocol, error = %e, "handshake failed, closing"),
+            }
         }
         Err(_) => {
             Metrics::add(&state.metrics.connections_refused, 1);
@@ -376,6 +403,7 @@ pub async fn bootstrap(
     let limits = Limits {
         max_packet_size: mqtt.max_packet_size,
         version: ProtocolVersion::V311,
+        refuse_control_characters: mqtt.strict_control_characters,
     };
     let mut packets = PacketStream::new(
         transport,
@@ -460,7 +488,9 @@ pub async fn bootstrap(
         // arrived in alive for as long as the session (registry key).
         (ByteString::from(&*connect.client_id), false)
     };
-    if protocol == ProtocolVersion::V31 && client_id.len() > 23 {
+    // 3.1 allowed a server to refuse ids over 23 characters; real clients
+    // send longer ones, so only when configured to be strict.
+    if protocol == ProtocolVersion::V31 && mqtt.strict_v31_client_id && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
     // Authentication, and the will's topic limits and ACL (crate::auth::admit).

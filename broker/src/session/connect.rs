@@ -189,11 +189,15 @@ impl Handler<Attach> for Session {
                 usize::from(r.min(mqtt.max_inflight))
             });
         self.outgoing.max_inflight = receive_maximum;
-        conn.send(&Packet::ConnAck(ConnAck {
+        let mut connack = ConnAck {
             session_present: resume,
             reason_code: ReasonCode::Success,
             properties,
-        }));
+        };
+        // 5.0 [MQTT-3.1.2-24]: optional properties go rather than the CONNACK
+        let connack_fits = !connect.protocol.is_v5()
+            || super::connack::fit_connack(&mut connack, conn.client_max_packet_size);
+        conn.send(&Packet::ConnAck(connack));
         if keep_alive > 0 {
             conn.keep_alive_watch = Some(keep_alive::watch(&self.handle, generation, keep_alive));
         }
@@ -214,6 +218,14 @@ impl Handler<Attach> for Session {
             self.resend_inflight();
         }
         self.pump();
+        if !connack_fits {
+            let max = self.conn.as_ref().map_or(0, |c| c.client_max_packet_size);
+            self.protocol_error(
+                ReasonCode::PacketTooLarge,
+                format!("no CONNACK fits the client's Maximum Packet Size of {max} bytes"),
+                ctx,
+            );
+        }
     }
 }
 

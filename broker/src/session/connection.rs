@@ -132,7 +132,7 @@ impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
             return Poll::Ready(None);
         }
         loop {
-            match Packet::decode(&mut this.buf, &this.limits) {
+            match Packet::decode_from_client(&mut this.buf, &this.limits) {
                 Ok(Some(packet @ Packet::Publish(_))) if this.throttle.is_some() => {
                     let t = this.throttle.as_mut().expect("checked by the guard");
                     let wait = t.bucket.take(Instant::now());
@@ -304,6 +304,7 @@ impl Connection {
         let limits = Limits {
             max_packet_size: state.config.mqtt.max_packet_size,
             version: protocol,
+            refuse_control_characters: state.config.mqtt.strict_control_characters,
         };
         let mut packets = PacketStream::new(read_half, read_buf, limits, state.clone());
         let l = &state.config.limits;

@@ -343,6 +343,25 @@ impl Session {
         }));
     }
 
+    /// PUBREC for a packet id with no QoS 2 message in flight (the flow
+    /// ended before, e.g. across a reconnect of a clean session): PUBREL
+    /// anyway, so that a client still holding the id completes its flow and
+    /// frees it, as Mosquitto and EMQX do. 5.0 says why with 0x92 (Packet
+    /// Identifier not found, 5.0 section 3.6.2.1); 3.1.1 has no reason code
+    /// (3.1.1 section 4.3.3: the receiver of PUBREC sends PUBREL).
+    fn answer_unknown_pubrec(&self, packet_id: u16) {
+        let reason_code = if self.protocol.is_v5() {
+            ReasonCode::PacketIdentifierNotFound
+        } else {
+            ReasonCode::Success
+        };
+        self.send(&Packet::PubRel(PubResponse {
+            packet_id,
+            reason_code,
+            properties: self.ack_properties(reason_code),
+        }));
+    }
+
     pub(super) fn delete_outgoing(&self, seq: u64) {
         if self.stored {
             self.state.writer.submit(
@@ -388,6 +407,9 @@ impl Session {
         }
         let seq = match self.outgoing.handle_pubrec(ack.packet_id) {
             Ok(seq) => seq,
+            Err(AckError::UnknownPacketId(packet_id)) => {
+                return self.answer_unknown_pubrec(packet_id)
+            }
             Err(e) => return self.ack_error(e, ctx),
         };
         if !self.stored {

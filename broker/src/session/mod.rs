@@ -26,6 +26,7 @@
 
 mod alias;
 mod clustered;
+mod connack;
 pub(crate) mod connect;
 mod connection;
 mod deliver;

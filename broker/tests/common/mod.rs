@@ -270,6 +270,7 @@ impl Raw {
         let limits = Limits {
             max_packet_size: u32::MAX,
             version: self.version,
+            refuse_control_characters: false,
         };
         Some(
             Packet::decode(&mut b, &limits)

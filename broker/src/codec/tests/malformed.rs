@@ -273,6 +273,7 @@ fn packet_too_large_is_reported_as_soon_as_the_header_is_readable() {
     let limits = Limits {
         max_packet_size: 100,
         version: V5,
+        ..Limits::default()
     };
     // PUBLISH announcing 16,384 bytes of body; none of them has arrived
     let mut buf = BytesMut::from(&[0x30, 0x80, 0x80, 0x01][..]);
@@ -310,4 +311,156 @@ fn packet_too_large_is_reported_as_soon_as_the_header_is_readable() {
 fn an_incomplete_remaining_length_waits() {
     assert_eq!(decode(&[0x30, 0x80, 0x80], V311), Ok(None));
     assert_eq!(decode(&[], V5), Ok(None));
+}
+
+#[test]
+fn server_only_packets_from_a_client_are_protocol_errors_even_when_malformed_5_0_section_4_13() {
+    let limits = Limits {
+        version: V5,
+        ..Limits::default()
+    };
+    for (name, bytes, packet) in [
+        // CONNACK: flags, reason code, property length
+        (
+            "CONNACK",
+            vec![0x20, 0x03, 0x00, 0x00, 0x00],
+            PacketType::ConnAck,
+        ),
+        // CONNACK with a reserved flag set and a short body: malformed too
+        (
+            "CONNACK malformed",
+            vec![0x21, 0x01, 0x00],
+            PacketType::ConnAck,
+        ),
+        // SUBACK: packet id 1, no properties, granted QoS 0
+        (
+            "SUBACK",
+            vec![0x90, 0x04, 0x00, 0x01, 0x00, 0x00],
+            PacketType::SubAck,
+        ),
+        // UNSUBACK without its reason codes
+        (
+            "UNSUBACK malformed",
+            vec![0xB0, 0x01, 0x00],
+            PacketType::UnsubAck,
+        ),
+        ("PINGRESP", vec![0xD0, 0x00], PacketType::PingResp),
+        // PINGRESP with a body: malformed for a client reading it
+        (
+            "PINGRESP with a body",
+            vec![0xD0, 0x01, 0x00],
+            PacketType::PingResp,
+        ),
+    ] {
+        let err =
+            Packet::decode_from_client(&mut BytesMut::from(&bytes[..]), &limits).expect_err(name);
+        assert!(
+            matches!(err, DecodeError::ProtocolError { packet: p, field: "packet type", .. } if p == packet),
+            "{name}: {err:?}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::ProtocolError, "{name}");
+    }
+    // packets that go both ways are decoded as usual
+    let mut pingreq = BytesMut::from(&[0xC0, 0x00][..]);
+    assert_eq!(
+        Packet::decode_from_client(&mut pingreq, &limits),
+        Ok(Some(Packet::PingReq))
+    );
+}
+
+#[test]
+fn control_characters_in_names_are_malformed_when_refused_3_1_1_section_1_5_3_and_5_0_section_1_5_4(
+) {
+    let strict = |version| Limits {
+        version,
+        refuse_control_characters: true,
+        ..Limits::default()
+    };
+    let connect_with_id = |level: u8, id: &str| {
+        let mut body = string(b"MQTT");
+        body.extend_from_slice(&[level, 0x02, 0x00, 0x00]);
+        if level == 5 {
+            body.push(0); // no properties
+        }
+        body.extend(string(id.as_bytes()));
+        packet(0x10, &body)
+    };
+    // one row per name field; U+0001, U+001F, U+007F and U+0085 (NEL, two
+    // bytes in UTF-8) are control characters
+    let rows: Vec<(&str, ProtocolVersion, Vec<u8>, &str)> = vec![
+        (
+            "client id U+0001",
+            V311,
+            connect_with_id(4, "a\u{1}b"),
+            "client identifier",
+        ),
+        (
+            "client id U+0085",
+            V5,
+            connect_with_id(5, "a\u{85}"),
+            "client identifier",
+        ),
+        // user name flag, then the user name after client id "c"
+        (
+            "user name U+000A",
+            V311,
+            connect_v311(0x82, &string(b"us\ner")),
+            "user name",
+        ),
+        // will flag: will topic, then will message
+        (
+            "will topic U+001B",
+            V311,
+            connect_v311(0x06, &[&string(b"w/\x1b")[..], &string(b"m")].concat()),
+            "will topic",
+        ),
+        (
+            "topic name U+001F",
+            V311,
+            packet(0x30, &[&string(b"a/\x1f")[..], b"x"].concat()),
+            "topic name",
+        ),
+        (
+            "topic name U+007F",
+            V5,
+            packet(0x30, &[&string(b"a/\x7f")[..], &[0], b"x"].concat()),
+            "topic name",
+        ),
+        (
+            "topic filter U+0001",
+            V311,
+            packet(0x82, &[&[0, 1][..], &string(b"a/\x01"), &[0]].concat()),
+            "topic filter",
+        ),
+        (
+            "unsubscribe filter U+0009",
+            V311,
+            packet(0xA2, &[&[0, 1][..], &string(b"a\tb")].concat()),
+            "topic filter",
+        ),
+    ];
+    for (name, version, bytes, field) in rows {
+        let err =
+            Packet::decode(&mut BytesMut::from(&bytes[..]), &strict(version)).expect_err(name);
+        assert!(
+            matches!(&err, DecodeError::Malformed { field: f, reason, .. } if *f == field && reason.contains("control character")),
+            "{name}: {err:?}"
+        );
+        assert_eq!(err.reason_code(), ReasonCode::MalformedPacket, "{name}");
+        // the same bytes decode when control characters are allowed
+        assert!(
+            matches!(decode(&bytes, version), Ok(Some(_))),
+            "{name} allowed: {:?}",
+            decode(&bytes, version)
+        );
+    }
+    // printable text beyond ASCII is not a control character
+    let ok = packet(
+        0x30,
+        &[&string("caf\u{e9}/\u{2603}".as_bytes())[..], b"x"].concat(),
+    );
+    assert!(matches!(
+        Packet::decode(&mut BytesMut::from(&ok[..]), &strict(V311)),
+        Ok(Some(Packet::Publish(_)))
+    ));
 }

@@ -23,6 +23,7 @@ fn limits(version: ProtocolVersion) -> Limits {
     Limits {
         max_packet_size: MAX_REMAINING_LENGTH as u32 + 5,
         version,
+        refuse_control_characters: false,
     }
 }
 

@@ -418,3 +418,41 @@ async fn v5_success_acknowledgements_are_the_two_byte_form() {
     sub.send(&build::pubrec(packet_id)).await;
     assert_eq!(sub.recv_bytes().await.unwrap(), build::pubrel(packet_id));
 }
+
+/// A 5.0 publisher that keeps sending QoS 1 while the broker holds its
+/// acknowledgements (a congested subscriber) has more unacknowledged
+/// PUBLISH packets than the Receive Maximum the broker announced: DISCONNECT
+/// 0x93, not a connection that hangs (5.0 [MQTT-3.3.4-9]).
+#[tokio::test]
+async fn receive_maximum_exceeded_while_acknowledgements_are_held_disconnects_with_0x93() {
+    let broker = TestBroker::start_with(|c| {
+        c.mqtt.max_inflight = 10; // the Receive Maximum announced
+        c.limits.backpressure_queued = 5;
+        c.limits.backpressure_wait_secs = 60;
+    });
+    // 10 copies in flight to a subscriber that never acknowledges, 5 queued:
+    // from the 16th message on, the publisher's PUBACKs are held
+    let mut sub = Raw::mqtt(broker.addr, "stuck", true).await;
+    sub.send(&build::subscribe(1, &[("held/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    let mut publisher = Raw::mqtt5(broker.addr, "eager", true, &[]).await;
+    for packet_id in 1..=40 {
+        if !publisher
+            .try_send(&build::publish5("held/x", 1, false, packet_id, &[], b"m"))
+            .await
+        {
+            break;
+        }
+    }
+    let got = publisher.expect_closed().await;
+    assert_eq!(
+        disconnect_reason(&got),
+        ReasonCode::ReceiveMaximumExceeded as u8,
+        "{got:02x?}"
+    );
+    // the copies not held were acknowledged: at least the 5 the queue takes,
+    // at most those plus the subscriber's window of 10 (copies still in its
+    // mailbox count towards the queue, so holding may start at the 6th)
+    let acks = got.iter().filter(|p| p[0] == 0x40).count();
+    assert!((5..=15).contains(&acks), "{acks} acknowledged: {got:02x?}");
+}

@@ -41,7 +41,8 @@ export TERN_PYTHON="$venv/bin/python"
 # tests, debootstrap and the tern-base:test Docker image for the container
 # tests (broker/tests/k8s_*.rs). Cached under ~/.cache/tern; it prints the
 # TERN_* variables the tests read.
-eval "$(k8s/test-setup.sh)"
+k8s_env="$(k8s/test-setup.sh)"  # a failure stops here (set -e)
+eval "$k8s_env"
 # --- end Kubernetes
 
 # Build output outside the clone, so reruns are incremental.

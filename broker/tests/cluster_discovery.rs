@@ -1,11 +1,16 @@
-//! Seeds given as DNS names without ids (as a StatefulSet's pods are seeded)
-//! that resolve only later, as a pod's name appears once the pod exists.
+//! How nodes find each other without hand-written settings, as a
+//! StatefulSet's pods do (k8s/README.md):
 //!
-//! Each `tern` runs in a mount namespace of its own (`unshare --mount`,
-//! which needs root, as CI has) where `/etc/hosts` is a file of the test and
-//! `/etc/resolv.conf` names only 127.0.0.1, so no lookup leaves the machine.
-//! glibc reads `/etc/hosts` at every lookup: rewriting the file in place
-//! makes a name resolve from then on.
+//! - seeds given as DNS names without ids that resolve only later, as a
+//!   pod's name appears once the pod exists. Each `tern` runs in a mount
+//!   namespace of its own (`unshare --mount`) where `/etc/hosts` is a file of
+//!   the test and `/etc/resolv.conf` names only 127.0.0.1, so no lookup
+//!   leaves the machine. glibc reads `/etc/hosts` at every lookup: rewriting
+//!   the file in place makes a name resolve from then on;
+//! - the node id taken from the host name (`--node-id-from-hostname`), in a
+//!   UTS namespace of its own (`unshare --uts`) with the host name set.
+//!
+//! Namespaces need root, as CI has.
 
 mod common;
 
@@ -176,5 +181,56 @@ fn seeds_by_name_that_resolve_late_are_retried_until_the_cluster_forms() {
             .filter_map(|s| s["leader"].as_u64())
             .collect();
         leaders.len() == 3 && leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])
+    });
+}
+
+#[test]
+fn node_id_from_hostname_gives_ordinal_plus_one_and_refuses_a_name_without_one() {
+    let root = tempfile::tempdir().unwrap();
+    let run = |hostname: &str, port: u16, stderr: Stdio| {
+        Command::new("unshare")
+            .args([
+                "--uts",
+                "--",
+                "sh",
+                "-c",
+                r#"hostname "$1" && shift && exec "$@""#,
+            ])
+            .arg("sh")
+            .arg(hostname)
+            .arg(env!("CARGO_BIN_EXE_tern"))
+            .arg("--node-id-from-hostname")
+            .arg("--data-dir")
+            .arg(root.path().join(hostname))
+            .args(["--bind", "127.0.0.1:0", "--ws-bind", "127.0.0.1:0"])
+            .args(["--cluster-listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("unshare runs")
+    };
+
+    let out = run("build-box", free_port(), Stdio::piped())
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("host name `build-box`") && stderr.contains("-N"),
+        "{stderr}"
+    );
+
+    // pod tern-4 is node 5 (a cluster of one: no seeds)
+    let port = free_port();
+    let log = root.path().join("tern-4.log");
+    let child = run("tern-4", port, std::fs::File::create(&log).unwrap().into());
+    let node = Node {
+        id: 5,
+        cluster_addr: format!("127.0.0.1:{port}"),
+        log,
+        child,
+    };
+    wait_for("node tern-4 to run as node 5", || {
+        status(&node).is_some_and(|s| s["node_id"] == 5 && s["ready"] == true)
     });
 }

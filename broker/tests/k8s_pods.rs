@@ -23,66 +23,17 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use broker::codec::Packet;
-use common::helm::{render, Manifests, NAMESPACE, RELEASE};
+use common::helm::{self, render};
+use common::pods::{docker, docker_ok, expand, pod_dns, settle, wait_converged, wait_for, Pods};
 use common::{build, Raw};
 
-/// How long the pods get to reach a state (a guard against hanging, not a
-/// performance bound).
-const SETTLE: Duration = Duration::from_secs(90);
 const REPLICAS: usize = 3;
 
-/// Runs `docker args`; its stdout, trimmed, or its stderr as the error.
-fn docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker {args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "docker {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    docker(args).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Kubernetes' expansion of `$(VAR)` in an env value: VAR must be defined
-/// earlier in the list; `$$` is a literal `$`; anything else stays as is.
-fn expand(value: &str, env: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        if let Some(after) = rest.strip_prefix("$$") {
-            out.push('$');
-            rest = after;
-        } else if let Some((name, after)) = rest.strip_prefix("$(").and_then(|r| r.split_once(')'))
-        {
-            match env.iter().rev().find(|(n, _)| n == name) {
-                Some((_, v)) => out.push_str(v),
-                None => out.push_str(&rest[..name.len() + 3]),
-            }
-            rest = after;
-        } else {
-            out.push('$');
-            rest = &rest[1..];
-        }
-    }
-    out + rest
-}
+/// One scenario at a time: each runs its own pods on two cores.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[test]
 fn kubelet_env_expansion() {
@@ -90,328 +41,11 @@ fn kubelet_env_expansion() {
     assert_eq!(expand("$(A).$(B).$$(A)$", &env), "x.$(B).$(A)$");
 }
 
-/// Everything one run creates, removed on drop.
-struct Pods {
-    prefix: String,
-    image: Option<String>,
-    network: Option<String>,
-    containers: Vec<String>,
-    volumes: Vec<String>,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Pods {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for c in &self.containers {
-                let logs = Command::new("docker")
-                    .args(["logs", "--tail", "60", c])
-                    .output();
-                if let Ok(out) = logs {
-                    eprintln!(
-                        "---- {c} ----\n{}{}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr)
-                    );
-                }
-            }
-        }
-        for c in &self.containers {
-            let _ = docker(&["rm", "-f", "-v", c]);
-        }
-        for v in &self.volumes {
-            let _ = docker(&["volume", "rm", "-f", v]);
-        }
-        if let Some(n) = &self.network {
-            let _ = docker(&["network", "rm", n]);
-        }
-        if let Some(i) = &self.image {
-            let _ = docker(&["image", "rm", "-f", i]);
-        }
-    }
-}
-
-impl Pods {
-    fn new() -> Pods {
-        docker(&["info", "--format", "{{.ServerVersion}}"])
-            .unwrap_or_else(|e| panic!("Docker Engine must be running: {e}"));
-        Pods {
-            prefix: format!("tern-k8s-test-{}", std::process::id()),
-            image: None,
-            network: None,
-            containers: Vec::new(),
-            volumes: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    /// Builds the image from k8s/Dockerfile with this test's `tern`.
-    fn build_image(&mut self) -> (String, String) {
-        let base = std::env::var("TERN_K8S_BASE_IMAGE").unwrap_or_else(|_| "tern-base:test".into());
-        docker(&["image", "inspect", "--format", "{{.Id}}", &base]).unwrap_or_else(|e| {
-            panic!("base image {base} missing: run k8s/test-setup.sh first ({e})")
-        });
-        let context = self.dir.path().join("image");
-        std::fs::create_dir(&context).unwrap();
-        std::fs::copy(env!("CARGO_BIN_EXE_tern"), context.join("tern")).unwrap();
-        let (repository, tag) = (self.prefix.clone(), "test".to_owned());
-        let image = format!("{repository}:{tag}");
-        self.image = Some(image.clone());
-        let dockerfile = common::manifest_dir().join("../k8s/Dockerfile");
-        docker_ok(&[
-            "build",
-            "--quiet",
-            "--file",
-            dockerfile.to_str().unwrap(),
-            "--target",
-            "runtime-prebuilt",
-            "--build-arg",
-            &format!("BASE_IMAGE={base}"),
-            "--tag",
-            &image,
-            context.to_str().unwrap(),
-        ]);
-        (repository, tag)
-    }
-
-    /// Starts pod `tern-<ordinal>` of the rendered StatefulSet.
-    fn start_pod(&mut self, m: &Manifests, ordinal: usize) -> String {
-        let pod = format!("{RELEASE}-{ordinal}");
-        let name = format!("{}-{pod}", self.prefix);
-        let sts = m.get("StatefulSet", RELEASE);
-        let spec = m.pod_spec();
-        let c = m.container();
-        let headless = sts["spec"]["serviceName"].as_str().unwrap();
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "--detach".into(),
-            "--name".into(),
-            name.clone(),
-            "--hostname".into(),
-            pod.clone(),
-            "--network".into(),
-            self.network.clone().unwrap(),
-            "--network-alias".into(),
-            format!("{pod}.{headless}.{NAMESPACE}.svc.cluster.local"),
-            "--dns".into(),
-            "127.0.0.1".into(),
-        ];
-
-        // environment, as the kubelet resolves it
-        let mut env: Vec<(String, String)> = Vec::new();
-        for e in c["env"].as_sequence().unwrap() {
-            let name = e["name"].as_str().unwrap().to_owned();
-            let value = if let Some(v) = e["value"].as_str() {
-                expand(v, &env)
-            } else {
-                match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                    Some("metadata.name") => pod.clone(),
-                    Some("metadata.namespace") => NAMESPACE.to_owned(),
-                    other => panic!("env {name}: valueFrom {other:?} is not simulated"),
-                }
-            };
-            env.push((name, value));
-        }
-        for (k, v) in &env {
-            args.extend(["--env".into(), format!("{k}={v}")]);
-        }
-
-        // security context: the container's, else the pod's
-        let security = |key: &str| {
-            let v = &c["securityContext"][key];
-            if v.is_null() {
-                spec["securityContext"][key].clone()
-            } else {
-                v.clone()
-            }
-        };
-        let user = security("runAsUser").as_u64().expect("runAsUser");
-        let group = security("runAsGroup").as_u64().expect("runAsGroup");
-        args.extend(["--user".into(), format!("{user}:{group}")]);
-        if let Some(fs_group) = spec["securityContext"]["fsGroup"].as_u64() {
-            args.extend(["--group-add".into(), fs_group.to_string()]);
-        }
-        if c["securityContext"]["readOnlyRootFilesystem"] == true {
-            args.push("--read-only".into());
-        }
-        if c["securityContext"]["allowPrivilegeEscalation"] == false {
-            args.extend(["--security-opt".into(), "no-new-privileges".into()]);
-        }
-        for cap in c["securityContext"]["capabilities"]["drop"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-        {
-            args.extend(["--cap-drop".into(), cap.as_str().unwrap().into()]);
-        }
-
-        // volumes
-        let claims: Vec<&str> = sts["spec"]["volumeClaimTemplates"]
-            .as_sequence()
-            .into_iter()
-            .flatten()
-            .map(|t| t["metadata"]["name"].as_str().unwrap())
-            .collect();
-        for mount in c["volumeMounts"].as_sequence().unwrap() {
-            let volume = mount["name"].as_str().unwrap();
-            let path = mount["mountPath"].as_str().unwrap();
-            let ro = if mount["readOnly"] == true { ":ro" } else { "" };
-            if claims.contains(&volume) {
-                let v = format!("{}-{volume}-{pod}", self.prefix);
-                if !self.volumes.contains(&v) {
-                    docker_ok(&["volume", "create", &v]);
-                    self.volumes.push(v.clone());
-                }
-                args.extend(["--volume".into(), format!("{v}:{path}{ro}")]);
-                continue;
-            }
-            let source = spec["volumes"]
-                .as_sequence()
-                .unwrap()
-                .iter()
-                .find(|v| v["name"] == volume)
-                .unwrap_or_else(|| panic!("volume {volume}"));
-            if let Some(map) = source["configMap"]["name"].as_str() {
-                let dir = self.config_map_dir(m, map);
-                args.extend(["--volume".into(), format!("{}:{path}{ro}", dir.display())]);
-            } else if source["emptyDir"].is_mapping() {
-                args.extend(["--tmpfs".into(), format!("{path}:rw,mode=1777")]);
-            } else {
-                panic!("volume {volume}: {source:?} is not simulated");
-            }
-        }
-
-        // ports: published on loopback only, at ports Docker picks
-        for p in c["ports"].as_sequence().unwrap() {
-            let port = p["containerPort"].as_u64().unwrap();
-            args.extend(["--publish".into(), format!("127.0.0.1::{port}")]);
-        }
-
-        if let Some(command) = c["command"].as_sequence() {
-            args.extend([
-                "--entrypoint".into(),
-                command[0].as_str().unwrap().to_owned(),
-            ]);
-        }
-        args.push(self.image.clone().unwrap());
-        for a in c["args"].as_sequence().into_iter().flatten() {
-            args.push(expand(a.as_str().unwrap(), &env));
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        docker_ok(&args);
-        self.containers.push(name.clone());
-        name
-    }
-
-    /// The ConfigMap's files in a directory readable by the pod's user.
-    fn config_map_dir(&self, m: &Manifests, map: &str) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = self.dir.path().join(map);
-        if !dir.exists() {
-            std::fs::create_dir(&dir).unwrap();
-            let data = m.get("ConfigMap", map)["data"].as_mapping().unwrap();
-            for (file, text) in data {
-                let path = dir.join(file.as_str().unwrap());
-                std::fs::write(&path, text.as_str().unwrap()).unwrap();
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            }
-            for d in [self.dir.path(), dir.as_path()] {
-                std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-            }
-        }
-        dir
-    }
-
-    /// `tern cluster status --json` run inside the container, as
-    /// `kubectl exec` would.
-    fn status(&self, container: &str) -> Option<serde_json::Value> {
-        let out = docker(&[
-            "exec",
-            container,
-            "/usr/local/bin/tern",
-            "cluster",
-            "status",
-            "--json",
-            "--address",
-            "127.0.0.1:7000",
-        ])
-        .ok()?;
-        serde_json::from_str(&out).ok()
-    }
-
-    /// The host address a container port is published at.
-    fn published(&self, container: &str, port: u16) -> SocketAddr {
-        let out = docker_ok(&["port", container, &format!("{port}/tcp")]);
-        out.lines()
-            .next()
-            .and_then(|l| l.parse().ok())
-            .unwrap_or_else(|| panic!("{container} {port}: {out}"))
-    }
-}
-
-/// Polls `check` every 200 ms until it gives a value or SETTLE passes.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + SETTLE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn pod_dns(ordinal: usize) -> String {
-    format!("{RELEASE}-{ordinal}.{RELEASE}-headless.{NAMESPACE}.svc.cluster.local")
-}
-
-/// Waits until every pod in `pods` is ready, knows the same leader and all
-/// REPLICAS members at their pod DNS names.
-fn wait_converged(p: &Pods, pods: &[(usize, String)]) -> u64 {
-    let want: BTreeSet<(u64, String)> = (0..REPLICAS)
-        .map(|i| (i as u64 + 1, format!("{}:7000", pod_dns(i))))
-        .collect();
-    wait_for("the pods to form one cluster", || {
-        let mut leaders = BTreeSet::new();
-        for (ordinal, container) in pods {
-            let s = p.status(container)?;
-            assert_eq!(s["node_id"], *ordinal as u64 + 1, "id from host name");
-            let members: BTreeSet<(u64, String)> = s["members"]
-                .as_array()?
-                .iter()
-                .map(|m| {
-                    (
-                        m["id"].as_u64().unwrap_or(0),
-                        m["address"].as_str().unwrap_or("").to_owned(),
-                    )
-                })
-                .collect();
-            if s["ready"] != true || members != want {
-                return None;
-            }
-            leaders.insert(s["leader"].as_u64()?);
-        }
-        (leaders.len() == 1 && !leaders.contains(&0)).then(|| *leaders.first().unwrap())
-    })
-}
-
-/// Waits until every pod applied what any of them had applied.
-fn settle(p: &Pods, pods: &[(usize, String)]) {
-    let applied = |c: &str| {
-        p.status(c)
-            .and_then(|s| s["applied_index"].as_u64())
-            .unwrap_or(0)
-    };
-    let target = pods.iter().map(|(_, c)| applied(c)).max().unwrap();
-    wait_for("the pods to apply the same index", || {
-        pods.iter().all(|(_, c)| applied(c) >= target).then_some(())
-    });
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let start = Instant::now();
-    let mut p = Pods::new();
+    let mut p = Pods::new("3pods");
     let (repository, tag) = p.build_image();
     eprintln!("k8s pods: image built in {:?}", start.elapsed());
 
@@ -453,7 +87,7 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
     }
 
     pods.push((2, p.start_pod(&m, 2)));
-    let leader = wait_converged(&p, &pods);
+    let leader = wait_converged(&p, &pods, REPLICAS);
     eprintln!(
         "k8s pods: cluster of {REPLICAS} formed in {:?}, leader {leader}",
         started.elapsed()
@@ -501,6 +135,114 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
         "0"
     );
     docker_ok(&["start", &pods[1].1]);
-    wait_converged(&p, &pods);
+    wait_converged(&p, &pods, REPLICAS);
     eprintln!("k8s pods: whole test {:?}", start.elapsed());
+}
+
+/// Connects over TLS (the server certificate names `localhost`) and sends
+/// a 3.1.1 CONNECT with `user` / `password`; the CONNACK return code.
+async fn tls_mqtt(
+    addr: std::net::SocketAddr,
+    ca: &common::pki::Ca,
+    client_id: &str,
+    user: &str,
+    password: &[u8],
+) -> (Raw, u8) {
+    let stream = common::pki::tls_connect(addr, common::pki::client_config(ca, None))
+        .await
+        .expect("TLS handshake");
+    let mut raw = Raw::over(stream);
+    raw.send(&build::connect_full(
+        4,
+        client_id,
+        true,
+        60,
+        None,
+        Some(user),
+        Some(password),
+    ))
+    .await;
+    let connack = raw.recv_bytes().await.expect("CONNACK");
+    assert_eq!(connack[0], 0x20, "CONNACK expected: {connack:02x?}");
+    (raw, connack[3])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pod_with_tls_password_acl_and_jwt_secrets_serves_authenticated_clients() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut p = Pods::new("1pod");
+    let (repository, tag) = p.build_image();
+
+    // the CI values (TLS, passwords, ACL, RS256 JWT key) with one replica and
+    // a server certificate for `localhost` made here
+    let ca = common::pki::Ca::new("k8s test ca");
+    let server = ca.server();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = server.write(certs.path(), "server");
+    let ca_pem = common::pki::write(certs.path(), "ca.pem", &ca.cert.pem());
+    let ci = helm::chart_dir().join("ci/tls-auth-5.yaml");
+    let m = render(&[
+        "-f",
+        ci.to_str().unwrap(),
+        "--set",
+        &format!(
+            "http.enabled=false,telemetry.otlpEndpoint=,monitoring.serviceMonitor.enabled=false,\
+             image.repository={repository},image.tag={tag},replicaCount=1"
+        ),
+        "--set-file",
+        &format!(
+            "tls.certificate={},tls.privateKey={},tls.ca={}",
+            cert.display(),
+            key.display(),
+            ca_pem.display()
+        ),
+    ]);
+    let network = p.prefix.clone();
+    docker_ok(&["network", "create", &network]);
+    p.network = Some(network);
+    let pod = p.start_pod(&m, 0);
+    wait_converged(&p, &[(0, pod.clone())], 1);
+
+    // no anonymous clients; alice's password from the password file Secret
+    let mut anonymous = Raw::connect(p.published(&pod, 1883)).await;
+    assert_eq!(anonymous.try_connect_mqtt("anonymous").await, Some(5));
+    let mut tcp = Raw::connect(p.published(&pod, 1883)).await;
+    tcp.send(&build::connect_full(
+        4,
+        "alice-tcp",
+        true,
+        60,
+        None,
+        Some("alice"),
+        Some(b"test-only-password"),
+    ))
+    .await;
+    assert_eq!(tcp.recv_bytes().await.unwrap(), build::connack(false, 0));
+    let (_, refused) = tls_mqtt(p.published(&pod, 8883), &ca, "mallory", "alice", b"guess").await;
+    assert_eq!(refused, 4, "a wrong password is refused");
+
+    // over TLS (certificates from the TLS Secret), with the ACL Secret's
+    // rules: alice may use alice/# and nothing else
+    let (mut tls, code) = tls_mqtt(
+        p.published(&pod, 8883),
+        &ca,
+        "alice-tls",
+        "alice",
+        b"test-only-password",
+    )
+    .await;
+    assert_eq!(code, 0);
+    tls.send(&build::subscribe(1, &[("alice/#", 1), ("other/#", 1)]))
+        .await;
+    assert_eq!(
+        tls.recv_bytes().await.unwrap(),
+        build::suback(1, &[1, 0x80])
+    );
+    tcp.send(&build::publish("alice/x", 1, false, false, 3, b"via tls"))
+        .await;
+    assert_eq!(tcp.recv_bytes().await.unwrap(), build::puback(3));
+    match tls.recv().await {
+        Some(Packet::Publish(got)) => assert_eq!(&got.payload[..], b"via tls"),
+        other => panic!("PUBLISH expected over TLS, got {other:?}"),
+    }
 }

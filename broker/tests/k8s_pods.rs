@@ -7,8 +7,8 @@
 //! costs minutes on two cores and the pods only need to form a cluster and
 //! pass a few messages). Then, for each pod `tern-N`, from `helm template`:
 //! the container's args, its environment as the kubelet gives it (downward
-//! API `POD_NAME` / `NAMESPACE`, `$(VAR)` expanded), the ConfigMap's files
-//! mounted where the pod mounts them, a Docker volume per
+//! API `POD_NAME` / `NAMESPACE`, `$(VAR)` expanded), the ConfigMap's and
+//! Secrets' files mounted where the pod mounts them, a Docker volume per
 //! volumeClaimTemplate, emptyDirs as tmpfs, and the security context (user,
 //! read-only root, no capabilities). The containers share a Docker network
 //! on which each answers to its pod DNS name
@@ -18,8 +18,14 @@
 //!
 //! The HTTP endpoint (`/readyz`, `/healthz`) is rendered off
 //! (`http.enabled=false`) until the binary has it; nothing waits for it.
-//! Everything the test creates is removed by a guard, also on failure
-//! (after printing the containers' logs).
+//! Everything a test creates is removed by a guard, also on failure
+//! (after printing the containers' logs). The harness is
+//! `tests/common/pods.rs`.
+//!
+//! Scenarios: three pods forming a cluster from DNS names (one resolving
+//! late), routing a message between pods, and a pod stopped like the
+//! kubelet stops it; one pod from the CI values (TLS, passwords, ACL, JWT
+//! key from Secrets) serving authenticated clients.
 
 mod common;
 

@@ -14,7 +14,8 @@
 //! on which each answers to its pod DNS name
 //! (`tern-N.tern-headless.default.svc.cluster.local`), as the headless
 //! Service's records do; Docker's DNS forwards nothing outside (`--dns
-//! 127.0.0.1`). Ports are published on 127.0.0.1 only.
+//! 127.0.0.1`, with a 1 s resolver timeout for names that do not exist
+//! yet). Ports are published on 127.0.0.1 only.
 //!
 //! The HTTP endpoint (`/readyz`, `/healthz`) is rendered off
 //! (`http.enabled=false`) until the binary has it; nothing waits for it.
@@ -23,8 +24,9 @@
 //! `tests/common/pods.rs`.
 //!
 //! Scenarios: three pods forming a cluster from DNS names (one resolving
-//! late), routing a message between pods, and a pod stopped like the
-//! kubelet stops it; one pod from the CI values (TLS, passwords, ACL, JWT
+//! late), routing a message between pods, a pod stopped like the kubelet
+//! stops it, scaling to five pods and back to three (with `tern cluster
+//! remove`, as k8s/README.md says); one pod from the CI values (TLS, passwords, ACL, JWT
 //! key from Secrets) serving authenticated clients.
 
 mod common;
@@ -141,6 +143,40 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
         "0"
     );
     docker_ok(&["start", &pods[1].1]);
+    wait_converged(&p, &pods, REPLICAS);
+
+    // scaling 3 -> 5 (k8s/README.md): the new pods come from the new render
+    // (five seeds) and join as voters 4 and 5; the running pods are not
+    // touched
+    let scaled = Instant::now();
+    let m5 = render(&[
+        "--set",
+        &format!("http.enabled=false,image.repository={repository},image.tag={tag},replicaCount=5"),
+    ]);
+    for ordinal in 3..5 {
+        pods.push((ordinal, p.start_pod(&m5, ordinal)));
+    }
+    wait_converged(&p, &pods, 5);
+    eprintln!("k8s pods: scaled to 5 in {:?}", scaled.elapsed());
+
+    // scaling 5 -> 3: the StatefulSet stops the highest pods; they stay
+    // voters until `tern cluster remove` (not automatic)
+    for (_, c) in pods.drain(3..).rev() {
+        docker_ok(&["stop", "--time", &grace, &c]);
+    }
+    for id in [5, 4] {
+        let removed = docker_ok(&[
+            "exec",
+            &pods[0].1,
+            "tern",
+            "cluster",
+            "remove",
+            "--address",
+            "127.0.0.1:7000",
+            &id.to_string(),
+        ]);
+        assert_eq!(removed, format!("node {id} removed"));
+    }
     wait_converged(&p, &pods, REPLICAS);
     eprintln!("k8s pods: whole test {:?}", start.elapsed());
 }

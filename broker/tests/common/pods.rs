@@ -169,8 +169,17 @@ impl Pods {
             self.network.clone().unwrap(),
             "--network-alias".into(),
             format!("{pod}.{headless}.{NAMESPACE}.svc.cluster.local"),
+            // Docker's DNS answers the network's names and forwards the rest
+            // to 127.0.0.1 in the container, where nothing answers: no query
+            // leaves the machine. A name that does not exist yet then fails
+            // after the resolver's timeout, 1 s here (Kubernetes' DNS
+            // answers NXDOMAIN at once).
             "--dns".into(),
             "127.0.0.1".into(),
+            "--dns-option".into(),
+            "timeout:1".into(),
+            "--dns-option".into(),
+            "attempts:1".into(),
         ];
 
         // environment, as the kubelet resolves it
@@ -248,10 +257,22 @@ impl Pods {
                 .find(|v| v["name"] == volume)
                 .unwrap_or_else(|| panic!("volume {volume}"));
             let files = if let Some(map) = source["configMap"]["name"].as_str() {
-                Some(self.files_dir(m, volume, ("ConfigMap", map), &source["configMap"], None))
+                Some(self.files_dir(
+                    m,
+                    (&pod, volume),
+                    ("ConfigMap", map),
+                    &source["configMap"],
+                    None,
+                ))
             } else if let Some(secret) = source["secret"]["secretName"].as_str() {
                 let fs_group = spec["securityContext"]["fsGroup"].as_u64();
-                Some(self.files_dir(m, volume, ("Secret", secret), &source["secret"], fs_group))
+                Some(self.files_dir(
+                    m,
+                    (&pod, volume),
+                    ("Secret", secret),
+                    &source["secret"],
+                    fs_group,
+                ))
             } else {
                 None
             };
@@ -292,15 +313,16 @@ impl Pods {
     fn files_dir(
         &self,
         m: &Manifests,
-        volume_name: &str,
+        (pod, volume_name): (&str, &str),
         (kind, name): (&str, &str),
         volume: &Value,
         fs_group: Option<u64>,
     ) -> PathBuf {
         use base64::Engine;
         use std::os::unix::fs::PermissionsExt;
-        // per volume: volumes of one Secret may mount different items
-        let dir = self.dir.path().join(format!("volume-{volume_name}"));
+        // per pod (pods of one run may come from different renders) and
+        // per volume (volumes of one Secret may mount different items)
+        let dir = self.dir.path().join(format!("{pod}-{volume_name}"));
         if dir.exists() {
             return dir;
         }

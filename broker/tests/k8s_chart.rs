@@ -270,6 +270,14 @@ fn default_config_seeds_every_pod_by_dns_and_derives_ids_from_host_names() {
             ("0.0.0.0:8083".to_owned(), ListenerProtocol::Ws)
         ]
     );
+    // queued messages and the page cache fit in the 1Gi memory limit
+    assert_eq!(config.limits.max_queued_bytes, 512 * 1024 * 1024);
+    assert_eq!(config.storage.cache_mb, 128);
+    assert_eq!(
+        m.container()["resources"]["limits"]["memory"],
+        "1Gi",
+        "the limit the defaults above are sized for"
+    );
     assert!(config.cluster.node_id_from_hostname);
     config.derive_node_id(|| Ok("tern-2".into())).unwrap();
     assert_eq!(config.cluster.node_id, 3);

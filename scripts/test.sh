@@ -37,6 +37,14 @@ if ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
 fi
 export TERN_PYTHON="$venv/bin/python"
 
+# --- Kubernetes (k8s/): helm, kubectl and kubernetes-validate for the chart
+# tests, debootstrap and the tern-base:test Docker image for the container
+# tests (broker/tests/k8s_*.rs). Cached under ~/.cache/tern; it prints the
+# TERN_* variables the tests read.
+k8s_env="$(k8s/test-setup.sh)"  # a failure stops here (set -e)
+eval "$k8s_env"
+# --- end Kubernetes
+
 # Build output outside the clone, so reruns are incremental.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -53,6 +53,19 @@ pub struct Cli {
     /// This node's id in a cluster; 0 runs a single node [default: 0].
     #[arg(long, env = "TERN_NODE_ID", value_name = "ID")]
     pub node_id: Option<u64>,
+    /// Derive the node id from the host name: a StatefulSet pod `NAME-N`
+    /// is node N+1. Excludes --node-id.
+    #[arg(
+        long,
+        env = "TERN_NODE_ID_FROM_HOSTNAME",
+        conflicts_with = "node_id",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        require_equals = true,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub node_id_from_hostname: Option<bool>,
     /// Address of the cluster gRPC endpoint [default: 0.0.0.0:7000].
     #[arg(long, env = "TERN_CLUSTER_LISTEN", value_name = "ADDR:PORT")]
     pub cluster_listen: Option<SocketAddr>,
@@ -189,6 +202,9 @@ impl Cli {
         if let Some(id) = self.node_id {
             config.cluster.node_id = id;
         }
+        if let Some(on) = self.node_id_from_hostname {
+            config.cluster.node_id_from_hostname = on;
+        }
         if let Some(listen) = self.cluster_listen {
             config.cluster.listen = listen;
         }
@@ -201,6 +217,7 @@ impl Cli {
         if let Some(seeds) = &self.seeds {
             config.cluster.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
+        config.derive_node_id(super::system_hostname)?;
         config.validate()?;
         Ok(config)
     }
@@ -291,6 +308,18 @@ mod tests {
                 .unwrap()
                 .command,
             None
+        );
+    }
+
+    #[test]
+    fn node_id_from_hostname_flag_and_env_forms() {
+        let flag = Cli::try_parse_from(["tern", "--node-id-from-hostname"]).unwrap();
+        assert_eq!(flag.node_id_from_hostname, Some(true));
+        let off = Cli::try_parse_from(["tern", "--node-id-from-hostname=false"]).unwrap();
+        assert_eq!(off.node_id_from_hostname, Some(false));
+        assert_eq!(off.load().unwrap().cluster.node_id, 0);
+        assert!(
+            Cli::try_parse_from(["tern", "--node-id-from-hostname", "--node-id", "2"]).is_err()
         );
     }
 

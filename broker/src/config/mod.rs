@@ -39,6 +39,14 @@ pub enum ConfigError {
         value: String,
         reason: &'static str,
     },
+    /// `cluster.node_id_from_hostname` is set but the host name carries no
+    /// StatefulSet ordinal (or cannot be read).
+    #[error(
+        "cluster.node_id_from_hostname: host name `{hostname}` {reason}; \
+         a StatefulSet pod's host name ends in `-N` (N = its ordinal, node id N+1), \
+         otherwise set cluster.node_id"
+    )]
+    Hostname { hostname: String, reason: String },
 }
 
 /// The whole configuration of one node.
@@ -79,6 +87,10 @@ pub struct Config {
 pub struct ClusterSection {
     /// This node's id, unique in the cluster and never reused; 0: no cluster.
     pub node_id: u64,
+    /// Take the node id from the host name instead: a StatefulSet pod
+    /// `tern-N` (ordinal N) is node N+1 (ids start at 1). Applied by
+    /// [`Config::derive_node_id`]; `node_id` must then be 0.
+    pub node_id_from_hostname: bool,
     /// Address of the cluster's gRPC endpoint.
     pub listen: SocketAddr,
     /// host:port the other nodes use to reach `listen`; empty: the bound address.
@@ -105,6 +117,7 @@ impl Default for ClusterSection {
     fn default() -> Self {
         ClusterSection {
             node_id: 0,
+            node_id_from_hostname: false,
             listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
             advertise: String::new(),
             mqtt_advertise: String::new(),
@@ -515,7 +528,31 @@ impl Config {
         Ok(())
     }
 
-    /// Number of worker arbiters to start.
+    /// With `cluster.node_id_from_hostname`, sets `cluster.node_id` from
+    /// `hostname` (see [`node_id_from_hostname`]). `hostname` is only
+    /// called when the option is set.
+    pub fn derive_node_id(
+        &mut self,
+        hostname: impl FnOnce() -> std::io::Result<String>,
+    ) -> Result<(), ConfigError> {
+        if !self.cluster.node_id_from_hostname {
+            return Ok(());
+        }
+        if self.cluster.node_id != 0 {
+            return Err(ConfigError::Invalid {
+                key: "cluster.node_id",
+                value: self.cluster.node_id.to_string(),
+                reason: "must not be set together with cluster.node_id_from_hostname",
+            });
+        }
+        let hostname = hostname().map_err(|e| ConfigError::Hostname {
+            hostname: String::new(),
+            reason: format!("cannot be read: {e}"),
+        })?;
+        self.cluster.node_id = node_id_from_hostname(&hostname)?;
+        Ok(())
+    }
+
     /// How long an acknowledgement may wait for a congested subscriber, in
     /// ms (`limits.backpressure_wait_secs`, in a cluster at most half of
     /// `cluster.forward_timeout_secs`); `None` when backpressure is off.
@@ -528,6 +565,7 @@ impl Config {
         (l.backpressure_queued > 0).then_some(wait)
     }
 
+    /// Number of worker arbiters to start.
     pub fn worker_count(&self) -> usize {
         if self.workers == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -537,9 +575,98 @@ impl Config {
     }
 }
 
+/// The node id of a StatefulSet pod: its host name is `<name>-<ordinal>`
+/// (`tern-2`), and ids start at 1 because 0 means "no cluster", so `tern-2`
+/// is node 3. Only the first label of a dotted name counts
+/// (`tern-2.tern-headless` is node 3 too).
+pub fn node_id_from_hostname(hostname: &str) -> Result<u64, ConfigError> {
+    let fail = |reason: &str| ConfigError::Hostname {
+        hostname: hostname.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let label = hostname.trim().split('.').next().unwrap_or_default();
+    let ordinal = match label.rsplit_once('-') {
+        Some((name, n)) if !name.is_empty() && !n.is_empty() => n,
+        _ => return Err(fail("has no trailing `-N`")),
+    };
+    if !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(fail("does not end in `-` and a number"));
+    }
+    ordinal
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_add(1))
+        .ok_or_else(|| fail("ends in an ordinal too large for a node id"))
+}
+
+/// This machine's host name (a pod's is its name), from the kernel.
+pub fn system_hostname() -> std::io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")?
+        .trim()
+        .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_id_from_statefulset_hostname_is_ordinal_plus_one() {
+        for (hostname, id) in [
+            ("tern-0", 1),
+            ("tern-2", 3),
+            ("my-tern-release-41", 42),
+            ("tern-2.tern-headless.default.svc.cluster.local", 3),
+            ("tern-007\n", 8),
+        ] {
+            assert_eq!(node_id_from_hostname(hostname).unwrap(), id, "{hostname}");
+        }
+    }
+
+    #[test]
+    fn node_id_from_hostname_without_ordinal_is_an_error_naming_it() {
+        for hostname in [
+            "tern",
+            "tern-",
+            "-3",
+            "tern-a",
+            "tern-1x",
+            "tern-+1",
+            "",
+            "tern-18446744073709551615",
+        ] {
+            let e = node_id_from_hostname(hostname).unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("`{hostname}`")) && e.contains("cluster.node_id"),
+                "{hostname}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn derive_node_id_applies_only_when_asked_and_not_with_an_explicit_id() {
+        let mut c = Config::from_toml("[cluster]\nnode_id_from_hostname = true\n").unwrap();
+        c.derive_node_id(|| Ok("tern-4".into())).unwrap();
+        assert_eq!(c.cluster.node_id, 5);
+
+        let mut plain = Config::default();
+        plain
+            .derive_node_id(|| panic!("hostname read without the option"))
+            .unwrap();
+        assert_eq!(plain.cluster.node_id, 0);
+
+        let mut both =
+            Config::from_toml("[cluster]\nnode_id = 2\nnode_id_from_hostname = true\n").unwrap();
+        let e = both.derive_node_id(|| Ok("tern-0".into())).unwrap_err();
+        assert!(e.to_string().contains("cluster.node_id"), "{e}");
+
+        let mut unreadable =
+            Config::from_toml("[cluster]\nnode_id_from_hostname = true\n").unwrap();
+        let e = unreadable
+            .derive_node_id(|| Err(std::io::Error::other("no /proc")))
+            .unwrap_err();
+        assert!(e.to_string().contains("no /proc"), "{e}");
+    }
 
     #[test]
     fn empty_file_gives_defaults() {

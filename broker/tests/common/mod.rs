@@ -9,7 +9,9 @@
 pub mod build;
 pub mod client5;
 pub mod flow;
+pub mod helm;
 pub mod pki;
+pub mod pods;
 pub mod process;
 pub mod ws;
 

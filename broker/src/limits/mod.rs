@@ -163,6 +163,9 @@ pub struct Limits {
     connect_rate: Option<ConnectRate>,
     /// Bytes held for clients: queued QoS 1/2 copies and write buffers.
     held: Arc<AtomicU64>,
+    /// QoS 1/2 copies held for clients (queued or in flight): one per live
+    /// [`QueueCharge`].
+    held_messages: Arc<AtomicU64>,
 }
 
 /// What the memory cap allows now.
@@ -187,6 +190,7 @@ impl Limits {
             config: config.clone(),
             connect_rate,
             held: Arc::new(AtomicU64::new(0)),
+            held_messages: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -221,6 +225,11 @@ impl Limits {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// QoS 1/2 copies held for clients now, queued or in flight.
+    pub fn held_messages(&self) -> u64 {
+        self.held_messages.load(Ordering::Relaxed)
+    }
+
     /// The shared counter, for write buffers to add to and take from.
     pub fn held_counter(&self) -> Arc<AtomicU64> {
         self.held.clone()
@@ -244,29 +253,32 @@ impl Limits {
 
     /// Counts `bytes` as held until the returned charge is dropped.
     pub fn charge(&self, bytes: u64) -> QueueCharge {
-        QueueCharge::new(Some(self.held.clone()), bytes)
+        QueueCharge::new(Some((self.held.clone(), self.held_messages.clone())), bytes)
     }
 }
 
-/// Bytes counted as held while this value lives (one queued copy).
+/// Bytes and one message counted as held while this value lives (one
+/// queued copy).
 #[derive(Debug)]
 pub struct QueueCharge {
-    counter: Option<Arc<AtomicU64>>,
+    /// Held bytes, held messages.
+    counters: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
     bytes: u64,
 }
 
 impl QueueCharge {
-    fn new(counter: Option<Arc<AtomicU64>>, bytes: u64) -> QueueCharge {
-        if let Some(c) = &counter {
-            c.fetch_add(bytes, Ordering::Relaxed);
+    fn new(counters: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>, bytes: u64) -> QueueCharge {
+        if let Some((held, messages)) = &counters {
+            held.fetch_add(bytes, Ordering::Relaxed);
+            messages.fetch_add(1, Ordering::Relaxed);
         }
-        QueueCharge { counter, bytes }
+        QueueCharge { counters, bytes }
     }
 
     /// A charge that counts nothing (tests).
     pub fn none() -> QueueCharge {
         QueueCharge {
-            counter: None,
+            counters: None,
             bytes: 0,
         }
     }
@@ -274,14 +286,15 @@ impl QueueCharge {
 
 impl Clone for QueueCharge {
     fn clone(&self) -> QueueCharge {
-        QueueCharge::new(self.counter.clone(), self.bytes)
+        QueueCharge::new(self.counters.clone(), self.bytes)
     }
 }
 
 impl Drop for QueueCharge {
     fn drop(&mut self) {
-        if let Some(c) = &self.counter {
-            c.fetch_sub(self.bytes, Ordering::Relaxed);
+        if let Some((held, messages)) = &self.counters {
+            held.fetch_sub(self.bytes, Ordering::Relaxed);
+            messages.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -366,8 +379,10 @@ mod tests {
         assert_eq!(limits.pressure(), Pressure::DropQos0);
         let c = b.clone();
         assert_eq!(limits.held_bytes(), 800);
+        assert_eq!(limits.held_messages(), 3);
         assert_eq!(limits.pressure(), Pressure::Full);
         drop((a, b, c));
         assert_eq!(limits.held_bytes(), 0);
+        assert_eq!(limits.held_messages(), 0);
     }
 }

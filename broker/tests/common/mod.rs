@@ -66,6 +66,15 @@ impl TestBroker {
         }
     }
 
+    /// Address of the HTTP endpoint (panics if it is off).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .expect("running")
+            .http_addr()
+            .expect("HTTP endpoint on (common::with_http)")
+    }
+
     /// Addresses of the listeners, in configuration order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.handle
@@ -93,7 +102,8 @@ impl TestBroker {
     }
 }
 
-/// A configuration for tests: loopback, port 0, two workers.
+/// A configuration for tests: loopback, port 0, two workers, no HTTP
+/// endpoint (`with_http` turns it on).
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         data_dir: data_dir.to_owned(),
@@ -102,8 +112,17 @@ pub fn test_config(data_dir: &Path) -> Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         }],
+        http: broker::config::HttpConfig {
+            bind: String::new(),
+            admin_token: None,
+        },
         ..Default::default()
     }
+}
+
+/// Turns the HTTP endpoint on, on a free loopback port.
+pub fn with_http(config: &mut Config) {
+    config.http.bind = "127.0.0.1:0".into();
 }
 
 /// A listener on 127.0.0.1, port 0.

@@ -31,13 +31,22 @@ pub enum ClientError {
 /// How long a command waits for an answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One request; the status and body of the answer.
+/// An answer of the admin API (or any endpoint of the node).
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: StatusCode,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    pub body: String,
+}
+
+/// One request to `http://{address}{path_and_query}`.
 pub async fn request(
     address: &str,
     method: Method,
     path_and_query: &str,
     token: Option<&str>,
-) -> Result<(StatusCode, String), ClientError> {
+) -> Result<Answer, ClientError> {
     let uri = format!("http://{address}{path_and_query}");
     let mut builder = Request::builder().method(method).uri(&uri);
     if let Some(token) = token {
@@ -57,13 +66,22 @@ pub async fn request(
     let exchange = async {
         let response = client.request(request).await.map_err(|e| failed(&e))?;
         let status = response.status();
+        let content_type = response
+            .headers()
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| failed(&e))?
             .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok(Answer {
+            status,
+            content_type,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
     };
     tokio::time::timeout(TIMEOUT, exchange)
         .await
@@ -171,7 +189,7 @@ pub fn run(command: &Command) -> Option<ExitCode> {
         .expect("a current-thread runtime builds");
     let result = runtime.block_on(request(&admin.http, method, &path, admin.token.as_deref()));
     Some(match result {
-        Ok((status, body)) => {
+        Ok(Answer { status, body, .. }) => {
             let json: Option<serde_json::Value> = serde_json::from_str(&body).ok();
             match (status.is_success(), json) {
                 (true, Some(json)) => {

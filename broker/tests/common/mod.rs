@@ -9,6 +9,7 @@
 pub mod build;
 pub mod client5;
 pub mod flow;
+pub mod http;
 pub mod pki;
 pub mod process;
 pub mod ws;

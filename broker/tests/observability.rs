@@ -1,0 +1,340 @@
+//! The HTTP endpoint of a single node: Prometheus metrics checked against
+//! real MQTT traffic (exact deltas), health checks, and the `$SYS` topics
+//! read by Debian's `mosquitto_sub`, ACL included. The admin API and CLI are
+//! in `admin_api.rs`, the cluster's readiness in `observability_cluster.rs`.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use broker::codec::Packet;
+use common::http::{eventually, get, json, scrape};
+use common::{build, check_for, with_http, Raw, TestBroker, PATIENCE};
+
+/// Reads `n` PUBLISHes, acknowledging the QoS 1 ones.
+async fn receive(c: &mut Raw, n: usize) {
+    for i in 0..n {
+        match c.recv().await {
+            Some(Packet::Publish(p)) => {
+                if let Some(id) = p.packet_id {
+                    c.send(&build::puback(id)).await;
+                }
+            }
+            other => panic!("PUBLISH {i} of {n} expected, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_publishes_by_qos_exactly() {
+    // no $SYS: its retained messages would count too
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.sys_interval_secs = 0;
+    });
+    let http = broker.http_addr();
+    // a persistent subscriber: its QoS 1 copies are stored (and fsynced)
+    let mut sub = Raw::mqtt(broker.addr, "metrics-sub", false).await;
+    sub.send(&build::subscribe(1, &[("m/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    let mut publisher = Raw::mqtt(broker.addr, "metrics-pub", true).await;
+    let before = scrape(http).await;
+
+    for i in 1..=100u16 {
+        publisher
+            .send(&build::publish("m/one", 1, false, false, i, b"x"))
+            .await;
+    }
+    for i in 1..=100u16 {
+        assert_eq!(publisher.recv_bytes().await.unwrap(), build::puback(i));
+    }
+    receive(&mut sub, 100).await;
+    for _ in 0..7 {
+        publisher
+            .send(&build::publish("m/zero", 0, false, false, 0, b"y"))
+            .await;
+    }
+    receive(&mut sub, 7).await;
+    // a QoS 0 message nobody reads is not a drop; one retained is counted
+    publisher
+        .send(&build::publish("kept/a", 0, true, false, 0, b"r"))
+        .await;
+    eventually(|| async { scrape(http).await.value("tern_retained_messages", &[]) == 1.0 }).await;
+
+    let after = scrape(http).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        after.value(name, labels) - before.find(name, labels).unwrap_or(0.0)
+    };
+    assert_eq!(
+        delta("tern_messages_received_total", &[("qos", "1")]),
+        100.0
+    );
+    assert_eq!(delta("tern_messages_received_total", &[("qos", "0")]), 8.0);
+    assert_eq!(delta("tern_messages_received_total", &[("qos", "2")]), 0.0);
+    assert_eq!(delta("tern_messages_sent_total", &[("qos", "1")]), 100.0);
+    assert_eq!(delta("tern_messages_sent_total", &[("qos", "0")]), 7.0);
+    for reason in [
+        "expired",
+        "queue_full",
+        "client_unavailable",
+        "too_large",
+        "overload",
+        "no_subscriber",
+        "session_gone",
+    ] {
+        assert_eq!(
+            after.value("tern_messages_dropped_total", &[("reason", reason)]),
+            0.0
+        );
+    }
+    assert_eq!(after.value("tern_connections", &[]), 2.0);
+    assert_eq!(after.value("tern_connections_total", &[]), 2.0);
+    assert_eq!(after.value("tern_sessions", &[("state", "online")]), 2.0);
+    assert_eq!(after.value("tern_sessions", &[("state", "offline")]), 0.0);
+    assert_eq!(after.value("tern_subscriptions", &[]), 1.0);
+    assert_eq!(after.value("tern_retained_messages", &[]), 1.0);
+    assert_eq!(after.value("tern_queued_messages", &[]), 0.0);
+    let listener = broker.addr.to_string();
+    assert_eq!(
+        after.value(
+            "tern_listener_connections",
+            &[("protocol", "tcp"), ("listener", listener.as_str())]
+        ),
+        2.0
+    );
+    // 100 publishes of 2 + 6 + 1 bytes of header, topic and payload, more
+    // for the CONNECTs and SUBSCRIBE before; the exact count is the sum of
+    // what the clients wrote
+    assert!(delta("tern_bytes_received_total", &[]) >= 100.0 * 12.0);
+    assert!(delta("tern_bytes_sent_total", &[]) >= 107.0 * 10.0);
+    // the persistent subscriber's copies went through the group-commit writer
+    assert!(delta("tern_store_writes_total", &[]) >= 100.0);
+    let fsyncs = after.value("tern_store_fsyncs_total", &[]);
+    assert!(fsyncs >= 1.0);
+    let buckets = after.buckets("tern_store_fsync_duration_seconds");
+    assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, fsyncs));
+    assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
+    assert_eq!(
+        after.value("tern_store_fsync_duration_seconds_count", &[]),
+        fsyncs
+    );
+    let groups = after.value("tern_store_groups_total", &[]);
+    assert_eq!(
+        after.buckets("tern_store_group_size").last().unwrap().1,
+        groups
+    );
+}
+
+#[tokio::test]
+async fn metrics_expose_every_documented_family() {
+    let broker = TestBroker::start_with(with_http);
+    let s = scrape(broker.http_addr()).await;
+    for family in [
+        "tern_build_info",
+        "tern_uptime_seconds",
+        "tern_connections",
+        "tern_listener_connections",
+        "tern_connections_total",
+        "tern_connections_refused_total",
+        "tern_sessions",
+        "tern_subscriptions",
+        "tern_retained_messages",
+        "tern_messages_received_total",
+        "tern_messages_sent_total",
+        "tern_messages_dropped_total",
+        "tern_bytes_received_total",
+        "tern_bytes_sent_total",
+        "tern_queued_messages",
+        "tern_queued_bytes",
+        "tern_auth_failures_total",
+        "tern_connect_rate_refused_total",
+        "tern_acl_denied_total",
+        "tern_topic_limit_refused_total",
+        "tern_publish_throttled_total",
+        "tern_overload_dropped_total",
+        "tern_slow_consumers_disconnected_total",
+        "tern_backpressure_stalls_total",
+        "tern_protocol_errors_total",
+        "tern_store_writes_total",
+        "tern_store_requests_total",
+        "tern_store_groups_total",
+        "tern_store_fsyncs_total",
+        "tern_store_failed_groups_total",
+        "tern_store_fsync_duration_seconds",
+        "tern_store_group_size",
+    ] {
+        assert!(s.has_family(family), "no family {family}");
+    }
+    // single node: no cluster families
+    assert!(!s.has_family("tern_cluster_term"));
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(s.value("tern_build_info", &[("version", version)]), 1.0);
+}
+
+#[tokio::test]
+async fn refusals_are_counted_by_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite open/#\n").unwrap();
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.acl.file = Some(acl.clone());
+        c.limits.max_topic_levels = 4;
+    });
+    let http = broker.http_addr();
+    let mut c = Raw::mqtt(broker.addr, "refused", true).await;
+    // a filter the ACL does not cover, one over the level limit
+    c.send(&build::subscribe(
+        1,
+        &[("closed/#", 0), ("open/a/b/c/d", 0)],
+    ))
+    .await;
+    assert_eq!(
+        c.recv_bytes().await.unwrap(),
+        build::suback(1, &[0x80, 0x80])
+    );
+    c.send(&build::publish("closed/x", 0, false, false, 0, b""))
+        .await;
+    c.send(&build::publish("closed/y", 0, false, false, 0, b""))
+        .await;
+    let end = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let s = scrape(http).await;
+        let publish = s.value("tern_acl_denied_total", &[("action", "publish")]);
+        if publish == 2.0 {
+            assert_eq!(
+                s.value("tern_acl_denied_total", &[("action", "subscribe")]),
+                1.0
+            );
+            assert_eq!(s.value("tern_topic_limit_refused_total", &[]), 1.0);
+            assert_eq!(
+                s.value("tern_acl_denied_total", &[("action", "delivery")]),
+                0.0
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "acl publish denials: {publish}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_answer_200_on_a_running_single_node() {
+    let broker = TestBroker::start_with(with_http);
+    let http = broker.http_addr();
+    let health = get(http, "/healthz").await;
+    assert_eq!(health.status, 200);
+    let ready = get(http, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(json(&ready)["ready"], true);
+    assert_eq!(get(http, "/nothing-here").await.status, 404);
+    // the cluster status of a single node is a clear 404
+    let status = get(http, "/api/v1/cluster/status").await;
+    assert_eq!(status.status, 404);
+    assert!(json(&status)["error"]
+        .as_str()
+        .unwrap()
+        .contains("without a cluster"));
+}
+
+/// `mosquitto_sub -t '$SYS/#' -v` for `secs` seconds: its lines.
+fn sys_lines(broker: &TestBroker, client_id: &str, secs: u32) -> Vec<String> {
+    let out = Command::new("mosquitto_sub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.addr.port().to_string(),
+            "-i",
+            client_id,
+            "-t",
+            "$SYS/#",
+            "-v",
+            "-W",
+            &secs.to_string(),
+        ])
+        .output()
+        .expect("mosquitto_sub runs (Debian's mosquitto-clients)");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn value_of<'a>(lines: &'a [String], topic: &str) -> Vec<&'a str> {
+    lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(topic)?.strip_prefix(' '))
+        .collect()
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_retained_and_updated() {
+    let broker = TestBroker::start_with(|c| c.sys_interval_secs = 1);
+    let _other = Raw::mqtt(broker.addr, "someone", true).await;
+    let lines = sys_lines(&broker, "sys-reader", 3);
+    let version = format!("tern {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        value_of(&lines, "$SYS/broker/version"),
+        [version.as_str()],
+        "{lines:?}"
+    );
+    // retained values at subscribe time, then an update each second
+    let uptimes = value_of(&lines, "$SYS/broker/uptime");
+    assert!(uptimes.len() >= 2, "{lines:?}");
+    assert!(
+        uptimes.iter().all(|u| u.ends_with(" seconds")),
+        "{uptimes:?}"
+    );
+    // `someone` and mosquitto_sub itself (published once it connected)
+    let connected = value_of(&lines, "$SYS/broker/clients/connected");
+    assert_eq!(connected.last(), Some(&"2"), "{lines:?}");
+    for topic in [
+        "$SYS/broker/clients/total",
+        "$SYS/broker/messages/received",
+        "$SYS/broker/messages/sent",
+        "$SYS/broker/subscriptions/count",
+        "$SYS/broker/retained messages/count",
+        "$SYS/broker/bytes/received",
+        "$SYS/broker/bytes/sent",
+        "$SYS/broker/load/messages/received/1min",
+        "$SYS/broker/load/messages/sent/15min",
+        "$SYS/broker/load/bytes/received/5min",
+    ] {
+        assert!(!value_of(&lines, topic).is_empty(), "no {topic}: {lines:?}");
+    }
+    // a single node has no cluster topics
+    assert!(!lines.iter().any(|l| l.starts_with("$SYS/cluster/")));
+}
+
+#[tokio::test]
+async fn sys_topics_follow_the_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic read $SYS/#\ntopic deny $SYS/broker/uptime\n").unwrap();
+    let broker = TestBroker::start_with(|c| {
+        c.sys_interval_secs = 1;
+        c.acl.file = Some(acl.clone());
+    });
+    let lines = sys_lines(&broker, "sys-acl", 3);
+    assert!(
+        !value_of(&lines, "$SYS/broker/version").is_empty(),
+        "{lines:?}"
+    );
+    assert!(
+        value_of(&lines, "$SYS/broker/uptime").is_empty(),
+        "{lines:?}"
+    );
+    // and a client without any read rule for $SYS gets nothing
+    std::fs::write(&acl, "topic read other/#\n").unwrap();
+    let reloaded = check_for(PATIENCE, Duration::from_millis(100), || {
+        sys_lines(&broker, "sys-acl-2", 1).is_empty()
+    })
+    .await;
+    assert!(reloaded, "$SYS still delivered after the ACL lost its rule");
+}

@@ -13,10 +13,7 @@ use common::{build, with_http, Raw, TestBroker};
 use hyper::Method;
 
 fn broker_with_http() -> TestBroker {
-    TestBroker::start_with(|c| {
-        with_http(c);
-        c.sys_interval_secs = 0;
-    })
+    TestBroker::start_with(with_http)
 }
 
 async fn subscribe(c: &mut Raw, packet_id: u16, filters: &[(&str, u8)]) {
@@ -306,7 +303,6 @@ fn tern(args: &[&str]) -> (bool, String, String) {
 async fn cli_commands_call_the_admin_api() {
     let broker = TestBroker::start_with(|c| {
         with_http(c);
-        c.sys_interval_secs = 0;
         c.http.admin_token = Some("t0ken".into());
     });
     let http = broker.http_addr().to_string();

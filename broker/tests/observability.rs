@@ -28,11 +28,8 @@ async fn receive(c: &mut Raw, n: usize) {
 
 #[tokio::test]
 async fn metrics_count_publishes_by_qos_exactly() {
-    // no $SYS: its retained messages would count too
-    let broker = TestBroker::start_with(|c| {
-        with_http(c);
-        c.sys_interval_secs = 0;
-    });
+    // (no $SYS in tests: its retained messages would count too)
+    let broker = TestBroker::start_with(with_http);
     let http = broker.http_addr();
     // a persistent subscriber: its QoS 1 copies are stored (and fsynced)
     let mut sub = Raw::mqtt(broker.addr, "metrics-sub", false).await;
@@ -128,7 +125,10 @@ async fn metrics_count_publishes_by_qos_exactly() {
 
 #[tokio::test]
 async fn metrics_expose_every_documented_family() {
-    let broker = TestBroker::start_with(with_http);
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.sys_interval_secs = 10;
+    });
     let s = scrape(broker.http_addr()).await;
     for family in [
         "tern_build_info",

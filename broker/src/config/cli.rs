@@ -11,7 +11,8 @@ use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 /// Tern: a clustered MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
 ///
 /// With no options, runs a single node listening for MQTT on 0.0.0.0:1883
-/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt) with its store in
+/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt), serving metrics, health
+/// checks and the admin API over HTTP on 0.0.0.0:8080, with its store in
 /// ./tern-data. The config file (TOML) sets everything; flags and
 /// environment variables override it. See README.md for every key.
 #[derive(Debug, Clone, Parser, Default)]

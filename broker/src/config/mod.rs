@@ -176,7 +176,8 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Most QoS 1/2 messages waiting for one client (offline, or past its
     /// inflight window). When full, new messages for that client are dropped
-    /// and counted (`messages_dropped` metric); older ones are kept.
+    /// and counted (`tern_messages_dropped_total{reason="queue_full"}`);
+    /// older ones are kept.
     pub max_queued_messages: usize,
     /// Bytes encoded for a client and not yet taken by its socket, above which
     /// QoS 0 messages to it are dropped and QoS 1/2 wait in its queue.

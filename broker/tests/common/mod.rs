@@ -104,7 +104,8 @@ impl TestBroker {
 }
 
 /// A configuration for tests: loopback, port 0, two workers, no HTTP
-/// endpoint (`with_http` turns it on).
+/// endpoint (`with_http` turns it on) and no `$SYS` topics (a test of
+/// `$SYS/#` would get them).
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         data_dir: data_dir.to_owned(),
@@ -117,6 +118,7 @@ pub fn test_config(data_dir: &Path) -> Config {
             bind: String::new(),
             admin_token: None,
         },
+        sys_interval_secs: 0,
         ..Default::default()
     }
 }

@@ -338,3 +338,28 @@ async fn sys_topics_follow_the_acl() {
     .await;
     assert!(reloaded, "$SYS still delivered after the ACL lost its rule");
 }
+
+#[tokio::test]
+async fn a_cluster_of_one_is_ready_and_scraped_without_peers() {
+    let port = common::process::free_port();
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.cluster.node_id = 1;
+        c.cluster.listen = format!("127.0.0.1:{port}").parse().unwrap();
+        c.cluster.tick_ms = 20;
+    });
+    let http = broker.http_addr();
+    eventually(|| async { get(http, "/readyz").await.status == 200 }).await;
+    let s = scrape(http).await;
+    assert_eq!(s.value("tern_cluster_members", &[]), 1.0);
+    assert_eq!(s.value("tern_cluster_is_leader", &[]), 1.0);
+    assert_eq!(s.value("tern_cluster_leader", &[]), 1.0);
+    // no peers: those families have no samples and are left out
+    assert!(!s.has_family("tern_cluster_peer_up"));
+    assert!(!s.has_family("tern_cluster_forwarded_total"));
+    let status = json(&get(http, "/api/v1/cluster/status").await);
+    assert_eq!(
+        (status["node_id"].as_u64(), status["role"].as_str()),
+        (Some(1), Some("leader"))
+    );
+}

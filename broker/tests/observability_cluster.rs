@@ -12,6 +12,11 @@ use std::time::Duration;
 
 use common::http::{get, json, scrape};
 use common::process::{free_port, TernProcess};
+use common::{build, Raw};
+
+fn mqtt(node: &Node) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], node.mqtt_port))
+}
 
 /// How long a test waits for the cluster to reach a state (a guard against
 /// hanging, not a performance bound).
@@ -171,6 +176,59 @@ async fn readyz_follows_the_cluster_forming_and_losing_its_majority() {
             .any(|l| l == format!("$SYS/cluster/leader {leader}")),
         "{out}"
     );
+
+    // messages forwarded from node 2 to a subscriber on node 1, per peer
+    let mut sub = Raw::mqtt(mqtt(&nodes[0]), "fw-sub", true).await;
+    sub.send(&build::subscribe(1, &[("fw/#", 1)])).await;
+    assert_eq!(sub.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    let mut publisher = Raw::mqtt(mqtt(&nodes[1]), "fw-pub", true).await;
+    // node 2 learns the route at its next raft message: probe until one
+    // arrives
+    let mut probes = 0u16;
+    loop {
+        probes += 1;
+        publisher
+            .send(&build::publish("fw/probe", 0, false, false, 0, b"p"))
+            .await;
+        if sub
+            .recv_bytes_within(Duration::from_millis(100))
+            .await
+            .is_some()
+        {
+            break;
+        }
+        assert!(probes < 300, "node 2 never forwarded to node 1");
+    }
+    let before = scrape(nodes[1].http).await;
+    let forwarded = |s: &common::http::Scrape| {
+        s.find("tern_cluster_forwarded_total", &[("peer", "1")])
+            .unwrap_or(0.0)
+    };
+    for i in 1..=10u16 {
+        publisher
+            .send(&build::publish("fw/x", 1, false, false, i, b"m"))
+            .await;
+        assert_eq!(publisher.recv_bytes().await.unwrap(), build::puback(i));
+    }
+    // (a late probe may come first)
+    let mut got = 0;
+    while got < 10 {
+        match sub.recv().await {
+            Some(broker::codec::Packet::Publish(p)) if &p.topic[..] == "fw/x" => {
+                sub.send(&build::puback(p.packet_id.unwrap())).await;
+                got += 1;
+            }
+            Some(broker::codec::Packet::Publish(_)) => {}
+            other => panic!("PUBLISH expected, got {other:?}"),
+        }
+    }
+    let after = scrape(nodes[1].http).await;
+    assert_eq!(forwarded(&after) - forwarded(&before), 10.0);
+    assert_eq!(
+        after.value("tern_cluster_forward_refused_total", &[("peer", "1")]),
+        0.0
+    );
+    drop((sub, publisher));
 
     // node 1 cut off from the majority: the others are stopped
     nodes[1].signal("STOP");

@@ -59,7 +59,12 @@ fn sample(kind: MetricType, pairs: &[(&str, &str)], value: f64) -> Metric {
 }
 
 impl Families {
+    /// Adds a family; one without samples (no peers yet) is left out, as
+    /// the text format has no way to show it.
     fn family(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+        if metrics.is_empty() {
+            return;
+        }
         let mut f = MetricFamily::default();
         f.set_name(name.to_owned());
         f.set_help(help.to_owned());
@@ -304,6 +309,7 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
     store_families(&mut f, &state.store.writer_stats());
     if let Some(cluster) = &state.cluster {
         cluster_families(&mut f, &cluster.cluster().status());
+        forward_families(&mut f, &cluster.cluster().forward_stats());
     }
 
     TextEncoder::new().encode_to_string(&f.0)
@@ -406,5 +412,28 @@ fn cluster_families(f: &mut Families, s: &cluster::ClusterStatus) {
         "Highest log index known replicated on the peer (on the leader; else 0).",
         "peer",
         peers().map(|(p, id)| (id, p.matched as f64)),
+    );
+}
+
+fn forward_families(f: &mut Families, stats: &[cluster::ForwardStats]) {
+    let ids: Vec<String> = stats.iter().map(|s| s.node.to_string()).collect();
+    let links = || stats.iter().zip(ids.iter().map(String::as_str));
+    f.counters(
+        "tern_cluster_forwarded_total",
+        "Messages forwarded to the peer (accepted on its link: sent, acked or waiting).",
+        "peer",
+        links().map(|(s, id)| (id, s.forwarded)),
+    );
+    f.gauges(
+        "tern_cluster_forward_queued",
+        "Messages waiting in the link to the peer beyond its unacknowledged window.",
+        "peer",
+        links().map(|(s, id)| (id, s.queued as f64)),
+    );
+    f.counters(
+        "tern_cluster_forward_refused_total",
+        "Messages for the peer dropped because its link's queue was at cluster.forward_queue_limit.",
+        "peer",
+        links().map(|(s, id)| (id, s.refused)),
     );
 }

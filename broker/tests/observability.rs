@@ -5,8 +5,10 @@
 
 mod common;
 
-use std::process::Command;
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use broker::codec::Packet;
 use common::http::{eventually, get, json, scrape};
@@ -241,29 +243,65 @@ async fn healthz_and_readyz_answer_200_on_a_running_single_node() {
         .contains("without a cluster"));
 }
 
-/// `mosquitto_sub -t '$SYS/#' -v` for `secs` seconds: its lines.
-fn sys_lines(broker: &TestBroker, client_id: &str, secs: u32) -> Vec<String> {
-    let out = Command::new("mosquitto_sub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &broker.addr.port().to_string(),
-            "-i",
-            client_id,
-            "-t",
-            "$SYS/#",
-            "-v",
-            "-W",
-            &secs.to_string(),
-        ])
-        .output()
-        .expect("mosquitto_sub runs (Debian's mosquitto-clients)");
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// A running `mosquitto_sub -t '$SYS/#' -v`, its lines read on a thread.
+struct SysReader {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Every line read so far.
+    seen: Vec<String>,
+}
+
+impl SysReader {
+    fn start(broker: &TestBroker, client_id: &str) -> SysReader {
+        // stdbuf: mosquitto_sub buffers stdout when it is a pipe
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p"])
+            .arg(broker.addr.port().to_string())
+            .args(["-i", client_id, "-t", "$SYS/#", "-v"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub runs (Debian's mosquitto-clients)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        SysReader {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until `done(lines so far)` holds; panics after PATIENCE.
+    fn until(&mut self, mut done: impl FnMut(&[String]) -> bool) {
+        let end = Instant::now() + PATIENCE;
+        while !done(&self.seen) {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("$SYS lines so far: {:?}", self.seen),
+            }
+        }
+    }
+
+    /// The values published on `topic` so far.
+    fn values(&self, topic: &str) -> Vec<&str> {
+        value_of(&self.seen, topic)
+    }
+}
+
+impl Drop for SysReader {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn value_of<'a>(lines: &'a [String], topic: &str) -> Vec<&'a str> {
@@ -277,39 +315,38 @@ fn value_of<'a>(lines: &'a [String], topic: &str) -> Vec<&'a str> {
 async fn sys_topics_are_published_retained_and_updated() {
     let broker = TestBroker::start_with(|c| c.sys_interval_secs = 1);
     let _other = Raw::mqtt(broker.addr, "someone", true).await;
-    let lines = sys_lines(&broker, "sys-reader", 3);
+    let mut sys = SysReader::start(&broker, "sys-reader");
+    // the retained values at subscribe time, then updates every second:
+    // `someone` and mosquitto_sub itself are connected, uptime goes on
+    sys.until(|lines| {
+        value_of(lines, "$SYS/broker/uptime").len() >= 2
+            && value_of(lines, "$SYS/broker/clients/connected").last() == Some(&"2")
+    });
     let version = format!("tern {}", env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        value_of(&lines, "$SYS/broker/version"),
-        [version.as_str()],
-        "{lines:?}"
-    );
-    // retained values at subscribe time, then an update each second
-    let uptimes = value_of(&lines, "$SYS/broker/uptime");
-    assert!(uptimes.len() >= 2, "{lines:?}");
+    assert_eq!(sys.values("$SYS/broker/version"), [version.as_str()]);
+    let uptimes = sys.values("$SYS/broker/uptime");
     assert!(
         uptimes.iter().all(|u| u.ends_with(" seconds")),
         "{uptimes:?}"
     );
-    // `someone` and mosquitto_sub itself (published once it connected)
-    let connected = value_of(&lines, "$SYS/broker/clients/connected");
-    assert_eq!(connected.last(), Some(&"2"), "{lines:?}");
     for topic in [
         "$SYS/broker/clients/total",
+        "$SYS/broker/clients/disconnected",
         "$SYS/broker/messages/received",
         "$SYS/broker/messages/sent",
         "$SYS/broker/subscriptions/count",
         "$SYS/broker/retained messages/count",
         "$SYS/broker/bytes/received",
         "$SYS/broker/bytes/sent",
+        "$SYS/broker/store/messages/count",
         "$SYS/broker/load/messages/received/1min",
         "$SYS/broker/load/messages/sent/15min",
         "$SYS/broker/load/bytes/received/5min",
     ] {
-        assert!(!value_of(&lines, topic).is_empty(), "no {topic}: {lines:?}");
+        assert!(!sys.values(topic).is_empty(), "no {topic}: {:?}", sys.seen);
     }
     // a single node has no cluster topics
-    assert!(!lines.iter().any(|l| l.starts_with("$SYS/cluster/")));
+    assert!(!sys.seen.iter().any(|l| l.starts_with("$SYS/cluster/")));
 }
 
 #[tokio::test]
@@ -321,22 +358,40 @@ async fn sys_topics_follow_the_acl() {
         c.sys_interval_secs = 1;
         c.acl.file = Some(acl.clone());
     });
-    let lines = sys_lines(&broker, "sys-acl", 3);
+    let mut sys = SysReader::start(&broker, "sys-acl");
+    // bytes/sent grows with every tick (the $SYS messages sent to this
+    // reader): two values of it span a tick, at which uptime changed too
+    sys.until(|lines| value_of(lines, "$SYS/broker/bytes/sent").len() >= 2);
+    assert!(!sys.values("$SYS/broker/version").is_empty());
     assert!(
-        !value_of(&lines, "$SYS/broker/version").is_empty(),
-        "{lines:?}"
+        sys.values("$SYS/broker/uptime").is_empty(),
+        "{:?}",
+        sys.seen
     );
-    assert!(
-        value_of(&lines, "$SYS/broker/uptime").is_empty(),
-        "{lines:?}"
-    );
-    // and a client without any read rule for $SYS gets nothing
+    drop(sys);
+    // without a read rule for $SYS, the subscription is refused and
+    // nothing arrives (the ACL file is re-read when it changes)
     std::fs::write(&acl, "topic read other/#\n").unwrap();
-    let reloaded = check_for(PATIENCE, Duration::from_millis(100), || {
-        sys_lines(&broker, "sys-acl-2", 1).is_empty()
+    let refused = check_for(PATIENCE, Duration::from_millis(100), || {
+        let out = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string()])
+            .args([
+                "-i",
+                "sys-acl-2",
+                "-t",
+                "$SYS/#",
+                "-v",
+                "-C",
+                "1",
+                "-W",
+                "2",
+            ])
+            .output()
+            .expect("mosquitto_sub runs");
+        out.stdout.is_empty()
     })
     .await;
-    assert!(reloaded, "$SYS still delivered after the ACL lost its rule");
+    assert!(refused, "$SYS still delivered after the ACL lost its rule");
 }
 
 #[tokio::test]

@@ -123,6 +123,45 @@ async fn metrics_count_publishes_by_qos_exactly() {
         after.buckets("tern_store_group_size").last().unwrap().1,
         groups
     );
+    assert_eq!(after.value("tern_inflight_messages", &[]), 0.0);
+}
+
+#[tokio::test]
+async fn metrics_tell_queued_from_in_flight_messages() {
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.mqtt.max_inflight = 2;
+    });
+    let http = broker.http_addr();
+    // a subscriber that reads but never acknowledges: two in its window,
+    // the rest queued behind them
+    let mut lazy = Raw::mqtt(broker.addr, "lazy", true).await;
+    lazy.send(&build::subscribe(1, &[("lazy/#", 1)])).await;
+    assert_eq!(lazy.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    let mut publisher = Raw::mqtt(broker.addr, "busy", true).await;
+    for i in 1..=5u16 {
+        publisher
+            .send(&build::publish("lazy/x", 1, false, false, i, b"m"))
+            .await;
+        assert_eq!(publisher.recv_bytes().await.unwrap(), build::puback(i));
+    }
+    for _ in 0..2 {
+        assert!(matches!(lazy.recv().await, Some(Packet::Publish(_))));
+    }
+    eventually(|| async {
+        let s = scrape(http).await;
+        s.value("tern_inflight_messages", &[]) == 2.0 && s.value("tern_queued_messages", &[]) == 3.0
+    })
+    .await;
+    // its clean session ends with the connection: nothing is held any more
+    lazy.send(&build::disconnect()).await;
+    eventually(|| async {
+        let s = scrape(http).await;
+        s.value("tern_inflight_messages", &[]) == 0.0
+            && s.value("tern_queued_messages", &[]) == 0.0
+            && s.value("tern_queued_bytes", &[]) == 0.0
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -148,6 +187,7 @@ async fn metrics_expose_every_documented_family() {
         "tern_bytes_received_total",
         "tern_bytes_sent_total",
         "tern_queued_messages",
+        "tern_inflight_messages",
         "tern_queued_bytes",
         "tern_auth_failures_total",
         "tern_connect_rate_refused_total",

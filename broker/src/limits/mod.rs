@@ -163,9 +163,17 @@ pub struct Limits {
     connect_rate: Option<ConnectRate>,
     /// Bytes held for clients: queued QoS 1/2 copies and write buffers.
     held: Arc<AtomicU64>,
-    /// QoS 1/2 copies held for clients (queued or in flight): one per live
-    /// [`QueueCharge`].
-    held_messages: Arc<AtomicU64>,
+    /// QoS 1/2 copies held for clients, and how many of them are in flight.
+    counts: Arc<HeldCounts>,
+}
+
+/// Copies counted by their [`QueueCharge`]s.
+#[derive(Debug, Default)]
+struct HeldCounts {
+    /// One per live charge: queued or in flight.
+    messages: AtomicU64,
+    /// Charges marked in flight (sent, not yet acknowledged).
+    in_flight: AtomicU64,
 }
 
 /// What the memory cap allows now.
@@ -190,7 +198,7 @@ impl Limits {
             config: config.clone(),
             connect_rate,
             held: Arc::new(AtomicU64::new(0)),
-            held_messages: Arc::new(AtomicU64::new(0)),
+            counts: Arc::default(),
         }
     }
 
@@ -227,7 +235,12 @@ impl Limits {
 
     /// QoS 1/2 copies held for clients now, queued or in flight.
     pub fn held_messages(&self) -> u64 {
-        self.held_messages.load(Ordering::Relaxed)
+        self.counts.messages.load(Ordering::Relaxed)
+    }
+
+    /// QoS 1/2 copies sent to clients and not yet acknowledged.
+    pub fn in_flight_messages(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::Relaxed)
     }
 
     /// The shared counter, for write buffers to add to and take from.
@@ -253,26 +266,31 @@ impl Limits {
 
     /// Counts `bytes` as held until the returned charge is dropped.
     pub fn charge(&self, bytes: u64) -> QueueCharge {
-        QueueCharge::new(Some((self.held.clone(), self.held_messages.clone())), bytes)
+        QueueCharge::new(Some((self.held.clone(), self.counts.clone())), bytes)
     }
 }
 
 /// Bytes and one message counted as held while this value lives (one
-/// queued copy).
+/// queued copy), and as in flight while marked so.
 #[derive(Debug)]
 pub struct QueueCharge {
     /// Held bytes, held messages.
-    counters: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
+    counters: Option<(Arc<AtomicU64>, Arc<HeldCounts>)>,
     bytes: u64,
+    in_flight: bool,
 }
 
 impl QueueCharge {
-    fn new(counters: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>, bytes: u64) -> QueueCharge {
-        if let Some((held, messages)) = &counters {
+    fn new(counters: Option<(Arc<AtomicU64>, Arc<HeldCounts>)>, bytes: u64) -> QueueCharge {
+        if let Some((held, counts)) = &counters {
             held.fetch_add(bytes, Ordering::Relaxed);
-            messages.fetch_add(1, Ordering::Relaxed);
+            counts.messages.fetch_add(1, Ordering::Relaxed);
         }
-        QueueCharge { counters, bytes }
+        QueueCharge {
+            counters,
+            bytes,
+            in_flight: false,
+        }
     }
 
     /// A charge that counts nothing (tests).
@@ -280,10 +298,27 @@ impl QueueCharge {
         QueueCharge {
             counters: None,
             bytes: 0,
+            in_flight: false,
+        }
+    }
+
+    /// Counts the copy as in flight (sent, not yet acknowledged) or not.
+    pub fn set_in_flight(&mut self, in_flight: bool) {
+        if self.in_flight == in_flight {
+            return;
+        }
+        self.in_flight = in_flight;
+        if let Some((_, counts)) = &self.counters {
+            if in_flight {
+                counts.in_flight.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
+/// A clone is a new copy: queued, not in flight.
 impl Clone for QueueCharge {
     fn clone(&self) -> QueueCharge {
         QueueCharge::new(self.counters.clone(), self.bytes)
@@ -292,9 +327,10 @@ impl Clone for QueueCharge {
 
 impl Drop for QueueCharge {
     fn drop(&mut self) {
-        if let Some((held, messages)) = &self.counters {
+        self.set_in_flight(false);
+        if let Some((held, counts)) = &self.counters {
             held.fetch_sub(self.bytes, Ordering::Relaxed);
-            messages.fetch_sub(1, Ordering::Relaxed);
+            counts.messages.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -377,12 +413,18 @@ mod tests {
         assert_eq!(limits.pressure(), Pressure::Normal);
         let b = limits.charge(100);
         assert_eq!(limits.pressure(), Pressure::DropQos0);
-        let c = b.clone();
+        let mut c = b.clone();
         assert_eq!(limits.held_bytes(), 800);
         assert_eq!(limits.held_messages(), 3);
+        c.set_in_flight(true);
+        c.set_in_flight(true);
+        assert_eq!(limits.in_flight_messages(), 1);
+        assert!(!c.clone().in_flight);
+        assert_eq!(limits.in_flight_messages(), 1);
         assert_eq!(limits.pressure(), Pressure::Full);
         drop((a, b, c));
         assert_eq!(limits.held_bytes(), 0);
         assert_eq!(limits.held_messages(), 0);
+        assert_eq!(limits.in_flight_messages(), 0);
     }
 }

@@ -245,8 +245,13 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
     );
     f.gauge(
         "tern_queued_messages",
-        "QoS 1/2 copies held for clients, queued or in flight.",
-        s.queued_messages as f64,
+        "QoS 1/2 copies waiting to be sent to clients (offline, or beyond the in-flight window).",
+        s.held_messages.saturating_sub(s.in_flight_messages) as f64,
+    );
+    f.gauge(
+        "tern_inflight_messages",
+        "QoS 1/2 copies sent to clients and not yet acknowledged.",
+        s.in_flight_messages as f64,
     );
     f.gauge(
         "tern_queued_bytes",

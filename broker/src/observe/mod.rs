@@ -9,11 +9,8 @@
 //! asks for it. It never changes broker state, except that `sys` publishes
 //! messages through the normal routing path.
 //!
-//! Known issues:
-//! - Counting sessions walks the registry under its lock: a scrape of a node
-//!   with a million sessions holds it for some milliseconds.
-//! - In-flight messages are counted with queued ones
-//!   (`tern_queued_messages`), not apart.
+//! Known issue: counting sessions walks the registry under its lock; a
+//! scrape of a node with a million sessions holds it for some milliseconds.
 
 pub mod metrics;
 pub mod sys;
@@ -62,7 +59,9 @@ pub struct Snapshot {
     pub bytes_received: u64,
     pub bytes_sent: u64,
     /// QoS 1/2 copies held for clients (queued or in flight).
-    pub queued_messages: u64,
+    pub held_messages: u64,
+    /// Of these, sent and not yet acknowledged.
+    pub in_flight_messages: u64,
     /// Bytes held for clients (queued copies and write buffers).
     pub queued_bytes: u64,
 }
@@ -103,7 +102,8 @@ impl Snapshot {
             messages_dropped: Metrics::total(&m.messages_dropped),
             bytes_received: load(&m.bytes_received),
             bytes_sent: load(&m.bytes_sent),
-            queued_messages: state.limits.held_messages(),
+            held_messages: state.limits.held_messages(),
+            in_flight_messages: state.limits.in_flight_messages(),
             queued_bytes: state.limits.held_bytes(),
         }
     }

@@ -85,7 +85,7 @@ fn topics(state: &State, s: &Snapshot, loads: &[(&str, Load); 4]) -> Vec<(String
         (b("retained messages/count"), s.retained.to_string()),
         (b("bytes/received"), s.bytes_received.to_string()),
         (b("bytes/sent"), s.bytes_sent.to_string()),
-        (b("store/messages/count"), s.queued_messages.to_string()),
+        (b("store/messages/count"), s.held_messages.to_string()),
         (b("store/messages/bytes"), s.queued_bytes.to_string()),
     ];
     for (name, load) in loads {

@@ -49,7 +49,7 @@ fn cluster_command(action: ClusterAction) -> ExitCode {
         ClusterAction::Status { address, json } => {
             match runtime.block_on(cluster::admin::remote_status(&address, timeout)) {
                 Ok(status) if json => {
-                    println!("{}", status_json(&status));
+                    println!("{}", broker::http::admin::status_json(&status));
                     ExitCode::SUCCESS
                 }
                 Ok(status) => {
@@ -191,45 +191,17 @@ fn status_text(s: &cluster::admin::RemoteStatus) -> String {
     out
 }
 
-fn status_json(s: &cluster::admin::RemoteStatus) -> String {
-    let members: Vec<serde_json::Value> = s
-        .members
-        .iter()
-        .map(|m| {
-            let contact = s
-                .peers
-                .iter()
-                .find(|p| p.id == m.id)
-                .and_then(|p| p.last_contact)
-                .map(|t| t.as_millis() as u64);
-            serde_json::json!({
-                "id": m.id,
-                "address": m.address,
-                "mqtt_address": m.mqtt_address,
-                "voter": s.voters.contains(&m.id),
-                "last_contact_ms": contact,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "node_id": s.node_id,
-        "leader": s.leader,
-        "role": s.role,
-        "term": s.term,
-        "commit_index": s.commit_index,
-        "applied_index": s.applied_index,
-        "ready": s.ready,
-        "members": members,
-    })
-    .to_string()
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Passwd(args)) => return passwd(&args),
         Some(Command::ScramUser { user }) => return scram_user(&user),
         Some(Command::Cluster { action }) => return cluster_command(action),
+        Some(ref admin) => {
+            if let Some(code) = broker::http::client::run(admin) {
+                return code;
+            }
+        }
         None => {}
     }
     let config = match cli.load() {

@@ -20,7 +20,7 @@ use smallvec::SmallVec;
 use crate::codec::QoS;
 use crate::message::Message;
 use crate::session::{AckDone, Backpressure, Deliver, SessionRef, Subscriber, SubscriptionEntry};
-use crate::state::{BrokerState, Metrics};
+use crate::state::{BrokerState, DropReason};
 
 /// Whom a finished [`AckGuard`] tells.
 enum Completion {
@@ -255,7 +255,7 @@ pub fn route(
                     Some((Subscriber::Local(session), entry)) => {
                         targets.push(Target::new(session, message, entry))
                     }
-                    _ => Metrics::add(&state.metrics.messages_dropped, 1),
+                    _ => state.metrics.dropped(DropReason::NoSubscriber, 1),
                 }
             }
         }

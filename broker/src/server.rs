@@ -6,7 +6,9 @@
 //! 2. start one worker arbiter per configured worker;
 //! 3. restore stored sessions and retained messages;
 //! 4. bind every listener (an error if a port is taken or a TLS file is
-//!    bad) and report the bound addresses; watch the TLS files for reloads;
+//!    bad), then the HTTP endpoint (`crate::http`), and report the bound
+//!    addresses; watch the TLS files for reloads; publish the `$SYS` topics
+//!    (`crate::observe::sys`);
 //! 5. accept until the shutdown future completes, re-reading the security
 //!    files when they change and on SIGHUP;
 //! 6. shut down in one direction: stop accepting, tell every session to close
@@ -34,12 +36,21 @@ use crate::state::{BrokerState, State};
 /// How long shutdown waits for sessions to flush their sockets.
 const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The addresses a node listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    /// The MQTT listeners, in configuration order.
+    pub mqtt: Vec<SocketAddr>,
+    /// The HTTP endpoint, if on.
+    pub http: Option<SocketAddr>,
+}
+
 /// Runs a node until `shutdown` completes. `ready` is called with the bound
-/// listener addresses once the node accepts connections.
+/// addresses once the node accepts connections.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(Vec<SocketAddr>),
+    ready: impl FnOnce(Bound),
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
@@ -97,8 +108,49 @@ pub async fn run(
         .iter()
         .map(|l| l.local_addr())
         .collect::<Result<_, _>>()?;
+    let info = crate::observe::NodeInfo {
+        started: Instant::now(),
+        listeners: listeners
+            .iter()
+            .zip(&addrs)
+            .map(|(l, addr)| crate::observe::ListenerGauge {
+                protocol: l.protocol(),
+                addr: *addr,
+                open: l.open_connections(),
+            })
+            .collect(),
+    };
+    let http_listener = match state.config.http.bind_addr()? {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut accept_tasks = Vec::new();
+    if let (Some(listener), Some(addr)) = (http_listener, http_addr) {
+        tracing::info!(%addr, "listening for HTTP (metrics, health, admin API)");
+        let http = crate::http::Http {
+            state: state.clone(),
+            info: Arc::new(info.clone()),
+        };
+        accept_tasks.push(actix_rt::spawn(crate::http::serve(
+            listener,
+            http,
+            stop_rx.clone(),
+        )));
+    }
+    if state.config.sys_interval_secs > 0 {
+        let interval = Duration::from_secs(state.config.sys_interval_secs);
+        accept_tasks.push(actix_rt::spawn(crate::observe::sys::run(
+            state.clone(),
+            info.clone(),
+            interval,
+            stop_rx.clone(),
+        )));
+    }
     for (listener, addr) in listeners.into_iter().zip(&addrs) {
         tracing::info!(%addr, protocol = %listener.protocol(), "listening for MQTT");
         if let Some(tls) = listener.tls_source() {
@@ -109,7 +161,10 @@ pub async fn run(
         ));
     }
     let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
-    ready(addrs);
+    ready(Bound {
+        mqtt: addrs,
+        http: http_addr,
+    });
 
     let cluster_failed = async {
         match failed_rx.changed().await {
@@ -290,6 +345,7 @@ async fn reload_security(state: State, mut stop: watch::Receiver<bool>) {
 /// A node running on its own thread.
 pub struct ServerHandle {
     addrs: Vec<SocketAddr>,
+    http: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
@@ -303,6 +359,11 @@ impl ServerHandle {
     /// Address of the first listener.
     pub fn mqtt_addr(&self) -> SocketAddr {
         self.addrs[0]
+    }
+
+    /// Address of the HTTP endpoint, if on.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http
     }
 
     /// Shuts the node down gracefully and waits for it.
@@ -342,16 +403,17 @@ pub fn start(config: Config) -> anyhow::Result<ServerHandle> {
                 async {
                     let _ = stop_rx.await;
                 },
-                move |addrs| {
-                    let _ = ready.send(Some(addrs));
+                move |bound| {
+                    let _ = ready.send(Some(bound));
                 },
             ));
             let _ = ready_tx.send(None);
             result
         })?;
     match ready_rx.recv() {
-        Ok(Some(addrs)) => Ok(ServerHandle {
-            addrs,
+        Ok(Some(bound)) => Ok(ServerHandle {
+            addrs: bound.mqtt,
+            http: bound.http,
             stop: Some(stop_tx),
             thread: Some(thread),
         }),

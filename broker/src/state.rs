@@ -34,11 +34,12 @@ pub struct Metrics {
     pub connections_current: AtomicU64,
     pub connections_total: AtomicU64,
     pub connections_refused: AtomicU64,
-    pub messages_received: AtomicU64,
-    pub messages_sent: AtomicU64,
-    /// Messages not delivered to a session because its queue or write buffer
-    /// was full, or they expired.
-    pub messages_dropped: AtomicU64,
+    /// PUBLISH packets received from clients, by QoS (`Metrics::received`).
+    pub messages_received: [AtomicU64; 3],
+    /// PUBLISH packets written to clients, by delivered QoS (`Metrics::sent`).
+    pub messages_sent: [AtomicU64; 3],
+    /// Copies not delivered, by [`DropReason`] (`Metrics::dropped`).
+    pub messages_dropped: [AtomicU64; DropReason::ALL.len()],
     pub bytes_received: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Clients disconnected for a protocol violation.
@@ -69,9 +70,74 @@ pub struct Metrics {
     pub backpressure_stalls: AtomicU64,
 }
 
+/// Why a copy of a message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Its Message Expiry Interval passed before it could be sent.
+    Expired,
+    /// The session's queue held `mqtt.max_queued_messages` already.
+    QueueFull,
+    /// A QoS 0 copy for a client that is offline or whose write buffer is
+    /// full.
+    ClientUnavailable,
+    /// Larger than the client's Maximum Packet Size (5.0).
+    TooLarge,
+    /// The held bytes reached `limits.max_queued_bytes` (see `crate::limits`).
+    Overload,
+    /// A shared group had no member to take it.
+    NoSubscriber,
+    /// Handed over for a session this node does not have (cluster).
+    SessionGone,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 7] = [
+        DropReason::Expired,
+        DropReason::QueueFull,
+        DropReason::ClientUnavailable,
+        DropReason::TooLarge,
+        DropReason::Overload,
+        DropReason::NoSubscriber,
+        DropReason::SessionGone,
+    ];
+
+    /// The `reason` label of `tern_messages_dropped_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::Expired => "expired",
+            DropReason::QueueFull => "queue_full",
+            DropReason::ClientUnavailable => "client_unavailable",
+            DropReason::TooLarge => "too_large",
+            DropReason::Overload => "overload",
+            DropReason::NoSubscriber => "no_subscriber",
+            DropReason::SessionGone => "session_gone",
+        }
+    }
+}
+
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A PUBLISH of `qos` arrived from a client.
+    pub fn received(&self, qos: crate::codec::QoS) {
+        Metrics::add(&self.messages_received[qos as usize], 1);
+    }
+
+    /// A PUBLISH of `qos` was written for a client.
+    pub fn sent(&self, qos: crate::codec::QoS) {
+        Metrics::add(&self.messages_sent[qos as usize], 1);
+    }
+
+    /// `n` copies were not delivered for `reason`.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        Metrics::add(&self.messages_dropped[reason as usize], n);
+    }
+
+    /// Sum of a by-QoS or by-reason family.
+    pub fn total(counters: &[AtomicU64]) -> u64 {
+        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 

@@ -30,6 +30,12 @@ fn help_documents_the_options_and_their_variables() {
         "TERN_BIND",
         "--ws-bind",
         "TERN_WS_BIND",
+        "--http-bind",
+        "TERN_HTTP_BIND",
+        "clients",
+        "sessions",
+        "kick",
+        "retained",
     ] {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
@@ -85,6 +91,37 @@ fn port_in_use_is_reported() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+}
+
+#[test]
+fn http_port_in_use_and_bad_http_address_are_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let mqtt = format!("127.0.0.1:{}", free_port());
+    let data = dir.path().to_str().unwrap();
+    let base = [
+        "--data-dir",
+        data,
+        "--bind",
+        &mqtt,
+        "--ws-bind",
+        "127.0.0.1:0",
+    ];
+    let out = tern(&[&base[..], &["--http-bind", &http]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains(&format!("cannot listen on {http} for HTTP")),
+        "{err}"
+    );
+    let out = tern(&[&base[..], &["--http-bind", "somewhere:80"]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("http.bind") && err.contains("somewhere:80"),
+        "{err}"
+    );
 }
 
 #[test]

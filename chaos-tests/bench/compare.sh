@@ -119,7 +119,8 @@ max_queued_messages = 200000
 EOF
       local bin=$TERN
       [ "$name" = baseline ] && bin=$BASELINE
-      $PIN_BROKER "$bin" --config "$dir/tern.toml" 2>"$dir/log" &
+      # no HTTP endpoint (TERN_HTTP_BIND, which a baseline without one ignores)
+      TERN_HTTP_BIND= $PIN_BROKER "$bin" --config "$dir/tern.toml" 2>"$dir/log" &
       ;;
     mosquitto)
       cat >"$dir/mosquitto.conf" <<EOF

@@ -17,6 +17,11 @@ fn start_broker(dir: &std::path::Path) -> broker::server::ServerHandle {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         }],
+        // off: the default port would be shared by the tests
+        http: broker::config::HttpConfig {
+            bind: String::new(),
+            admin_token: None,
+        },
         ..Default::default()
     };
     broker::server::start(config).expect("broker starts")

@@ -525,6 +525,12 @@ impl Cluster {
         self.change_members(MemberChange::Remove(id)).await
     }
 
+    /// What each link to another node has carried (links start with the
+    /// first message to their node).
+    pub fn forward_stats(&self) -> Vec<crate::forward::ForwardStats> {
+        self.inner.forwarder.stats()
+    }
+
     /// This node's view of the cluster.
     pub fn status(&self) -> ClusterStatus {
         let node = self.inner.shared.status.lock().clone();

@@ -39,7 +39,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
     time::Duration,
@@ -60,16 +60,40 @@ use crate::{
 
 type Ack = oneshot::Sender<Result<()>>;
 
-/// A link's queue, and how many messages wait in it.
+/// A link's queue, and its counters.
 type LinkQueue = (
     mpsc::UnboundedSender<(ForwardedPublish, Ack)>,
-    Arc<AtomicUsize>,
+    Arc<LinkCounters>,
 );
+
+/// Counters of one link, shared by `Forwarder` and the link's task.
+#[derive(Debug, Default)]
+struct LinkCounters {
+    /// Messages in the channel, not yet taken by the task.
+    queued: AtomicUsize,
+    /// Messages accepted for the peer since the link started.
+    forwarded: AtomicU64,
+    /// Messages refused because the queue was at `forward_queue_limit`.
+    refused: AtomicU64,
+}
+
+/// What one link to a peer has carried, for metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForwardStats {
+    /// The peer.
+    pub node: u64,
+    /// Messages accepted for it (queued, sent or acked).
+    pub forwarded: u64,
+    /// Messages waiting in the link's queue (beyond the unacked window).
+    pub queued: u64,
+    /// Messages refused because the queue was full (`Error::Backlog`).
+    pub refused: u64,
+}
 
 /// The sending side: one link per peer.
 pub(crate) struct Forwarder {
     peers: Arc<Peers>,
-    /// Per peer: the link's queue, and how many messages wait in it.
+    /// Per peer: the link's queue, and its counters.
     links: Mutex<HashMap<u64, LinkQueue>>,
     batch: usize,
     window: usize,
@@ -117,15 +141,17 @@ impl Forwarder {
         let (tx, rx) = oneshot::channel();
         let sent = {
             let mut links = self.links.lock();
-            let (link, queued) = links.entry(node).or_insert_with(|| self.spawn_link(node));
-            let waiting = queued.load(Ordering::Relaxed);
+            let (link, counters) = links.entry(node).or_insert_with(|| self.spawn_link(node));
+            let waiting = counters.queued.load(Ordering::Relaxed);
             if waiting >= self.queue_limit {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::Backlog {
                     node,
                     queued: waiting,
                 });
             }
-            queued.fetch_add(1, Ordering::Relaxed);
+            counters.queued.fetch_add(1, Ordering::Relaxed);
+            counters.forwarded.fetch_add(1, Ordering::Relaxed);
             link.send((msg, tx))
         };
         if sent.is_err() {
@@ -137,17 +163,28 @@ impl Forwarder {
         })
     }
 
-    fn spawn_link(
-        &self,
-        node: u64,
-    ) -> (
-        mpsc::UnboundedSender<(ForwardedPublish, Ack)>,
-        Arc<AtomicUsize>,
-    ) {
+    /// The counters of every link started so far, by peer id.
+    pub(crate) fn stats(&self) -> Vec<ForwardStats> {
+        let mut stats: Vec<ForwardStats> = self
+            .links
+            .lock()
+            .iter()
+            .map(|(node, (_, c))| ForwardStats {
+                node: *node,
+                forwarded: c.forwarded.load(Ordering::Relaxed),
+                queued: c.queued.load(Ordering::Relaxed) as u64,
+                refused: c.refused.load(Ordering::Relaxed),
+            })
+            .collect();
+        stats.sort_by_key(|s| s.node);
+        stats
+    }
+
+    fn spawn_link(&self, node: u64) -> LinkQueue {
         let (tx, rx) = mpsc::unbounded_channel();
-        let queued = Arc::new(AtomicUsize::new(0));
+        let counters = Arc::new(LinkCounters::default());
         let link = Link {
-            queued: Arc::clone(&queued),
+            counters: Arc::clone(&counters),
             peers: Arc::clone(&self.peers),
             node,
             link_id: rand::random::<u64>(),
@@ -158,7 +195,7 @@ impl Forwarder {
             shutdown: self.shutdown.clone(),
         };
         self.runtime.spawn(link.run(rx));
-        (tx, queued)
+        (tx, counters)
     }
 }
 
@@ -172,8 +209,9 @@ struct Link {
     unacked: BTreeMap<u64, (proto::ForwardedPublish, Ack)>,
     /// One permit per unacked message.
     window: Arc<Semaphore>,
-    /// Messages in the channel, not yet taken: shared with `Forwarder`.
-    queued: Arc<AtomicUsize>,
+    /// `queued` counts messages in the channel, not yet taken: shared with
+    /// `Forwarder`.
+    counters: Arc<LinkCounters>,
     batch: usize,
     shutdown: CancellationToken,
 }
@@ -213,7 +251,7 @@ impl Link {
     }
 
     fn enqueue(&mut self, msg: ForwardedPublish, ack: Ack) {
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         // Taken back when the ack arrives (`settle`). The semaphore is never
         // closed, so `try_acquire` fails only when the window is full, which
         // the callers' `if` excludes.

@@ -27,7 +27,8 @@
 //!   [`Cluster::remove_member`].
 //! - Reads of the applied state, no I/O: [`Cluster::routes`],
 //!   [`Cluster::session_owner`], [`Cluster::session`], [`Cluster::sessions`],
-//!   [`Cluster::retained`], [`Cluster::members`], [`Cluster::status`].
+//!   [`Cluster::retained`], [`Cluster::members`], [`Cluster::status`],
+//!   [`Cluster::forward_stats`].
 //! - Data plane: [`Cluster::forward`] (resolves when the peer's broker acked
 //!   it), [`Cluster::take_over`].
 //! - [`Cluster::shutdown`].
@@ -92,6 +93,7 @@ pub use cluster::Cluster;
 pub use config::{ClusterConfig, Seed};
 pub use error::{Error, Result};
 pub use events::{ClusterEvent, ClusterStatus, PeerStatus};
+pub use forward::ForwardStats;
 pub use types::{
     ForwardedPublish, Member, RetainedMessage, SessionInfo, SessionState, SessionSubscription,
 };

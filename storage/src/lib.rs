@@ -79,6 +79,7 @@ mod raft;
 mod raft_records;
 mod raft_trait;
 mod records;
+mod stats;
 mod store;
 mod writer;
 
@@ -88,5 +89,6 @@ pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
 };
+pub use stats::{WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS};
 pub use store::{Store, StoreConfig};
-pub use writer::{Durable, GroupCommitter, WriteOp, Writer, WriterStats, MAX_GROUP};
+pub use writer::{Durable, GroupCommitter, WriteOp, Writer, MAX_GROUP};

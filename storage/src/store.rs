@@ -21,7 +21,8 @@ use crate::{
     keys::{self, TreeId},
     raft_records::RaftTree,
     records::{self, OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord},
-    writer::{GroupCommitter, Msg, Stats, Writer, WriterStats},
+    stats::{Stats, WriterStats},
+    writer::{GroupCommitter, Msg, Writer},
 };
 
 /// Where and how to open the store.

@@ -27,10 +27,7 @@
 use std::{
     collections::BTreeMap,
     panic::{catch_unwind, AssertUnwindSafe},
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
 };
 
 use crossbeam_channel::{Receiver, Sender};
@@ -114,38 +111,6 @@ impl WriteOp {
             }
             WriteOp::PutRetained { message } => records::validate_message(message).map_err(invalid),
             WriteOp::DeleteRetained { .. } => Ok(()),
-        }
-    }
-}
-
-/// Counters of the writer since the store was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WriterStats {
-    /// Groups committed.
-    pub groups: u64,
-    /// Requests (submit calls) processed.
-    pub requests: u64,
-    /// Flushes (sled flush plus fdatasync) done for durable requests.
-    pub flushes: u64,
-    /// Groups that failed with a write error.
-    pub failed_groups: u64,
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    groups: AtomicU64,
-    requests: AtomicU64,
-    flushes: AtomicU64,
-    failed_groups: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn snapshot(&self) -> WriterStats {
-        WriterStats {
-            groups: self.groups.load(Ordering::Relaxed),
-            requests: self.requests.load(Ordering::Relaxed),
-            flushes: self.flushes.load(Ordering::Relaxed),
-            failed_groups: self.failed_groups.load(Ordering::Relaxed),
         }
     }
 }
@@ -327,10 +292,7 @@ impl GroupCommitter {
     fn commit(&mut self, group: Vec<Request>) {
         let stats = Arc::clone(&self.shared);
         let stats = &stats.stats;
-        stats.groups.fetch_add(1, Ordering::Relaxed);
-        stats
-            .requests
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        stats.group(group.len(), group.iter().map(|r| r.ops.len()).sum());
 
         let mut valid = Vec::with_capacity(group.len());
         for request in group {
@@ -363,8 +325,9 @@ impl GroupCommitter {
             }
             overlay.commit(handles)?;
             if durable {
+                let started = std::time::Instant::now();
                 handles.flush()?;
-                self.shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.flushed(started.elapsed());
             }
             Ok(())
         })

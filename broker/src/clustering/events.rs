@@ -12,7 +12,7 @@ use crate::codec::{QoS, SubscriptionOptions};
 use crate::message::Message;
 use crate::route::{route, set_retained_locally, LazyGuard, Scope};
 use crate::session::{Backpressure, Deliver, HandOver, OwnerMoved, Subscriber, SubscriptionEntry};
-use crate::state::{Metrics, State};
+use crate::state::{DropReason, State};
 
 /// The router entry of another node's route.
 fn node_entry(filter: &str) -> SubscriptionEntry {
@@ -160,7 +160,7 @@ fn deliver_forwarded(
                 backpressure: Backpressure::Untracked,
             }),
             None => {
-                Metrics::add(&state.metrics.messages_dropped, 1);
+                state.metrics.dropped(DropReason::SessionGone, 1);
                 tracing::warn!(%client_id, "message handed over for a session this node does not have");
                 if let Some(g) = guard.get() {
                     g.fail();

@@ -11,7 +11,8 @@ use super::{Config, ConfigError, ListenerConfig, ListenerProtocol, LogFormat};
 /// Tern: a clustered MQTT broker (MQTT 3.1, 3.1.1 and 5.0).
 ///
 /// With no options, runs a single node listening for MQTT on 0.0.0.0:1883
-/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt) with its store in
+/// (TCP) and 0.0.0.0:8083 (WebSocket, path /mqtt), serving metrics, health
+/// checks and the admin API over HTTP on 0.0.0.0:8080, with its store in
 /// ./tern-data. The config file (TOML) sets everything; flags and
 /// environment variables override it. See README.md for every key.
 #[derive(Debug, Clone, Parser, Default)]
@@ -78,6 +79,84 @@ pub struct Cli {
     /// Cluster seeds, comma separated: `id=host:port` or `host:port`.
     #[arg(long, env = "TERN_SEEDS", value_name = "SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// Address of the HTTP endpoint (metrics, health, admin API); an empty
+    /// value turns it off [default: 0.0.0.0:8080].
+    #[arg(long, env = "TERN_HTTP_BIND", value_name = "ADDR:PORT")]
+    pub http_bind: Option<String>,
+}
+
+/// How the admin commands reach a node's HTTP endpoint.
+#[derive(Debug, Clone, Args, PartialEq, Eq)]
+pub struct AdminArgs {
+    /// host:port of the node's HTTP endpoint.
+    #[arg(
+        long = "http",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub http: String,
+    /// Bearer token of the admin API (`http.admin_token`).
+    #[arg(long, env = "TERN_ADMIN_TOKEN", value_name = "TOKEN", global = true)]
+    pub token: Option<String>,
+}
+
+/// `tern clients ...`
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum ClientsAction {
+    /// Sessions of the node, online or not, in client id order.
+    List {
+        /// Only client ids starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Most sessions to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// List the client ids after this one (the previous page's last).
+        #[arg(long)]
+        after: Option<String>,
+        /// Print the JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tern sessions ...`
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum SessionsAction {
+    /// One session: online or not, its subscriptions, its queue.
+    Show {
+        /// The client id.
+        id: String,
+    },
+    /// Ends a session: closes its connection and discards its
+    /// subscriptions and queued messages.
+    Delete {
+        /// The client id.
+        id: String,
+    },
+}
+
+/// `tern retained ...`
+#[derive(Debug, Clone, Subcommand, PartialEq, Eq)]
+pub enum RetainedAction {
+    /// Retained messages, in topic order.
+    List {
+        /// Only topics starting with this.
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Most messages to list.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// List the topics after this one.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Deletes the retained message of TOPIC.
+    Delete {
+        /// The topic name.
+        topic: String,
+    },
 }
 
 /// `tern cluster ...`
@@ -125,6 +204,34 @@ pub enum Command {
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
+    },
+    /// List a node's clients through its HTTP admin API.
+    Clients {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
+    /// Show or delete a session through a node's HTTP admin API.
+    Sessions {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+    /// Disconnect a client (its session stays if it is persistent).
+    Kick {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The client id.
+        id: String,
+    },
+    /// List or delete retained messages through a node's HTTP admin API.
+    Retained {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: RetainedAction,
     },
 }
 
@@ -216,6 +323,9 @@ impl Cli {
         }
         if let Some(seeds) = &self.seeds {
             config.cluster.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
+        }
+        if let Some(bind) = &self.http_bind {
+            config.http.bind = bind.clone();
         }
         config.derive_node_id(super::system_hostname)?;
         config.validate()?;
@@ -321,6 +431,44 @@ mod tests {
         assert!(
             Cli::try_parse_from(["tern", "--node-id-from-hostname", "--node-id", "2"]).is_err()
         );
+    }
+
+    #[test]
+    fn http_flag_and_admin_commands_parse() {
+        let cli = Cli::try_parse_from(["tern", "--http-bind", ""]).unwrap();
+        assert_eq!(cli.load().unwrap().http.bind_addr().unwrap(), None);
+        let e = Cli::try_parse_from(["tern", "--http-bind", "nowhere"])
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.bind") && e.contains("nowhere"), "{e}");
+        let cli = Cli::try_parse_from([
+            "tern",
+            "kick",
+            "c1",
+            "--http",
+            "127.0.0.1:1",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.command,
+            Some(Command::Kick {
+                admin: AdminArgs {
+                    http: "127.0.0.1:1".into(),
+                    token: Some("t".into())
+                },
+                id: "c1".into()
+            })
+        );
+        let cli = Cli::try_parse_from(["tern", "clients", "list", "--prefix", "a"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Clients { action: ClientsAction::List { ref prefix, limit: 100, .. }, .. })
+                if prefix.as_deref() == Some("a")
+        ));
     }
 
     #[test]

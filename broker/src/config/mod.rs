@@ -7,6 +7,7 @@
 //! key of the file.
 
 mod cli;
+mod http;
 mod listener;
 
 use std::net::SocketAddr;
@@ -15,7 +16,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use cli::{Cli, ClusterAction, Command, PasswdArgs};
+pub use cli::{
+    AdminArgs, Cli, ClientsAction, ClusterAction, Command, PasswdArgs, RetainedAction,
+    SessionsAction,
+};
+pub use http::HttpConfig;
 pub use listener::{
     ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
 };
@@ -78,6 +83,10 @@ pub struct Config {
     pub enhanced_auth: EnhancedAuthConfig,
     /// Running as a member of a cluster.
     pub cluster: ClusterSection,
+    /// The HTTP endpoint: metrics, health, admin API.
+    pub http: HttpConfig,
+    /// Seconds between two publications of the `$SYS` topics; 0: none.
+    pub sys_interval_secs: u64,
 }
 
 /// Cluster membership of this node. With `node_id` 0 (the default) the node
@@ -154,6 +163,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
             limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
+            sys_interval_secs: 10,
         }
     }
 }
@@ -178,7 +189,8 @@ pub struct MqttConfig {
     pub max_inflight: u16,
     /// Most QoS 1/2 messages waiting for one client (offline, or past its
     /// inflight window). When full, new messages for that client are dropped
-    /// and counted (`messages_dropped` metric); older ones are kept.
+    /// and counted (`tern_messages_dropped_total{reason="queue_full"}`);
+    /// older ones are kept.
     pub max_queued_messages: usize,
     /// Bytes encoded for a client and not yet taken by its socket, above which
     /// QoS 0 messages to it are dropped and QoS 1/2 wait in its queue.
@@ -447,6 +459,7 @@ impl Config {
             });
         }
         self.validate_security()?;
+        self.http.validate()?;
         for seed in &self.cluster.seeds {
             if seed.parse::<cluster::Seed>().is_err() {
                 return Err(ConfigError::Invalid {

@@ -163,6 +163,17 @@ pub struct Limits {
     connect_rate: Option<ConnectRate>,
     /// Bytes held for clients: queued QoS 1/2 copies and write buffers.
     held: Arc<AtomicU64>,
+    /// QoS 1/2 copies held for clients, and how many of them are in flight.
+    counts: Arc<HeldCounts>,
+}
+
+/// Copies counted by their [`QueueCharge`]s.
+#[derive(Debug, Default)]
+struct HeldCounts {
+    /// One per live charge: queued or in flight.
+    messages: AtomicU64,
+    /// Charges marked in flight (sent, not yet acknowledged).
+    in_flight: AtomicU64,
 }
 
 /// What the memory cap allows now.
@@ -187,6 +198,7 @@ impl Limits {
             config: config.clone(),
             connect_rate,
             held: Arc::new(AtomicU64::new(0)),
+            counts: Arc::default(),
         }
     }
 
@@ -221,6 +233,16 @@ impl Limits {
         self.held.load(Ordering::Relaxed)
     }
 
+    /// QoS 1/2 copies held for clients now, queued or in flight.
+    pub fn held_messages(&self) -> u64 {
+        self.counts.messages.load(Ordering::Relaxed)
+    }
+
+    /// QoS 1/2 copies sent to clients and not yet acknowledged.
+    pub fn in_flight_messages(&self) -> u64 {
+        self.counts.in_flight.load(Ordering::Relaxed)
+    }
+
     /// The shared counter, for write buffers to add to and take from.
     pub fn held_counter(&self) -> Arc<AtomicU64> {
         self.held.clone()
@@ -244,44 +266,71 @@ impl Limits {
 
     /// Counts `bytes` as held until the returned charge is dropped.
     pub fn charge(&self, bytes: u64) -> QueueCharge {
-        QueueCharge::new(Some(self.held.clone()), bytes)
+        QueueCharge::new(Some((self.held.clone(), self.counts.clone())), bytes)
     }
 }
 
-/// Bytes counted as held while this value lives (one queued copy).
+/// Bytes and one message counted as held while this value lives (one
+/// queued copy), and as in flight while marked so.
 #[derive(Debug)]
 pub struct QueueCharge {
-    counter: Option<Arc<AtomicU64>>,
+    /// Held bytes, held messages.
+    counters: Option<(Arc<AtomicU64>, Arc<HeldCounts>)>,
     bytes: u64,
+    in_flight: bool,
 }
 
 impl QueueCharge {
-    fn new(counter: Option<Arc<AtomicU64>>, bytes: u64) -> QueueCharge {
-        if let Some(c) = &counter {
-            c.fetch_add(bytes, Ordering::Relaxed);
+    fn new(counters: Option<(Arc<AtomicU64>, Arc<HeldCounts>)>, bytes: u64) -> QueueCharge {
+        if let Some((held, counts)) = &counters {
+            held.fetch_add(bytes, Ordering::Relaxed);
+            counts.messages.fetch_add(1, Ordering::Relaxed);
         }
-        QueueCharge { counter, bytes }
+        QueueCharge {
+            counters,
+            bytes,
+            in_flight: false,
+        }
     }
 
     /// A charge that counts nothing (tests).
     pub fn none() -> QueueCharge {
         QueueCharge {
-            counter: None,
+            counters: None,
             bytes: 0,
+            in_flight: false,
+        }
+    }
+
+    /// Counts the copy as in flight (sent, not yet acknowledged) or not.
+    pub fn set_in_flight(&mut self, in_flight: bool) {
+        if self.in_flight == in_flight {
+            return;
+        }
+        self.in_flight = in_flight;
+        if let Some((_, counts)) = &self.counters {
+            if in_flight {
+                counts.in_flight.fetch_add(1, Ordering::Relaxed);
+            } else {
+                counts.in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
 
+/// A clone is a new copy: queued, not in flight.
 impl Clone for QueueCharge {
     fn clone(&self) -> QueueCharge {
-        QueueCharge::new(self.counter.clone(), self.bytes)
+        QueueCharge::new(self.counters.clone(), self.bytes)
     }
 }
 
 impl Drop for QueueCharge {
     fn drop(&mut self) {
-        if let Some(c) = &self.counter {
-            c.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.set_in_flight(false);
+        if let Some((held, counts)) = &self.counters {
+            held.fetch_sub(self.bytes, Ordering::Relaxed);
+            counts.messages.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -364,10 +413,18 @@ mod tests {
         assert_eq!(limits.pressure(), Pressure::Normal);
         let b = limits.charge(100);
         assert_eq!(limits.pressure(), Pressure::DropQos0);
-        let c = b.clone();
+        let mut c = b.clone();
         assert_eq!(limits.held_bytes(), 800);
+        assert_eq!(limits.held_messages(), 3);
+        c.set_in_flight(true);
+        c.set_in_flight(true);
+        assert_eq!(limits.in_flight_messages(), 1);
+        assert!(!c.clone().in_flight);
+        assert_eq!(limits.in_flight_messages(), 1);
         assert_eq!(limits.pressure(), Pressure::Full);
         drop((a, b, c));
         assert_eq!(limits.held_bytes(), 0);
+        assert_eq!(limits.held_messages(), 0);
+        assert_eq!(limits.in_flight_messages(), 0);
     }
 }

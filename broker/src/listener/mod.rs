@@ -217,6 +217,11 @@ impl Listener {
         self.endpoint.protocol
     }
 
+    /// The count of this listener's open connections (for metrics).
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+
     /// The TLS material of a `tls` or `wss` listener, to reload.
     pub fn tls_source(&self) -> Option<Arc<TlsSource>> {
         self.endpoint.tls.clone()

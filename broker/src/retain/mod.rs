@@ -221,6 +221,18 @@ impl<V> RetainedIndex<V> {
         }
     }
 
+    /// Calls `visit(topic, value)` for every retained topic, `$` topics
+    /// included, in no particular order.
+    pub fn all(&self, mut visit: impl FnMut(&str, &V)) {
+        for (level, _) in self.root.children.iter() {
+            // Every level came from a `&str` (see `emit`).
+            if let Ok(level) = std::str::from_utf8(level) {
+                // `a/#` matches `a` itself and everything below it.
+                self.matches(&format!("{level}/#"), &mut visit);
+            }
+        }
+    }
+
     /// Number of retained topics.
     pub fn len(&self) -> usize {
         self.len

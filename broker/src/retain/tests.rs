@@ -223,3 +223,21 @@ proptest! {
         prop_assert_eq!((index.len(), index.node_count()), (0, 0));
     }
 }
+
+#[test]
+fn all_visits_every_topic_dollar_topics_and_empty_levels_included() {
+    let mut index = RetainedIndex::new();
+    for (i, t) in TOPICS.iter().enumerate() {
+        index.insert(t, i);
+    }
+    let mut seen = Vec::new();
+    index.all(|t, v| seen.push((t.to_owned(), *v)));
+    seen.sort();
+    let mut expected: Vec<(String, usize)> = TOPICS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| ((*t).to_owned(), i))
+        .collect();
+    expected.sort();
+    assert_eq!(seen, expected);
+}

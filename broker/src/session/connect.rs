@@ -39,6 +39,8 @@ pub(super) enum CloseReason {
     TakenOver,
     /// The broker is stopping.
     ServerShutdown,
+    /// An operator asked for it (admin API: kick, delete session).
+    Administrative,
 }
 
 impl CloseReason {
@@ -49,6 +51,7 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            CloseReason::Administrative => Some(ReasonCode::AdministrativeAction),
             CloseReason::ClientDisconnect(_) | CloseReason::ConnectionLost(_) => None,
         }
     }
@@ -499,7 +502,9 @@ impl Session {
             let shared = self.outgoing.take_shared(true);
             self.discard_state();
             let lost = self.redistribute_shared(shared).len();
-            Metrics::add(&self.state.metrics.messages_dropped, lost as u64);
+            self.state
+                .metrics
+                .dropped(crate::state::DropReason::NoSubscriber, lost as u64);
             self.propose(|s| Proposal::Release(s.client_id().to_string()));
         }
         let mut registry = self.state.registry.lock();

@@ -19,7 +19,7 @@ use super::{Backpressure, Deliver, Session, Stored, Subscriber, NOT_HOLDING};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::message::unix_ms;
 use crate::route::{hold_until_durable, AckGuard};
-use crate::state::Metrics;
+use crate::state::{DropReason, Metrics};
 
 impl Handler<Deliver> for Session {
     type Result = ();
@@ -83,7 +83,7 @@ impl Session {
         let now = unix_ms();
         let metrics = &self.state.metrics;
         if message.is_expired(now) {
-            Metrics::add(&metrics.messages_dropped, 1);
+            metrics.dropped(DropReason::Expired, 1);
             return None;
         }
         // ACL read check and memory cap (session/guard.rs)
@@ -96,12 +96,12 @@ impl Session {
                     let publish =
                         message.to_publish(qos, retain, None, false, &subscription_ids, now);
                     if conn.send_publish(publish) {
-                        Metrics::add(&metrics.messages_sent, 1);
+                        metrics.sent(QoS::AtMostOnce);
                     } else {
-                        Metrics::add(&metrics.messages_dropped, 1);
+                        metrics.dropped(DropReason::TooLarge, 1);
                     }
                 }
-                _ => Metrics::add(&metrics.messages_dropped, 1),
+                _ => metrics.dropped(DropReason::ClientUnavailable, 1),
             }
             return None;
         }
@@ -109,7 +109,7 @@ impl Session {
             return None;
         }
         if self.outgoing.is_full() {
-            Metrics::add(&metrics.messages_dropped, 1);
+            metrics.dropped(DropReason::QueueFull, 1);
             tracing::debug!(client_id = %self.client_id(), "queue full: message dropped");
             return None;
         }
@@ -246,19 +246,20 @@ impl Session {
             match action {
                 SendAction::Publish(publish) => {
                     let packet_id = publish.packet_id.unwrap_or(0);
+                    let qos = publish.qos;
                     if conn.send_publish(publish) {
-                        Metrics::add(&self.state.metrics.messages_sent, 1);
+                        self.state.metrics.sent(qos);
                     } else {
                         // Too large for the client: discarded as if delivered
                         // 5.0 [MQTT-3.1.2-25]
-                        Metrics::add(&self.state.metrics.messages_dropped, 1);
+                        self.state.metrics.dropped(DropReason::TooLarge, 1);
                         if let Ok(seq) = self.outgoing.remove(packet_id) {
                             done.push(seq);
                         }
                     }
                 }
                 SendAction::Expired(seq) => {
-                    Metrics::add(&self.state.metrics.messages_dropped, 1);
+                    self.state.metrics.dropped(DropReason::Expired, 1);
                     done.push(seq);
                 }
             }

@@ -146,7 +146,7 @@ impl Session {
         };
         if dropped {
             Metrics::add(&state.metrics.overload_dropped, 1);
-            Metrics::add(&state.metrics.messages_dropped, 1);
+            state.metrics.dropped(crate::state::DropReason::Overload, 1);
         }
         !dropped
     }

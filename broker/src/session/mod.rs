@@ -24,6 +24,7 @@
 //!    `Attach` or its expiry;
 //! 5. `Shutdown`: the broker is stopping; connections are closed.
 
+pub mod admin;
 mod alias;
 mod clustered;
 mod connack;

@@ -231,7 +231,8 @@ impl Outgoing {
     /// Puts a message back in its place in sequence order: a stored one
     /// after a restart, or one taken out and not handed elsewhere. Restored
     /// messages are never dropped for a full queue: they were accepted before.
-    pub fn restore(&mut self, msg: OutMsg) {
+    pub fn restore(&mut self, mut msg: OutMsg) {
+        msg.charge.set_in_flight(msg.state == OutState::Released);
         self.next_seq = self.next_seq.max(msg.seq + 1);
         let lists = self.lists_mut();
         let list = if msg.state == OutState::Released {
@@ -282,6 +283,7 @@ impl Outgoing {
                 .pop_front()
                 .expect("front exists: checked above");
             msg.state = OutState::Sent;
+            msg.charge.set_in_flight(true);
             // sent: the publisher may be acknowledged
             msg.hold = None;
             out.push(SendAction::Publish(msg.message.to_publish(

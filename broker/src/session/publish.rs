@@ -18,7 +18,6 @@ use super::{AckDone, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::message::{unix_ms, Message};
 use crate::route::{hold_until_durable, route, store_retained, LazyGuard, Scope};
-use crate::state::Metrics;
 
 /// The acknowledgement code of an accepted message: 5.0 0x10 No matching
 /// subscribers when nobody received it (3.1.1 encodes every success as 0).
@@ -87,7 +86,7 @@ impl Session {
     }
 
     fn handle_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
-        Metrics::add(&self.state.metrics.messages_received, 1);
+        self.state.metrics.received(publish.qos);
         if self.protocol.is_v5() {
             let Some(conn) = &mut self.conn else { return };
             match conn.aliases().resolve_inbound(&mut publish) {

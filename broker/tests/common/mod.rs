@@ -10,6 +10,7 @@ pub mod build;
 pub mod client5;
 pub mod flow;
 pub mod helm;
+pub mod http;
 pub mod pki;
 pub mod pods;
 pub mod process;
@@ -68,6 +69,15 @@ impl TestBroker {
         }
     }
 
+    /// Address of the HTTP endpoint (panics if it is off).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.handle
+            .as_ref()
+            .expect("running")
+            .http_addr()
+            .expect("HTTP endpoint on (common::with_http)")
+    }
+
     /// Addresses of the listeners, in configuration order.
     pub fn addrs(&self) -> Vec<SocketAddr> {
         self.handle
@@ -95,7 +105,9 @@ impl TestBroker {
     }
 }
 
-/// A configuration for tests: loopback, port 0, two workers.
+/// A configuration for tests: loopback, port 0, two workers, no HTTP
+/// endpoint (`with_http` turns it on) and no `$SYS` topics (a test of
+/// `$SYS/#` would get them).
 pub fn test_config(data_dir: &Path) -> Config {
     Config {
         data_dir: data_dir.to_owned(),
@@ -104,8 +116,18 @@ pub fn test_config(data_dir: &Path) -> Config {
             bind: "127.0.0.1:0".parse().unwrap(),
             ..Default::default()
         }],
+        http: broker::config::HttpConfig {
+            bind: String::new(),
+            admin_token: None,
+        },
+        sys_interval_secs: 0,
         ..Default::default()
     }
+}
+
+/// Turns the HTTP endpoint on, on a free loopback port.
+pub fn with_http(config: &mut Config) {
+    config.http.bind = "127.0.0.1:0".into();
 }
 
 /// A listener on 127.0.0.1, port 0.

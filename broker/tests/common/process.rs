@@ -47,6 +47,12 @@ impl TernProcess {
                     .iter()
                     .filter(|_| !args.contains(&"--log-level")),
             )
+            // The HTTP endpoint's default port would be shared by every test.
+            .args(
+                ["--http-bind", ""]
+                    .iter()
+                    .filter(|_| !args.contains(&"--http-bind")),
+            )
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)

@@ -1,0 +1,444 @@
+//! `GET /metrics`: every family of the node in the Prometheus text format
+//! (version 0.0.4), encoded by the `prometheus` crate. Families are built at
+//! scrape time from a [`Snapshot`], the counters of
+//! [`crate::state::Metrics`], the store's writer stats and the cluster
+//! status; nothing is registered ahead and nothing is counted twice.
+//!
+//! Names follow Prometheus conventions: `tern_` prefix, `_total` for
+//! counters, base units (seconds, bytes). README.md lists every family.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use prometheus::TextEncoder;
+
+use super::{NodeInfo, Snapshot};
+use crate::state::{BrokerState, DropReason};
+
+/// The content type of the exposition.
+pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// How long without contact makes a peer count as down (as the cluster
+/// bridge counts it).
+const PEER_DOWN_AFTER: Duration = Duration::from_secs(3);
+
+/// Families under construction.
+#[derive(Default)]
+struct Families(Vec<MetricFamily>);
+
+/// One sample of a counter or gauge with its labels.
+fn sample(kind: MetricType, pairs: &[(&str, &str)], value: f64) -> Metric {
+    let mut m = Metric::default();
+    m.set_label(
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                let mut l = LabelPair::default();
+                l.set_name((*name).to_owned());
+                l.set_value((*value).to_owned());
+                l
+            })
+            .collect(),
+    );
+    match kind {
+        MetricType::COUNTER => {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        }
+        _ => {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+    }
+    m
+}
+
+impl Families {
+    /// Adds a family; one without samples (no peers yet) is left out, as
+    /// the text format has no way to show it.
+    fn family(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+        if metrics.is_empty() {
+            return;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(name.to_owned());
+        f.set_help(help.to_owned());
+        f.set_field_type(kind);
+        f.set_metric(metrics);
+        self.0.push(f);
+    }
+
+    /// A counter family with one label.
+    fn counters<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, u64)>,
+    ) {
+        let metrics = values
+            .into_iter()
+            .map(|(l, v)| sample(MetricType::COUNTER, &[(label, l)], v as f64))
+            .collect();
+        self.family(name, help, MetricType::COUNTER, metrics);
+    }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let metrics = vec![sample(MetricType::COUNTER, &[], value as f64)];
+        self.family(name, help, MetricType::COUNTER, metrics);
+    }
+
+    /// A gauge family with one label.
+    fn gauges<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: impl IntoIterator<Item = (&'a str, f64)>,
+    ) {
+        let metrics = values
+            .into_iter()
+            .map(|(l, v)| sample(MetricType::GAUGE, &[(label, l)], v))
+            .collect();
+        self.family(name, help, MetricType::GAUGE, metrics);
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+        let metrics = vec![sample(MetricType::GAUGE, &[], value)];
+        self.family(name, help, MetricType::GAUGE, metrics);
+    }
+
+    /// A histogram from per-bucket (not cumulative) counts; the last count
+    /// is the `+Inf` bucket's.
+    fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+        let mut cumulative = 0;
+        let buckets = bounds
+            .iter()
+            .zip(counts)
+            .map(|(bound, count)| {
+                cumulative += count;
+                let mut b = Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        let mut h = Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(counts.iter().sum());
+        h.set_sample_sum(sum);
+        let mut m = Metric::default();
+        m.set_histogram(h);
+        self.family(name, help, MetricType::HISTOGRAM, vec![m]);
+    }
+}
+
+const QOS: [&str; 3] = ["0", "1", "2"];
+
+/// The exposition of every family of the node.
+pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String> {
+    let s = Snapshot::take(state, info);
+    let m = &state.metrics;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut f = Families::default();
+
+    f.gauges(
+        "tern_build_info",
+        "Version of the running tern (always 1).",
+        "version",
+        [(env!("CARGO_PKG_VERSION"), 1.0)],
+    );
+    f.gauge(
+        "tern_uptime_seconds",
+        "Seconds since the node started.",
+        info.started.elapsed().as_secs_f64(),
+    );
+
+    // connections and sessions
+    f.gauge(
+        "tern_connections",
+        "Clients connected now (CONNECT accepted).",
+        s.connections as f64,
+    );
+    let listeners: Vec<Metric> = info
+        .listeners
+        .iter()
+        .map(|l| {
+            let protocol = l.protocol.to_string();
+            let addr = l.addr.to_string();
+            let open = l.open.load(Ordering::Relaxed) as f64;
+            let pairs = [("protocol", protocol.as_str()), ("listener", addr.as_str())];
+            sample(MetricType::GAUGE, &pairs, open)
+        })
+        .collect();
+    f.family(
+        "tern_listener_connections",
+        "Open sockets per MQTT listener, CONNECT read or not.",
+        MetricType::GAUGE,
+        listeners,
+    );
+    f.counter(
+        "tern_connections_total",
+        "Connections accepted (CONNACK success) since start.",
+        s.connections_total,
+    );
+    f.counter(
+        "tern_connections_refused_total",
+        "Connections refused: listener full, handshake failed, CONNECT refused.",
+        load(&m.connections_refused),
+    );
+    f.gauges(
+        "tern_sessions",
+        "Sessions by state: online (a client is connected), offline (persistent, no client).",
+        "state",
+        [
+            ("online", s.sessions_online as f64),
+            ("offline", s.sessions_offline as f64),
+        ],
+    );
+    f.gauge(
+        "tern_subscriptions",
+        "Subscriptions of this node's sessions (shared ones included).",
+        s.subscriptions as f64,
+    );
+    f.gauge(
+        "tern_retained_messages",
+        "Retained messages known to this node.",
+        s.retained as f64,
+    );
+
+    // messages
+    f.counters(
+        "tern_messages_received_total",
+        "PUBLISH packets received from clients, by QoS.",
+        "qos",
+        QOS.into_iter().zip(s.messages_received),
+    );
+    f.counters(
+        "tern_messages_sent_total",
+        "PUBLISH packets written to clients, by delivered QoS.",
+        "qos",
+        QOS.into_iter().zip(s.messages_sent),
+    );
+    f.counters(
+        "tern_messages_dropped_total",
+        "Copies of messages not delivered, by reason.",
+        "reason",
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.label(), load(&m.messages_dropped[*r as usize]))),
+    );
+    f.counter(
+        "tern_bytes_received_total",
+        "Bytes read from client sockets.",
+        s.bytes_received,
+    );
+    f.counter(
+        "tern_bytes_sent_total",
+        "Bytes written to client sockets.",
+        s.bytes_sent,
+    );
+    f.gauge(
+        "tern_queued_messages",
+        "QoS 1/2 copies waiting to be sent to clients (offline, or beyond the in-flight window).",
+        s.held_messages.saturating_sub(s.in_flight_messages) as f64,
+    );
+    f.gauge(
+        "tern_inflight_messages",
+        "QoS 1/2 copies sent to clients and not yet acknowledged.",
+        s.in_flight_messages as f64,
+    );
+    f.gauge(
+        "tern_queued_bytes",
+        "Bytes held for clients: queued QoS 1/2 copies and write buffers (limits.max_queued_bytes).",
+        s.queued_bytes as f64,
+    );
+
+    // refusals
+    f.counter(
+        "tern_auth_failures_total",
+        "CONNECTs refused by authentication.",
+        load(&m.auth_failures),
+    );
+    f.counter(
+        "tern_connect_rate_refused_total",
+        "Connections closed because their address exceeded limits.max_connect_rate.",
+        load(&m.connect_rate_refused),
+    );
+    f.counters(
+        "tern_acl_denied_total",
+        "Operations the ACL refused: publish (PUBLISH and wills), subscribe (filters), delivery (copies).",
+        "action",
+        [
+            ("publish", load(&m.acl_denied_publish)),
+            ("subscribe", load(&m.acl_denied_subscribe)),
+            ("delivery", load(&m.acl_denied_delivery)),
+        ],
+    );
+    f.counter(
+        "tern_topic_limit_refused_total",
+        "Topics and filters refused for limits.max_topic_levels / max_topic_length.",
+        load(&m.topic_limit_refused),
+    );
+    f.counter(
+        "tern_publish_throttled_total",
+        "PUBLISH packets whose reading was delayed by limits.max_publish_rate.",
+        load(&m.publish_throttled),
+    );
+    f.counter(
+        "tern_overload_dropped_total",
+        "Copies dropped and 5.0 publishes refused because the held bytes reached limits.max_queued_bytes.",
+        load(&m.overload_dropped),
+    );
+    f.counter(
+        "tern_slow_consumers_disconnected_total",
+        "Clients disconnected by limits.slow_consumer_timeout_secs.",
+        load(&m.slow_consumers_disconnected),
+    );
+    f.counter(
+        "tern_backpressure_stalls_total",
+        "Congested subscribers that took nothing for limits.backpressure_wait_secs.",
+        load(&m.backpressure_stalls),
+    );
+    f.counter(
+        "tern_protocol_errors_total",
+        "Clients disconnected for a protocol violation.",
+        load(&m.protocol_errors),
+    );
+
+    store_families(&mut f, &state.store.writer_stats());
+    if let Some(cluster) = &state.cluster {
+        cluster_families(&mut f, &cluster.cluster().status());
+        forward_families(&mut f, &cluster.cluster().forward_stats());
+    }
+
+    TextEncoder::new().encode_to_string(&f.0)
+}
+
+fn store_families(f: &mut Families, w: &storage::WriterStats) {
+    f.counter(
+        "tern_store_writes_total",
+        "Write operations (puts and deletes) committed by the group-commit writer.",
+        w.ops,
+    );
+    f.counter(
+        "tern_store_requests_total",
+        "Write requests (one per submit, holding one or more operations).",
+        w.requests,
+    );
+    f.counter(
+        "tern_store_groups_total",
+        "Groups committed: each is one transaction, and at most one fsync.",
+        w.groups,
+    );
+    f.counter(
+        "tern_store_fsyncs_total",
+        "Flushes of the store (sled flush plus fdatasync) for durable writes.",
+        w.flushes,
+    );
+    f.counter(
+        "tern_store_failed_groups_total",
+        "Groups whose commit failed (disk full, I/O error).",
+        w.failed_groups,
+    );
+    f.histogram(
+        "tern_store_fsync_duration_seconds",
+        "Time of each flush of the store.",
+        &storage::FLUSH_SECONDS_BUCKETS,
+        &w.flush_buckets,
+        w.flush_nanos as f64 / 1e9,
+    );
+    f.histogram(
+        "tern_store_group_size",
+        "Requests per committed group (group-commit batch size).",
+        &storage::GROUP_SIZE_BUCKETS,
+        &w.group_size_buckets,
+        w.requests as f64,
+    );
+}
+
+fn cluster_families(f: &mut Families, s: &cluster::ClusterStatus) {
+    f.gauge("tern_cluster_node_id", "This node's id.", s.node_id as f64);
+    f.gauge("tern_cluster_term", "Current raft term.", s.term as f64);
+    f.gauge(
+        "tern_cluster_commit_index",
+        "Highest raft log index known committed.",
+        s.commit_index as f64,
+    );
+    f.gauge(
+        "tern_cluster_applied_index",
+        "Highest raft log index applied to the state machine.",
+        s.applied_index as f64,
+    );
+    f.gauge(
+        "tern_cluster_leader",
+        "Id of the leader this node knows; 0: none.",
+        s.leader.unwrap_or(0) as f64,
+    );
+    f.gauge(
+        "tern_cluster_is_leader",
+        "1 if this node is the raft leader.",
+        f64::from(u8::from(s.leader == Some(s.node_id))),
+    );
+    f.gauge(
+        "tern_cluster_ready",
+        "1 if this node knows a leader and applied the log it knew committed.",
+        f64::from(u8::from(s.ready)),
+    );
+    f.gauge(
+        "tern_cluster_members",
+        "Members of the cluster, this node included.",
+        s.members.len() as f64,
+    );
+    let ids: Vec<String> = s.peers.iter().map(|p| p.id.to_string()).collect();
+    let peers = || s.peers.iter().zip(ids.iter().map(String::as_str));
+    f.gauges(
+        "tern_cluster_peer_up",
+        "1 if the peer was heard from in the last 3 seconds.",
+        "peer",
+        peers().map(|(p, id)| {
+            let up = p.last_contact.is_some_and(|t| t <= PEER_DOWN_AFTER);
+            (id, f64::from(u8::from(up)))
+        }),
+    );
+    f.gauges(
+        "tern_cluster_peer_last_contact_seconds",
+        "Seconds since a message was last received from or delivered to the peer.",
+        "peer",
+        peers().filter_map(|(p, id)| Some((id, p.last_contact?.as_secs_f64()))),
+    );
+    f.gauges(
+        "tern_cluster_peer_matched_index",
+        "Highest log index known replicated on the peer (on the leader; else 0).",
+        "peer",
+        peers().map(|(p, id)| (id, p.matched as f64)),
+    );
+}
+
+fn forward_families(f: &mut Families, stats: &[cluster::ForwardStats]) {
+    let ids: Vec<String> = stats.iter().map(|s| s.node.to_string()).collect();
+    let links = || stats.iter().zip(ids.iter().map(String::as_str));
+    f.counters(
+        "tern_cluster_forwarded_total",
+        "Messages forwarded to the peer (accepted on its link: sent, acked or waiting).",
+        "peer",
+        links().map(|(s, id)| (id, s.forwarded)),
+    );
+    f.gauges(
+        "tern_cluster_forward_queued",
+        "Messages waiting in the link to the peer beyond its unacknowledged window.",
+        "peer",
+        links().map(|(s, id)| (id, s.queued as f64)),
+    );
+    f.counters(
+        "tern_cluster_forward_refused_total",
+        "Messages for the peer dropped because its link's queue was at cluster.forward_queue_limit.",
+        "peer",
+        links().map(|(s, id)| (id, s.refused)),
+    );
+}

@@ -1,0 +1,131 @@
+//! What an operator may ask of a session (the HTTP admin API): describe it,
+//! disconnect its client, end it. Each is a message to the session actor, so
+//! it goes through the same paths as the protocol: `Kick` closes the
+//! connection like a takeover does (5.0 clients get DISCONNECT 0x98
+//! Administrative action, the will is published), `Discard` then ends the
+//! session like an expiry (subscriptions, queue and stored records go, the
+//! cluster releases it).
+
+use std::net::SocketAddr;
+
+use actix::prelude::*;
+
+use super::connect::CloseReason;
+use super::Session;
+
+/// A session as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SessionDetails {
+    pub client_id: String,
+    pub online: bool,
+    /// It outlives its connection.
+    pub persistent: bool,
+    /// "3.1", "3.1.1" or "5.0": of the current (or last) connection.
+    pub protocol: String,
+    /// Address of the connected client.
+    pub peer: Option<SocketAddr>,
+    /// Session Expiry Interval in seconds (4294967295: never).
+    pub session_expiry_interval: u32,
+    /// Unix ms when its last connection ended, while offline.
+    pub offline_since_ms: Option<u64>,
+    /// Filters in filter order.
+    pub subscriptions: Vec<SubscriptionDetails>,
+    /// QoS 1/2 messages waiting to be sent.
+    pub queued_messages: usize,
+    /// QoS 1/2 messages sent and not yet acknowledged.
+    pub inflight_messages: usize,
+}
+
+/// One subscription of [`SessionDetails`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SubscriptionDetails {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub subscription_identifier: Option<u32>,
+}
+
+/// Describe the session; `None` if it has ended meanwhile.
+#[derive(Message)]
+#[rtype(result = "Option<SessionDetails>")]
+pub struct Describe;
+
+/// Close the client's connection; the session stays if it is persistent.
+/// Answers whether a client was connected.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Kick;
+
+/// Close the client's connection and end the session. Answers false if it
+/// had ended already.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Discard;
+
+impl Handler<Describe> for Session {
+    type Result = Option<SessionDetails>;
+
+    fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
+        if self.ended {
+            return None;
+        }
+        let mut subscriptions: Vec<SubscriptionDetails> = self
+            .subscriptions
+            .iter()
+            .map(|(filter, entry)| SubscriptionDetails {
+                filter: filter.to_string(),
+                qos: entry.options.qos as u8,
+                no_local: entry.options.no_local,
+                retain_as_published: entry.options.retain_as_published,
+                retain_handling: entry.options.retain_handling as u8,
+                subscription_identifier: entry.subscription_id,
+            })
+            .collect();
+        subscriptions.sort_by(|a, b| a.filter.cmp(&b.filter));
+        Some(SessionDetails {
+            client_id: self.client_id().to_string(),
+            online: self.conn.is_some(),
+            persistent: self.is_persistent(),
+            protocol: self.protocol.to_string(),
+            peer: self.conn.as_ref().map(|c| c.peer),
+            session_expiry_interval: self.session_expiry_interval,
+            offline_since_ms: self.offline_since_ms,
+            subscriptions,
+            queued_messages: self.outgoing.queued_len(),
+            inflight_messages: self.outgoing.inflight_len(),
+        })
+    }
+}
+
+impl Handler<Kick> for Session {
+    type Result = bool;
+
+    fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) -> bool {
+        if self.ended || self.conn.is_none() {
+            return false;
+        }
+        tracing::info!(client_id = %self.client_id(), "client disconnected by an operator");
+        self.connection_lost(CloseReason::Administrative, ctx);
+        true
+    }
+}
+
+impl Handler<Discard> for Session {
+    type Result = bool;
+
+    fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) -> bool {
+        if self.ended {
+            return false;
+        }
+        tracing::info!(client_id = %self.client_id(), "session deleted by an operator");
+        // A clean session ends with its connection; a persistent one is
+        // parked by it and ended here.
+        self.connection_lost(CloseReason::Administrative, ctx);
+        if !self.ended {
+            self.end_session(ctx);
+        }
+        true
+    }
+}

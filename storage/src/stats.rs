@@ -1,0 +1,123 @@
+//! Counters of the group-commit writer, read by the broker's metrics. Owns
+//! the counting only: plain atomics and fixed histogram buckets, no metrics
+//! library and no exposition format (the broker renders them).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds, in seconds, of the flush latency histogram's buckets (an
+/// implicit `+Inf` bucket follows).
+pub const FLUSH_SECONDS_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Upper bounds of the group size histogram's buckets (requests per group;
+/// an implicit `+Inf` bucket follows).
+pub const GROUP_SIZE_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
+
+/// Counters of the writer since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Groups committed.
+    pub groups: u64,
+    /// Requests (submit calls) processed.
+    pub requests: u64,
+    /// Write ops (puts and deletes as submitted) processed.
+    pub ops: u64,
+    /// Flushes (sled flush plus fdatasync) done for durable requests.
+    pub flushes: u64,
+    /// Groups that failed with a write error.
+    pub failed_groups: u64,
+    /// Flushes by latency, per [`FLUSH_SECONDS_BUCKETS`] plus `+Inf`; not
+    /// cumulative.
+    pub flush_buckets: [u64; FLUSH_SECONDS_BUCKETS.len() + 1],
+    /// Total time spent flushing, in nanoseconds.
+    pub flush_nanos: u64,
+    /// Groups by requests, per [`GROUP_SIZE_BUCKETS`] plus `+Inf`; not
+    /// cumulative.
+    pub group_size_buckets: [u64; GROUP_SIZE_BUCKETS.len() + 1],
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub(crate) groups: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) ops: AtomicU64,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) failed_groups: AtomicU64,
+    flush_buckets: [AtomicU64; FLUSH_SECONDS_BUCKETS.len() + 1],
+    flush_nanos: AtomicU64,
+    group_size_buckets: [AtomicU64; GROUP_SIZE_BUCKETS.len() + 1],
+}
+
+/// The index of the first bucket whose bound is at least `value`.
+fn bucket(bounds: &[f64], value: f64) -> usize {
+    bounds
+        .iter()
+        .position(|b| value <= *b)
+        .unwrap_or(bounds.len())
+}
+
+fn load<const N: usize>(counters: &[AtomicU64; N]) -> [u64; N] {
+    std::array::from_fn(|i| counters[i].load(Ordering::Relaxed))
+}
+
+impl Stats {
+    /// One flush took `took`.
+    pub(crate) fn flushed(&self, took: Duration) {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        let i = bucket(&FLUSH_SECONDS_BUCKETS, took.as_secs_f64());
+        self.flush_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.flush_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// A group of `requests` requests holding `ops` ops is being committed.
+    pub(crate) fn group(&self, requests: usize, ops: usize) {
+        self.groups.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(requests as u64, Ordering::Relaxed);
+        self.ops.fetch_add(ops as u64, Ordering::Relaxed);
+        let i = bucket(&GROUP_SIZE_BUCKETS, requests as f64);
+        self.group_size_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> WriterStats {
+        WriterStats {
+            groups: self.groups.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            ops: self.ops.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+            failed_groups: self.failed_groups.load(Ordering::Relaxed),
+            flush_buckets: load(&self.flush_buckets),
+            flush_nanos: self.flush_nanos.load(Ordering::Relaxed),
+            group_size_buckets: load(&self.group_size_buckets),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observations_land_in_the_first_bucket_that_holds_them() {
+        let stats = Stats::default();
+        stats.flushed(Duration::from_micros(100));
+        stats.flushed(Duration::from_millis(3));
+        stats.flushed(Duration::from_secs(2));
+        stats.group(1, 3);
+        stats.group(5, 5);
+        stats.group(10_000, 10_000);
+        let s = stats.snapshot();
+        assert_eq!(s.flushes, 3);
+        assert_eq!(s.flush_buckets[0], 1);
+        assert_eq!(s.flush_buckets[5], 1);
+        assert_eq!(s.flush_buckets[FLUSH_SECONDS_BUCKETS.len()], 1);
+        assert_eq!(s.flush_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(s.flush_nanos, 2_003_100_000);
+        assert_eq!(s.group_size_buckets[0], 1);
+        assert_eq!(s.group_size_buckets[3], 1);
+        assert_eq!(s.group_size_buckets[GROUP_SIZE_BUCKETS.len()], 1);
+        assert_eq!((s.groups, s.requests, s.ops), (3, 10_006, 10_008));
+    }
+}

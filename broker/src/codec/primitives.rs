@@ -17,6 +17,27 @@ use bytestring::ByteString;
 
 use super::{DecodeError, EncodeError, PacketType, MAX_REMAINING_LENGTH};
 
+/// Where the first control character (U+0001..U+001F, U+007F..U+009F) of
+/// well-formed UTF-8 `bytes` starts. A byte scan, not a char decode (it runs
+/// on every topic name): in UTF-8 those are the bytes 0x01..0x1F and 0x7F,
+/// and U+0080..U+009F are 0xC2 followed by 0x80..0x9F.
+fn control_character_at(bytes: &[u8]) -> Option<usize> {
+    // Almost every name has none: a pass without early exit, which the
+    // compiler vectorizes, decides that; only a name with a candidate byte
+    // is scanned again for the exact position.
+    let candidate = bytes.iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == 0x7F) | (b == 0xC2)
+    });
+    if !candidate {
+        return None;
+    }
+    bytes.iter().enumerate().position(|(i, &b)| {
+        b < 0x20
+            || b == 0x7F
+            || (b == 0xC2 && bytes.get(i + 1).is_some_and(|n| (0x80..=0x9F).contains(n)))
+    })
+}
+
 /// Largest value of a variable byte integer (5.0 section 1.5.5).
 pub(super) const MAX_VARIABLE_BYTE_INTEGER: u32 = MAX_REMAINING_LENGTH as u32;
 
@@ -177,12 +198,12 @@ impl Reader {
     pub(super) fn name(&mut self, field: &'static str) -> Result<ByteString, DecodeError> {
         let s = self.string(field)?;
         if self.refuse_control_characters {
-            if let Some((at, c)) = s.char_indices().find(|(_, c)| c.is_control()) {
+            if let Some(at) = control_character_at(s.as_bytes()) {
+                let c = s[at..].chars().next().map_or(0, u32::from);
                 return Err(self.malformed(
                     field,
                     format!(
-                        "contains the control character U+{:04X} at byte {at}: {:?}",
-                        c as u32,
+                        "contains the control character U+{c:04X} at byte {at}: {:?}",
                         lossy_prefix(s.as_bytes())
                     ),
                 ));
@@ -506,5 +527,20 @@ mod tests {
         assert!(w.string("client identifier", &long).is_err());
         assert!(w.string("client identifier", &long[..65_535]).is_ok());
         assert_eq!(sink.0, 65_537);
+    }
+
+    #[test]
+    fn control_characters_found_by_the_byte_scan_are_unicodes_cc() {
+        for c in (0u32..0x800).filter_map(char::from_u32) {
+            let text = format!("a/{c}/b");
+            let expected = c.is_control().then_some(2);
+            assert_eq!(
+                control_character_at(text.as_bytes()),
+                expected,
+                "U+{:04X}",
+                c as u32
+            );
+        }
+        assert_eq!(control_character_at("caf\u{e9} \u{2603}".as_bytes()), None);
     }
 }

@@ -22,14 +22,15 @@ fn ci_values() -> String {
     helm::chart_dir().join(CI_VALUES).display().to_string()
 }
 
-/// The rendered config as Tern reads it. `[http]` and `[telemetry]` belong
-/// to endpoints built on other branches, which this binary does not know
-/// yet: they are checked as text, and the rest by the config loader.
+/// The rendered config as Tern reads it. `[telemetry]` belongs to an
+/// exporter built on another branch, which this binary does not know yet:
+/// it is checked as text, and the rest (`[http]` included) by the config
+/// loader.
 fn tern_config(m: &Manifests) -> Config {
     let toml = m.tern_toml();
     let known: String = toml
         .split("\n[")
-        .filter(|table| !table.starts_with("http]") && !table.starts_with("telemetry]"))
+        .filter(|table| !table.starts_with("telemetry]"))
         .collect::<Vec<_>>()
         .join("\n[");
     Config::from_toml(&known).unwrap_or_else(|e| panic!("{e}\n{toml}"))
@@ -70,6 +71,21 @@ fn ports(object: &Value, field: &str) -> Vec<(String, u64)> {
             )
         })
         .collect()
+}
+
+/// The container port an `httpGet` probe of the container targets, its
+/// named port resolved through the container's `ports`.
+fn probe_port(c: &Value, probe: &str) -> u64 {
+    let port = &c[probe]["httpGet"]["port"];
+    if let Some(n) = port.as_u64() {
+        return n;
+    }
+    let name = port.as_str().unwrap_or_else(|| panic!("{probe}: {port:?}"));
+    ports(c, "ports")
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{probe}: no container port {name}"))
+        .1
 }
 
 #[test]
@@ -409,12 +425,39 @@ fn hs256_secret_moves_the_config_into_a_secret() {
 }
 
 #[test]
+fn probes_get_readyz_and_healthz_on_the_port_the_rendered_config_binds() {
+    for (args, port) in [(vec![], 8080), (vec!["--set", "http.port=9090"], 9090)] {
+        let m = render(&args);
+        let c = m.container();
+        let bind = tern_config(&m)
+            .http
+            .bind_addr()
+            .unwrap()
+            .unwrap_or_else(|| panic!("{args:?}: [http] is off"));
+        assert_eq!(bind, format!("0.0.0.0:{port}").parse().unwrap(), "{args:?}");
+        for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+            assert_eq!(c[probe]["httpGet"]["path"], path, "{args:?} {probe}");
+            assert_eq!(
+                probe_port(c, probe),
+                u64::from(bind.port()),
+                "{args:?} {probe}"
+            );
+            assert!(c[probe]["tcpSocket"].is_null(), "{args:?} {probe}");
+        }
+    }
+}
+
+#[test]
 fn without_the_http_endpoint_probes_use_the_mqtt_port() {
     let m = render(&["--set", "http.enabled=false"]);
     let c = m.container();
     assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], "mqtt");
     assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], "mqtt");
-    assert!(!m.tern_toml().contains("[http]"));
+    assert!(c["readinessProbe"]["httpGet"].is_null());
+    assert!(!ports(c, "ports").iter().any(|(name, _)| name == "http"));
+    // off in the config too, not Tern's default 0.0.0.0:8080
+    assert!(m.tern_toml().contains("\n[http]\n"), "{}", m.tern_toml());
+    assert_eq!(tern_config(&m).http.bind_addr().unwrap(), None);
     let e = template_text(&[
         "--set",
         "http.enabled=false,monitoring.serviceMonitor.enabled=true",

@@ -17,17 +17,22 @@
 //! 127.0.0.1`, with a 1 s resolver timeout for names that do not exist
 //! yet). Ports are published on 127.0.0.1 only.
 //!
-//! The HTTP endpoint (`/readyz`, `/healthz`) is rendered off
-//! (`http.enabled=false`) until the binary has it; nothing waits for it.
-//! Everything a test creates is removed by a guard, also on failure
-//! (after printing the containers' logs). The harness is
-//! `tests/common/pods.rs`.
+//! The config runs as rendered, `[http]` included (only `[telemetry]`,
+//! which this `tern` does not know, is rendered off with an empty
+//! `telemetry.otlpEndpoint`). Readiness is what the kubelet would see: the
+//! StatefulSet's `readinessProbe` and `livenessProbe` (path, named port,
+//! timeout) are read from the render and sent to each pod's port published
+//! on 127.0.0.1. `tern cluster status` adds what a probe cannot say (one
+//! leader, every member at its DNS name). Everything a test creates is
+//! removed by a guard, also on failure (after printing the containers'
+//! logs). The harness is `tests/common/pods.rs`.
 //!
 //! Scenarios: three pods forming a cluster from DNS names (one resolving
-//! late), routing a message between pods, a pod stopped like the kubelet
-//! stops it, scaling to five pods and back to three (with `tern cluster
-//! remove`, as k8s/README.md says); one pod from the CI values (TLS, passwords, ACL, JWT
-//! key from Secrets) serving authenticated clients.
+//! late), their readiness turning from 503 (with a reason) to 200 while
+//! liveness stays 200, routing a message between pods, a pod stopped like
+//! the kubelet stops it, scaling to five pods and back to three (with `tern
+//! cluster remove`, as k8s/README.md says); one pod from the CI values (TLS,
+//! passwords, ACL, JWT key from Secrets) serving authenticated clients.
 
 mod common;
 
@@ -35,7 +40,9 @@ use std::time::Instant;
 
 use broker::codec::Packet;
 use common::helm::{self, render};
-use common::pods::{docker, docker_ok, expand, pod_dns, settle, wait_converged, wait_for, Pods};
+use common::pods::{
+    docker, docker_ok, expand, pod_dns, settle, wait_converged, wait_for, HttpAnswer, Pods, Probe,
+};
 use common::{build, Raw};
 
 const REPLICAS: usize = 3;
@@ -59,10 +66,14 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
 
     let m = render(&[
         "--set",
-        &format!(
-            "http.enabled=false,image.repository={repository},image.tag={tag},replicaCount={REPLICAS}"
-        ),
+        &format!("image.repository={repository},image.tag={tag},replicaCount={REPLICAS}"),
     ]);
+    let ready = Probe::of(&m, "readinessProbe");
+    let live = Probe::of(&m, "livenessProbe");
+    assert_eq!(
+        (ready.path.as_str(), live.path.as_str()),
+        ("/readyz", "/healthz")
+    );
     assert_eq!(
         m.container()["image"].as_str().unwrap(),
         p.image.as_deref().unwrap()
@@ -72,13 +83,20 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
     p.network = Some(network);
 
     // tern-0 and tern-1 first: tern-2's name does not resolve yet, so they
-    // keep asking for it (a new cluster is founded when all seeds answer)
+    // keep asking for it (a new cluster is founded when all seeds answer).
+    // Meanwhile their readiness probe fails with the reason, and their
+    // liveness probe passes: the kubelet must not restart a joining pod.
     let started = Instant::now();
     let mut pods: Vec<(usize, String)> = (0..2).map(|i| (i, p.start_pod(&m, i))).collect();
-    for (ordinal, c) in &pods {
-        let s = wait_for("the first pods' cluster endpoints", || p.status(c));
-        assert_eq!(s["node_id"], *ordinal as u64 + 1);
-        assert_eq!(s["ready"], false, "no cluster without tern-2: {s}");
+    for (_, c) in &pods {
+        let answer = wait_for("the first pods' readiness probe", || p.probe(c, &ready));
+        assert_not_ready(c, &answer);
+        eprintln!(
+            "k8s pods: {c} {} {} {}",
+            ready.path, answer.status, answer.body
+        );
+        let alive = wait_for("the first pods' liveness probe", || p.probe(c, &live));
+        assert_eq!(alive.status, 200, "{c} {}: {}", live.path, alive.body);
     }
     let lookup = docker(&["exec", &pods[0].1, "getent", "hosts", &pod_dns(2)]);
     assert!(
@@ -94,7 +112,22 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
         );
     }
 
+    // with tern-2 up, /readyz of all three turns 200 (503 -> 200 on tern-0
+    // and tern-1, seen above); every answer that was not 200 said why
     pods.push((2, p.start_pod(&m, 2)));
+    let before = p.wait_probe_ok("/readyz 200 on all three pods", &pods, &ready);
+    for ((_, c), answers) in pods.iter().zip(&before) {
+        answers.iter().for_each(|a| assert_not_ready(c, a));
+    }
+    eprintln!(
+        "k8s pods: {} 503 -> 200 on all {REPLICAS} pods {:?} after the first pod started",
+        ready.path,
+        started.elapsed()
+    );
+    for (_, c) in &pods {
+        let alive = p.probe(c, &live).expect("liveness answer");
+        assert_eq!(alive.status, 200, "{c} {}: {}", live.path, alive.body);
+    }
     let leader = wait_converged(&p, &pods, REPLICAS);
     eprintln!(
         "k8s pods: cluster of {REPLICAS} formed in {:?}, leader {leader}",
@@ -142,7 +175,13 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
         docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &pods[1].1]),
         "0"
     );
+    // the two others keep their majority, so stay ready
+    for (_, c) in [&pods[0], &pods[2]] {
+        let answer = p.probe(c, &ready).expect("readiness answer");
+        assert_eq!(answer.status, 200, "{c} {}: {}", ready.path, answer.body);
+    }
     docker_ok(&["start", &pods[1].1]);
+    p.wait_probe_ok("tern-1 ready again after its restart", &pods, &ready);
     wait_converged(&p, &pods, REPLICAS);
 
     // scaling 3 -> 5 (k8s/README.md): the new pods come from the new render
@@ -151,10 +190,14 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
     let scaled = Instant::now();
     let m5 = render(&[
         "--set",
-        &format!("http.enabled=false,image.repository={repository},image.tag={tag},replicaCount=5"),
+        &format!("image.repository={repository},image.tag={tag},replicaCount=5"),
     ]);
     for ordinal in 3..5 {
         pods.push((ordinal, p.start_pod(&m5, ordinal)));
+    }
+    let joining = p.wait_probe_ok("/readyz 200 on all five pods", &pods, &ready);
+    for ((_, c), answers) in pods.iter().zip(&joining) {
+        answers.iter().for_each(|a| assert_not_ready(c, a));
     }
     wait_converged(&p, &pods, 5);
     eprintln!("k8s pods: scaled to 5 in {:?}", scaled.elapsed());
@@ -177,8 +220,18 @@ async fn statefulset_pods_form_a_cluster_from_dns_names_and_route_messages() {
         ]);
         assert_eq!(removed, format!("node {id} removed"));
     }
+    p.wait_probe_ok("/readyz 200 on the three remaining pods", &pods, &ready);
     wait_converged(&p, &pods, REPLICAS);
     eprintln!("k8s pods: whole test {:?}", start.elapsed());
+}
+
+/// A readiness answer of a pod not ready: 503 with a JSON reason.
+fn assert_not_ready(container: &str, answer: &HttpAnswer) {
+    assert_eq!(answer.status, 503, "{container}: {}", answer.body);
+    let body = answer.json();
+    assert_eq!(body["ready"], false, "{container}: {body}");
+    let reason = body["reason"].as_str().unwrap_or("");
+    assert!(!reason.is_empty(), "{container}: no reason in {body}");
 }
 
 /// Connects over TLS (the server certificate names `localhost`) and sends
@@ -228,8 +281,7 @@ async fn one_pod_with_tls_password_acl_and_jwt_secrets_serves_authenticated_clie
         ci.to_str().unwrap(),
         "--set",
         &format!(
-            "http.enabled=false,telemetry.otlpEndpoint=,monitoring.serviceMonitor.enabled=false,\
-             image.repository={repository},image.tag={tag},replicaCount=1"
+            "telemetry.otlpEndpoint=,image.repository={repository},image.tag={tag},replicaCount=1"
         ),
         "--set-file",
         &format!(
@@ -243,6 +295,11 @@ async fn one_pod_with_tls_password_acl_and_jwt_secrets_serves_authenticated_clie
     docker_ok(&["network", "create", &network]);
     p.network = Some(network);
     let pod = p.start_pod(&m, 0);
+    p.wait_probe_ok(
+        "the pod's readiness probe",
+        &[(0, pod.clone())],
+        &Probe::of(&m, "readinessProbe"),
+    );
     wait_converged(&p, &[(0, pod.clone())], 1);
 
     // no anonymous clients; alice's password from the password file Secret

@@ -3,10 +3,13 @@
 //! built from `k8s/Dockerfile`, each pod's args, environment, volumes and
 //! security context taken from `helm template` output, a Docker network on
 //! which each pod answers to its DNS name, and a guard that removes all of
-//! it.
+//! it. The chart's HTTP probes are read from the rendered container and
+//! sent the way the kubelet sends them: a plain HTTP GET of the probe's path
+//! on the probe's port (here, the port as published on 127.0.0.1).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -398,6 +401,115 @@ impl Pods {
             .and_then(|l| l.parse().ok())
             .unwrap_or_else(|| panic!("{container} {port}: {out}"))
     }
+
+    /// Sends `probe` to `container` at its published port; `None` while
+    /// nothing answers.
+    pub fn probe(&self, container: &str, probe: &Probe) -> Option<HttpAnswer> {
+        let addr = docker(&["port", container, &format!("{}/tcp", probe.port)]).ok()?;
+        let addr: SocketAddr = addr.lines().next()?.parse().ok()?;
+        http_get(addr, &probe.path, probe.timeout)
+    }
+
+    /// Waits until `probe` answers 200 on every pod in `pods`; the answers
+    /// other than 200 seen meanwhile, per pod (status and body).
+    pub fn wait_probe_ok(
+        &self,
+        what: &str,
+        pods: &[(usize, String)],
+        probe: &Probe,
+    ) -> Vec<Vec<HttpAnswer>> {
+        let mut seen: Vec<Vec<HttpAnswer>> = vec![Vec::new(); pods.len()];
+        wait_for(what, || {
+            let mut all = true;
+            for (i, (_, container)) in pods.iter().enumerate() {
+                let running = docker(&["inspect", "--format", "{{.State.Running}}", container]);
+                assert_eq!(running.as_deref(), Ok("true"), "{container} stopped");
+                match self.probe(container, probe) {
+                    Some(a) if a.status == 200 => {}
+                    Some(a) => {
+                        all = false;
+                        seen[i].push(a);
+                    }
+                    None => all = false,
+                }
+            }
+            all.then_some(())
+        });
+        seen
+    }
+}
+
+/// An `httpGet` probe of the rendered container (`readinessProbe`,
+/// `livenessProbe`), its named port resolved to the container port.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub path: String,
+    pub port: u16,
+    /// `timeoutSeconds`: how long the kubelet waits for an answer.
+    pub timeout: Duration,
+}
+
+impl Probe {
+    /// The container's probe `which`; panics if it is not an `httpGet`.
+    pub fn of(m: &Manifests, which: &str) -> Probe {
+        let c = m.container();
+        let get = &c[which]["httpGet"];
+        let path = get["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{which} is not an httpGet probe: {:?}", c[which]));
+        let port = match &get["port"] {
+            Value::Number(n) => n.as_u64().unwrap(),
+            Value::String(name) => c["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name.as_str())
+                .and_then(|p| p["containerPort"].as_u64())
+                .unwrap_or_else(|| panic!("{which}: no container port named {name}")),
+            other => panic!("{which}: port {other:?}"),
+        };
+        let timeout = c[which]["timeoutSeconds"].as_u64().unwrap_or(1);
+        Probe {
+            path: path.to_owned(),
+            port: u16::try_from(port).unwrap(),
+            timeout: Duration::from_secs(timeout),
+        }
+    }
+}
+
+/// An HTTP answer: status code and body.
+#[derive(Debug, Clone)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The body as JSON; panics naming the body if it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("{} {}: not JSON ({e})", self.status, self.body))
+    }
+}
+
+/// `GET path` over HTTP/1.0 (the answer then ends with the connection), as
+/// the kubelet's prober would send it; `None` if there is no connection or
+/// no complete answer within `timeout`.
+pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<HttpAnswer> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    // status line: `HTTP/1.x 200 OK`
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(HttpAnswer {
+        status,
+        body: body.to_owned(),
+    })
 }
 
 /// Polls `check` every 200 ms until it gives a value or SETTLE passes.

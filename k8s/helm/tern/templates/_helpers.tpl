@@ -164,10 +164,13 @@ tick_ms = {{ $v.cluster.tickMs | int }}
 election_ticks = {{ $v.cluster.electionTicks | int }}
 forward_timeout_secs = {{ $v.cluster.forwardTimeoutSecs | int }}
 forward_queue_limit = {{ $v.cluster.forwardQueueLimit | int }}
-{{- if $v.http.enabled }}
 
 [http]
+{{- if $v.http.enabled }}
 bind = "0.0.0.0:{{ $v.http.port | int }}"
+{{- else }}
+# Off (Tern's default would be 0.0.0.0:8080).
+bind = ""
 {{- end }}
 {{- with $v.telemetry.otlpEndpoint }}
 

@@ -8,6 +8,7 @@
 
 mod cli;
 mod listener;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ pub use cli::{Cli, ClusterAction, Command, PasswdArgs};
 pub use listener::{
     ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
 };
+pub use telemetry::TelemetryConfig;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,8 @@ pub struct Config {
     pub enhanced_auth: EnhancedAuthConfig,
     /// Running as a member of a cluster.
     pub cluster: ClusterSection,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Cluster membership of this node. With `node_id` 0 (the default) the node
@@ -141,6 +145,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             acl: AclConfig::default(),
             limits: LimitsConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -423,6 +428,7 @@ impl Config {
             });
         }
         self.validate_security()?;
+        self.telemetry.validate()?;
         for seed in &self.cluster.seeds {
             if seed.parse::<cluster::Seed>().is_err() {
                 return Err(ConfigError::Invalid {

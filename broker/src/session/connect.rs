@@ -139,6 +139,8 @@ impl Handler<Attach> for Session {
             ctx,
         );
         conn.peer_identity = new.peer_identity.map(Box::new);
+        conn.trace =
+            crate::telemetry::connection_span(self.client_id(), connect.protocol, new.peer);
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();

@@ -225,6 +225,9 @@ impl StreamHandler<Inbound> for Session {
         if conn.generation != item.generation {
             return;
         }
+        // log lines about this connection's packets carry its trace id
+        let span = conn.trace.as_ref().map(|t| t.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         match item.event {
             InboundEvent::Packet(packet) => {
                 if conn.keep_alive_watch.is_some() {

@@ -226,7 +226,6 @@ impl ClusterBridge {
         // `cluster.apply` is its child
         let (span, traceparent) = crate::telemetry::forward_span(node);
         forwarded.traceparent = traceparent;
-        forwarded.origin_node = self.node_id;
         // Queued here, in the publisher's order; only the answer is awaited
         // on the cluster's runtime.
         let answer = self.cluster.forward_in_order(node, forwarded);

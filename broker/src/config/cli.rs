@@ -72,6 +72,10 @@ pub struct Cli {
     /// `service.name` of exported spans [default: tern].
     #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
     pub otel_service_name: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0 (the sampler is always
+    /// OpenTelemetry's `parentbased_traceidratio`) [default: 1.0].
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO")]
+    pub otel_sample_ratio: Option<f64>,
 }
 
 /// `tern cluster ...`
@@ -214,6 +218,9 @@ impl Cli {
         if let Some(name) = &self.otel_service_name {
             config.telemetry.service_name = name.clone();
         }
+        if let Some(ratio) = self.otel_sample_ratio {
+            config.telemetry.sample_ratio = ratio;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -304,11 +311,20 @@ mod tests {
             "http://b:4317",
             "--otel-service-name",
             "b",
+            "--otel-sample-ratio",
+            "0.25",
         ])
         .unwrap();
         let config = cli.load().unwrap();
         assert_eq!(config.telemetry.otlp_endpoint, "http://b:4317");
         assert_eq!(config.telemetry.service_name, "b");
+        assert_eq!(config.telemetry.sample_ratio, 0.25);
+        let e = Cli::try_parse_from(["tern", "--otel-sample-ratio", "2"])
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("telemetry.sample_ratio"), "{e}");
         let off = Cli::try_parse_from(["tern", "--config", path, "--otlp-endpoint", ""])
             .unwrap()
             .load()

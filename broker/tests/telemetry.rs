@@ -381,6 +381,54 @@ async fn a_traceparent_user_property_is_the_parent_and_goes_on_to_subscribers() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sample_ratio_0_only_a_message_with_a_sampled_traceparent_is_traced() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tern = start_tern(
+        dir.path(),
+        "",
+        "sample_ratio = 0.0\npropagate_user_property = true",
+        &receiver,
+        "50",
+    );
+    let mut sub = Raw::mqtt5(tern.addr, "sub0", true, &[]).await;
+    sub.send(&build::subscribe5(1, &[], &[("t/d", 1)])).await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    let mut publisher = Raw::mqtt5(tern.addr, "pub0", true, &[]).await;
+    publisher
+        .send(&build::publish5("t/d", 1, false, 1, &[], PAYLOAD))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let untraced = receive_publish(&mut sub).await;
+    assert!(untraced.properties.user_properties.is_empty());
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let props = prop::pair(
+        0x26,
+        "traceparent",
+        &format!("00-{trace_id}-b7ad6b7169203331-01"),
+    );
+    publisher
+        .send(&build::publish5("t/d", 1, false, 2, &props, PAYLOAD))
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    let traced = receive_publish(&mut sub).await;
+    assert_eq!(traced.properties.user_properties.len(), 1);
+    // the flush at exit sends whatever the first message might have made
+    assert!(tern.terminate().success());
+    let spans = receiver
+        .wait_for("the traced message's deliver span", |s| {
+            has(s, "mqtt.deliver", |_| true)
+        })
+        .await;
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), 3, "{spans:#?}");
+    for name in ["mqtt.publish", "mqtt.route", "mqtt.deliver"] {
+        assert_eq!(hex(&one(&spans, name, |_| true).trace_id), trace_id);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_forwarded_between_nodes_is_one_trace_across_both() {
     let _one = ONE_AT_A_TIME.lock().await;
     let receiver = Receiver::start().await;

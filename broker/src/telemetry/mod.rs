@@ -26,7 +26,10 @@
 //! Cost: with telemetry off, [`enabled`] is false, every constructor returns
 //! `Span::none()` after one relaxed load, and child spans are made only under
 //! a parent that exists: nothing is allocated per message. The subscriber
-//! then is the plain log formatter, as before.
+//! then is the plain log formatter, as before. With it on, a message the
+//! sampler drops costs its `mqtt.publish` span only: the constructor returns
+//! `Span::none()` for it, so no child span is made and no `traceparent`
+//! goes to other nodes, which start no trace for a message without one.
 //!
 //! Between nodes the context travels as a W3C `traceparent` string in the
 //! forwarded message (`ForwardedPublish::traceparent`).

@@ -48,6 +48,9 @@ pub fn connection_span(
         trace_id = Empty,
     );
     let context = span.context().span().span_context().clone();
+    if !context.is_sampled() {
+        return None;
+    }
     record_trace_id(&span, &context);
     Some(Box::new(ConnectionTrace { span, context }))
 }
@@ -56,7 +59,8 @@ pub fn connection_span(
 /// acknowledgement (the span's clones travel with the message's
 /// `AckGuard`). A root span linked to the connection's, or, with
 /// `telemetry.propagate_user_property`, the child of the context in its
-/// `traceparent` user property.
+/// `traceparent` user property. `Span::none()` when the sampler drops it,
+/// so an unsampled message costs this one span and no other.
 pub fn publish_span(
     publish: &Publish,
     client_id: &str,
@@ -90,6 +94,11 @@ pub fn publish_span(
         span.add_link(connection.context.clone());
     }
     let context = span.context().span().span_context().clone();
+    if !context.is_sampled() {
+        // not recorded: no child spans, nothing forwarded (the other node
+        // starts no trace of its own for it)
+        return Span::none();
+    }
     record_trace_id(&span, &context);
     span
 }
@@ -172,10 +181,17 @@ pub fn forward_span(node: u64) -> (Span, String) {
 }
 
 /// `cluster.apply`: a message another node forwarded here, handled until
-/// it is answered; the child of the sender's `cluster.forward` when the
-/// message carries its `traceparent`.
+/// it is answered; the child of the sender's `cluster.forward`. None when
+/// the message carries no `traceparent` (the sender did not sample it, or
+/// traces nothing) or an unsampled one.
 pub fn apply_span(traceparent: &str, origin_node: u64, topic: &str) -> Span {
     if !enabled() {
+        return Span::none();
+    }
+    let Some(parent) = extract(traceparent) else {
+        return Span::none();
+    };
+    if !parent.span().span_context().is_sampled() {
         return Span::none();
     }
     let span = tracing::info_span!(target: TARGET, parent: None, "cluster.apply",
@@ -183,9 +199,7 @@ pub fn apply_span(traceparent: &str, origin_node: u64, topic: &str) -> Span {
         tern.origin_node = origin_node,
         messaging.destination.name = topic,
     );
-    if let Some(parent) = extract(traceparent) {
-        span.set_parent(parent);
-    }
+    span.set_parent(parent);
     span
 }
 

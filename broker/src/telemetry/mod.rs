@@ -26,10 +26,11 @@
 //! Cost: with telemetry off, [`enabled`] is false, every constructor returns
 //! `Span::none()` after one relaxed load, and child spans are made only under
 //! a parent that exists: nothing is allocated per message. The subscriber
-//! then is the plain log formatter, as before. With it on, a message the
-//! sampler drops costs its `mqtt.publish` span only: the constructor returns
-//! `Span::none()` for it, so no child span is made and no `traceparent`
-//! goes to other nodes, which start no trace for a message without one.
+//! then is the plain log formatter, as before. With it on, whether a new
+//! trace is recorded is drawn before its first span is made
+//! (`sample_ratio`): a message left out costs a random number, makes no span
+//! and sends no `traceparent` to other nodes, which start no trace for a
+//! message without one.
 //!
 //! Between nodes the context travels as a W3C `traceparent` string in the
 //! forwarded message (`ForwardedPublish::traceparent`).
@@ -43,7 +44,7 @@
 
 mod spans;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -68,11 +69,23 @@ pub const TARGET: &str = "tern::otel";
 /// Set once an exporter is installed; read before making any span.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
+/// `telemetry.sample_ratio`, as `f64` bits.
+static SAMPLE_RATIO: AtomicU64 = AtomicU64::new(0);
+
 /// True when spans are exported: the only case where per-message spans
 /// are made.
 #[inline]
 pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
+}
+
+/// Whether a new trace (a message or connection with no parent context)
+/// is recorded: drawn here, before any span is made, so a message left out
+/// costs one random number. The SDK's sampler then records every root
+/// (`ParentBased(AlwaysOn)`): `sample_ratio` is applied once.
+fn sample_root() -> bool {
+    let ratio = f64::from_bits(SAMPLE_RATIO.load(Ordering::Relaxed));
+    ratio >= 1.0 || rand::random::<f64>() < ratio
 }
 
 /// The installed exporter; [`shutdown`](Self::shutdown) flushes it.
@@ -127,12 +140,14 @@ pub fn init(config: &Config) -> Result<Option<Telemetry>, String> {
             tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO),
         );
     tracing_subscriber::registry().with(fmt).with(otel).init();
+    SAMPLE_RATIO.store(config.telemetry.sample_ratio.to_bits(), Ordering::Relaxed);
     ENABLED.store(true, Ordering::Relaxed);
     Ok(Some(telemetry))
 }
 
-/// The tracer provider: batch OTLP gRPC exporter, parent-based ratio
-/// sampler, resource naming the service and the node.
+/// The tracer provider: batch OTLP gRPC exporter, parent-based sampler
+/// (roots are drawn by [`sample_root`] before they are made), resource
+/// naming the service and the node.
 fn exporter(config: &Config) -> Result<(Telemetry, opentelemetry_sdk::trace::SdkTracer), String> {
     let t = &config.telemetry;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -163,9 +178,7 @@ fn exporter(config: &Config) -> Result<(Telemetry, opentelemetry_sdk::trace::Sdk
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            t.sample_ratio,
-        ))))
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("tern");

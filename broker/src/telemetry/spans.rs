@@ -15,7 +15,7 @@ use tracing::field::Empty;
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use super::{enabled, TARGET};
+use super::{enabled, sample_root, TARGET};
 use crate::codec::{ProtocolVersion, Publish, PublishProperties, QoS};
 
 /// The W3C Trace Context header, as MQTT user property and in forwarded
@@ -37,7 +37,7 @@ pub fn connection_span(
     protocol: ProtocolVersion,
     peer: SocketAddr,
 ) -> Option<Box<ConnectionTrace>> {
-    if !enabled() {
+    if !enabled() || !sample_root() {
         return None;
     }
     let span = tracing::info_span!(target: TARGET, parent: None, "mqtt.connection",
@@ -48,9 +48,6 @@ pub fn connection_span(
         trace_id = Empty,
     );
     let context = span.context().span().span_context().clone();
-    if !context.is_sampled() {
-        return None;
-    }
     record_trace_id(&span, &context);
     Some(Box::new(ConnectionTrace { span, context }))
 }
@@ -59,8 +56,8 @@ pub fn connection_span(
 /// acknowledgement (the span's clones travel with the message's
 /// `AckGuard`). A root span linked to the connection's, or, with
 /// `telemetry.propagate_user_property`, the child of the context in its
-/// `traceparent` user property. `Span::none()` when the sampler drops it,
-/// so an unsampled message costs this one span and no other.
+/// `traceparent` user property. `Span::none()` for a message not sampled
+/// (drawn before the span is made, or its parent's decision).
 pub fn publish_span(
     publish: &Publish,
     client_id: &str,
@@ -68,6 +65,19 @@ pub fn publish_span(
     user_property_parent: bool,
 ) -> Span {
     if !enabled() {
+        return Span::none();
+    }
+    let parent = if user_property_parent {
+        publish
+            .properties
+            .user_properties
+            .iter()
+            .find(|(k, _)| &**k == TRACEPARENT)
+            .and_then(|(_, v)| extract(v))
+    } else {
+        None
+    };
+    if parent.is_none() && !sample_root() {
         return Span::none();
     }
     let span = tracing::info_span!(target: TARGET, parent: None, "mqtt.publish",
@@ -79,24 +89,16 @@ pub fn publish_span(
         messaging.message.body.size = publish.payload.len(),
         trace_id = Empty,
     );
-    if user_property_parent {
-        let parent = publish
-            .properties
-            .user_properties
-            .iter()
-            .find(|(k, _)| &**k == TRACEPARENT)
-            .and_then(|(_, v)| extract(v));
-        if let Some(parent) = parent {
-            span.set_parent(parent);
-        }
+    if let Some(parent) = parent {
+        span.set_parent(parent);
     }
     if let Some(connection) = connection {
         span.add_link(connection.context.clone());
     }
     let context = span.context().span().span_context().clone();
     if !context.is_sampled() {
-        // not recorded: no child spans, nothing forwarded (the other node
-        // starts no trace of its own for it)
+        // its parent was not sampled: no child spans, nothing forwarded
+        // (the other node starts no trace of its own for it)
         return Span::none();
     }
     record_trace_id(&span, &context);

@@ -6,7 +6,8 @@
 //! (topic-filter trie), [`retain`] (retained messages), [`persist`] (loading
 //! the store), [`server`] (start and stop a node), [`config`], [`auth`] (who
 //! may connect), [`acl`] (who may publish and subscribe to what), [`limits`]
-//! (what protects the broker from its clients).
+//! (what protects the broker from its clients), [`telemetry`] (logs and
+//! OpenTelemetry traces).
 
 pub mod acl;
 pub mod auth;
@@ -26,3 +27,4 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod telemetry;

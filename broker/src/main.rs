@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::io::{BufRead, IsTerminal};
 
 use broker::auth::password::{edit_file, PasswdAction};
-use broker::config::{Cli, ClusterAction, Command, Config, LogFormat, PasswdArgs};
+use broker::config::{Cli, ClusterAction, Command, PasswdArgs};
 use clap::Parser;
 
 /// mimalloc rather than the system allocator: with it an idle connection
@@ -14,19 +14,6 @@ use clap::Parser;
 /// transparent huge pages (the workspace's `no_thp` feature): see Cargo.toml.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn init_logging(config: &Config) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
-        .map_err(|e| format!("log level `{}`: {e}", config.log_level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-    Ok(())
-}
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -211,10 +198,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(e) = init_logging(&config) {
-        eprintln!("tern: {e}");
-        return ExitCode::from(2);
-    }
+    let telemetry = match broker::telemetry::init(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tern: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing::info!(version = env!("CARGO_PKG_VERSION"), data_dir = %config.data_dir.display(), "starting tern");
     // Every connection is a descriptor: the default soft limit (often 1024)
     // would refuse clients long before memory runs out.
@@ -224,6 +214,11 @@ fn main() -> ExitCode {
     }
     let result =
         actix_rt::System::new().block_on(broker::server::run(config, shutdown_signal(), |_| {}));
+    // after the broker stopped (sessions and their spans ended), outside
+    // any runtime: the exporter sends what it still holds
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

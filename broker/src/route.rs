@@ -43,19 +43,27 @@ pub struct AckGuard(Arc<AckInner>);
 struct AckInner {
     completion: Option<Completion>,
     failed: AtomicBool,
+    /// The message's span (`mqtt.publish`, `cluster.apply`): it ends when
+    /// the answer goes, after its last holder. `Span::none()` when not traced.
+    _span: tracing::Span,
 }
 
 impl AckGuard {
-    fn new(completion: Completion) -> AckGuard {
+    fn new(completion: Completion, span: tracing::Span) -> AckGuard {
         AckGuard(Arc::new(AckInner {
             completion: Some(completion),
             failed: AtomicBool::new(false),
+            _span: span,
         }))
     }
 
-    /// A guard that answers the node which forwarded a message here.
-    pub fn forwarded(ack: tokio::sync::oneshot::Sender<Result<(), String>>) -> AckGuard {
-        AckGuard::new(Completion::Forwarded(ack))
+    /// A guard that answers the node which forwarded a message here; `span`
+    /// lasts until it does.
+    pub fn forwarded(
+        ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+        span: tracing::Span,
+    ) -> AckGuard {
+        AckGuard::new(Completion::Forwarded(ack), span)
     }
 
     /// True if it answers a publisher of this node, whose acknowledgement
@@ -107,6 +115,8 @@ impl std::fmt::Debug for AckGuard {
 pub struct LazyGuard {
     factory: Option<Completion>,
     guard: Option<AckGuard>,
+    /// Goes into the guard when it is created.
+    span: tracing::Span,
 }
 
 impl LazyGuard {
@@ -115,11 +125,18 @@ impl LazyGuard {
         LazyGuard {
             factory: None,
             guard: None,
+            span: tracing::Span::none(),
         }
     }
 
     /// For an inbound QoS 1/2 PUBLISH: tells the publisher's session.
-    pub fn publisher(publisher: SessionRef, token: u64, generation: u64) -> LazyGuard {
+    /// `span` (the message's `mqtt.publish`) lasts until the answer goes.
+    pub fn publisher(
+        publisher: SessionRef,
+        token: u64,
+        generation: u64,
+        span: tracing::Span,
+    ) -> LazyGuard {
         LazyGuard {
             factory: Some(Completion::Session {
                 publisher,
@@ -127,21 +144,28 @@ impl LazyGuard {
                 generation,
             }),
             guard: None,
+            span,
         }
     }
 
-    /// For a message forwarded by another node: answers it when done.
-    pub fn forwarded(ack: tokio::sync::oneshot::Sender<Result<(), String>>) -> LazyGuard {
+    /// For a message forwarded by another node: answers it when done, and
+    /// `span` lasts until then.
+    pub fn forwarded(
+        ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+        span: tracing::Span,
+    ) -> LazyGuard {
         LazyGuard {
             factory: None,
-            guard: Some(AckGuard::forwarded(ack)),
+            guard: Some(AckGuard::forwarded(ack, span)),
+            span: tracing::Span::none(),
         }
     }
 
     /// A clone of the guard, created on first use; `None` if nobody waits.
     pub fn get(&mut self) -> Option<AckGuard> {
         if self.guard.is_none() {
-            self.guard = Some(AckGuard::new(self.factory.take()?));
+            let span = std::mem::replace(&mut self.span, tracing::Span::none());
+            self.guard = Some(AckGuard::new(self.factory.take()?, span));
         }
         self.guard.clone()
     }
@@ -207,6 +231,8 @@ pub fn route(
     guard: &mut LazyGuard,
     scope: Scope<'_>,
 ) -> usize {
+    let span = crate::telemetry::route_span();
+    let _entered = span.enter();
     let router = state.router.read();
     let mut targets: SmallVec<[Target<'_>; 8]> = SmallVec::new();
     let mut remote: SmallVec<[(u64, RemoteTarget); 2]> = SmallVec::new();
@@ -306,6 +332,7 @@ pub fn route(
             shared_filter: t.shared_filter.cloned(),
             ack,
             backpressure,
+            span: span.clone(),
         });
     }
     drop(router);
@@ -314,6 +341,7 @@ pub fn route(
             cluster.forward(node, message, target, guard);
         }
     }
+    span.record("mqtt.matches", count);
     count
 }
 
@@ -326,6 +354,22 @@ fn remote_entry(remote: &mut SmallVec<[(u64, RemoteTarget); 2]>, node: u64) -> &
         }
     };
     &mut remote[i].1
+}
+
+/// `durable`, ending `span` (an `mqtt.store`) when the write is durable.
+pub fn traced_durable(
+    span: tracing::Span,
+    durable: Option<storage::Durable>,
+) -> Option<storage::Durable> {
+    if span.is_disabled() {
+        return durable;
+    }
+    Some(Box::new(move |result: storage::Result<()>| {
+        if let Some(durable) = durable {
+            durable(result);
+        }
+        drop(span);
+    }))
 }
 
 /// Storage callback that holds `guard` until the write is durable.

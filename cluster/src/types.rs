@@ -91,6 +91,8 @@ pub struct ForwardedPublish {
     pub target_client: Option<String>,
     /// Subscription identifiers of a message for `target_client`.
     pub subscription_ids: Vec<u32>,
+    /// W3C `traceparent` of the sender's span; opaque here, empty when none.
+    pub traceparent: String,
 }
 
 fn qos(field: &'static str, v: u32) -> Result<u8> {
@@ -249,6 +251,7 @@ impl From<&ForwardedPublish> for proto::ForwardedPublish {
             shared_filters: m.shared_filters.clone(),
             target_client: m.target_client.clone().unwrap_or_default(),
             subscription_ids: m.subscription_ids.clone(),
+            traceparent: m.traceparent.clone(),
         }
     }
 }
@@ -267,6 +270,7 @@ pub(crate) fn forwarded_from_proto(m: proto::ForwardedPublish) -> Result<Forward
         shared_filters: m.shared_filters,
         target_client: (!m.target_client.is_empty()).then_some(m.target_client),
         subscription_ids: m.subscription_ids,
+        traceparent: m.traceparent,
     })
 }
 

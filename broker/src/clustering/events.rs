@@ -137,6 +137,8 @@ fn deliver_forwarded(
         let _ = ack.send(Err(format!("QoS {} is not valid", msg.qos)));
         return;
     };
+    let span = crate::telemetry::apply_span(&msg.traceparent, msg.origin_node, &msg.topic);
+    let _entered = span.enter();
     let message = Arc::new(Message {
         topic: msg.topic.into(),
         payload: msg.payload,
@@ -146,7 +148,7 @@ fn deliver_forwarded(
         expires_at_ms: msg.expires_at_ms,
         origin: crate::message::BROKER_ORIGIN,
     });
-    let mut guard = LazyGuard::forwarded(ack);
+    let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {
         let local = state.registry.lock().get(client_id.as_str()).cloned();
         match local {
@@ -158,6 +160,7 @@ fn deliver_forwarded(
                 shared_filter: None,
                 ack: guard.get(),
                 backpressure: Backpressure::Untracked,
+                span: span.clone(),
             }),
             None => {
                 state.metrics.dropped(DropReason::SessionGone, 1);

@@ -219,9 +219,13 @@ impl ClusterBridge {
         async move { task.await.unwrap_or(false) }
     }
 
-    fn send(&self, node: u64, forwarded: cluster::ForwardedPublish, guard: Option<AckGuard>) {
+    fn send(&self, node: u64, mut forwarded: cluster::ForwardedPublish, guard: Option<AckGuard>) {
         let cluster = self.cluster.clone();
         let timeout = self.forward_timeout;
+        // `cluster.forward` lasts until the answer; the other node's
+        // `cluster.apply` is its child
+        let (span, traceparent) = crate::telemetry::forward_span(node);
+        forwarded.traceparent = traceparent;
         // Queued here, in the publisher's order; only the answer is awaited
         // on the cluster's runtime.
         let answer = self.cluster.forward_in_order(node, forwarded);
@@ -250,6 +254,7 @@ impl ClusterBridge {
                     guard.fail();
                 }
             }
+            drop(span);
         });
     }
 

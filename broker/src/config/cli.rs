@@ -79,6 +79,17 @@ pub struct Cli {
     /// Cluster seeds, comma separated: `id=host:port` or `host:port`.
     #[arg(long, env = "TERN_SEEDS", value_name = "SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// OTLP gRPC endpoint spans are exported to (`http://host:4317`); empty
+    /// turns tracing off [default: off].
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of exported spans [default: tern].
+    #[arg(long, env = "OTEL_SERVICE_NAME", value_name = "NAME")]
+    pub otel_service_name: Option<String>,
+    /// Share of new traces recorded, 0.0 to 1.0 (the sampler is always
+    /// OpenTelemetry's `parentbased_traceidratio`) [default: 1.0].
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO")]
+    pub otel_sample_ratio: Option<f64>,
     /// Address of the HTTP endpoint (metrics, health, admin API); an empty
     /// value turns it off [default: 0.0.0.0:8080].
     #[arg(long, env = "TERN_HTTP_BIND", value_name = "ADDR:PORT")]
@@ -324,6 +335,15 @@ impl Cli {
         if let Some(seeds) = &self.seeds {
             config.cluster.seeds = seeds.iter().filter(|s| !s.is_empty()).cloned().collect();
         }
+        if let Some(endpoint) = &self.otlp_endpoint {
+            config.telemetry.otlp_endpoint = endpoint.clone();
+        }
+        if let Some(name) = &self.otel_service_name {
+            config.telemetry.service_name = name.clone();
+        }
+        if let Some(ratio) = self.otel_sample_ratio {
+            config.telemetry.sample_ratio = ratio;
+        }
         if let Some(bind) = &self.http_bind {
             config.http.bind = bind.clone();
         }
@@ -392,6 +412,51 @@ mod tests {
                 ("127.0.0.1:0".to_string(), ListenerProtocol::Ws, "/mqtt"),
             ]
         );
+    }
+
+    #[test]
+    fn otel_variables_override_the_telemetry_section() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            file,
+            "[telemetry]\notlp_endpoint = \"http://a:4317\"\nservice_name = \"a\""
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let kept = Cli::try_parse_from(["tern", "--config", path])
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(kept.telemetry.otlp_endpoint, "http://a:4317");
+        // the flags are what clap fills from OTEL_EXPORTER_OTLP_ENDPOINT and
+        // OTEL_SERVICE_NAME (tests must not set process-wide variables)
+        let cli = Cli::try_parse_from([
+            "tern",
+            "--config",
+            path,
+            "--otlp-endpoint",
+            "http://b:4317",
+            "--otel-service-name",
+            "b",
+            "--otel-sample-ratio",
+            "0.25",
+        ])
+        .unwrap();
+        let config = cli.load().unwrap();
+        assert_eq!(config.telemetry.otlp_endpoint, "http://b:4317");
+        assert_eq!(config.telemetry.service_name, "b");
+        assert_eq!(config.telemetry.sample_ratio, 0.25);
+        let e = Cli::try_parse_from(["tern", "--otel-sample-ratio", "2"])
+            .unwrap()
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("telemetry.sample_ratio"), "{e}");
+        let off = Cli::try_parse_from(["tern", "--config", path, "--otlp-endpoint", ""])
+            .unwrap()
+            .load()
+            .unwrap();
+        assert!(!off.telemetry.enabled());
     }
 
     #[test]

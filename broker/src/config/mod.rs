@@ -9,6 +9,7 @@
 mod cli;
 mod http;
 mod listener;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use http::HttpConfig;
 pub use listener::{
     ClientAuth, IdentitySource, ListenerConfig, ListenerProtocol, TlsConfig, DEFAULT_WS_PATH,
 };
+pub use telemetry::TelemetryConfig;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Seconds between two publications of the `$SYS` topics; 0: none.
     pub sys_interval_secs: u64,
+    /// OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
 }
 
 /// Cluster membership of this node. With `node_id` 0 (the default) the node
@@ -165,6 +169,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
             sys_interval_secs: 10,
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -460,6 +465,7 @@ impl Config {
         }
         self.validate_security()?;
         self.http.validate()?;
+        self.telemetry.validate()?;
         for seed in &self.cluster.seeds {
             if seed.parse::<cluster::Seed>().is_err() {
                 return Err(ConfigError::Invalid {

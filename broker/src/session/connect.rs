@@ -142,6 +142,8 @@ impl Handler<Attach> for Session {
             ctx,
         );
         conn.peer_identity = new.peer_identity.map(Box::new);
+        conn.trace =
+            crate::telemetry::connection_span(self.client_id(), connect.protocol, new.peer);
         let mqtt = &self.state.config.mqtt;
         let mut keep_alive = connect.keep_alive;
         let mut properties = ConnAckProperties::default();
@@ -238,6 +240,9 @@ impl StreamHandler<Inbound> for Session {
         if conn.generation != item.generation {
             return;
         }
+        // log lines about this connection's packets carry its trace id
+        let span = conn.trace.as_ref().map(|t| t.span.clone());
+        let _entered = span.as_ref().map(tracing::Span::enter);
         match item.event {
             InboundEvent::Packet(packet) => {
                 if conn.keep_alive_watch.is_some() {

@@ -275,6 +275,9 @@ pub struct Connection {
     /// User Property goes on packets other than PUBLISH, CONNACK, DISCONNECT.
     pub problem_information: bool,
     max_write_buffer: usize,
+    /// The connection's `mqtt.connection` span (ends when the connection is
+    /// dropped); `None` when not traced.
+    pub trace: Option<Box<crate::telemetry::ConnectionTrace>>,
     /// The node's held bytes (`crate::limits`), which buffered bytes count in.
     held: Arc<AtomicU64>,
 }
@@ -334,6 +337,7 @@ impl Connection {
             aliases: None,
             problem_information: true,
             max_write_buffer: state.config.mqtt.max_write_buffer,
+            trace: None,
             held: state.limits.held_counter(),
         }
     }

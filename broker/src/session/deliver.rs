@@ -18,8 +18,9 @@ use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Re
 use super::{Backpressure, Deliver, Session, Stored, Subscriber, NOT_HOLDING};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::message::unix_ms;
-use crate::route::{hold_until_durable, AckGuard};
+use crate::route::{hold_until_durable, traced_durable, AckGuard};
 use crate::state::{DropReason, Metrics};
+use crate::telemetry;
 
 impl Handler<Deliver> for Session {
     type Result = ();
@@ -79,7 +80,10 @@ impl Session {
             shared_filter,
             ack,
             backpressure,
+            span,
         } = d;
+        let span = telemetry::deliver_span(&span, self.client_id(), qos);
+        let _entered = span.enter();
         let now = unix_ms();
         let metrics = &self.state.metrics;
         if message.is_expired(now) {
@@ -147,7 +151,7 @@ impl Session {
                     seq,
                     record,
                 }],
-                Some(on_durable),
+                traced_durable(telemetry::store_span(&span), Some(on_durable)),
             );
         }
         let charge =
@@ -301,6 +305,7 @@ impl Session {
                     shared_filter: Some(filter.clone()),
                     ack: None,
                     backpressure: Backpressure::Untracked,
+                    span: tracing::Span::none(),
                 }),
                 Subscriber::Node(node) => {
                     if let Some(cluster) = &self.state.cluster {

@@ -230,6 +230,9 @@ pub struct Deliver {
     /// every holder has dropped it.
     pub ack: Option<AckGuard>,
     pub backpressure: Backpressure,
+    /// Parent of the copy's `mqtt.deliver` span (the `mqtt.route` that sent
+    /// it); `Span::none()` when not traced.
+    pub span: tracing::Span,
 }
 
 /// How a copy takes part in backpressure (`crate::limits`).

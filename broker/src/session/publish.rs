@@ -17,7 +17,8 @@ use super::incoming::{AckKind, ReadyAck};
 use super::{AckDone, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
 use crate::message::{unix_ms, Message};
-use crate::route::{hold_until_durable, route, store_retained, LazyGuard, Scope};
+use crate::route::{hold_until_durable, route, store_retained, traced_durable, LazyGuard, Scope};
+use crate::telemetry;
 
 /// The acknowledgement code of an accepted message: 5.0 0x10 No matching
 /// subscribers when nobody received it (3.1.1 encodes every success as 0).
@@ -132,6 +133,17 @@ impl Session {
         if let Some(code) = self.publish_refusal(&publish) {
             return self.refuse_checked_publish(&publish, code, ctx);
         }
+        let propagate = self.state.config.telemetry.propagate_user_property;
+        let span = telemetry::publish_span(
+            &publish,
+            self.client_id(),
+            self.conn.as_ref().and_then(|c| c.trace.as_deref()),
+            propagate && self.protocol.is_v5(),
+        );
+        if propagate {
+            telemetry::with_traceparent(&span, &mut publish.properties);
+        }
+        let _entered = span.enter();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         let packet_id = publish.packet_id.unwrap_or(0);
         let qos = publish.qos;
@@ -142,7 +154,8 @@ impl Session {
             }
             QoS::AtLeastOnce => {
                 let token = self.incoming.begin(AckKind::PubAck, packet_id);
-                let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation);
+                let mut guard =
+                    LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
                 let receivers = self.publish_message(message, Some(&mut guard));
                 if !guard.created() {
                     self.incoming.complete(token, accepted(receivers));
@@ -159,7 +172,8 @@ impl Session {
                 } else {
                     self.incoming.insert_qos2(packet_id);
                     let token = self.incoming.begin(AckKind::PubRec, packet_id);
-                    let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation);
+                    let mut guard =
+                        LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
                     if self.is_persistent() {
                         self.stored = true;
                         self.state.writer.submit(
@@ -167,7 +181,10 @@ impl Session {
                                 client_id: self.client_id().to_string(),
                                 packet_id,
                             }],
-                            hold_until_durable(guard.get()),
+                            traced_durable(
+                                telemetry::store_span(&span),
+                                hold_until_durable(guard.get()),
+                            ),
                         );
                     }
                     let receivers = self.publish_message(message, Some(&mut guard));

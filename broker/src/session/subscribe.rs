@@ -149,6 +149,7 @@ impl Session {
                 shared_filter: None,
                 ack: None,
                 backpressure: Backpressure::Untracked,
+                span: tracing::Span::none(),
             });
         }
     }

@@ -28,6 +28,16 @@ impl TernProcess {
     /// replace the default `--log-level info`), and waits until it accepts
     /// connections.
     pub fn start(data_dir: &Path, port: u16, args: &[&str]) -> TernProcess {
+        TernProcess::start_env(data_dir, port, args, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_env(
+        data_dir: &Path,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> TernProcess {
         let log = data_dir.with_extension(format!("{port}.log"));
         let log_file = std::fs::File::options()
             .create(true)
@@ -54,6 +64,7 @@ impl TernProcess {
                     .filter(|_| !args.contains(&"--http-bind")),
             )
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()

@@ -57,7 +57,7 @@ impl Session {
             Packet::PubRel(a) => self.handle_pubrel(a),
             Packet::PubComp(a) => self.handle_pubcomp(a, ctx),
             Packet::Subscribe(s) => self.handle_subscribe(s, ctx),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u, ctx),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => self.handle_disconnect(d, ctx),
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation

@@ -88,10 +88,13 @@ pub enum DropReason {
     NoSubscriber,
     /// Handed over for a session this node does not have (cluster).
     SessionGone,
+    /// A QoS 2 copy for a persistent session whose store failed: its
+    /// publisher is told the message failed and sends it again.
+    StoreFailed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Expired,
         DropReason::QueueFull,
         DropReason::ClientUnavailable,
@@ -99,6 +102,7 @@ impl DropReason {
         DropReason::Overload,
         DropReason::NoSubscriber,
         DropReason::SessionGone,
+        DropReason::StoreFailed,
     ];
 
     /// The `reason` label of `tern_messages_dropped_total`.
@@ -111,6 +115,7 @@ impl DropReason {
             DropReason::Overload => "overload",
             DropReason::NoSubscriber => "no_subscriber",
             DropReason::SessionGone => "session_gone",
+            DropReason::StoreFailed => "store_failed",
         }
     }
 }

@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use broker::codec::Packet;
 use common::flow::{check, publish_until_broken, Acked, App};
 use common::process::{free_port, TernProcess};
 use common::{build, Raw};
@@ -112,4 +113,53 @@ async fn sigkill_with_offline_persistent_subscriber_loses_no_acknowledged_messag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_with_online_persistent_subscriber_loses_nothing_and_duplicates_no_qos2() {
     crash_cycles(true).await;
+}
+
+/// `tern` is killed right after each SUBACK of a persistent session; after a
+/// restart on the same data directory, a QoS 1 message published to the
+/// filter reaches the subscriber when it reconnects without subscribing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regression_suback_before_subscription_on_disk() {
+    // postmortem: SUBSCRIBE of a persistent session submitted its
+    // PutSubscription (and the CONNECT its PutSession) to the group-commit
+    // writer without a durability callback and sent SUBACK at once. The
+    // write reached the disk with the next fsync of someone else or sled's
+    // 500 ms background flush, so a crash just after the SUBACK lost the
+    // subscription the client was told it had, and the messages published
+    // to it later. The SUBACK now waits for the fsync of its subscriptions.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    for round in 0..5 {
+        let client_id = format!("suback-{round}");
+        let topic = format!("suback/{round}");
+        let broker = TernProcess::start(&data, port, &[]);
+        let mut s = App::connect(broker.addr, &client_id, false).await;
+        s.send(&build::subscribe(1, &[(&topic, 1)])).await;
+        assert_eq!(s.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+        broker.kill9();
+        drop(s);
+
+        let broker = TernProcess::start(&data, port, &[]);
+        let mut p = Raw::mqtt(broker.addr, &format!("pub-{round}"), true).await;
+        p.send(&build::publish(&topic, 1, false, false, 1, b"after crash"))
+            .await;
+        assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
+
+        let mut s = Raw::connect(broker.addr).await;
+        s.send(&build::connect(4, &client_id, false, 60)).await;
+        assert_eq!(
+            s.recv_bytes().await.unwrap(),
+            build::connack(true, 0),
+            "round {round}: the session acknowledged by SUBACK survives the crash"
+        );
+        match s.recv().await {
+            Some(Packet::Publish(got)) => {
+                assert_eq!(&got.topic[..], topic.as_str(), "round {round}");
+                assert_eq!(&got.payload[..], b"after crash", "round {round}");
+            }
+            other => panic!("round {round}: expected the queued PUBLISH, got {other:?}"),
+        }
+        broker.kill9();
+    }
 }

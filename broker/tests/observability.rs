@@ -81,6 +81,7 @@ async fn metrics_count_publishes_by_qos_exactly() {
         "overload",
         "no_subscriber",
         "session_gone",
+        "store_failed",
     ] {
         assert_eq!(
             after.value("tern_messages_dropped_total", &[("reason", reason)]),

@@ -49,6 +49,20 @@ impl Handler<Stored> for Session {
                 self.outgoing.mark_durable(seq);
                 self.pump();
             }
+            Stored::Failed { seq } => {
+                // The publisher is told the message failed (its guard
+                // failed with this write) and sends it again: sending this
+                // copy too would deliver it twice. It goes, unsent.
+                let removed = self.outgoing.remove_queued_where(|m| m.seq == seq);
+                if !removed.is_empty() {
+                    self.state.metrics.dropped(DropReason::StoreFailed, 1);
+                    tracing::warn!(client_id = %self.client_id(), seq, "QoS 2 copy not stored: dropped unsent");
+                    // Nothing of the failed write is on disk; a later
+                    // retry of it must not leave a record behind either.
+                    self.delete_outgoing(seq);
+                }
+                self.pump();
+            }
             Stored::Released { seq, generation } => {
                 if self
                     .conn
@@ -138,11 +152,17 @@ impl Session {
             let held = hold_until_durable(ack);
             let session = self.handle.clone();
             let on_durable: storage::Durable = Box::new(move |result| {
+                // The session hears first, so the copy is settled before its
+                // publisher is answered.
+                if !durable {
+                    session.0.addr.do_send(if result.is_ok() {
+                        Stored::Message { seq }
+                    } else {
+                        Stored::Failed { seq }
+                    });
+                }
                 if let Some(held) = held {
                     held(result);
-                }
-                if !durable {
-                    session.0.addr.do_send(Stored::Message { seq });
                 }
             });
             self.state.writer.submit(

@@ -269,6 +269,9 @@ pub(crate) struct AckDone {
 enum Stored {
     /// The QoS 2 copy with this seq is on disk: it may be sent.
     Message { seq: u64 },
+    /// The QoS 2 copy with this seq could not be stored: its publisher is
+    /// told so, and the copy is dropped unsent.
+    Failed { seq: u64 },
     /// The Released state of this seq is on disk: PUBREL may be sent.
     Released { seq: u64, generation: u64 },
 }

@@ -58,7 +58,7 @@ impl Session {
             Packet::PubRel(a) => self.handle_pubrel(a),
             Packet::PubComp(a) => self.handle_pubcomp(a, ctx),
             Packet::Subscribe(s) => self.handle_subscribe(s, ctx),
-            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u, ctx),
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => self.handle_disconnect(d, ctx),
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
@@ -230,6 +230,11 @@ impl Session {
         let mut ready: Vec<ReadyAck> = Vec::new();
         self.incoming.poll_ready(&mut ready);
         for mut ack in ready {
+            if ack.kind == AckKind::PubRec && ack.reason_code.is_error() {
+                // Not accepted: a resend of this id is a new message to
+                // route, not a duplicate to acknowledge without routing.
+                self.forget_qos2(ack.packet_id);
+            }
             if ack.reason_code.is_error() && !self.protocol.is_v5() {
                 // 3.1.1 cannot say a message was not accepted: close without
                 // acknowledging, so the client sends it again.
@@ -239,9 +244,6 @@ impl Session {
                     ctx,
                 );
                 return;
-            }
-            if ack.kind == AckKind::PubRec && ack.reason_code.is_error() {
-                self.incoming.release_qos2(ack.packet_id);
             }
             if !self.protocol.is_v5() {
                 ack.reason_code = ReasonCode::Success;
@@ -272,18 +274,25 @@ impl Session {
         }
     }
 
-    /// PUBREL: the QoS 2 id is released; answer PUBCOMP.
-    fn handle_pubrel(&mut self, pubrel: PubResponse) {
-        let known = self.incoming.release_qos2(pubrel.packet_id);
+    /// Forgets a received QoS 2 id, here and in the store; false if it was
+    /// not known.
+    fn forget_qos2(&mut self, packet_id: u16) -> bool {
+        let known = self.incoming.release_qos2(packet_id);
         if known && self.stored {
             self.state.writer.submit(
                 vec![storage::WriteOp::DeleteIncomingQos2 {
                     client_id: self.client_id().to_string(),
-                    packet_id: pubrel.packet_id,
+                    packet_id,
                 }],
                 None,
             );
         }
+        known
+    }
+
+    /// PUBREL: the QoS 2 id is released; answer PUBCOMP.
+    fn handle_pubrel(&mut self, pubrel: PubResponse) {
+        let known = self.forget_qos2(pubrel.packet_id);
         // 5.0: 0x92 if the id was not known (3.1.1 always answers Success)
         let reason_code = if known || !self.protocol.is_v5() {
             ReasonCode::Success

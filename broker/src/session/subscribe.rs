@@ -5,11 +5,21 @@
 //! store. Retained messages matching a new subscription follow its SUBACK
 //! [MQTT-3.8.4-4], subject to 5.0 Retain Handling; shared subscriptions get no
 //! retained messages (5.0 section 4.8.2).
+//!
+//! For a persistent session the SUBACK and UNSUBACK wait until the change is
+//! on disk (submitted with a durability callback, as copies are before a
+//! PUBACK): a client told it is subscribed keeps the subscription across a
+//! crash. Every SUBSCRIBE and UNSUBSCRIBE of a persistent session goes
+//! through the writer, even one that changes nothing on disk, so their
+//! answers leave in the order the packets arrived (the writer runs
+//! callbacks in submission order). A change that could not be stored is not
+//! acknowledged: the connection is closed and the client subscribes again.
 
 use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use tokio::sync::oneshot;
 
 use super::{Backpressure, Deliver, Session, SubscriptionEntry};
 use crate::clustering::Proposal;
@@ -112,27 +122,86 @@ impl Session {
         }
         if !ops.is_empty() {
             self.stored = true;
-            self.state.writer.submit(ops, None);
             self.update_record();
         }
+        let durable = self.submit_durable(ops);
         let suback = Packet::SubAck(SubAck {
             packet_id: subscribe.packet_id,
             reason_codes,
             properties: AckProperties::default(),
         });
-        if route_applied.is_empty() {
+        if route_applied.is_empty() && durable.is_none() {
             self.send_suback(&suback, retained);
         } else {
-            // In a cluster the SUBACK waits until the other nodes route
+            // In a cluster the SUBACK also waits until the other nodes route
             // matching messages here: a message published anywhere after
             // the SUBACK reaches the new subscription. The proposals end
             // (applied or failed) within the cluster's proposal timeout.
+            let generation = self.generation();
             let applied = futures::future::join_all(route_applied);
             ctx.spawn(
-                applied
+                futures::future::join(applied, stored(durable))
                     .into_actor(self)
-                    .map(move |_, session, _| session.send_suback(&suback, retained)),
+                    .map(move |(_, stored), session, ctx| {
+                        if session.may_answer(generation, stored, "subscription", ctx) {
+                            session.send_suback(&suback, retained);
+                        }
+                    }),
             );
+        }
+    }
+
+    /// For a persistent session: submits `ops` (possibly none, to keep the
+    /// answers in order) with a durability callback, and returns what the
+    /// callback reports. `None` for a clean session, which stores nothing.
+    fn submit_durable(
+        &mut self,
+        ops: Vec<storage::WriteOp>,
+    ) -> Option<oneshot::Receiver<Durability>> {
+        if !self.is_persistent() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.state.writer.submit(
+            ops,
+            Some(Box::new(move |result| {
+                // The session may have ended: then nobody waits.
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            })),
+        );
+        Some(rx)
+    }
+
+    /// The generation of the current connection (0: offline).
+    fn generation(&self) -> u64 {
+        self.conn.as_ref().map_or(0, |c| c.generation)
+    }
+
+    /// True if the answer to a SUBSCRIBE or UNSUBSCRIBE of connection
+    /// `generation` may go now: that connection is still the current one,
+    /// and the change is on disk. If it could not be stored, the client is
+    /// disconnected without an answer, so that it subscribes again.
+    fn may_answer(
+        &mut self,
+        generation: u64,
+        stored: Durability,
+        what: &str,
+        ctx: &mut Context<Self>,
+    ) -> bool {
+        if self.generation() != generation || self.conn.is_none() {
+            return false;
+        }
+        match stored {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(client_id = %self.client_id(), error = %e, "{what} not stored: closing the connection unanswered");
+                self.protocol_error(
+                    ReasonCode::UnspecifiedError,
+                    format!("{what} could not be stored: {e}"),
+                    ctx,
+                );
+                false
+            }
         }
     }
 
@@ -154,7 +223,7 @@ impl Session {
         }
     }
 
-    pub(super) fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+    pub(super) fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe, ctx: &mut Context<Self>) {
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut ops = Vec::new();
         {
@@ -179,10 +248,9 @@ impl Session {
             }
         }
         if !ops.is_empty() {
-            self.state.writer.submit(ops, None);
             self.update_record();
         }
-        self.send(&Packet::UnsubAck(UnsubAck {
+        let unsuback = Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
             reason_codes: if self.protocol.is_v5() {
                 reason_codes
@@ -190,6 +258,34 @@ impl Session {
                 Vec::new()
             },
             properties: AckProperties::default(),
-        }));
+        });
+        match self.submit_durable(ops) {
+            None => self.send(&unsuback),
+            Some(durable) => {
+                // Answered once the deletes are on disk: a subscription the
+                // client was told is gone does not come back after a crash.
+                let generation = self.generation();
+                ctx.spawn(stored(Some(durable)).into_actor(self).map(
+                    move |stored, session, ctx| {
+                        if session.may_answer(generation, stored, "unsubscription", ctx) {
+                            session.send(&unsuback);
+                        }
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// What a durability callback reports: the write is on disk, or why not.
+type Durability = Result<(), String>;
+
+/// Waits for a durability callback's report (none to wait for: `Ok`).
+async fn stored(durable: Option<oneshot::Receiver<Durability>>) -> Durability {
+    match durable {
+        None => Ok(()),
+        // The writer calls every callback once; a dropped sender means it
+        // is gone.
+        Some(rx) => rx.await.unwrap_or_else(|_| Err("store closed".into())),
     }
 }

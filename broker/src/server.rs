@@ -29,8 +29,8 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::handle::Input;
 use crate::listener::Listener;
-use crate::session::Shutdown;
 use crate::state::{BrokerState, State};
 
 /// How long shutdown waits for sessions to flush their sockets.
@@ -76,13 +76,15 @@ pub async fn run(
         Some(start_cluster(&config, &store, mqtt_port).await?)
     };
     let bridge = cluster.as_ref().map(|c| c.bridge.clone());
+    let cluster_bridge: Option<Arc<dyn crate::nodes::Cluster>> =
+        bridge.clone().map(|b| b as Arc<dyn crate::nodes::Cluster>);
     let state: State = Arc::new(BrokerState::new(
         config,
         store,
         workers,
         security,
         auth_methods,
-        bridge,
+        cluster_bridge,
     ));
     if let Some(c) = &cluster {
         crate::clustering::load(&state, c.bridge.cluster());
@@ -184,16 +186,16 @@ pub async fn run(
         let _ = task.await;
     }
     let _ = reloader.await;
-    let sessions: Vec<_> = state.registry.lock().values().cloned().collect();
+    let sessions = state.registry.snapshot();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
-    for session in sessions {
-        let _ = tokio::time::timeout_at(deadline.into(), session.0.addr.send(Shutdown)).await;
+    for (_, session) in sessions {
+        let _ = tokio::time::timeout_at(deadline.into(), session.call(Input::Shutdown)).await;
     }
     while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    if let Some(cluster) = &state.cluster {
-        cluster.stop().await;
+    if let Some(bridge) = &bridge {
+        bridge.stop().await;
     }
     if let Some(runtime) = cluster_runtime {
         runtime.shutdown_background();
@@ -284,15 +286,10 @@ impl StartedCluster {
             runtime,
         } = self;
         let me = bridge.node_id();
-        let sessions: Vec<_> = state
-            .registry
-            .lock()
-            .iter()
-            .map(|(id, session)| (id.clone(), session.clone()))
-            .collect();
+        let sessions = state.registry.snapshot();
         for (client_id, session) in sessions {
             if let Some(owner) = bridge.session_owner(&client_id).filter(|o| *o != me) {
-                session.0.addr.do_send(crate::session::OwnerMoved { owner });
+                session.send(crate::handle::OwnerMoved { owner });
             }
         }
         runtime.spawn(crate::clustering::run_events(state.clone(), events, failed));

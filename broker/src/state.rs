@@ -8,143 +8,26 @@
 //! only; the router's read lock is held while a publish is matched and its
 //! `Deliver`s are queued (non-blocking `do_send`).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::ArbiterHandle;
-use bytestring::ByteString;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 
 use crate::acl::Acl;
 use crate::auth::Authentication;
 use crate::config::Config;
+use crate::counters::Metrics;
+use crate::handle::{Subscriber, SubscriptionEntry};
 use crate::limits::Limits;
 use crate::message::Message;
+use crate::nodes::{Cluster, SingleNode};
+use crate::registry::Registry;
 use crate::retain::RetainedIndex;
 use crate::router::SubscriptionTable;
-use crate::session::{SessionRef, Subscriber, SubscriptionEntry};
 
 /// The router as the broker instantiates it.
 pub type Router = SubscriptionTable<Subscriber, SubscriptionEntry>;
-
-/// Counters of one node, read by `$SYS` topics and metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub connections_current: AtomicU64,
-    pub connections_total: AtomicU64,
-    pub connections_refused: AtomicU64,
-    /// PUBLISH packets received from clients, by QoS (`Metrics::received`).
-    pub messages_received: [AtomicU64; 3],
-    /// PUBLISH packets written to clients, by delivered QoS (`Metrics::sent`).
-    pub messages_sent: [AtomicU64; 3],
-    /// Copies not delivered, by [`DropReason`] (`Metrics::dropped`).
-    pub messages_dropped: [AtomicU64; DropReason::ALL.len()],
-    pub bytes_received: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    /// Clients disconnected for a protocol violation.
-    pub protocol_errors: AtomicU64,
-    /// Writes to the store that failed (a full disk, ...).
-    pub storage_errors: AtomicU64,
-    /// CONNECTs refused by authentication (any reason).
-    pub auth_failures: AtomicU64,
-    /// Connections closed because their address exceeded the connect rate.
-    pub connect_rate_refused: AtomicU64,
-    /// PUBLISH packets (and wills) the ACL refused.
-    pub acl_denied_publish: AtomicU64,
-    /// SUBSCRIBE filters the ACL refused.
-    pub acl_denied_subscribe: AtomicU64,
-    /// Messages not delivered to a subscriber the ACL does not let read them.
-    pub acl_denied_delivery: AtomicU64,
-    /// Topics and filters refused for `limits.max_topic_levels` / `_length`.
-    pub topic_limit_refused: AtomicU64,
-    /// PUBLISH packets whose reading was delayed by `limits.max_publish_rate`.
-    pub publish_throttled: AtomicU64,
-    /// Copies dropped because the held bytes reached `limits.max_queued_bytes`
-    /// (QoS 0 above 7/8 of it, QoS 1/2 at it), and 5.0 publishes refused 0x97.
-    pub overload_dropped: AtomicU64,
-    /// Clients disconnected by `limits.slow_consumer_timeout_secs`.
-    pub slow_consumers_disconnected: AtomicU64,
-    /// Congested subscribers that took nothing for
-    /// `limits.backpressure_wait_secs` while publishers were held back for them.
-    pub backpressure_stalls: AtomicU64,
-}
-
-/// Why a copy of a message was not delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Its Message Expiry Interval passed before it could be sent.
-    Expired,
-    /// The session's queue held `mqtt.max_queued_messages` already.
-    QueueFull,
-    /// A QoS 0 copy for a client that is offline or whose write buffer is
-    /// full.
-    ClientUnavailable,
-    /// Larger than the client's Maximum Packet Size (5.0).
-    TooLarge,
-    /// The held bytes reached `limits.max_queued_bytes` (see `crate::limits`).
-    Overload,
-    /// A shared group had no member to take it.
-    NoSubscriber,
-    /// Handed over for a session this node does not have (cluster).
-    SessionGone,
-    /// A QoS 2 copy for a persistent session whose store failed: its
-    /// publisher is told the message failed and sends it again.
-    StoreFailed,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 8] = [
-        DropReason::Expired,
-        DropReason::QueueFull,
-        DropReason::ClientUnavailable,
-        DropReason::TooLarge,
-        DropReason::Overload,
-        DropReason::NoSubscriber,
-        DropReason::SessionGone,
-        DropReason::StoreFailed,
-    ];
-
-    /// The `reason` label of `tern_messages_dropped_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            DropReason::Expired => "expired",
-            DropReason::QueueFull => "queue_full",
-            DropReason::ClientUnavailable => "client_unavailable",
-            DropReason::TooLarge => "too_large",
-            DropReason::Overload => "overload",
-            DropReason::NoSubscriber => "no_subscriber",
-            DropReason::SessionGone => "session_gone",
-            DropReason::StoreFailed => "store_failed",
-        }
-    }
-}
-
-impl Metrics {
-    pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// A PUBLISH of `qos` arrived from a client.
-    pub fn received(&self, qos: crate::codec::QoS) {
-        Metrics::add(&self.messages_received[qos as usize], 1);
-    }
-
-    /// A PUBLISH of `qos` was written for a client.
-    pub fn sent(&self, qos: crate::codec::QoS) {
-        Metrics::add(&self.messages_sent[qos as usize], 1);
-    }
-
-    /// `n` copies were not delivered for `reason`.
-    pub fn dropped(&self, reason: DropReason, n: u64) {
-        Metrics::add(&self.messages_dropped[reason as usize], n);
-    }
-
-    /// Sum of a by-QoS or by-reason family.
-    pub fn total(counters: &[AtomicU64]) -> u64 {
-        counters.iter().map(|c| c.load(Ordering::Relaxed)).sum()
-    }
-}
 
 /// Shared state of one node.
 pub struct BrokerState {
@@ -154,15 +37,16 @@ pub struct BrokerState {
     /// Topic -> retained message.
     pub retained: RwLock<RetainedIndex<Arc<Message>>>,
     /// Client id -> its session actor, online or not.
-    pub registry: Mutex<HashMap<ByteString, SessionRef>>,
+    pub registry: Registry,
     pub store: storage::Store,
     pub writer: storage::Writer,
-    /// The cluster this node is part of; `None` for a single node. Chosen
-    /// once at startup.
-    pub cluster: Option<Arc<crate::clustering::ClusterBridge>>,
+    /// The other nodes ([`SingleNode`] for a node alone). Chosen once at
+    /// startup.
+    pub cluster: Arc<dyn Cluster>,
     /// 5.0 enhanced authentication mechanisms offered.
     pub auth_methods: crate::enhanced_auth::AuthMethods,
-    pub metrics: Metrics,
+    /// Shared with the packet streams of connections (`crate::transport`).
+    pub metrics: Arc<Metrics>,
     /// Who may connect.
     pub auth: Arc<Authentication>,
     /// Who may publish and subscribe to what.
@@ -188,9 +72,10 @@ impl BrokerState {
         workers: Vec<ArbiterHandle>,
         (auth, acl): (Authentication, Acl),
         auth_methods: crate::enhanced_auth::AuthMethods,
-        cluster: Option<Arc<crate::clustering::ClusterBridge>>,
+        cluster: Option<Arc<dyn Cluster>>,
     ) -> BrokerState {
         let writer = store.writer();
+        let cluster = cluster.unwrap_or_else(|| Arc::new(SingleNode::new(writer.clone())));
         let limits = Limits::new(&config.limits);
         BrokerState {
             cluster,
@@ -201,10 +86,10 @@ impl BrokerState {
             config,
             router: RwLock::new(SubscriptionTable::new()),
             retained: RwLock::new(RetainedIndex::new()),
-            registry: Mutex::new(HashMap::new()),
+            registry: Registry::new(),
             store,
             writer,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             workers,
             next_worker: AtomicUsize::new(0),
             next_session_id: AtomicU64::new(1),

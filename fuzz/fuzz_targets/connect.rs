@@ -1,6 +1,6 @@
 //! Drives the CONNECT path without a socket: arbitrary bytes are decoded as
 //! the first packet of a connection (as `listener::bootstrap` does), and a
-//! decoded CONNECT goes through admission (`broker::auth::decide`: the
+//! decoded CONNECT goes through admission (`broker::listener::admit::decide`: the
 //! authentication chain, then the will's topic limits and ACL) under one of
 //! eight configurations picked by the first input byte:
 //! - bit 0: anonymous access allowed;
@@ -30,7 +30,8 @@ use std::sync::OnceLock;
 
 use broker::acl::{rules, Access, Acl, Subject};
 use broker::auth::password::hash_password_with_cost;
-use broker::auth::{decide, Authentication};
+use broker::auth::Authentication;
+use broker::listener::admit::decide;
 use broker::codec::{
     ConnAck, ConnAckProperties, Limits as CodecLimits, Packet, PacketType, ProtocolVersion,
 };

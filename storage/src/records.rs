@@ -301,6 +301,19 @@ impl SessionRecord {
 }
 
 impl SubscriptionRecord {
+    /// The record's stored value (format above), for whoever carries a
+    /// subscription elsewhere (the cluster's replicated session record):
+    /// one encoding of subscription options in the workspace.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    /// Reads a value [`to_bytes`](Self::to_bytes) wrote (any supported
+    /// format version); `Err` says which field is wrong.
+    pub fn from_bytes(value: &[u8]) -> std::result::Result<SubscriptionRecord, String> {
+        SubscriptionRecord::decode(value).map_err(|e| e.to_string())
+    }
+
     /// Encodes at [`FORMAT_VERSION`].
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::new();

@@ -35,7 +35,6 @@
 //! - A client's identity is decided at CONNECT only: a password file reload
 //!   does not disconnect users it removed.
 
-pub mod admit;
 pub mod jwt;
 pub mod password;
 
@@ -48,7 +47,6 @@ use bytestring::ByteString;
 use crate::codec::{Connect, ProtocolVersion, ReasonCode};
 use crate::config::AuthConfig;
 
-pub use admit::{admit, check_will, decide, Refusal};
 pub use jwt::JwtAuthenticator;
 pub use password::PasswordFile;
 

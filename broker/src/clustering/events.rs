@@ -9,10 +9,13 @@ use cluster::ClusterEvent;
 use tokio::sync::mpsc;
 
 use crate::codec::{QoS, SubscriptionOptions};
+use crate::counters::DropReason;
+use crate::handle::{
+    Backpressure, Deliver, HandOver, Input, LazyGuard, OwnerMoved, Subscriber, SubscriptionEntry,
+};
 use crate::message::Message;
-use crate::route::{route, set_retained_locally, LazyGuard, Scope};
-use crate::session::{Backpressure, Deliver, HandOver, OwnerMoved, Subscriber, SubscriptionEntry};
-use crate::state::{DropReason, State};
+use crate::route::{route, set_retained_locally, Scope};
+use crate::state::State;
 
 /// The router entry of another node's route.
 fn node_entry(filter: &str) -> SubscriptionEntry {
@@ -54,9 +57,7 @@ pub async fn run_events(
     mut events: mpsc::UnboundedReceiver<ClusterEvent>,
     failed: tokio::sync::watch::Sender<Option<String>>,
 ) {
-    let Some(me) = state.cluster.as_ref().map(|c| c.node_id()) else {
-        return;
-    };
+    let me = state.cluster.node_id();
     while let Some(event) = events.recv().await {
         match event {
             ClusterEvent::RouteAdded { filter, node } if node != me => {
@@ -74,9 +75,9 @@ pub async fn run_events(
             }
             ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
             ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
-                let local = state.registry.lock().get(client_id.as_str()).cloned();
+                let local = state.registry.get(client_id.as_str());
                 if let Some(session) = local {
-                    session.0.addr.do_send(OwnerMoved { owner });
+                    session.send(OwnerMoved { owner });
                 }
             }
             ClusterEvent::SessionOwnerChanged { .. } | ClusterEvent::SessionReleased { .. } => {}
@@ -90,15 +91,12 @@ pub async fn run_events(
                 requester,
                 reply,
             } => {
-                let local = state.registry.lock().get(client_id.as_str()).cloned();
+                let local = state.registry.get(client_id.as_str());
                 tokio::spawn(async move {
                     let handed = match local {
                         Some(session) => session
-                            .0
-                            .addr
-                            .send(HandOver { to: requester })
+                            .ask(|reply| Input::HandOver(HandOver { to: requester }, reply))
                             .await
-                            .ok()
                             .flatten(),
                         None => None,
                     };
@@ -150,9 +148,9 @@ fn deliver_forwarded(
     });
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {
-        let local = state.registry.lock().get(client_id.as_str()).cloned();
+        let local = state.registry.get(client_id.as_str());
         match local {
-            Some(session) => session.0.addr.do_send(Deliver {
+            Some(session) => session.send(Deliver {
                 message,
                 qos,
                 retain: msg.retain,

@@ -32,7 +32,6 @@
 //! then applies the cluster's events until shutdown; [`ClusterBridge::stop`].
 
 mod events;
-mod options;
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
@@ -44,26 +43,14 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 pub use events::{load, run_events};
-pub use options::{decode_options, encode_options};
 
 use crate::codec;
+use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
 use crate::message::Message;
-use crate::route::{hold_until_durable, AckGuard, LazyGuard, RemoteTarget};
+use crate::nodes::{BoxFuture, Cluster, Proposal, RemoteTarget};
 
 /// Sequential queues of proposals.
 const WORKERS: usize = 16;
-
-/// A replicated-state change to propose.
-#[derive(Debug)]
-pub enum Proposal {
-    AddRoute(String),
-    RemoveRoute(String),
-    Claim(String, cluster::SessionInfo),
-    Update(String, cluster::SessionInfo),
-    Release(String),
-    /// Answered once every proposal queued before it was made.
-    Barrier(tokio::sync::oneshot::Sender<()>),
-}
 
 /// This node's handle on the cluster. Chosen once at startup.
 pub struct ClusterBridge {
@@ -314,26 +301,19 @@ impl ClusterBridge {
     /// cannot be reached, the session is resumed from its replicated record
     /// (subscriptions, expiry); the owner sends the messages it held once it
     /// learns the session moved.
-    pub async fn take_session(
-        &self,
-        limits: &crate::limits::Limits,
-        client_id: &str,
-        clean_start: bool,
-    ) -> Option<crate::session::Restored> {
+    pub async fn take_session(&self, client_id: &str, clean_start: bool) -> Option<Imported> {
         let owner = self
             .session_owner(client_id)
             .filter(|o| *o != self.node_id)?;
         match self.take_over(owner, client_id).await {
-            Ok(state) if !clean_start => Some(crate::persist::from_cluster_state(limits, state)),
+            Ok(state) if !clean_start => Some(Imported::State(state)),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
                 if clean_start {
                     return None;
                 }
-                self.cluster
-                    .session(client_id)
-                    .map(|info| crate::persist::from_cluster_info(&info))
+                self.cluster.session(client_id).map(Imported::Record)
             }
         }
     }
@@ -345,6 +325,70 @@ impl ClusterBridge {
             .runtime
             .spawn(async move { cluster.shutdown().await })
             .await;
+    }
+}
+
+impl Cluster for ClusterBridge {
+    fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    fn propose(&self, proposal: Proposal) {
+        ClusterBridge::propose(self, proposal)
+    }
+
+    fn propose_applied(&self, proposal: Proposal) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        Some(ClusterBridge::propose_applied(self, proposal))
+    }
+
+    fn forward(
+        &self,
+        node: u64,
+        message: &Arc<Message>,
+        target: RemoteTarget,
+        guard: &mut LazyGuard,
+    ) {
+        ClusterBridge::forward(self, node, message, target, guard)
+    }
+
+    fn forward_to_session(
+        &self,
+        node: u64,
+        client_id: &str,
+        message: &Message,
+        (qos, retain): (codec::QoS, bool),
+        subscription_ids: &[u32],
+    ) -> BoxFuture<'static, bool> {
+        Box::pin(ClusterBridge::forward_to_session(
+            self,
+            node,
+            client_id,
+            message,
+            qos,
+            retain,
+            subscription_ids,
+        ))
+    }
+
+    fn store_retained(&self, message: &Arc<Message>, guard: Option<AckGuard>) {
+        self.set_retained(message, guard)
+    }
+
+    fn load_retained(&self, _: &storage::Store) -> storage::Result<Vec<storage::StoredMessage>> {
+        // The replicated retained messages are the truth (`load`).
+        Ok(Vec::new())
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        client_id: &'a str,
+        clean_start: bool,
+    ) -> BoxFuture<'a, Option<Imported>> {
+        Box::pin(ClusterBridge::take_session(self, client_id, clean_start))
+    }
+
+    fn raft(&self) -> Option<&cluster::Cluster> {
+        Some(&self.cluster)
     }
 }
 

@@ -69,7 +69,9 @@ const NO_LOCAL: u8 = 0x04;
 const RETAIN_AS_PUBLISHED: u8 = 0x08;
 
 impl RetainHandling {
-    fn from_bits(bits: u8) -> Option<RetainHandling> {
+    /// The option's value as the SUBSCRIBE options byte carries it (bits 4-5)
+    /// and as records store it: 0, 1 or 2; `None` for 3.
+    pub fn from_u8(bits: u8) -> Option<RetainHandling> {
         match bits {
             0 => Some(RetainHandling::SendAtSubscribe),
             1 => Some(RetainHandling::SendAtSubscribeIfNew),
@@ -116,7 +118,7 @@ impl SubscriptionOptions {
             ));
         };
         // 5.0 section 3.8.3.1: Retain Handling 3 is a Protocol Error
-        let Some(retain_handling) = RetainHandling::from_bits((byte >> 4) & 0x03) else {
+        let Some(retain_handling) = RetainHandling::from_u8((byte >> 4) & 0x03) else {
             return Err(r.protocol(
                 FIELD,
                 format!("`{filter}`: retain handling 3, got 0x{byte:02X}"),

@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{AuthMethods, AuthStep};
 use crate::codec::{Auth, AuthProperties, Connect, Packet, ProtocolVersion, ReasonCode};
-use crate::session::{PacketStream, Transport};
+use crate::transport::{PacketStream, Transport};
 
 /// A successful exchange: what CONNACK must carry and who the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]

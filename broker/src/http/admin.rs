@@ -31,10 +31,9 @@ use serde::Deserialize;
 
 use super::{error, Http};
 use crate::codec::QoS;
+use crate::handle::{Input, LazyGuard, SessionRef};
 use crate::message::{Message, BROKER_ORIGIN};
-use crate::route::{store_retained, LazyGuard};
-use crate::session::admin::{Describe, Discard, Kick};
-use crate::session::SessionRef;
+use crate::route::store_retained;
 
 /// Default and largest page.
 const DEFAULT_LIMIT: usize = 100;
@@ -95,21 +94,16 @@ fn parse_page(q: PageQuery) -> Result<(Page, usize), String> {
 }
 
 fn session(http: &Http, id: &str) -> Option<SessionRef> {
-    http.state.registry.lock().get(id).cloned()
+    http.state.registry.get(id)
 }
 
 fn no_session(http: &Http, id: &str) -> Response {
     let owner = http
         .state
         .cluster
-        .as_ref()
-        .and_then(|c| c.session_owner(id))
-        .filter(|o| {
-            http.state
-                .cluster
-                .as_ref()
-                .is_some_and(|c| c.node_id() != *o)
-        });
+        .raft()
+        .and_then(|raft| raft.session_owner(id))
+        .filter(|o| http.state.cluster.node_id() != *o);
     match owner {
         Some(node) => error(
             StatusCode::NOT_FOUND,
@@ -127,9 +121,9 @@ async fn list_clients(Extract(http): Extract<Http>, page: PageQuery) -> Response
     let mut sessions: Vec<(String, SessionRef)> = http
         .state
         .registry
-        .lock()
-        .iter()
-        .map(|(id, s)| (id.to_string(), s.clone()))
+        .snapshot()
+        .into_iter()
+        .map(|(id, s)| (id.to_string(), s))
         .collect();
     sessions.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let keys: Vec<&str> = sessions.iter().map(|(id, _)| id.as_str()).collect();
@@ -151,8 +145,8 @@ async fn show_session(Extract(http): Extract<Http>, Path(id): Path<String>) -> R
     let Some(s) = session(&http, &id) else {
         return no_session(&http, &id);
     };
-    match s.0.addr.send(Describe).await {
-        Ok(Some(details)) => Json(details).into_response(),
+    match s.ask(Input::Describe).await {
+        Some(Some(details)) => Json(details).into_response(),
         _ => no_session(&http, &id),
     }
 }
@@ -161,8 +155,8 @@ async fn kick(Extract(http): Extract<Http>, Path(id): Path<String>) -> Response 
     let Some(s) = session(&http, &id) else {
         return no_session(&http, &id);
     };
-    match s.0.addr.send(Kick).await {
-        Ok(true) => Json(serde_json::json!({ "client_id": id, "kicked": true })).into_response(),
+    match s.ask(Input::Kick).await {
+        Some(true) => Json(serde_json::json!({ "client_id": id, "kicked": true })).into_response(),
         _ => error(
             StatusCode::NOT_FOUND,
             format!("client `{id}` is not connected"),
@@ -174,8 +168,8 @@ async fn delete_session(Extract(http): Extract<Http>, Path(id): Path<String>) ->
     let Some(s) = session(&http, &id) else {
         return no_session(&http, &id);
     };
-    match s.0.addr.send(Discard).await {
-        Ok(true) => Json(serde_json::json!({ "client_id": id, "deleted": true })).into_response(),
+    match s.ask(Input::Discard).await {
+        Some(true) => Json(serde_json::json!({ "client_id": id, "deleted": true })).into_response(),
         _ => no_session(&http, &id),
     }
 }
@@ -242,8 +236,8 @@ async fn delete_retained(Extract(http): Extract<Http>, Path(topic): Path<String>
 }
 
 async fn cluster_status(Extract(http): Extract<Http>) -> Response {
-    match &http.state.cluster {
-        Some(c) => Json(status_json(&remote_status(c.cluster().status()))).into_response(),
+    match http.state.cluster.raft() {
+        Some(raft) => Json(status_json(&remote_status(raft.status()))).into_response(),
         None => error(StatusCode::NOT_FOUND, "this node runs without a cluster"),
     }
 }

@@ -95,8 +95,7 @@ pub fn not_ready(state: &State) -> Option<String> {
     if state.is_shutting_down() {
         return Some("shutting down: listeners closed, store closing".into());
     }
-    let cluster = state.cluster.as_ref()?;
-    let s = cluster.cluster().status();
+    let s = state.cluster.raft()?.status();
     if let Some(reason) = s.failed {
         return Some(format!("cluster node failed: {reason}"));
     }

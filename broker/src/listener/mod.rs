@@ -16,6 +16,7 @@
 //! file), `run` until the shutdown signal; connections already handed over
 //! live on in their sessions. TLS files are reloaded by [`TlsSource::watch`].
 
+pub mod admit;
 pub mod tls;
 pub mod ws;
 
@@ -37,9 +38,13 @@ use crate::codec::{
     ConnAck, ConnAckProperties, DecodeError, Limits, Packet, ProtocolVersion, ReasonCode,
 };
 use crate::config::{ClientAuth, ListenerConfig, ListenerProtocol, MqttConfig};
-use crate::session::{Attach, NewConnection, PacketStream, ReadError, Session, Transport};
-use crate::state::{Metrics, State};
-pub use tls::{CertIdentity, TlsError, TlsSource};
+use crate::counters::Metrics;
+use crate::handle::NewConnection;
+use crate::session::Session;
+use crate::state::State;
+pub use crate::transport::CertIdentity;
+use crate::transport::{PacketStream, ReadError, Transport};
+pub use tls::{TlsError, TlsSource};
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -381,7 +386,7 @@ async fn refuse(transport: Box<dyn Transport>, protocol: ProtocolVersion, code: 
         properties: ConnAckProperties::default(),
     });
     if connack.encode(protocol, &mut buf).is_ok() {
-        crate::session::shutdown_transport(transport, &buf).await;
+        crate::transport::shutdown_transport(transport, &buf).await;
     }
 }
 
@@ -414,7 +419,7 @@ pub async fn bootstrap(
         transport,
         BytesMut::with_capacity(1024),
         limits,
-        state.clone(),
+        state.metrics.clone(),
     );
     let first = tokio::time::timeout(mqtt.connect_timeout(), packets.next()).await;
     let connect = match first {
@@ -498,8 +503,8 @@ pub async fn bootstrap(
     if protocol == ProtocolVersion::V31 && mqtt.strict_v31_client_id && client_id.len() > 23 {
         return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
     }
-    // Authentication, and the will's topic limits and ACL (crate::auth::admit).
-    let principal = match crate::auth::admit(
+    // Authentication, and the will's topic limits and ACL (`admit`).
+    let principal = match admit::admit(
         &state,
         &connect,
         &client_id,
@@ -512,14 +517,10 @@ pub async fn bootstrap(
         Ok(principal) => principal,
         Err(code) => return refuse(transport, protocol, code).await,
     };
-    let imported = match &state.cluster {
-        Some(cluster) => {
-            cluster
-                .take_session(&state.limits, &client_id, connect.clean_start)
-                .await
-        }
-        None => None,
-    };
+    let imported = state
+        .cluster
+        .take_session(&client_id, connect.clean_start)
+        .await;
     let slot = Arc::new(Mutex::new(Some(NewConnection {
         transport,
         read_buf,
@@ -541,25 +542,13 @@ pub async fn bootstrap(
 /// session created.
 async fn attach(state: &State, client_id: ByteString, slot: Arc<Mutex<Option<NewConnection>>>) {
     for _ in 0..8 {
-        let session = {
-            let mut registry = state.registry.lock();
-            match registry.get(&client_id) {
-                Some(session) if session.0.addr.connected() => session.clone(),
-                _ => {
-                    let session = Session::start_new(state.clone(), client_id.clone());
-                    registry.insert(client_id.clone(), session.clone());
-                    session
-                }
-            }
-        };
-        let attached = session.0.addr.send(Attach(slot.clone())).await.is_ok();
-        if attached && slot.lock().is_none() {
+        let session = state.registry.find_or_start(&client_id, || {
+            Session::start_new(state.clone(), client_id.clone())
+        });
+        if session.attach(slot.clone()).await && slot.lock().is_none() {
             return;
         }
-        let mut registry = state.registry.lock();
-        if registry.get(&client_id) == Some(&session) {
-            registry.remove(&client_id);
-        }
+        state.registry.remove_if_same(&client_id, &session);
     }
     tracing::warn!(%client_id, "could not attach connection to a session, closing");
 }

@@ -56,66 +56,6 @@ pub enum TlsError {
     Rustls { what: &'static str, message: String },
 }
 
-/// The identity a verified client certificate gives its connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertIdentity {
-    /// The client's name, from the part the listener's `identity` key names:
-    /// the subject Common Name, or the first DNS, email or URI Subject
-    /// Alternative Name.
-    pub name: String,
-    /// Subject Common Name, if the certificate has one.
-    pub common_name: Option<String>,
-    /// DNS, email and URI Subject Alternative Names, in certificate order.
-    pub subject_alt_names: Vec<String>,
-    /// The whole subject, RFC 4514 style (`CN=dev1, O=Acme`).
-    pub subject: String,
-}
-
-impl CertIdentity {
-    /// Reads the identity of a certificate that rustls has verified. `Err`
-    /// says why there is none (no such field, or unparsable).
-    pub fn from_der(der: &[u8], source: IdentitySource) -> Result<CertIdentity, String> {
-        use x509_parser::extensions::GeneralName;
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("client certificate does not parse: {e}"))?;
-        let common_name = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        let subject_alt_names: Vec<String> = match cert.subject_alternative_name() {
-            Ok(Some(san)) => san
-                .value
-                .general_names
-                .iter()
-                .filter_map(|name| match name {
-                    GeneralName::DNSName(s) | GeneralName::RFC822Name(s) | GeneralName::URI(s) => {
-                        Some((*s).to_owned())
-                    }
-                    _ => None,
-                })
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => return Err(format!("client certificate SAN extension: {e}")),
-        };
-        let name = match source {
-            IdentitySource::Cn => common_name
-                .clone()
-                .ok_or("client certificate has no subject Common Name (identity = \"cn\")")?,
-            IdentitySource::San => subject_alt_names.first().cloned().ok_or(
-                "client certificate has no DNS, email or URI Subject Alternative Name (identity = \"san\")",
-            )?,
-        };
-        Ok(CertIdentity {
-            name,
-            common_name,
-            subject_alt_names,
-            subject: cert.subject().to_string(),
-        })
-    }
-}
-
 /// The TLS material of one listener, reloadable.
 pub struct TlsSource {
     config: TlsConfig,
@@ -338,6 +278,7 @@ mod tests {
     use rcgen::{CertificateParams, DnType, KeyPair, SanType};
 
     use super::*;
+    use crate::transport::CertIdentity;
 
     fn cert(cn: Option<&str>, sans: Vec<SanType>) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();

@@ -16,7 +16,8 @@ use prometheus::proto::{
 use prometheus::TextEncoder;
 
 use super::{NodeInfo, Snapshot};
-use crate::state::{BrokerState, DropReason};
+use crate::counters::DropReason;
+use crate::state::BrokerState;
 
 /// The content type of the exposition.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -312,9 +313,9 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
     );
 
     store_families(&mut f, &state.store.writer_stats());
-    if let Some(cluster) = &state.cluster {
-        cluster_families(&mut f, &cluster.cluster().status());
-        forward_families(&mut f, &cluster.cluster().forward_stats());
+    if let Some(raft) = state.cluster.raft() {
+        cluster_families(&mut f, &raft.status());
+        forward_families(&mut f, &raft.forward_stats());
     }
 
     TextEncoder::new().encode_to_string(&f.0)

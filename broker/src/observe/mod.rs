@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::ListenerProtocol;
-use crate::state::{BrokerState, Metrics};
+use crate::counters::Metrics;
+use crate::state::BrokerState;
 
 /// A bound MQTT listener and its count of open connections.
 #[derive(Debug, Clone)]
@@ -69,18 +70,18 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn take(state: &BrokerState, info: &NodeInfo) -> Snapshot {
         let (mut online, mut offline) = (0, 0);
-        for session in state.registry.lock().values() {
+        state.registry.for_each(|session| {
             if session.is_online() {
                 online += 1;
             } else if session.is_persistent() {
                 offline += 1;
             }
-        }
+        });
         let entries = state.router.read().len() as u64;
         // The router also holds one entry per (filter, other node) route.
-        let remote = state.cluster.as_ref().map_or(0, |c| {
-            let me = c.node_id();
-            c.cluster().with_state(|s| {
+        let me = state.cluster.node_id();
+        let remote = state.cluster.raft().map_or(0, |raft| {
+            raft.with_state(|s| {
                 s.routes()
                     .values()
                     .map(|nodes| nodes.iter().filter(|n| **n != me).count() as u64)

@@ -31,8 +31,9 @@ use tokio::sync::watch;
 
 use super::{NodeInfo, Snapshot};
 use crate::codec::QoS;
+use crate::handle::LazyGuard;
 use crate::message::{Message, BROKER_ORIGIN};
-use crate::route::{route, set_retained_locally, LazyGuard, Scope};
+use crate::route::{route, set_retained_locally, Scope};
 use crate::state::State;
 
 /// Load averages of one counter, per minute, over 1, 5 and 15 minutes
@@ -93,8 +94,8 @@ fn topics(state: &State, s: &Snapshot, loads: &[(&str, Load); 4]) -> Vec<(String
             out.push((b(&format!("load/{name}/{window}")), format!("{avg:.2}")));
         }
     }
-    if let Some(cluster) = &state.cluster {
-        let status = cluster.cluster().status();
+    if let Some(raft) = state.cluster.raft() {
+        let status = raft.status();
         out.push(("$SYS/cluster/node_id".into(), status.node_id.to_string()));
         out.push((
             "$SYS/cluster/nodes".into(),

@@ -8,26 +8,10 @@ use actix::prelude::*;
 use super::connect::CloseReason;
 use super::outgoing::OutState;
 use super::{Restored, Session};
-use crate::clustering::{encode_options, Proposal};
-
-/// Another node takes this session over: close the client's connection,
-/// answer with the session's state, and leave (no release: the new owner
-/// claims it).
-#[derive(Message)]
-#[rtype(result = "Option<cluster::SessionState>")]
-pub struct HandOver {
-    /// The node taking it.
-    pub to: u64,
-}
-
-/// The replicated state says `owner` owns this session now: close the
-/// client's connection, send the messages still held here to the owner,
-/// and leave.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct OwnerMoved {
-    pub owner: u64,
-}
+use crate::handle::Imported;
+use crate::handle::{HandOver, OwnerMoved};
+use crate::nodes::Proposal;
+use crate::records;
 
 impl Session {
     /// The session as the replicated state keeps it.
@@ -36,21 +20,16 @@ impl Session {
             subscriptions: self
                 .subscriptions
                 .iter()
-                .map(|(filter, entry)| cluster::SessionSubscription {
-                    filter: filter.to_string(),
-                    options: encode_options(&entry.options, entry.subscription_id),
-                })
+                .map(|(filter, entry)| records::to_replicated(filter, entry))
                 .collect(),
             session_expiry_interval: self.session_expiry_interval,
             disconnected_at_ms: self.offline_since_ms,
         }
     }
 
-    /// Proposes a change about this session, in a cluster.
-    pub(super) fn propose(&self, proposal: impl FnOnce(&Session) -> Proposal) {
-        if let Some(cluster) = &self.state.cluster {
-            cluster.propose(proposal(self));
-        }
+    /// Proposes a change about this session to the cluster.
+    pub(super) fn propose(&self, proposal: impl Fn(&Session) -> Proposal) {
+        self.state.cluster.propose_with(&mut || proposal(self));
     }
 
     /// Claims the session for this node (at each connection).
@@ -66,7 +45,8 @@ impl Session {
 
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
-    pub(super) fn import(&mut self, restored: Restored) {
+    pub(super) fn import(&mut self, imported: Imported) {
+        let restored = Restored::from_imported(&self.state.limits, imported);
         if let Some(protocol) = restored.protocol {
             self.protocol = protocol;
         }
@@ -80,14 +60,7 @@ impl Session {
                 self.propose(|_| Proposal::AddRoute(filter.to_string()));
                 ops.push(storage::WriteOp::PutSubscription {
                     client_id: self.client_id().to_string(),
-                    record: storage::SubscriptionRecord {
-                        filter: filter.to_string(),
-                        qos: entry.options.qos as u8,
-                        no_local: entry.options.no_local,
-                        retain_as_published: entry.options.retain_as_published,
-                        retain_handling: entry.options.retain_handling as u8,
-                        subscription_identifier: entry.subscription_id,
-                    },
+                    record: records::to_record(&filter, &entry),
                 });
                 self.subscriptions.insert(filter, entry);
             }
@@ -180,9 +153,7 @@ impl Handler<OwnerMoved> for Session {
         if self.ended {
             return;
         }
-        let Some(cluster) = self.state.cluster.clone() else {
-            return;
-        };
+        let cluster = self.state.cluster.clone();
         tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
         // Messages the client has not received yet go to the new owner, in
         // order; the local copies are deleted once all have arrived.
@@ -195,8 +166,7 @@ impl Handler<OwnerMoved> for Session {
                     msg.owner,
                     self.client_id(),
                     &m.message,
-                    m.qos,
-                    m.retain,
+                    (m.qos, m.retain),
                     &m.subscription_ids,
                 )
             })

@@ -13,16 +13,18 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::alias::TopicAliases;
-use super::connection::{Connection, Inbound, InboundEvent, WriterEvent};
-use super::keep_alive::{self, KeepAliveExpired};
-use super::{Attach, Session, Shutdown};
-use crate::clustering::Proposal;
+use super::connection::Connection;
+use super::keep_alive;
+use super::Session;
 use crate::codec::{
     ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
 };
+use crate::counters::{DropReason, Metrics};
 use crate::enhanced_auth::AuthStep;
+use crate::handle::{Attach, KeepAliveExpired, Shutdown, WriterEvent};
 use crate::message::{unix_ms, Message};
-use crate::state::Metrics;
+use crate::nodes::Proposal;
+use crate::transport::{Inbound, InboundEvent};
 
 /// Why a connection ended, as far as the will and logs care.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,11 +255,13 @@ impl StreamHandler<Inbound> for Session {
             }
             InboundEvent::Error(e) => {
                 let reason = match &e {
-                    super::ReadError::Decode(d) => {
+                    crate::transport::ReadError::Decode(d) => {
                         Metrics::add(&self.state.metrics.protocol_errors, 1);
                         CloseReason::ProtocolViolation(d.reason_code(), d.to_string())
                     }
-                    super::ReadError::Io(io) => CloseReason::ConnectionLost(io.to_string()),
+                    crate::transport::ReadError::Io(io) => {
+                        CloseReason::ConnectionLost(io.to_string())
+                    }
                 };
                 self.connection_lost(reason, ctx);
             }
@@ -474,9 +478,9 @@ impl Session {
             let me = self.subscriber();
             for filter in self.subscriptions.keys() {
                 router.unsubscribe(filter, &me);
-                if let Some(cluster) = &self.state.cluster {
-                    cluster.propose(Proposal::RemoveRoute(filter.to_string()));
-                }
+                self.state
+                    .cluster
+                    .propose(Proposal::RemoveRoute(filter.to_string()));
             }
         }
         self.subscriptions.clear();
@@ -509,17 +513,12 @@ impl Session {
             let lost = self.redistribute_shared(shared).len();
             self.state
                 .metrics
-                .dropped(crate::state::DropReason::NoSubscriber, lost as u64);
+                .dropped(DropReason::NoSubscriber, lost as u64);
             self.propose(|s| Proposal::Release(s.client_id().to_string()));
         }
-        let mut registry = self.state.registry.lock();
-        if registry
-            .get(self.client_id())
-            .is_some_and(|session| *session == self.handle)
-        {
-            registry.remove(self.client_id());
-        }
-        drop(registry);
+        self.state
+            .registry
+            .remove_if_same(self.client_id(), &self.handle);
         ctx.stop();
     }
 

@@ -22,187 +22,26 @@
 //! the socket down.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWriteExt, WriteHalf};
 
 use super::alias::TopicAliases;
 use super::{Session, SessionRef};
-use crate::codec::{DecodeError, Limits, Packet, ProtocolVersion, Publish};
-use crate::limits::TokenBucket;
-use crate::listener::CertIdentity;
-use crate::state::{Metrics, State};
-
-/// A byte stream a client connects over (TCP, TLS, WebSocket).
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
-
-/// Why reading packets stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    /// The socket failed.
-    #[error("read failed: {0}")]
-    Io(#[from] std::io::Error),
-    /// The client sent bytes that are not a valid packet.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-}
-
-/// Decoded packets from a byte stream. Ends after the first error or at EOF.
-pub struct PacketStream<R> {
-    reader: R,
-    buf: BytesMut,
-    pub limits: Limits,
-    done: bool,
-    state: State,
-    /// Boxed: most connections have no publish rate limit, and inline it
-    /// (a held `Packet`) would add ~300 bytes to every connection.
-    throttle: Option<Box<Throttle>>,
-}
-
-/// `limits.max_publish_rate` for one connection: a PUBLISH over the rate is
-/// held back until the bucket allows it, and nothing more is read meanwhile.
-struct Throttle {
-    bucket: TokenBucket,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    held: Option<Packet>,
-}
-
-impl<R: AsyncRead + Unpin> PacketStream<R> {
-    /// `buf` holds bytes already read from `reader`.
-    pub fn new(reader: R, buf: BytesMut, limits: Limits, state: State) -> PacketStream<R> {
-        PacketStream {
-            reader,
-            buf,
-            limits,
-            done: false,
-            state,
-            throttle: None,
-        }
-    }
-
-    /// The reader, to write on a duplex transport before the session takes it.
-    pub fn get_mut(&mut self) -> &mut R {
-        &mut self.reader
-    }
-
-    /// Reads PUBLISH packets no faster than `rate` per second (`burst` at
-    /// once; 0 means `rate`). `rate` 0: no limit.
-    pub fn throttle_publish(&mut self, rate: u32, burst: u32) {
-        self.throttle = (rate > 0).then(|| {
-            Box::new(Throttle {
-                bucket: TokenBucket::new(rate, burst, Instant::now()),
-                sleep: None,
-                held: None,
-            })
-        });
-    }
-
-    /// The reader and the bytes read past the last packet.
-    pub fn into_parts(self) -> (R, BytesMut) {
-        (self.reader, self.buf)
-    }
-}
-
-impl<R: AsyncRead + Unpin> Stream for PacketStream<R> {
-    type Item = Result<Packet, ReadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        if let Some(t) = &mut this.throttle {
-            if let Some(sleep) = &mut t.sleep {
-                futures::ready!(sleep.as_mut().poll(cx));
-                t.sleep = None;
-                if let Some(packet) = t.held.take() {
-                    return Poll::Ready(Some(Ok(packet)));
-                }
-            }
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match Packet::decode_from_client(&mut this.buf, &this.limits) {
-                Ok(Some(packet @ Packet::Publish(_))) if this.throttle.is_some() => {
-                    let t = this.throttle.as_mut().expect("checked by the guard");
-                    let wait = t.bucket.take(Instant::now());
-                    if wait.is_zero() {
-                        return Poll::Ready(Some(Ok(packet)));
-                    }
-                    Metrics::add(&this.state.metrics.publish_throttled, 1);
-                    let mut sleep = Box::pin(tokio::time::sleep(wait));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Some(Ok(packet)));
-                    }
-                    t.sleep = Some(sleep);
-                    t.held = Some(packet);
-                    return Poll::Pending;
-                }
-                Ok(Some(packet)) => return Poll::Ready(Some(Ok(packet))),
-                Ok(None) => {}
-                Err(e) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-            }
-            if this.buf.capacity() - this.buf.len() < 1024 {
-                this.buf.reserve(8 * 1024);
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.reader), cx, &mut this.buf) {
-                Poll::Pending => {
-                    // Nothing to read and nothing buffered: give the buffer
-                    // back rather than hold 8 KiB per idle connection.
-                    if this.buf.is_empty() {
-                        this.buf = BytesMut::new();
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(Ok(0)) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(n)) => Metrics::add(&this.state.metrics.bytes_received, n as u64),
-                Poll::Ready(Err(e)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(e.into())));
-                }
-            }
-        }
-    }
-}
-
-/// One item of a connection's inbound stream, tagged with the connection's
-/// generation so events of a replaced connection are ignored.
-#[derive(Debug)]
-pub struct Inbound {
-    pub generation: u64,
-    pub event: InboundEvent,
-}
-
-// The PUBLISH variant is the common one: boxing it would cost an
-// allocation per message to save stack space in a short-lived value.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum InboundEvent {
-    Packet(Packet),
-    Error(ReadError),
-    /// The client closed the connection.
-    Closed,
-}
-
-impl Message for Inbound {
-    type Result = ();
-}
+use crate::codec::{Limits, Packet, ProtocolVersion, Publish};
+use crate::counters::Metrics;
+use crate::handle::WriterEvent;
+use crate::state::State;
+use crate::transport::{
+    CertIdentity, Inbound, InboundEvent, PacketStream, Transport, CLOSE_FLUSH_TIMEOUT,
+};
 
 /// The writer task's buffer, shared with the session on the same thread.
 pub struct OutBuf {
@@ -246,14 +85,6 @@ impl Drop for OutBuf {
     }
 }
 
-/// The writer drained a full buffer (`Drained`) or the socket failed (`Failed`).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub enum WriterEvent {
-    Drained { generation: u64 },
-    Failed { generation: u64, error: String },
-}
-
 /// The live connection of a session.
 pub struct Connection {
     pub generation: u64,
@@ -287,9 +118,6 @@ pub struct Connection {
 /// peak memory while idle.
 const IDLE_BUFFER: usize = 64 * 1024;
 
-/// How long a closing connection may take to flush what is buffered.
-const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl Connection {
     /// Starts reading and writing `transport` for `session`.
     #[allow(clippy::too_many_arguments)]
@@ -309,7 +137,7 @@ impl Connection {
             version: protocol,
             refuse_control_characters: state.config.mqtt.strict_control_characters,
         };
-        let mut packets = PacketStream::new(read_half, read_buf, limits, state.clone());
+        let mut packets = PacketStream::new(read_half, read_buf, limits, state.metrics.clone());
         let l = &state.config.limits;
         packets.throttle_publish(l.max_publish_rate, l.publish_burst);
         let reader = ctx.add_stream(inbound_stream(packets, generation));
@@ -488,7 +316,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                     spare = BytesMut::new();
                 }
                 if was_blocked {
-                    writer.session.0.addr.do_send(WriterEvent::Drained {
+                    writer.session.send(WriterEvent::Drained {
                         generation: writer.generation,
                     });
                 }
@@ -497,7 +325,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                 if e.kind() == std::io::ErrorKind::TimedOut && !closing {
                     Metrics::add(&writer.state.metrics.slow_consumers_disconnected, 1);
                 }
-                writer.session.0.addr.do_send(WriterEvent::Failed {
+                writer.session.send(WriterEvent::Failed {
                     generation: writer.generation,
                     error: e.to_string(),
                 });
@@ -585,14 +413,4 @@ async fn write_watched(
         }
     }
     write_half.flush().await
-}
-
-/// Drop the write half of a transport without the session (used when a
-/// connection is refused before it reaches a session).
-pub async fn shutdown_transport(mut transport: Box<dyn Transport>, bytes: &[u8]) {
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
-        transport.write_all(bytes).await?;
-        transport.shutdown().await
-    })
-    .await;
 }

@@ -15,11 +15,15 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
-use super::{Backpressure, Deliver, Session, Stored, Subscriber, NOT_HOLDING};
+use super::Session;
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
+use crate::counters::{DropReason, Metrics};
+use crate::handle::{
+    hold_until_durable, AckGuard, Backpressure, Deliver, LazyGuard, Stored, Subscriber, NOT_HOLDING,
+};
 use crate::message::unix_ms;
-use crate::route::{hold_until_durable, traced_durable, AckGuard};
-use crate::state::{DropReason, Metrics};
+use crate::nodes::RemoteTarget;
+use crate::route::traced_durable;
 use crate::telemetry;
 
 impl Handler<Deliver> for Session {
@@ -155,7 +159,7 @@ impl Session {
                 // The session hears first, so the copy is settled before its
                 // publisher is answered.
                 if !durable {
-                    session.0.addr.do_send(if result.is_ok() {
+                    session.send(if result.is_ok() {
                         Stored::Message { seq }
                     } else {
                         Stored::Failed { seq }
@@ -317,7 +321,7 @@ impl Session {
                 continue;
             };
             match subscriber {
-                Subscriber::Local(session) => session.0.addr.do_send(Deliver {
+                Subscriber::Local(session) => session.send(Deliver {
                     message: m.message.clone(),
                     qos: min(m.message.qos, entry.options.qos),
                     retain: m.retain,
@@ -328,18 +332,13 @@ impl Session {
                     span: tracing::Span::none(),
                 }),
                 Subscriber::Node(node) => {
-                    if let Some(cluster) = &self.state.cluster {
-                        let target = crate::route::RemoteTarget {
-                            plain: false,
-                            shared: vec![filter.to_string()],
-                        };
-                        cluster.forward(
-                            *node,
-                            &m.message,
-                            target,
-                            &mut crate::route::LazyGuard::none(),
-                        );
-                    }
+                    let target = RemoteTarget {
+                        plain: false,
+                        shared: vec![filter.to_string()],
+                    };
+                    self.state
+                        .cluster
+                        .forward(*node, &m.message, target, &mut LazyGuard::none());
                 }
             }
             self.delete_outgoing(m.seq);
@@ -462,7 +461,7 @@ impl Session {
                 record,
             }],
             Some(Box::new(move |_| {
-                session.0.addr.do_send(Stored::Released { seq, generation })
+                session.send(Stored::Released { seq, generation })
             })),
         );
     }

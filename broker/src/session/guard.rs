@@ -19,8 +19,8 @@ use super::incoming::AckKind;
 use super::Session;
 use crate::acl::Access;
 use crate::codec::{Publish, QoS, ReasonCode};
+use crate::counters::{DropReason, Metrics};
 use crate::limits::Pressure;
-use crate::state::Metrics;
 
 impl Session {
     /// Why an inbound PUBLISH must not be routed, if it must not: topic over
@@ -146,7 +146,7 @@ impl Session {
         };
         if dropped {
             Metrics::add(&state.metrics.overload_dropped, 1);
-            state.metrics.dropped(crate::state::DropReason::Overload, 1);
+            state.metrics.dropped(DropReason::Overload, 1);
         }
         !dropped
     }

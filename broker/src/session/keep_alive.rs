@@ -25,23 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use actix::prelude::*;
-
 use super::SessionRef;
+use crate::handle::KeepAliveExpired;
 
 /// Milliseconds since the first call in this process: the clock of
 /// `SessionHandle::last_packet_ms` (monotonic, unlike `unix_ms`).
 pub fn monotonic_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// Sent by the sweep to a session whose connection `generation` has been
-/// silent past its limit.
-#[derive(Message, Debug)]
-#[rtype(result = "()")]
-pub struct KeepAliveExpired {
-    pub generation: u64,
 }
 
 /// What the sweep watches of a connection.
@@ -233,7 +224,7 @@ async fn sweep_while_watched() {
         // Sent outside the borrow: a send never re-enters the table, but
         // keep the borrow short anyway.
         for (session, generation) in expired.drain(..) {
-            session.0.addr.do_send(KeepAliveExpired { generation });
+            session.send(KeepAliveExpired { generation });
         }
         if done {
             return;

@@ -23,9 +23,9 @@ use bytestring::ByteString;
 use smallvec::SmallVec;
 
 use crate::codec::{Publish, QoS};
+use crate::handle::AckGuard;
 use crate::limits::QueueCharge;
 use crate::message::Message;
-use crate::route::AckGuard;
 
 /// Where a message is in its flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,10 +14,11 @@ use actix::prelude::*;
 
 use super::alias::AliasError;
 use super::incoming::{AckKind, ReadyAck};
-use super::{AckDone, Session};
+use super::Session;
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
+use crate::handle::{hold_until_durable, AckDone, LazyGuard};
 use crate::message::{unix_ms, Message};
-use crate::route::{hold_until_durable, route, store_retained, traced_durable, LazyGuard, Scope};
+use crate::route::{route, store_retained, traced_durable, Scope};
 use crate::telemetry;
 
 /// The acknowledgement code of an accepted message: 5.0 0x10 No matching

@@ -21,14 +21,15 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::{Backpressure, Deliver, Session, SubscriptionEntry};
-use crate::clustering::Proposal;
+use super::Session;
 use crate::codec::topic::split_shared;
 use crate::codec::{
     AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
     Unsubscribe,
 };
+use crate::handle::{Backpressure, Deliver, SubscriptionEntry};
 use crate::message::{unix_ms, Message};
+use crate::nodes::Proposal;
 
 /// The SUBACK code granting `qos`.
 fn granted(qos: QoS) -> ReasonCode {
@@ -81,10 +82,11 @@ impl Session {
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
                 let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
                 if previous.is_none() {
-                    if let Some(cluster) = &self.state.cluster {
-                        route_applied
-                            .push(cluster.propose_applied(Proposal::AddRoute(filter.to_string())));
-                    }
+                    route_applied.extend(
+                        self.state
+                            .cluster
+                            .propose_applied(Proposal::AddRoute(filter.to_string())),
+                    );
                 }
                 let send_retained = !shared
                     && match options.retain_handling {
@@ -106,14 +108,7 @@ impl Session {
                 if self.is_persistent() {
                     ops.push(storage::WriteOp::PutSubscription {
                         client_id: self.client_id().to_string(),
-                        record: storage::SubscriptionRecord {
-                            filter: filter.to_string(),
-                            qos: options.qos as u8,
-                            no_local: options.no_local,
-                            retain_as_published: options.retain_as_published,
-                            retain_handling: options.retain_handling as u8,
-                            subscription_identifier: subscription_id,
-                        },
+                        record: crate::records::to_record(&filter, &entry),
                     });
                 }
                 self.subscriptions.insert(filter, entry);

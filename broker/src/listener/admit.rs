@@ -10,11 +10,12 @@ use std::net::SocketAddr;
 
 use bytestring::ByteString;
 
-use super::{AuthRequest, Authentication, Failure, Principal};
 use crate::acl::{Access, Acl, Subject};
+use crate::auth::{AuthRequest, Authentication, Failure, Principal};
 use crate::codec::{Connect, ReasonCode};
+use crate::counters::Metrics;
 use crate::limits::Limits;
-use crate::state::{BrokerState, Metrics};
+use crate::state::BrokerState;
 
 /// Why a CONNECT is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

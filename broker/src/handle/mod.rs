@@ -1,0 +1,391 @@
+//! How the rest of the node reaches a session: the [`SessionRef`] that the
+//! registry, the router and the cluster hold, the [`Subscriber`] and
+//! [`SubscriptionEntry`] the router stores, and everything a session's actor
+//! can be sent ([`Input`]). A leaf of the broker: it names no session
+//! internals, so the router, routing, the state and the cluster side depend
+//! on it and the session module implements it.
+//!
+//! A session's mailbox is one `Recipient<Input>`: a sender never needs the
+//! actor's type, and a request that wants an answer carries a oneshot
+//! sender (`SessionRef::ask`).
+
+mod ack;
+mod details;
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::BytesMut;
+use bytestring::ByteString;
+use parking_lot::Mutex;
+use smallvec::SmallVec;
+use tokio::sync::oneshot;
+
+use crate::codec::{Connect, QoS, SubscriptionOptions};
+use crate::message::Message;
+use crate::transport::{CertIdentity, Transport};
+
+pub use ack::{hold_until_durable, AckGuard, LazyGuard};
+pub use details::{SessionDetails, SubscriptionDetails};
+
+/// What other sessions and the router know of a session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    /// Unique in this process; the router's key.
+    pub id: u64,
+    pub client_id: ByteString,
+    /// The session actor's mailbox: every [`Input`] goes through it.
+    pub mailbox: Recipient<Input>,
+    /// The session outlives its connection: QoS 1/2 copies for it are stored
+    /// before the publisher is acknowledged.
+    pub persistent: AtomicBool,
+    /// A client is connected.
+    pub online: AtomicBool,
+    /// Backpressure (`crate::limits`): QoS 1/2 messages waiting in the
+    /// session's queue beyond its window, as the session last published it;
+    /// [`NOT_HOLDING`] while publishers must not wait for it (offline, or
+    /// stalled).
+    pub queued: AtomicUsize,
+    /// QoS 1/2 copies routers have sent that the session's mailbox still
+    /// holds: +1 by the router, -1 when the session takes the `Deliver`. A
+    /// publisher whose router runs ahead of the subscriber's actor still
+    /// sees the congestion its own copies cause.
+    pub in_mailbox: AtomicUsize,
+    /// When the connection's last packet arrived (`keep_alive::monotonic_ms`),
+    /// stamped for connections with a Keep Alive and read by their thread's
+    /// keep-alive sweep.
+    pub last_packet_ms: AtomicU64,
+}
+
+/// `SessionHandle::queued` of a session publishers never wait for.
+pub const NOT_HOLDING: usize = usize::MAX;
+
+/// Reference to a session, compared and hashed by session id.
+#[derive(Debug, Clone)]
+pub struct SessionRef(pub Arc<SessionHandle>);
+
+impl PartialEq for SessionRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+impl Eq for SessionRef {}
+impl Hash for SessionRef {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+/// Who a subscription in the router belongs to: a session of this node, or
+/// another node of the cluster that has subscribers to the filter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Subscriber {
+    Local(SessionRef),
+    /// A node id.
+    Node(u64),
+}
+
+impl Subscriber {
+    /// For shared subscriptions: a connected session, or a node.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Subscriber::Local(s) => s.is_online(),
+            Subscriber::Node(_) => true,
+        }
+    }
+}
+
+impl SessionRef {
+    /// A handle on the session whose actor reads `mailbox`. Everyone who
+    /// sends to the session clones the handle, not the mailbox: each
+    /// `Recipient` clone allocates (actix gives every sender its own parking
+    /// state), a handle clone does not.
+    pub fn new(
+        id: u64,
+        client_id: ByteString,
+        persistent: bool,
+        mailbox: Recipient<Input>,
+    ) -> SessionRef {
+        SessionRef(Arc::new(SessionHandle {
+            id,
+            client_id,
+            mailbox,
+            persistent: AtomicBool::new(persistent),
+            online: AtomicBool::new(false),
+            queued: AtomicUsize::new(NOT_HOLDING),
+            in_mailbox: AtomicUsize::new(0),
+            last_packet_ms: AtomicU64::new(0),
+        }))
+    }
+
+    /// Queues `input` for the session without waiting (a session that has
+    /// stopped drops it).
+    pub fn send(&self, input: impl Into<Input>) {
+        self.0.mailbox.do_send(input.into());
+    }
+
+    /// True while the session's actor runs.
+    pub fn is_alive(&self) -> bool {
+        self.0.mailbox.connected()
+    }
+
+    /// Hands a connection to the session; false if the session has stopped
+    /// (the connection is then still in the slot).
+    pub async fn attach(&self, slot: Arc<Mutex<Option<NewConnection>>>) -> bool {
+        self.0
+            .mailbox
+            .send(Input::Attach(Attach(slot)))
+            .await
+            .is_ok()
+    }
+
+    /// Sends `input` and waits until the session has handled it; false if
+    /// the session has stopped.
+    pub async fn call(&self, input: Input) -> bool {
+        self.0.mailbox.send(input).await.is_ok()
+    }
+
+    /// Asks the session a question; `None` if it has stopped.
+    pub async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> Option<T> {
+        let (reply, answer) = oneshot::channel();
+        self.0.mailbox.send(input(reply)).await.ok()?;
+        answer.await.ok()
+    }
+
+    pub fn is_persistent(&self) -> bool {
+        self.0.persistent.load(Ordering::Relaxed)
+    }
+    pub fn is_online(&self) -> bool {
+        self.0.online.load(Ordering::Relaxed)
+    }
+    /// Online and not stalled, with at least `threshold` QoS 1/2 messages
+    /// queued or on their way to it (`limits.backpressure_queued`; 0: never).
+    pub fn is_congested(&self, threshold: usize) -> bool {
+        let queued = self.0.queued.load(Ordering::Relaxed);
+        threshold > 0
+            && queued != NOT_HOLDING
+            && queued.saturating_add(self.0.in_mailbox.load(Ordering::Relaxed)) >= threshold
+    }
+}
+
+/// A subscription as the router stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionEntry {
+    pub options: SubscriptionOptions,
+    /// 5.0 Subscription Identifier given with the SUBSCRIBE.
+    pub subscription_id: Option<u32>,
+    /// The whole filter (`$share/{group}/{filter}`) of a shared subscription,
+    /// so a message can be handed to another member of the group.
+    pub shared_filter: Option<ByteString>,
+}
+
+/// A new connection for this session, with its CONNECT already read.
+pub struct NewConnection {
+    pub transport: Box<dyn Transport>,
+    /// Bytes read after the CONNECT.
+    pub read_buf: BytesMut,
+    pub connect: Connect,
+    /// The client id, generated if the CONNECT had none.
+    pub client_id: ByteString,
+    /// True if `client_id` was generated (5.0: sent back as Assigned Client
+    /// Identifier).
+    pub assigned_client_id: bool,
+    pub peer: SocketAddr,
+    /// Result of the 5.0 enhanced authentication that came with CONNECT.
+    pub authenticated: Option<crate::enhanced_auth::Authenticated>,
+    /// The session's state taken over from another node of the cluster; it
+    /// replaces whatever this node had for the client id.
+    pub imported: Option<Imported>,
+    /// The identity of the client's TLS certificate (listeners with
+    /// `client_auth` optional or required), verified by the TLS handshake.
+    pub peer_identity: Option<CertIdentity>,
+    /// Who authentication says the client is (for the ACL).
+    pub principal: crate::auth::Principal,
+}
+
+/// Hands a connection to the session. The connection stays in the slot until
+/// the session takes it, so that a listener whose `Attach` reached a session
+/// that was stopping can take it back and retry with a new session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Attach(pub Arc<Mutex<Option<NewConnection>>>);
+
+/// A message for this session from a publish that matched its subscriptions.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub message: Arc<Message>,
+    /// Delivery QoS: the lower of published and subscribed.
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 2]>,
+    /// Set when the message came through this shared subscription.
+    pub shared_filter: Option<ByteString>,
+    /// Held until the copy is stored, for a persistent session, and until
+    /// it is sent, for a congested one; the publisher is acknowledged when
+    /// every holder has dropped it.
+    pub ack: Option<AckGuard>,
+    pub backpressure: Backpressure,
+    /// Parent of the copy's `mqtt.deliver` span (the `mqtt.route` that sent
+    /// it); `Span::none()` when not traced.
+    pub span: tracing::Span,
+}
+
+/// How a copy takes part in backpressure (`crate::limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Not routed (retained on subscribe, a shared member's hand-over, a
+    /// message for one client from another node), or backpressure is off.
+    Untracked,
+    /// A QoS 1/2 copy from the router, counted in
+    /// `SessionHandle::in_mailbox` until the session takes it.
+    Counted,
+    /// Counted, and the session was congested when it was routed: the
+    /// publisher's acknowledgement (`ack`) waits until the copy is sent.
+    Hold,
+}
+
+/// Ask the session to close its connection because the broker is stopping.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// All holders of an [`AckGuard`] are done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct AckDone {
+    pub token: u64,
+    pub generation: u64,
+    pub ok: bool,
+}
+
+/// A storage write this session waits for has completed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Stored {
+    /// The QoS 2 copy with this seq is on disk: it may be sent.
+    Message { seq: u64 },
+    /// The QoS 2 copy with this seq could not be stored: its publisher is
+    /// told so, and the copy is dropped unsent.
+    Failed { seq: u64 },
+    /// The Released state of this seq is on disk: PUBREL may be sent.
+    Released { seq: u64, generation: u64 },
+}
+
+/// The session's state brought from another node of the cluster, not yet
+/// read into the session's own types; it replaces whatever this node had
+/// for the client id.
+#[derive(Debug)]
+pub enum Imported {
+    /// Handed over by its owner: subscriptions, expiry, queued and
+    /// in-flight messages, received QoS 2 ids.
+    State(cluster::SessionState),
+    /// Its owner could not be reached: resumed from the replicated record
+    /// (subscriptions and expiry, no messages).
+    Record(cluster::SessionInfo),
+}
+
+/// The writer task drained a full buffer (`Drained`) or the socket failed
+/// (`Failed`).
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub enum WriterEvent {
+    Drained { generation: u64 },
+    Failed { generation: u64, error: String },
+}
+
+/// Sent by the keep-alive sweep to a session whose connection `generation`
+/// has been silent past its limit.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct KeepAliveExpired {
+    pub generation: u64,
+}
+
+/// Another node takes this session over: close the client's connection,
+/// answer with the session's state, and leave (no release: the new owner
+/// claims it).
+#[derive(Message, Debug)]
+#[rtype(result = "Option<cluster::SessionState>")]
+pub struct HandOver {
+    /// The node taking it.
+    pub to: u64,
+}
+
+/// The replicated state says `owner` owns this session now: close the
+/// client's connection, send the messages still held here to the owner,
+/// and leave.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct OwnerMoved {
+    pub owner: u64,
+}
+
+/// Describe the session (the admin API); `None` if it has ended meanwhile.
+#[derive(Message)]
+#[rtype(result = "Option<SessionDetails>")]
+pub struct Describe;
+
+/// Close the client's connection; the session stays if it is persistent.
+/// Answers whether a client was connected.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Kick;
+
+/// Close the client's connection and end the session. Answers false if it
+/// had ended already.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Discard;
+
+/// Everything a session's actor is sent, by the listener, routing, other
+/// sessions, the store's completions, its writer task and keep-alive sweep,
+/// the cluster and the admin API.
+// `Deliver` is the common input: boxing it would cost an allocation per
+// copy to make the rare ones smaller.
+#[allow(clippy::large_enum_variant)]
+pub enum Input {
+    Attach(Attach),
+    Deliver(Deliver),
+    AckDone(AckDone),
+    Stored(Stored),
+    Writer(WriterEvent),
+    KeepAliveExpired(KeepAliveExpired),
+    Shutdown,
+    OwnerMoved(OwnerMoved),
+    HandOver(HandOver, oneshot::Sender<Option<cluster::SessionState>>),
+    Describe(oneshot::Sender<Option<SessionDetails>>),
+    Kick(oneshot::Sender<bool>),
+    Discard(oneshot::Sender<bool>),
+}
+
+impl actix::Message for Input {
+    type Result = ();
+}
+
+macro_rules! input_from {
+    ($($variant:ident),*) => {$(
+        impl From<$variant> for Input {
+            fn from(m: $variant) -> Input {
+                Input::$variant(m)
+            }
+        }
+    )*};
+}
+input_from!(
+    Attach,
+    Deliver,
+    AckDone,
+    Stored,
+    KeepAliveExpired,
+    OwnerMoved
+);
+
+impl From<WriterEvent> for Input {
+    fn from(m: WriterEvent) -> Input {
+        Input::Writer(m)
+    }
+}

@@ -1,0 +1,182 @@
+//! What a node asks of the other nodes of its cluster, as one trait the rest
+//! of the broker calls without knowing whether there are other nodes:
+//! [`Cluster`]. A node alone runs [`SingleNode`]; a clustered node runs
+//! `crate::clustering::ClusterBridge`. Chosen once at startup
+//! (`crate::server`).
+//!
+//! The broker never branches on "clustered or not": a session proposes its
+//! routes and ownership (a node alone has nobody to tell), routing forwards
+//! to the nodes its router names (a node alone has none), a retained message
+//! is stored where this node's retained messages live (its store, or the
+//! replicated state), a connecting client's session is taken from the node
+//! that owns it (a node alone owns them all).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
+use crate::message::Message;
+
+/// A future the trait's callers await, on any runtime.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A replicated-state change to propose.
+#[derive(Debug)]
+pub enum Proposal {
+    AddRoute(String),
+    RemoveRoute(String),
+    Claim(String, cluster::SessionInfo),
+    Update(String, cluster::SessionInfo),
+    Release(String),
+    /// Answered once every proposal queued before it was made.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
+
+/// What another node gets of one message.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// Its plain subscriptions match.
+    pub plain: bool,
+    /// Shared groups for which it was picked.
+    pub shared: Vec<String>,
+}
+
+/// The other nodes, as this node sees them.
+pub trait Cluster: Send + Sync + std::fmt::Debug {
+    /// This node's id; 0 for a node alone.
+    fn node_id(&self) -> u64;
+
+    /// Queues a replicated-state change behind the earlier ones about the
+    /// same client or filter.
+    fn propose(&self, proposal: Proposal);
+
+    /// [`propose`](Self::propose)s what `make` builds, if anyone is told:
+    /// a node alone never builds it (a session's record costs allocations).
+    fn propose_with(&self, make: &mut dyn FnMut() -> Proposal) {
+        self.propose(make());
+    }
+
+    /// Like [`propose`](Self::propose); the receiver resolves once the
+    /// change was made (applied here, or failed). `None`: made already
+    /// (there is nobody else to tell).
+    fn propose_applied(&self, proposal: Proposal) -> Option<tokio::sync::oneshot::Receiver<()>>;
+
+    /// Sends `message` to `node` for its subscribers (`target`). For QoS
+    /// 1/2 to a node that is up, the message's guard waits for its answer.
+    fn forward(
+        &self,
+        node: u64,
+        message: &Arc<Message>,
+        target: RemoteTarget,
+        guard: &mut LazyGuard,
+    );
+
+    /// Sends a message a session held to the node that owns the session
+    /// now. Resolves to whether that node stored it.
+    fn forward_to_session(
+        &self,
+        node: u64,
+        client_id: &str,
+        message: &Message,
+        delivery: (crate::codec::QoS, bool),
+        subscription_ids: &[u32],
+    ) -> BoxFuture<'static, bool>;
+
+    /// Stores the retained message of `message`'s topic (an empty payload
+    /// deletes it) where this node's retained messages live; `guard` is
+    /// held until it is durable.
+    fn store_retained(&self, message: &Arc<Message>, guard: Option<AckGuard>);
+
+    /// The retained messages this node restores from its own store at
+    /// startup (a cluster restores them from the replicated state instead).
+    fn load_retained(&self, store: &storage::Store)
+        -> storage::Result<Vec<storage::StoredMessage>>;
+
+    /// Before a client's connection is attached here: if another node owns
+    /// its session, takes it over; `None` when there is nothing to import
+    /// (no other owner, or Clean Start).
+    fn take_session<'a>(
+        &'a self,
+        client_id: &'a str,
+        clean_start: bool,
+    ) -> BoxFuture<'a, Option<Imported>>;
+
+    /// The raft group, for reports (status, metrics, `$SYS`); `None` for a
+    /// node alone.
+    fn raft(&self) -> Option<&cluster::Cluster>;
+}
+
+/// A node without a cluster: its store holds its retained messages, it owns
+/// every session, and there is nobody to propose to or forward to.
+#[derive(Debug)]
+pub struct SingleNode {
+    writer: storage::Writer,
+}
+
+impl SingleNode {
+    pub fn new(writer: storage::Writer) -> SingleNode {
+        SingleNode { writer }
+    }
+}
+
+impl Cluster for SingleNode {
+    fn node_id(&self) -> u64 {
+        0
+    }
+
+    fn propose(&self, proposal: Proposal) {
+        if let Proposal::Barrier(done) = proposal {
+            let _ = done.send(());
+        }
+    }
+
+    fn propose_with(&self, _: &mut dyn FnMut() -> Proposal) {}
+
+    fn propose_applied(&self, _: Proposal) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        None
+    }
+
+    fn forward(&self, _: u64, _: &Arc<Message>, _: RemoteTarget, _: &mut LazyGuard) {
+        // A node alone has no `Subscriber::Node` in its router.
+    }
+
+    fn forward_to_session(
+        &self,
+        _: u64,
+        _: &str,
+        _: &Message,
+        _: (crate::codec::QoS, bool),
+        _: &[u32],
+    ) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(false))
+    }
+
+    fn store_retained(&self, message: &Arc<Message>, guard: Option<AckGuard>) {
+        let op = if message.payload.is_empty() {
+            storage::WriteOp::DeleteRetained {
+                topic: message.topic.to_string(),
+            }
+        } else {
+            storage::WriteOp::PutRetained {
+                message: message.to_stored(message.qos, true, &[]),
+            }
+        };
+        self.writer.submit(vec![op], hold_until_durable(guard));
+    }
+
+    fn load_retained(
+        &self,
+        store: &storage::Store,
+    ) -> storage::Result<Vec<storage::StoredMessage>> {
+        store.load_retained()
+    }
+
+    fn take_session<'a>(&'a self, _: &'a str, _: bool) -> BoxFuture<'a, Option<Imported>> {
+        Box::pin(std::future::ready(None))
+    }
+
+    fn raft(&self) -> Option<&cluster::Cluster> {
+        None
+    }
+}

@@ -1,0 +1,94 @@
+//! The sessions of one node by client id, online or not: the one map every
+//! path that finds, starts or ends a session goes through.
+//!
+//! A session's entry is added when its actor starts (a new client id at
+//! CONNECT, or a stored session at startup) and removed by the session
+//! itself when it ends, only if the entry is still that session
+//! ([`Registry::remove_if_same`]): a new session for the same client id may
+//! have replaced it meanwhile.
+//!
+//! Lock: one mutex, held for one map operation only, never across an
+//! `.await` or while sending to a session (lock order in `crate::state`).
+
+use std::collections::HashMap;
+
+use bytestring::ByteString;
+use parking_lot::Mutex;
+
+use crate::handle::SessionRef;
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<ByteString, SessionRef>>,
+}
+
+impl Registry {
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// The session of `client_id`, if it has one.
+    pub fn get(&self, client_id: &str) -> Option<SessionRef> {
+        self.sessions.lock().get(client_id).cloned()
+    }
+
+    /// The running session of `client_id`, or the one `start` creates
+    /// (replacing an entry whose actor has stopped).
+    pub fn find_or_start(
+        &self,
+        client_id: &ByteString,
+        start: impl FnOnce() -> SessionRef,
+    ) -> SessionRef {
+        let mut sessions = self.sessions.lock();
+        match sessions.get(client_id) {
+            Some(session) if session.is_alive() => session.clone(),
+            _ => {
+                let session = start();
+                sessions.insert(client_id.clone(), session.clone());
+                session
+            }
+        }
+    }
+
+    /// Adds a session started outside [`find_or_start`](Self::find_or_start)
+    /// (a stored session at startup).
+    pub fn insert(&self, client_id: ByteString, session: SessionRef) {
+        self.sessions.lock().insert(client_id, session);
+    }
+
+    /// Removes `client_id`'s entry if it is still `session`; true if it was.
+    pub fn remove_if_same(&self, client_id: &str, session: &SessionRef) -> bool {
+        let mut sessions = self.sessions.lock();
+        if sessions.get(client_id) == Some(session) {
+            sessions.remove(client_id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Every session with its client id, in no order, copied out of the lock.
+    pub fn snapshot(&self) -> Vec<(ByteString, SessionRef)> {
+        let sessions = self.sessions.lock();
+        sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect()
+    }
+
+    /// Calls `f` for every session under the lock: `f` must not send to a
+    /// session or take another of the broker's locks.
+    pub fn for_each(&self, mut f: impl FnMut(&SessionRef)) {
+        for session in self.sessions.lock().values() {
+            f(session);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.lock().is_empty()
+    }
+}

@@ -1,7 +1,7 @@
 //! What a node asks of the other nodes of its cluster, as one trait the rest
 //! of the broker calls without knowing whether there are other nodes:
 //! [`Cluster`]. A node alone runs [`SingleNode`]; a clustered node runs
-//! `crate::clustering::ClusterBridge`. Chosen once at startup
+//! `crate::cluster_bridge::ClusterBridge`. Chosen once at startup
 //! (`crate::server`).
 //!
 //! The broker never branches on "clustered or not": a session proposes its

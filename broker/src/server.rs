@@ -87,10 +87,10 @@ pub async fn run(
         cluster_bridge,
     ));
     if let Some(c) = &cluster {
-        crate::clustering::load(&state, c.bridge.cluster());
+        crate::cluster_bridge::load(&state, c.bridge.cluster());
     }
 
-    let loaded = crate::persist::restore(&state).context("cannot load the store")?;
+    let loaded = crate::restore::restore(&state).context("cannot load the store")?;
     tracing::info!(
         sessions = loaded.sessions,
         expired_sessions = loaded.expired_sessions,
@@ -220,7 +220,7 @@ pub async fn run(
 
 /// A started cluster node, before its events are applied.
 struct StartedCluster {
-    bridge: Arc<crate::clustering::ClusterBridge>,
+    bridge: Arc<crate::cluster_bridge::ClusterBridge>,
     events: tokio::sync::mpsc::UnboundedReceiver<cluster::ClusterEvent>,
     /// Owns the runtime's threads; shut down in the background when the
     /// server stops.
@@ -266,8 +266,11 @@ async fn start_cluster(
         .context("cannot start the cluster node")?;
     tracing::info!(node_id = cluster.node_id(), listen = %c.listen, "cluster node started");
     let forward_timeout = Duration::from_secs(config.cluster.forward_timeout_secs);
-    let bridge =
-        crate::clustering::ClusterBridge::new(cluster, runtime.handle().clone(), forward_timeout);
+    let bridge = crate::cluster_bridge::ClusterBridge::new(
+        cluster,
+        runtime.handle().clone(),
+        forward_timeout,
+    );
     Ok(StartedCluster {
         bridge,
         events,
@@ -292,7 +295,11 @@ impl StartedCluster {
                 session.send(crate::handle::OwnerMoved { owner });
             }
         }
-        runtime.spawn(crate::clustering::run_events(state.clone(), events, failed));
+        runtime.spawn(crate::cluster_bridge::run_events(
+            state.clone(),
+            events,
+            failed,
+        ));
         let b = bridge.clone();
         runtime.spawn(async move {
             b.settled().await;

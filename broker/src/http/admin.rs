@@ -31,9 +31,9 @@ use serde::Deserialize;
 
 use super::{error, Http};
 use crate::codec::QoS;
+use crate::fanout::store_retained;
 use crate::handle::{Input, LazyGuard, SessionRef};
 use crate::message::{Message, BROKER_ORIGIN};
-use crate::route::store_retained;
 
 /// Default and largest page.
 const DEFAULT_LIMIT: usize = 100;

@@ -31,9 +31,9 @@ use tokio::sync::watch;
 
 use super::{NodeInfo, Snapshot};
 use crate::codec::QoS;
+use crate::fanout::{route, set_retained_locally, Scope};
 use crate::handle::LazyGuard;
 use crate::message::{Message, BROKER_ORIGIN};
-use crate::route::{route, set_retained_locally, Scope};
 use crate::state::State;
 
 /// Load averages of one counter, per minute, over 1, 5 and 15 minutes

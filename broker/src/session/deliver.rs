@@ -18,12 +18,12 @@ use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Re
 use super::Session;
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::counters::{DropReason, Metrics};
+use crate::fanout::traced_durable;
 use crate::handle::{
     hold_until_durable, AckGuard, Backpressure, Deliver, LazyGuard, Stored, Subscriber, NOT_HOLDING,
 };
 use crate::message::unix_ms;
 use crate::nodes::RemoteTarget;
-use crate::route::traced_durable;
 use crate::telemetry;
 
 impl Handler<Deliver> for Session {
@@ -108,7 +108,7 @@ impl Session {
             metrics.dropped(DropReason::Expired, 1);
             return None;
         }
-        // ACL read check and memory cap (session/guard.rs)
+        // ACL read check and memory cap (session/checks.rs)
         if !self.may_take(&message.topic, qos) {
             return None;
         }

@@ -26,12 +26,12 @@
 
 pub mod admin;
 mod alias;
+mod checks;
 mod clustered;
 mod connack;
 pub(crate) mod connect;
 mod connection;
 mod deliver;
-mod guard;
 pub mod incoming;
 mod keep_alive;
 pub mod outgoing;
@@ -86,7 +86,7 @@ pub struct Session {
     /// once the client has connected, and only if an ACL is configured.
     /// `None` for a session restored from the store until its client
     /// connects: its identity is unknown, so deliveries are queued unchecked
-    /// and checked when it connects (session/guard.rs).
+    /// and checked when it connects (session/checks.rs).
     acl_subject: Option<Box<crate::acl::Subject>>,
     expiry_timer: Option<SpawnHandle>,
     /// Unix ms when the last connection ended (None while online); the

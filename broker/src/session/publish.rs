@@ -16,9 +16,9 @@ use super::alias::AliasError;
 use super::incoming::{AckKind, ReadyAck};
 use super::Session;
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
+use crate::fanout::{route, store_retained, traced_durable, Scope};
 use crate::handle::{hold_until_durable, AckDone, LazyGuard};
 use crate::message::{unix_ms, Message};
-use crate::route::{route, store_retained, traced_durable, Scope};
 use crate::telemetry;
 
 /// The acknowledgement code of an accepted message: 5.0 0x10 No matching
@@ -129,7 +129,7 @@ impl Session {
                 return self.refuse_publish(&publish, ReasonCode::PayloadFormatInvalid, ctx);
             }
         }
-        // topic limits, ACL, memory cap (session/guard.rs); after the
+        // topic limits, ACL, memory cap (session/checks.rs); after the
         // protocol checks, on the resolved topic name
         if let Some(code) = self.publish_refusal(&publish) {
             return self.refuse_checked_publish(&publish, code, ctx);

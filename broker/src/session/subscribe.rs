@@ -53,7 +53,7 @@ impl Session {
                 );
             }
         }
-        // topic limits and ACL, per filter (session/guard.rs)
+        // topic limits and ACL, per filter (session/checks.rs)
         let refusals: Vec<Option<ReasonCode>> = subscribe
             .filters
             .iter()

@@ -10,11 +10,11 @@ use tokio::sync::mpsc;
 
 use crate::codec::{QoS, SubscriptionOptions};
 use crate::counters::DropReason;
+use crate::fanout::{route, set_retained_locally, Scope};
 use crate::handle::{
     Backpressure, Deliver, HandOver, Input, LazyGuard, OwnerMoved, Subscriber, SubscriptionEntry,
 };
 use crate::message::Message;
-use crate::route::{route, set_retained_locally, Scope};
 use crate::state::State;
 
 /// The router entry of another node's route.

@@ -30,11 +30,11 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
     let mut loaded = Loaded::default();
     let now = unix_ms();
     for (client_id, record) in state.store.load_sessions()? {
-        let expired = record.session_expiry_interval != u32::MAX
-            && record.disconnected_at_ms.is_some_and(|at| {
-                now >= at.saturating_add(u64::from(record.session_expiry_interval) * 1000)
-            });
-        if expired || record.session_expiry_interval == 0 {
+        if crate::session::core::expired_while_down(
+            now,
+            record.disconnected_at_ms,
+            record.session_expiry_interval,
+        ) {
             state
                 .writer
                 .submit(vec![storage::WriteOp::DeleteSession { client_id }], None);

@@ -16,7 +16,7 @@ impl Handler<Describe> for Session {
     type Result = Option<SessionDetails>;
 
     fn handle(&mut self, _: Describe, _: &mut Context<Self>) -> Self::Result {
-        if self.ended {
+        if self.is_ended() {
             return None;
         }
         let mut subscriptions: Vec<SubscriptionDetails> = self
@@ -39,7 +39,7 @@ impl Handler<Describe> for Session {
             protocol: self.protocol.to_string(),
             peer: self.conn.as_ref().map(|c| c.peer),
             session_expiry_interval: self.session_expiry_interval,
-            offline_since_ms: self.offline_since_ms,
+            offline_since_ms: self.offline_since(),
             subscriptions,
             queued_messages: self.outgoing.queued_len(),
             inflight_messages: self.outgoing.inflight_len(),
@@ -51,7 +51,7 @@ impl Handler<Kick> for Session {
     type Result = bool;
 
     fn handle(&mut self, _: Kick, ctx: &mut Context<Self>) -> bool {
-        if self.ended || self.conn.is_none() {
+        if self.is_ended() || self.conn.is_none() {
             return false;
         }
         tracing::info!(client_id = %self.client_id(), "client disconnected by an operator");
@@ -64,14 +64,14 @@ impl Handler<Discard> for Session {
     type Result = bool;
 
     fn handle(&mut self, _: Discard, ctx: &mut Context<Self>) -> bool {
-        if self.ended {
+        if self.is_ended() {
             return false;
         }
         tracing::info!(client_id = %self.client_id(), "session deleted by an operator");
         // A clean session ends with its connection; a persistent one is
         // parked by it and ended here.
         self.connection_lost(CloseReason::Administrative, ctx);
-        if !self.ended {
+        if !self.is_ended() {
             self.end_session(ctx);
         }
         true

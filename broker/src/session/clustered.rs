@@ -23,7 +23,7 @@ impl Session {
                 .map(|(filter, entry)| records::to_replicated(filter, entry))
                 .collect(),
             session_expiry_interval: self.session_expiry_interval,
-            disconnected_at_ms: self.offline_since_ms,
+            disconnected_at_ms: self.offline_since(),
         }
     }
 
@@ -106,11 +106,10 @@ impl Session {
         if let Some((_, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
         }
-        self.moved = true;
         if keep_stored {
             self.stored = false;
         }
-        self.end_session(ctx);
+        self.finish(true, ctx);
     }
 }
 
@@ -118,7 +117,7 @@ impl Handler<HandOver> for Session {
     type Result = Option<cluster::SessionState>;
 
     fn handle(&mut self, msg: HandOver, ctx: &mut Context<Self>) -> Self::Result {
-        if self.ended {
+        if self.is_ended() {
             return None;
         }
         tracing::info!(client_id = %self.client_id(), to = msg.to, "session handed over to another node");
@@ -150,7 +149,7 @@ impl Handler<OwnerMoved> for Session {
     type Result = ();
 
     fn handle(&mut self, msg: OwnerMoved, ctx: &mut Context<Self>) {
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         let cluster = self.state.cluster.clone();

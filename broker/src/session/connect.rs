@@ -15,10 +15,8 @@ use actix::prelude::*;
 use super::alias::TopicAliases;
 use super::connection::Connection;
 use super::keep_alive;
-use super::Session;
-use crate::codec::{
-    ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ProtocolVersion, ReasonCode,
-};
+use super::{core, Session};
+use crate::codec::{ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ReasonCode};
 use crate::counters::{DropReason, Metrics};
 use crate::enhanced_auth::AuthStep;
 use crate::handle::{Attach, KeepAliveExpired, Shutdown, WriterEvent};
@@ -72,7 +70,7 @@ impl Handler<Attach> for Session {
         let Some(new) = msg.0.lock().take() else {
             return;
         };
-        if self.ended {
+        if self.is_ended() {
             // Unreachable in practice: an ended session has left the registry
             // and stops before it handles more messages. Put it back for retry.
             *msg.0.lock() = Some(new);
@@ -82,45 +80,43 @@ impl Handler<Attach> for Session {
             tracing::info!(client_id = %self.client_id(), old_peer = %old.peer, new_peer = %new.peer, "session taken over");
             self.close_connection(old, CloseReason::TakenOver, ctx);
             if let Some(will) = self.will.take() {
-                self.will_due(will, ctx);
+                self.will_due(will, true, ctx);
             }
         }
         if let Some(timer) = self.expiry_timer.take() {
             ctx.cancel_future(timer);
         }
-        self.offline_since_ms = None;
         let connect = new.connect;
-        // [MQTT-3.1.2-6] Clean Session discards the previous session; 5.0
-        // [MQTT-3.1.2-4] Clean Start likewise. A session that was not
-        // persistent ended with its connection.
-        let mut resume = !connect.clean_start && self.is_persistent();
+        let plan = core::plan_attach(
+            self.is_persistent(),
+            connect.clean_start,
+            new.imported.is_some(),
+            self.pending_will.is_some(),
+        );
         if let Some(imported) = new.imported {
             // The session comes from another node of the cluster: it
             // replaces whatever this node had under the client id.
             self.discard_state();
             self.import(imported);
-            resume = !connect.clean_start;
         }
         if let Some((will, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
-            if !resume {
-                // The old session ends here: its delayed will is due now
-                // (5.0 section 3.1.3.2.2). A resumed session cancels it
-                // [MQTT-3.1.3-9].
+            if plan.pending_will == core::PendingWill::PublishNow {
                 self.publish_will(will);
             }
         }
-        if !resume {
+        if plan.discard {
             self.discard_state();
         }
+        let resume = plan.resume;
         self.protocol = connect.protocol;
         let mqtt = &self.state.config.mqtt;
-        let requested_expiry = match connect.protocol {
-            ProtocolVersion::V5 => connect.properties.session_expiry_interval.unwrap_or(0),
-            _ if connect.clean_start => 0,
-            _ => u32::MAX,
-        };
-        let expiry = requested_expiry.min(mqtt.max_session_expiry_secs);
+        let (expiry, expiry_changed) = core::granted_expiry(
+            connect.protocol,
+            connect.clean_start,
+            connect.properties.session_expiry_interval,
+            mqtt.max_session_expiry_secs,
+        );
         self.set_session_expiry(expiry);
         self.will = connect.will.clone().map(Box::new);
         self.auth = new.authenticated.as_ref().map(|a| {
@@ -147,17 +143,15 @@ impl Handler<Attach> for Session {
         conn.trace =
             crate::telemetry::connection_span(self.client_id(), connect.protocol, new.peer);
         let mqtt = &self.state.config.mqtt;
-        let mut keep_alive = connect.keep_alive;
+        let (keep_alive, server_keep_alive) =
+            core::granted_keep_alive(connect.protocol, connect.keep_alive, mqtt.max_keep_alive);
         let mut properties = ConnAckProperties::default();
         if connect.protocol.is_v5() {
-            if mqtt.max_keep_alive > 0 && (keep_alive == 0 || keep_alive > mqtt.max_keep_alive) {
-                keep_alive = mqtt.max_keep_alive;
-                properties.server_keep_alive = Some(keep_alive);
-            }
+            properties.server_keep_alive = server_keep_alive;
             if let Some(max) = connect.properties.maximum_packet_size {
                 conn.client_max_packet_size = max;
             }
-            if expiry != requested_expiry {
+            if expiry_changed {
                 // 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
                 // server uses another than the client asked for
                 properties.session_expiry_interval = Some(expiry);
@@ -189,13 +183,8 @@ impl Handler<Attach> for Session {
                 properties.authentication_data = auth.data.clone();
             }
         }
-        let receive_maximum = connect
-            .properties
-            .receive_maximum
-            .map_or(usize::from(mqtt.max_inflight), |r| {
-                usize::from(r.min(mqtt.max_inflight))
-            });
-        self.outgoing.max_inflight = receive_maximum;
+        self.outgoing.max_inflight =
+            core::send_window(connect.properties.receive_maximum, mqtt.max_inflight);
         let mut connack = ConnAck {
             session_present: resume,
             reason_code: ReasonCode::Success,
@@ -209,6 +198,7 @@ impl Handler<Attach> for Session {
             conn.keep_alive_watch = Some(keep_alive::watch(&self.handle, generation, keep_alive));
         }
         self.conn = Some(conn);
+        self.lifecycle = core::Lifecycle::Online;
         self.handle.0.online.store(true, Ordering::Relaxed);
         Metrics::add(&self.state.metrics.connections_current, 1);
         Metrics::add(&self.state.metrics.connections_total, 1);
@@ -344,9 +334,8 @@ impl Session {
             }
         }
         self.close_connection(conn, reason.clone(), ctx);
-        match self.will.take() {
-            Some(will) if reason.publishes_will() => self.will_due(will, ctx),
-            _ => {}
+        if let Some(will) = self.will.take() {
+            self.will_due(will, reason.publishes_will(), ctx);
         }
         if self.is_persistent() {
             // Queued messages of shared subscriptions go to members that are
@@ -356,7 +345,9 @@ impl Session {
                 self.outgoing.restore(m);
             }
             let now = unix_ms();
-            self.offline_since_ms = Some(now);
+            self.lifecycle = core::Lifecycle::Offline {
+                since_ms: Some(now),
+            };
             self.store_session_record(Some(now));
             self.update_record();
             self.start_expiry_timer(ctx);
@@ -405,13 +396,20 @@ impl Session {
     /// after its Will Delay Interval if the session outlives the connection
     /// (5.0 section 3.1.3.2.2: whichever comes first of the delay and the end
     /// of the session).
-    fn will_due(&mut self, will: Box<LastWill>, ctx: &mut Context<Self>) {
-        let delay = will.properties.will_delay_interval.unwrap_or(0);
-        if delay == 0 || !self.is_persistent() {
-            return self.publish_will(will);
-        }
-        let delay = Duration::from_secs(u64::from(delay.min(self.session_expiry_interval)));
-        let timer = ctx.run_later(delay, |session, _ctx| {
+    fn will_due(&mut self, will: Box<LastWill>, publishes: bool, ctx: &mut Context<Self>) {
+        let now = unix_ms();
+        let at = match core::will_fate(
+            now,
+            true,
+            publishes,
+            will.properties.will_delay_interval.unwrap_or(0),
+            self.session_expiry_interval,
+        ) {
+            core::WillFate::Dropped => return,
+            core::WillFate::Now => return self.publish_will(will),
+            core::WillFate::At(at) => at,
+        };
+        let timer = ctx.run_later(Duration::from_millis(at - now), |session, _ctx| {
             if let Some((will, _)) = session.pending_will.take() {
                 session.publish_will(will);
             }
@@ -451,17 +449,19 @@ impl Session {
 
     /// Starts the countdown of an offline session's expiry.
     pub(super) fn start_expiry_timer(&mut self, ctx: &mut Context<Self>) {
-        if self.session_expiry_interval == u32::MAX || self.conn.is_some() {
+        if self.conn.is_some() {
             return;
         }
+        let now = unix_ms();
+        let Some(expires_at) =
+            core::expires_at(now, self.offline_since(), self.session_expiry_interval)
+        else {
+            return;
+        };
         if let Some(t) = self.expiry_timer.take() {
             ctx.cancel_future(t);
         }
-        let expires_at = self
-            .offline_since_ms
-            .unwrap_or_else(unix_ms)
-            .saturating_add(u64::from(self.session_expiry_interval) * 1000);
-        let delay = Duration::from_millis(expires_at.saturating_sub(unix_ms()));
+        let delay = Duration::from_millis(expires_at.saturating_sub(now));
         self.expiry_timer = Some(ctx.run_later(delay, |session, ctx| {
             if session.conn.is_none() {
                 tracing::debug!(client_id = %session.client_id(), "session expired");
@@ -499,12 +499,18 @@ impl Session {
 
     /// The session is over: forget it and stop the actor.
     pub(super) fn end_session(&mut self, ctx: &mut Context<Self>) {
+        self.finish(false, ctx);
+    }
+
+    /// Ends the session; `moved`: it goes on at another node of the cluster
+    /// (its messages went with it, it is not released).
+    pub(super) fn finish(&mut self, moved: bool, ctx: &mut Context<Self>) {
         if let Some((will, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
             self.publish_will(will);
         }
-        self.ended = true;
-        if self.moved {
+        self.lifecycle = core::Lifecycle::Ended;
+        if moved {
             // Its messages went with it to another node.
             self.discard_state();
         } else {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
-use super::Session;
+use super::{core, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::counters::{DropReason, Metrics};
 use crate::fanout::traced_durable;
@@ -33,7 +33,7 @@ impl Handler<Deliver> for Session {
         if d.backpressure != Backpressure::Untracked {
             self.handle.0.in_mailbox.fetch_sub(1, Ordering::Relaxed);
         }
-        if self.ended {
+        if self.is_ended() {
             return;
         }
         if let Some(until_ms) = self.enqueue(d) {
@@ -104,49 +104,57 @@ impl Session {
         let _entered = span.enter();
         let now = unix_ms();
         let metrics = &self.state.metrics;
-        if message.is_expired(now) {
-            metrics.dropped(DropReason::Expired, 1);
-            return None;
-        }
+        let expired = message.is_expired(now);
         // ACL read check and memory cap (session/checks.rs)
-        if !self.may_take(&message.topic, qos) {
+        if !expired && !self.may_take(&message.topic, qos) {
             return None;
         }
-        if qos == QoS::AtMostOnce {
-            match &mut self.conn {
-                Some(conn) if conn.has_room() => {
-                    let publish =
-                        message.to_publish(qos, retain, None, false, &subscription_ids, now);
-                    if conn.send_publish(publish) {
-                        metrics.sent(QoS::AtMostOnce);
-                    } else {
-                        metrics.dropped(DropReason::TooLarge, 1);
-                    }
+        let facts = core::CopyFacts {
+            qos,
+            expired,
+            online: self.conn.is_some(),
+            has_room: self.conn.as_ref().is_some_and(|c| c.has_room()),
+            persistent: self.is_persistent(),
+            queue_full: self.outgoing.is_full(),
+            hold_ms: self.hold_wait(backpressure, ack.as_ref()),
+        };
+        let (persist, send_after_store, hold_until_ms) = match core::plan_copy(now, facts) {
+            core::CopyPlan::Drop(reason) => {
+                metrics.dropped(reason, 1);
+                if reason == DropReason::QueueFull {
+                    tracing::debug!(client_id = %self.client_id(), "queue full: message dropped");
                 }
-                _ => metrics.dropped(DropReason::ClientUnavailable, 1),
+                return None;
             }
-            return None;
-        }
-        if self.conn.is_none() && !self.is_persistent() {
-            return None;
-        }
-        if self.outgoing.is_full() {
-            metrics.dropped(DropReason::QueueFull, 1);
-            tracing::debug!(client_id = %self.client_id(), "queue full: message dropped");
-            return None;
-        }
+            core::CopyPlan::Ignore => return None,
+            core::CopyPlan::Write => {
+                let conn = self
+                    .conn
+                    .as_mut()
+                    .expect("Write is planned for an online session");
+                let publish = message.to_publish(qos, retain, None, false, &subscription_ids, now);
+                if conn.send_publish(publish) {
+                    metrics.sent(QoS::AtMostOnce);
+                } else {
+                    metrics.dropped(DropReason::TooLarge, 1);
+                }
+                return None;
+            }
+            core::CopyPlan::Queue {
+                store,
+                send_after_store,
+                hold_until_ms,
+            } => (store, send_after_store, hold_until_ms),
+        };
         let seq = self.outgoing.next_seq();
-        let persist = self.is_persistent();
         // Congested when routed: the publisher waits until this copy is sent.
-        let hold = self.hold_deadline(backpressure, now).and_then(|until_ms| {
+        let hold = hold_until_ms.and_then(|until_ms| {
             ack.clone()
                 .filter(AckGuard::answers_publisher)
                 .map(|guard| Hold { guard, until_ms })
         });
         let held_until = hold.as_ref().map(|h| h.until_ms);
-        // A QoS 2 copy is sent only once stored: sent earlier, a crash before
-        // the store would make the publisher resend it and the client get it twice.
-        let durable = !(persist && qos == QoS::ExactlyOnce);
+        let durable = !send_after_store;
         if persist {
             self.stored = true;
             let record = storage::OutgoingRecord {
@@ -197,13 +205,15 @@ impl Session {
         held_until.filter(|_| self.outgoing.queued_len() > 0)
     }
 
-    /// When a publisher's acknowledgement for a copy queued now would be
-    /// released at the latest: `Some` if the router found the session
-    /// congested, and it has not stalled or gone offline since.
-    fn hold_deadline(&self, backpressure: Backpressure, now_ms: u64) -> Option<u64> {
+    /// How long a publisher's acknowledgement for a copy queued now may be
+    /// held: `Some` if the router found the session congested, it has not
+    /// stalled since, and the publisher waits for this copy.
+    fn hold_wait(&self, backpressure: Backpressure, ack: Option<&AckGuard>) -> Option<u64> {
         let wait = self.state.config.backpressure_wait_ms()?;
-        let holding = backpressure == Backpressure::Hold && self.conn.is_some() && !self.stalled;
-        holding.then_some(now_ms + wait)
+        let holding = backpressure == Backpressure::Hold
+            && !self.stalled
+            && ack.is_some_and(AckGuard::answers_publisher);
+        holding.then_some(wait)
     }
 
     /// Tells routers how many messages wait in the queue (they add the

@@ -31,6 +31,7 @@ mod clustered;
 mod connack;
 pub(crate) mod connect;
 mod connection;
+pub mod core;
 mod deliver;
 pub mod incoming;
 mod keep_alive;
@@ -89,13 +90,10 @@ pub struct Session {
     /// and checked when it connects (session/checks.rs).
     acl_subject: Option<Box<crate::acl::Subject>>,
     expiry_timer: Option<SpawnHandle>,
-    /// Unix ms when the last connection ended (None while online); the
-    /// session expires `session_expiry_interval` after it.
-    offline_since_ms: Option<u64>,
-    /// Set once the session has decided to end; late messages are ignored.
-    ended: bool,
-    /// The session left for another node of the cluster: not released.
-    moved: bool,
+    /// Online, offline since when (the session expires
+    /// `session_expiry_interval` after it), or ended (late messages are
+    /// ignored).
+    lifecycle: core::Lifecycle,
     /// A timer will release held acknowledgements past their deadline.
     hold_timer: bool,
     /// A held acknowledgement reached its deadline: the client is not
@@ -195,9 +193,9 @@ impl Session {
             will: None,
             pending_will: None,
             expiry_timer: None,
-            offline_since_ms: restored.disconnected_at_ms,
-            ended: false,
-            moved: false,
+            lifecycle: core::Lifecycle::Offline {
+                since_ms: restored.disconnected_at_ms,
+            },
             hold_timer: false,
             stalled: false,
             auth: None,
@@ -214,6 +212,18 @@ impl Session {
 
     fn client_id(&self) -> &ByteString {
         &self.handle.0.client_id
+    }
+
+    /// When the last connection ended, while offline.
+    fn offline_since(&self) -> Option<u64> {
+        match self.lifecycle {
+            core::Lifecycle::Offline { since_ms } => since_ms,
+            _ => None,
+        }
+    }
+
+    fn is_ended(&self) -> bool {
+        self.lifecycle.is_ended()
     }
 
     /// True if the session outlives its connection.

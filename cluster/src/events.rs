@@ -36,7 +36,7 @@ pub enum ClusterEvent {
     /// the link reconnects.
     Forwarded {
         msg: ForwardedPublish,
-        ack: oneshot::Sender<Result<(), String>>,
+        ack: oneshot::Sender<Result<(), ForwardRefusal>>,
     },
     /// Node `requester` takes the session `client_id` over: disconnect the
     /// client and answer with its state (`None`: no such session here).
@@ -55,6 +55,18 @@ pub enum ClusterEvent {
     /// The raft driver stopped on a fatal error (storage): the node no
     /// longer takes part in the cluster. The broker should stop.
     Failed { reason: String },
+}
+
+/// Why a node refused a forwarded publish; the forwarding node gets its
+/// text and fails the publisher's acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForwardRefusal {
+    /// A copy for a persistent session could not be stored.
+    #[error("a copy could not be stored")]
+    NotStored,
+    /// The message does not decode here (properties, QoS): the field and why.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl ClusterEvent {

@@ -510,9 +510,10 @@ impl Receiver {
             return Ok(());
         }
         tokio::spawn(async move {
-            let result = rx
-                .await
-                .unwrap_or_else(|_| Err("the receiving broker dropped the message".into()));
+            let result = match rx.await {
+                Ok(answer) => answer.map_err(|refusal| refusal.to_string()),
+                Err(_) => Err("the receiving broker dropped the message".into()),
+            };
             let waiting = {
                 let mut state = inbound.lock();
                 state.answer(id, result.clone());

@@ -92,7 +92,7 @@ mod types;
 pub use cluster::Cluster;
 pub use config::{ClusterConfig, Seed};
 pub use error::{Error, Result};
-pub use events::{ClusterEvent, ClusterStatus, PeerStatus};
+pub use events::{ClusterEvent, ClusterStatus, ForwardRefusal, PeerStatus};
 pub use forward::ForwardStats;
 pub use types::{
     ForwardedPublish, Member, RetainedMessage, SessionInfo, SessionState, SessionSubscription,

@@ -121,18 +121,23 @@ pub async fn run_events(
 fn deliver_forwarded(
     state: &State,
     msg: cluster::ForwardedPublish,
-    ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+    ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,
 ) {
     let mut properties = msg.properties.clone();
     let properties = match crate::codec::decode_publish_properties(&mut properties) {
         Ok(p) => p,
         Err(e) => {
-            let _ = ack.send(Err(format!("properties do not decode: {e}")));
+            let _ = ack.send(Err(cluster::ForwardRefusal::Invalid(format!(
+                "properties do not decode: {e}"
+            ))));
             return;
         }
     };
     let Some(qos) = QoS::from_u8(msg.qos) else {
-        let _ = ack.send(Err(format!("QoS {} is not valid", msg.qos)));
+        let _ = ack.send(Err(cluster::ForwardRefusal::Invalid(format!(
+            "QoS {} is not valid",
+            msg.qos
+        ))));
         return;
     };
     let span = crate::telemetry::apply_span(&msg.traceparent, msg.origin_node, &msg.topic);

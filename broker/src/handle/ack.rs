@@ -23,7 +23,7 @@ enum Completion {
         generation: u64,
     },
     /// The node that forwarded the message here.
-    Forwarded(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Forwarded(tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>),
 }
 
 /// A stored-before-acknowledged dependency of a QoS 1/2 message. Clones
@@ -52,7 +52,7 @@ impl AckGuard {
     /// A guard that answers the node which forwarded a message here; `span`
     /// lasts until it does.
     pub fn forwarded(
-        ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+        ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,
         span: tracing::Span,
     ) -> AckGuard {
         AckGuard::new(Completion::Forwarded(ack), span)
@@ -89,7 +89,7 @@ impl Drop for AckInner {
                 let _ = ack.send(if ok {
                     Ok(())
                 } else {
-                    Err("a copy could not be stored".into())
+                    Err(cluster::ForwardRefusal::NotStored)
                 });
             }
             None => {}
@@ -143,7 +143,7 @@ impl LazyGuard {
     /// For a message forwarded by another node: answers it when done, and
     /// `span` lasts until then.
     pub fn forwarded(
-        ack: tokio::sync::oneshot::Sender<Result<(), String>>,
+        ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,
         span: tracing::Span,
     ) -> LazyGuard {
         LazyGuard {

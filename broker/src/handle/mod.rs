@@ -293,8 +293,13 @@ pub enum Imported {
 #[derive(Message, Debug)]
 #[rtype(result = "()")]
 pub enum WriterEvent {
-    Drained { generation: u64 },
-    Failed { generation: u64, error: String },
+    Drained {
+        generation: u64,
+    },
+    Failed {
+        generation: u64,
+        error: std::io::Error,
+    },
 }
 
 /// Sent by the keep-alive sweep to a session whose connection `generation`

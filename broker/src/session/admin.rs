@@ -8,7 +8,7 @@
 
 use actix::prelude::*;
 
-use super::connect::CloseReason;
+use super::error::CloseReason;
 use super::Session;
 use crate::handle::{Describe, Discard, Kick, SessionDetails, SubscriptionDetails};
 

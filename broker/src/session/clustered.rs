@@ -5,7 +5,7 @@
 
 use actix::prelude::*;
 
-use super::connect::CloseReason;
+use super::error::CloseReason;
 use super::outgoing::OutState;
 use super::{Restored, Session};
 use crate::handle::Imported;

@@ -14,54 +14,15 @@ use actix::prelude::*;
 
 use super::alias::TopicAliases;
 use super::connection::Connection;
+use super::error::{CloseReason, SessionError};
 use super::keep_alive;
 use super::{core, Session};
 use crate::codec::{ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ReasonCode};
 use crate::counters::{DropReason, Metrics};
-use crate::enhanced_auth::AuthStep;
 use crate::handle::{Attach, KeepAliveExpired, Shutdown, WriterEvent};
 use crate::message::{unix_ms, Message};
 use crate::nodes::Proposal;
 use crate::transport::{Inbound, InboundEvent};
-
-/// Why a connection ended, as far as the will and logs care.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum CloseReason {
-    /// DISCONNECT from the client (5.0: with this reason code).
-    ClientDisconnect(ReasonCode),
-    /// The socket closed or failed without DISCONNECT.
-    ConnectionLost(String),
-    /// A protocol violation; the client is told `ReasonCode` (5.0).
-    ProtocolViolation(ReasonCode, String),
-    /// Nothing received for 1.5 times the keep alive.
-    KeepAliveTimeout,
-    /// Another connection with the same client id took the session.
-    TakenOver,
-    /// The broker is stopping.
-    ServerShutdown,
-    /// An operator asked for it (admin API: kick, delete session).
-    Administrative,
-}
-
-impl CloseReason {
-    /// The reason code of the DISCONNECT the server sends (5.0), if any.
-    fn server_disconnect(&self) -> Option<ReasonCode> {
-        match self {
-            CloseReason::ProtocolViolation(code, _) => Some(*code),
-            CloseReason::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
-            CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
-            CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
-            CloseReason::Administrative => Some(ReasonCode::AdministrativeAction),
-            CloseReason::ClientDisconnect(_) | CloseReason::ConnectionLost(_) => None,
-        }
-    }
-
-    /// The will is published unless the client disconnected normally
-    /// [MQTT-3.1.2-8] [MQTT-3.14.4-3] (5.0: unless reason 0x00).
-    fn publishes_will(&self) -> bool {
-        !matches!(self, CloseReason::ClientDisconnect(code) if *code != ReasonCode::DisconnectWithWillMessage)
-    }
-}
 
 impl Handler<Attach> for Session {
     type Result = ();
@@ -217,11 +178,7 @@ impl Handler<Attach> for Session {
         self.pump();
         if !connack_fits {
             let max = self.conn.as_ref().map_or(0, |c| c.client_max_packet_size);
-            self.protocol_error(
-                ReasonCode::PacketTooLarge,
-                format!("no CONNACK fits the client's Maximum Packet Size of {max} bytes"),
-                ctx,
-            );
+            self.protocol_error(SessionError::ConnAckTooLarge(max), ctx);
         }
     }
 }
@@ -247,7 +204,7 @@ impl StreamHandler<Inbound> for Session {
                 let reason = match &e {
                     crate::transport::ReadError::Decode(d) => {
                         Metrics::add(&self.state.metrics.protocol_errors, 1);
-                        CloseReason::ProtocolViolation(d.reason_code(), d.to_string())
+                        CloseReason::Violation(SessionError::from(d))
                     }
                     crate::transport::ReadError::Io(io) => {
                         CloseReason::ConnectionLost(io.to_string())
@@ -287,7 +244,7 @@ impl Handler<WriterEvent> for Session {
                     .as_ref()
                     .is_some_and(|c| c.generation == generation)
                 {
-                    self.connection_lost(CloseReason::ConnectionLost(error), ctx);
+                    self.connection_lost(CloseReason::ConnectionLost(error.to_string()), ctx);
                 }
             }
         }
@@ -369,8 +326,8 @@ impl Session {
                     reason_code: code,
                     ..Default::default()
                 };
-                if let CloseReason::ProtocolViolation(_, text) = &reason {
-                    disconnect.properties.reason_string = Some(text.as_str().into());
+                if let CloseReason::Violation(e) = &reason {
+                    disconnect.properties.reason_string = Some(e.to_string().into());
                 }
                 if !conn.send(&Packet::Disconnect(disconnect.clone())) {
                     // Too large for the client with its Reason String: the
@@ -545,15 +502,12 @@ impl Session {
     }
 
     /// Disconnects the client for a protocol violation.
-    pub(super) fn protocol_error(
-        &mut self,
-        code: ReasonCode,
-        text: String,
-        ctx: &mut Context<Self>,
-    ) {
-        Metrics::add(&self.state.metrics.protocol_errors, 1);
-        tracing::info!(client_id = %self.client_id(), reason = %text, "protocol violation");
-        self.connection_lost(CloseReason::ProtocolViolation(code, text), ctx);
+    pub(super) fn protocol_error(&mut self, error: SessionError, ctx: &mut Context<Self>) {
+        if error.is_protocol_error() {
+            Metrics::add(&self.state.metrics.protocol_errors, 1);
+        }
+        tracing::info!(client_id = %self.client_id(), reason = %error, "protocol violation");
+        self.connection_lost(CloseReason::Violation(error), ctx);
     }
 
     /// DISCONNECT from the client.
@@ -562,97 +516,11 @@ impl Session {
             // 5.0 [MQTT-3.14.2-2] a session expiry of 0 at CONNECT cannot be
             // raised at DISCONNECT
             if self.session_expiry_interval == 0 && expiry != 0 {
-                self.protocol_error(
-                    ReasonCode::ProtocolError,
-                    "DISCONNECT sets a Session Expiry Interval after CONNECT had 0".into(),
-                    ctx,
-                );
+                self.protocol_error(SessionError::ExpiryRaisedAtDisconnect, ctx);
                 return;
             }
             self.set_session_expiry(expiry);
         }
         self.connection_lost(CloseReason::ClientDisconnect(d.reason_code), ctx);
-    }
-}
-
-impl Session {
-    /// AUTH on a live connection: 5.0 re-authentication (section 4.12.1).
-    /// The client starts it with reason 0x19 and the method of its CONNECT;
-    /// packets keep flowing meanwhile. Success ends with AUTH 0x00; failure
-    /// closes the connection.
-    pub(super) fn handle_auth(&mut self, auth: crate::codec::Auth, ctx: &mut Context<Self>) {
-        let Some(method_name) = self.auth.as_ref().map(|a| a.method.clone()) else {
-            return self.protocol_error(
-                ReasonCode::ProtocolError,
-                "AUTH without an Authentication Method in CONNECT".into(),
-                ctx,
-            );
-        };
-        // [MQTT-4.12.1-1] re-authentication uses the method of the CONNECT
-        if auth.properties.authentication_method.as_ref() != Some(&method_name) {
-            return self.protocol_error(
-                ReasonCode::ProtocolError,
-                format!("AUTH must use Authentication Method `{method_name}`"),
-                ctx,
-            );
-        }
-        let data = auth.properties.authentication_data.unwrap_or_default();
-        let exchange = self.auth.as_mut().and_then(|a| a.exchange.as_mut());
-        let step = match (auth.reason_code, exchange) {
-            (ReasonCode::ReAuthenticate, None) => {
-                let Some(method) = self.state.auth_methods.get(&method_name).cloned() else {
-                    return self.protocol_error(
-                        ReasonCode::BadAuthenticationMethod,
-                        format!("Authentication Method `{method_name}` is no longer offered"),
-                        ctx,
-                    );
-                };
-                let (exchange, step) = method.start(&data);
-                if let Some(auth) = self.auth.as_mut() {
-                    auth.exchange = Some(exchange);
-                }
-                step
-            }
-            (ReasonCode::ContinueAuthentication, Some(exchange)) => exchange.step(&data),
-            (code, _) => {
-                return self.protocol_error(
-                    ReasonCode::ProtocolError,
-                    format!(
-                        "AUTH with reason {:#04x} does not fit the exchange",
-                        code.as_u8()
-                    ),
-                    ctx,
-                )
-            }
-        };
-        let (reason_code, data) = match step {
-            AuthStep::Continue(challenge) => (ReasonCode::ContinueAuthentication, Some(challenge)),
-            AuthStep::Success { data, username } => {
-                tracing::debug!(client_id = %self.client_id(), %username, "re-authenticated");
-                self.end_reauth();
-                (ReasonCode::Success, data)
-            }
-            AuthStep::Failure { code, why } => {
-                self.end_reauth();
-                tracing::info!(client_id = %self.client_id(), reason = %why, "re-authentication failed");
-                // DISCONNECT has no 0x86: a wrong secret is Not authorized.
-                let code = match code {
-                    ReasonCode::BadAuthenticationMethod => code,
-                    _ => ReasonCode::NotAuthorized,
-                };
-                return self.connection_lost(
-                    CloseReason::ProtocolViolation(code, "re-authentication failed".into()),
-                    ctx,
-                );
-            }
-        };
-        self.send(&Packet::Auth(crate::codec::Auth {
-            reason_code,
-            properties: crate::codec::AuthProperties {
-                authentication_method: Some(method_name),
-                authentication_data: data,
-                ..Default::default()
-            },
-        }));
     }
 }

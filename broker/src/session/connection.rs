@@ -327,7 +327,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                 }
                 writer.session.send(WriterEvent::Failed {
                     generation: writer.generation,
-                    error: e.to_string(),
+                    error: e,
                 });
                 // Keep the buffer from growing while the session notices.
                 out.borrow_mut().closing = true;

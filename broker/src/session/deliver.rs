@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::error::SessionError;
 use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
 use super::{core, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
@@ -415,9 +416,7 @@ impl Session {
             AckError::UnknownPacketId(packet_id) => {
                 tracing::debug!(client_id = %self.client_id(), packet_id, "acknowledgement for unknown packet id")
             }
-            AckError::WrongState { .. } => {
-                self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
-            }
+            AckError::WrongState { .. } => self.protocol_error(SessionError::Ack(e), ctx),
         }
     }
 

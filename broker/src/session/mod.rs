@@ -33,10 +33,12 @@ pub(crate) mod connect;
 mod connection;
 pub mod core;
 mod deliver;
+mod error;
 pub mod incoming;
 mod keep_alive;
 pub mod outgoing;
 mod publish;
+mod reauth;
 mod restored;
 mod subscribe;
 
@@ -52,6 +54,7 @@ use crate::state::State;
 
 pub use crate::handle::{SessionRef, SubscriptionEntry};
 use connection::Connection;
+pub use error::SessionError;
 use incoming::Incoming;
 use outgoing::Outgoing;
 pub use restored::Restored;

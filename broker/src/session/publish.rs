@@ -13,6 +13,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use super::alias::AliasError;
+use super::error::SessionError;
 use super::incoming::{AckKind, ReadyAck};
 use super::Session;
 use crate::codec::{AckProperties, Packet, PubResponse, Publish, QoS, ReasonCode};
@@ -63,20 +64,14 @@ impl Session {
             Packet::PingReq => self.send(&Packet::PingResp),
             Packet::Disconnect(d) => self.handle_disconnect(d, ctx),
             // [MQTT-3.1.0-2] a second CONNECT is a protocol violation
-            Packet::Connect(_) => self.protocol_error(
-                ReasonCode::ProtocolError,
-                "second CONNECT on a connection [MQTT-3.1.0-2]".into(),
-                ctx,
-            ),
+            Packet::Connect(_) => self.protocol_error(SessionError::SecondConnect, ctx),
             Packet::Auth(auth) => self.handle_auth(auth, ctx),
             other @ (Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp) => self.protocol_error(
-                ReasonCode::ProtocolError,
-                format!("{} is sent by servers, not clients", other.packet_type()),
-                ctx,
-            ),
+            | Packet::PingResp) => {
+                self.protocol_error(SessionError::ServerPacket(other.packet_type()), ctx)
+            }
         }
     }
 
@@ -95,19 +90,13 @@ impl Session {
                 Ok(()) => {}
                 // 5.0 [MQTT-3.3.2-9] [MQTT-3.3.2-10]
                 Err(e @ AliasError::OutOfRange { .. }) => {
-                    return self.protocol_error(ReasonCode::TopicAliasInvalid, e.to_string(), ctx)
+                    return self.protocol_error(e.into(), ctx)
                 }
-                Err(e @ AliasError::Unknown(_)) => {
-                    return self.protocol_error(ReasonCode::ProtocolError, e.to_string(), ctx)
-                }
+                Err(e @ AliasError::Unknown(_)) => return self.protocol_error(e.into(), ctx),
             }
             if !publish.properties.subscription_identifiers.is_empty() {
                 // 5.0 [MQTT-3.3.4-6] a client must not send Subscription Identifiers
-                return self.protocol_error(
-                    ReasonCode::ProtocolError,
-                    "PUBLISH from a client carries a Subscription Identifier".into(),
-                    ctx,
-                );
+                return self.protocol_error(SessionError::SubscriptionIdFromClient, ctx);
             }
             let in_flight = self.incoming.pending_len() + self.incoming.qos2_len();
             if publish.qos > QoS::AtMostOnce
@@ -116,11 +105,7 @@ impl Session {
             {
                 // 5.0 [MQTT-3.3.4-9] more unacknowledged QoS > 0 PUBLISH
                 // packets than the Receive Maximum we announced
-                return self.protocol_error(
-                    ReasonCode::ReceiveMaximumExceeded,
-                    format!("more than {in_flight} unacknowledged QoS 1/2 PUBLISH packets"),
-                    ctx,
-                );
+                return self.protocol_error(SessionError::ReceiveMaximumExceeded(in_flight), ctx);
             }
             if publish.properties.payload_format_indicator == Some(true)
                 && std::str::from_utf8(&publish.payload).is_err()
@@ -239,11 +224,7 @@ impl Session {
             if ack.reason_code.is_error() && !self.protocol.is_v5() {
                 // 3.1.1 cannot say a message was not accepted: close without
                 // acknowledging, so the client sends it again.
-                self.protocol_error(
-                    ReasonCode::UnspecifiedError,
-                    format!("message {} could not be stored", ack.packet_id),
-                    ctx,
-                );
+                self.protocol_error(SessionError::MessageNotStored(ack.packet_id), ctx);
                 return;
             }
             if !self.protocol.is_v5() {

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::error::SessionError;
 use super::Session;
 use crate::codec::topic::split_shared;
 use crate::codec::{
@@ -46,11 +47,7 @@ impl Session {
         for (filter, options) in &subscribe.filters {
             // 5.0 [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
             if v5 && options.no_local && matches!(split_shared(filter), Ok(Some(_))) {
-                return self.protocol_error(
-                    ReasonCode::ProtocolError,
-                    format!("No Local set on shared subscription `{filter}`"),
-                    ctx,
-                );
+                return self.protocol_error(SessionError::NoLocalOnShared(filter.clone()), ctx);
             }
         }
         // topic limits and ACL, per filter (session/checks.rs)
@@ -180,7 +177,7 @@ impl Session {
         &mut self,
         generation: u64,
         stored: Durability,
-        what: &str,
+        what: &'static str,
         ctx: &mut Context<Self>,
     ) -> bool {
         if self.generation() != generation || self.conn.is_none() {
@@ -191,8 +188,10 @@ impl Session {
             Err(e) => {
                 tracing::warn!(client_id = %self.client_id(), error = %e, "{what} not stored: closing the connection unanswered");
                 self.protocol_error(
-                    ReasonCode::UnspecifiedError,
-                    format!("{what} could not be stored: {e}"),
+                    SessionError::NotStored {
+                        what,
+                        reason: e.to_string(),
+                    },
                     ctx,
                 );
                 false

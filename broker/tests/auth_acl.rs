@@ -11,7 +11,7 @@ use std::time::Duration;
 use broker::auth::password::{edit_file, PasswdAction};
 use broker::codec::{Packet, ProtocolVersion, ReasonCode};
 use broker::config::{Config, JwtAlgorithm, JwtConfig};
-use common::{build, Raw, TestBroker, PATIENCE};
+use common::{build, check_for, poll_until, Raw, TestBroker, PATIENCE};
 
 /// A password file with `users` in `dir`.
 fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
@@ -454,16 +454,14 @@ async fn acl_file_changes_apply_without_a_restart() {
     assert_eq!(alice.recv_bytes().await.unwrap(), build::suback(1, &[0x80]));
     acl_file(dir.path(), &format!("{ACL}\nuser alice\ntopic read news\n"));
     let mut packet_id = 1;
-    let mut granted = false;
-    let end = std::time::Instant::now() + PATIENCE;
-    while !granted && std::time::Instant::now() < end {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    let granted = poll_until(PATIENCE, Duration::from_millis(200), async || {
         packet_id += 1;
         alice
             .send(&build::subscribe(packet_id, &[("news", 0)]))
             .await;
-        granted = alice.recv_bytes().await.unwrap() == build::suback(packet_id, &[0]);
-    }
+        alice.recv_bytes().await.unwrap() == build::suback(packet_id, &[0])
+    })
+    .await;
     assert!(granted, "the new ACL file was not picked up");
 }
 
@@ -562,16 +560,12 @@ async fn sighup_rereads_the_password_file_in_the_tern_binary() {
         .status()
         .unwrap()
         .success());
-    let end = std::time::Instant::now() + PATIENCE;
     // the file did not change: only the signal makes it re-read
-    while !tern.log_text().contains("password file reloaded") {
-        assert!(
-            std::time::Instant::now() < end,
-            "not reloaded:\n{}",
-            tern.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let reloaded = check_for(PATIENCE, Duration::from_millis(50), || {
+        tern.log_text().contains("password file reloaded")
+    })
+    .await;
+    assert!(reloaded, "not reloaded:\n{}", tern.log_text());
     assert!(tern.log_text().contains("SIGHUP"), "{}", tern.log_text());
     // still running and still checking passwords
     login(tern.addr, 4, "b", "alice", "s3cret").await;

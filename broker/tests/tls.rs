@@ -14,7 +14,7 @@ use std::time::Duration;
 use broker::config::{ClientAuth, Config, ListenerProtocol, TlsConfig};
 use common::pki::{self, Ca};
 use common::process::{free_port, TernProcess};
-use common::{build, check_for, listener, Raw, TestBroker, PATIENCE};
+use common::{build, check_for, listener, poll_until, Raw, TestBroker, PATIENCE};
 use tokio::io::AsyncWriteExt;
 
 /// A broker with a TCP listener (`addrs()[0]`) and a TLS listener
@@ -274,16 +274,12 @@ async fn connection_limit_applies_to_tls_listeners() {
     );
     drop(first);
     // Once the first is gone, a new one is let in again.
-    let mut admitted = false;
-    let end = std::time::Instant::now() + PATIENCE;
-    while !admitted && std::time::Instant::now() < end {
-        admitted = pki::mqtt_over_tls(addr, pki::client_config(&ca, None), "third")
+    let admitted = poll_until(PATIENCE, Duration::from_millis(50), async || {
+        pki::mqtt_over_tls(addr, pki::client_config(&ca, None), "third")
             .await
-            .is_some();
-        if !admitted {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+            .is_some()
+    })
+    .await;
     assert!(admitted, "no connection admitted after the first closed");
 }
 
@@ -318,16 +314,12 @@ async fn changed_certificate_files_are_used_for_new_handshakes_without_restart()
         &dir.path().join("server.key"),
         &new_server.key.serialize_pem(),
     );
-    let mut switched = false;
-    let end = std::time::Instant::now() + PATIENCE;
-    while !switched && std::time::Instant::now() < end {
-        switched = pki::tls_connect(addr, pki::client_config(&new_ca, None))
+    let switched = poll_until(PATIENCE, Duration::from_millis(100), async || {
+        pki::tls_connect(addr, pki::client_config(&new_ca, None))
             .await
-            .is_ok();
-        if !switched {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+            .is_ok()
+    })
+    .await;
     assert!(switched, "new certificate not served within {PATIENCE:?}");
     pki::mqtt_over_tls(addr, pki::client_config(&new_ca, None), "new")
         .await

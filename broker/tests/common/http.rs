@@ -25,15 +25,13 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let end = tokio::time::Instant::now() + super::PATIENCE;
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < end,
-            "not true within {:?}",
-            super::PATIENCE
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let ok = super::poll_until(
+        super::PATIENCE,
+        std::time::Duration::from_millis(20),
+        async || check().await,
+    )
+    .await;
+    assert!(ok, "not true within {:?}", super::PATIENCE);
 }
 
 /// The answer's body as JSON.

@@ -140,15 +140,17 @@ pub fn listener(protocol: ListenerProtocol, tls: Option<TlsConfig>) -> ListenerC
     }
 }
 
-/// Polls `check` every `interval` until it returns true or `deadline` passes.
-pub async fn check_for(
+/// Polls `check` every `interval` until it returns true or `deadline` passes
+/// (nats-server's `checkFor`); the test asserts on the answer with its own
+/// message. The one polling loop of the tests: none writes its own.
+pub async fn poll_until(
     deadline: Duration,
     interval: Duration,
-    mut check: impl FnMut() -> bool,
+    mut check: impl AsyncFnMut() -> bool,
 ) -> bool {
     let end = Instant::now() + deadline;
     loop {
-        if check() {
+        if check().await {
             return true;
         }
         if Instant::now() >= end {
@@ -156,6 +158,15 @@ pub async fn check_for(
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// [`poll_until`] for a check that does not wait.
+pub async fn check_for(
+    deadline: Duration,
+    interval: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
+    poll_until(deadline, interval, async || check()).await
 }
 
 /// A byte stream a test client talks over: TCP, TLS, WebSocket.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use broker::codec::{Packet, QoS};
 use common::flow::{check, publish_until_broken, Acked, App};
 use common::process::{free_port, TernProcess};
-use common::{build, Raw};
+use common::{build, wait_until, Raw};
 
 /// Cluster tests start several processes each; one at a time keeps a
 /// two-core machine responsive enough for elections to settle.
@@ -171,11 +171,10 @@ impl TestCluster {
                 .unwrap_or(0)
         };
         let target = self.running().into_iter().map(applied).max().unwrap();
-        let end = Instant::now() + SETTLE;
-        while self.running().into_iter().any(|id| applied(id) < target) {
-            assert!(Instant::now() < end, "nodes did not apply index {target}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let settled = wait_until(SETTLE, Duration::from_millis(20), || {
+            self.running().into_iter().all(|id| applied(id) >= target)
+        });
+        assert!(settled, "nodes did not apply index {target}");
     }
 
     /// Waits until every running node is ready, knows the same leader and

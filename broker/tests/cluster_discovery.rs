@@ -16,7 +16,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::process::free_port;
 
@@ -104,12 +104,9 @@ fn status(node: &Node) -> Option<serde_json::Value> {
         .flatten()
 }
 
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + SETTLE;
-    while !check() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, check: impl FnMut() -> bool) {
+    let done = common::wait_until(SETTLE, Duration::from_millis(50), check);
+    assert!(done, "timed out waiting for {what}");
 }
 
 #[test]

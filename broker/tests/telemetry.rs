@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use broker::codec::Packet;
 use common::build::{self, prop};
 use common::process::{free_port, TernProcess};
-use common::{check_for, Raw};
+use common::{check_for, wait_until, Raw};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -529,9 +529,8 @@ fn settle(addresses: &[String]) {
             .unwrap_or(0)
     };
     let target = addresses.iter().map(applied).max().unwrap();
-    let end = Instant::now() + PATIENCE;
-    while addresses.iter().any(|a| applied(a) < target) {
-        assert!(Instant::now() < end, "nodes did not apply index {target}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let settled = wait_until(PATIENCE, Duration::from_millis(20), || {
+        addresses.iter().all(|a| applied(a) >= target)
+    });
+    assert!(settled, "nodes did not apply index {target}");
 }

@@ -160,6 +160,20 @@ pub async fn poll_until(
     }
 }
 
+/// [`poll_until`] for a synchronous test (it blocks the thread).
+pub fn wait_until(deadline: Duration, interval: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        if check() {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(interval);
+    }
+}
+
 /// [`poll_until`] for a check that does not wait.
 pub async fn check_for(
     deadline: Duration,

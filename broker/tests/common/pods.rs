@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_yaml::Value;
 
@@ -514,14 +514,13 @@ pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> Option<HttpA
 
 /// Polls `check` every 200 ms until it gives a value or SETTLE passes.
 pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + SETTLE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let mut value = None;
+    let done = super::wait_until(SETTLE, Duration::from_millis(200), || {
+        value = check();
+        value.is_some()
+    });
+    assert!(done, "timed out waiting for {what}");
+    value.expect("wait_until returned true: the last check gave a value")
 }
 
 pub fn pod_dns(ordinal: usize) -> String {

@@ -1,0 +1,191 @@
+use super::*;
+use bytestring::ByteString;
+
+fn msg(seq: u64, qos: QoS) -> OutMsg {
+    OutMsg {
+        seq,
+        qos,
+        retain: false,
+        message: Arc::new(Message {
+            topic: ByteString::from_static("t"),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            expires_at_ms: None,
+            origin: 7,
+        }),
+        subscription_ids: SmallVec::new(),
+        shared_filter: None,
+        state: OutState::Queued,
+        durable: true,
+        hold: None,
+        charge: QueueCharge::none(),
+    }
+}
+
+fn sent_ids(actions: &[SendAction]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SendAction::Publish(p) => p.packet_id,
+            SendAction::Expired(_) => None,
+        })
+        .collect()
+}
+
+#[test]
+fn window_limits_messages_in_flight_mqtt_4_9() {
+    let mut o = Outgoing::new(2, 10);
+    for seq in 1..=3 {
+        assert_eq!(o.push(msg(seq, QoS::AtLeastOnce)), Pushed::Queued);
+    }
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1, 2]);
+    out.clear();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert!(out.is_empty(), "window full");
+    assert_eq!(o.handle_puback(1), Ok(1));
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![3]);
+}
+
+#[test]
+fn packet_ids_wrap_and_never_reuse_one_in_flight() {
+    assert_eq!(packet_id_of(1), 1);
+    assert_eq!(packet_id_of(65_535), 65_535);
+    assert_eq!(packet_id_of(65_536), 1);
+    let mut o = Outgoing::new(usize::MAX, 100);
+    o.next_seq = 65_535;
+    o.push(msg(65_535, QoS::AtLeastOnce));
+    o.push(msg(65_536, QoS::AtLeastOnce));
+    // seq 65_536 maps to packet id 1 again
+    let mut inflight = msg(1, QoS::AtLeastOnce);
+    inflight.state = OutState::Sent;
+    o.lists_mut().inflight.push_back(inflight);
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![65_535], "id 1 is still in flight");
+    assert_eq!(o.handle_puback(1), Ok(1));
+    out.clear();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1]);
+}
+
+#[test]
+fn qos2_flow_goes_sent_released_complete() {
+    let mut o = Outgoing::new(10, 10);
+    o.push(msg(1, QoS::ExactlyOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(
+        o.handle_pubcomp(1),
+        Err(AckError::WrongState {
+            packet: "PUBCOMP",
+            packet_id: 1
+        })
+    );
+    assert_eq!(
+        o.handle_puback(1),
+        Err(AckError::WrongState {
+            packet: "PUBACK",
+            packet_id: 1
+        })
+    );
+    assert_eq!(o.handle_pubrec(1), Ok(1));
+    assert_eq!(
+        o.handle_pubrec(1),
+        Ok(1),
+        "repeated PUBREC is answered again"
+    );
+    assert!(matches!(o.resend(0)[..], [Resend::PubRel(1)]));
+    assert_eq!(o.handle_pubcomp(1), Ok(1));
+    assert!(o.is_empty());
+    assert_eq!(o.handle_pubcomp(1), Err(AckError::UnknownPacketId(1)));
+}
+
+#[test]
+fn resend_sets_dup_and_keeps_order_mqtt_4_4_0_1() {
+    let mut o = Outgoing::new(10, 10);
+    o.push(msg(1, QoS::AtLeastOnce));
+    o.push(msg(2, QoS::ExactlyOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    let resent = o.resend(0);
+    let ids: Vec<_> = resent
+        .iter()
+        .map(|r| match r {
+            Resend::Publish(p) => {
+                assert!(p.dup);
+                p.packet_id.unwrap()
+            }
+            Resend::PubRel(id) => *id,
+        })
+        .collect();
+    assert_eq!(ids, vec![1, 2]);
+}
+
+#[test]
+fn full_queue_drops_new_messages() {
+    let mut o = Outgoing::new(1, 2);
+    assert_eq!(o.push(msg(1, QoS::AtLeastOnce)), Pushed::Queued);
+    assert_eq!(o.push(msg(2, QoS::AtLeastOnce)), Pushed::Queued);
+    assert_eq!(o.push(msg(3, QoS::AtLeastOnce)), Pushed::Full);
+    assert_eq!(o.len(), 2);
+}
+
+#[test]
+fn expired_queued_messages_are_dropped_not_sent() {
+    let mut o = Outgoing::new(10, 10);
+    let mut m = msg(1, QoS::AtLeastOnce);
+    Arc::make_mut(&mut m.message).expires_at_ms = Some(1_000);
+    o.push(m);
+    o.push(msg(2, QoS::AtLeastOnce));
+    let mut out = Vec::new();
+    o.poll_send(1_000, usize::MAX, &mut out);
+    assert!(matches!(out[0], SendAction::Expired(1)));
+    assert_eq!(sent_ids(&out), vec![2]);
+}
+
+#[test]
+fn not_durable_message_holds_the_queue_in_order() {
+    let mut o = Outgoing::new(10, 10);
+    let mut m = msg(1, QoS::ExactlyOnce);
+    m.durable = false;
+    o.push(m);
+    o.push(msg(2, QoS::AtLeastOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert!(out.is_empty());
+    o.mark_durable(1);
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1, 2]);
+}
+
+#[test]
+fn room_limits_how_many_are_sent() {
+    let mut o = Outgoing::new(10, 10);
+    for seq in 1..=3 {
+        o.push(msg(seq, QoS::AtLeastOnce));
+    }
+    let mut out = Vec::new();
+    o.poll_send(0, 2, &mut out);
+    assert_eq!(sent_ids(&out), vec![1, 2]);
+}
+
+#[test]
+fn lists_are_freed_when_the_last_message_leaves() {
+    let mut o = Outgoing::new(10, 10);
+    assert!(o.lists.is_none(), "nothing allocated for an idle session");
+    o.push(msg(1, QoS::AtLeastOnce));
+    o.push(msg(2, QoS::AtLeastOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(o.handle_puback(1), Ok(1));
+    assert!(o.lists.is_some(), "one message still in flight");
+    assert_eq!(o.handle_puback(2), Ok(2));
+    assert!(o.lists.is_none(), "freed with the last acknowledgement");
+    assert_eq!(o.next_seq(), 3, "sequence numbers go on");
+    assert_eq!(o.handle_puback(2), Err(AckError::UnknownPacketId(2)));
+}

@@ -72,7 +72,7 @@ pub fn route(
 ) -> usize {
     let span = crate::telemetry::route_span();
     let _entered = span.enter();
-    let router = state.router.read();
+    let router = state.router().read();
     let mut targets: SmallVec<[Target<'_>; 8]> = SmallVec::new();
     let mut remote: SmallVec<[(u64, RemoteTarget); 2]> = SmallVec::new();
     let (plain, everywhere) = match scope {
@@ -120,7 +120,7 @@ pub fn route(
                     Some((Subscriber::Local(session), entry)) => {
                         targets.push(Target::new(session, message, entry))
                     }
-                    _ => state.metrics.dropped(DropReason::NoSubscriber, 1),
+                    _ => state.metrics().dropped(DropReason::NoSubscriber, 1),
                 }
             }
         }
@@ -143,7 +143,7 @@ pub fn route(
         targets = merged;
     }
     let count = targets.len() + remote.len();
-    let threshold = state.config.limits.backpressure_queued;
+    let threshold = state.config().limits.backpressure_queued;
     for t in targets {
         let backpressure = if t.qos == QoS::AtMostOnce || threshold == 0 {
             Backpressure::Untracked
@@ -176,7 +176,7 @@ pub fn route(
     }
     drop(router);
     for (node, target) in remote {
-        state.cluster.forward(node, message, target, guard);
+        state.cluster().forward(node, message, target, guard);
     }
     span.record("mqtt.matches", count);
     count
@@ -214,16 +214,16 @@ pub fn traced_durable(
 /// and, in a cluster, on every node.
 pub fn store_retained(state: &BrokerState, message: &Arc<Message>, guard: &mut LazyGuard) {
     set_retained_locally(state, message);
-    state.cluster.store_retained(message, guard.get());
+    state.cluster().store_retained(message, guard.get());
 }
 
 /// Updates the in-memory retained index only.
 pub fn set_retained_locally(state: &BrokerState, message: &Arc<Message>) {
     if message.payload.is_empty() {
-        state.retained.write().remove(&message.topic);
+        state.retained().write().remove(&message.topic);
     } else {
         state
-            .retained
+            .retained()
             .write()
             .insert(&message.topic, message.clone());
     }

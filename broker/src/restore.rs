@@ -29,20 +29,20 @@ pub struct Loaded {
 pub fn restore(state: &State) -> storage::Result<Loaded> {
     let mut loaded = Loaded::default();
     let now = unix_ms();
-    for (client_id, record) in state.store.load_sessions()? {
+    for (client_id, record) in state.store().load_sessions()? {
         if crate::session::core::expired_while_down(
             now,
             record.disconnected_at_ms,
             record.session_expiry_interval,
         ) {
             state
-                .writer
+                .writer()
                 .submit(vec![storage::WriteOp::DeleteSession { client_id }], None);
             loaded.expired_sessions += 1;
             continue;
         }
         let (restored, unreadable) =
-            Restored::from_store(&state.store, &state.limits, &client_id, &record, now)?;
+            Restored::from_store(state.store(), state.limits(), &client_id, &record, now)?;
         loaded.messages += restored.outgoing.len();
         loaded.unreadable_records += unreadable;
         let client_id = ByteString::from(client_id);
@@ -52,13 +52,13 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
             restored,
             state.next_worker(),
         );
-        state.registry.insert(client_id, session);
+        state.registry().insert(client_id, session);
         loaded.sessions += 1;
     }
-    let mut retained = state.retained.write();
+    let mut retained = state.retained().write();
     // In a cluster the replicated retained messages are the truth, loaded
     // with the replicated state (`clustering::load`): none come from here.
-    for stored in state.cluster.load_retained(&state.store)? {
+    for stored in state.cluster().load_retained(state.store())? {
         let topic = stored.topic.clone();
         match Message::from_stored(stored) {
             Ok((message, _)) if !message.is_expired(now) => {

@@ -104,7 +104,7 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     for l in &listener_configs {
-        listeners.push(Listener::bind(l, &state.config.mqtt).await?);
+        listeners.push(Listener::bind(l, &state.config().mqtt).await?);
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()
@@ -122,7 +122,7 @@ pub async fn run(
             })
             .collect(),
     };
-    let http_listener = match state.config.http.bind_addr()? {
+    let http_listener = match state.config().http.bind_addr()? {
         Some(addr) => Some(crate::http::bind(addr).await?),
         None => None,
     };
@@ -144,8 +144,8 @@ pub async fn run(
             stop_rx.clone(),
         )));
     }
-    if state.config.sys_interval_secs > 0 {
-        let interval = Duration::from_secs(state.config.sys_interval_secs);
+    if state.config().sys_interval_secs > 0 {
+        let interval = Duration::from_secs(state.config().sys_interval_secs);
         accept_tasks.push(actix_rt::spawn(crate::observe::sys::run(
             state.clone(),
             info.clone(),
@@ -180,18 +180,18 @@ pub async fn run(
         _ = cluster_failed => {}
     }
     tracing::info!("shutting down");
-    state.shutting_down.store(true, Ordering::Release);
+    state.begin_shutdown();
     let _ = stop_tx.send(true);
     for task in accept_tasks {
         let _ = task.await;
     }
     let _ = reloader.await;
-    let sessions = state.registry.snapshot();
+    let sessions = state.registry().snapshot();
     let deadline = Instant::now() + SHUTDOWN_FLUSH_TIMEOUT;
     for (_, session) in sessions {
         let _ = tokio::time::timeout_at(deadline.into(), session.call(Input::Shutdown)).await;
     }
-    while state.open_writers.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+    while state.open_writers().load(Ordering::Acquire) > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     if let Some(bridge) = &bridge {
@@ -200,7 +200,7 @@ pub async fn run(
     if let Some(runtime) = cluster_runtime {
         runtime.shutdown_background();
     }
-    let store = state.store.clone();
+    let store = state.store().clone();
     let flushed = tokio::task::spawn_blocking(move || store.close()).await;
     for arbiter in &arbiters {
         arbiter.stop();
@@ -289,7 +289,7 @@ impl StartedCluster {
             runtime,
         } = self;
         let me = bridge.node_id();
-        let sessions = state.registry.snapshot();
+        let sessions = state.registry().snapshot();
         for (client_id, session) in sessions {
             if let Some(owner) = bridge.session_owner(&client_id).filter(|o| *o != me) {
                 session.send(crate::handle::OwnerMoved { owner });

@@ -31,36 +31,36 @@ pub type Router = SubscriptionTable<Subscriber, SubscriptionEntry>;
 
 /// Shared state of one node.
 pub struct BrokerState {
-    pub config: Config,
+    config: Config,
     /// Topic filter -> subscribed sessions. Read-locked by every publish.
-    pub router: RwLock<Router>,
+    router: RwLock<Router>,
     /// Topic -> retained message.
-    pub retained: RwLock<RetainedIndex<Arc<Message>>>,
+    retained: RwLock<RetainedIndex<Arc<Message>>>,
     /// Client id -> its session actor, online or not.
-    pub registry: Registry,
-    pub store: storage::Store,
-    pub writer: storage::Writer,
+    registry: Registry,
+    store: storage::Store,
+    writer: storage::Writer,
     /// The other nodes ([`SingleNode`] for a node alone). Chosen once at
     /// startup.
-    pub cluster: Arc<dyn Cluster>,
+    cluster: Arc<dyn Cluster>,
     /// 5.0 enhanced authentication mechanisms offered.
-    pub auth_methods: crate::enhanced_auth::AuthMethods,
+    auth_methods: crate::enhanced_auth::AuthMethods,
     /// Shared with the packet streams of connections (`crate::transport`).
-    pub metrics: Arc<Metrics>,
+    metrics: Arc<Metrics>,
     /// Who may connect.
-    pub auth: Arc<Authentication>,
+    auth: Arc<Authentication>,
     /// Who may publish and subscribe to what.
-    pub acl: Acl,
+    acl: Acl,
     /// Limits and the accounting of bytes held for clients.
-    pub limits: Limits,
+    limits: Limits,
     /// Worker arbiters that run sessions, chosen round robin.
-    pub workers: Vec<ArbiterHandle>,
+    workers: Vec<ArbiterHandle>,
     next_worker: AtomicUsize,
     next_session_id: AtomicU64,
     /// Set when shutdown starts: no new connections are attached.
-    pub shutting_down: AtomicBool,
+    shutting_down: AtomicBool,
     /// Writer tasks still flushing a socket; shutdown waits for them.
-    pub open_writers: AtomicUsize,
+    open_writers: AtomicUsize,
 }
 
 impl BrokerState {
@@ -123,6 +123,68 @@ impl BrokerState {
     pub fn next_worker(&self) -> &ArbiterHandle {
         let i = self.next_worker.fetch_add(1, Ordering::Relaxed);
         &self.workers[i % self.workers.len()]
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Topic filter -> subscribers; read-locked by every publish.
+    pub fn router(&self) -> &RwLock<Router> {
+        &self.router
+    }
+
+    /// Topic -> retained message.
+    pub fn retained(&self) -> &RwLock<RetainedIndex<Arc<Message>>> {
+        &self.retained
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn store(&self) -> &storage::Store {
+        &self.store
+    }
+
+    /// The group-commit writer every store write goes through.
+    pub fn writer(&self) -> &storage::Writer {
+        &self.writer
+    }
+
+    /// The other nodes ([`SingleNode`] for a node alone).
+    pub fn cluster(&self) -> &Arc<dyn Cluster> {
+        &self.cluster
+    }
+
+    pub fn auth_methods(&self) -> &crate::enhanced_auth::AuthMethods {
+        &self.auth_methods
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn auth(&self) -> &Arc<Authentication> {
+        &self.auth
+    }
+
+    pub fn acl(&self) -> &Acl {
+        &self.acl
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Shutdown has started: no new connection is attached.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// Writer tasks still flushing a socket; shutdown waits for them.
+    pub fn open_writers(&self) -> &AtomicUsize {
+        &self.open_writers
     }
 
     pub fn is_shutting_down(&self) -> bool {

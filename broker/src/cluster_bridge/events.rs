@@ -35,7 +35,7 @@ fn node_entry(filter: &str) -> SubscriptionEntry {
 /// call once at startup, before events are applied.
 pub fn load(state: &State, cluster: &cluster::Cluster) {
     let me = cluster.node_id();
-    let mut router = state.router.write();
+    let mut router = state.router().write();
     for (filter, nodes) in cluster.routes() {
         for node in nodes.into_iter().filter(|n| *n != me) {
             router.subscribe(&filter, Subscriber::Node(node), node_entry(&filter));
@@ -57,11 +57,11 @@ pub async fn run_events(
     mut events: mpsc::UnboundedReceiver<ClusterEvent>,
     failed: tokio::sync::watch::Sender<Option<String>>,
 ) {
-    let me = state.cluster.node_id();
+    let me = state.cluster().node_id();
     while let Some(event) = events.recv().await {
         match event {
             ClusterEvent::RouteAdded { filter, node } if node != me => {
-                state.router.write().subscribe(
+                state.router().write().subscribe(
                     &filter,
                     Subscriber::Node(node),
                     node_entry(&filter),
@@ -69,13 +69,13 @@ pub async fn run_events(
             }
             ClusterEvent::RouteRemoved { filter, node } if node != me => {
                 state
-                    .router
+                    .router()
                     .write()
                     .unsubscribe(&filter, &Subscriber::Node(node));
             }
             ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
             ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
-                let local = state.registry.get(client_id.as_str());
+                let local = state.registry().get(client_id.as_str());
                 if let Some(session) = local {
                     session.send(OwnerMoved { owner });
                 }
@@ -91,7 +91,7 @@ pub async fn run_events(
                 requester,
                 reply,
             } => {
-                let local = state.registry.get(client_id.as_str());
+                let local = state.registry().get(client_id.as_str());
                 tokio::spawn(async move {
                     let handed = match local {
                         Some(session) => session
@@ -153,7 +153,7 @@ fn deliver_forwarded(
     });
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {
-        let local = state.registry.get(client_id.as_str());
+        let local = state.registry().get(client_id.as_str());
         match local {
             Some(session) => session.send(Deliver {
                 message,
@@ -166,7 +166,7 @@ fn deliver_forwarded(
                 span: span.clone(),
             }),
             None => {
-                state.metrics.dropped(DropReason::SessionGone, 1);
+                state.metrics().dropped(DropReason::SessionGone, 1);
                 tracing::warn!(%client_id, "message handed over for a session this node does not have");
                 if let Some(g) = guard.get() {
                     g.fail();

@@ -94,16 +94,16 @@ fn parse_page(q: PageQuery) -> Result<(Page, usize), String> {
 }
 
 fn session(http: &Http, id: &str) -> Option<SessionRef> {
-    http.state.registry.get(id)
+    http.state.registry().get(id)
 }
 
 fn no_session(http: &Http, id: &str) -> Response {
     let owner = http
         .state
-        .cluster
+        .cluster()
         .raft()
         .and_then(|raft| raft.session_owner(id))
-        .filter(|o| http.state.cluster.node_id() != *o);
+        .filter(|o| http.state.cluster().node_id() != *o);
     match owner {
         Some(node) => error(
             StatusCode::NOT_FOUND,
@@ -120,7 +120,7 @@ async fn list_clients(Extract(http): Extract<Http>, page: PageQuery) -> Response
     };
     let mut sessions: Vec<(String, SessionRef)> = http
         .state
-        .registry
+        .registry()
         .snapshot()
         .into_iter()
         .map(|(id, s)| (id.to_string(), s))
@@ -193,7 +193,7 @@ async fn list_retained(Extract(http): Extract<Http>, page: PageQuery) -> Respons
     };
     let mut all: Vec<(String, Arc<Message>)> = Vec::new();
     http.state
-        .retained
+        .retained()
         .read()
         .all(|topic, m| all.push((topic.to_owned(), m.clone())));
     all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -205,7 +205,7 @@ async fn list_retained(Extract(http): Extract<Http>, page: PageQuery) -> Respons
 }
 
 async fn get_retained(Extract(http): Extract<Http>, Path(topic): Path<String>) -> Response {
-    match http.state.retained.read().get(&topic) {
+    match http.state.retained().read().get(&topic) {
         Some(m) => Json(retained_json(m)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -215,7 +215,7 @@ async fn get_retained(Extract(http): Extract<Http>, Path(topic): Path<String>) -
 }
 
 async fn delete_retained(Extract(http): Extract<Http>, Path(topic): Path<String>) -> Response {
-    if http.state.retained.read().get(&topic).is_none() {
+    if http.state.retained().read().get(&topic).is_none() {
         return error(
             StatusCode::NOT_FOUND,
             format!("no retained message on `{topic}`"),
@@ -236,7 +236,7 @@ async fn delete_retained(Extract(http): Extract<Http>, Path(topic): Path<String>
 }
 
 async fn cluster_status(Extract(http): Extract<Http>) -> Response {
-    match http.state.cluster.raft() {
+    match http.state.cluster().raft() {
         Some(raft) => Json(status_json(&remote_status(raft.status()))).into_response(),
         None => error(StatusCode::NOT_FOUND, "this node runs without a cluster"),
     }

@@ -95,7 +95,7 @@ pub fn not_ready(state: &State) -> Option<String> {
     if state.is_shutting_down() {
         return Some("shutting down: listeners closed, store closing".into());
     }
-    let s = state.cluster.raft()?.status();
+    let s = state.cluster().raft()?.status();
     if let Some(reason) = s.failed {
         return Some(format!("cluster node failed: {reason}"));
     }
@@ -137,7 +137,7 @@ async fn protect(
     request: Request,
     next: Next,
 ) -> Response {
-    match &http.state.config.http.admin_token {
+    match &http.state.config().http.admin_token {
         Some(token) => {
             let given = headers
                 .get(header::AUTHORIZATION)

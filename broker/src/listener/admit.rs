@@ -113,11 +113,11 @@ pub async fn admit(
         None => {
             let request =
                 AuthRequest::from_connect(connect, client_id.clone(), peer, certificate_identity);
-            state.auth.authenticate(request).await
+            state.auth().authenticate(request).await
         }
     };
     let result = match authenticated {
-        Ok(principal) => check_will(&state.acl, &state.limits, connect, client_id, &principal)
+        Ok(principal) => check_will(state.acl(), state.limits(), connect, client_id, &principal)
             .map(|()| principal),
         Err(f) => Err(Refusal::Auth(f)),
     };
@@ -125,12 +125,12 @@ pub async fn admit(
         Ok(principal) => Ok(principal),
         Err(refusal) => {
             let counter = match refusal {
-                Refusal::Auth(_) => &state.metrics.auth_failures,
-                Refusal::WillTopicTooLong => &state.metrics.topic_limit_refused,
-                Refusal::WillNotAuthorized => &state.metrics.acl_denied_publish,
+                Refusal::Auth(_) => &state.metrics().auth_failures,
+                Refusal::WillTopicTooLong => &state.metrics().topic_limit_refused,
+                Refusal::WillNotAuthorized => &state.metrics().acl_denied_publish,
             };
             Metrics::add(counter, 1);
-            Metrics::add(&state.metrics.connections_refused, 1);
+            Metrics::add(&state.metrics().connections_refused, 1);
             tracing::info!(%client_id, %peer, reason = refusal.category(), "connection refused");
             Err(refusal.reason_code())
         }

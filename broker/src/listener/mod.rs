@@ -250,7 +250,7 @@ impl Listener {
                 }
             };
             if self.open.load(Ordering::Relaxed) >= self.max_connections {
-                Metrics::add(&state.metrics.connections_refused, 1);
+                Metrics::add(&state.metrics().connections_refused, 1);
                 tracing::warn!(%peer, max = self.max_connections, "connection limit reached, connection refused");
                 continue;
             }
@@ -292,13 +292,13 @@ async fn handshake_and_bootstrap(
     state: State,
 ) {
     let protocol = endpoint.protocol;
-    let timeout = state.config.mqtt.connect_timeout();
+    let timeout = state.config().mqtt.connect_timeout();
     match tokio::time::timeout(timeout, endpoint.handshake(stream)).await {
         Ok(Ok((transport, peer_identity))) => {
             bootstrap(transport, peer, peer_identity, state).await
         }
         Ok(Err(e)) => {
-            Metrics::add(&state.metrics.connections_refused, 1);
+            Metrics::add(&state.metrics().connections_refused, 1);
             match e.hint() {
                 Some(hint) => {
                     tracing::warn!(%peer, %protocol, error = %e, hint, "handshake failed, closing")
@@ -307,7 +307,7 @@ async fn handshake_and_bootstrap(
             }
         }
         Err(_) => {
-            Metrics::add(&state.metrics.connections_refused, 1);
+            Metrics::add(&state.metrics().connections_refused, 1);
             tracing::debug!(%peer, %protocol, "handshake not done within the connect timeout, closing");
         }
     }
@@ -404,12 +404,12 @@ pub async fn bootstrap(
     state: State,
 ) {
     // limits.max_connect_rate: refused before any byte is read
-    if !state.limits.admit_connection(peer.ip()) {
-        Metrics::add(&state.metrics.connect_rate_refused, 1);
+    if !state.limits().admit_connection(peer.ip()) {
+        Metrics::add(&state.metrics().connect_rate_refused, 1);
         tracing::debug!(%peer, "connect rate of the address exceeded, closing");
         return;
     }
-    let mqtt = &state.config.mqtt;
+    let mqtt = &state.config().mqtt;
     let limits = Limits {
         max_packet_size: mqtt.max_packet_size,
         version: ProtocolVersion::V311,
@@ -419,7 +419,7 @@ pub async fn bootstrap(
         transport,
         BytesMut::with_capacity(1024),
         limits,
-        state.metrics.clone(),
+        state.metrics().clone(),
     );
     let first = tokio::time::timeout(mqtt.connect_timeout(), packets.next()).await;
     let connect = match first {
@@ -430,7 +430,7 @@ pub async fn bootstrap(
         Ok(None) => return,
         Ok(Some(Ok(Packet::Connect(connect)))) => *connect,
         Ok(Some(Ok(other))) => {
-            Metrics::add(&state.metrics.protocol_errors, 1);
+            Metrics::add(&state.metrics().protocol_errors, 1);
             tracing::info!(%peer, packet = %other.packet_type(), "first packet is not CONNECT [MQTT-3.1.0-1], closing");
             return;
         }
@@ -438,7 +438,7 @@ pub async fn bootstrap(
             name,
             level,
         })))) => {
-            Metrics::add(&state.metrics.connections_refused, 1);
+            Metrics::add(&state.metrics().connections_refused, 1);
             tracing::info!(%peer, %name, level, "unsupported protocol version, refusing");
             // [MQTT-3.1.2-2] CONNACK 0x01 (3.1.1 form: the client's version is unknown)
             let (transport, _) = packets.into_parts();
@@ -451,7 +451,7 @@ pub async fn bootstrap(
             return;
         }
         Ok(Some(Err(e))) => {
-            Metrics::add(&state.metrics.protocol_errors, 1);
+            Metrics::add(&state.metrics().protocol_errors, 1);
             tracing::info!(%peer, error = %e, "bad CONNECT, closing");
             return;
         }
@@ -459,14 +459,14 @@ pub async fn bootstrap(
     let authenticated = match crate::enhanced_auth::authenticate(
         &mut packets,
         &connect,
-        &state.auth_methods,
+        state.auth_methods(),
         mqtt.connect_timeout(),
     )
     .await
     {
         Ok(a) => a,
         Err(code) => {
-            Metrics::add(&state.metrics.connections_refused, 1);
+            Metrics::add(&state.metrics().connections_refused, 1);
             let (transport, _) = packets.into_parts();
             if let Some(code) = code {
                 refuse(transport, connect.protocol, code).await;
@@ -487,7 +487,7 @@ pub async fn bootstrap(
             }
             // [MQTT-3.1.3-8] an empty id needs Clean Session 1
             ProtocolVersion::V311 if !connect.clean_start => {
-                Metrics::add(&state.metrics.connections_refused, 1);
+                Metrics::add(&state.metrics().connections_refused, 1);
                 return refuse(transport, protocol, ReasonCode::ClientIdentifierNotValid).await;
             }
             // [MQTT-3.1.3-6] (5.0 [MQTT-3.1.3-6]) the server assigns one
@@ -518,7 +518,7 @@ pub async fn bootstrap(
         Err(code) => return refuse(transport, protocol, code).await,
     };
     let imported = state
-        .cluster
+        .cluster()
         .take_session(&client_id, connect.clean_start)
         .await;
     let slot = Arc::new(Mutex::new(Some(NewConnection {
@@ -542,13 +542,13 @@ pub async fn bootstrap(
 /// session created.
 async fn attach(state: &State, client_id: ByteString, slot: Arc<Mutex<Option<NewConnection>>>) {
     for _ in 0..8 {
-        let session = state.registry.find_or_start(&client_id, || {
+        let session = state.registry().find_or_start(&client_id, || {
             Session::start_new(state.clone(), client_id.clone())
         });
         if session.attach(slot.clone()).await && slot.lock().is_none() {
             return;
         }
-        state.registry.remove_if_same(&client_id, &session);
+        state.registry().remove_if_same(&client_id, &session);
     }
     tracing::warn!(%client_id, "could not attach connection to a session, closing");
 }

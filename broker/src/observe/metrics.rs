@@ -144,7 +144,7 @@ const QOS: [&str; 3] = ["0", "1", "2"];
 /// The exposition of every family of the node.
 pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String> {
     let s = Snapshot::take(state, info);
-    let m = &state.metrics;
+    let m = &state.metrics();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut f = Families::default();
 
@@ -312,8 +312,8 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
         load(&m.protocol_errors),
     );
 
-    store_families(&mut f, &state.store.writer_stats());
-    if let Some(raft) = state.cluster.raft() {
+    store_families(&mut f, &state.store().writer_stats());
+    if let Some(raft) = state.cluster().raft() {
         cluster_families(&mut f, &raft.status());
         forward_families(&mut f, &raft.forward_stats());
     }

@@ -70,17 +70,17 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn take(state: &BrokerState, info: &NodeInfo) -> Snapshot {
         let (mut online, mut offline) = (0, 0);
-        state.registry.for_each(|session| {
+        state.registry().for_each(|session| {
             if session.is_online() {
                 online += 1;
             } else if session.is_persistent() {
                 offline += 1;
             }
         });
-        let entries = state.router.read().len() as u64;
+        let entries = state.router().read().len() as u64;
         // The router also holds one entry per (filter, other node) route.
-        let me = state.cluster.node_id();
-        let remote = state.cluster.raft().map_or(0, |raft| {
+        let me = state.cluster().node_id();
+        let remote = state.cluster().raft().map_or(0, |raft| {
             raft.with_state(|s| {
                 s.routes()
                     .values()
@@ -88,14 +88,14 @@ impl Snapshot {
                     .sum::<u64>()
             })
         });
-        let m = &state.metrics;
+        let m = &state.metrics();
         let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
         Snapshot {
             uptime_secs: info.started.elapsed().as_secs(),
             sessions_online: online,
             sessions_offline: offline,
             subscriptions: entries.saturating_sub(remote),
-            retained: state.retained.read().len() as u64,
+            retained: state.retained().read().len() as u64,
             connections: load(&m.connections_current),
             connections_total: load(&m.connections_total),
             messages_received: std::array::from_fn(|i| load(&m.messages_received[i])),
@@ -103,9 +103,9 @@ impl Snapshot {
             messages_dropped: Metrics::total(&m.messages_dropped),
             bytes_received: load(&m.bytes_received),
             bytes_sent: load(&m.bytes_sent),
-            held_messages: state.limits.held_messages(),
-            in_flight_messages: state.limits.in_flight_messages(),
-            queued_bytes: state.limits.held_bytes(),
+            held_messages: state.limits().held_messages(),
+            in_flight_messages: state.limits().in_flight_messages(),
+            queued_bytes: state.limits().held_bytes(),
         }
     }
 }

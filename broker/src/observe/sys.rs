@@ -94,7 +94,7 @@ fn topics(state: &State, s: &Snapshot, loads: &[(&str, Load); 4]) -> Vec<(String
             out.push((b(&format!("load/{name}/{window}")), format!("{avg:.2}")));
         }
     }
-    if let Some(raft) = state.cluster.raft() {
+    if let Some(raft) = state.cluster().raft() {
         let status = raft.status();
         out.push(("$SYS/cluster/node_id".into(), status.node_id.to_string()));
         out.push((

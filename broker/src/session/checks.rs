@@ -28,25 +28,25 @@ impl Session {
     /// held-bytes cap for QoS 1/2 (0x97).
     pub(super) fn publish_refusal(&self, publish: &Publish) -> Option<ReasonCode> {
         let state = &self.state;
-        if let Some(why) = state.limits.topic_violation(&publish.topic) {
-            Metrics::add(&state.metrics.topic_limit_refused, 1);
+        if let Some(why) = state.limits().topic_violation(&publish.topic) {
+            Metrics::add(&state.metrics().topic_limit_refused, 1);
             tracing::debug!(client_id = %self.client_id(), reason = %why, "PUBLISH refused");
             return Some(ReasonCode::TopicNameInvalid);
         }
         if self
             .acl_subject
             .as_ref()
-            .is_some_and(|s| !state.acl.check_topic(s, &publish.topic, Access::Write))
+            .is_some_and(|s| !state.acl().check_topic(s, &publish.topic, Access::Write))
         {
-            Metrics::add(&state.metrics.acl_denied_publish, 1);
+            Metrics::add(&state.metrics().acl_denied_publish, 1);
             tracing::debug!(client_id = %self.client_id(), topic = %publish.topic, "PUBLISH denied by the ACL");
             return Some(ReasonCode::NotAuthorized);
         }
         if publish.qos > QoS::AtMostOnce
             && self.protocol.is_v5()
-            && state.limits.pressure() == Pressure::Full
+            && state.limits().pressure() == Pressure::Full
         {
-            Metrics::add(&state.metrics.overload_dropped, 1);
+            Metrics::add(&state.metrics().overload_dropped, 1);
             return Some(ReasonCode::QuotaExceeded);
         }
         None
@@ -81,17 +81,17 @@ impl Session {
     /// 0x80 for both.
     pub(super) fn subscribe_refusal(&self, filter: &str) -> Option<ReasonCode> {
         let state = &self.state;
-        if let Some(why) = state.limits.topic_violation(filter) {
-            Metrics::add(&state.metrics.topic_limit_refused, 1);
+        if let Some(why) = state.limits().topic_violation(filter) {
+            Metrics::add(&state.metrics().topic_limit_refused, 1);
             tracing::debug!(client_id = %self.client_id(), reason = %why, "subscription refused");
             return Some(ReasonCode::TopicFilterInvalid);
         }
         if self
             .acl_subject
             .as_ref()
-            .is_some_and(|s| !state.acl.check_subscribe(s, filter))
+            .is_some_and(|s| !state.acl().check_subscribe(s, filter))
         {
-            Metrics::add(&state.metrics.acl_denied_subscribe, 1);
+            Metrics::add(&state.metrics().acl_denied_subscribe, 1);
             tracing::debug!(client_id = %self.client_id(), %filter, "subscription denied by the ACL");
             return Some(ReasonCode::NotAuthorized);
         }
@@ -101,20 +101,20 @@ impl Session {
     /// Records who the client is (at each connection) if an ACL is
     /// configured, and drops the queued copies it may not read.
     pub(super) fn set_acl_subject(&mut self, principal: &crate::auth::Principal) {
-        if !self.state.acl.is_enabled() {
+        if !self.state.acl().is_enabled() {
             self.acl_subject = None;
             return;
         }
         let subject = crate::acl::Subject::new(self.client_id(), principal);
         let (acl, subject) = (
-            &self.state.acl,
+            &self.state.acl(),
             &**self.acl_subject.insert(Box::new(subject)),
         );
         let dropped = self
             .outgoing
             .remove_queued_where(|m| !acl.check_topic(subject, &m.message.topic, Access::Read));
         Metrics::add(
-            &self.state.metrics.acl_denied_delivery,
+            &self.state.metrics().acl_denied_delivery,
             dropped.len() as u64,
         );
         for seq in dropped {
@@ -130,12 +130,12 @@ impl Session {
         if self
             .acl_subject
             .as_ref()
-            .is_some_and(|s| !state.acl.check_topic(s, topic, Access::Read))
+            .is_some_and(|s| !state.acl().check_topic(s, topic, Access::Read))
         {
-            Metrics::add(&state.metrics.acl_denied_delivery, 1);
+            Metrics::add(&state.metrics().acl_denied_delivery, 1);
             return false;
         }
-        let dropped = match state.limits.pressure() {
+        let dropped = match state.limits().pressure() {
             Pressure::Normal => false,
             Pressure::DropQos0 => qos == QoS::AtMostOnce,
             Pressure::Full => {
@@ -145,8 +145,8 @@ impl Session {
             }
         };
         if dropped {
-            Metrics::add(&state.metrics.overload_dropped, 1);
-            state.metrics.dropped(DropReason::Overload, 1);
+            Metrics::add(&state.metrics().overload_dropped, 1);
+            state.metrics().dropped(DropReason::Overload, 1);
         }
         !dropped
     }

@@ -29,7 +29,7 @@ impl Session {
 
     /// Proposes a change about this session to the cluster.
     pub(super) fn propose(&self, proposal: impl Fn(&Session) -> Proposal) {
-        self.state.cluster.propose_with(&mut || proposal(self));
+        self.state.cluster().propose_with(&mut || proposal(self));
     }
 
     /// Claims the session for this node (at each connection).
@@ -46,14 +46,14 @@ impl Session {
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
     pub(super) fn import(&mut self, imported: Imported) {
-        let restored = Restored::from_imported(&self.state.limits, imported);
+        let restored = Restored::from_imported(self.state.limits(), imported);
         if let Some(protocol) = restored.protocol {
             self.protocol = protocol;
         }
         self.set_session_expiry(restored.session_expiry_interval);
         let mut ops = Vec::new();
         {
-            let mut router = self.state.router.write();
+            let mut router = self.state.router().write();
             let me = self.subscriber();
             for (filter, entry) in restored.subscriptions {
                 router.subscribe(&filter, me.clone(), entry.clone());
@@ -85,7 +85,7 @@ impl Session {
         }
         if self.is_persistent() && !ops.is_empty() {
             self.stored = true;
-            self.state.writer.submit(ops, None);
+            self.state.writer().submit(ops, None);
         }
     }
 
@@ -152,7 +152,7 @@ impl Handler<OwnerMoved> for Session {
         if self.is_ended() {
             return;
         }
-        let cluster = self.state.cluster.clone();
+        let cluster = self.state.cluster().clone();
         tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
         // Messages the client has not received yet go to the new owner, in
         // order; the local copies are deleted once all have arrived.
@@ -172,7 +172,7 @@ impl Handler<OwnerMoved> for Session {
             .collect();
         let keep_stored = self.stored;
         let client_id = self.client_id().to_string();
-        let writer = self.state.writer.clone();
+        let writer = self.state.writer().clone();
         self.leave(keep_stored, ctx);
         if keep_stored {
             actix_rt::spawn(async move {

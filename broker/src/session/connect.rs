@@ -71,7 +71,7 @@ impl Handler<Attach> for Session {
         }
         let resume = plan.resume;
         self.protocol = connect.protocol;
-        let mqtt = &self.state.config.mqtt;
+        let mqtt = &self.state.config().mqtt;
         let (expiry, expiry_changed) = core::granted_expiry(
             connect.protocol,
             connect.clean_start,
@@ -103,7 +103,7 @@ impl Handler<Attach> for Session {
         conn.peer_identity = new.peer_identity.map(Box::new);
         conn.trace =
             crate::telemetry::connection_span(self.client_id(), connect.protocol, new.peer);
-        let mqtt = &self.state.config.mqtt;
+        let mqtt = &self.state.config().mqtt;
         let (keep_alive, server_keep_alive) =
             core::granted_keep_alive(connect.protocol, connect.keep_alive, mqtt.max_keep_alive);
         let mut properties = ConnAckProperties::default();
@@ -161,8 +161,8 @@ impl Handler<Attach> for Session {
         self.conn = Some(conn);
         self.lifecycle = core::Lifecycle::Online;
         self.handle.0.online.store(true, Ordering::Relaxed);
-        Metrics::add(&self.state.metrics.connections_current, 1);
-        Metrics::add(&self.state.metrics.connections_total, 1);
+        Metrics::add(&self.state.metrics().connections_current, 1);
+        Metrics::add(&self.state.metrics().connections_total, 1);
         let cert_identity = self.conn.as_ref().and_then(|c| c.peer_identity.as_deref());
         tracing::debug!(client_id = %self.client_id(), peer = %new.peer, protocol = %connect.protocol,
             clean_start = connect.clean_start, session_present = resume,
@@ -203,7 +203,7 @@ impl StreamHandler<Inbound> for Session {
             InboundEvent::Error(e) => {
                 let reason = match &e {
                     crate::transport::ReadError::Decode(d) => {
-                        Metrics::add(&self.state.metrics.protocol_errors, 1);
+                        Metrics::add(&self.state.metrics().protocol_errors, 1);
                         CloseReason::Violation(SessionError::from(d))
                     }
                     crate::transport::ReadError::Io(io) => {
@@ -344,7 +344,7 @@ impl Session {
         self.outgoing.release_holds(u64::MAX);
         self.update_congestion();
         self.state
-            .metrics
+            .metrics()
             .connections_current
             .fetch_sub(1, Ordering::Relaxed);
     }
@@ -431,12 +431,12 @@ impl Session {
     /// in the router, queued and in-flight messages, stored records.
     fn discard_state(&mut self) {
         if !self.subscriptions.is_empty() {
-            let mut router = self.state.router.write();
+            let mut router = self.state.router().write();
             let me = self.subscriber();
             for filter in self.subscriptions.keys() {
                 router.unsubscribe(filter, &me);
                 self.state
-                    .cluster
+                    .cluster()
                     .propose(Proposal::RemoveRoute(filter.to_string()));
             }
         }
@@ -444,7 +444,7 @@ impl Session {
         self.outgoing.clear();
         self.incoming.clear();
         if self.stored {
-            self.state.writer.submit(
+            self.state.writer().submit(
                 vec![storage::WriteOp::DeleteSession {
                     client_id: self.client_id().to_string(),
                 }],
@@ -475,12 +475,12 @@ impl Session {
             self.discard_state();
             let lost = self.redistribute_shared(shared).len();
             self.state
-                .metrics
+                .metrics()
                 .dropped(DropReason::NoSubscriber, lost as u64);
             self.propose(|s| Proposal::Release(s.client_id().to_string()));
         }
         self.state
-            .registry
+            .registry()
             .remove_if_same(self.client_id(), &self.handle);
         ctx.stop();
     }
@@ -488,7 +488,7 @@ impl Session {
     /// Writes the session record (connected when `disconnected_at_ms` is None).
     fn store_session_record(&mut self, disconnected_at_ms: Option<u64>) {
         self.stored = true;
-        self.state.writer.submit(
+        self.state.writer().submit(
             vec![storage::WriteOp::PutSession {
                 client_id: self.client_id().to_string(),
                 record: storage::SessionRecord {
@@ -504,7 +504,7 @@ impl Session {
     /// Disconnects the client for a protocol violation.
     pub(super) fn protocol_error(&mut self, error: SessionError, ctx: &mut Context<Self>) {
         if error.is_protocol_error() {
-            Metrics::add(&self.state.metrics.protocol_errors, 1);
+            Metrics::add(&self.state.metrics().protocol_errors, 1);
         }
         tracing::info!(client_id = %self.client_id(), reason = %error, "protocol violation");
         self.connection_lost(CloseReason::Violation(error), ctx);

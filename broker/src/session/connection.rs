@@ -78,9 +78,9 @@ impl Drop for OutBuf {
     /// its socket any more.
     fn drop(&mut self) {
         if let Some(writer) = self.parked.take() {
-            let held = writer.state.limits.held_counter();
+            let held = writer.state.limits().held_counter();
             held.fetch_sub(self.buf.len() as u64, Ordering::Relaxed);
-            writer.state.open_writers.fetch_sub(1, Ordering::AcqRel);
+            writer.state.open_writers().fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
@@ -133,15 +133,15 @@ impl Connection {
     ) -> Connection {
         let (read_half, write_half) = tokio::io::split(transport);
         let limits = Limits {
-            max_packet_size: state.config.mqtt.max_packet_size,
+            max_packet_size: state.config().mqtt.max_packet_size,
             version: protocol,
-            refuse_control_characters: state.config.mqtt.strict_control_characters,
+            refuse_control_characters: state.config().mqtt.strict_control_characters,
         };
-        let mut packets = PacketStream::new(read_half, read_buf, limits, state.metrics.clone());
-        let l = &state.config.limits;
+        let mut packets = PacketStream::new(read_half, read_buf, limits, state.metrics().clone());
+        let l = &state.config().limits;
         packets.throttle_publish(l.max_publish_rate, l.publish_burst);
         let reader = ctx.add_stream(inbound_stream(packets, generation));
-        state.open_writers.fetch_add(1, Ordering::AcqRel);
+        state.open_writers().fetch_add(1, Ordering::AcqRel);
         let out = Rc::new(RefCell::new(OutBuf {
             buf: BytesMut::new(),
             closing: false,
@@ -164,9 +164,9 @@ impl Connection {
             client_max_packet_size: u32::MAX,
             aliases: None,
             problem_information: true,
-            max_write_buffer: state.config.mqtt.max_write_buffer,
+            max_write_buffer: state.config().mqtt.max_write_buffer,
             trace: None,
-            held: state.limits.held_counter(),
+            held: state.limits().held_counter(),
         }
     }
 
@@ -268,10 +268,10 @@ fn inbound_stream<R: AsyncRead + Unpin + 'static>(
 async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
     // Grows to the size of the burst; freed with the task when idle.
     let mut spare = BytesMut::new();
-    let held = writer.state.limits.held_counter();
+    let held = writer.state.limits().held_counter();
     let stall = Stall {
-        timeout: writer.state.config.limits.slow_consumer_timeout(),
-        max_write_buffer: writer.state.config.mqtt.max_write_buffer,
+        timeout: writer.state.config().limits.slow_consumer_timeout(),
+        max_write_buffer: writer.state.config().mqtt.max_write_buffer,
     };
     // Set after a write: before parking, the task yields once, so that under
     // load the sessions of this thread can buffer more and the same task
@@ -309,7 +309,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
         .await;
         match result {
             Ok(()) => {
-                Metrics::add(&writer.state.metrics.bytes_sent, spare.len() as u64);
+                Metrics::add(&writer.state.metrics().bytes_sent, spare.len() as u64);
                 held.fetch_sub(spare.len() as u64, Ordering::Relaxed);
                 spare.clear();
                 if spare.capacity() > IDLE_BUFFER {
@@ -323,7 +323,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
             }
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::TimedOut && !closing {
-                    Metrics::add(&writer.state.metrics.slow_consumers_disconnected, 1);
+                    Metrics::add(&writer.state.metrics().slow_consumers_disconnected, 1);
                 }
                 writer.session.send(WriterEvent::Failed {
                     generation: writer.generation,
@@ -344,7 +344,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
         writer.write_half.shutdown(),
     ))
     .await;
-    writer.state.open_writers.fetch_sub(1, Ordering::AcqRel);
+    writer.state.open_writers().fetch_sub(1, Ordering::AcqRel);
 }
 
 /// Writes one chunk: bounded by `CLOSE_FLUSH_TIMEOUT` when closing, else

@@ -60,7 +60,7 @@ impl Handler<Stored> for Session {
                 // copy too would deliver it twice. It goes, unsent.
                 let removed = self.outgoing.remove_queued_where(|m| m.seq == seq);
                 if !removed.is_empty() {
-                    self.state.metrics.dropped(DropReason::StoreFailed, 1);
+                    self.state.metrics().dropped(DropReason::StoreFailed, 1);
                     tracing::warn!(client_id = %self.client_id(), seq, "QoS 2 copy not stored: dropped unsent");
                     // Nothing of the failed write is on disk; a later
                     // retry of it must not leave a record behind either.
@@ -104,7 +104,7 @@ impl Session {
         let span = telemetry::deliver_span(&span, self.client_id(), qos);
         let _entered = span.enter();
         let now = unix_ms();
-        let metrics = &self.state.metrics;
+        let metrics = &self.state.metrics();
         let expired = message.is_expired(now);
         // ACL read check and memory cap (session/checks.rs)
         if !expired && !self.may_take(&message.topic, qos) {
@@ -178,7 +178,7 @@ impl Session {
                     held(result);
                 }
             });
-            self.state.writer.submit(
+            self.state.writer().submit(
                 vec![storage::WriteOp::PutOutgoing {
                     client_id: self.client_id().to_string(),
                     seq,
@@ -188,7 +188,7 @@ impl Session {
             );
         }
         let charge =
-            (self.state.limits).charge((message.topic.len() + message.payload.len()) as u64);
+            (self.state.limits()).charge((message.topic.len() + message.payload.len()) as u64);
         let pushed = self.outgoing.push(OutMsg {
             seq,
             qos,
@@ -210,7 +210,7 @@ impl Session {
     /// held: `Some` if the router found the session congested, it has not
     /// stalled since, and the publisher waits for this copy.
     fn hold_wait(&self, backpressure: Backpressure, ack: Option<&AckGuard>) -> Option<u64> {
-        let wait = self.state.config.backpressure_wait_ms()?;
+        let wait = self.state.config().backpressure_wait_ms()?;
         let holding = backpressure == Backpressure::Hold
             && !self.stalled
             && ack.is_some_and(AckGuard::answers_publisher);
@@ -222,7 +222,7 @@ impl Session {
     /// [`NOT_HOLDING`] when offline or stalled. A stalled session is held
     /// for again once its queue is below `limits.backpressure_queued`.
     pub(super) fn update_congestion(&mut self) {
-        let threshold = self.state.config.limits.backpressure_queued;
+        let threshold = self.state.config().limits.backpressure_queued;
         if threshold == 0 {
             return;
         }
@@ -260,7 +260,7 @@ impl Session {
                         released,
                         "subscriber stalled: publishers no longer held back for it"
                     );
-                    Metrics::add(&session.state.metrics.backpressure_stalls, 1);
+                    Metrics::add(&session.state.metrics().backpressure_stalls, 1);
                     session.stalled = true;
                     session.outgoing.release_holds(u64::MAX);
                     session.update_congestion();
@@ -287,18 +287,18 @@ impl Session {
                     let packet_id = publish.packet_id.unwrap_or(0);
                     let qos = publish.qos;
                     if conn.send_publish(publish) {
-                        self.state.metrics.sent(qos);
+                        self.state.metrics().sent(qos);
                     } else {
                         // Too large for the client: discarded as if delivered
                         // 5.0 [MQTT-3.1.2-25]
-                        self.state.metrics.dropped(DropReason::TooLarge, 1);
+                        self.state.metrics().dropped(DropReason::TooLarge, 1);
                         if let Ok(seq) = self.outgoing.remove(packet_id) {
                             done.push(seq);
                         }
                     }
                 }
                 SendAction::Expired(seq) => {
-                    self.state.metrics.dropped(DropReason::Expired, 1);
+                    self.state.metrics().dropped(DropReason::Expired, 1);
                     done.push(seq);
                 }
             }
@@ -318,7 +318,7 @@ impl Session {
             return kept;
         }
         let me = self.handle.0.id;
-        let router = self.state.router.read();
+        let router = self.state.router().read();
         for m in messages {
             let not_me = |k: &Subscriber| !matches!(k, Subscriber::Local(s) if s.0.id == me);
             let picked = m.shared_filter.as_ref().and_then(|filter| {
@@ -348,7 +348,7 @@ impl Session {
                         shared: vec![filter.to_string()],
                     };
                     self.state
-                        .cluster
+                        .cluster()
                         .forward(*node, &m.message, target, &mut LazyGuard::none());
                 }
             }
@@ -400,7 +400,7 @@ impl Session {
 
     pub(super) fn delete_outgoing(&self, seq: u64) {
         if self.stored {
-            self.state.writer.submit(
+            self.state.writer().submit(
                 vec![storage::WriteOp::DeleteOutgoing {
                     client_id: self.client_id().to_string(),
                     seq,
@@ -463,7 +463,7 @@ impl Session {
         };
         let session = self.handle.clone();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
-        self.state.writer.submit(
+        self.state.writer().submit(
             vec![storage::WriteOp::PutOutgoing {
                 client_id: self.client_id().to_string(),
                 seq,

@@ -162,7 +162,7 @@ impl Session {
     }
 
     fn new(state: State, handle: SessionRef, restored: Restored) -> Session {
-        let mqtt = &state.config.mqtt;
+        let mqtt = &state.config().mqtt;
         let mut outgoing = Outgoing::new(usize::from(mqtt.max_inflight), mqtt.max_queued_messages);
         for msg in restored.outgoing {
             outgoing.restore(msg);
@@ -173,11 +173,11 @@ impl Session {
         }
         let mut subscriptions = HashMap::new();
         if !restored.subscriptions.is_empty() {
-            let mut router = state.router.write();
+            let mut router = state.router().write();
             for (filter, entry) in restored.subscriptions {
                 router.subscribe(&filter, Subscriber::Local(handle.clone()), entry.clone());
                 state
-                    .cluster
+                    .cluster()
                     .propose(crate::nodes::Proposal::AddRoute(filter.to_string()));
                 subscriptions.insert(filter, entry);
             }

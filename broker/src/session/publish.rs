@@ -83,7 +83,7 @@ impl Session {
     }
 
     fn handle_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
-        self.state.metrics.received(publish.qos);
+        self.state.metrics().received(publish.qos);
         if self.protocol.is_v5() {
             let Some(conn) = &mut self.conn else { return };
             match conn.aliases().resolve_inbound(&mut publish) {
@@ -100,7 +100,7 @@ impl Session {
             }
             let in_flight = self.incoming.pending_len() + self.incoming.qos2_len();
             if publish.qos > QoS::AtMostOnce
-                && in_flight >= usize::from(self.state.config.mqtt.max_inflight)
+                && in_flight >= usize::from(self.state.config().mqtt.max_inflight)
                 && !self.incoming.has_qos2(publish.packet_id.unwrap_or(0))
             {
                 // 5.0 [MQTT-3.3.4-9] more unacknowledged QoS > 0 PUBLISH
@@ -119,7 +119,7 @@ impl Session {
         if let Some(code) = self.publish_refusal(&publish) {
             return self.refuse_checked_publish(&publish, code, ctx);
         }
-        let propagate = self.state.config.telemetry.propagate_user_property;
+        let propagate = self.state.config().telemetry.propagate_user_property;
         let span = telemetry::publish_span(
             &publish,
             self.client_id(),
@@ -162,7 +162,7 @@ impl Session {
                         LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
                     if self.is_persistent() {
                         self.stored = true;
-                        self.state.writer.submit(
+                        self.state.writer().submit(
                             vec![storage::WriteOp::PutIncomingQos2 {
                                 client_id: self.client_id().to_string(),
                                 packet_id,
@@ -261,7 +261,7 @@ impl Session {
     fn forget_qos2(&mut self, packet_id: u16) -> bool {
         let known = self.incoming.release_qos2(packet_id);
         if known && self.stored {
-            self.state.writer.submit(
+            self.state.writer().submit(
                 vec![storage::WriteOp::DeleteIncomingQos2 {
                     client_id: self.client_id().to_string(),
                     packet_id,

@@ -25,7 +25,7 @@ impl Session {
         let exchange = self.auth.as_mut().and_then(|a| a.exchange.as_mut());
         let step = match (auth.reason_code, exchange) {
             (ReasonCode::ReAuthenticate, None) => {
-                let Some(method) = self.state.auth_methods.get(&method_name).cloned() else {
+                let Some(method) = self.state.auth_methods().get(&method_name).cloned() else {
                     return self
                         .protocol_error(SessionError::AuthMethodWithdrawn(method_name), ctx);
                 };

@@ -64,7 +64,7 @@ impl Session {
         let mut route_applied = Vec::new();
         let now = unix_ms();
         {
-            let mut router = self.state.router.write();
+            let mut router = self.state.router().write();
             for ((filter, options), refusal) in subscribe.filters.into_iter().zip(refusals) {
                 if let Some(code) = refusal {
                     reason_codes.push(code);
@@ -81,7 +81,7 @@ impl Session {
                 if previous.is_none() {
                     route_applied.extend(
                         self.state
-                            .cluster
+                            .cluster()
                             .propose_applied(Proposal::AddRoute(filter.to_string())),
                     );
                 }
@@ -92,7 +92,7 @@ impl Session {
                         RetainHandling::DoNotSend => false,
                     };
                 if send_retained {
-                    self.state.retained.read().matches(&filter, |_, message| {
+                    self.state.retained().read().matches(&filter, |_, message| {
                         if !message.is_expired(now) {
                             retained.push((
                                 message.clone(),
@@ -154,7 +154,7 @@ impl Session {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        self.state.writer.submit(
+        self.state.writer().submit(
             ops,
             Some(Box::new(move |result| {
                 // The session may have ended: then nobody waits.
@@ -221,7 +221,7 @@ impl Session {
         let mut reason_codes = Vec::with_capacity(unsubscribe.filters.len());
         let mut ops = Vec::new();
         {
-            let mut router = self.state.router.write();
+            let mut router = self.state.router().write();
             for filter in unsubscribe.filters {
                 let existed = router.unsubscribe(&filter, &self.subscriber()).is_some();
                 if existed {

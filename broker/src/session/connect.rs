@@ -291,25 +291,49 @@ impl Session {
             }
         }
         self.close_connection(conn, reason.clone(), ctx);
-        if let Some(will) = self.will.take() {
-            self.will_due(will, reason.publishes_will(), ctx);
-        }
-        if self.is_persistent() {
-            // Queued messages of shared subscriptions go to members that are
-            // online; what is in flight waits for this client to come back.
-            let shared = self.outgoing.take_shared(false);
-            for m in self.redistribute_shared(shared) {
-                self.outgoing.restore(m);
+        let now = unix_ms();
+        let will_delay = self
+            .will
+            .as_ref()
+            .map(|w| w.properties.will_delay_interval.unwrap_or(0));
+        let actions = core::on_connection_lost(
+            now,
+            self.session_expiry_interval,
+            will_delay,
+            reason.publishes_will(),
+        );
+        // A will that is not due goes with the connection.
+        let mut will = self.will.take();
+        for action in actions {
+            match action {
+                core::LostAction::PublishWill => {
+                    if let Some(will) = will.take() {
+                        self.publish_will(will);
+                    }
+                }
+                core::LostAction::ArmWill { at_ms } => {
+                    if let Some(will) = will.take() {
+                        self.arm_will(will, at_ms.saturating_sub(now), ctx);
+                    }
+                }
+                core::LostAction::RedistributeShared => {
+                    let shared = self.outgoing.take_shared(false);
+                    for m in self.redistribute_shared(shared) {
+                        self.outgoing.restore(m);
+                    }
+                }
+                core::LostAction::GoOffline { since_ms } => {
+                    self.lifecycle = core::Lifecycle::Offline {
+                        since_ms: Some(since_ms),
+                    };
+                    self.store_session_record(Some(since_ms));
+                    self.update_record();
+                }
+                core::LostAction::ArmExpiry { at_ms } => {
+                    self.arm_expiry(at_ms.saturating_sub(now), ctx)
+                }
+                core::LostAction::End => self.end_session(ctx),
             }
-            let now = unix_ms();
-            self.lifecycle = core::Lifecycle::Offline {
-                since_ms: Some(now),
-            };
-            self.store_session_record(Some(now));
-            self.update_record();
-            self.start_expiry_timer(ctx);
-        } else {
-            self.end_session(ctx);
         }
     }
 
@@ -366,7 +390,13 @@ impl Session {
             core::WillFate::Now => return self.publish_will(will),
             core::WillFate::At(at) => at,
         };
-        let timer = ctx.run_later(Duration::from_millis(at - now), |session, _ctx| {
+        self.arm_will(will, at - now, ctx);
+    }
+
+    /// Publishes `will` in `after_ms` unless a connection resumes the
+    /// session first (`Attach` cancels it) or the session ends (it goes then).
+    fn arm_will(&mut self, will: Box<LastWill>, after_ms: u64, ctx: &mut Context<Self>) {
+        let timer = ctx.run_later(Duration::from_millis(after_ms), |session, _ctx| {
             if let Some((will, _)) = session.pending_will.take() {
                 session.publish_will(will);
             }
@@ -415,14 +445,24 @@ impl Session {
         else {
             return;
         };
+        self.arm_expiry(expires_at.saturating_sub(now), ctx);
+    }
+
+    /// Ends the session in `after_ms` if it is still offline then.
+    fn arm_expiry(&mut self, after_ms: u64, ctx: &mut Context<Self>) {
         if let Some(t) = self.expiry_timer.take() {
             ctx.cancel_future(t);
         }
-        let delay = Duration::from_millis(expires_at.saturating_sub(now));
+        let delay = Duration::from_millis(after_ms);
         self.expiry_timer = Some(ctx.run_later(delay, |session, ctx| {
-            if session.conn.is_none() {
+            let now = unix_ms();
+            if core::expiry_due(now, session.lifecycle, session.session_expiry_interval) {
                 tracing::debug!(client_id = %session.client_id(), "session expired");
                 session.end_session(ctx);
+            } else {
+                // early by the wall clock (it was set back): count again
+                session.expiry_timer = None;
+                session.start_expiry_timer(ctx);
             }
         }));
     }

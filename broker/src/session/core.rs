@@ -167,6 +167,74 @@ pub fn expired_while_down(now_ms: u64, disconnected_at_ms: Option<u64>, interval
         })
 }
 
+/// What the actor does, in this order, when its connection ends
+/// ([`on_connection_lost`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostAction {
+    /// Publish the will now.
+    PublishWill,
+    /// Publish the will at this unix ms unless a connection resumes the
+    /// session first.
+    ArmWill { at_ms: u64 },
+    /// Queued copies that came through shared subscriptions go to other
+    /// members of their groups (5.0 section 4.8.2); what is in flight waits
+    /// for this client.
+    RedistributeShared,
+    /// The session is offline since `since_ms`: its record says so, on disk
+    /// and in the cluster.
+    GoOffline { since_ms: u64 },
+    /// End the session at this unix ms unless a connection resumes it.
+    ArmExpiry { at_ms: u64 },
+    /// The session ends with its connection.
+    End,
+}
+
+/// The connection of a session ended: the will (if the connection had one,
+/// `will_delay` its Will Delay Interval) and the session's fate. A session
+/// with expiry 0 ends; a persistent one goes offline and its expiry is
+/// armed (never for `u32::MAX`).
+pub fn on_connection_lost(
+    now_ms: u64,
+    session_expiry_interval: u32,
+    will_delay: Option<u32>,
+    publishes_will: bool,
+) -> Vec<LostAction> {
+    let mut actions = Vec::with_capacity(4);
+    match will_fate(
+        now_ms,
+        will_delay.is_some(),
+        publishes_will,
+        will_delay.unwrap_or(0),
+        session_expiry_interval,
+    ) {
+        WillFate::Dropped => {}
+        WillFate::Now => actions.push(LostAction::PublishWill),
+        WillFate::At(at_ms) => actions.push(LostAction::ArmWill { at_ms }),
+    }
+    if session_expiry_interval == 0 {
+        actions.push(LostAction::End);
+        return actions;
+    }
+    actions.push(LostAction::RedistributeShared);
+    actions.push(LostAction::GoOffline { since_ms: now_ms });
+    if let Some(at_ms) = expires_at(now_ms, Some(now_ms), session_expiry_interval) {
+        actions.push(LostAction::ArmExpiry { at_ms });
+    }
+    actions
+}
+
+/// The expiry timer of a session fired at `now_ms`: true if the session
+/// ends now (it is still offline and its time has come; a timer that fires
+/// early, or a session that reconnected meanwhile, does not end it).
+pub fn expiry_due(now_ms: u64, lifecycle: Lifecycle, session_expiry_interval: u32) -> bool {
+    match lifecycle {
+        Lifecycle::Offline { since_ms } => {
+            expires_at(now_ms, since_ms, session_expiry_interval).is_some_and(|at| now_ms >= at)
+        }
+        Lifecycle::Online | Lifecycle::Ended => false,
+    }
+}
+
 /// What a session knows when a copy of a message arrives for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CopyFacts {
@@ -468,6 +536,54 @@ mod tests {
         assert_eq!(send_window(None, 256), 256);
         assert_eq!(send_window(Some(10), 256), 10);
         assert_eq!(send_window(Some(1000), 256), 256);
+    }
+
+    #[test]
+    fn a_clean_session_publishes_its_will_and_ends_with_its_connection() {
+        assert_eq!(
+            on_connection_lost(T0, 0, Some(30), true),
+            [LostAction::PublishWill, LostAction::End]
+        );
+        assert_eq!(on_connection_lost(T0, 0, None, true), [LostAction::End]);
+        // DISCONNECT 0x00: no will
+        assert_eq!(on_connection_lost(T0, 0, Some(0), false), [LostAction::End]);
+    }
+
+    #[test]
+    fn a_persistent_session_goes_offline_with_its_delayed_will_and_expiry_armed() {
+        assert_eq!(
+            on_connection_lost(T0, 60, Some(10), true),
+            [
+                LostAction::ArmWill { at_ms: T0 + 10_000 },
+                LostAction::RedistributeShared,
+                LostAction::GoOffline { since_ms: T0 },
+                LostAction::ArmExpiry { at_ms: T0 + 60_000 },
+            ]
+        );
+        // a 3.1.1 persistent session never expires
+        assert_eq!(
+            on_connection_lost(T0, u32::MAX, None, true),
+            [
+                LostAction::RedistributeShared,
+                LostAction::GoOffline { since_ms: T0 }
+            ]
+        );
+    }
+
+    #[test]
+    fn expiry_fires_only_for_an_offline_session_whose_time_has_come() {
+        let offline = Lifecycle::Offline { since_ms: Some(T0) };
+        assert!(!expiry_due(T0 + 59_999, offline, 60));
+        assert!(expiry_due(T0 + 60_000, offline, 60));
+        // reconnected meanwhile, ended, or never expiring
+        assert!(!expiry_due(T0 + 60_000, Lifecycle::Online, 60));
+        assert!(!expiry_due(T0 + 60_000, Lifecycle::Ended, 60));
+        assert!(!expiry_due(u64::MAX, offline, u32::MAX));
+        // restored at startup: counts from the disconnect time on disk
+        let restored = Lifecycle::Offline {
+            since_ms: Some(T0 - 50_000),
+        };
+        assert!(expiry_due(T0 + 10_000, restored, 60));
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub async fn run(
                 protocol: l.protocol(),
                 addr: *addr,
                 open: l.open_connections(),
+                accepting: l.accepting(),
             })
             .collect(),
     };

@@ -44,8 +44,6 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Clients disconnected for a protocol violation.
     pub protocol_errors: AtomicU64,
-    /// Writes to the store that failed (a full disk, ...).
-    pub storage_errors: AtomicU64,
     /// CONNECTs refused by authentication (any reason).
     pub auth_failures: AtomicU64,
     /// Connections closed because their address exceeded the connect rate.

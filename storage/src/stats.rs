@@ -28,6 +28,10 @@ pub struct WriterStats {
     pub flushes: u64,
     /// Groups that failed with a write error.
     pub failed_groups: u64,
+    /// Requests that failed: those of failed groups, and requests refused
+    /// as invalid (`Error::InvalidWrite`). Not those completed with
+    /// `Error::Closed` because the store closed first.
+    pub failed_requests: u64,
     /// Flushes by latency, per [`FLUSH_SECONDS_BUCKETS`] plus `+Inf`; not
     /// cumulative.
     pub flush_buckets: [u64; FLUSH_SECONDS_BUCKETS.len() + 1],
@@ -45,6 +49,7 @@ pub(crate) struct Stats {
     pub(crate) ops: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) failed_groups: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
     flush_buckets: [AtomicU64; FLUSH_SECONDS_BUCKETS.len() + 1],
     flush_nanos: AtomicU64,
     group_size_buckets: [AtomicU64; GROUP_SIZE_BUCKETS.len() + 1],
@@ -88,6 +93,7 @@ impl Stats {
             ops: self.ops.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             failed_groups: self.failed_groups.load(Ordering::Relaxed),
+            failed_requests: self.failed_requests.load(Ordering::Relaxed),
             flush_buckets: load(&self.flush_buckets),
             flush_nanos: self.flush_nanos.load(Ordering::Relaxed),
             group_size_buckets: load(&self.group_size_buckets),

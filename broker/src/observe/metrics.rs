@@ -346,6 +346,11 @@ fn store_families(f: &mut Families, w: &storage::WriterStats) {
         "Groups whose commit failed (disk full, I/O error).",
         w.failed_groups,
     );
+    f.counter(
+        "tern_store_failed_writes_total",
+        "Write requests that failed: those of failed groups, and records the store refused.",
+        w.failed_requests,
+    );
     f.histogram(
         "tern_store_fsync_duration_seconds",
         "Time of each flush of the store.",

@@ -16,7 +16,7 @@ pub mod metrics;
 pub mod sys;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,8 @@ pub struct ListenerGauge {
     pub addr: SocketAddr,
     /// Sockets accepted and not closed yet (CONNECT read or not).
     pub open: Arc<AtomicUsize>,
+    /// True while its accept loop runs (`/readyz`).
+    pub accepting: Arc<AtomicBool>,
 }
 
 /// What the node knows of itself besides [`BrokerState`]: fixed once its

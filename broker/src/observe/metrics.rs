@@ -2,7 +2,8 @@
 //! (version 0.0.4), encoded by the `prometheus` crate. Families are built at
 //! scrape time from a [`Snapshot`], the counters of
 //! [`crate::state::Metrics`], the store's writer stats and the cluster
-//! status; nothing is registered ahead and nothing is counted twice.
+//! status; nothing is registered ahead and nothing is counted twice. The
+//! same [`families`] are what [`super::otlp`] exports over OTLP.
 //!
 //! Names follow Prometheus conventions: `tern_` prefix, `_total` for
 //! counters, base units (seconds, bytes). README.md lists every family.
@@ -142,6 +143,12 @@ const QOS: [&str; 3] = ["0", "1", "2"];
 
 /// The exposition of every family of the node.
 pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&families(state, info))
+}
+
+/// Every family of the node, read now: what `GET /metrics` encodes and what
+/// [`super::otlp`] exports.
+pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
     let s = Snapshot::take(state, info);
     let m = &state.metrics;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -316,8 +323,7 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
         cluster_families(&mut f, &cluster.cluster().status());
         forward_families(&mut f, &cluster.cluster().forward_stats());
     }
-
-    TextEncoder::new().encode_to_string(&f.0)
+    f.0
 }
 
 fn store_families(f: &mut Families, w: &storage::WriterStats) {

@@ -97,6 +97,9 @@ pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
 };
-pub use stats::{WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS};
+pub use stats::{
+    LatencyHistogram, LatencySnapshot, WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS,
+    LATENCY_SECONDS_BUCKETS,
+};
 pub use store::{Store, StoreConfig};
 pub use writer::{Durable, GroupCommitter, WriteOp, Writer, MAX_GROUP};

@@ -120,6 +120,7 @@ fn publish(state: &State, topic: String, payload: String) {
         properties: Default::default(),
         expires_at_ms: None,
         origin: BROKER_ORIGIN,
+        received_at: None,
     });
     set_retained_locally(state, &message);
     let scope = Scope::Local {

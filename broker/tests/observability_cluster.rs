@@ -241,6 +241,31 @@ async fn readyz_follows_the_cluster_forming_and_losing_its_majority() {
     assert_eq!(answered(&after) - answered(&before), 10.0);
     let latency = after.buckets("tern_cluster_forward_duration_seconds");
     assert_eq!(latency.last().unwrap().1, answered(&after));
+
+    // the cluster-wide view on node 2: its publisher, node 1's subscriber
+    // and the reader itself are connected
+    let cluster_view = |topic: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &nodes[1].mqtt_port.to_string()])
+            .args(["-t", topic, "-v", "-W", "3"])
+            .output()
+            .expect("mosquitto_sub runs")
+            .stdout
+    };
+    let end = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let out = String::from_utf8(cluster_view("$SYS/cluster/clients/connected")).unwrap();
+        if out.lines().any(|l| l == "$SYS/cluster/clients/connected 3") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{out}");
+    }
+    let out = String::from_utf8(cluster_view("$SYS/cluster/retained messages/count")).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l == "$SYS/cluster/retained messages/count 0"),
+        "{out}"
+    );
     assert_eq!(
         after.value("tern_cluster_forward_refused_total", &[("peer", "1")]),
         0.0

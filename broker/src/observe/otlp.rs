@@ -74,7 +74,11 @@ pub async fn run(
     let mut exporter = Exporter {
         client: MetricsServiceClient::new(channel),
         resource: resource(&state),
-        started_ns: unix_nanos(SystemTime::now() - info.started.elapsed()),
+        started_ns: unix_nanos(
+            SystemTime::now()
+                .checked_sub(info.started.elapsed())
+                .unwrap_or(UNIX_EPOCH),
+        ),
         failing: false,
         endpoint,
     };

@@ -21,8 +21,6 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Clients disconnected for a protocol violation.
     pub protocol_errors: AtomicU64,
-    /// Writes to the store that failed (a full disk, ...).
-    pub storage_errors: AtomicU64,
     /// CONNECTs refused by authentication (any reason).
     pub auth_failures: AtomicU64,
     /// Connections closed because their address exceeded the connect rate.
@@ -45,6 +43,9 @@ pub struct Metrics {
     /// Congested subscribers that took nothing for
     /// `limits.backpressure_wait_secs` while publishers were held back for them.
     pub backpressure_stalls: AtomicU64,
+    /// From a message's arrival on this node (`Message::received_at`) to
+    /// each copy's PUBLISH written for a client.
+    pub deliver_latency: storage::LatencyHistogram,
 }
 
 /// Why a copy of a message was not delivered.
@@ -107,9 +108,13 @@ impl Metrics {
         Metrics::add(&self.messages_received[qos as usize], 1);
     }
 
-    /// A PUBLISH of `qos` was written for a client.
-    pub fn sent(&self, qos: crate::codec::QoS) {
+    /// A PUBLISH of `qos` was written for a client, for a message that
+    /// arrived at `received_at`.
+    pub fn sent(&self, qos: crate::codec::QoS, received_at: Option<std::time::Instant>) {
         Metrics::add(&self.messages_sent[qos as usize], 1);
+        if let Some(at) = received_at {
+            self.deliver_latency.observe(at.elapsed());
+        }
     }
 
     /// `n` copies were not delivered for `reason`.

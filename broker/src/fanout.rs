@@ -222,9 +222,15 @@ pub fn set_retained_locally(state: &BrokerState, message: &Arc<Message>) {
     if message.payload.is_empty() {
         state.retained().write().remove(&message.topic);
     } else {
-        state
-            .retained()
-            .write()
-            .insert(&message.topic, message.clone());
+        // delivered at a later SUBSCRIBE, a retained message's age is not a
+        // publish-to-deliver latency
+        let kept = match message.received_at {
+            Some(_) => Arc::new(Message {
+                received_at: None,
+                ..Message::clone(message)
+            }),
+            None => message.clone(),
+        };
+        state.retained().write().insert(&message.topic, kept);
     }
 }

@@ -6,7 +6,7 @@
 //! QoS, retain flag, subscription identifiers, remaining expiry) is applied
 //! when the PUBLISH for that receiver is built ([`Message::to_publish`]).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -43,12 +43,22 @@ pub struct Message {
     /// Id of the session that published it, for No Local; [`BROKER_ORIGIN`]
     /// for messages the broker publishes itself.
     pub origin: u64,
+    /// When this node got it (its PUBLISH, or its forward from another
+    /// node): the start of `tern_publish_to_deliver_seconds`. `None` for
+    /// messages read from the store, retained ones and the broker's own.
+    pub received_at: Option<Instant>,
 }
 
 impl Message {
     /// Builds the message from a received PUBLISH whose topic alias has already
-    /// been resolved into `publish.topic`.
-    pub fn from_publish(publish: Publish, origin: u64, now_ms: u64) -> Message {
+    /// been resolved into `publish.topic`; it arrived at `now_ms` (Unix) and
+    /// `received_at`.
+    pub fn from_publish(
+        publish: Publish,
+        origin: u64,
+        now_ms: u64,
+        received_at: Instant,
+    ) -> Message {
         let mut properties = publish.properties;
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
@@ -63,6 +73,7 @@ impl Message {
             properties,
             expires_at_ms,
             origin,
+            received_at: Some(received_at),
         }
     }
 
@@ -143,6 +154,7 @@ impl Message {
             properties,
             expires_at_ms: stored.expires_at_ms,
             origin: BROKER_ORIGIN,
+            received_at: None,
         };
         Ok((message, subscription_ids))
     }

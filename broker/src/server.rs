@@ -8,7 +8,8 @@
 //! 4. bind every listener (an error if a port is taken or a TLS file is
 //!    bad), then the HTTP endpoint (`crate::http`), and report the bound
 //!    addresses; watch the TLS files for reloads; publish the `$SYS` topics
-//!    (`crate::observe::sys`);
+//!    (`crate::observe::sys`); export the metrics over OTLP if an endpoint
+//!    is set (`crate::observe::otlp`);
 //! 5. accept until the shutdown future completes, re-reading the security
 //!    files when they change and on SIGHUP;
 //! 6. shut down in one direction: stop accepting, tell every session to close
@@ -119,6 +120,7 @@ pub async fn run(
                 protocol: l.protocol(),
                 addr: *addr,
                 open: l.open_connections(),
+                accepting: l.accepting(),
             })
             .collect(),
     };
@@ -141,6 +143,16 @@ pub async fn run(
         accept_tasks.push(actix_rt::spawn(crate::http::serve(
             listener,
             http,
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(interval) = state.config().telemetry.metrics_interval() {
+        tracing::info!(endpoint = %state.config().telemetry.otlp_endpoint, ?interval,
+            "exporting metrics over OTLP");
+        accept_tasks.push(actix_rt::spawn(crate::observe::otlp::run(
+            state.clone(),
+            info.clone(),
+            interval,
             stop_rx.clone(),
         )));
     }

@@ -1,6 +1,8 @@
 //! A full disk under a running broker: what publishers and subscribers see
-//! when a copy for a persistent session cannot be stored. Needs root to
-//! mount a tmpfs (CI runs as root); skipped with a message otherwise.
+//! when a copy for a persistent session cannot be stored, and what the
+//! HTTP endpoint says (`tern_store_failed_writes_total`, `/readyz`). Needs
+//! root to mount a tmpfs (CI runs as root); skipped with a message
+//! otherwise.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::process::Command;
 
 use broker::codec::Packet;
 use common::flow::App;
+use common::http::{eventually, get, json, scrape, Scrape};
 use common::process::{free_port, TernProcess};
 use common::{build, Raw, QUIET};
 
@@ -106,5 +109,55 @@ async fn regression_qos2_copy_sent_although_its_store_failed() {
         );
     }
     // A process, not an in-process broker: killed, it lets go of the mount.
+    broker.kill9();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_store_writes_are_counted_and_readyz_says_the_store_is_not_open() {
+    let tmpfs = match Tmpfs::mount("16m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let data = tmpfs.path().join("data");
+    let filler = tmpfs.path().join("filler");
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let broker = TernProcess::start(&data, free_port(), &["--http-bind", &http.to_string()]);
+    let failed = |s: &Scrape| s.value("tern_store_failed_writes_total", &[]);
+
+    let mut s = App::connect(broker.addr, "errors-sub", false).await;
+    s.send(&build::subscribe(1, &[("errors/q2", 2)])).await;
+    assert_eq!(s.recv_bytes().await.unwrap(), build::suback(1, &[2]));
+    let mut p = Raw::mqtt5(broker.addr, "errors-pub", true, &[]).await;
+    let before = scrape(http).await;
+    assert_eq!(failed(&before), 0.0);
+    assert_eq!(before.value("tern_store_failed_groups_total", &[]), 0.0);
+    eventually(|| async { get(http, "/readyz").await.status == 200 }).await;
+
+    // full: the copy's write fails and is counted (before its publisher
+    // hears of it); the writer reopens sled before its next group
+    fill(&filler);
+    let big = vec![7u8; 256 * 1024];
+    p.send(&build::publish5("errors/q2", 2, false, 1, &[], &big))
+        .await;
+    assert!(pubrec_code(&mut p, 1).await >= 0x80);
+    let after = scrape(http).await;
+    assert!(failed(&after) >= 1.0, "{}", failed(&after));
+    assert!(after.value("tern_store_failed_groups_total", &[]) >= 1.0);
+
+    // still full: the next write (if none came since) makes the writer
+    // reopen sled, which does not succeed (see storage's known issues): not
+    // ready, alive all the same, and the endpoint answers while the writer
+    // is stuck
+    p.send(&build::publish5("errors/q2", 2, false, 2, &[], &big))
+        .await;
+    eventually(|| async { get(http, "/readyz").await.status == 503 }).await;
+    let answer = get(http, "/readyz").await;
+    let reason = json(&answer)["reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("store not open: "), "{reason}");
+    assert_eq!(get(http, "/healthz").await.status, 200);
+    assert!(failed(&scrape(http).await) >= 1.0);
     broker.kill9();
 }

@@ -125,6 +125,12 @@ async fn metrics_count_publishes_by_qos_exactly() {
         groups
     );
     assert_eq!(after.value("tern_inflight_messages", &[]), 0.0);
+    // one publish-to-deliver latency per copy written: 100 QoS 1, 7 QoS 0
+    assert_eq!(delta("tern_publish_to_deliver_seconds_count", &[]), 107.0);
+    let latency = after.buckets("tern_publish_to_deliver_seconds");
+    assert!(latency.windows(2).all(|w| w[0].1 <= w[1].1), "{latency:?}");
+    assert!(after.value("tern_publish_to_deliver_seconds_sum", &[]) > 0.0);
+    assert_eq!(after.value("tern_store_failed_writes_total", &[]), 0.0);
 }
 
 #[tokio::test]
@@ -199,11 +205,13 @@ async fn metrics_expose_every_documented_family() {
         "tern_slow_consumers_disconnected_total",
         "tern_backpressure_stalls_total",
         "tern_protocol_errors_total",
+        "tern_publish_to_deliver_seconds",
         "tern_store_writes_total",
         "tern_store_requests_total",
         "tern_store_groups_total",
         "tern_store_fsyncs_total",
         "tern_store_failed_groups_total",
+        "tern_store_failed_writes_total",
         "tern_store_fsync_duration_seconds",
         "tern_store_group_size",
     ] {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::http::{get, json, scrape};
+use common::http::{eventually, get, json, scrape};
 use common::process::{free_port, TernProcess};
 use common::{build, Raw};
 
@@ -199,11 +199,24 @@ async fn readyz_follows_the_cluster_forming_and_losing_its_majority() {
         }
         assert!(probes < 300, "node 2 never forwarded to node 1");
     }
-    let before = scrape(nodes[1].http).await;
     let forwarded = |s: &common::http::Scrape| {
         s.find("tern_cluster_forwarded_total", &[("peer", "1")])
             .unwrap_or(0.0)
     };
+    let answered = |s: &common::http::Scrape| {
+        s.find(
+            "tern_cluster_forward_duration_seconds_count",
+            &[("peer", "1")],
+        )
+        .unwrap_or(0.0)
+    };
+    // every probe answered: the forward latency counted each
+    eventually(|| async {
+        let s = scrape(nodes[1].http).await;
+        answered(&s) == forwarded(&s)
+    })
+    .await;
+    let before = scrape(nodes[1].http).await;
     for i in 1..=10u16 {
         publisher
             .send(&build::publish("fw/x", 1, false, false, i, b"m"))
@@ -224,6 +237,35 @@ async fn readyz_follows_the_cluster_forming_and_losing_its_majority() {
     }
     let after = scrape(nodes[1].http).await;
     assert_eq!(forwarded(&after) - forwarded(&before), 10.0);
+    // a QoS 1 publisher is acknowledged once node 1 answered
+    assert_eq!(answered(&after) - answered(&before), 10.0);
+    let latency = after.buckets("tern_cluster_forward_duration_seconds");
+    assert_eq!(latency.last().unwrap().1, answered(&after));
+
+    // the cluster-wide view on node 2: its publisher, node 1's subscriber
+    // and the reader itself are connected
+    let cluster_view = |topic: &str| {
+        Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &nodes[1].mqtt_port.to_string()])
+            .args(["-t", topic, "-v", "-W", "3"])
+            .output()
+            .expect("mosquitto_sub runs")
+            .stdout
+    };
+    let end = tokio::time::Instant::now() + SETTLE;
+    loop {
+        let out = String::from_utf8(cluster_view("$SYS/cluster/clients/connected")).unwrap();
+        if out.lines().any(|l| l == "$SYS/cluster/clients/connected 3") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < end, "{out}");
+    }
+    let out = String::from_utf8(cluster_view("$SYS/cluster/retained messages/count")).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l == "$SYS/cluster/retained messages/count 0"),
+        "{out}"
+    );
     assert_eq!(
         after.value("tern_cluster_forward_refused_total", &[("peer", "1")]),
         0.0

@@ -534,3 +534,67 @@ fn settle(addresses: &[String]) {
     });
     assert!(settled, "nodes did not apply index {target}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_lines_written_in_a_traced_connection_carry_its_trace_id() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tern.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "log_format = \"json\"\n[telemetry]\notlp_endpoint = \"{}\"\n",
+            receiver.endpoint
+        ),
+    )
+    .unwrap();
+    let tern = TernProcess::start_env(
+        &dir.path().join("data"),
+        free_port(),
+        &["--config", file.to_str().unwrap()],
+        &[("OTEL_BSP_SCHEDULE_DELAY", "50")],
+    );
+    // closed without DISCONNECT: "connection closed" is logged at info
+    // while the connection's packets are handled, inside its span
+    let client = Raw::mqtt(tern.addr, "json-logger", true).await;
+    drop(client);
+    let spans = receiver
+        .wait_for("the connection span", |s| {
+            has(s, "mqtt.connection", |c| {
+                c.attr("mqtt.client_id") == "json-logger"
+            })
+        })
+        .await;
+    let connection = one(&spans, "mqtt.connection", |c| {
+        c.attr("mqtt.client_id") == "json-logger"
+    });
+    let trace_id = hex(&connection.trace_id);
+    let log = tern.log_text();
+    // every line is one JSON object, the format's promise
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let closed = lines
+        .iter()
+        .find(|l| {
+            l["fields"]["message"] == "connection closed"
+                && l["fields"]["client_id"] == "json-logger"
+        })
+        .unwrap_or_else(|| panic!("no `connection closed` line: {log}"));
+    assert_eq!(closed["span"]["name"], "mqtt.connection", "{closed}");
+    assert_eq!(closed["span"]["trace_id"], trace_id.as_str(), "{closed}");
+    assert_eq!(
+        closed["spans"][0]["trace_id"],
+        trace_id.as_str(),
+        "{closed}"
+    );
+    // lines outside any span have none
+    let started = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "listening for MQTT")
+        .unwrap_or_else(|| panic!("no `listening for MQTT` line: {log}"));
+    assert!(started.get("span").is_none(), "{started}");
+    assert!(tern.terminate().success());
+}

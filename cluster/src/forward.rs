@@ -42,11 +42,12 @@ use std::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use parking_lot::Mutex;
+use storage::{LatencyHistogram, LatencySnapshot};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -60,11 +61,12 @@ use crate::{
 
 type Ack = oneshot::Sender<Result<()>>;
 
+/// A message for a link, its answer's sender, and when it was handed to
+/// the link (for the forward latency).
+type Queued = (ForwardedPublish, Ack, Instant);
+
 /// A link's queue, and its counters.
-type LinkQueue = (
-    mpsc::UnboundedSender<(ForwardedPublish, Ack)>,
-    Arc<LinkCounters>,
-);
+type LinkQueue = (mpsc::UnboundedSender<Queued>, Arc<LinkCounters>);
 
 /// Counters of one link, shared by `Forwarder` and the link's task.
 #[derive(Debug, Default)]
@@ -75,6 +77,8 @@ struct LinkCounters {
     forwarded: AtomicU64,
     /// Messages refused because the queue was at `forward_queue_limit`.
     refused: AtomicU64,
+    /// Time from `enqueue` to the peer's answer, of messages answered.
+    latency: LatencyHistogram,
 }
 
 /// What one link to a peer has carried, for metrics.
@@ -88,6 +92,9 @@ pub struct ForwardStats {
     pub queued: u64,
     /// Messages refused because the queue was full (`Error::Backlog`).
     pub refused: u64,
+    /// Time from handing a message to the link to the peer's answer (ack
+    /// or refusal), resends after a reconnect included.
+    pub latency: LatencySnapshot,
 }
 
 /// The sending side: one link per peer.
@@ -152,7 +159,7 @@ impl Forwarder {
             }
             counters.queued.fetch_add(1, Ordering::Relaxed);
             counters.forwarded.fetch_add(1, Ordering::Relaxed);
-            link.send((msg, tx))
+            link.send((msg, tx, Instant::now()))
         };
         if sent.is_err() {
             return Err(Error::Stopped("forwarding stopped".into()));
@@ -174,6 +181,7 @@ impl Forwarder {
                 forwarded: c.forwarded.load(Ordering::Relaxed),
                 queued: c.queued.load(Ordering::Relaxed) as u64,
                 refused: c.refused.load(Ordering::Relaxed),
+                latency: c.latency.snapshot(),
             })
             .collect();
         stats.sort_by_key(|s| s.node);
@@ -205,8 +213,9 @@ struct Link {
     node: u64,
     link_id: u64,
     next_id: u64,
-    /// Sent or queued, not yet acked: resent on every reconnect.
-    unacked: BTreeMap<u64, (proto::ForwardedPublish, Ack)>,
+    /// Sent or queued, not yet acked: resent on every reconnect; with when
+    /// it was handed to the link.
+    unacked: BTreeMap<u64, (proto::ForwardedPublish, Ack, Instant)>,
     /// One permit per unacked message.
     window: Arc<Semaphore>,
     /// `queued` counts messages in the channel, not yet taken: shared with
@@ -217,7 +226,7 @@ struct Link {
 }
 
 impl Link {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<(ForwardedPublish, Ack)>) {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Queued>) {
         let mut backoff = Duration::from_millis(50);
         loop {
             if self.shutdown.is_cancelled() {
@@ -238,19 +247,19 @@ impl Link {
                     () = &mut sleep => break,
                     () = self.shutdown.cancelled() => break,
                     m = rx.recv(), if self.window.available_permits() > 0 => match m {
-                        Some((msg, ack)) => self.enqueue(msg, ack),
+                        Some(queued) => self.enqueue(queued),
                         None => break,
                     },
                 }
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
-        for (_, (_, ack)) in std::mem::take(&mut self.unacked) {
+        for (_, (_, ack, _)) in std::mem::take(&mut self.unacked) {
             let _ = ack.send(Err(Error::Stopped("forwarding stopped".into())));
         }
     }
 
-    fn enqueue(&mut self, msg: ForwardedPublish, ack: Ack) {
+    fn enqueue(&mut self, (msg, ack, since): Queued) {
         self.counters.queued.fetch_sub(1, Ordering::Relaxed);
         // Taken back when the ack arrives (`settle`). The semaphore is never
         // closed, so `try_acquire` fails only when the window is full, which
@@ -262,7 +271,7 @@ impl Link {
         self.next_id += 1;
         let mut wire = proto::ForwardedPublish::from(&msg);
         wire.id = id;
-        self.unacked.insert(id, (wire, ack));
+        self.unacked.insert(id, (wire, ack, since));
     }
 
     fn frame(&self, messages: Vec<proto::ForwardedPublish>) -> proto::ForwardFrame {
@@ -275,10 +284,7 @@ impl Link {
 
     /// One stream: resend what is unacked, then forward and settle until
     /// the stream breaks (`Err`) or shutdown (`Ok`).
-    async fn connected(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<(ForwardedPublish, Ack)>,
-    ) -> Result<()> {
+    async fn connected(&mut self, rx: &mut mpsc::UnboundedReceiver<Queued>) -> Result<()> {
         let channel = self.peers.channel(self.node)?;
         let mut client = proto::forwarding_client::ForwardingClient::new(channel)
             .max_decoding_message_size(MAX_GRPC_MESSAGE)
@@ -292,7 +298,7 @@ impl Link {
             .into_inner();
         let node = self.node;
         let closed = move || Error::peer(node, &tonic::Status::unavailable("stream closed"));
-        let resend: Vec<_> = self.unacked.values().map(|(m, _)| m.clone()).collect();
+        let resend: Vec<_> = self.unacked.values().map(|(m, _, _)| m.clone()).collect();
         for chunk in resend.chunks(self.batch) {
             frames
                 .send(self.frame(chunk.to_vec()))
@@ -304,16 +310,16 @@ impl Link {
             tokio::select! {
                 () = self.shutdown.cancelled() => return Ok(()),
                 m = rx.recv(), if self.window.available_permits() > 0 => {
-                    let Some((msg, ack)) = m else { return Ok(()) };
+                    let Some(queued) = m else { return Ok(()) };
                     let first = self.next_id;
-                    self.enqueue(msg, ack);
+                    self.enqueue(queued);
                     while self.next_id - first < self.batch as u64 && self.window.available_permits() > 0 {
                         match rx.try_recv() {
-                            Ok((msg, ack)) => self.enqueue(msg, ack),
+                            Ok(queued) => self.enqueue(queued),
                             Err(_) => break,
                         }
                     }
-                    let batch = self.unacked.range(first..).map(|(_, (m, _))| m.clone()).collect();
+                    let batch = self.unacked.range(first..).map(|(_, (m, _, _))| m.clone()).collect();
                     frames.send(self.frame(batch)).await.map_err(|_| closed())?;
                 }
                 reply = acks.next() => match reply {
@@ -331,13 +337,15 @@ impl Link {
     fn settle(&mut self, reply: proto::ForwardAcks) {
         let mut settled = 0;
         for id in reply.acked {
-            if let Some((_, ack)) = self.unacked.remove(&id) {
+            if let Some((_, ack, since)) = self.unacked.remove(&id) {
+                self.counters.latency.observe(since.elapsed());
                 let _ = ack.send(Ok(()));
                 settled += 1;
             }
         }
         for nack in reply.rejected {
-            if let Some((_, ack)) = self.unacked.remove(&nack.id) {
+            if let Some((_, ack, since)) = self.unacked.remove(&nack.id) {
+                self.counters.latency.observe(since.elapsed());
                 let _ = ack.send(Err(Error::Rejected {
                     node: self.node,
                     reason: nack.reason,

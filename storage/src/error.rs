@@ -81,10 +81,11 @@ pub enum Error {
 
     /// The store could not be reopened after a write error, so it can neither
     /// be read nor written until a later reopen succeeds (the writer retries
-    /// with each new group).
-    #[error("store unavailable: reopening after a write error failed: {reason}")]
+    /// with each new group); `Store::health` also says this while a reopen
+    /// is in progress.
+    #[error("store unavailable after a write error: {reason}")]
     Unavailable {
-        /// Why the last reopen failed.
+        /// Why the last reopen failed, or that one is in progress.
         reason: String,
     },
 

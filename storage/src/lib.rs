@@ -67,6 +67,14 @@
 //!   groups are applied on top: only requests acknowledged `Ok` are certain.
 //! - sled writes while it recovers, so a completely full disk cannot be opened
 //!   ([`Error::Open`] with "No space left on device"): free space first.
+//! - With sled's background flush on (`StoreConfig::flush_every_ms`, as the
+//!   broker runs it), dropping the handles for that reopen can block for
+//!   good: sled's `Tree` drop flushes and waits in `make_stable` for a log
+//!   buffer whose write failed (seen with gdb on a full tmpfs,
+//!   `broker/tests/disk_full.rs`). The writer thread then stays in
+//!   `reopen`, later requests wait, and freeing space does not help: the
+//!   process must be restarted. [`Store::health`] does not wait for it and
+//!   says `Unavailable` (the broker's `/readyz` answers 503).
 //! - sled 0.34 writes values larger than about 128 KiB to separate blob files
 //!   without fsyncing them; they survive a process crash but a power loss may
 //!   lose them even after `Ok`.
@@ -89,6 +97,9 @@ pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
 };
-pub use stats::{WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS};
+pub use stats::{
+    LatencyHistogram, LatencySnapshot, WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS,
+    LATENCY_SECONDS_BUCKETS,
+};
 pub use store::{Store, StoreConfig};
 pub use writer::{Durable, GroupCommitter, WriteOp, Writer, MAX_GROUP};

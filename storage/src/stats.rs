@@ -1,6 +1,7 @@
-//! Counters of the group-commit writer, read by the broker's metrics. Owns
-//! the counting only: plain atomics and fixed histogram buckets, no metrics
-//! library and no exposition format (the broker renders them).
+//! Counters of the group-commit writer, read by the broker's metrics, and
+//! the [`LatencyHistogram`] the cluster and the broker count latencies with.
+//! Owns the counting only: plain atomics and fixed histogram buckets, no
+//! metrics library and no exposition format (the broker renders them).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -15,6 +16,73 @@ pub const FLUSH_SECONDS_BUCKETS: [f64; 12] = [
 /// an implicit `+Inf` bucket follows).
 pub const GROUP_SIZE_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
 
+/// Upper bounds, in seconds, of a [`LatencyHistogram`]'s buckets (an
+/// implicit `+Inf` bucket follows): 50 µs to 10 s.
+pub const LATENCY_SECONDS_BUCKETS: [f64; 17] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// [`LATENCY_SECONDS_BUCKETS`] in nanoseconds, compared without floats.
+const LATENCY_NANOS_BUCKETS: [u64; 17] = [
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+
+/// A latency histogram of plain atomics: an observation costs a bucket
+/// search over 17 integers and two relaxed `fetch_add`s.
+#[derive(Debug, Default)]
+pub struct LatencyHistogram {
+    /// Per [`LATENCY_SECONDS_BUCKETS`] plus `+Inf`; not cumulative.
+    buckets: [AtomicU64; LATENCY_SECONDS_BUCKETS.len() + 1],
+    nanos: AtomicU64,
+}
+
+/// What a [`LatencyHistogram`] counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Observations by latency, per [`LATENCY_SECONDS_BUCKETS`] plus `+Inf`;
+    /// not cumulative.
+    pub buckets: [u64; LATENCY_SECONDS_BUCKETS.len() + 1],
+    /// Sum of the observations, in nanoseconds.
+    pub nanos: u64,
+}
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn observe(&self, took: Duration) {
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let i = LATENCY_NANOS_BUCKETS
+            .iter()
+            .position(|b| nanos <= *b)
+            .unwrap_or(LATENCY_NANOS_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        LatencySnapshot {
+            buckets: load(&self.buckets),
+            nanos: self.nanos.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Counters of the writer since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WriterStats {
@@ -28,6 +96,10 @@ pub struct WriterStats {
     pub flushes: u64,
     /// Groups that failed with a write error.
     pub failed_groups: u64,
+    /// Requests that failed: those of failed groups, and requests refused
+    /// as invalid (`Error::InvalidWrite`). Not those completed with
+    /// `Error::Closed` because the store closed first.
+    pub failed_requests: u64,
     /// Flushes by latency, per [`FLUSH_SECONDS_BUCKETS`] plus `+Inf`; not
     /// cumulative.
     pub flush_buckets: [u64; FLUSH_SECONDS_BUCKETS.len() + 1],
@@ -45,6 +117,7 @@ pub(crate) struct Stats {
     pub(crate) ops: AtomicU64,
     pub(crate) flushes: AtomicU64,
     pub(crate) failed_groups: AtomicU64,
+    pub(crate) failed_requests: AtomicU64,
     flush_buckets: [AtomicU64; FLUSH_SECONDS_BUCKETS.len() + 1],
     flush_nanos: AtomicU64,
     group_size_buckets: [AtomicU64; GROUP_SIZE_BUCKETS.len() + 1],
@@ -88,6 +161,7 @@ impl Stats {
             ops: self.ops.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
             failed_groups: self.failed_groups.load(Ordering::Relaxed),
+            failed_requests: self.failed_requests.load(Ordering::Relaxed),
             flush_buckets: load(&self.flush_buckets),
             flush_nanos: self.flush_nanos.load(Ordering::Relaxed),
             group_size_buckets: load(&self.group_size_buckets),
@@ -98,6 +172,26 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_that_holds_them() {
+        assert_eq!(
+            LATENCY_NANOS_BUCKETS.map(|n| n as f64 / 1e9),
+            LATENCY_SECONDS_BUCKETS
+        );
+        let h = LatencyHistogram::default();
+        h.observe(Duration::from_micros(50));
+        h.observe(Duration::from_micros(51));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let s = h.snapshot();
+        assert_eq!(s.buckets[0], 1);
+        assert_eq!(s.buckets[1], 1);
+        assert_eq!(s.buckets[6], 1);
+        assert_eq!(s.buckets[LATENCY_SECONDS_BUCKETS.len()], 1);
+        assert_eq!(s.buckets.iter().sum::<u64>(), 4);
+        assert_eq!(s.nanos, 60_003_101_000);
+    }
 
     #[test]
     fn observations_land_in_the_first_bucket_that_holds_them() {

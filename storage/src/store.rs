@@ -471,6 +471,45 @@ impl Store {
         })
     }
 
+    /// Whether the store takes writes: `Ok` while sled is open and the
+    /// writer thread runs. `Error::Unavailable` while the writer reopens
+    /// sled after a write error, or when that reopen failed (a disk still
+    /// full: the next write tries again); `Error::Closed` once the store was
+    /// closed or its writer thread ended. Never blocks: no I/O, and it does
+    /// not wait for the lock a reopen holds (which can take long, see
+    /// "Known issues" in the crate docs).
+    pub fn health(&self) -> Result<()> {
+        let state = match self.shared.state.try_read() {
+            Ok(state) => state,
+            // every write to it is a single assignment (see `read_state`)
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(Error::Unavailable {
+                    reason: "reopening the store".into(),
+                })
+            }
+        };
+        match &*state {
+            State::Open(_) => {}
+            State::Unavailable(reason) => {
+                return Err(Error::Unavailable {
+                    reason: reason.clone(),
+                })
+            }
+            State::Closed => return Err(Error::Closed),
+        }
+        drop(state);
+        let thread = self
+            .shared
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if thread.as_ref().is_some_and(|t| t.is_finished()) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
     /// Closes the store for every clone: the writer finishes what was queued
     /// before this call, everything is flushed, and sled's files and directory
     /// lock are released when this returns. Later submits complete with

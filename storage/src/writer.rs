@@ -298,7 +298,10 @@ impl GroupCommitter {
         for request in group {
             match request.ops.iter().try_for_each(WriteOp::validate) {
                 Ok(()) => valid.push(request),
-                Err(e) => request.ack.complete(Err(e)),
+                Err(e) => {
+                    stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+                    request.ack.complete(Err(e));
+                }
             }
         }
         let durable = valid.iter().any(|r| r.ack.wants_durability());
@@ -307,6 +310,11 @@ impl GroupCommitter {
             stats.failed_groups.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, requests = valid.len(), "storage write failed");
             self.needs_reopen = !matches!(e, Error::Closed);
+            if self.needs_reopen {
+                stats
+                    .failed_requests
+                    .fetch_add(valid.len() as u64, Ordering::Relaxed);
+            }
         }
         for request in valid {
             request.ack.complete(result.clone());

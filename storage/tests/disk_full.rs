@@ -111,14 +111,26 @@ fn disk_full_fails_the_group_and_the_writer_recovers_when_space_is_freed() {
         "{error}"
     );
 
-    // The writer keeps going: still full, so the next group fails too.
+    assert!(store.health().is_ok(), "sled is still open");
+    assert_eq!(store.writer_stats().failed_requests, GROUP as u64);
+
+    // The writer keeps going: still full, so the next group fails too, at
+    // the reopen (sled writes while it opens): the store is unavailable
+    // until a reopen works.
     let results = group(&store, &mut committer, next);
     assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(
+        matches!(store.health(), Err(Error::Unavailable { .. })),
+        "{:?}",
+        store.health()
+    );
+    assert_eq!(store.writer_stats().failed_requests, 2 * GROUP as u64);
 
     // Space freed: the writer reopens sled and the next group succeeds.
     std::fs::remove_file(&filler).unwrap();
     let results = group(&store, &mut committer, next);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(store.health().is_ok());
     acked.extend(next..next + GROUP as u64);
 
     store.close().unwrap();

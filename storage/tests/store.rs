@@ -271,6 +271,9 @@ fn invalid_write_refuses_its_own_request_only() {
     assert!(matches!(results[1], ("good", Ok(()))), "{results:?}");
     assert_client_full(&store, "good");
     assert_client_empty(&store, "ok-but-refused");
+    // counted as a failed request, not as a failed group
+    let stats = store.writer_stats();
+    assert_eq!((stats.failed_requests, stats.failed_groups), (1, 0));
 }
 
 #[test]
@@ -312,10 +315,14 @@ fn close_fails_later_submits_and_reads_with_closed() {
     let store = open(dir.path());
     let writer = store.writer();
     let reader = store.clone();
+    assert!(reader.health().is_ok());
     store.close().unwrap();
+    assert!(matches!(reader.health(), Err(Error::Closed)));
     let result = submit_durable(&writer, put_everything("c"));
     assert!(matches!(result, Err(Error::Closed)), "{result:?}");
     assert!(matches!(reader.load_sessions(), Err(Error::Closed)));
+    // a write refused because the store closed is not a write error
+    assert_eq!(reader.writer_stats().failed_requests, 0);
     // The directory is free again.
     open(dir.path()).close().unwrap();
 }

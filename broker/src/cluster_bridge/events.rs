@@ -150,6 +150,7 @@ fn deliver_forwarded(
         properties,
         expires_at_ms: msg.expires_at_ms,
         origin: crate::message::BROKER_ORIGIN,
+        received_at: Some(std::time::Instant::now()),
     });
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {

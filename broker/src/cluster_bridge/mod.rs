@@ -24,12 +24,13 @@
 //! - Retained messages are replicated.
 //!
 //! Proposals about one client or one filter are applied in the order they
-//! were made: they go through one of [`WORKERS`] sequential queues, chosen
-//! by a hash of the client id or filter.
+//! were made: they go through one of `WORKERS` (16) sequential queues,
+//! chosen by a hash of the client id or filter.
 //!
-//! Lifecycle: [`start`] runs the cluster on a runtime of its own, loads the
-//! replicated routes and retained messages into the router; [`run_events`]
-//! then applies the cluster's events until shutdown; [`ClusterBridge::stop`].
+//! Lifecycle: `server::start_cluster` runs the cluster on a runtime of its
+//! own, [`load`] puts the replicated routes and retained messages into the
+//! router; [`run_events`] then applies the cluster's events until shutdown;
+//! [`ClusterBridge::stop`].
 
 mod events;
 

@@ -90,6 +90,10 @@ pub struct Cli {
     /// OpenTelemetry's `parentbased_traceidratio`) [default: 1.0].
     #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_name = "RATIO")]
     pub otel_sample_ratio: Option<f64>,
+    /// Milliseconds between two exports of the metrics over OTLP; 0: none
+    /// [default: 60000].
+    #[arg(long, env = "OTEL_METRIC_EXPORT_INTERVAL", value_name = "MS")]
+    pub otel_metric_export_interval: Option<u64>,
     /// Address of the HTTP endpoint (metrics, health, admin API); an empty
     /// value turns it off [default: 0.0.0.0:8080].
     #[arg(long, env = "TERN_HTTP_BIND", value_name = "ADDR:PORT")]
@@ -344,6 +348,9 @@ impl Cli {
         if let Some(ratio) = self.otel_sample_ratio {
             config.telemetry.sample_ratio = ratio;
         }
+        if let Some(ms) = self.otel_metric_export_interval {
+            config.telemetry.metrics_interval_ms = ms;
+        }
         if let Some(bind) = &self.http_bind {
             config.http.bind = bind.clone();
         }
@@ -440,12 +447,15 @@ mod tests {
             "b",
             "--otel-sample-ratio",
             "0.25",
+            "--otel-metric-export-interval",
+            "1000",
         ])
         .unwrap();
         let config = cli.load().unwrap();
         assert_eq!(config.telemetry.otlp_endpoint, "http://b:4317");
         assert_eq!(config.telemetry.service_name, "b");
         assert_eq!(config.telemetry.sample_ratio, 0.25);
+        assert_eq!(config.telemetry.metrics_interval_ms, 1000);
         let e = Cli::try_parse_from(["tern", "--otel-sample-ratio", "2"])
             .unwrap()
             .load()

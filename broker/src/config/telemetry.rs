@@ -1,5 +1,6 @@
-//! `[telemetry]`: OpenTelemetry traces exported over OTLP gRPC (see
-//! `crate::telemetry`). Off unless an endpoint is given.
+//! `[telemetry]`: OpenTelemetry traces (see `crate::telemetry`) and metrics
+//! (see `crate::observe::otlp`) exported over OTLP gRPC. Off unless an
+//! endpoint is given.
 
 use serde::Deserialize;
 
@@ -23,6 +24,10 @@ pub struct TelemetryConfig {
     /// span, and messages are delivered with a `traceparent` user property
     /// naming the broker's span (added if the publisher sent none).
     pub propagate_user_property: bool,
+    /// Milliseconds between two exports of the node's metrics over OTLP
+    /// (the families of `GET /metrics`); 0: no metrics over OTLP. The
+    /// `OTEL_METRIC_EXPORT_INTERVAL` variable overrides it.
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for TelemetryConfig {
@@ -32,6 +37,8 @@ impl Default for TelemetryConfig {
             service_name: "tern".into(),
             sample_ratio: 1.0,
             propagate_user_property: false,
+            // the OpenTelemetry specification's default export interval
+            metrics_interval_ms: 60_000,
         }
     }
 }
@@ -42,7 +49,20 @@ impl TelemetryConfig {
         !self.otlp_endpoint.is_empty()
     }
 
+    /// How often metrics go out over OTLP; `None` when they do not.
+    pub fn metrics_interval(&self) -> Option<std::time::Duration> {
+        (self.enabled() && self.metrics_interval_ms > 0)
+            .then(|| std::time::Duration::from_millis(self.metrics_interval_ms))
+    }
+
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.metrics_interval_ms > 0 && self.metrics_interval_ms < 100 {
+            return Err(ConfigError::Invalid {
+                key: "telemetry.metrics_interval_ms",
+                value: self.metrics_interval_ms.to_string(),
+                reason: "must be 0 (off) or at least 100",
+            });
+        }
         if !(0.0..=1.0).contains(&self.sample_ratio) {
             return Err(ConfigError::Invalid {
                 key: "telemetry.sample_ratio",
@@ -82,9 +102,11 @@ mod tests {
         assert_eq!(d.service_name, "tern");
         assert_eq!(d.sample_ratio, 1.0);
         assert!(!d.propagate_user_property);
+        assert_eq!(d.metrics_interval_ms, 60_000);
+        assert_eq!(d.metrics_interval(), None);
         let c = Config::from_toml(
             "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"mqtt\"\n\
-             sample_ratio = 0.01\npropagate_user_property = true\n",
+             sample_ratio = 0.01\npropagate_user_property = true\nmetrics_interval_ms = 500\n",
         )
         .unwrap()
         .telemetry;
@@ -92,6 +114,10 @@ mod tests {
         assert_eq!(c.service_name, "mqtt");
         assert_eq!(c.sample_ratio, 0.01);
         assert!(c.propagate_user_property);
+        assert_eq!(
+            c.metrics_interval(),
+            Some(std::time::Duration::from_millis(500))
+        );
     }
 
     #[test]
@@ -105,6 +131,7 @@ mod tests {
                 "telemetry.otlp_endpoint",
             ),
             ("service_name = \"\"", "telemetry.service_name"),
+            ("metrics_interval_ms = 10", "telemetry.metrics_interval_ms"),
             ("endpoint = \"http://x:4317\"", "endpoint"),
         ] {
             let e = Config::from_toml(&format!("[telemetry]\n{text}\n"))

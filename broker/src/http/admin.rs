@@ -230,6 +230,7 @@ async fn delete_retained(Extract(http): Extract<Http>, Path(topic): Path<String>
         properties: Default::default(),
         expires_at_ms: None,
         origin: BROKER_ORIGIN,
+        received_at: None,
     });
     store_retained(&http.state, &message, &mut LazyGuard::none());
     Json(serde_json::json!({ "topic": topic, "deleted": true })).into_response()

@@ -3,10 +3,12 @@
 //!
 //! - `GET /metrics`: [`crate::observe::metrics`].
 //! - `GET /healthz`: 200 while the process serves HTTP.
-//! - `GET /readyz`: 200 when the node takes clients: its listeners are up,
-//!   its store is open (it is not shutting down) and, in a cluster, it knows
-//!   a leader and has applied the log up to the commit index it learned from
-//!   it. Otherwise 503 with `{"ready":false,"reason":"..."}`.
+//! - `GET /readyz`: 200 when the node takes clients: it is not shutting
+//!   down, every MQTT listener's accept loop runs, its store is open (sled
+//!   open and the group-commit writer running: `storage::Store::health`)
+//!   and, in a cluster, it knows a leader and has applied the log up to the
+//!   commit index it learned from it. Otherwise 503 with
+//!   `{"ready":false,"reason":"..."}`, the first of these that fails.
 //! - `/api/v1/...`: the admin API ([`admin`]), JSON. With `http.admin_token`
 //!   set, it wants `Authorization: Bearer TOKEN` (401 otherwise); without,
 //!   it answers loopback peers only (403 otherwise).
@@ -91,9 +93,22 @@ async fn healthz() -> Response {
 }
 
 /// Why the node does not take clients now, if it does not.
-pub fn not_ready(state: &State) -> Option<String> {
+pub fn not_ready(state: &State, info: &NodeInfo) -> Option<String> {
     if state.is_shutting_down() {
         return Some("shutting down: listeners closed, store closing".into());
+    }
+    let stopped = info
+        .listeners
+        .iter()
+        .find(|l| !l.accepting.load(std::sync::atomic::Ordering::Acquire));
+    if let Some(l) = stopped {
+        return Some(format!(
+            "{} listener {} is not accepting",
+            l.protocol, l.addr
+        ));
+    }
+    if let Err(e) = state.store().health() {
+        return Some(format!("store not open: {e}"));
     }
     let s = state.cluster().raft()?.status();
     if let Some(reason) = s.failed {
@@ -118,7 +133,7 @@ pub fn not_ready(state: &State) -> Option<String> {
 }
 
 async fn readyz(Extract(http): Extract<Http>) -> Response {
-    match not_ready(&http.state) {
+    match not_ready(&http.state, &http.info) {
         None => Json(serde_json::json!({ "ready": true })).into_response(),
         Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

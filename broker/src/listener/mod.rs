@@ -21,7 +21,7 @@ pub mod tls;
 pub mod ws;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +77,8 @@ pub struct Listener {
     max_connections: usize,
     /// Connections of this listener that are open.
     open: Arc<AtomicUsize>,
+    /// True while [`Listener::run`] accepts.
+    accepting: Arc<AtomicBool>,
 }
 
 /// What a listener's connections go through before `bootstrap`: TLS if
@@ -211,6 +213,7 @@ impl Listener {
             }),
             max_connections: config.max_connections,
             open: Arc::new(AtomicUsize::new(0)),
+            accepting: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -227,6 +230,11 @@ impl Listener {
         self.open.clone()
     }
 
+    /// True while [`run`](Self::run) accepts connections (for `/readyz`).
+    pub fn accepting(&self) -> Arc<AtomicBool> {
+        self.accepting.clone()
+    }
+
     /// The TLS material of a `tls` or `wss` listener, to reload.
     pub fn tls_source(&self) -> Option<Arc<TlsSource>> {
         self.endpoint.tls.clone()
@@ -235,6 +243,7 @@ impl Listener {
     /// Accepts until `shutdown` turns true.
     pub async fn run(self, state: State, mut shutdown: watch::Receiver<bool>) {
         let addr = self.local_addr().ok();
+        let _accepting = Accepting::new(self.accepting.clone());
         loop {
             let accepted = tokio::select! {
                 r = self.tcp.accept() => r,
@@ -310,6 +319,23 @@ async fn handshake_and_bootstrap(
             Metrics::add(&state.metrics().connections_refused, 1);
             tracing::debug!(%peer, %protocol, "handshake not done within the connect timeout, closing");
         }
+    }
+}
+
+/// Marks a listener as accepting until its accept loop ends, however it
+/// ends.
+struct Accepting(Arc<AtomicBool>);
+
+impl Accepting {
+    fn new(flag: Arc<AtomicBool>) -> Accepting {
+        flag.store(true, Ordering::Release);
+        Accepting(flag)
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 

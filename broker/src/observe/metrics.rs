@@ -2,7 +2,8 @@
 //! (version 0.0.4), encoded by the `prometheus` crate. Families are built at
 //! scrape time from a [`Snapshot`], the counters of
 //! [`crate::state::Metrics`], the store's writer stats and the cluster
-//! status; nothing is registered ahead and nothing is counted twice.
+//! status; nothing is registered ahead and nothing is counted twice. The
+//! same [`families`] are what [`super::otlp`] exports over OTLP.
 //!
 //! Names follow Prometheus conventions: `tern_` prefix, `_total` for
 //! counters, base units (seconds, bytes). README.md lists every family.
@@ -30,20 +31,22 @@ const PEER_DOWN_AFTER: Duration = Duration::from_secs(3);
 #[derive(Default)]
 struct Families(Vec<MetricFamily>);
 
+fn label_pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
+    pairs
+        .iter()
+        .map(|(name, value)| {
+            let mut l = LabelPair::default();
+            l.set_name((*name).to_owned());
+            l.set_value((*value).to_owned());
+            l
+        })
+        .collect()
+}
+
 /// One sample of a counter or gauge with its labels.
 fn sample(kind: MetricType, pairs: &[(&str, &str)], value: f64) -> Metric {
     let mut m = Metric::default();
-    m.set_label(
-        pairs
-            .iter()
-            .map(|(name, value)| {
-                let mut l = LabelPair::default();
-                l.set_name((*name).to_owned());
-                l.set_value((*value).to_owned());
-                l
-            })
-            .collect(),
-    );
+    m.set_label(label_pairs(pairs));
     match kind {
         MetricType::COUNTER => {
             let mut c = Counter::default();
@@ -117,32 +120,46 @@ impl Families {
     /// A histogram from per-bucket (not cumulative) counts; the last count
     /// is the `+Inf` bucket's.
     fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
-        let mut cumulative = 0;
-        let buckets = bounds
-            .iter()
-            .zip(counts)
-            .map(|(bound, count)| {
-                cumulative += count;
-                let mut b = Bucket::default();
-                b.set_upper_bound(*bound);
-                b.set_cumulative_count(cumulative);
-                b
-            })
-            .collect();
-        let mut h = Histogram::default();
-        h.set_bucket(buckets);
-        h.set_sample_count(counts.iter().sum());
-        h.set_sample_sum(sum);
-        let mut m = Metric::default();
-        m.set_histogram(h);
-        self.family(name, help, MetricType::HISTOGRAM, vec![m]);
+        let metrics = vec![histogram_sample(&[], bounds, counts, sum)];
+        self.family(name, help, MetricType::HISTOGRAM, metrics);
     }
+}
+
+/// One sample of a histogram with its labels, from per-bucket (not
+/// cumulative) counts; the last count is the `+Inf` bucket's.
+fn histogram_sample(pairs: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) -> Metric {
+    let mut cumulative = 0;
+    let buckets = bounds
+        .iter()
+        .zip(counts)
+        .map(|(bound, count)| {
+            cumulative += count;
+            let mut b = Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    let mut h = Histogram::default();
+    h.set_bucket(buckets);
+    h.set_sample_count(counts.iter().sum());
+    h.set_sample_sum(sum);
+    let mut m = Metric::default();
+    m.set_label(label_pairs(pairs));
+    m.set_histogram(h);
+    m
 }
 
 const QOS: [&str; 3] = ["0", "1", "2"];
 
 /// The exposition of every family of the node.
 pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&families(state, info))
+}
+
+/// Every family of the node, read now: what `GET /metrics` encodes and what
+/// [`super::otlp`] exports.
+pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
     let s = Snapshot::take(state, info);
     let m = &state.metrics();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -311,14 +328,22 @@ pub fn render(state: &BrokerState, info: &NodeInfo) -> prometheus::Result<String
         "Clients disconnected for a protocol violation.",
         load(&m.protocol_errors),
     );
+    let latency = m.deliver_latency.snapshot();
+    f.histogram(
+        "tern_publish_to_deliver_seconds",
+        "From a message's arrival on this node (its PUBLISH, or its forward from another node) \
+         to each copy's PUBLISH written for a client, queueing included.",
+        &storage::LATENCY_SECONDS_BUCKETS,
+        &latency.buckets,
+        latency.nanos as f64 / 1e9,
+    );
 
     store_families(&mut f, &state.store().writer_stats());
     if let Some(raft) = state.cluster().raft() {
         cluster_families(&mut f, &raft.status());
         forward_families(&mut f, &raft.forward_stats());
     }
-
-    TextEncoder::new().encode_to_string(&f.0)
+    f.0
 }
 
 fn store_families(f: &mut Families, w: &storage::WriterStats) {
@@ -346,6 +371,11 @@ fn store_families(f: &mut Families, w: &storage::WriterStats) {
         "tern_store_failed_groups_total",
         "Groups whose commit failed (disk full, I/O error).",
         w.failed_groups,
+    );
+    f.counter(
+        "tern_store_failed_writes_total",
+        "Write requests that failed: those of failed groups, and records the store refused.",
+        w.failed_requests,
     );
     f.histogram(
         "tern_store_fsync_duration_seconds",
@@ -441,5 +471,21 @@ fn forward_families(f: &mut Families, stats: &[cluster::ForwardStats]) {
         "Messages for the peer dropped because its link's queue was at cluster.forward_queue_limit.",
         "peer",
         links().map(|(s, id)| (id, s.refused)),
+    );
+    let latencies = links()
+        .map(|(s, id)| {
+            histogram_sample(
+                &[("peer", id)],
+                &storage::LATENCY_SECONDS_BUCKETS,
+                &s.latency.buckets,
+                s.latency.nanos as f64 / 1e9,
+            )
+        })
+        .collect();
+    f.family(
+        "tern_cluster_forward_duration_seconds",
+        "From handing a message to the peer's link to the peer's answer (its copies stored), resends included.",
+        MetricType::HISTOGRAM,
+        latencies,
     );
 }

@@ -1,6 +1,6 @@
 //! What a node reports about itself: a [`Snapshot`] of its counters and
-//! gauges, rendered as Prometheus families ([`metrics`]) for `GET /metrics`
-//! and published as `$SYS` topics ([`sys`]).
+//! gauges, rendered as Prometheus families ([`metrics`]) for `GET /metrics`,
+//! exported over OTLP ([`otlp`]) and published as `$SYS` topics ([`sys`]).
 //!
 //! It owns reading: the hot path only bumps the atomics of
 //! [`crate::state::Metrics`] (and the limits' held counters, the store's
@@ -13,10 +13,11 @@
 //! scrape of a node with a million sessions holds it for some milliseconds.
 
 pub mod metrics;
+pub mod otlp;
 pub mod sys;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,8 @@ pub struct ListenerGauge {
     pub addr: SocketAddr,
     /// Sockets accepted and not closed yet (CONNECT read or not).
     pub open: Arc<AtomicUsize>,
+    /// True while its accept loop runs (`/readyz`).
+    pub accepting: Arc<AtomicBool>,
 }
 
 /// What the node knows of itself besides [`BrokerState`]: fixed once its

@@ -1,8 +1,10 @@
 //! The `$SYS` topics: every `sys_interval_secs` the node publishes its
 //! figures as retained QoS 0 messages, with Mosquitto's names where
 //! Mosquitto has one (`$SYS/broker/clients/connected`, `$SYS/broker/load/
-//! messages/received/1min`, ...), and in a cluster its view of the cluster
-//! under `$SYS/cluster/`.
+//! messages/received/1min`, ...), and in a cluster the cluster-wide view
+//! under `$SYS/cluster/`: members, leader and term as this node knows them,
+//! and the clients, subscriptions and retained messages of every node,
+//! counted in the replicated state.
 //!
 //! They go through the normal routing path ([`route`]), so the ACL's read
 //! rules decide who receives them, as for any other topic, and a client that
@@ -106,6 +108,28 @@ fn topics(state: &State, s: &Snapshot, loads: &[(&str, Load); 4]) -> Vec<(String
             status.leader.map_or("none".into(), |l| l.to_string()),
         ));
         out.push(("$SYS/cluster/term".into(), status.term.to_string()));
+        // the cluster-wide view: from the replicated state every node has
+        // (one raft round behind the nodes that change it)
+        let (connected, total, subscriptions, retained) = raft.with_state(|c| {
+            let sessions = c.sessions().values();
+            let connected = sessions
+                .clone()
+                .filter(|s| s.info.disconnected_at_ms.is_none())
+                .count();
+            let subscriptions: usize = sessions.map(|s| s.info.subscriptions.len()).sum();
+            (
+                connected,
+                c.sessions().len(),
+                subscriptions,
+                c.retained().len(),
+            )
+        });
+        let c = |t: &str| format!("$SYS/cluster/{t}");
+        out.push((c("clients/connected"), connected.to_string()));
+        out.push((c("clients/disconnected"), (total - connected).to_string()));
+        out.push((c("clients/total"), total.to_string()));
+        out.push((c("subscriptions/count"), subscriptions.to_string()));
+        out.push((c("retained messages/count"), retained.to_string()));
     }
     out
 }
@@ -121,6 +145,7 @@ fn publish(state: &State, topic: String, payload: String) {
         properties: Default::default(),
         expires_at_ms: None,
         origin: BROKER_ORIGIN,
+        received_at: None,
     });
     set_retained_locally(state, &message);
     let scope = Scope::Local {

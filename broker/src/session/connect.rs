@@ -429,6 +429,7 @@ impl Session {
             properties,
             expires_at_ms,
             origin: self.handle.0.id,
+            received_at: None,
         });
         tracing::debug!(client_id = %self.client_id(), topic = %message.topic, "publishing will");
         self.publish_message(message, None);

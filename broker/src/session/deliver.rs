@@ -135,7 +135,7 @@ impl Session {
                     .expect("Write is planned for an online session");
                 let publish = message.to_publish(qos, retain, None, false, &subscription_ids, now);
                 if conn.send_publish(publish) {
-                    metrics.sent(QoS::AtMostOnce);
+                    metrics.sent(QoS::AtMostOnce, message.received_at);
                 } else {
                     metrics.dropped(DropReason::TooLarge, 1);
                 }
@@ -283,11 +283,11 @@ impl Session {
         let mut done = Vec::new();
         for action in actions {
             match action {
-                SendAction::Publish(publish) => {
+                SendAction::Publish(publish, received_at) => {
                     let packet_id = publish.packet_id.unwrap_or(0);
                     let qos = publish.qos;
                     if conn.send_publish(publish) {
-                        self.state.metrics().sent(qos);
+                        self.state.metrics().sent(qos, received_at);
                     } else {
                         // Too large for the client: discarded as if delivered
                         // 5.0 [MQTT-3.1.2-25]

@@ -133,7 +133,12 @@ impl Session {
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
         let packet_id = publish.packet_id.unwrap_or(0);
         let qos = publish.qos;
-        let message = Arc::new(Message::from_publish(publish, self.handle.0.id, unix_ms()));
+        let message = Arc::new(Message::from_publish(
+            publish,
+            self.handle.0.id,
+            unix_ms(),
+            std::time::Instant::now(),
+        ));
         match qos {
             QoS::AtMostOnce => {
                 self.publish_message(message, None);

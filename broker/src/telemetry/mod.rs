@@ -145,6 +145,22 @@ pub fn init(config: &Config) -> Result<Option<Telemetry>, String> {
     Ok(Some(telemetry))
 }
 
+/// The resource attributes of what the node exports, spans and metrics
+/// alike: `service.name`, `service.version`, `tern.node_id` and, in a
+/// cluster, `service.instance.id` (the node id).
+pub fn resource_attributes(config: &Config) -> Vec<KeyValue> {
+    let node_id = config.cluster.node_id;
+    let mut attributes = vec![
+        KeyValue::new("service.name", config.telemetry.service_name.clone()),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("tern.node_id", node_id as i64),
+    ];
+    if node_id != 0 {
+        attributes.push(KeyValue::new("service.instance.id", node_id.to_string()));
+    }
+    attributes
+}
+
 /// The tracer provider: batch OTLP gRPC exporter, parent-based sampler
 /// (roots are drawn by [`sample_root`] before they are made), resource
 /// naming the service and the node.
@@ -164,17 +180,8 @@ fn exporter(config: &Config) -> Result<(Telemetry, opentelemetry_sdk::trace::Sdk
             .build()
             .map_err(|e| format!("telemetry.otlp_endpoint `{}`: {e}", t.otlp_endpoint))?
     };
-    let node_id = config.cluster.node_id;
-    let mut attributes = vec![
-        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
-        KeyValue::new("tern.node_id", node_id as i64),
-    ];
-    if node_id != 0 {
-        attributes.push(KeyValue::new("service.instance.id", node_id.to_string()));
-    }
     let resource = opentelemetry_sdk::Resource::builder()
-        .with_service_name(t.service_name.clone())
-        .with_attributes(attributes)
+        .with_attributes(resource_attributes(config))
         .build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)

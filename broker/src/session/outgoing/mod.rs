@@ -91,8 +91,9 @@ pub enum AckError {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SendAction {
-    /// Write this PUBLISH.
-    Publish(Publish),
+    /// Write this PUBLISH, of a message that arrived at this instant (for
+    /// the publish-to-deliver latency).
+    Publish(Publish, Option<std::time::Instant>),
     /// This queued message expired before it could be sent: forget it (and
     /// delete its stored copy).
     Expired(u64),
@@ -286,14 +287,15 @@ impl Outgoing {
             msg.charge.set_in_flight(true);
             // sent: the publisher may be acknowledged
             msg.hold = None;
-            out.push(SendAction::Publish(msg.message.to_publish(
+            let publish = msg.message.to_publish(
                 msg.qos,
                 msg.retain,
                 Some(packet_id),
                 false,
                 &msg.subscription_ids,
                 now_ms,
-            )));
+            );
+            out.push(SendAction::Publish(publish, msg.message.received_at));
             lists.inflight.push_back(msg);
             room -= 1;
         }

@@ -14,6 +14,7 @@ fn msg(seq: u64, qos: QoS) -> OutMsg {
             properties: Default::default(),
             expires_at_ms: None,
             origin: 7,
+            received_at: None,
         }),
         subscription_ids: SmallVec::new(),
         shared_filter: None,
@@ -28,7 +29,7 @@ fn sent_ids(actions: &[SendAction]) -> Vec<u16> {
     actions
         .iter()
         .filter_map(|a| match a {
-            SendAction::Publish(p) => p.packet_id,
+            SendAction::Publish(p, _) => p.packet_id,
             SendAction::Expired(_) => None,
         })
         .collect()

@@ -190,3 +190,89 @@ fn lists_are_freed_when_the_last_message_leaves() {
     assert_eq!(o.next_seq(), 3, "sequence numbers go on");
     assert_eq!(o.handle_puback(2), Err(AckError::UnknownPacketId(2)));
 }
+
+/// A hold whose release the test can observe: the guard answers a
+/// forwarding node, whose oneshot resolves when the last holder lets go.
+fn held(
+    seq: u64,
+    until_ms: u64,
+) -> (
+    OutMsg,
+    tokio::sync::oneshot::Receiver<Result<(), cluster::ForwardRefusal>>,
+) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut m = msg(seq, QoS::AtLeastOnce);
+    m.hold = Some(Hold {
+        guard: AckGuard::forwarded(tx, tracing::Span::none()),
+        until_ms,
+    });
+    (m, rx)
+}
+
+/// A fake clock: 2026-12-04 12:00:00 UTC in unix ms.
+const T0: u64 = 1_796_385_600_000;
+
+#[test]
+fn held_acknowledgements_are_released_at_their_deadline_not_before() {
+    let mut o = Outgoing::new(0, 10); // window 0: nothing is sent, all wait
+    let (m1, mut rx1) = held(1, T0 + 2_000);
+    let (m2, mut rx2) = held(2, T0 + 5_000);
+    o.push(m1);
+    o.push(m2);
+    assert_eq!(o.release_holds(T0 + 1_000), (0, Some(T0 + 2_000)));
+    assert!(rx1.try_recv().is_err(), "held until its deadline");
+    assert_eq!(o.release_holds(T0 + 2_001), (1, Some(T0 + 5_000)));
+    assert_eq!(rx1.try_recv(), Ok(Ok(())));
+    assert!(rx2.try_recv().is_err());
+    // the client stalled: every hold goes at once
+    assert_eq!(o.release_holds(u64::MAX), (1, None));
+    assert_eq!(rx2.try_recv(), Ok(Ok(())));
+    assert_eq!(o.queued_len(), 2, "released holds leave the copies queued");
+}
+
+#[test]
+fn a_held_acknowledgement_goes_when_its_copy_is_sent() {
+    let mut o = Outgoing::new(10, 10);
+    let (m, mut rx) = held(1, T0 + 60_000);
+    o.push(m);
+    assert!(rx.try_recv().is_err());
+    let mut out = Vec::new();
+    o.poll_send(T0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1]);
+    assert_eq!(rx.try_recv(), Ok(Ok(())), "sent: the publisher is answered");
+}
+
+#[test]
+fn qos1_flow_ends_at_puback_and_a_pubrec_for_it_is_a_protocol_error() {
+    let mut o = Outgoing::new(10, 10);
+    o.push(msg(1, QoS::AtLeastOnce));
+    let mut out = Vec::new();
+    o.poll_send(T0, usize::MAX, &mut out);
+    assert_eq!(o.inflight_len(), 1);
+    assert_eq!(
+        o.handle_pubrec(1),
+        Err(AckError::WrongState {
+            packet: "PUBREC",
+            packet_id: 1
+        })
+    );
+    assert_eq!(o.handle_puback(1), Ok(1));
+    assert!(o.is_empty());
+    assert_eq!(o.handle_puback(1), Err(AckError::UnknownPacketId(1)));
+}
+
+#[test]
+fn a_copy_not_yet_stored_is_not_resent_before_it_was_sent() {
+    // QoS 2 to a persistent session: sent only once durable
+    let mut o = Outgoing::new(10, 10);
+    let mut m = msg(1, QoS::ExactlyOnce);
+    m.durable = false;
+    o.push(m);
+    let mut out = Vec::new();
+    o.poll_send(T0, usize::MAX, &mut out);
+    assert!(out.is_empty(), "waits for the store");
+    assert!(o.resend(T0).is_empty(), "never sent, nothing to resend");
+    o.mark_durable(1);
+    o.poll_send(T0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1]);
+}

@@ -600,6 +600,52 @@ async fn a_session_moves_to_another_node_when_its_client_does() {
     assert_eq!(v5.expect_closed().await, [vec![0xE0, 0x01, 0x8E]]);
 }
 
+/// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
+/// clients that tried node 2 during the partition gave up on their CONNECT.
+/// Node 2 went on with them: with no leader, then while catching up after
+/// the heal, it asked each session's former owner, heard "no session",
+/// resumed the session from its stale replicated record and claimed it,
+/// which closed the client's live connection on the real owner and lost
+/// messages that were moving between the nodes. A node must not take a
+/// session over before it has caught up with the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_leader_refuses_to_take_a_session_over_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(1), "stranded", false, false).await;
+    subscribe(&mut c, 1, &[("stranded/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+
+    // nodes 1 and 2 stop; within an election timeout node 3 knows no leader
+    for id in [1, 2] {
+        cluster.node(id).process.as_ref().unwrap().signal("STOP");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut c3 = Raw::connect(cluster.addr(3)).await;
+    c3.send(&build::connect(4, "stranded", false, 60)).await;
+    assert_eq!(
+        c3.recv_bytes().await.expect("CONNACK"),
+        build::connack(false, 3),
+        "Server unavailable, not a session resumed from a stale record"
+    );
+    for id in [1, 2] {
+        cluster.node(id).process.as_ref().unwrap().signal("CONT");
+    }
+    cluster.wait_converged(3);
+
+    // with a leader again the session moves to node 3, subscription included
+    let mut c3 = connect(cluster.addr(3), "stranded", false, true).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(2), "stranded-pub", true, false).await;
+    publish_acked(&mut p, "stranded/a", 1, false, 1, b"here").await;
+    assert_eq!(
+        payloads(&collect(&mut c3, Duration::from_millis(700)).await),
+        [b"here"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -513,11 +513,16 @@ pub async fn bootstrap(
         Err(code) => return refuse(transport, protocol, code).await,
     };
     let imported = match &state.cluster {
-        Some(cluster) => {
-            cluster
-                .take_session(&state.limits, &client_id, connect.clean_start)
-                .await
-        }
+        Some(cluster) => match cluster
+            .take_session(&state.limits, &client_id, connect.clean_start)
+            .await
+        {
+            Ok(imported) => imported,
+            Err(crate::clustering::NotReady) => {
+                Metrics::add(&state.metrics.connections_refused, 1);
+                return refuse(transport, protocol, ReasonCode::ServerUnavailable).await;
+            }
+        },
         None => None,
     };
     let slot = Arc::new(Mutex::new(Some(NewConnection {

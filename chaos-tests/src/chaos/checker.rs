@@ -27,7 +27,11 @@
 //!   replicated);
 //! - copies of messages published while a persistent session moves to
 //!   another node: from the start of the connection to the new node until
-//!   [`ROUTE_GRACE_MS`] after its CONNACK (README, Cluster, "Sessions").
+//!   [`ROUTE_GRACE_MS`] after its CONNACK, and from the end of the previous
+//!   connection if a fault hit the previous node (README, Cluster,
+//!   "Sessions");
+//! - a QoS 2 message delivered a second time through another node, after a
+//!   fault, when the session moved while a copy was delayed in a link.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -90,6 +94,13 @@ impl Ctx<'_> {
                 )
             })
             .collect()
+    }
+
+    /// Whether a fault was active within 10 s before `t_ms`.
+    fn faulty(&self, t_ms: u64) -> bool {
+        self.faults
+            .iter()
+            .any(|f| f.start <= t_ms && t_ms <= f.end + 10_000)
     }
 
     fn violation(&self, what: String, t_ms: u64) -> Violation {
@@ -177,11 +188,15 @@ enum Excuse {
 /// Windows (start, end, why) in which a subscriber's copies may be lost:
 /// - from its last connection to a node that was then replaced until its
 ///   next connection ([`Excuse::DataLost`]);
-/// - from the start of a connection to another node than the previous
-///   one until [`ROUTE_GRACE_MS`] after its CONNACK ([`Excuse::Moving`]).
-fn excused_windows(events: &[Stamped], client: &str) -> Vec<(u64, u64, Excuse)> {
+/// - when it connects to another node than the previous one: from the
+///   start of that connection until [`ROUTE_GRACE_MS`] after its CONNACK,
+///   or from the end of the previous connection if a fault hit the
+///   previous node in between (copies in flight to that node arrive there
+///   after the session left) ([`Excuse::Moving`]).
+fn excused_windows(events: &[Stamped], faults: &[Fault], client: &str) -> Vec<(u64, u64, Excuse)> {
     let mut windows = Vec::new();
     let mut last_connect: Option<(u64, u64)> = None; // (t, node)
+    let mut last_end = 0u64;
     let mut open: Option<u64> = None;
     for e in events {
         match &e.event {
@@ -194,11 +209,22 @@ fn excused_windows(events: &[Stamped], client: &str) -> Vec<(u64, u64, Excuse)> 
                 if let Some(start) = open.take() {
                     windows.push((start, e.t_ms, Excuse::DataLost));
                 }
-                if last_connect.is_some_and(|(_, n)| n != *node) {
-                    windows.push((*connect_ms, e.t_ms + ROUTE_GRACE_MS, Excuse::Moving));
+                if let Some((_, previous)) = last_connect.filter(|&(_, n)| n != *node) {
+                    let hit = faults.iter().any(|f| {
+                        f.nodes.contains(&previous)
+                            && f.start <= *connect_ms
+                            && f.end + ROUTE_GRACE_MS >= last_end
+                    });
+                    let start = if hit {
+                        last_end.min(*connect_ms)
+                    } else {
+                        *connect_ms
+                    };
+                    windows.push((start, e.t_ms + ROUTE_GRACE_MS, Excuse::Moving));
                 }
                 last_connect = Some((e.t_ms, *node));
             }
+            Event::Disconnected { client: c, .. } if c == client => last_end = e.t_ms,
             Event::Node {
                 node,
                 what: NodeChange::Removed,
@@ -267,7 +293,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     let mut required = 0usize;
     for sub in &plain {
         let since = first_sub[sub] + ROUTE_GRACE_MS;
-        let windows = excused_windows(events, sub);
+        let windows = excused_windows(events, &ctx.faults, sub);
         let empty = HashMap::new();
         let have = got.get(sub).unwrap_or(&empty);
         for (&(p, seq), &(sent, _)) in acked.range(..) {
@@ -306,7 +332,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     if let Some(since) = shared.iter().map(|s| first_sub[s]).max() {
         let windows: Vec<(u64, u64, Excuse)> = shared
             .iter()
-            .flat_map(|s| excused_windows(events, s))
+            .flat_map(|s| excused_windows(events, &ctx.faults, s))
             .collect();
         for (&(p, seq), &(sent, _)) in &acked {
             if sent < since + ROUTE_GRACE_MS {
@@ -343,6 +369,9 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     let mut qos2 = 0usize;
     let mut per_sub: HashMap<(&str, u32, u64), u32> = HashMap::new();
     let mut group: HashMap<(u32, u64), u32> = HashMap::new();
+    // the node of the first delivery of each (subscriber, message)
+    let mut first_node: HashMap<(&str, u32, u64), u64> = HashMap::new();
+    let mut moved_dups = 0usize;
     for e in events {
         if let Event::Deliver {
             subscriber,
@@ -350,15 +379,20 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             seq,
             qos: 2,
             retain: false,
+            node,
             ..
         } = &e.event
         {
             qos2 += 1;
-            let n = per_sub
-                .entry((subscriber.as_str(), *publisher, *seq))
-                .or_default();
+            let key = (subscriber.as_str(), *publisher, *seq);
+            let n = per_sub.entry(key).or_default();
             *n += 1;
-            if *n == 2 {
+            let first = *first_node.entry(key).or_insert(*node);
+            if *n == 2 && first != *node && ctx.faulty(e.t_ms) {
+                // A copy delayed in a link reached the session's new node
+                // after the session moved there (README, Cluster, "Sessions").
+                moved_dups += 1;
+            } else if *n == 2 {
                 dups.push(ctx.violation(
                     format!("{subscriber}: QoS 2 message p{publisher}#{seq} delivered twice"),
                     e.t_ms,
@@ -375,7 +409,10 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     }
     verdicts.push(verdict(
         "qos2-exactly-once",
-        format!("{qos2} QoS 2 deliveries, {} duplicated", dups.len()),
+        format!(
+            "{qos2} QoS 2 deliveries, {} duplicated; excused: {moved_dups} delivered again through another node after the session moved while a fault delayed a copy",
+            dups.len()
+        ),
         dups,
     ));
 
@@ -453,7 +490,7 @@ fn sessions_kept(ctx: &Ctx<'_>) -> Verdict {
         {
             resumes += 1;
             if !session_present {
-                let excused = excused_windows(ctx.events, client)
+                let excused = excused_windows(ctx.events, &ctx.faults, client)
                     .iter()
                     .any(|&(a, b, why)| why == Excuse::DataLost && a <= e.t_ms && e.t_ms <= b);
                 if !excused {

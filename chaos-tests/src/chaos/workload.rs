@@ -321,9 +321,16 @@ struct PublishJob {
     interval: Duration,
 }
 
+/// How long a client waits for its CONNACK: longer than the cluster's
+/// forward timeout (10 s), within which a node answers a CONNECT even when
+/// the session's owner cannot be reached. (A client that gives up sooner
+/// leaves a CONNECT behind that may still take its session over later;
+/// README, Cluster, "Sessions".)
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 fn options(version: ProtocolVersion, client_id: &str) -> ClientOptions {
     let mut o = ClientOptions::new(version, client_id);
-    o.timeout = Duration::from_secs(5);
+    o.timeout = CONNECT_TIMEOUT;
     o
 }
 

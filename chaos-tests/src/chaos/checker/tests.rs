@@ -195,6 +195,47 @@ fn loss_while_the_session_moves_is_excused_only_within_the_window() {
 }
 
 #[test]
+fn loss_after_the_old_node_failed_is_excused_from_the_end_of_the_old_connection() {
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Fault {
+            kind: "kill-random".into(),
+            detail: String::new(),
+            nodes: vec![2],
+            end_ms: Some(9_000),
+        },
+    ));
+    h.push(at(
+        5_001,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "closed".into(),
+        },
+    ));
+    h.push(publish(5_500, 1, 4, 2, Outcome::Acked));
+    h.push(at(
+        7_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 6_900,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    // without the fault, the old node keeps the copy: its loss counts
+    h.remove(
+        h.iter()
+            .position(|e| matches!(e.event, Event::Fault { .. }))
+            .unwrap(),
+    );
+    assert_eq!(failed(&h), vec!["no-loss"]);
+}
+
+#[test]
 fn a_qos2_message_delivered_twice_is_a_duplicate_but_qos1_may_be() {
     let mut h = good();
     h.push(deliver(5_000, "sub0-v311", 1, 2, 2, 2));

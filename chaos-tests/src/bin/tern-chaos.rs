@@ -14,8 +14,8 @@ use clap::Parser;
 #[command(name = "tern-chaos")]
 struct Args {
     /// The `tern` binary.
-    #[arg(long)]
-    tern: PathBuf,
+    #[arg(long, required_unless_present = "check")]
+    tern: Option<PathBuf>,
     /// Every fault once, each held 5-7 s (the CI run).
     #[arg(long)]
     quick: bool,
@@ -53,11 +53,62 @@ struct Args {
     /// Directory of history.json and report.html.
     #[arg(long, default_value = "chaos-out")]
     out: PathBuf,
+    /// Check a recorded history.json again instead of running (no root
+    /// needed); --tern is then ignored.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
+}
+
+/// Prints the verdicts and the summary line; the exit code.
+fn conclude(verdicts: &[chaos::checker::Verdict]) -> ExitCode {
+    let passed = verdicts.iter().filter(|v| v.passed).count();
+    let failed = verdicts.len() - passed;
+    for v in verdicts {
+        println!(
+            "{:<20} {:<6} {}",
+            v.check,
+            if v.passed { "ok" } else { "FAILED" },
+            v.summary
+        );
+        for l in &v.listed {
+            println!(
+                "    {:.1} s: {} [faults around: {}]",
+                l.t_ms as f64 / 1e3,
+                l.what,
+                l.faults.join("; ")
+            );
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// `--check`: the events of a history.json, checked again.
+fn recheck(path: &std::path::Path) -> anyhow::Result<Vec<chaos::checker::Verdict>> {
+    #[derive(serde::Deserialize)]
+    struct Recorded {
+        events: Vec<chaos::history::Stamped>,
+    }
+    let recorded: Recorded = serde_json::from_slice(&std::fs::read(path)?)?;
+    Ok(chaos::checker::check(&recorded.events))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.check {
+        return match recheck(path) {
+            Ok(verdicts) => conclude(&verdicts),
+            Err(e) => {
+                eprintln!("cannot check {}: {e:#}", path.display());
+                ExitCode::from(2)
+            }
+        };
+    }
     let nemesis = match nemesis::parse_kinds(&args.nemesis) {
         Ok(k) => k,
         Err(e) => {
@@ -70,7 +121,7 @@ async fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let opts = Options {
-        tern: args.tern,
+        tern: args.tern.expect("clap requires --tern without --check"),
         nodes: args.nodes,
         seed: args.seed,
         quick: args.quick,
@@ -86,32 +137,7 @@ async fn main() -> ExitCode {
     };
     println!("seed {} (rerun with --seed {})", opts.seed, opts.seed);
     match chaos::run(opts).await {
-        Ok(outcome) => {
-            let passed = outcome.verdicts.iter().filter(|v| v.passed).count();
-            let failed = outcome.verdicts.len() - passed;
-            for v in &outcome.verdicts {
-                println!(
-                    "{:<20} {:<6} {}",
-                    v.check,
-                    if v.passed { "ok" } else { "FAILED" },
-                    v.summary
-                );
-                for l in &v.listed {
-                    println!(
-                        "    {:.1} s: {} [faults around: {}]",
-                        l.t_ms as f64 / 1e3,
-                        l.what,
-                        l.faults.join("; ")
-                    );
-                }
-            }
-            println!("{passed} passed, {failed} failed");
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Ok(outcome) => conclude(&outcome.verdicts),
         Err(e) => {
             eprintln!("run aborted: {e:#}");
             println!("0 passed, 1 failed");

@@ -39,6 +39,7 @@ pub enum Event {
         qos: u8,
         dup: bool,
         retain: bool,
+        packet_id: Option<u16>,
         /// Which connection of this subscriber (counts its CONNACKs).
         connection: u64,
         node: u64,

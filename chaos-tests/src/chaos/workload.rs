@@ -618,6 +618,7 @@ async fn subscriber(
                                 qos: p.qos as u8,
                                 dup: p.dup,
                                 retain: p.retain,
+                                packet_id: p.packet_id,
                                 connection,
                                 node,
                             });

@@ -257,7 +257,15 @@ pub fn route(
     match scope {
         Scope::Everywhere => router.match_shared(
             &message.topic,
-            |subscriber, _| subscriber.is_available(),
+            |subscriber, _| match subscriber {
+                // A member on a node that is down is picked only when no
+                // other member is available: its copy would wait in memory
+                // while the publisher is acknowledged, and reach nobody if
+                // the member has moved by the time the node is back (the
+                // node's routes stay until it prunes them).
+                Subscriber::Node(node) => state.cluster.as_ref().is_none_or(|c| c.is_up(*node)),
+                Subscriber::Local(_) => subscriber.is_available(),
+            },
             |_group, subscriber, entry| match subscriber {
                 Subscriber::Local(session) => targets.push(Target::new(session, message, entry)),
                 Subscriber::Node(node) => {

@@ -109,9 +109,13 @@ pub enum NodeChange {
         status: String,
         expected: bool,
     },
-    /// The node's log mentions a panic.
+    /// A thread of the node panicked (a `panicked at` line in its log);
+    /// `expected` when a fault explains it (raft-rs panics on a storage
+    /// error, which stops the node: a full disk).
     Panicked {
         line: String,
+        #[serde(default)]
+        expected: bool,
     },
     Removed,
 }

@@ -328,11 +328,12 @@ impl Nodes {
             if let Ok(text) = std::fs::read(&node.log) {
                 let new = text.get(node.log_seen as usize..).unwrap_or_default();
                 for line in String::from_utf8_lossy(new).lines() {
-                    if line.contains("panicked") {
+                    if line.contains(") panicked at ") || line.contains("' panicked at ") {
                         self.history.record(Event::Node {
                             node: node.id,
                             what: NodeChange::Panicked {
                                 line: line.chars().take(300).collect(),
+                                expected: node.exit_expected,
                             },
                         });
                     }

@@ -162,8 +162,10 @@ pub fn check(events: &[Stamped]) -> Vec<Verdict> {
     verdicts
 }
 
-/// Acknowledged plain (not retained) messages: (publisher, seq) -> (sent, qos).
-fn acked(events: &[Stamped]) -> BTreeMap<(u32, u64), (u64, u8)> {
+/// Acknowledged plain (not retained) messages: (publisher, seq) -> (sent,
+/// qos, acknowledged). The broker routed the message somewhere between
+/// sending and acknowledgement (a paused node reads it late).
+fn acked(events: &[Stamped]) -> BTreeMap<(u32, u64), (u64, u8, u64)> {
     events
         .iter()
         .filter_map(|e| match &e.event {
@@ -174,8 +176,12 @@ fn acked(events: &[Stamped]) -> BTreeMap<(u32, u64), (u64, u8)> {
                 retain: false,
                 outcome: Outcome::Acked,
                 sent_ms,
+                latency_ms,
                 ..
-            } => Some(((*publisher, *seq), (*sent_ms, *qos))),
+            } => Some((
+                (*publisher, *seq),
+                (*sent_ms, *qos, sent_ms + latency_ms.unwrap_or(0)),
+            )),
             _ => None,
         })
         .collect()
@@ -267,10 +273,16 @@ fn delays_links(kind: &str) -> bool {
 
 /// The excuse of a copy sent at `sent` within `windows`, data loss first.
 fn excuse(windows: &[(u64, u64, Excuse)], sent: u64) -> Option<Excuse> {
+    excuse_span(windows, sent, sent)
+}
+
+/// The excuse of a copy routed between `sent` and `acked`: a window that
+/// overlaps that span.
+fn excuse_span(windows: &[(u64, u64, Excuse)], sent: u64, acked: u64) -> Option<Excuse> {
     let within = |why| {
         windows
             .iter()
-            .any(|&(a, b, w)| w == why && a <= sent && sent <= b)
+            .any(|&(a, b, w)| w == why && a <= acked && sent <= b)
     };
     [Excuse::DataLost, Excuse::Moving]
         .into_iter()
@@ -317,13 +329,13 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
         let windows = excused_windows(events, &ctx.faults, sub);
         let empty = HashMap::new();
         let have = got.get(sub).unwrap_or(&empty);
-        for (&(p, seq), &(sent, _)) in acked.range(..) {
+        for (&(p, seq), &(sent, _, acked_at)) in acked.range(..) {
             if sent < since {
                 continue;
             }
             required += 1;
             if !have.contains_key(&(p, seq)) {
-                if let Some(why) = excuse(&windows, sent) {
+                if let Some(why) = excuse_span(&windows, sent, acked_at) {
                     excused[why as usize] += 1;
                 } else {
                     loss.push(ctx.violation(
@@ -355,7 +367,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             .iter()
             .flat_map(|s| excused_windows(events, &ctx.faults, s))
             .collect();
-        for (&(p, seq), &(sent, _)) in &acked {
+        for (&(p, seq), &(sent, _, acked_at)) in &acked {
             if sent < since + ROUTE_GRACE_MS {
                 continue;
             }
@@ -364,7 +376,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
                 .iter()
                 .any(|s| got.get(s).is_some_and(|g| g.contains_key(&(p, seq))));
             if !delivered {
-                if excuse(&windows, sent).is_some() {
+                if excuse_span(&windows, sent, acked_at).is_some() {
                     shared_excused += 1;
                 } else {
                     shared_loss.push(ctx.violation(

@@ -237,6 +237,45 @@ fn loss_after_the_old_node_failed_is_excused_from_the_end_of_the_old_connection(
 }
 
 #[test]
+fn a_message_read_late_by_a_paused_node_counts_in_the_move_window_of_its_acknowledgement() {
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "planned".into(),
+        },
+    ));
+    // sent at 5,100, acknowledged 6 s later, when the session moved
+    h.push(at(
+        11_100,
+        Event::Publish {
+            publisher: 1,
+            seq: 4,
+            qos: 2,
+            retain: false,
+            node: 3,
+            connection: 1,
+            outcome: Outcome::Acked,
+            sent_ms: 5_100,
+            latency_ms: Some(6_000),
+        },
+    ));
+    h.push(at(
+        11_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 10_900,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
 fn a_qos2_message_delivered_twice_is_a_duplicate_but_qos1_may_be() {
     let mut h = good();
     h.push(deliver(5_000, "sub0-v311", 1, 2, 2, 2));

@@ -271,6 +271,26 @@ fn delays_links(kind: &str) -> bool {
     kind.starts_with("partition") || matches!(kind, "lossy" | "slow" | "cut")
 }
 
+/// Whether a copy published on `node` at `sent` may have been held in that
+/// node's memory for a peer it counted down (a fault on the links or on it
+/// within 5 s before) and lost because the node was killed or lost its data
+/// within 10 s after (README, Cluster, "Acknowledgements"; ARCHITECTURE
+/// section 10: forward links keep copies in memory only).
+fn held_on_crashed(ctx: &Ctx<'_>, node: Option<u64>, sent: u64) -> bool {
+    let Some(node) = node else { return false };
+    let faulty = ctx.faults.iter().any(|f| {
+        (delays_links(&f.kind) || f.nodes.contains(&node))
+            && f.start <= sent
+            && sent <= f.end + 5_000
+    });
+    let crashed = ctx.events.iter().any(|e| {
+        matches!(&e.event, Event::Node { node: n, what: NodeChange::Killed | NodeChange::Removed } if *n == node)
+            && sent <= e.t_ms
+            && e.t_ms <= sent + 10_000
+    });
+    faulty && crashed
+}
+
 /// The excuse of a copy sent at `sent` within `windows`, data loss first.
 fn excuse(windows: &[(u64, u64, Excuse)], sent: u64) -> Option<Excuse> {
     excuse_span(windows, sent, sent)
@@ -321,6 +341,18 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
         .copied()
         .partition(|s| s.starts_with("shared"));
 
+    let pub_node: HashMap<(u32, u64), u64> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Publish {
+                publisher,
+                seq,
+                node,
+                ..
+            } => Some(((*publisher, *seq), *node)),
+            _ => None,
+        })
+        .collect();
     let mut loss = Vec::new();
     let mut excused = [0usize; 2];
     let mut required = 0usize;
@@ -337,6 +369,8 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             if !have.contains_key(&(p, seq)) {
                 if let Some(why) = excuse_span(&windows, sent, acked_at) {
                     excused[why as usize] += 1;
+                } else if held_on_crashed(ctx, pub_node.get(&(p, seq)).copied(), sent) {
+                    excused[Excuse::DataLost as usize] += 1;
                 } else {
                     loss.push(ctx.violation(
                         format!("{sub}: acknowledged message p{p}#{seq} never delivered"),
@@ -349,7 +383,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     let mut verdicts = vec![verdict(
         "no-loss",
         format!(
-            "{} acknowledged messages x {} persistent subscribers: {required} required copies, {} missing; excused: {} while the session moved, {} on a node that lost its data",
+            "{} acknowledged messages x {} persistent subscribers: {required} required copies, {} missing; excused: {} while the session moved, {} on a node that lost its data or held in memory on a publishing node that crashed",
             acked.len(),
             plain.len(),
             loss.len(),

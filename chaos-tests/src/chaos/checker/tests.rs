@@ -276,6 +276,37 @@ fn a_message_read_late_by_a_paused_node_counts_in_the_move_window_of_its_acknowl
 }
 
 #[test]
+fn a_copy_held_in_memory_on_a_publishing_node_that_crashed_is_excused_only_after_a_fault() {
+    let mut h = good();
+    h.push(publish(5_000, 1, 4, 2, Outcome::Acked));
+    h.push(at(
+        6_000,
+        Event::Node {
+            node: 1,
+            what: NodeChange::Killed,
+        },
+    ));
+    assert_eq!(
+        failed(&h),
+        vec!["no-loss"],
+        "no fault made node 1 hold the copy"
+    );
+    h.insert(
+        0,
+        at(
+            1_000,
+            Event::Fault {
+                kind: "partition-isolate".into(),
+                detail: String::new(),
+                nodes: vec![1],
+                end_ms: Some(4_500),
+            },
+        ),
+    );
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
 fn a_qos2_message_delivered_twice_is_a_duplicate_but_qos1_may_be() {
     let mut h = good();
     h.push(deliver(5_000, "sub0-v311", 1, 2, 2, 2));

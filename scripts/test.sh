@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 
 # Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks),
 # chromium (the browser test), node-mqtt (MQTT.js 4.3, the JS client) and
-# node-browserify (bundles it for the page), python3-venv for playwright.
+# node-browserify (bundles it for the page), python3-venv for playwright;
+# iptables, iproute2 and faketime (libfaketime) for the chaos suite.
 # The npm registry is not used: it cannot be reached on the project's
 # machines.
 missing=()
@@ -19,6 +20,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -f /usr/share/nodejs/mqtt/mqtt.js ] || missing+=(node-mqtt)
 [ -x /usr/bin/browserify ] || missing+=(node-browserify)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+[ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -66,6 +70,15 @@ if [ $# -eq 0 ]; then
   # one at a time because one reads the process's RSS.
   echo "== stress tests ($SECONDS s so far)"
   cargo test -p broker --test stress --locked -- --ignored --test-threads=1
+fi
+if [ $# -eq 0 ]; then
+  # The chaos suite, every fault once (about 3 minutes): a 3-node cluster
+  # in a private network namespace, as root (chaos-tests/run.sh). A fixed
+  # seed keeps CI reproducible; TERN_CHAOS_SEED picks another schedule.
+  echo "== chaos suite ($SECONDS s so far)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo --preserve-env=CARGO_TARGET_DIR,PATH,HOME"
+  $sudo chaos-tests/run.sh --quick --seed "${TERN_CHAOS_SEED:-1}"
 fi
 echo "== doc tests"
 cargo test --workspace --doc --locked

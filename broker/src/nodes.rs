@@ -42,6 +42,11 @@ pub struct RemoteTarget {
     pub shared: Vec<String>,
 }
 
+/// This node is not caught up with the cluster (no leader known, or
+/// committed entries not applied yet): it cannot tell who owns a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotReady;
+
 /// The other nodes, as this node sees them.
 pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// This node's id; 0 for a node alone.
@@ -95,12 +100,17 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 
     /// Before a client's connection is attached here: if another node owns
     /// its session, takes it over; `None` when there is nothing to import
-    /// (no other owner, or Clean Start).
+    /// (no other owner, or Clean Start). `Err(NotReady)`: this node is not
+    /// caught up with the cluster and cannot tell who owns the session (the
+    /// CONNECT is refused with Server Unavailable; the client tries again).
     fn take_session<'a>(
         &'a self,
         client_id: &'a str,
         clean_start: bool,
-    ) -> BoxFuture<'a, Option<Imported>>;
+    ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>>;
+
+    /// True if `node` was heard from recently (a node alone has no other).
+    fn is_up(&self, node: u64) -> bool;
 
     /// The raft group, for reports (status, metrics, `$SYS`); `None` for a
     /// node alone.
@@ -172,8 +182,16 @@ impl Cluster for SingleNode {
         store.load_retained()
     }
 
-    fn take_session<'a>(&'a self, _: &'a str, _: bool) -> BoxFuture<'a, Option<Imported>> {
-        Box::pin(std::future::ready(None))
+    fn take_session<'a>(
+        &'a self,
+        _: &'a str,
+        _: bool,
+    ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
+
+    fn is_up(&self, _: u64) -> bool {
+        true
     }
 
     fn raft(&self) -> Option<&cluster::Cluster> {

@@ -599,6 +599,86 @@ async fn a_session_moves_to_another_node_when_its_client_does() {
     assert_eq!(v5.expect_closed().await, [vec![0xE0, 0x01, 0x8E]]);
 }
 
+/// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
+/// clients that tried node 2 during the partition gave up on their CONNECT.
+/// Node 2 went on with them: with no leader, then while catching up after
+/// the heal, it asked each session's former owner, heard "no session",
+/// resumed the session from its stale replicated record and claimed it,
+/// which closed the client's live connection on the real owner and lost
+/// messages that were moving between the nodes. A node must not take a
+/// session over before it has caught up with the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_leader_refuses_to_take_a_session_over_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(1), "stranded", false, false).await;
+    subscribe(&mut c, 1, &[("stranded/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+
+    // nodes 1 and 2 stop; within an election timeout node 3 knows no leader
+    for id in [1, 2] {
+        cluster.node(id).process.as_ref().unwrap().signal("STOP");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut c3 = Raw::connect(cluster.addr(3)).await;
+    c3.send(&build::connect(4, "stranded", false, 60)).await;
+    assert_eq!(
+        c3.recv_bytes().await.expect("CONNACK"),
+        build::connack(false, 3),
+        "Server unavailable, not a session resumed from a stale record"
+    );
+    for id in [1, 2] {
+        cluster.node(id).process.as_ref().unwrap().signal("CONT");
+    }
+    cluster.wait_converged(3);
+
+    // with a leader again the session moves to node 3, subscription included
+    let mut c3 = connect(cluster.addr(3), "stranded", false, true).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(2), "stranded-pub", true, false).await;
+    publish_acked(&mut p, "stranded/a", 1, false, 1, b"here").await;
+    assert_eq!(
+        payloads(&collect(&mut c3, Duration::from_millis(700)).await),
+        [b"here"]
+    );
+}
+
+/// postmortem: in a long chaos run (`tern-chaos`, seed 20, the node of a
+/// shared-group member killed) the member resumed on another node while its
+/// old node was down. The dead node's route for the group stayed (a node
+/// prunes its own routes), so the round robin on the publishing node kept
+/// picking it: the copy waited in memory for a node that was down, the
+/// publisher was acknowledged, and when the node came back it had no member
+/// left. A member on a down node is now picked only when no other is
+/// available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_group_skips_a_member_node_that_is_down_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut a = connect(cluster.addr(3), "shared-a", false, false).await;
+    subscribe(&mut a, 1, &[("$share/g/grp/#", 1)]).await;
+    let mut b = connect(cluster.addr(1), "shared-b", false, false).await;
+    subscribe(&mut b, 1, &[("$share/g/grp/#", 1)]).await;
+    cluster.settle();
+    // node 3 dies; its member resumes on node 1; node 3's route stays
+    cluster.node(3).kill9();
+    drop(a);
+    let mut a = connect(cluster.addr(1), "shared-a", false, true).await;
+    // past DOWN_AFTER (3 s without contact): node 3 counts as down
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut p = connect(cluster.addr(2), "shared-pub", true, false).await;
+    for i in 1..=9u16 {
+        publish_acked(&mut p, "grp/x", 1, false, i, &i.to_be_bytes()).await;
+    }
+    let mut got = payloads(&collect(&mut a, Duration::from_millis(700)).await);
+    got.extend(payloads(&collect(&mut b, Duration::from_millis(300)).await));
+    got.sort();
+    let want: Vec<Vec<u8>> = (1..=9u16).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(got, want, "every message reached a member on an up node");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;

@@ -94,6 +94,14 @@ pub async fn run_events(
                 let local = state.registry().get(client_id.as_str());
                 tokio::spawn(async move {
                     let handed = match local {
+                        // The requester gave up (its takeover timed out, or
+                        // the request was delayed past its deadline): the
+                        // state would go nowhere and the session would end
+                        // here, its messages with it.
+                        Some(_) if reply.is_closed() => {
+                            tracing::warn!(%client_id, requester, "takeover request no longer awaited; keeping the session");
+                            None
+                        }
                         Some(session) => session
                             .ask(|reply| Input::HandOver(HandOver { to: requester }, reply))
                             .await

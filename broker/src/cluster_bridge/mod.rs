@@ -48,7 +48,7 @@ pub use events::{load, run_events};
 use crate::codec;
 use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
 use crate::message::Message;
-use crate::nodes::{BoxFuture, Cluster, Proposal, RemoteTarget};
+use crate::nodes::{BoxFuture, Cluster, NotReady, Proposal, RemoteTarget};
 
 /// Sequential queues of proposals.
 const WORKERS: usize = 16;
@@ -302,20 +302,56 @@ impl ClusterBridge {
     /// cannot be reached, the session is resumed from its replicated record
     /// (subscriptions, expiry); the owner sends the messages it held once it
     /// learns the session moved.
-    pub async fn take_session(&self, client_id: &str, clean_start: bool) -> Option<Imported> {
-        let owner = self
+    ///
+    /// The owner is looked up only once this node is ready (a leader known,
+    /// everything committed applied): a node cut off from the leader, or
+    /// catching up after a partition, would ask a former owner, hear that
+    /// it has no such session and claim it, closing the client's current
+    /// connection on its real owner. `Err(NotReady)` when the node is not
+    /// ready within half the forward timeout: the CONNECT is refused
+    /// (Server Unavailable) and the client tries again.
+    pub async fn take_session(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+    ) -> Result<Option<Imported>, NotReady> {
+        if self
             .session_owner(client_id)
-            .filter(|o| *o != self.node_id)?;
-        match self.take_over(owner, client_id).await {
+            .is_none_or(|o| o == self.node_id)
+        {
+            return Ok(None);
+        }
+        if !self.wait_ready(self.forward_timeout / 2).await {
+            tracing::info!(%client_id, "not caught up with the cluster; refusing the session's takeover");
+            return Err(NotReady);
+        }
+        let Some(owner) = self.session_owner(client_id).filter(|o| *o != self.node_id) else {
+            return Ok(None);
+        };
+        Ok(match self.take_over(owner, client_id).await {
             Ok(state) if !clean_start => Some(Imported::State(state)),
             Ok(_) => None,
             Err(e) => {
                 tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
                 if clean_start {
-                    return None;
+                    return Ok(None);
                 }
                 self.cluster.session(client_id).map(Imported::Record)
             }
+        })
+    }
+
+    /// Waits until the cluster node is ready, at most `bound`.
+    async fn wait_ready(&self, bound: Duration) -> bool {
+        let end = tokio::time::Instant::now() + bound;
+        loop {
+            if self.cluster.status().ready {
+                return true;
+            }
+            if tokio::time::Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -384,8 +420,12 @@ impl Cluster for ClusterBridge {
         &'a self,
         client_id: &'a str,
         clean_start: bool,
-    ) -> BoxFuture<'a, Option<Imported>> {
+    ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
         Box::pin(ClusterBridge::take_session(self, client_id, clean_start))
+    }
+
+    fn is_up(&self, node: u64) -> bool {
+        ClusterBridge::is_up(self, node)
     }
 
     fn raft(&self) -> Option<&cluster::Cluster> {

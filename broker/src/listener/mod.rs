@@ -543,10 +543,17 @@ pub async fn bootstrap(
         Ok(principal) => principal,
         Err(code) => return refuse(transport, protocol, code).await,
     };
-    let imported = state
+    let imported = match state
         .cluster()
         .take_session(&client_id, connect.clean_start)
-        .await;
+        .await
+    {
+        Ok(imported) => imported,
+        Err(crate::nodes::NotReady) => {
+            Metrics::add(&state.metrics().connections_refused, 1);
+            return refuse(transport, protocol, ReasonCode::ServerUnavailable).await;
+        }
+    };
     let slot = Arc::new(Mutex::new(Some(NewConnection {
         transport,
         read_buf,

@@ -1,0 +1,470 @@
+//! Each check fails on a history that breaks its rule, and passes on one
+//! that keeps it.
+
+use super::*;
+use crate::chaos::history::{Event, NodeChange, Outcome, Stamped};
+
+fn at(t_ms: u64, event: Event) -> Stamped {
+    Stamped { t_ms, event }
+}
+
+fn publish(t: u64, publisher: u32, seq: u64, qos: u8, outcome: Outcome) -> Stamped {
+    at(
+        t,
+        Event::Publish {
+            publisher,
+            seq,
+            qos,
+            retain: false,
+            node: 1,
+            connection: 1,
+            outcome,
+            sent_ms: t,
+            latency_ms: Some(1),
+        },
+    )
+}
+
+fn deliver(
+    t: u64,
+    subscriber: &str,
+    publisher: u32,
+    seq: u64,
+    qos: u8,
+    connection: u64,
+) -> Stamped {
+    at(
+        t,
+        Event::Deliver {
+            subscriber: subscriber.into(),
+            publisher,
+            seq,
+            qos,
+            dup: false,
+            retain: false,
+            packet_id: None,
+            connection,
+            node: 2,
+        },
+    )
+}
+
+fn subscribed(t: u64, client: &str, node: u64) -> Vec<Stamped> {
+    vec![
+        at(
+            t,
+            Event::Connected {
+                client: client.into(),
+                node,
+                connect_ms: t,
+                resume: false,
+                session_present: false,
+            },
+        ),
+        at(
+            t,
+            Event::Subscribed {
+                client: client.into(),
+                node,
+            },
+        ),
+    ]
+}
+
+/// A subscriber, one publisher of QoS 2 messages 0..3 all delivered in
+/// order, a recovery, a message after it.
+fn good() -> Vec<Stamped> {
+    let mut h = subscribed(0, "sub0-v311", 2);
+    for seq in 0..3 {
+        h.push(publish(3_000 + seq * 10, 1, seq, 2, Outcome::Acked));
+        h.push(deliver(3_001 + seq * 10, "sub0-v311", 1, seq, 2, 1));
+    }
+    h.push(at(
+        4_000,
+        Event::Recovered {
+            after: "final".into(),
+            ms: Some(300),
+        },
+    ));
+    h.push(publish(4_100, 1, 3, 2, Outcome::Acked));
+    h.push(deliver(4_101, "sub0-v311", 1, 3, 2, 1));
+    h
+}
+
+fn failed(h: &[Stamped]) -> Vec<&'static str> {
+    check(h)
+        .into_iter()
+        .filter(|v| !v.passed)
+        .map(|v| v.check)
+        .collect()
+}
+
+#[test]
+fn a_clean_history_passes_every_check() {
+    assert_eq!(failed(&good()), Vec::<&str>::new());
+}
+
+#[test]
+fn an_acknowledged_message_never_delivered_is_a_loss() {
+    let mut h = good();
+    h.retain(|e| !matches!(&e.event, Event::Deliver { seq: 1, .. }));
+    assert_eq!(failed(&h), vec!["no-loss"]);
+    let v = check(&h)
+        .into_iter()
+        .find(|v| v.check == "no-loss")
+        .unwrap();
+    assert!(v.listed[0].what.contains("p1#1"), "{:?}", v.listed);
+}
+
+#[test]
+fn an_unacknowledged_message_may_be_missing() {
+    let mut h = good();
+    h.push(publish(4_200, 1, 4, 2, Outcome::Unknown));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
+fn a_message_right_after_the_suback_may_miss_the_route() {
+    let mut h = good();
+    h.push(publish(ROUTE_GRACE_MS - 1, 1, 9, 2, Outcome::Acked));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
+fn loss_while_the_owner_lost_its_data_is_excused_only_then() {
+    let mut h = good();
+    h.push(publish(5_000, 1, 4, 2, Outcome::Acked));
+    assert_eq!(failed(&h), vec!["no-loss"]);
+    h.push(at(
+        5_100,
+        Event::Node {
+            node: 2,
+            what: NodeChange::Removed,
+        },
+    ));
+    h.push(at(
+        6_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 5_900,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    // after the reconnect and its move window, nothing is excused
+    h.push(publish(6_000 + ROUTE_GRACE_MS + 1, 1, 5, 2, Outcome::Acked));
+    assert_eq!(failed(&h), vec!["no-loss"]);
+}
+
+#[test]
+fn loss_while_the_session_moves_is_excused_only_within_the_window() {
+    let mut h = good();
+    let moved = |t| {
+        at(
+            t,
+            Event::Connected {
+                client: "sub0-v311".into(),
+                node: 3,
+                connect_ms: t - 50,
+                resume: true,
+                session_present: true,
+            },
+        )
+    };
+    h.push(moved(6_000));
+    h.push(publish(5_960, 1, 4, 2, Outcome::Acked));
+    h.push(publish(6_000 + ROUTE_GRACE_MS, 1, 5, 2, Outcome::Acked));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    h.push(publish(5_940 - IN_FLIGHT_MS, 1, 6, 2, Outcome::Acked));
+    assert_eq!(failed(&h), vec!["no-loss"], "sent before the move started");
+    // a reconnect to the same node is no move
+    let mut h = good();
+    h.push(at(
+        6_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 2,
+            connect_ms: 5_950,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    h.push(publish(5_960, 1, 4, 2, Outcome::Acked));
+    assert_eq!(failed(&h), vec!["no-loss"]);
+}
+
+#[test]
+fn loss_after_the_old_node_failed_is_excused_from_the_end_of_the_old_connection() {
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Fault {
+            kind: "kill-random".into(),
+            detail: String::new(),
+            nodes: vec![2],
+            end_ms: Some(9_000),
+        },
+    ));
+    h.push(at(
+        5_001,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "closed".into(),
+        },
+    ));
+    h.push(publish(5_500, 1, 4, 2, Outcome::Acked));
+    h.push(at(
+        7_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 6_900,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    // without the fault, the old node keeps the copy: its loss counts
+    h.remove(
+        h.iter()
+            .position(|e| matches!(e.event, Event::Fault { .. }))
+            .unwrap(),
+    );
+    assert_eq!(failed(&h), vec!["no-loss"]);
+}
+
+#[test]
+fn a_message_read_late_by_a_paused_node_counts_in_the_move_window_of_its_acknowledgement() {
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "planned".into(),
+        },
+    ));
+    // sent at 5,100, acknowledged 6 s later, when the session moved
+    h.push(at(
+        11_100,
+        Event::Publish {
+            publisher: 1,
+            seq: 4,
+            qos: 2,
+            retain: false,
+            node: 3,
+            connection: 1,
+            outcome: Outcome::Acked,
+            sent_ms: 5_100,
+            latency_ms: Some(6_000),
+        },
+    ));
+    h.push(at(
+        11_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 10_900,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
+fn a_copy_held_in_memory_on_a_publishing_node_that_crashed_is_excused_only_after_a_fault() {
+    let mut h = good();
+    h.push(publish(5_000, 1, 4, 2, Outcome::Acked));
+    h.push(at(
+        6_000,
+        Event::Node {
+            node: 1,
+            what: NodeChange::Killed,
+        },
+    ));
+    assert_eq!(
+        failed(&h),
+        vec!["no-loss"],
+        "no fault made node 1 hold the copy"
+    );
+    h.insert(
+        0,
+        at(
+            1_000,
+            Event::Fault {
+                kind: "partition-isolate".into(),
+                detail: String::new(),
+                nodes: vec![1],
+                end_ms: Some(4_500),
+            },
+        ),
+    );
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
+fn a_qos2_message_delivered_twice_is_a_duplicate_but_qos1_may_be() {
+    let mut h = good();
+    h.push(deliver(5_000, "sub0-v311", 1, 2, 2, 2));
+    assert_eq!(failed(&h), vec!["qos2-exactly-once"]);
+    let mut h = good();
+    h.push(publish(4_500, 0, 0, 1, Outcome::Acked));
+    h.push(deliver(4_501, "sub0-v311", 0, 0, 1, 1));
+    h.push(deliver(4_502, "sub0-v311", 0, 0, 1, 1));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
+#[test]
+fn shared_group_needs_one_copy_and_no_qos2_copy_twice() {
+    let mut h = good();
+    h.extend(subscribed(0, "shared0-v5", 1));
+    h.extend(subscribed(0, "shared1-v5", 3));
+    h.push(deliver(3_002, "shared0-v5", 1, 0, 2, 1));
+    h.push(deliver(3_012, "shared1-v5", 1, 1, 2, 1));
+    h.push(deliver(3_022, "shared0-v5", 1, 2, 2, 1));
+    assert_eq!(failed(&h), vec!["shared-no-loss"], "p1#3 reached no member");
+    h.push(deliver(4_102, "shared1-v5", 1, 3, 2, 1));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    h.push(deliver(4_103, "shared0-v5", 1, 3, 2, 1));
+    assert_eq!(failed(&h), vec!["qos2-exactly-once"]);
+}
+
+#[test]
+fn reordering_within_a_connection_fails_but_not_across_connections() {
+    let mut h = subscribed(0, "sub0-v311", 2);
+    h.push(publish(3_000, 1, 0, 1, Outcome::Acked));
+    h.push(publish(3_010, 1, 1, 1, Outcome::Acked));
+    h.push(at(
+        4_000,
+        Event::Recovered {
+            after: "final".into(),
+            ms: Some(1),
+        },
+    ));
+    h.push(publish(4_100, 1, 2, 1, Outcome::Acked));
+    h.push(deliver(4_200, "sub0-v311", 1, 1, 1, 1));
+    h.push(deliver(4_300, "sub0-v311", 1, 2, 1, 2));
+    h.push(deliver(4_400, "sub0-v311", 1, 0, 1, 2));
+    assert_eq!(failed(&h), vec!["order"]);
+}
+
+#[test]
+fn a_lost_session_a_crash_and_a_slow_recovery_fail() {
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 1,
+            connect_ms: 4_900,
+            resume: true,
+            session_present: false,
+        },
+    ));
+    assert_eq!(failed(&h), vec!["sessions-kept"]);
+    let mut h = good();
+    h.push(at(
+        5_000,
+        Event::Node {
+            node: 1,
+            what: NodeChange::Exited {
+                status: "signal 6".into(),
+                expected: false,
+            },
+        },
+    ));
+    h.push(at(
+        5_001,
+        Event::Node {
+            node: 2,
+            what: NodeChange::Exited {
+                status: "exit 1".into(),
+                expected: true,
+            },
+        },
+    ));
+    assert_eq!(failed(&h), vec!["no-crash"]);
+    let mut h = good();
+    h.insert(
+        0,
+        at(
+            0,
+            Event::Recovered {
+                after: "pause".into(),
+                ms: None,
+            },
+        ),
+    );
+    assert_eq!(failed(&h), vec!["recovery"]);
+}
+
+#[test]
+fn retained_must_converge_to_the_last_acknowledged_write() {
+    let retained = |t, seq, outcome| {
+        at(
+            t,
+            Event::Publish {
+                publisher: 1000,
+                seq,
+                qos: 1,
+                retain: true,
+                node: 1,
+                connection: 1,
+                outcome,
+                sent_ms: t,
+                latency_ms: None,
+            },
+        )
+    };
+    let read = |node, seq| {
+        at(
+            9_000,
+            Event::RetainedRead {
+                node,
+                publisher: 1000,
+                seq,
+                last: true,
+            },
+        )
+    };
+    let mut h = good();
+    h.push(retained(4_100, 0, Outcome::Acked));
+    h.push(retained(4_200, 1, Outcome::Acked));
+    h.push(retained(4_300, 2, Outcome::Unknown));
+    let mut ok = h.clone();
+    ok.extend([read(1, Some(2)), read(2, Some(2))]);
+    assert_eq!(
+        failed(&ok),
+        Vec::<&str>::new(),
+        "the unacknowledged write may have won"
+    );
+    let mut stale = h.clone();
+    stale.extend([read(1, Some(0)), read(2, Some(0))]);
+    assert_eq!(failed(&stale), vec!["retained-converges"]);
+    let mut split = h.clone();
+    split.extend([read(1, Some(1)), read(2, Some(2))]);
+    assert_eq!(failed(&split), vec!["retained-converges"]);
+    let mut missing = h;
+    missing.extend([read(1, Some(1)), read(2, None)]);
+    assert_eq!(failed(&missing), vec!["retained-converges"]);
+}
+
+#[test]
+fn a_delivery_nobody_published_is_a_phantom() {
+    let mut h = good();
+    h.push(deliver(5_000, "sub0-v311", 7, 7, 1, 1));
+    assert_eq!(failed(&h), vec!["no-phantom"]);
+}
+
+#[test]
+fn a_publisher_without_acks_after_the_last_recovery_is_stuck() {
+    let mut h = good();
+    h.push(publish(3_500, 5, 0, 1, Outcome::Acked));
+    h.push(deliver(3_501, "sub0-v311", 5, 0, 1, 1));
+    h.push(publish(4_500, 5, 1, 1, Outcome::Unknown));
+    assert_eq!(failed(&h), vec!["progress"]);
+}

@@ -141,7 +141,8 @@ async fn main() -> ExitCode {
         Err(e) => {
             eprintln!("run aborted: {e:#}");
             println!("0 passed, 1 failed");
-            ExitCode::FAILURE
+            // 2: the suite could not run (1 means violations found)
+            ExitCode::from(2)
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod cluster_bridge;
 pub mod codec;
 pub mod config;
 pub mod counters;
+pub mod drain;
 pub mod enhanced_auth;
 pub mod fanout;
 pub mod handle;

@@ -112,6 +112,13 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// True if `node` was heard from recently (a node alone has no other).
     fn is_up(&self, node: u64) -> bool;
 
+    /// The MQTT address of another live node for `client_id` (5.0 Server
+    /// Reference when this node drains or is not ready); `None` for a node
+    /// alone or when no other node is up.
+    fn redirect(&self, _client_id: &str) -> Option<String> {
+        None
+    }
+
     /// The raft group, for reports (status, metrics, `$SYS`); `None` for a
     /// node alone.
     fn raft(&self) -> Option<&cluster::Cluster>;

@@ -12,7 +12,9 @@
 //!    is set (`crate::observe::otlp`);
 //! 5. accept until the shutdown future completes, re-reading the security
 //!    files when they change and on SIGHUP;
-//! 6. shut down in one direction: stop accepting, tell every session to close
+//! 6. in a cluster, drain first (`crate::drain`): clients are sent to other
+//!    nodes with a Server Reference and sessions handed over;
+//! 7. shut down in one direction: stop accepting, tell every session to close
 //!    its connection (5.0 clients get DISCONNECT 0x8B), wait (bounded) for the
 //!    writers to flush, drain the group-commit writer and flush the store,
 //!    stop the workers.
@@ -187,9 +189,16 @@ pub async fn run(
             Err(_) => std::future::pending().await,
         }
     };
-    tokio::select! {
-        _ = shutdown => {}
-        _ = cluster_failed => {}
+    let drain = tokio::select! {
+        _ = shutdown => true,
+        _ = cluster_failed => false,
+    };
+    let drain_timeout = Duration::from_secs(state.config().cluster.drain_timeout_secs);
+    if let Some(bridge) = bridge
+        .as_ref()
+        .filter(|_| drain && !drain_timeout.is_zero())
+    {
+        crate::drain::drain(&state, bridge, drain_timeout).await;
     }
     tracing::info!("shutting down");
     state.begin_shutdown();
@@ -307,10 +316,21 @@ impl StartedCluster {
                 session.send(crate::handle::OwnerMoved { owner });
             }
         }
+        let adopt: crate::cluster_bridge::AdoptFn = {
+            let state = state.clone();
+            let bridge = bridge.clone();
+            Arc::new(move |client_id, from, reply| {
+                let (state, bridge) = (state.clone(), bridge.clone());
+                tokio::spawn(async move {
+                    let _ = reply.send(crate::drain::adopt(state, bridge, client_id, from).await);
+                });
+            })
+        };
         runtime.spawn(crate::cluster_bridge::run_events(
             state.clone(),
             events,
             failed,
+            adopt,
         ));
         let b = bridge.clone();
         runtime.spawn(async move {

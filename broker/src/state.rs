@@ -59,6 +59,9 @@ pub struct BrokerState {
     next_session_id: AtomicU64,
     /// Set when shutdown starts: no new connections are attached.
     shutting_down: AtomicBool,
+    /// Set when a drain starts: clients are sent to other nodes, sessions
+    /// handed over; new connections are refused with a Server Reference.
+    draining: AtomicBool,
     /// Writer tasks still flushing a socket; shutdown waits for them.
     open_writers: AtomicUsize,
 }
@@ -94,6 +97,7 @@ impl BrokerState {
             next_worker: AtomicUsize::new(0),
             next_session_id: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             open_writers: AtomicUsize::new(0),
         }
     }
@@ -180,6 +184,16 @@ impl BrokerState {
     /// Shutdown has started: no new connection is attached.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// The node drains (`crate::drain`): connections are refused with a
+    /// Server Reference, sessions handed to other nodes.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Writer tasks still flushing a socket; shutdown waits for them.

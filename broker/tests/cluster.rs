@@ -877,3 +877,96 @@ async fn nodes_join_and_leave_while_messages_flow() {
         .collect();
     assert_eq!(ids, [1, 2, 4]);
 }
+
+/// Issue 18: SIGTERM drains a node. A connected MQTT 5 client gets
+/// DISCONNECT 0x9C with the Server Reference of another node and finds its
+/// session there; an offline 3.1.1 session with queued QoS 1 and QoS 2
+/// messages is handed to another node before the process exits 0, so its
+/// client finds every message elsewhere while the drained node is still
+/// down; the node restarts with its identity and rejoins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_sessions_move_and_clients_are_sent_elsewhere_issue_18() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    // an MQTT 5 persistent session connected to node 2
+    let expiry = build::prop::u32(0x11, 300);
+    let mut v5 = Raw::mqtt5(cluster.addr(2), "drain5", true, &expiry).await;
+    v5.send(&build::subscribe5(1, &[], &[("drain/#", 1)])).await;
+    assert!(matches!(v5.recv().await, Some(Packet::SubAck(_))));
+    // a 3.1.1 persistent session on node 2, offline, queueing
+    let mut c = connect(cluster.addr(2), "drain3", false, false).await;
+    subscribe(&mut c, 1, &[("drain/#", 2)]).await;
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(1), "drain-pub", true, false).await;
+    for i in 1..=10u16 {
+        publish_acked(&mut p, "drain/a", 1, false, i, &i.to_be_bytes()).await;
+    }
+    for i in 11..=20u16 {
+        publish_acked(&mut p, "drain/b", 2, false, i, &i.to_be_bytes()).await;
+    }
+    // the 5.0 client read them all (QoS 1 to it)
+    let mut live = 0;
+    while live < 20 {
+        match v5.recv().await.expect("PUBLISH") {
+            Packet::Publish(m) => {
+                v5.send(&build::ack5(0x40, m.packet_id.unwrap(), 0)).await;
+                live += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // SIGTERM node 2: it drains and exits 0
+    cluster.node(2).stop();
+    let log = cluster.node(2).log();
+    assert!(
+        log.contains("drained") && log.contains("handed_over"),
+        "drain logged:\n{log}"
+    );
+    // the 5.0 client was told where to go
+    let reference = match v5.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, broker::codec::ReasonCode::UseAnotherServer);
+            d.properties
+                .server_reference
+                .expect("Server Reference")
+                .to_string()
+        }
+        other => panic!("expected DISCONNECT 0x9C, got {other:?}"),
+    };
+    let there: SocketAddr = reference.parse().expect("host:port");
+    assert!(
+        [cluster.addr(1), cluster.addr(3)].contains(&there),
+        "{there} is a live node"
+    );
+    // ... and finds its session there
+    let mut v5 = Raw::connect(there).await;
+    v5.version = broker::codec::ProtocolVersion::V5;
+    v5.send(&build::connect5("drain5", false, 60, &expiry))
+        .await;
+    match v5.recv().await {
+        Some(Packet::ConnAck(a)) => assert!(a.session_present, "session present at {there}"),
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    // the offline session moved with its queue while node 2 is down
+    let mut c = connect(cluster.addr(3), "drain3", false, true).await;
+    let got = collect(&mut c, Duration::from_millis(700)).await;
+    let want: Vec<Vec<u8>> = (1..=20u16).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(payloads(&got), want, "queued messages, in order, once");
+    // new messages reach both where they are now
+    publish_acked(&mut p, "drain/c", 1, false, 21, b"after").await;
+    assert_eq!(
+        payloads(&collect(&mut c, Duration::from_millis(500)).await),
+        [b"after"]
+    );
+    match v5.recv().await {
+        Some(Packet::Publish(m)) => assert_eq!(&m.payload[..], b"after"),
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+
+    // node 2 comes back with its identity
+    cluster.node(2).start();
+    cluster.wait_converged(3);
+}

@@ -38,6 +38,7 @@ const LAYERS: &[&str] = &[
     "http",
     "listener",
     "restore",
+    "drain",
     "server",
 ];
 

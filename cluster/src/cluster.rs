@@ -519,6 +519,30 @@ impl Cluster {
         }
     }
 
+    /// Asks `node` to adopt the session `client_id` this node holds (a
+    /// drain): it takes the session over from here, stores and claims it.
+    pub async fn adopt(&self, node: u64, client_id: String) -> Result<()> {
+        let channel = self.inner.peers.channel(node)?;
+        let mut client = proto::sessions_client::SessionsClient::new(channel);
+        let mut request = tonic::Request::new(proto::AdoptRequest {
+            client_id,
+            from: self.node_id(),
+        });
+        request.set_timeout(self.inner.config.takeover_timeout * 2 + self.inner.config.rpc_timeout);
+        client
+            .adopt(request)
+            .await
+            .map_err(|s| Error::peer(node, &s))?;
+        Ok(())
+    }
+
+    /// If this node leads, asks raft to hand leadership to the most
+    /// up-to-date other voter (a drain, before the node stops). Returns at
+    /// once; `status().leader` tells when it happened.
+    pub fn step_down(&self) {
+        let _ = self.inner.driver.send(Input::StepDown);
+    }
+
     /// Removes a node from the cluster (a configuration change). Removing
     /// this node makes it leave; the others go on without it.
     pub async fn remove_member(&self, id: u64) -> Result<()> {

@@ -60,6 +60,8 @@ pub(crate) enum Input {
         voters: Vec<u64>,
         done: oneshot::Sender<Result<()>>,
     },
+    /// Hand leadership to another voter if this node leads.
+    StepDown,
     /// Stop the loop.
     Shutdown,
 }
@@ -192,6 +194,7 @@ impl Driver {
             Input::Bootstrap { voters, done } => {
                 let _ = done.send(self.bootstrap(voters));
             }
+            Input::StepDown => self.node.step_down(),
             Input::Shutdown => return Ok(false),
         }
         Ok(true)

@@ -45,6 +45,14 @@ pub enum ClusterEvent {
         requester: u64,
         reply: oneshot::Sender<Option<SessionState>>,
     },
+    /// Node `from` (draining) asks this node to adopt the session
+    /// `client_id`: take it over from `from`, store it, claim it, then
+    /// answer `Ok` (`Err(reason)` if it could not).
+    AdoptRequested {
+        client_id: String,
+        from: u64,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// The member list or an address changed; the list after the change.
     MembersChanged { members: Vec<Member> },
     /// This node has a leader and has applied the log it knew of: proposals

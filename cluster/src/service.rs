@@ -154,6 +154,34 @@ impl proto::sessions_server::Sessions for Service {
             ))),
         }
     }
+
+    async fn adopt(
+        &self,
+        request: Request<proto::AdoptRequest>,
+    ) -> Result<Response<proto::AdoptResponse>, Status> {
+        let request = request.into_inner();
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let event = ClusterEvent::AdoptRequested {
+            client_id: request.client_id.clone(),
+            from: request.from,
+            reply,
+        };
+        if self.cluster.inner.events.send(event).is_err() {
+            return Err(Status::unavailable("the broker is not listening"));
+        }
+        // The adoption is a takeover back to the asking node plus a
+        // proposal: bounded by both.
+        let timeout = self.cluster.inner.config.takeover_timeout * 2;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(()))) => Ok(Response::new(proto::AdoptResponse {})),
+            Ok(Ok(Err(reason))) => Err(Status::failed_precondition(reason)),
+            Ok(Err(_)) => Err(Status::unavailable("the broker dropped the adopt request")),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the broker did not adopt session `{}` within {timeout:?}",
+                request.client_id
+            ))),
+        }
+    }
 }
 
 #[tonic::async_trait]

@@ -50,12 +50,18 @@ pub fn load(state: &State, cluster: &cluster::Cluster) {
     }
 }
 
+/// What adopts a session a draining node hands over (`crate::drain`,
+/// above this layer): client id, the draining node, where to answer.
+pub type AdoptFn =
+    Arc<dyn Fn(String, u64, tokio::sync::oneshot::Sender<Result<(), String>>) + Send + Sync>;
+
 /// Applies cluster events until the channel closes. `failed` is told when
 /// the cluster node stops on a fatal error.
 pub async fn run_events(
     state: State,
     mut events: mpsc::UnboundedReceiver<ClusterEvent>,
     failed: tokio::sync::watch::Sender<Option<String>>,
+    adopt: AdoptFn,
 ) {
     let me = state.cluster().node_id();
     while let Some(event) = events.recv().await {
@@ -111,6 +117,11 @@ pub async fn run_events(
                     let _ = reply.send(handed);
                 });
             }
+            ClusterEvent::AdoptRequested {
+                client_id,
+                from,
+                reply,
+            } => adopt(client_id, from, reply),
             ClusterEvent::MembersChanged { members } => {
                 tracing::info!(members = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "cluster members changed");
             }

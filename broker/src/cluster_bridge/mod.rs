@@ -43,7 +43,7 @@ use bytes::BytesMut;
 use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
-pub use events::{load, run_events};
+pub use events::{load, run_events, AdoptFn};
 
 use crate::codec;
 use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
@@ -65,6 +65,9 @@ pub struct ClusterBridge {
     down: RwLock<HashSet<u64>>,
     workers: Vec<mpsc::UnboundedSender<Proposal>>,
     hasher: foldhash::fast::RandomState,
+    /// Sessions being adopted from a draining node: a client connecting
+    /// for one of them waits until it is here (`take_session`).
+    adopting: parking_lot::Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for ClusterBridge {
@@ -99,6 +102,7 @@ impl ClusterBridge {
             down: RwLock::new(HashSet::new()),
             workers,
             hasher: foldhash::fast::RandomState::default(),
+            adopting: parking_lot::Mutex::new(HashSet::new()),
         });
         bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
         bridge
@@ -315,6 +319,12 @@ impl ClusterBridge {
         client_id: &str,
         clean_start: bool,
     ) -> Result<Option<Imported>, NotReady> {
+        // A session being adopted from a draining node is owned here once
+        // that ends: wait for it rather than take it from the drained node.
+        let end = tokio::time::Instant::now() + self.forward_timeout;
+        while self.adopting.lock().contains(client_id) && tokio::time::Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         if self
             .session_owner(client_id)
             .is_none_or(|o| o == self.node_id)
@@ -341,6 +351,39 @@ impl ClusterBridge {
         })
     }
 
+    /// Marks `client_id` as being adopted here until the guard is dropped;
+    /// `None` if an adoption of it is running already.
+    pub fn adopting(self: &Arc<Self>, client_id: &str) -> Option<AdoptingGuard> {
+        if !self.adopting.lock().insert(client_id.to_owned()) {
+            return None;
+        }
+        Some(AdoptingGuard {
+            bridge: self.clone(),
+            client_id: client_id.to_owned(),
+        })
+    }
+
+    /// Another node to send a client to (5.0 Server Reference) and to hand
+    /// its session to when this node drains: one of the members heard from
+    /// recently that advertise an MQTT address, picked by the client id's
+    /// hash so that a client and its session go to the same node. `None`
+    /// when there is no such member.
+    pub fn redirect(&self, client_id: &str) -> Option<(u64, String)> {
+        let mut live: Vec<(u64, String)> = self
+            .cluster
+            .members()
+            .into_iter()
+            .filter(|m| m.id != self.node_id && !m.mqtt_address.is_empty() && self.is_up(m.id))
+            .map(|m| (m.id, m.mqtt_address))
+            .collect();
+        if live.is_empty() {
+            return None;
+        }
+        live.sort();
+        let i = (self.hasher.hash_one(client_id) % live.len() as u64) as usize;
+        Some(live.swap_remove(i))
+    }
+
     /// Waits until the cluster node is ready, at most `bound`.
     async fn wait_ready(&self, bound: Duration) -> bool {
         let end = tokio::time::Instant::now() + bound;
@@ -362,6 +405,18 @@ impl ClusterBridge {
             .runtime
             .spawn(async move { cluster.shutdown().await })
             .await;
+    }
+}
+
+/// Held while a session is adopted (`ClusterBridge::adopting`).
+pub struct AdoptingGuard {
+    bridge: Arc<ClusterBridge>,
+    client_id: String,
+}
+
+impl Drop for AdoptingGuard {
+    fn drop(&mut self) {
+        self.bridge.adopting.lock().remove(&self.client_id);
     }
 }
 
@@ -426,6 +481,10 @@ impl Cluster for ClusterBridge {
 
     fn is_up(&self, node: u64) -> bool {
         ClusterBridge::is_up(self, node)
+    }
+
+    fn redirect(&self, client_id: &str) -> Option<String> {
+        ClusterBridge::redirect(self, client_id).map(|(_, address)| address)
     }
 
     fn raft(&self) -> Option<&cluster::Cluster> {

@@ -34,6 +34,12 @@ pub struct ClusterSection {
     /// Most messages waiting per other node beyond the 10,000 unacknowledged
     /// (while it is slow or down); copies past it are dropped.
     pub forward_queue_limit: usize,
+    /// On SIGTERM, how long the node may spend draining (sending clients
+    /// to other nodes, handing its sessions over, leaving leadership)
+    /// before it stops anyway, in seconds; keep it under the pod's
+    /// `terminationGracePeriodSeconds`. 0: no drain (clients get 0x8B and
+    /// sessions stay here).
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -49,6 +55,7 @@ impl Default for ClusterSection {
             election_ticks: 10,
             forward_timeout_secs: 10,
             forward_queue_limit: 100_000,
+            drain_timeout_secs: 40,
         }
     }
 }

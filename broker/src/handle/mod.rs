@@ -362,6 +362,15 @@ pub enum Input {
     Shutdown,
     OwnerMoved(OwnerMoved),
     HandOver(HandOver, oneshot::Sender<Option<cluster::SessionState>>),
+    /// The node drains: close the connection telling a 5.0 client to use
+    /// the server at this reference (DISCONNECT 0x9C); the session stays,
+    /// offline, to be adopted by another node. Answered when done.
+    Drain(Option<ByteString>, oneshot::Sender<()>),
+    /// Adopt a session handed over by a draining node: replace what this
+    /// session holds with it, store it, go offline; answers with the
+    /// session's replicated record, to be claimed (`None` if the session
+    /// had ended).
+    Adopt(Imported, oneshot::Sender<Option<cluster::SessionInfo>>),
     Describe(oneshot::Sender<Option<SessionDetails>>),
     Kick(oneshot::Sender<bool>),
     Discard(oneshot::Sender<bool>),

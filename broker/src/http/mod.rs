@@ -97,6 +97,9 @@ pub fn not_ready(state: &State, info: &NodeInfo) -> Option<String> {
     if state.is_shutting_down() {
         return Some("shutting down: listeners closed, store closing".into());
     }
+    if state.is_draining() {
+        return Some("draining: clients sent to other nodes, sessions handed over".into());
+    }
     let stopped = info
         .listeners
         .iter()

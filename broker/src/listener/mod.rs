@@ -405,14 +405,52 @@ impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
 
 /// Writes a refusing CONNACK and closes.
 async fn refuse(transport: Box<dyn Transport>, protocol: ProtocolVersion, code: ReasonCode) {
+    refuse_with(transport, protocol, code, ConnAckProperties::default()).await
+}
+
+async fn refuse_with(
+    transport: Box<dyn Transport>,
+    protocol: ProtocolVersion,
+    code: ReasonCode,
+    properties: ConnAckProperties,
+) {
     let mut buf = BytesMut::new();
     let connack = Packet::ConnAck(ConnAck {
         session_present: false,
         reason_code: code,
-        properties: ConnAckProperties::default(),
+        properties,
     });
     if connack.encode(protocol, &mut buf).is_ok() {
         crate::transport::shutdown_transport(transport, &buf).await;
+    }
+}
+
+/// Refuses a CONNECT this node cannot serve now (it drains, or is not
+/// caught up with the cluster): a 5.0 client gets 0x9C (Use another server)
+/// with the Server Reference of a live node when there is one, else 0x88
+/// (Server unavailable), as 3.1/3.1.1 clients do (return code 3).
+async fn redirect(
+    state: &State,
+    transport: Box<dyn Transport>,
+    protocol: ProtocolVersion,
+    client_id: &str,
+) {
+    let reference = state.cluster().redirect(client_id);
+    match reference {
+        Some(reference) if protocol.is_v5() => {
+            let properties = ConnAckProperties {
+                server_reference: Some(reference.into()),
+                ..Default::default()
+            };
+            refuse_with(
+                transport,
+                protocol,
+                ReasonCode::UseAnotherServer,
+                properties,
+            )
+            .await
+        }
+        _ => refuse(transport, protocol, ReasonCode::ServerUnavailable).await,
     }
 }
 
@@ -543,6 +581,10 @@ pub async fn bootstrap(
         Ok(principal) => principal,
         Err(code) => return refuse(transport, protocol, code).await,
     };
+    if state.is_draining() {
+        Metrics::add(&state.metrics().connections_refused, 1);
+        return redirect(&state, transport, protocol, &client_id).await;
+    }
     let imported = match state
         .cluster()
         .take_session(&client_id, connect.clean_start)
@@ -551,7 +593,7 @@ pub async fn bootstrap(
         Ok(imported) => imported,
         Err(crate::nodes::NotReady) => {
             Metrics::add(&state.metrics().connections_refused, 1);
-            return refuse(transport, protocol, ReasonCode::ServerUnavailable).await;
+            return redirect(&state, transport, protocol, &client_id).await;
         }
     };
     let slot = Arc::new(Mutex::new(Some(NewConnection {

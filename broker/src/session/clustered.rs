@@ -113,6 +113,51 @@ impl Session {
     }
 }
 
+impl Session {
+    /// The node drains: close the connection, telling a 5.0 client where
+    /// to reconnect; a persistent session stays here, offline, until
+    /// another node adopts it.
+    pub(super) fn drain(
+        &mut self,
+        reference: Option<bytestring::ByteString>,
+        ctx: &mut Context<Self>,
+    ) {
+        if self.conn.is_some() {
+            self.connection_lost(CloseReason::UseAnotherServer(reference), ctx);
+        }
+    }
+
+    /// Takes on a session a draining node handed over: it replaces what
+    /// this one held, is stored, and waits offline for its client (its
+    /// expiry counts from when it went offline there). A client that
+    /// connected here meanwhile took the session over itself: nothing to
+    /// do. Returns the record to claim.
+    pub(super) fn adopt(
+        &mut self,
+        imported: Imported,
+        ctx: &mut Context<Self>,
+    ) -> Option<cluster::SessionInfo> {
+        if self.is_ended() {
+            return None;
+        }
+        if self.conn.is_none() {
+            let since = match &imported {
+                Imported::State(s) => s.info.disconnected_at_ms,
+                Imported::Record(info) => info.disconnected_at_ms,
+            }
+            .unwrap_or_else(crate::message::unix_ms);
+            self.discard_state();
+            self.import(imported);
+            self.lifecycle = super::core::Lifecycle::Offline {
+                since_ms: Some(since),
+            };
+            self.store_session_record(Some(since));
+            self.start_expiry_timer(ctx);
+        }
+        Some(self.session_info())
+    }
+}
+
 impl Handler<HandOver> for Session {
     type Result = Option<cluster::SessionState>;
 

@@ -283,7 +283,9 @@ impl Session {
     pub(super) fn connection_lost(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
         let Some(conn) = self.conn.take() else { return };
         match &reason {
-            CloseReason::ClientDisconnect(_) | CloseReason::ServerShutdown => {
+            CloseReason::ClientDisconnect(_)
+            | CloseReason::ServerShutdown
+            | CloseReason::UseAnotherServer(_) => {
                 tracing::debug!(client_id = %self.client_id(), reason = ?reason, "client disconnected")
             }
             _ => {
@@ -352,6 +354,9 @@ impl Session {
                 };
                 if let CloseReason::Violation(e) = &reason {
                     disconnect.properties.reason_string = Some(e.to_string().into());
+                }
+                if let CloseReason::UseAnotherServer(Some(reference)) = &reason {
+                    disconnect.properties.server_reference = Some(reference.clone());
                 }
                 if !conn.send(&Packet::Disconnect(disconnect.clone())) {
                     // Too large for the client with its Reason String: the
@@ -470,7 +475,7 @@ impl Session {
 
     /// Forgets everything of the session (Clean Start or end): subscriptions
     /// in the router, queued and in-flight messages, stored records.
-    fn discard_state(&mut self) {
+    pub(super) fn discard_state(&mut self) {
         if !self.subscriptions.is_empty() {
             let mut router = self.state.router().write();
             let me = self.subscriber();
@@ -527,7 +532,7 @@ impl Session {
     }
 
     /// Writes the session record (connected when `disconnected_at_ms` is None).
-    fn store_session_record(&mut self, disconnected_at_ms: Option<u64>) {
+    pub(super) fn store_session_record(&mut self, disconnected_at_ms: Option<u64>) {
         self.stored = true;
         self.state.writer().submit(
             vec![storage::WriteOp::PutSession {

@@ -133,6 +133,9 @@ pub(super) enum CloseReason {
     TakenOver,
     /// The broker is stopping.
     ServerShutdown,
+    /// The node drains: the client should use the server at this reference
+    /// (5.0 Server Reference), where its session goes.
+    UseAnotherServer(Option<ByteString>),
     /// An operator asked for it (admin API: kick, delete session).
     Administrative,
 }
@@ -145,6 +148,7 @@ impl CloseReason {
             CloseReason::KeepAliveTimeout => Some(ReasonCode::KeepAliveTimeout),
             CloseReason::TakenOver => Some(ReasonCode::SessionTakenOver),
             CloseReason::ServerShutdown => Some(ReasonCode::ServerShuttingDown),
+            CloseReason::UseAnotherServer(_) => Some(ReasonCode::UseAnotherServer),
             CloseReason::Administrative => Some(ReasonCode::AdministrativeAction),
             CloseReason::ClientDisconnect(_) | CloseReason::ConnectionLost(_) => None,
         }
@@ -152,8 +156,15 @@ impl CloseReason {
 
     /// The will is published unless the client disconnected normally
     /// [MQTT-3.1.2-8] [MQTT-3.14.4-3] (5.0: unless reason 0x00).
+    ///
+    /// A drain (`UseAnotherServer`) does not publish it: the client is told
+    /// where to reconnect and its session goes on there.
     pub(super) fn publishes_will(&self) -> bool {
-        !matches!(self, CloseReason::ClientDisconnect(code) if *code != ReasonCode::DisconnectWithWillMessage)
+        match self {
+            CloseReason::ClientDisconnect(code) => *code == ReasonCode::DisconnectWithWillMessage,
+            CloseReason::UseAnotherServer(_) => false,
+            _ => true,
+        }
     }
 }
 

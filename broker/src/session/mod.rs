@@ -143,6 +143,18 @@ impl Session {
         handle
     }
 
+    /// Creates the actor of a new client id on the given arbiter (from
+    /// outside the actix workers: a session adopted from a draining node).
+    pub fn start_on(state: State, client_id: ByteString, arbiter: &ArbiterHandle) -> SessionRef {
+        let (handle, mailbox) = open(&state, client_id, false);
+        let session_handle = handle.clone();
+        arbiter.spawn_fn(move || {
+            let session = Session::new(state, session_handle, Restored::default());
+            Context::with_receiver(mailbox).run(session);
+        });
+        handle
+    }
+
     /// Creates the actor of a stored session on the given arbiter.
     pub fn start_restored(
         state: State,
@@ -281,6 +293,13 @@ impl Handler<Input> for Session {
             Input::OwnerMoved(m) => Handler::handle(self, m, ctx),
             Input::HandOver(m, reply) => {
                 let _ = reply.send(Handler::handle(self, m, ctx));
+            }
+            Input::Drain(reference, reply) => {
+                self.drain(reference, ctx);
+                let _ = reply.send(());
+            }
+            Input::Adopt(imported, reply) => {
+                let _ = reply.send(self.adopt(imported, ctx));
             }
             Input::Describe(reply) => {
                 let _ = reply.send(Handler::handle(self, crate::handle::Describe, ctx));

@@ -64,6 +64,16 @@ impl RaftNode {
         self.raw.transfer_leader(to);
     }
 
+    /// Hands leadership to the most up-to-date other voter, if this node
+    /// leads (a drain).
+    pub fn step_down(&mut self) {
+        if self.raw.raft.state == raft::StateRole::Leader {
+            if let Some(to) = self.best_other_voter() {
+                self.raw.transfer_leader(to);
+            }
+        }
+    }
+
     /// Hands queued proposals to raft-rs, batched into entries.
     pub(super) fn flush_proposals(&mut self) {
         if self.raw.raft.leader_id == raft::INVALID_ID {

@@ -1,0 +1,246 @@
+//! Draining a node of a cluster before it stops (SIGTERM: a pod stop, a
+//! rolling restart), so that stopping it loses no session:
+//! 1. new connections are refused with CONNACK 0x9C and the Server
+//!    Reference of a live node (3.1/3.1.1: return code 3); `/readyz` says
+//!    the node drains;
+//! 2. each connected client is disconnected: a 5.0 client gets DISCONNECT
+//!    0x9C (Use another server) with the Server Reference of the node its
+//!    session goes to; wills are not published (the session goes on);
+//! 3. each persistent session still here is adopted by that node
+//!    ([`adopt`] there): it takes the session over from here (queued and
+//!    in-flight messages, QoS 2 state, subscriptions), stores it and claims
+//!    it in the replicated state; clients that reconnected first took their
+//!    session over themselves;
+//! 4. the messages this node forwards to others are acknowledged (or the
+//!    time is up), and leadership goes to another voter;
+//! then the normal shutdown follows (`crate::server`).
+//!
+//! Bounded by `cluster.drain_timeout_secs`: what is not handed over by then
+//! stays in this node's store and is served again when it restarts.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytestring::ByteString;
+use futures::StreamExt;
+
+use crate::cluster_bridge::ClusterBridge;
+use crate::handle::{Imported, Input};
+use crate::nodes::Proposal;
+use crate::session::Session;
+use crate::state::State;
+
+/// Connections told to go elsewhere at once.
+const DISCONNECT_CONCURRENCY: usize = 256;
+/// Sessions being adopted at once.
+const ADOPT_CONCURRENCY: usize = 64;
+
+/// What a drain did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connected clients sent to other nodes.
+    pub clients: usize,
+    /// Persistent sessions adopted by other nodes.
+    pub handed_over: usize,
+    /// Persistent sessions whose client took them elsewhere first.
+    pub taken_by_clients: usize,
+    /// Persistent sessions left here (no node could adopt them in time).
+    pub left: usize,
+    /// Messages for other nodes still unacknowledged at the end.
+    pub unforwarded: u64,
+    /// Leadership was handed to another voter (or this node did not lead).
+    pub not_leader: bool,
+    pub elapsed: Duration,
+}
+
+/// Drains this node within `timeout` (see the module doc). Nothing to do
+/// when no other node is up.
+pub async fn drain(state: &State, bridge: &Arc<ClusterBridge>, timeout: Duration) -> DrainReport {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut report = DrainReport::default();
+    if bridge.redirect("").is_none() {
+        tracing::info!("no other node is up: stopping without a drain");
+        return report;
+    }
+    state.begin_drain();
+    tracing::info!(
+        ?timeout,
+        "draining: sending clients to other nodes and handing sessions over"
+    );
+
+    let online: Vec<_> = state
+        .registry()
+        .snapshot()
+        .into_iter()
+        .filter(|(_, s)| s.is_online())
+        .collect();
+    report.clients = online.len();
+    futures::stream::iter(online)
+        .map(|(client_id, session)| {
+            let reference = bridge
+                .redirect(&client_id)
+                .map(|(_, address)| ByteString::from(address));
+            async move {
+                let asked = session.ask(|reply| Input::Drain(reference, reply));
+                let _ = tokio::time::timeout_at(deadline, asked).await;
+            }
+        })
+        .buffer_unordered(DISCONNECT_CONCURRENCY)
+        .for_each(|()| async {})
+        .await;
+
+    let persistent: Vec<ByteString> = state
+        .registry()
+        .snapshot()
+        .into_iter()
+        .filter(|(_, s)| s.is_persistent())
+        .map(|(client_id, _)| client_id)
+        .collect();
+    let outcomes: Vec<Outcome> = futures::stream::iter(persistent)
+        .map(|client_id| hand_over(state, bridge, client_id, deadline))
+        .buffer_unordered(ADOPT_CONCURRENCY)
+        .collect()
+        .await;
+    for outcome in outcomes {
+        match outcome {
+            Outcome::Adopted => report.handed_over += 1,
+            Outcome::TakenByClient => report.taken_by_clients += 1,
+            Outcome::Left => report.left += 1,
+        }
+    }
+
+    // Messages accepted here for other nodes' sessions: acknowledged there
+    // before this node goes.
+    loop {
+        report.unforwarded = bridge
+            .cluster()
+            .forward_stats()
+            .iter()
+            .filter(|s| bridge.is_up(s.node))
+            .map(|s| s.queued)
+            .sum();
+        if report.unforwarded == 0 || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let me = bridge.node_id();
+    let step_down_by = (tokio::time::Instant::now() + Duration::from_secs(5)).min(deadline);
+    loop {
+        let status = bridge.cluster().status();
+        report.not_leader = status.leader != Some(me) || status.voters.len() < 2;
+        if report.not_leader || tokio::time::Instant::now() >= step_down_by {
+            break;
+        }
+        bridge.cluster().step_down();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    report.elapsed = started.elapsed();
+    tracing::info!(
+        clients = report.clients,
+        handed_over = report.handed_over,
+        taken_by_clients = report.taken_by_clients,
+        left = report.left,
+        unforwarded = report.unforwarded,
+        not_leader = report.not_leader,
+        elapsed_ms = report.elapsed.as_millis() as u64,
+        "drained"
+    );
+    report
+}
+
+enum Outcome {
+    Adopted,
+    TakenByClient,
+    Left,
+}
+
+/// Has one persistent session adopted by the node its client is sent to,
+/// or by another live node if that one fails.
+async fn hand_over(
+    state: &State,
+    bridge: &Arc<ClusterBridge>,
+    client_id: ByteString,
+    deadline: tokio::time::Instant,
+) -> Outcome {
+    let mut tried = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        if state.registry().get(&client_id).is_none() {
+            return Outcome::TakenByClient;
+        }
+        let Some((node, _)) = bridge.redirect(&client_id) else {
+            break;
+        };
+        // The node the client was sent to first; another if it failed.
+        let node = if tried.contains(&node) {
+            let other = bridge
+                .cluster()
+                .members()
+                .into_iter()
+                .map(|m| m.id)
+                .find(|id| *id != bridge.node_id() && bridge.is_up(*id) && !tried.contains(id));
+            match other {
+                Some(id) => id,
+                None => break,
+            }
+        } else {
+            node
+        };
+        tried.push(node);
+        let cluster = bridge.cluster().clone();
+        let id = client_id.to_string();
+        let adopted = bridge
+            .runtime()
+            .spawn(async move { cluster.adopt(node, id).await });
+        match tokio::time::timeout_at(deadline, adopted).await {
+            Ok(Ok(Ok(()))) => return Outcome::Adopted,
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(%client_id, node, error = %e, "session not adopted");
+            }
+            Ok(Err(e)) => tracing::warn!(%client_id, node, error = %e, "adopt task failed"),
+            Err(_) => break,
+        }
+    }
+    if state.registry().get(&client_id).is_none() {
+        return Outcome::TakenByClient;
+    }
+    tracing::warn!(%client_id, "session left on the draining node: no other node adopted it");
+    Outcome::Left
+}
+
+/// This node's side of another node's drain: takes the session `client_id`
+/// over from `from`, stores it, claims it in the replicated state. A client
+/// connecting here for it meanwhile waits until it is done
+/// (`ClusterBridge::take_session`).
+pub async fn adopt(
+    state: State,
+    bridge: Arc<ClusterBridge>,
+    client_id: String,
+    from: u64,
+) -> Result<(), String> {
+    let Some(_adopting) = bridge.adopting(&client_id) else {
+        return Err(format!("session `{client_id}` is being adopted already"));
+    };
+    let me = bridge.node_id();
+    if bridge.session_owner(&client_id) == Some(me) && state.registry().get(&client_id).is_some() {
+        // Its client reconnected here first and took it over itself.
+        return Ok(());
+    }
+    let taken = bridge.take_over(from, &client_id).await?;
+    let key = ByteString::from(client_id.as_str());
+    let session = state.registry().find_or_start(&key, || {
+        Session::start_on(state.clone(), key.clone(), state.next_worker())
+    });
+    let info = session
+        .ask(|reply| Input::Adopt(Imported::State(taken), reply))
+        .await
+        .flatten()
+        .ok_or_else(|| format!("session `{client_id}` ended while it was adopted"))?;
+    let claimed = bridge.propose_applied(Proposal::Claim(client_id.clone(), info));
+    match claimed.await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(format!("the claim of session `{client_id}` was dropped")),
+    }
+}

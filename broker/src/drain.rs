@@ -13,7 +13,8 @@
 //!    session over themselves;
 //! 4. the messages this node forwards to others are acknowledged (or the
 //!    time is up), and leadership goes to another voter;
-//! then the normal shutdown follows (`crate::server`).
+//!
+//! Then the normal shutdown follows (`crate::server`).
 //!
 //! Bounded by `cluster.drain_timeout_secs`: what is not handed over by then
 //! stays in this node's store and is served again when it restarts.

@@ -297,6 +297,12 @@ fn default_config_seeds_every_pod_by_dns_and_derives_ids_from_host_names() {
     assert!(config.cluster.node_id_from_hostname);
     config.derive_node_id(|| Ok("tern-2".into())).unwrap();
     assert_eq!(config.cluster.node_id, 3);
+    // a pod stop drains within the grace period, before the kubelet's SIGKILL
+    let grace = m.pod_spec()["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(config.cluster.drain_timeout_secs, 45);
+    assert!(config.cluster.drain_timeout_secs + 10 <= grace);
 
     // one replica: a cluster of one seeded with itself
     let one = tern_config(&render(&["--set", "replicaCount=1"]));

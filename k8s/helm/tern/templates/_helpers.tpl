@@ -164,6 +164,7 @@ tick_ms = {{ $v.cluster.tickMs | int }}
 election_ticks = {{ $v.cluster.electionTicks | int }}
 forward_timeout_secs = {{ $v.cluster.forwardTimeoutSecs | int }}
 forward_queue_limit = {{ $v.cluster.forwardQueueLimit | int }}
+drain_timeout_secs = {{ $v.cluster.drainTimeoutSecs | int }}
 
 [http]
 {{- if $v.http.enabled }}

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub bytes_sent: AtomicU64,
     /// Clients disconnected for a protocol violation.
     pub protocol_errors: AtomicU64,
+    /// Copies a session got already, dropped (a session that moved between
+    /// nodes gets some messages twice; `session/recent.rs`).
+    pub duplicates_dropped: AtomicU64,
     /// CONNECTs refused by authentication (any reason).
     pub auth_failures: AtomicU64,
     /// Connections closed because their address exceeded the connect rate.

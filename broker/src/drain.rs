@@ -11,8 +11,11 @@
 //!    in-flight messages, QoS 2 state, subscriptions), stores it and claims
 //!    it in the replicated state; clients that reconnected first took their
 //!    session over themselves;
-//! 4. the messages this node forwards to others are acknowledged (or the
-//!    time is up), and leadership goes to another voter;
+//! 4. the sessions that moved, which forward to their new owner what other
+//!    nodes still route here, withdraw their routes; once the other nodes
+//!    know it and the copies on their way are forwarded, and the messages
+//!    this node forwards to others are acknowledged (or the time is up),
+//!    leadership goes to another voter;
 //!
 //! Then the normal shutdown follows (`crate::server`).
 //!
@@ -109,6 +112,29 @@ pub async fn drain(state: &State, bridge: &Arc<ClusterBridge>, timeout: Duration
             Outcome::TakenByClient => report.taken_by_clients += 1,
             Outcome::Left => report.left += 1,
         }
+    }
+
+    // Sessions that moved still forward what other nodes route here: their
+    // routes go now, and the node waits until the other nodes know it (the
+    // proposals applied here, then a few raft ticks for the followers) and
+    // what was on its way is forwarded.
+    let moved = state.registry().moved();
+    for session in &moved {
+        let _ = tokio::time::timeout_at(deadline, session.ask(Input::Retire)).await;
+    }
+    if !moved.is_empty() {
+        let _ = tokio::time::timeout_at(deadline, bridge.settled()).await;
+        let tick = Duration::from_millis(state.config().cluster.tick_ms);
+        tokio::time::sleep((tick * 5).max(Duration::from_millis(200))).await;
+    }
+    while state
+        .registry()
+        .forwarding()
+        .load(std::sync::atomic::Ordering::Acquire)
+        > 0
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
     // Messages accepted here for other nodes' sessions: acknowledged there
@@ -229,7 +255,10 @@ pub async fn adopt(
         // Its client reconnected here first and took it over itself.
         return Ok(());
     }
-    let taken = bridge.take_over(from, &client_id).await?;
+    let taken = bridge
+        .take_over(from, &client_id)
+        .await
+        .map_err(|e| e.to_string())?;
     let key = ByteString::from(client_id.as_str());
     let session = state.registry().find_or_start(&key, || {
         Session::start_on(state.clone(), key.clone(), state.next_worker())

@@ -288,6 +288,7 @@ mod tests {
             expires_at_ms: None,
             origin: crate::message::BROKER_ORIGIN,
             received_at: None,
+            uid: 0,
         })
     }
 

@@ -47,6 +47,25 @@ pub struct Message {
     /// node): the start of `tern_publish_to_deliver_seconds`. `None` for
     /// messages read from the store, retained ones and the broker's own.
     pub received_at: Option<Instant>,
+    /// The message's id in the cluster ([`next_uid`]), the same in every
+    /// copy of it, so that a session that moved between nodes recognizes a
+    /// copy it got already; 0 when unknown (read from the store, the
+    /// broker's own).
+    pub uid: u64,
+}
+
+/// A new message id: a per-process counter from a random start, so ids of
+/// different nodes (and of one node across restarts) do not meet in the
+/// window they are compared in.
+pub fn next_uid() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static NEXT: OnceLock<AtomicU64> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU64::new(rand::random::<u64>() | 1));
+    match next.fetch_add(1, Ordering::Relaxed) {
+        0 => next.fetch_add(1, Ordering::Relaxed),
+        uid => uid,
+    }
 }
 
 impl Message {
@@ -74,6 +93,7 @@ impl Message {
             expires_at_ms,
             origin,
             received_at: Some(received_at),
+            uid: next_uid(),
         }
     }
 
@@ -155,6 +175,7 @@ impl Message {
             expires_at_ms: stored.expires_at_ms,
             origin: BROKER_ORIGIN,
             received_at: None,
+            uid: 0,
         };
         Ok((message, subscription_ids))
     }

@@ -112,6 +112,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// True if `node` was heard from recently (a node alone has no other).
     fn is_up(&self, node: u64) -> bool;
 
+    /// The node that owns `client_id`'s session in the replicated state
+    /// (`None`: no such session, or a node alone).
+    fn session_owner(&self, _client_id: &str) -> Option<u64> {
+        None
+    }
+
     /// The MQTT address of another live node for `client_id` (5.0 Server
     /// Reference when this node drains or is not ready); `None` for a node
     /// alone or when no other node is up.

@@ -20,11 +20,37 @@ use crate::handle::SessionRef;
 #[derive(Debug, Default)]
 pub struct Registry {
     sessions: Mutex<HashMap<ByteString, SessionRef>>,
+    /// Sessions that moved to another node and still forward there what
+    /// arrives for them (by session id); out of `sessions`.
+    moved: Mutex<HashMap<u64, SessionRef>>,
+    /// Copies those are forwarding now.
+    forwarding: std::sync::atomic::AtomicUsize,
 }
 
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    /// `session` moved to another node and forwards there for a while.
+    pub fn add_moved(&self, session: SessionRef) {
+        self.moved.lock().insert(session.0.id, session);
+    }
+
+    /// `session` stopped forwarding.
+    pub fn remove_moved(&self, session: &SessionRef) {
+        self.moved.lock().remove(&session.0.id);
+    }
+
+    /// Sessions that moved and still forward.
+    pub fn moved(&self) -> Vec<SessionRef> {
+        self.moved.lock().values().cloned().collect()
+    }
+
+    /// Counts copies being forwarded for moved sessions (a drain waits
+    /// until none is left).
+    pub fn forwarding(&self) -> &std::sync::atomic::AtomicUsize {
+        &self.forwarding
     }
 
     /// The session of `client_id`, if it has one.

@@ -345,3 +345,366 @@ async fn one_pod_with_tls_password_acl_and_jwt_secrets_serves_authenticated_clie
         other => panic!("PUBLISH expected over TLS, got {other:?}"),
     }
 }
+
+/// Where each pod's MQTT port is published now (`None` while it is
+/// stopped; Docker picks a new host port at each start).
+type Addrs = std::sync::Arc<parking_lot::Mutex<Vec<Option<std::net::SocketAddr>>>>;
+
+/// What one subscriber saw across the rolling restart.
+#[derive(Default)]
+struct SubReport {
+    app: common::flow::App,
+    /// (pod it was on, Server Reference it got) for each DISCONNECT 0x9C.
+    references: Vec<(usize, String)>,
+    /// Pods it reconnected to, each time with its session present.
+    reconnects: Vec<usize>,
+}
+
+/// Connects `client_id` (persistent session) to pod `ordinal`; `None` if
+/// the pod does not take it now (stopped, draining: CONNACK 0x9C / 3).
+async fn connect_persistent(
+    addrs: &Addrs,
+    ordinal: usize,
+    client_id: &str,
+    v5: bool,
+    expect_session: bool,
+) -> Option<Raw> {
+    let addr = addrs.lock()[ordinal]?;
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut raw = Raw::over(stream);
+    if v5 {
+        raw.version = broker::codec::ProtocolVersion::V5;
+        let expiry = build::prop::u32(0x11, 600);
+        raw.try_send(&build::connect5(client_id, false, 60, &expiry))
+            .await
+            .then_some(())?;
+    } else {
+        raw.try_send(&build::connect(4, client_id, false, 60))
+            .await
+            .then_some(())?;
+    }
+    match raw
+        .recv_bytes_within(std::time::Duration::from_secs(10))
+        .await
+    {
+        Some(b) if b.len() >= 4 && b[0] == 0x20 && b[3] == 0 => {
+            assert_eq!(
+                b[2] & 1 == 1,
+                expect_session,
+                "{client_id} on tern-{ordinal}: session present"
+            );
+            Some(raw)
+        }
+        _ => None,
+    }
+}
+
+/// The pod a Server Reference names (`tern-N.tern-headless...:1883`).
+fn ordinal_of(reference: &str) -> usize {
+    let host = reference.split(['.', ':']).next().unwrap();
+    host.rsplit_once('-').unwrap().1.parse().unwrap()
+}
+
+/// A persistent subscriber that follows its session through pod stops: an
+/// MQTT 5 client goes where the Server Reference sends it, a 3.1.1 client
+/// to the next pod that takes it; both must find their session there.
+async fn follow(
+    addrs: Addrs,
+    client_id: String,
+    v5: bool,
+    first: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> SubReport {
+    use std::time::Duration;
+    let mut report = SubReport::default();
+    let mut on = first;
+    let mut s = connect_persistent(&addrs, on, &client_id, v5, false)
+        .await
+        .expect("first connection");
+    let packet = build::subscribe(1, &[("roll/q1", 1), ("roll/q2", 2)]);
+    let packet = if v5 {
+        build::subscribe5(1, &[], &[("roll/q1", 1), ("roll/q2", 2)])
+    } else {
+        packet
+    };
+    s.send(&packet).await;
+    assert_eq!(s.recv_bytes().await.unwrap()[0], 0x90, "SUBACK");
+    loop {
+        let mut reference = None;
+        // read until the connection ends (or the run is over and quiet)
+        loop {
+            let Some(bytes) = s.recv_bytes_within(Duration::from_millis(500)).await else {
+                if *stop.borrow() {
+                    return report;
+                }
+                if s.try_send(&build::pingreq()).await {
+                    continue;
+                }
+                break;
+            };
+            match bytes[0] >> 4 {
+                13 => {} // PINGRESP
+                14 => {
+                    let mut b = bytes::BytesMut::from(&bytes[..]);
+                    let limits = broker::codec::Limits {
+                        max_packet_size: u32::MAX,
+                        version: s.version,
+                        refuse_control_characters: false,
+                    };
+                    match Packet::decode(&mut b, &limits).unwrap().unwrap() {
+                        Packet::Disconnect(d) => {
+                            assert_eq!(
+                                d.reason_code,
+                                broker::codec::ReasonCode::UseAnotherServer,
+                                "{client_id}: a drain sends 0x9C"
+                            );
+                            reference = d.properties.server_reference.map(|r| r.to_string());
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                }
+                _ if v5 => report.app.handle5(&mut s, &bytes).await,
+                _ => report.app.handle_packet(&mut s, &bytes).await,
+            }
+        }
+        // reconnect: where the reference says, else the next pod up
+        let wanted = reference.as_deref().map(ordinal_of);
+        if let Some(r) = &reference {
+            report.references.push((on, r.clone()));
+        }
+        let mut attempt = 0;
+        s = loop {
+            let target = wanted.unwrap_or((on + 1 + attempt) % 3);
+            attempt += 1;
+            if let Some(s) = connect_persistent(&addrs, target, &client_id, v5, true).await {
+                on = target;
+                break s;
+            }
+            assert!(attempt < 600, "{client_id}: no pod took the session back");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        report.reconnects.push(on);
+    }
+}
+
+/// Publishes QoS 1 and 2 messages (clean sessions) until told to stop,
+/// moving to the next pod whenever its connection breaks.
+async fn publish_rolling(
+    addrs: Addrs,
+    client_id: String,
+    first: usize,
+    base_seq: u32,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> common::flow::Acked {
+    let mut acked = common::flow::Acked::default();
+    let mut on = first;
+    let mut seq = base_seq;
+    while !*stop.borrow() {
+        let Some(addr) = addrs.lock()[on] else {
+            on = (on + 1) % 3;
+            continue;
+        };
+        let began = Instant::now();
+        let round = common::flow::publish_rounds(addr, &client_id, "roll", seq, 200).await;
+        eprintln!(
+            "k8s roll: {client_id} seq {seq}.. on tern-{on}: {} sent, {} acked, {:?} from {:?}",
+            round.sent,
+            round.qos1.len() + round.qos2.len(),
+            began.elapsed(),
+            chrono_now()
+        );
+        seq += 200;
+        let broken = round.sent < 200 || round.qos1.len() + round.qos2.len() < 100;
+        acked.sent += round.sent;
+        acked.qos1.extend(round.qos1);
+        acked.qos2.extend(round.qos2);
+        if broken {
+            on = (on + 1) % 3;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    acked
+}
+
+/// Wall-clock time, to compare with the pods' logs.
+fn chrono_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:03}", t.as_secs() % 86_400, t.subsec_millis())
+}
+
+/// Issue 18: a rolling restart (tern-2, tern-1, tern-0 stopped as the
+/// kubelet stops a pod: SIGTERM, SIGKILL after the grace period; started
+/// again on the same volume) while QoS 1 and QoS 2 publishers and
+/// persistent subscribers (MQTT 5 and 3.1.1) run: every acknowledged
+/// message is delivered to every subscriber, QoS 2 exactly once; MQTT 5
+/// clients got a Server Reference and found their session there, 3.1.1
+/// clients found theirs wherever they reconnected; every pod exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_no_acknowledged_message_and_moves_sessions_issue_18() {
+    use std::time::Duration;
+    let _one = ONE_AT_A_TIME.lock().await;
+    let start = Instant::now();
+    let mut p = Pods::new("roll");
+    let (repository, tag) = p.build_image();
+    let m = render(&[
+        "--set",
+        &format!("image.repository={repository},image.tag={tag},replicaCount={REPLICAS}"),
+    ]);
+    let ready = Probe::of(&m, "readinessProbe");
+    let grace = m.pod_spec()["terminationGracePeriodSeconds"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let network = p.prefix.clone();
+    docker_ok(&["network", "create", &network]);
+    p.network = Some(network);
+    let pods: Vec<(usize, String)> = (0..REPLICAS).map(|i| (i, p.start_pod(&m, i))).collect();
+    p.wait_probe_ok("/readyz 200 on all three pods", &pods, &ready);
+    wait_converged(&p, &pods, REPLICAS);
+    let addrs: Addrs = std::sync::Arc::new(parking_lot::Mutex::new(
+        pods.iter()
+            .map(|(_, c)| Some(p.published(c, 1883)))
+            .collect(),
+    ));
+
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let subscribers: Vec<(String, bool, usize)> = vec![
+        ("roll-v5-a".into(), true, 2),
+        ("roll-v5-b".into(), true, 1),
+        ("roll-v3-a".into(), false, 2),
+        ("roll-v3-b".into(), false, 0),
+    ];
+    let mut subs = Vec::new();
+    for (id, v5, first) in &subscribers {
+        subs.push(tokio::spawn(follow(
+            addrs.clone(),
+            id.clone(),
+            *v5,
+            *first,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&p, &pods);
+    // sequence numbers: publisher 0 from 0, publisher 1 from 1e9
+    let publishers: Vec<_> = [(0usize, "roll-pub-0"), (1, "roll-pub-1")]
+        .into_iter()
+        .map(|(first, id)| {
+            tokio::spawn(publish_rolling(
+                addrs.clone(),
+                id.to_owned(),
+                first,
+                first as u32 * 1_000_000_000,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for ordinal in [2usize, 1, 0] {
+        let container = pods[ordinal].1.clone();
+        let stopped = Instant::now();
+        let c = container.clone();
+        let g = grace.clone();
+        tokio::task::spawn_blocking(move || docker_ok(&["stop", "--time", &g, &c]))
+            .await
+            .unwrap();
+        addrs.lock()[ordinal] = None;
+        assert_eq!(
+            docker_ok(&["inspect", "--format", "{{.State.ExitCode}}", &container]),
+            "0",
+            "tern-{ordinal} exits 0 after its drain"
+        );
+        // tern logs to stderr
+        let out = std::process::Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
+        let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+        let _ = std::fs::write(format!("/tmp/roll-tern-{ordinal}.log"), &logs);
+        let drained = logs
+            .lines()
+            .rfind(|l| l.contains("drained"))
+            .unwrap_or_else(|| panic!("tern-{ordinal} did not drain:\n{logs}"))
+            .to_owned();
+        eprintln!(
+            "k8s roll: tern-{ordinal} stopped in {:?}: {drained}",
+            stopped.elapsed()
+        );
+        docker_ok(&["start", &container]);
+        p.wait_probe_ok("the restarted pod ready", &pods, &ready);
+        wait_converged(&p, &pods, REPLICAS);
+        addrs.lock()[ordinal] = Some(p.published(&container, 1883));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    // publishing stops; subscribers read until quiet
+    stop_tx.send(true).unwrap();
+    let mut acked = common::flow::Acked::default();
+    for publisher in publishers {
+        let a = publisher.await.unwrap();
+        acked.sent += a.sent;
+        acked.qos1.extend(a.qos1);
+        acked.qos2.extend(a.qos2);
+    }
+    let mut lost = Vec::new();
+    let mut reports = Vec::new();
+    for (sub, (id, _, _)) in subs.into_iter().zip(&subscribers) {
+        let report = sub.await.unwrap();
+        let missing1: Vec<u32> = acked
+            .qos1
+            .iter()
+            .filter(|s| !report.app.qos1.contains_key(s))
+            .copied()
+            .collect();
+        let missing2: Vec<u32> = acked
+            .qos2
+            .iter()
+            .filter(|s| !report.app.qos2.contains_key(s))
+            .copied()
+            .collect();
+        let dup2: Vec<u32> = report
+            .app
+            .qos2
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(s, _)| *s)
+            .collect();
+        if !(missing1.is_empty() && missing2.is_empty() && dup2.is_empty()) {
+            lost.push(format!(
+                "{id}: QoS 1 lost {missing1:?}, QoS 2 lost {missing2:?}, QoS 2 twice {dup2:?}"
+            ));
+        }
+        reports.push(report);
+    }
+    assert!(lost.is_empty(), "{lost:#?}");
+    for (report, (id, v5, _)) in reports.into_iter().zip(&subscribers) {
+        common::flow::check(&report.app, &acked);
+        if *v5 {
+            assert!(
+                !report.references.is_empty(),
+                "{id} was on a stopped pod and got a Server Reference"
+            );
+            for (from, reference) in &report.references {
+                assert_ne!(ordinal_of(reference), *from, "{id}: sent to another pod");
+            }
+        }
+        assert!(!report.reconnects.is_empty(), "{id} reconnected");
+        eprintln!(
+            "k8s roll: {id}: {} references, reconnected to {:?}, {} QoS 1 / {} QoS 2 received",
+            report.references.len(),
+            report.reconnects,
+            report.app.qos1.len(),
+            report.app.qos2.len()
+        );
+    }
+    eprintln!(
+        "k8s roll: {} sent, {} QoS 1 and {} QoS 2 acknowledged, all delivered to 4 subscribers; whole test {:?}",
+        acked.sent,
+        acked.qos1.len(),
+        acked.qos2.len(),
+        start.elapsed()
+    );
+}

@@ -60,6 +60,10 @@ pub struct SessionState {
     pub outgoing: Vec<(u64, OutgoingRecord)>,
     /// QoS 2 packet ids received from the client and not yet released.
     pub incoming_qos2: Vec<u16>,
+    /// Ids ([`ForwardedPublish::uid`]) of messages the session got
+    /// recently, queued ones included: the new owner does not deliver them
+    /// again when another node's copy arrives late (a session move).
+    pub recent_uids: Vec<u64>,
 }
 
 /// A PUBLISH forwarded from the node its client published to.
@@ -93,6 +97,10 @@ pub struct ForwardedPublish {
     pub subscription_ids: Vec<u32>,
     /// W3C `traceparent` of the sender's span; opaque here, empty when none.
     pub traceparent: String,
+    /// The message's id, given by the node it was published to (0:
+    /// unknown); the same in every copy, so a session that moved between
+    /// nodes recognizes a copy it got already.
+    pub uid: u64,
 }
 
 fn qos(field: &'static str, v: u32) -> Result<u8> {
@@ -201,6 +209,7 @@ impl From<&SessionState> for proto::SessionState {
                 })
                 .collect(),
             incoming_qos2: s.incoming_qos2.iter().map(|&p| u32::from(p)).collect(),
+            recent_uids: s.recent_uids.clone(),
         }
     }
 }
@@ -233,6 +242,7 @@ pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<Session
         protocol_level,
         outgoing,
         incoming_qos2,
+        recent_uids: s.recent_uids,
     })
 }
 
@@ -252,6 +262,7 @@ impl From<&ForwardedPublish> for proto::ForwardedPublish {
             target_client: m.target_client.clone().unwrap_or_default(),
             subscription_ids: m.subscription_ids.clone(),
             traceparent: m.traceparent.clone(),
+            uid: m.uid,
         }
     }
 }
@@ -271,6 +282,7 @@ pub(crate) fn forwarded_from_proto(m: proto::ForwardedPublish) -> Result<Forward
         target_client: (!m.target_client.is_empty()).then_some(m.target_client),
         subscription_ids: m.subscription_ids,
         traceparent: m.traceparent,
+        uid: m.uid,
     })
 }
 
@@ -306,6 +318,7 @@ mod tests {
                 },
             )],
             incoming_qos2: vec![7, 65535],
+            recent_uids: vec![1, u64::MAX],
         };
         let wire = proto::SessionState::from(&state);
         assert_eq!(session_state_from_proto(wire.clone()).unwrap(), state);

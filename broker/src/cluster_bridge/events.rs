@@ -170,6 +170,7 @@ fn deliver_forwarded(
         expires_at_ms: msg.expires_at_ms,
         origin: crate::message::BROKER_ORIGIN,
         received_at: Some(std::time::Instant::now()),
+        uid: msg.uid,
     });
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {

@@ -67,7 +67,7 @@ pub struct ClusterBridge {
     hasher: foldhash::fast::RandomState,
     /// Sessions being adopted from a draining node: a client connecting
     /// for one of them waits until it is here (`take_session`).
-    adopting: parking_lot::Mutex<HashSet<String>>,
+    adopting: Arc<parking_lot::Mutex<HashSet<String>>>,
 }
 
 impl std::fmt::Debug for ClusterBridge {
@@ -102,7 +102,7 @@ impl ClusterBridge {
             down: RwLock::new(HashSet::new()),
             workers,
             hasher: foldhash::fast::RandomState::default(),
-            adopting: parking_lot::Mutex::new(HashSet::new()),
+            adopting: Arc::default(),
         });
         bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
         bridge
@@ -284,7 +284,7 @@ impl ClusterBridge {
         &self,
         owner: u64,
         client_id: &str,
-    ) -> Result<cluster::SessionState, String> {
+    ) -> Result<cluster::SessionState, TakeOverError> {
         let cluster = self.cluster.clone();
         let client_id = client_id.to_owned();
         let timeout = self.forward_timeout;
@@ -293,9 +293,23 @@ impl ClusterBridge {
         });
         match task.await {
             Ok(Ok(Ok(state))) => Ok(state),
-            Ok(Ok(Err(e))) => Err(e.to_string()),
-            Ok(Err(_)) => Err("timed out".into()),
-            Err(e) => Err(e.to_string()),
+            Ok(Ok(Err(cluster::Error::SessionNotFound { .. }))) => Err(TakeOverError::NotThere),
+            Ok(Ok(Err(e))) => Err(TakeOverError::Failed(e.to_string())),
+            Ok(Err(_)) => Err(TakeOverError::Failed("timed out".into())),
+            Err(e) => Err(TakeOverError::Failed(e.to_string())),
+        }
+    }
+
+    /// Waits (at most `bound`) until the replicated owner of `client_id` is
+    /// no longer `owner`; the owner then.
+    async fn owner_after(&self, client_id: &str, owner: u64, bound: Duration) -> Option<u64> {
+        let end = tokio::time::Instant::now() + bound;
+        loop {
+            let now = self.session_owner(client_id);
+            if now != Some(owner) || tokio::time::Instant::now() >= end {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -319,12 +333,18 @@ impl ClusterBridge {
         client_id: &str,
         clean_start: bool,
     ) -> Result<Option<Imported>, NotReady> {
-        // A session being adopted from a draining node is owned here once
-        // that ends: wait for it rather than take it from the drained node.
+        // One move of a session at a time on this node: a session being
+        // adopted from a draining node is owned here once that ends.
         let end = tokio::time::Instant::now() + self.forward_timeout;
-        while self.adopting.lock().contains(client_id) && tokio::time::Instant::now() < end {
+        let _moving = loop {
+            if let Some(guard) = self.adopting(client_id) {
+                break Some(guard);
+            }
+            if tokio::time::Instant::now() >= end {
+                break None;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        };
         if self
             .session_owner(client_id)
             .is_none_or(|o| o == self.node_id)
@@ -335,30 +355,46 @@ impl ClusterBridge {
             tracing::info!(%client_id, "not caught up with the cluster; refusing the session's takeover");
             return Err(NotReady);
         }
-        let Some(owner) = self.session_owner(client_id).filter(|o| *o != self.node_id) else {
+        let Some(mut owner) = self.session_owner(client_id).filter(|o| *o != self.node_id) else {
             return Ok(None);
         };
-        Ok(match self.take_over(owner, client_id).await {
-            Ok(state) if !clean_start => Some(Imported::State(state)),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
-                if clean_start {
-                    return Ok(None);
+        // The owner may have handed the session on (a drain) just before:
+        // then ask the node that has it now.
+        for _ in 0..3 {
+            match self.take_over(owner, client_id).await {
+                Ok(state) if !clean_start => return Ok(Some(Imported::State(state))),
+                Ok(_) => return Ok(None),
+                Err(TakeOverError::NotThere) => {
+                    match self
+                        .owner_after(client_id, owner, self.forward_timeout / 4)
+                        .await
+                    {
+                        Some(next) if next == self.node_id => return Ok(None),
+                        Some(next) if next != owner => owner = next,
+                        _ => break,
+                    }
                 }
-                self.cluster.session(client_id).map(Imported::Record)
+                Err(TakeOverError::Failed(e)) => {
+                    tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
+                    break;
+                }
             }
-        })
+        }
+        if clean_start {
+            return Ok(None);
+        }
+        Ok(self.cluster.session(client_id).map(Imported::Record))
     }
 
-    /// Marks `client_id` as being adopted here until the guard is dropped;
-    /// `None` if an adoption of it is running already.
-    pub fn adopting(self: &Arc<Self>, client_id: &str) -> Option<AdoptingGuard> {
+    /// Marks `client_id` as moving to this node (adopted from a draining
+    /// node, or taken over for a connecting client) until the guard is
+    /// dropped; `None` if a move of it is running already.
+    pub fn adopting(&self, client_id: &str) -> Option<AdoptingGuard> {
         if !self.adopting.lock().insert(client_id.to_owned()) {
             return None;
         }
         Some(AdoptingGuard {
-            bridge: self.clone(),
+            moving: self.adopting.clone(),
             client_id: client_id.to_owned(),
         })
     }
@@ -408,15 +444,33 @@ impl ClusterBridge {
     }
 }
 
+/// Why a takeover gave no session.
+#[derive(Debug)]
+pub enum TakeOverError {
+    /// The node asked has no such session (it moved on, or ended).
+    NotThere,
+    /// The node could not be asked, or failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for TakeOverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TakeOverError::NotThere => f.write_str("the node has no such session"),
+            TakeOverError::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 /// Held while a session is adopted (`ClusterBridge::adopting`).
 pub struct AdoptingGuard {
-    bridge: Arc<ClusterBridge>,
+    moving: Arc<parking_lot::Mutex<HashSet<String>>>,
     client_id: String,
 }
 
 impl Drop for AdoptingGuard {
     fn drop(&mut self) {
-        self.bridge.adopting.lock().remove(&self.client_id);
+        self.moving.lock().remove(&self.client_id);
     }
 }
 
@@ -483,6 +537,10 @@ impl Cluster for ClusterBridge {
         ClusterBridge::is_up(self, node)
     }
 
+    fn session_owner(&self, client_id: &str) -> Option<u64> {
+        ClusterBridge::session_owner(self, client_id)
+    }
+
     fn redirect(&self, client_id: &str) -> Option<String> {
         ClusterBridge::redirect(self, client_id).map(|(_, address)| address)
     }
@@ -503,6 +561,7 @@ fn forwarded_publish(message: &Message) -> cluster::ForwardedPublish {
         retain: message.retain,
         properties: properties.freeze(),
         expires_at_ms: message.expires_at_ms,
+        uid: message.uid,
         ..Default::default()
     }
 }

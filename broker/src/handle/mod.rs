@@ -371,6 +371,9 @@ pub enum Input {
     /// session's replicated record, to be claimed (`None` if the session
     /// had ended).
     Adopt(Imported, oneshot::Sender<Option<cluster::SessionInfo>>),
+    /// The drain is over: a session that moved withdraws its routes while
+    /// it forwards what is still on its way. Answered when done.
+    Retire(oneshot::Sender<()>),
     Describe(oneshot::Sender<Option<SessionDetails>>),
     Kick(oneshot::Sender<bool>),
     Discard(oneshot::Sender<bool>),

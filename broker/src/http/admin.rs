@@ -231,6 +231,7 @@ async fn delete_retained(Extract(http): Extract<Http>, Path(topic): Path<String>
         expires_at_ms: None,
         origin: BROKER_ORIGIN,
         received_at: None,
+        uid: crate::message::next_uid(),
     });
     store_retained(&http.state, &message, &mut LazyGuard::none());
     Json(serde_json::json!({ "topic": topic, "deleted": true })).into_response()

@@ -328,6 +328,11 @@ pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
         "Clients disconnected for a protocol violation.",
         load(&m.protocol_errors),
     );
+    f.counter(
+        "tern_duplicates_dropped_total",
+        "Copies of a message a session got already (it moved between nodes), not delivered again.",
+        load(&m.duplicates_dropped),
+    );
     let latency = m.deliver_latency.snapshot();
     f.histogram(
         "tern_publish_to_deliver_seconds",

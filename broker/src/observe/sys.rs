@@ -146,6 +146,7 @@ fn publish(state: &State, topic: String, payload: String) {
         expires_at_ms: None,
         origin: BROKER_ORIGIN,
         received_at: None,
+        uid: 0,
     });
     set_retained_locally(state, &message);
     let scope = Scope::Local {

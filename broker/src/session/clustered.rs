@@ -9,9 +9,11 @@ use super::error::CloseReason;
 use super::outgoing::OutState;
 use super::{Restored, Session};
 use crate::handle::Imported;
-use crate::handle::{HandOver, OwnerMoved};
+use crate::handle::{Deliver, HandOver, OwnerMoved};
 use crate::nodes::Proposal;
 use crate::records;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 impl Session {
     /// The session as the replicated state keeps it.
@@ -46,6 +48,14 @@ impl Session {
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
     pub(super) fn import(&mut self, imported: Imported) {
+        let handed_over = match &imported {
+            Imported::State(s) => s.recent_uids.clone(),
+            Imported::Record(_) => Vec::new(),
+        };
+        self.recent = Some(Box::new(super::recent::Recent::after_move(
+            crate::message::unix_ms(),
+            handed_over,
+        )));
         let restored = Restored::from_imported(self.state.limits(), imported);
         if let Some(protocol) = restored.protocol {
             self.protocol = protocol;
@@ -89,10 +99,16 @@ impl Session {
         }
     }
 
-    /// Ends the session here because another node has it now. Local store
-    /// records go unless `keep_stored` (then the caller deletes them once the
-    /// messages they hold have reached the new owner).
-    fn leave(&mut self, keep_stored: bool, ctx: &mut Context<Self>) {
+    /// Ends the session here because node `owner` has it now. Local store
+    /// records go unless `keep_stored` (then the caller deletes them once
+    /// the messages they hold have reached the new owner).
+    ///
+    /// The actor stays a while ([`Lifecycle::Moved`]), its subscriptions in
+    /// the router: routes to this node are not gone from the other nodes
+    /// yet, and what still arrives for the session is forwarded to `owner`
+    /// (the new owner drops copies it got already, `recent.rs`). Then its
+    /// routes go and it stops.
+    fn leave(&mut self, keep_stored: bool, owner: u64, ctx: &mut Context<Self>) {
         if let Some(conn) = self.conn.take() {
             self.close_connection(conn, CloseReason::TakenOver, ctx);
         }
@@ -106,12 +122,126 @@ impl Session {
         if let Some((_, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
         }
+        if let Some(timer) = self.expiry_timer.take() {
+            ctx.cancel_future(timer);
+        }
         if keep_stored {
             self.stored = false;
+        } else if self.stored {
+            self.stored = false;
+            self.state.writer().submit(
+                vec![storage::WriteOp::DeleteSession {
+                    client_id: self.client_id().to_string(),
+                }],
+                None,
+            );
         }
-        self.finish(true, ctx);
+        self.outgoing.clear();
+        self.incoming.clear();
+        self.recent = None;
+        self.lifecycle = super::core::Lifecycle::Moved {
+            owner,
+            retired: false,
+        };
+        self.state
+            .registry()
+            .remove_if_same(self.client_id(), &self.handle);
+        self.state.registry().add_moved(self.handle.clone());
+        let linger = Duration::from_secs(self.state.config().cluster.forward_timeout_secs.max(1));
+        ctx.run_later(linger, |session, ctx| session.finish(true, ctx));
+    }
+
+    /// A copy routed to this session after it moved to `owner`: sent to
+    /// the session's owner (`owner`, or where the replicated state says it
+    /// went since), retried while that node is not ready for it; its
+    /// publisher is acknowledged once the owner has it.
+    pub(super) fn forward_moved(&mut self, owner: u64, mut d: Deliver) {
+        let cluster = self.state.cluster().clone();
+        let client_id = self.client_id().to_string();
+        let me = cluster.node_id();
+        let state = self.state.clone();
+        state.registry().forwarding().fetch_add(1, Ordering::AcqRel);
+        // A copy not forwarded (the node stopped first) fails its publisher
+        // rather than counting as delivered.
+        let ack = FailUnlessDone(d.ack.take());
+        actix_rt::spawn(async move {
+            let _count = ForwardingCount(state);
+            for _ in 0..FORWARD_ATTEMPTS {
+                let owner = cluster
+                    .session_owner(&client_id)
+                    .filter(|o| *o != me)
+                    .unwrap_or(owner);
+                let sent = cluster.forward_to_session(
+                    owner,
+                    &client_id,
+                    &d.message,
+                    (d.qos, d.retain),
+                    &d.subscription_ids,
+                );
+                if sent.await {
+                    ack.succeed();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::warn!(%client_id, owner, topic = %d.message.topic, "a message for a session that moved did not reach its new owner");
+        });
+    }
+
+    /// The drain is over: withdraw this moved session's routes (the other
+    /// nodes stop sending here) while it still forwards what is on its way.
+    pub(super) fn retire(&mut self) {
+        if let super::core::Lifecycle::Moved {
+            owner,
+            retired: false,
+        } = self.lifecycle
+        {
+            for filter in self.subscriptions.keys() {
+                self.state
+                    .cluster()
+                    .propose(Proposal::RemoveRoute(filter.to_string()));
+            }
+            self.lifecycle = super::core::Lifecycle::Moved {
+                owner,
+                retired: true,
+            };
+        }
     }
 }
+
+/// Fails the guard it holds when dropped with it (a forward that did not
+/// complete); `.0 = None` once done.
+struct FailUnlessDone(Option<crate::handle::AckGuard>);
+
+impl FailUnlessDone {
+    /// The copy arrived: release the guard without failing it.
+    fn succeed(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for FailUnlessDone {
+    fn drop(&mut self) {
+        if let Some(ack) = self.0.take() {
+            ack.fail();
+        }
+    }
+}
+
+/// Counts a copy in `Registry::forwarding` while alive.
+struct ForwardingCount(crate::state::State);
+
+impl Drop for ForwardingCount {
+    fn drop(&mut self) {
+        self.0
+            .registry()
+            .forwarding()
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Tries of a copy for a session that moved (100 ms apart).
+const FORWARD_ATTEMPTS: usize = 30;
 
 impl Session {
     /// The node drains: close the connection, telling a 5.0 client where
@@ -166,6 +296,13 @@ impl Handler<HandOver> for Session {
             return None;
         }
         tracing::info!(client_id = %self.client_id(), to = msg.to, "session handed over to another node");
+        let mut recent_uids = self.recent.as_ref().map(|r| r.ids()).unwrap_or_default();
+        recent_uids.extend(
+            self.outgoing
+                .iter()
+                .map(|m| m.message.uid)
+                .filter(|u| *u != 0),
+        );
         let state = cluster::SessionState {
             client_id: self.client_id().to_string(),
             info: self.session_info(),
@@ -184,8 +321,9 @@ impl Handler<HandOver> for Session {
                 })
                 .collect(),
             incoming_qos2: self.incoming.qos2_ids(),
+            recent_uids,
         };
-        self.leave(false, ctx);
+        self.leave(false, msg.to, ctx);
         Some(state)
     }
 }
@@ -218,7 +356,7 @@ impl Handler<OwnerMoved> for Session {
         let keep_stored = self.stored;
         let client_id = self.client_id().to_string();
         let writer = self.state.writer().clone();
-        self.leave(keep_stored, ctx);
+        self.leave(keep_stored, msg.owner, ctx);
         if keep_stored {
             actix_rt::spawn(async move {
                 let mut all = true;

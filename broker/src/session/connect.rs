@@ -435,6 +435,7 @@ impl Session {
             expires_at_ms,
             origin: self.handle.0.id,
             received_at: None,
+            uid: crate::message::next_uid(),
         });
         tracing::debug!(client_id = %self.client_id(), topic = %message.topic, "publishing will");
         self.publish_message(message, None);
@@ -476,14 +477,17 @@ impl Session {
     /// Forgets everything of the session (Clean Start or end): subscriptions
     /// in the router, queued and in-flight messages, stored records.
     pub(super) fn discard_state(&mut self) {
+        let retired = matches!(self.lifecycle, core::Lifecycle::Moved { retired: true, .. });
         if !self.subscriptions.is_empty() {
             let mut router = self.state.router().write();
             let me = self.subscriber();
             for filter in self.subscriptions.keys() {
                 router.unsubscribe(filter, &me);
-                self.state
-                    .cluster()
-                    .propose(Proposal::RemoveRoute(filter.to_string()));
+                if !retired {
+                    self.state
+                        .cluster()
+                        .propose(Proposal::RemoveRoute(filter.to_string()));
+                }
             }
         }
         self.subscriptions.clear();
@@ -512,11 +516,13 @@ impl Session {
             ctx.cancel_future(timer);
             self.publish_will(will);
         }
-        self.lifecycle = core::Lifecycle::Ended;
         if moved {
             // Its messages went with it to another node.
             self.discard_state();
+            self.lifecycle = core::Lifecycle::Ended;
+            self.state.registry().remove_moved(&self.handle);
         } else {
+            self.lifecycle = core::Lifecycle::Ended;
             let shared = self.outgoing.take_shared(true);
             self.discard_state();
             let lost = self.redistribute_shared(shared).len();

@@ -13,7 +13,8 @@
 //! Lifecycle ([`Lifecycle`]): `Offline` (restored at startup, or created for
 //! a CONNECT that is on its way) -> `Online` (a connection is attached) ->
 //! `Offline` (the connection ended and the session outlives it) ... ->
-//! `Ended` (Clean Start, expiry, an operator, or moved to another node).
+//! `Ended` (Clean Start, expiry, an operator), or `Moved` (to another node;
+//! forwarding there for a while) -> `Ended`.
 
 use crate::codec::{ProtocolVersion, QoS};
 use crate::counters::DropReason;
@@ -27,13 +28,19 @@ pub enum Lifecycle {
     /// ended (`None`: never connected to this actor yet, e.g. a new
     /// session whose CONNECT is in its mailbox).
     Offline { since_ms: Option<u64> },
+    /// The session went on at node `owner`: for a while this actor
+    /// forwards there what still arrives for it (routes to this node are
+    /// not all gone yet), then ends.
+    /// `retired`: its routes were withdrawn already (a drain's end).
+    Moved { owner: u64, retired: bool },
     /// The session is over; what still arrives is ignored.
     Ended,
 }
 
 impl Lifecycle {
+    /// Over here (ended, or moved to another node).
     pub fn is_ended(self) -> bool {
-        self == Lifecycle::Ended
+        matches!(self, Lifecycle::Ended | Lifecycle::Moved { .. })
     }
 }
 
@@ -231,7 +238,7 @@ pub fn expiry_due(now_ms: u64, lifecycle: Lifecycle, session_expiry_interval: u3
         Lifecycle::Offline { since_ms } => {
             expires_at(now_ms, since_ms, session_expiry_interval).is_some_and(|at| now_ms >= at)
         }
-        Lifecycle::Online | Lifecycle::Ended => false,
+        Lifecycle::Online | Lifecycle::Moved { .. } | Lifecycle::Ended => false,
     }
 }
 
@@ -589,6 +596,19 @@ mod tests {
     #[test]
     fn lifecycle_ends_once() {
         assert!(Lifecycle::Ended.is_ended());
+        assert!(Lifecycle::Moved {
+            owner: 2,
+            retired: false
+        }
+        .is_ended());
+        assert!(!expiry_due(
+            T0 + 60_000,
+            Lifecycle::Moved {
+                owner: 2,
+                retired: false
+            },
+            60
+        ));
         assert!(!Lifecycle::Offline { since_ms: None }.is_ended());
         assert!(!Lifecycle::Online.is_ended());
     }

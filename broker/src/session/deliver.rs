@@ -34,8 +34,25 @@ impl Handler<Deliver> for Session {
         if d.backpressure != Backpressure::Untracked {
             self.handle.0.in_mailbox.fetch_sub(1, Ordering::Relaxed);
         }
+        if let core::Lifecycle::Moved { owner, .. } = self.lifecycle {
+            return self.forward_moved(owner, d);
+        }
         if self.is_ended() {
             return;
+        }
+        if d.message.uid != 0
+            && (self.recent.is_some() || (d.qos == QoS::ExactlyOnce && self.is_persistent()))
+        {
+            let recent = self.recent.get_or_insert_with(Default::default);
+            if !recent.first_time(unix_ms(), d.message.uid, d.qos) {
+                // a copy this session got already (it moved between
+                // nodes); its publisher is acknowledged: the session has it
+                Metrics::add(&self.state.metrics().duplicates_dropped, 1);
+                return;
+            }
+            if recent.is_empty() {
+                self.recent = None;
+            }
         }
         if let Some(until_ms) = self.enqueue(d) {
             if !self.hold_timer {

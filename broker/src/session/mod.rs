@@ -39,6 +39,7 @@ mod keep_alive;
 pub mod outgoing;
 mod publish;
 mod reauth;
+mod recent;
 mod restored;
 mod subscribe;
 
@@ -106,6 +107,9 @@ pub struct Session {
     /// 5.0 enhanced authentication of the current connection, if it used
     /// one (boxed: most connections do not).
     auth: Option<Box<EnhancedAuth>>,
+    /// Ids of messages got lately (QoS 2 of a persistent session; all for a
+    /// while after a move), so that none is delivered twice (`recent.rs`).
+    recent: Option<Box<recent::Recent>>,
 }
 
 /// The 5.0 enhanced authentication a connection started with.
@@ -214,6 +218,7 @@ impl Session {
             hold_timer: false,
             stalled: false,
             auth: None,
+            recent: None,
             state,
         }
     }
@@ -296,6 +301,10 @@ impl Handler<Input> for Session {
             }
             Input::Drain(reference, reply) => {
                 self.drain(reference, ctx);
+                let _ = reply.send(());
+            }
+            Input::Retire(reply) => {
+                self.retire();
                 let _ = reply.send(());
             }
             Input::Adopt(imported, reply) => {

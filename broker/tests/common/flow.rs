@@ -27,8 +27,36 @@ pub async fn publish_until_broken(
     first_seq: u32,
     count: u32,
 ) -> Acked {
+    let p = Raw::mqtt(addr, client_id, true).await;
+    publish_on(p, prefix, first_seq, count).await
+}
+
+/// As [`publish_until_broken`], for a node that may be down or refuse the
+/// connection: then nothing is sent.
+pub async fn publish_rounds(
+    addr: SocketAddr,
+    client_id: &str,
+    prefix: &str,
+    first_seq: u32,
+    count: u32,
+) -> Acked {
+    let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
+        return Acked::default();
+    };
+    let mut p = Raw::over(stream);
+    if !p.try_send(&build::connect(4, client_id, true, 60)).await {
+        return Acked::default();
+    }
+    match p.recv_bytes_within(Duration::from_secs(10)).await {
+        Some(connack) if connack == build::connack(false, 0) => {
+            publish_on(p, prefix, first_seq, count).await
+        }
+        _ => Acked::default(),
+    }
+}
+
+async fn publish_on(mut p: Raw, prefix: &str, first_seq: u32, count: u32) -> Acked {
     let mut acked = Acked::default();
-    let mut p = Raw::mqtt(addr, client_id, true).await;
     let (q1, q2) = (format!("{prefix}/q1"), format!("{prefix}/q2"));
     let mut in_flight: HashMap<u16, (u32, u8)> = HashMap::new();
     let mut seq = first_seq;
@@ -105,7 +133,21 @@ impl App {
         }
     }
 
+    /// Handles one packet of a 3.1.1 connection (PUBLISH or PUBREL).
+    pub async fn handle_packet(&mut self, s: &mut Raw, packet: &[u8]) {
+        self.handle(s, packet).await
+    }
+
+    /// Handles one packet of an MQTT 5 connection (PUBLISH or PUBREL).
+    pub async fn handle5(&mut self, s: &mut Raw, packet: &[u8]) {
+        self.handle_version(s, packet, true).await
+    }
+
     async fn handle(&mut self, s: &mut Raw, packet: &[u8]) {
+        self.handle_version(s, packet, false).await
+    }
+
+    async fn handle_version(&mut self, s: &mut Raw, packet: &[u8], v5: bool) {
         let kind = packet[0] >> 4;
         let qos = (packet[0] >> 1) & 3;
         match kind {
@@ -120,6 +162,20 @@ impl App {
                 i += 2 + topic_len;
                 let id = u16::from_be_bytes([packet[i], packet[i + 1]]);
                 i += 2;
+                if v5 {
+                    // properties: a variable byte integer length, then them
+                    let (mut len, mut shift) = (0usize, 0);
+                    loop {
+                        let b = packet[i];
+                        i += 1;
+                        len |= usize::from(b & 0x7f) << shift;
+                        shift += 7;
+                        if b & 0x80 == 0 {
+                            break;
+                        }
+                    }
+                    i += len;
+                }
                 let seq = u32::from_be_bytes(packet[i..i + 4].try_into().unwrap());
                 if qos == 1 {
                     *self.qos1.entry(seq).or_default() += 1;

@@ -81,6 +81,16 @@ pub struct Pods {
 impl Drop for Pods {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            // whole logs kept for a post-mortem, the end printed
+            let dir = std::env::temp_dir().join("tern-pods-logs");
+            let _ = std::fs::create_dir_all(&dir);
+            for c in &self.containers {
+                if let Ok(out) = Command::new("docker").args(["logs", c]).output() {
+                    let mut all = out.stdout;
+                    all.extend(out.stderr);
+                    let _ = std::fs::write(dir.join(format!("{c}.log")), all);
+                }
+            }
             for c in &self.containers {
                 let logs = Command::new("docker")
                     .args(["logs", "--tail", "60", c])

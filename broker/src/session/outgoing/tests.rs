@@ -15,6 +15,7 @@ fn msg(seq: u64, qos: QoS) -> OutMsg {
             expires_at_ms: None,
             origin: 7,
             received_at: None,
+            uid: 0,
         }),
         subscription_ids: SmallVec::new(),
         shared_filter: None,

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use broker::codec::{Packet, QoS};
 use common::flow::{check, publish_until_broken, Acked, App};
 use common::process::{free_port, TernProcess};
@@ -75,6 +77,12 @@ struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes (ids 1..=n) and waits until they agree on a leader.
     fn start(n: u64) -> TestCluster {
+        TestCluster::start_with(n, "")
+    }
+
+    /// [`TestCluster::start`] with `extra` lines added to the `[cluster]`
+    /// section of every node's config.
+    fn start_with(n: u64, extra: &str) -> TestCluster {
         let mut cluster = TestCluster {
             root: tempfile::tempdir().unwrap(),
             nodes: Vec::new(),
@@ -85,6 +93,12 @@ impl TestCluster {
         let seeds = cluster.seeds();
         for node in &mut cluster.nodes {
             write_config(node, &seeds);
+            if !extra.is_empty() {
+                let mut text = std::fs::read_to_string(&node.config).unwrap();
+                text.push_str(extra);
+                text.push('\n');
+                std::fs::write(&node.config, text).unwrap();
+            }
             node.start();
         }
         cluster.wait_converged(n as usize);
@@ -969,4 +983,116 @@ async fn sigterm_drains_a_node_sessions_move_and_clients_are_sent_elsewhere_issu
     // node 2 comes back with its identity
     cluster.node(2).start();
     cluster.wait_converged(3);
+}
+
+/// How long a drain takes with many sessions (issue 18): N persistent
+/// sessions on node 2, offline with 3 queued QoS 1 messages each; SIGTERM
+/// node 2; its log's `drained` line says how many were handed over and how
+/// long it took, and a sample of the sessions is checked on the other nodes
+/// (session present, the 3 messages). Prints the figures; ignored by
+/// default because 10,000 sessions take minutes on two cores:
+/// `TERN_DRAIN_SESSIONS=1000,10000 cargo test -p broker --test cluster
+/// drain_timing -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn drain_timing_with_many_sessions_issue_18() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let counts = std::env::var("TERN_DRAIN_SESSIONS").unwrap_or_else(|_| "1000".into());
+    for n in counts
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().unwrap())
+    {
+        drain_many(n).await;
+    }
+}
+
+async fn drain_many(n: usize) {
+    let mut cluster = TestCluster::start_with(3, "drain_timeout_secs = 600");
+    let node2 = cluster.addr(2);
+    let made = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| async move {
+            let id = format!("drain-{i}");
+            let mut c = connect(node2, &id, false, false).await;
+            subscribe(&mut c, 1, &[("drain/all", 1)]).await;
+            c.send(&build::disconnect()).await;
+            c.expect_closed().await;
+        })
+        .buffer_unordered(200)
+        .collect::<Vec<()>>()
+        .await;
+    // a clean session on node 2 that gets the messages too: once it has
+    // the third, node 2 has handed all three to every session there
+    let mut probe = connect(node2, "drain-probe", true, false).await;
+    subscribe(&mut probe, 1, &[("drain/all", 1)]).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(1), "drain-pub", true, false).await;
+    for i in 1..=3u16 {
+        publish_acked(&mut p, "drain/all", 1, false, i, &i.to_be_bytes()).await;
+    }
+    let got = collect(&mut probe, Duration::from_millis(500)).await;
+    assert_eq!(got.len(), 3, "the probe on node 2 got the messages");
+    let setup = made.elapsed();
+
+    let stopping = Instant::now();
+    let status = cluster
+        .node(2)
+        .process
+        .take()
+        .unwrap()
+        .terminate_within(Duration::from_secs(900));
+    let stopped = stopping.elapsed();
+    assert!(status.success(), "node 2 exit status {status}");
+    let log = strip_ansi(&cluster.node(2).log());
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains(" drained "))
+        .unwrap_or_else(|| panic!("no drained line:\n{log}"));
+    let field = |name: &str| -> u64 {
+        let at = line.find(&format!("{name}=")).unwrap() + name.len() + 1;
+        line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(field("handed_over") as usize, n, "{line}");
+    assert_eq!(field("left"), 0, "{line}");
+    let elapsed_ms = field("elapsed_ms");
+    // a sample of the sessions, on the nodes that adopted them
+    for i in (0..n).step_by((n / 50).max(1)) {
+        let id = format!("drain-{i}");
+        let at = if i % 2 == 0 { 1 } else { 3 };
+        let mut c = connect(cluster.addr(at), &id, false, true).await;
+        let got = collect(&mut c, Duration::from_millis(500)).await;
+        let want: Vec<Vec<u8>> = (1..=3u16).map(|i| i.to_be_bytes().to_vec()).collect();
+        assert_eq!(payloads(&got), want, "{id} at node {at}");
+    }
+    println!(
+        "drain of {n} sessions (3 queued messages each): drained in {elapsed_ms} ms \
+         ({:.0} sessions/s), process exit {:.1} s after SIGTERM; setup {:.1} s",
+        n as f64 * 1000.0 / elapsed_ms.max(1) as f64,
+        stopped.as_secs_f64(),
+        setup.as_secs_f64()
+    );
+}
+
+/// `text` without terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -111,10 +111,16 @@ impl TernProcess {
     }
 
     /// SIGTERM; returns the exit status once it exits.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.terminate_within(Duration::from_secs(30))
+    }
+
+    /// [`TernProcess::terminate`] for a process that may take up to `limit`
+    /// to stop (a drain of many sessions).
+    pub fn terminate_within(mut self, limit: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let end = Instant::now() + Duration::from_secs(30);
+        let end = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;

@@ -20,7 +20,9 @@ use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
     raft_records::RaftTree,
-    records::{self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord},
+    records::{
+        self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
+    },
     stats::{Stats, WriterStats},
     writer::{GroupCommitter, Msg, Writer},
 };

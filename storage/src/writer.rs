@@ -39,7 +39,9 @@ use sled::{
 use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
-    records::{self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord},
+    records::{
+        self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
+    },
     store::{Handles, Shared},
 };
 

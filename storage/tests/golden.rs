@@ -10,7 +10,8 @@ use std::path::Path;
 use bytes::Bytes;
 use common::*;
 use storage::{
-    Error, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord, WriteOp,
+    Error, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord,
+    WriteOp,
 };
 
 const CLIENT: &str = "dev-1";

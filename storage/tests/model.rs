@@ -10,8 +10,8 @@ use bytes::Bytes;
 use common::config;
 use proptest::prelude::*;
 use storage::{
-    GroupCommitter, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord,
-    WriteOp,
+    GroupCommitter, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage,
+    SubscriptionRecord, WriteOp,
 };
 
 /// Client ids chosen so that some are prefixes of others.

@@ -184,6 +184,10 @@ pub async fn run(
         ));
     }
     let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
+    accept_tasks.push(actix_rt::spawn(watch_store_and_leader(
+        state.clone(),
+        stop_rx.clone(),
+    )));
     if let Some(outbox) = state.hub().take_outbox() {
         accept_tasks.push(actix_rt::spawn(route_outbox(
             state.clone(),
@@ -275,6 +279,64 @@ async fn route_outbox(
                 None => return,
             },
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Publishes hub events for what no code path reports as it happens: store
+/// writes that failed (and the store taking writes again) and a new raft
+/// leader. Looks once a second until `stop` turns true.
+async fn watch_store_and_leader(state: State, mut stop: watch::Receiver<bool>) {
+    use crate::hub::events::Severity;
+    let mut failed = state.store().writer_stats().failed_requests;
+    let mut store_ok = true;
+    let mut leader = state.cluster().raft().and_then(|c| c.status().leader);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let events = state.hub().events();
+        let now_failed = state.store().writer_stats().failed_requests;
+        let health = state.store().health();
+        if now_failed > failed || (store_ok && health.is_err()) {
+            store_ok = false;
+            let error = health.as_ref().err().map(ToString::to_string);
+            events.emit(
+                Severity::Error,
+                "store",
+                "store",
+                "store writes failed",
+                serde_json::json!({ "failed_writes": now_failed - failed, "error": error }),
+            );
+        } else if !store_ok && health.is_ok() {
+            store_ok = true;
+            events.emit(
+                Severity::Info,
+                "store",
+                "store",
+                "store takes writes again",
+                serde_json::Value::Null,
+            );
+        }
+        failed = now_failed;
+        if let Some(status) = state.cluster().raft().map(|c| c.status()) {
+            if status.leader != leader {
+                leader = status.leader;
+                let node = status.node_id.to_string();
+                let (severity, msg) = match leader {
+                    Some(_) => (Severity::Info, "raft leader changed"),
+                    None => (Severity::Warning, "no raft leader known"),
+                };
+                events.emit(
+                    severity,
+                    "cluster",
+                    &node,
+                    msg,
+                    serde_json::json!({ "leader": leader, "term": status.term }),
+                );
+            }
         }
     }
 }

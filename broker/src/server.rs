@@ -109,6 +109,17 @@ pub async fn run(
         .start_routes(&routes, state.store())
         .map_err(anyhow::Error::msg)
         .context("cannot start the routes")?;
+    let api_routes = state
+        .cluster()
+        .load_hub_routes(state.store())
+        .context("cannot read the routes made through the admin API")?;
+    for (name, definition) in api_routes {
+        // a route this node cannot run is reported and skipped: the others
+        // (and the rest of the cluster) go on
+        let _ = state
+            .hub()
+            .apply_api_route(&name, Some(&definition), state.store());
+    }
 
     let cluster_runtime = cluster.map(|c| c.run(&state, failed_tx));
 

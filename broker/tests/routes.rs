@@ -10,7 +10,9 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::hub::{next_json, publish_acked, rest_route, sys_subscriber, HttpTarget, POLL};
+use common::hub::{
+    api, next_json, publish_acked, rest_route, rest_route_json, sys_subscriber, HttpTarget, POLL,
+};
 use common::process::{free_port, TernProcess};
 use common::{build, check_for, Raw, TestBroker, PATIENCE, QUIET};
 
@@ -283,4 +285,94 @@ fn a_route_whose_target_cannot_be_built_stops_the_start_up_with_a_clear_error() 
     let text = format!("{err:#}");
     assert!(text.contains("route `secret`"), "{text}");
     assert!(text.contains("TERN_TEST_UNSET_SECRET"), "{text}");
+}
+
+#[tokio::test]
+async fn routes_are_created_listed_paused_resumed_and_deleted_through_the_admin_api() {
+    let target = HttpTarget::start().await;
+    let file_route = rest_route(
+        "from-file",
+        "file/#",
+        &target.url("/f"),
+        serde_json::json!({}),
+    );
+    let config = move |c: &mut broker::config::Config| {
+        c.routes = vec![file_route.clone()];
+        common::with_http(c);
+    };
+    let mut broker = TestBroker::start_with(config.clone());
+    let http = broker.http_addr();
+    let mut def = rest_route_json("via-api", "api/#", &target.url("/a"));
+    def["headers"] = serde_json::json!({ "Authorization": "Bearer hunter2" });
+    let (status, created) = api(http, "POST", "/routes", Some(def.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["origin"], "api");
+    assert_eq!(created["definition"]["topic"], "api/#");
+    assert!(!created.to_string().contains("hunter2"), "{created}");
+    // exists: 409; bad definitions: 400 with the error
+    let (status, body) = api(http, "POST", "/routes", Some(def.clone())).await;
+    assert_eq!(status, 409, "{body}");
+    let mut bad = def.clone();
+    bad["name"] = "other".into();
+    bad["topic"] = "a/#/b".into();
+    let (status, body) = api(http, "POST", "/routes", Some(bad)).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("key `topic`"),
+        "{body}"
+    );
+    let (status, body) = api(
+        http,
+        "POST",
+        "/routes",
+        Some(serde_json::json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, list) = api(http, "GET", "/routes", None).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = list["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["definition"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["from-file", "via-api"]);
+    let (status, _) = api(http, "GET", "/routes/nope", None).await;
+    assert_eq!(status, 404);
+
+    let mut p = Raw::mqtt(broker.addr, "p", true).await;
+    publish_acked(&mut p, "api/1", 1, b"first").await;
+    let arrived = check_for(PATIENCE, POLL, || target.bodies() == ["first"]).await;
+    assert!(arrived, "{:?}", target.bodies());
+
+    // paused: queued, not delivered; resumed: delivered
+    let (status, paused) = api(http, "POST", "/routes/via-api/pause", None).await;
+    assert_eq!((status, &paused["stats"]["paused"]), (200, &true.into()));
+    publish_acked(&mut p, "api/1", 2, b"second").await;
+    let (_, shown) = api(http, "GET", "/routes/via-api", None).await;
+    assert_eq!(shown["stats"]["queued"], 1, "{shown}");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(target.bodies(), ["first"]);
+    // the API route and its paused state survive a restart
+    broker.restart_with(config.clone());
+    let http = broker.http_addr();
+    let (_, shown) = api(http, "GET", "/routes/via-api", None).await;
+    assert_eq!(shown["stats"]["paused"], true, "{shown}");
+    assert_eq!(shown["stats"]["queued"], 1, "{shown}");
+    let (status, _) = api(http, "POST", "/routes/via-api/resume", None).await;
+    assert_eq!(status, 200);
+    let arrived = check_for(PATIENCE, POLL, || target.bodies() == ["first", "second"]).await;
+    assert!(arrived, "{:?}", target.bodies());
+
+    // a file route is not deleted here; an API route is, with its queue
+    let (status, _) = api(http, "DELETE", "/routes/from-file", None).await;
+    assert_eq!(status, 409);
+    let (status, _) = api(http, "DELETE", "/routes/via-api", None).await;
+    assert_eq!(status, 200);
+    let (status, _) = api(http, "GET", "/routes/via-api", None).await;
+    assert_eq!(status, 404);
+    broker.restart_with(config);
+    let (_, list) = api(broker.http_addr(), "GET", "/routes", None).await;
+    assert_eq!(list["routes"].as_array().unwrap().len(), 1, "{list}");
 }

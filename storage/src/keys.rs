@@ -33,17 +33,21 @@ pub(crate) enum TreeId {
     /// `route \0 seq (u64 BE)` -> `RouteRecord`: the durable queue of each
     /// hub route.
     RouteQueue = 5,
+    /// `route` -> route definition (JSON): the hub routes made through the
+    /// admin API on a node without a cluster.
+    HubRoutes = 6,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 6] = [
+    pub(crate) const ALL: [TreeId; 7] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
         TreeId::IncomingQos2,
         TreeId::Retained,
         TreeId::RouteQueue,
+        TreeId::HubRoutes,
     ];
 
     /// The trees whose keys start with `client_id \0`.
@@ -62,6 +66,7 @@ impl TreeId {
             TreeId::IncomingQos2 => "incoming_qos2",
             TreeId::Retained => "retained",
             TreeId::RouteQueue => "route_queue",
+            TreeId::HubRoutes => "hub_routes",
         }
     }
 

@@ -19,6 +19,7 @@
 //! | `incoming_qos2` | `client_id \0 packet_id` (u16 BE) | version byte only          |
 //! | `retained`      | `topic`                           | [`StoredMessage`]          |
 //! | `route_queue`   | `route \0 seq` (u64 BE)           | [`RouteRecord`]            |
+//! | `hub_routes`    | `route`                           | route definition (JSON)    |
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!

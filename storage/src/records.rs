@@ -17,6 +17,7 @@
 //! - retained: `01 message`
 //! - incoming_qos2: `01` alone
 //! - route_queue: `01 uid:u64 client_id:str received_at_ms:u64 message`
+//! - hub_routes: `01 definition:str` (the route's JSON, opaque to the store)
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
@@ -417,6 +418,21 @@ impl RouteRecord {
         r.finish()?;
         Ok(record)
     }
+}
+
+/// Encodes a `hub_routes` value: `01 definition:str`.
+pub(crate) fn encode_hub_route(definition: &str) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(definition.as_bytes());
+    w.0
+}
+
+/// Decodes a `hub_routes` value.
+pub(crate) fn decode_hub_route(value: &[u8]) -> Result<String, DecodeError> {
+    let mut r = Reader::new(value)?;
+    let definition = r.string("definition")?;
+    r.finish()?;
+    Ok(definition)
 }
 
 /// Refuses a route record the decoder could not read back.

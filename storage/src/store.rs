@@ -411,6 +411,26 @@ impl Store {
         })
     }
 
+    /// The hub routes made through the admin API: (name, definition), by
+    /// name.
+    pub fn load_hub_routes(&self) -> Result<Vec<(String, String)>> {
+        let tree = TreeId::HubRoutes;
+        self.shared.with_handles(|h| {
+            h.tree(tree)
+                .iter()
+                .map(|entry| {
+                    let (key, value) =
+                        entry.map_err(|e| Error::from_sled("reading hub routes", e))?;
+                    let name = String::from_utf8(key.to_vec())
+                        .map_err(|_| Error::corrupt(tree.name(), &key, "name is not UTF-8"))?;
+                    let definition = records::decode_hub_route(&value)
+                        .map_err(|e| Error::corrupt(tree.name(), &key, e.0))?;
+                    Ok((name, definition))
+                })
+                .collect()
+        })
+    }
+
     /// A hub route's queue, in `seq` order.
     pub fn load_route_queue(&self, route: &str) -> Result<Vec<(u64, RouteRecord)>> {
         keys::check_route(route)?;

@@ -98,6 +98,11 @@ pub enum WriteOp {
     DeleteRouteMessage { route: String, seq: u64 },
     /// Drops a hub route's whole queue.
     DeleteRouteQueue { route: String },
+    /// Creates or replaces the definition (JSON) of a hub route made
+    /// through the admin API.
+    PutHubRoute { route: String, definition: String },
+    /// Deletes the definition of a hub route.
+    DeleteHubRoute { route: String },
 }
 
 impl WriteOp {
@@ -127,9 +132,10 @@ impl WriteOp {
                 keys::check_route(route)?;
                 records::validate_route_record(record).map_err(invalid)
             }
-            WriteOp::DeleteRouteMessage { route, .. } | WriteOp::DeleteRouteQueue { route } => {
-                keys::check_route(route)
-            }
+            WriteOp::DeleteRouteMessage { route, .. }
+            | WriteOp::DeleteRouteQueue { route }
+            | WriteOp::PutHubRoute { route, .. }
+            | WriteOp::DeleteHubRoute { route } => keys::check_route(route),
         }
     }
 }
@@ -366,7 +372,7 @@ impl GroupCommitter {
 #[derive(Default)]
 struct Overlay {
     /// Indexed by `TreeId::index`; `None` deletes the key.
-    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 6],
+    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 7],
 }
 
 impl Overlay {
@@ -436,6 +442,14 @@ impl Overlay {
                 self.remove(TreeId::RouteQueue, keys::route_queue(route, *seq))
             }
             WriteOp::DeleteRouteQueue { route } => self.remove_route(handles, route)?,
+            WriteOp::PutHubRoute { route, definition } => self.put(
+                TreeId::HubRoutes,
+                route.as_bytes().to_vec(),
+                records::encode_hub_route(definition),
+            ),
+            WriteOp::DeleteHubRoute { route } => {
+                self.remove(TreeId::HubRoutes, route.as_bytes().to_vec())
+            }
         }
         Ok(())
     }

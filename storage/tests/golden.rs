@@ -35,6 +35,7 @@ fn layout() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ),
         ("retained", b"home/temp".to_vec(), "retained"),
         ("route_queue", route_key(&9u64.to_be_bytes()), "route_queue"),
+        ("hub_routes", b"r".to_vec(), "hub_route"),
     ]
 }
 
@@ -146,7 +147,13 @@ fn golden_v1_values_decode() {
         store.load_route_queue(ROUTE).unwrap(),
         [(9, expected_route_record())]
     );
+    assert_eq!(
+        store.load_hub_routes().unwrap(),
+        [("r".to_owned(), HUB_ROUTE.to_owned())]
+    );
 }
+
+const HUB_ROUTE: &str = r#"{"name":"r","topic":"t","type":"rest","url":"http://h/"}"#;
 
 #[test]
 fn encoder_still_writes_the_golden_v1_bytes() {
@@ -178,6 +185,10 @@ fn encoder_still_writes_the_golden_v1_bytes() {
             seq: 9,
             record: expected_route_record(),
         },
+        WriteOp::PutHubRoute {
+            route: "r".into(),
+            definition: HUB_ROUTE.into(),
+        },
     ];
     submit_durable(&store.writer(), ops).unwrap();
     store.close().unwrap();
@@ -199,6 +210,7 @@ fn load(store: &Store, tree: &str) -> Result<(), Error> {
         "incoming_qos2" => store.load_incoming_qos2(CLIENT).map(drop),
         "retained" => store.load_retained().map(drop),
         "route_queue" => store.load_route_queue(ROUTE).map(drop),
+        "hub_routes" => store.load_hub_routes().map(drop),
         other => panic!("no loader for {other}"),
     }
 }

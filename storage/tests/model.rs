@@ -112,6 +112,10 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
             .prop_map(|(route, seq)| WriteOp::DeleteRouteMessage { route: route.to_owned(), seq }),
         1 => prop::sample::select(&ROUTES[..])
             .prop_map(|route| WriteOp::DeleteRouteQueue { route: route.to_owned() }),
+        1 => (prop::sample::select(&ROUTES[..]), prop::sample::select(&TOPICS[..]))
+            .prop_map(|(route, d)| WriteOp::PutHubRoute { route: route.to_owned(), definition: d.to_owned() }),
+        1 => prop::sample::select(&ROUTES[..])
+            .prop_map(|route| WriteOp::DeleteHubRoute { route: route.to_owned() }),
     ]
 }
 
@@ -131,6 +135,7 @@ struct Model {
     incoming_qos2: BTreeSet<(String, u16)>,
     retained: BTreeMap<String, StoredMessage>,
     route_queue: BTreeMap<(String, u64), RouteRecord>,
+    hub_routes: BTreeMap<String, String>,
 }
 
 impl Model {
@@ -189,6 +194,12 @@ impl Model {
             WriteOp::DeleteRouteQueue { route } => {
                 self.route_queue.retain(|(r, _), _| *r != route);
             }
+            WriteOp::PutHubRoute { route, definition } => {
+                self.hub_routes.insert(route, definition);
+            }
+            WriteOp::DeleteHubRoute { route } => {
+                self.hub_routes.remove(&route);
+            }
         }
     }
 
@@ -220,6 +231,8 @@ impl Model {
         }
         let retained: Vec<_> = self.retained.values().cloned().collect();
         prop_assert_eq!(store.load_retained().unwrap(), retained);
+        let hub_routes: Vec<_> = self.hub_routes.clone().into_iter().collect();
+        prop_assert_eq!(store.load_hub_routes().unwrap(), hub_routes);
         for route in ROUTES {
             let queue: Vec<_> = self
                 .route_queue

@@ -133,6 +133,12 @@ pub async fn run_events(
                     serde_json::json!({ "members": ids }),
                 );
             }
+            ClusterEvent::HubRouteChanged { name, definition } => {
+                // errors are logged and published as events by the hub
+                let _ = state
+                    .hub()
+                    .apply_api_route(&name, definition.as_deref(), state.store());
+            }
             ClusterEvent::BecameReady => tracing::info!("cluster ready"),
             ClusterEvent::Removed => {
                 tracing::warn!("this node was removed from the cluster");

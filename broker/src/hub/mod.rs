@@ -67,9 +67,20 @@ pub struct RouteStats {
     pub latency: storage::LatencyHistogram,
 }
 
+/// Where a route's definition comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteOrigin {
+    /// `[[routes]]` of this node's file: node-local.
+    Config,
+    /// The admin API: replicated to every node of a cluster (stored, on a
+    /// node alone); the definition as given (JSON), to change `paused`.
+    Api(serde_json::Value),
+}
+
 /// One running route.
 pub struct Route {
     config: RouteConfig,
+    origin: RouteOrigin,
     sink: Arc<dyn Sink>,
     queue: Mutex<RouteQueue>,
     /// Wakes the worker: a message was queued, the route resumed.
@@ -87,6 +98,25 @@ pub struct Route {
 impl Route {
     pub fn config(&self) -> &RouteConfig {
         &self.config
+    }
+
+    pub fn origin(&self) -> &RouteOrigin {
+        &self.origin
+    }
+
+    /// The route as the admin API shows it: definition without secret
+    /// values, origin, target, live stats.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut definition = self.config.to_public_json();
+        if let Some(d) = definition.as_object_mut() {
+            d.insert("paused".into(), self.is_paused().into());
+        }
+        serde_json::json!({
+            "definition": definition,
+            "origin": match self.origin { RouteOrigin::Config => "config", RouteOrigin::Api(_) => "api" },
+            "target": self.target(),
+            "stats": self.stats_json(),
+        })
     }
 
     /// Where it delivers (never a secret).
@@ -200,13 +230,65 @@ impl Hub {
         store: &storage::Store,
     ) -> Result<(), String> {
         for config in configs {
-            self.start_route(config.clone(), store)?;
+            self.start_route(config.clone(), RouteOrigin::Config, store)?;
         }
         Ok(())
     }
 
+    /// Applies a route made through the admin API (`Some` definition) or
+    /// its deletion (`None`), as the store or the replicated state says:
+    /// starts it, changes its `paused`, or stops it and drops its queue.
+    /// Idempotent. A definition this node cannot run (bad JSON, a secret it
+    /// cannot read, a name its file uses) is an error event, not a panic.
+    pub fn apply_api_route(
+        &self,
+        name: &str,
+        definition: Option<&str>,
+        store: &storage::Store,
+    ) -> Result<(), String> {
+        let existing = self.route(name);
+        let Some(definition) = definition else {
+            if existing.is_some_and(|r| matches!(r.origin, RouteOrigin::Api(_))) {
+                self.delete_route(name);
+            }
+            return Ok(());
+        };
+        let result = serde_json::from_str::<serde_json::Value>(definition)
+            .map_err(|e| format!("route `{name}`: definition is not JSON: {e}"))
+            .and_then(|json| {
+                let config = RouteConfig::from_json(&json).map_err(|e| e.to_string())?;
+                match existing {
+                    Some(route) if matches!(route.origin, RouteOrigin::Config) => Err(format!(
+                        "route `{name}`: this node's configuration file defines a route of that name"
+                    )),
+                    Some(route) => {
+                        route.paused.store(config.paused, Ordering::Relaxed);
+                        route.wake.notify_one();
+                        Ok(())
+                    }
+                    None => self.start_route(config, RouteOrigin::Api(json), store),
+                }
+            });
+        if let Err(e) = &result {
+            tracing::error!(route = %name, error = %e, "route from the admin API not started");
+            self.events.emit(
+                Severity::Error,
+                "route",
+                name,
+                "route from the admin API cannot run on this node",
+                serde_json::json!({ "error": e }),
+            );
+        }
+        result
+    }
+
     /// Starts one route; refused if the name is taken.
-    pub fn start_route(&self, config: RouteConfig, store: &storage::Store) -> Result<(), String> {
+    pub fn start_route(
+        &self,
+        config: RouteConfig,
+        origin: RouteOrigin,
+        store: &storage::Store,
+    ) -> Result<(), String> {
         let name = config.name.clone();
         if self.routes.read().contains_key(&name) {
             return Err(format!("route `{name}` exists"));
@@ -239,6 +321,7 @@ impl Hub {
         let route = Arc::new(Route {
             paused: AtomicBool::new(config.paused),
             config,
+            origin,
             sink,
             queue: Mutex::new(RouteQueue::new(first_seq, backlog, Instant::now())),
             wake: Notify::new(),

@@ -218,3 +218,44 @@ pub async fn publish_acked(p: &mut Raw, topic: &str, packet_id: u16, payload: &[
 
 /// How often the polling helpers look.
 pub const POLL: Duration = Duration::from_millis(20);
+
+/// One admin API request to a node's HTTP endpoint (no token: loopback):
+/// the status and the JSON answer (`null` if it is not JSON).
+pub async fn api(
+    http: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let client = reqwest::Client::new();
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = client.request(method, format!("http://{http}/api/v1{path}"));
+    if let Some(body) = body {
+        request = request.body(body.to_string());
+    }
+    let response = request
+        .timeout(PATIENCE)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A REST route definition as the admin API takes it (quick retries as in
+/// [`rest_route`]).
+pub fn rest_route_json(name: &str, topic: &str, url: &str) -> serde_json::Value {
+    serde_json::json!({
+        "name": name,
+        "topic": topic,
+        "type": "rest",
+        "url": url,
+        "backoff_initial_ms": 20,
+        "backoff_max_ms": 200,
+        "max_attempts": 1000,
+    })
+}

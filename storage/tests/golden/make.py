@@ -56,6 +56,9 @@ route_queue = (V1
     + s(b"")                       # properties: none
     + b"\x00")                     # expires_at_ms None
 
+hub_route = (V1
+    + s(b'{"name":"r","topic":"t","type":"rest","url":"http://h/"}'))  # definition
+
 files = {
     # values this version writes: must decode
     "session.bin": session,
@@ -64,6 +67,7 @@ files = {
     "retained.bin": retained,
     "incoming_qos2.bin": incoming_qos2,
     "route_queue.bin": route_queue,
+    "hub_route.bin": hub_route,
     # damaged values: must be rejected with an error naming the tree
     "session.unknown-version.bin": b"\x02" + session[1:],
     "subscription.bad-bool.bin": subscription[:15] + b"\x02" + subscription[16:],

@@ -259,3 +259,80 @@ pub fn rest_route_json(name: &str, topic: &str, url: &str) -> serde_json::Value 
         "max_attempts": 1000,
     })
 }
+
+/// A cluster of real `tern` processes for hub tests: each node with its own
+/// data directory, MQTT, cluster and HTTP ports (raft ticks of 20 ms, as in
+/// `cluster.rs`) and `extra` TOML appended to its configuration.
+pub struct HubCluster {
+    pub root: tempfile::TempDir,
+    /// (MQTT address, HTTP address, process), node `i + 1` at `i`.
+    pub nodes: Vec<(SocketAddr, SocketAddr, super::process::TernProcess)>,
+}
+
+impl HubCluster {
+    /// Starts `n` nodes and waits until every one is ready with the same
+    /// leader and `n` members.
+    pub async fn start(n: u64, extra: &str) -> HubCluster {
+        use super::process::{free_port, TernProcess};
+        let root = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let seeds: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, cluster, _))| format!("\"{}=127.0.0.1:{cluster}\"", i + 1))
+            .collect();
+        let mut nodes = Vec::new();
+        for (i, (mqtt, cluster, http)) in ports.iter().enumerate() {
+            let config = root.path().join(format!("node{}.toml", i + 1));
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\nnode_id = {}\nlisten = \"127.0.0.1:{cluster}\"\nseeds = [{}]\n\
+                     tick_ms = 20\nelection_ticks = 10\nforward_timeout_secs = 5\n{extra}\n",
+                    i + 1,
+                    seeds.join(", ")
+                ),
+            )
+            .unwrap();
+            let dir = root.path().join(format!("node{}", i + 1));
+            let http_bind = format!("127.0.0.1:{http}");
+            let process = TernProcess::start(
+                &dir,
+                *mqtt,
+                &[
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--http-bind",
+                    &http_bind,
+                ],
+            );
+            nodes.push((process.addr, http_bind.parse().unwrap(), process));
+        }
+        let c = HubCluster { root, nodes };
+        let converged = super::poll_until(Duration::from_secs(30), POLL, async || {
+            let mut leaders = Vec::new();
+            for (_, http, _) in &c.nodes {
+                let (status, s) = api(*http, "GET", "/cluster/status", None).await;
+                let members = s["members"].as_array().map_or(0, Vec::len);
+                if status != 200 || s["ready"] != true || members != c.nodes.len() {
+                    return false;
+                }
+                leaders.push(s["leader"].as_u64().unwrap_or(0));
+            }
+            leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])
+        })
+        .await;
+        assert!(converged, "cluster did not converge:\n{}", c.logs());
+        c
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, p))| format!("--- node {}\n{}", i + 1, p.log_text()))
+            .collect()
+    }
+}

@@ -6,7 +6,9 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::hub::{api, publish_acked, rest_route_json, HttpTarget, HubCluster, POLL};
+use common::hub::{
+    api, next_json, publish_acked, rest_route_json, sys_subscriber, HttpTarget, HubCluster, POLL,
+};
 use common::{check_for, Raw, PATIENCE};
 
 #[tokio::test]
@@ -80,5 +82,30 @@ async fn a_route_made_on_one_node_runs_on_all_and_routes_each_message_once() {
         })
         .await;
         assert!(gone, "{}", cluster.logs());
+    }
+}
+
+#[tokio::test]
+async fn a_new_raft_leader_is_reported_as_a_cluster_event() {
+    let mut cluster = HubCluster::start(3, "").await;
+    let (_, http1, _) = &cluster.nodes[0];
+    let (_, status) = api(*http1, "GET", "/cluster/status", None).await;
+    let old = status["leader"].as_u64().expect("a leader");
+    // watch from a node that stays
+    let watcher = if old == 1 { 1 } else { 0 };
+    let (mqtt, _, _) = &cluster.nodes[watcher];
+    let mut events = sys_subscriber(*mqtt, "ops", &["$SYS/events/+/cluster/#"]).await;
+    let (_, _, leader) = cluster.nodes.remove(old as usize - 1);
+    leader.kill9();
+    // (the election at start-up may be reported first)
+    loop {
+        let (topic, event) = next_json(&mut events, "$SYS/events/").await;
+        assert!(topic.contains("/cluster/"), "{topic}");
+        assert_eq!(event["object_type"], "cluster");
+        let leader = event["details"]["leader"].as_u64();
+        if event["msg"] == "raft leader changed" && leader.is_some_and(|l| l != old) {
+            assert_eq!(topic, format!("$SYS/events/info/cluster/{}", watcher + 1));
+            break;
+        }
     }
 }

@@ -52,9 +52,10 @@ use self::config::{Overflow, RouteConfig, RouteTarget};
 use self::events::{Events, Severity};
 use self::queue::{Policy, RouteQueue};
 use self::sink::{RoutedMessage, Sink};
-use crate::codec::{topic, QoS};
+use crate::codec::QoS;
 use crate::handle::{hold_until_durable, LazyGuard};
 use crate::message::{unix_ms, Message};
+use crate::router::SubscriptionTable;
 
 /// Counters of one route since start-up.
 #[derive(Debug, Default)]
@@ -156,11 +157,19 @@ impl Route {
     }
 }
 
+/// The running routes: by name, and by filter for matching.
+#[derive(Default)]
+struct Routes {
+    by_name: BTreeMap<String, Arc<Route>>,
+    /// Route name -> route, under its topic filter.
+    filters: SubscriptionTable<String, Arc<Route>>,
+}
+
 /// The node's routes and event publisher.
 pub struct Hub {
     node_id: u64,
     writer: storage::Writer,
-    routes: RwLock<BTreeMap<String, Arc<Route>>>,
+    routes: RwLock<Routes>,
     outbox: UnboundedSender<Arc<Message>>,
     outbox_rx: Mutex<Option<UnboundedReceiver<Arc<Message>>>>,
     events: Arc<Events>,
@@ -193,7 +202,7 @@ impl Hub {
         Hub {
             node_id,
             writer,
-            routes: RwLock::new(BTreeMap::new()),
+            routes: RwLock::new(Routes::default()),
             events: Arc::new(Events::new(outbox.clone())),
             outbox,
             outbox_rx: Mutex::new(Some(rx)),
@@ -214,11 +223,11 @@ impl Hub {
 
     /// Every route, by name.
     pub fn routes(&self) -> Vec<Arc<Route>> {
-        self.routes.read().values().cloned().collect()
+        self.routes.read().by_name.values().cloned().collect()
     }
 
     pub fn route(&self, name: &str) -> Option<Arc<Route>> {
-        self.routes.read().get(name).cloned()
+        self.routes.read().by_name.get(name).cloned()
     }
 
     /// Starts each route of `configs` (building its sink, loading its
@@ -290,7 +299,7 @@ impl Hub {
         store: &storage::Store,
     ) -> Result<(), String> {
         let name = config.name.clone();
-        if self.routes.read().contains_key(&name) {
+        if self.routes.read().by_name.contains_key(&name) {
             return Err(format!("route `{name}` exists"));
         }
         let sink = build_sink(&config, self.node_id).map_err(|e| format!("route `{name}`: {e}"))?;
@@ -331,7 +340,14 @@ impl Hub {
             stats: RouteStats::default(),
         });
         tracing::info!(route = %name, target = %route.target(), topic = %route.config.topic, "route started");
-        self.routes.write().insert(name, route.clone());
+        {
+            let mut routes = self.routes.write();
+            let filter = route.config.topic.clone();
+            routes
+                .filters
+                .subscribe(&filter, name.clone(), route.clone());
+            routes.by_name.insert(name, route.clone());
+        }
         tokio::spawn(worker::run(
             route,
             self.writer.clone(),
@@ -344,8 +360,15 @@ impl Hub {
     /// Stops a route and drops its queue (memory and store). False if there
     /// is no such route.
     pub fn delete_route(&self, name: &str) -> bool {
-        let Some(route) = self.routes.write().remove(name) else {
-            return false;
+        let route = {
+            let mut routes = self.routes.write();
+            let Some(route) = routes.by_name.remove(name) else {
+                return false;
+            };
+            routes
+                .filters
+                .unsubscribe(&route.config.topic, &route.config.name);
+            route
         };
         route.stop.cancel();
         let mut queue = route.queue.lock();
@@ -372,7 +395,7 @@ impl Hub {
 
     /// Stops every worker (shutdown): queued messages stay in the store.
     pub fn stop(&self) {
-        for route in self.routes.read().values() {
+        for route in self.routes.read().by_name.values() {
             route.stop.cancel();
         }
     }
@@ -385,18 +408,17 @@ impl Hub {
     /// many routes took it.
     pub fn admit(&self, message: &Arc<Message>, client_id: &str, guard: &mut LazyGuard) -> usize {
         let routes = self.routes.read();
-        if routes.is_empty() {
+        if routes.by_name.is_empty() {
             return 0;
         }
         let mut taken = 0;
-        for route in routes.values() {
-            // [MQTT-4.7.2-1] a `$` topic matches only a filter starting with `$`
-            if topic::matches(&route.config.topic, &message.topic)
-                && self.admit_one(route, message, client_id, guard)
-            {
+        // the router's trie: [MQTT-4.7.2-1] a `$` topic matches only a
+        // filter starting with `$`
+        routes.filters.matches(&message.topic, |_, route| {
+            if self.admit_one(route, message, client_id, guard) {
                 taken += 1;
             }
-        }
+        });
         taken
     }
 
@@ -479,5 +501,103 @@ impl Hub {
         drop(queue);
         route.wake.notify_one();
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(topic: &str, qos: QoS) -> Arc<Message> {
+        Arc::new(Message {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"p"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            expires_at_ms: None,
+            origin: 7,
+            received_at: None,
+            uid: 42,
+        })
+    }
+
+    fn route(name: &str, topic: &str, extra: serde_json::Value) -> RouteConfig {
+        let mut json = serde_json::json!({
+            "name": name, "topic": topic, "type": "rest",
+            "url": "http://127.0.0.1:9/", "paused": true,
+        });
+        if let (Some(j), serde_json::Value::Object(extra)) = (json.as_object_mut(), extra) {
+            j.extend(extra);
+        }
+        RouteConfig::from_json(&json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn admission_matches_filters_with_the_dollar_rule_and_writes_each_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = storage::Store::open(&storage::StoreConfig::new(dir.path())).unwrap();
+        let hub = Hub::new(3, store.writer(), Duration::from_secs(5));
+        let routes = [
+            route("all", "#", serde_json::json!({})),
+            route("sys", "$SYS/#", serde_json::json!({})),
+            route(
+                "one",
+                "a/+",
+                serde_json::json!({ "max_queued": 1, "overflow": "drop" }),
+            ),
+        ];
+        hub.start_routes(&routes, &store).unwrap();
+        let mut none = LazyGuard::none();
+        assert_eq!(
+            hub.admit(&message("a/b", QoS::AtLeastOnce), "c", &mut none),
+            2
+        );
+        assert_eq!(
+            hub.admit(&message("$SYS/x", QoS::AtMostOnce), "c", &mut none),
+            1
+        );
+        // `one` is full and drops
+        assert_eq!(
+            hub.admit(&message("a/c", QoS::AtLeastOnce), "c", &mut none),
+            1
+        );
+        let queued: Vec<(String, u64)> = hub
+            .routes()
+            .iter()
+            .map(|r| (r.config().name.clone(), r.queued()))
+            .collect();
+        assert_eq!(
+            queued,
+            [("all".into(), 2), ("one".into(), 1), ("sys".into(), 1)]
+        );
+        assert_eq!(
+            hub.route("one")
+                .unwrap()
+                .stats
+                .dropped
+                .load(Ordering::Relaxed),
+            1
+        );
+        // the writer applies in order: once a durable write after them is
+        // done, they are on disk
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        store.writer().submit(
+            Vec::new(),
+            Some(Box::new(move |r: storage::Result<()>| {
+                let _ = tx.send(r);
+            })),
+        );
+        rx.await.unwrap().unwrap();
+        let stored = store.load_route_queue("all").unwrap();
+        assert_eq!(stored.len(), 2);
+        assert_eq!(stored[0].1.message.topic, "a/b");
+        assert_eq!((stored[0].1.uid, stored[0].1.client_id.as_str()), (42, "c"));
+        assert!(stored[0].0 < stored[1].0, "seqs increase");
+        // deleting a route drops its queue
+        assert!(hub.delete_route("all"));
+        assert!(!hub.delete_route("all"));
+        hub.stop();
     }
 }

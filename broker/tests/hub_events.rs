@@ -1,11 +1,13 @@
 //! Hub events on one node, over real sockets: a client refused for bad
 //! credentials, a publish and a subscription denied by the ACL, a publish
 //! over the topic limits, a client disconnected for a protocol error (with
-//! its reason code), a session queue full; the per-object rate limit; the
-//! ACL applied to `$SYS/events`; and the hub's metrics (events and routes).
+//! its reason code), a session queue full, store writes failing on a full
+//! disk (a tmpfs: root only, skipped otherwise); the per-object rate limit;
+//! the ACL applied to `$SYS/events`; and the hub's metrics (events and
+//! routes).
 //!
-//! Route error and recovery events are in `routes.rs`; store and cluster
-//! events need a failing disk or several nodes.
+//! Route error and recovery events are in `routes.rs`; a raft leader change
+//! in `routes_cluster.rs`.
 
 mod common;
 
@@ -281,4 +283,73 @@ async fn route_metrics_count_queued_delivered_and_dead_lettered_messages() {
     target.resume().await;
     let drained = check_for(PATIENCE, POLL, || target.received().len() == 8).await;
     assert!(drained, "{:?}", target.bodies());
+}
+
+/// A small tmpfs (needs root), unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Tmpfs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !status.success() {
+            return Err(format!("mount -t tmpfs failed ({status}); it needs root"));
+        }
+        Ok(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_store_writes_raise_a_store_error_event() {
+    let tmpfs = match Tmpfs::mount("16m") {
+        Ok(tmpfs) => tmpfs,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let data = tmpfs.0.path().join("data");
+    let tern = common::process::TernProcess::start(&data, common::process::free_port(), &[]);
+    let mut events = sys_subscriber(tern.addr, "ops", &["$SYS/events/error/store/#"]).await;
+    // a persistent subscriber: its copies are written to the store
+    let mut s = Raw::mqtt(tern.addr, "keeper", false).await;
+    s.send(&build::subscribe(1, &[("full/q", 1)])).await;
+    assert_eq!(s.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(tmpfs.0.path().join("filler")).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while filler.write_all(&chunk).is_ok() {}
+    }
+    let mut p = Raw::mqtt5(tern.addr, "pub", true, &[]).await;
+    p.send(&build::publish5(
+        "full/q",
+        1,
+        false,
+        1,
+        &[],
+        &vec![7u8; 256 * 1024],
+    ))
+    .await;
+    let (topic, event) = next_json(&mut events, "$SYS/events/error/store/").await;
+    assert_eq!(topic, "$SYS/events/error/store/store");
+    assert_eq!(event["msg"], "store writes failed");
+    assert!(
+        event["details"]["failed_writes"].as_u64().unwrap() >= 1,
+        "{event}"
+    );
+    tern.kill9();
 }

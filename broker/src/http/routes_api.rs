@@ -11,9 +11,9 @@
 //! | `DELETE /routes/{name}`         | stops it and drops its queue                   |
 //!
 //! A route made here goes through `Cluster::set_hub_route`: stored on a
-//! node alone, replicated in a cluster (every node applies it from
-//! `ClusterEvent::HubRouteChanged`); the handler then applies it here too
-//! (`Hub::apply_api_route` is idempotent), so the answer shows it. Routes of
+//! node alone (the handler then applies it), replicated in a cluster (every
+//! node applies it from `ClusterEvent::HubRouteChanged`; the handler waits
+//! until this one has), so the answer shows it. Routes of
 //! the configuration file are node-local: pausing one applies to this node
 //! until restart, and they cannot be deleted here.
 
@@ -35,6 +35,9 @@ pub(super) fn routes() -> Router<Http> {
         .route("/routes/{name}/pause", post(pause))
         .route("/routes/{name}/resume", post(resume))
 }
+
+/// How long a handler waits for a replicated change to be applied here.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn no_route(name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no route `{name}`"))
@@ -101,8 +104,29 @@ async fn set_and_apply(
         );
     }
     let hub = http.state.hub();
-    if let Err(e) = hub.apply_api_route(name, definition.as_deref(), http.state.store()) {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+    if http.state.cluster().raft().is_none() {
+        if let Err(e) = hub.apply_api_route(name, definition.as_deref(), http.state.store()) {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, e);
+        }
+    } else {
+        // applied here by `cluster_bridge::run_events`, right after the
+        // state machine: wait for it, so the answer shows the change (a
+        // later change from another node may overtake it: then that shows)
+        let paused = definition.as_deref().map(|d| {
+            serde_json::from_str::<serde_json::Value>(d)
+                .ok()
+                .and_then(|v| v["paused"].as_bool())
+                .unwrap_or(false)
+        });
+        let applied = || match (&paused, hub.route(name)) {
+            (None, route) => route.is_none(),
+            (Some(paused), Some(route)) => route.is_paused() == *paused,
+            (Some(_), None) => false,
+        };
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        while !applied() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     match (definition, hub.route(name)) {
         (None, _) => Json(serde_json::json!({ "name": name, "deleted": true })).into_response(),

@@ -27,6 +27,10 @@
 //!    1/2: the publisher's guard waits for it);
 //! 4. [`Hub::stop`] at shutdown stops the workers; what is left in the
 //!    queues is on disk and delivered after the restart.
+//!
+//! Lock order: `lifecycle` (start, change, stop of a route) -> `routes` ->
+//! a route's `queue` -> the events' buckets. Admission takes `routes`
+//! (read) and the queues, never `lifecycle`.
 
 pub mod config;
 pub mod events;
@@ -170,6 +174,10 @@ pub struct Hub {
     node_id: u64,
     writer: storage::Writer,
     routes: RwLock<Routes>,
+    /// Held while a route starts, changes or stops (never while a message
+    /// is admitted): two starts of one name (the admin API's call and the
+    /// cluster's event) cannot both run it.
+    lifecycle: Mutex<()>,
     outbox: UnboundedSender<Arc<Message>>,
     outbox_rx: Mutex<Option<UnboundedReceiver<Arc<Message>>>>,
     events: Arc<Events>,
@@ -203,6 +211,7 @@ impl Hub {
             node_id,
             writer,
             routes: RwLock::new(Routes::default()),
+            lifecycle: Mutex::new(()),
             events: Arc::new(Events::new(outbox.clone())),
             outbox,
             outbox_rx: Mutex::new(Some(rx)),
@@ -238,8 +247,9 @@ impl Hub {
         configs: &[RouteConfig],
         store: &storage::Store,
     ) -> Result<(), String> {
+        let _lifecycle = self.lifecycle.lock();
         for config in configs {
-            self.start_route(config.clone(), RouteOrigin::Config, store)?;
+            self.start_route_locked(config.clone(), RouteOrigin::Config, store)?;
         }
         Ok(())
     }
@@ -255,10 +265,11 @@ impl Hub {
         definition: Option<&str>,
         store: &storage::Store,
     ) -> Result<(), String> {
+        let _lifecycle = self.lifecycle.lock();
         let existing = self.route(name);
         let Some(definition) = definition else {
             if existing.is_some_and(|r| matches!(r.origin, RouteOrigin::Api(_))) {
-                self.delete_route(name);
+                self.delete_route_locked(name);
             }
             return Ok(());
         };
@@ -275,7 +286,7 @@ impl Hub {
                         route.wake.notify_one();
                         Ok(())
                     }
-                    None => self.start_route(config, RouteOrigin::Api(json), store),
+                    None => self.start_route_locked(config, RouteOrigin::Api(json), store),
                 }
             });
         if let Err(e) = &result {
@@ -293,6 +304,16 @@ impl Hub {
 
     /// Starts one route; refused if the name is taken.
     pub fn start_route(
+        &self,
+        config: RouteConfig,
+        origin: RouteOrigin,
+        store: &storage::Store,
+    ) -> Result<(), String> {
+        let _lifecycle = self.lifecycle.lock();
+        self.start_route_locked(config, origin, store)
+    }
+
+    fn start_route_locked(
         &self,
         config: RouteConfig,
         origin: RouteOrigin,
@@ -360,6 +381,11 @@ impl Hub {
     /// Stops a route and drops its queue (memory and store). False if there
     /// is no such route.
     pub fn delete_route(&self, name: &str) -> bool {
+        let _lifecycle = self.lifecycle.lock();
+        self.delete_route_locked(name)
+    }
+
+    fn delete_route_locked(&self, name: &str) -> bool {
         let route = {
             let mut routes = self.routes.write();
             let Some(route) = routes.by_name.remove(name) else {

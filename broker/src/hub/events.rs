@@ -12,7 +12,9 @@
 //! [`BURST`] events refilled at [`PER_SECOND`]; an event that finds the
 //! bucket empty is counted, not published, and the next one published for
 //! that object says how many were suppressed (`details.suppressed`). So a
-//! client that fails to log in in a loop costs a few events a second.
+//! client that fails to log in in a loop costs a few events a second. At
+//! 10,000 objects the idle ones are forgotten (all of them, if more than
+//! half are busy).
 //!
 //! Events are queued to the hub's outbox (`Hub::take_outbox`) and routed by
 //! the server like any broker message: normal `$SYS` ACL rules apply to
@@ -100,6 +102,12 @@ impl Events {
             if buckets.len() >= MAX_BUCKETS {
                 // full buckets carry no state worth keeping
                 buckets.retain(|_, b| b.suppressed > 0 || b.tokens + refill(b.at, now) < BURST);
+                if buckets.len() >= MAX_BUCKETS / 2 {
+                    // a flood of distinct objects: start over rather than
+                    // scan this map at every event (what they suppressed
+                    // stays counted in `suppressed`)
+                    buckets.clear();
+                }
             }
             let bucket = buckets
                 .entry((object_type, object_id.to_owned()))

@@ -353,3 +353,24 @@ async fn failed_store_writes_raise_a_store_error_event() {
     );
     tern.kill9();
 }
+
+#[tokio::test]
+async fn a_connection_over_the_connect_rate_raises_an_event_naming_the_address() {
+    let broker = TestBroker::start_with(|c| {
+        c.limits.max_connect_rate = 1;
+        c.limits.connect_burst = 1;
+    });
+    // the subscriber's own connection takes the one token
+    let mut events = sys_subscriber(broker.addr, "ops", &["$SYS/events/warning/client/#"]).await;
+    // one a second: of these quick attempts, all but maybe one are refused
+    let mut attempts = Vec::new();
+    for i in 0..3 {
+        let mut c = Raw::connect(broker.addr).await;
+        c.send(&build::connect(4, &format!("late-{i}"), true, 60))
+            .await;
+        attempts.push(c);
+    }
+    let (topic, event) = next_json(&mut events, "$SYS/events/warning/client/").await;
+    assert_eq!(topic, "$SYS/events/warning/client/127.0.0.1");
+    assert_eq!(event["details"]["reason"], "connect rate");
+}

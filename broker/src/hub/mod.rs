@@ -14,9 +14,10 @@
 //! broker message, so this module sits below `state` and `fanout`.
 //!
 //! Where routing happens: `Session::publish_message` calls [`Hub::admit`]
-//! for each PUBLISH received from a client of this node, after `route()`.
-//! Forwarded copies, `$SYS` messages, wills and dead letters never pass
-//! there, so each message is routed once, by the node that received it.
+//! for each PUBLISH received from a client of this node (and each will its
+//! sessions publish), after `route()`. Forwarded copies, `$SYS` messages
+//! and dead letters never pass there, so each message is routed once, by
+//! the node that received it.
 //!
 //! Lifecycle:
 //! 1. `BrokerState::new` makes an empty [`Hub`];

@@ -215,6 +215,7 @@ impl Session {
         }
         let routed = route(&self.state, &message, guard, Scope::Everywhere);
         // IoT hub routes: only here, for messages a client of this node sent
+        // (and its will)
         let hub = self.state.hub().admit(&message, self.client_id(), guard);
         routed + hub + usize::from(retained)
     }

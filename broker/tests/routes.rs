@@ -377,3 +377,24 @@ async fn routes_are_created_listed_paused_resumed_and_deleted_through_the_admin_
     let (_, list) = api(broker.http_addr(), "GET", "/routes", None).await;
     assert_eq!(list["routes"].as_array().unwrap().len(), 1, "{list}");
 }
+
+#[tokio::test]
+async fn a_will_is_routed_by_the_node_that_publishes_it() {
+    let target = HttpTarget::start().await;
+    let route = rest_route("wills", "status/#", &target.url("/"), serde_json::json!({}));
+    let broker = TestBroker::start_with(|c| c.routes = vec![route]);
+    let mut device = Raw::connect(broker.addr).await;
+    let will = Some(("status/dev-9", &b"offline"[..], 1, false));
+    device
+        .send(&build::connect_full(4, "dev-9", true, 60, will, None, None))
+        .await;
+    assert_eq!(device.recv_bytes().await.unwrap(), build::connack(false, 0));
+    // the connection ends without DISCONNECT: the will is published
+    drop(device);
+    let arrived = check_for(PATIENCE, POLL, || !target.received().is_empty()).await;
+    assert!(arrived);
+    let got = &target.received()[0];
+    assert_eq!(&got.body[..], b"offline");
+    assert_eq!(got.header("X-MQTT-Topic"), "status/dev-9");
+    assert_eq!(got.header("X-MQTT-Client-Id"), "dev-9");
+}

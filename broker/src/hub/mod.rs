@@ -5,8 +5,9 @@
 //! - [`config`]: `[[routes]]` keys; [`sink`]: what a route delivers to (the
 //!   [`sink::Sink`] trait, the message it is given, secrets);
 //! - [`rest`], [`postgres`], [`s3`]: the targets;
-//! - [`queue`]: a route's queue in memory, sans-IO (what to send next, what
-//!   an outcome does); [`worker`]: the task that delivers it;
+//! - `route.rs`: one running route ([`Route`]); [`queue`]: its queue in
+//!   memory, sans-IO (what to send next, what an outcome does); `worker.rs`:
+//!   the task that delivers it;
 //! - [`events`]: hub events and their rate limit.
 //!
 //! What it never does: route a message itself. Dead letters and events go
@@ -38,6 +39,7 @@ pub mod events;
 pub mod postgres;
 pub mod queue;
 pub mod rest;
+mod route;
 pub mod s3;
 pub mod sink;
 mod worker;
@@ -55,112 +57,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::config::{Overflow, RouteConfig, RouteTarget};
 use self::events::{Events, Severity};
-use self::queue::{Policy, RouteQueue};
+use self::queue::RouteQueue;
+pub use self::route::{Route, RouteOrigin, RouteStats};
 use self::sink::{RoutedMessage, Sink};
 use crate::codec::QoS;
 use crate::handle::{hold_until_durable, LazyGuard};
 use crate::message::{unix_ms, Message};
 use crate::router::SubscriptionTable;
-
-/// Counters of one route since start-up.
-#[derive(Debug, Default)]
-pub struct RouteStats {
-    pub delivered: AtomicU64,
-    pub retried: AtomicU64,
-    pub dead_lettered: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Received (queued) to delivered.
-    pub latency: storage::LatencyHistogram,
-}
-
-/// Where a route's definition comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteOrigin {
-    /// `[[routes]]` of this node's file: node-local.
-    Config,
-    /// The admin API: replicated to every node of a cluster (stored, on a
-    /// node alone); the definition as given (JSON), to change `paused`.
-    Api(serde_json::Value),
-}
-
-/// One running route.
-pub struct Route {
-    config: RouteConfig,
-    origin: RouteOrigin,
-    sink: Arc<dyn Sink>,
-    queue: Mutex<RouteQueue>,
-    /// Wakes the worker: a message was queued, the route resumed.
-    wake: Notify,
-    stop: CancellationToken,
-    paused: AtomicBool,
-    /// Number of entries, readable without the lock.
-    queued: AtomicU64,
-    /// The last delivery failed (a route error event was published); the
-    /// next success publishes the recovery.
-    failing: AtomicBool,
-    pub stats: RouteStats,
-}
-
-impl Route {
-    pub fn config(&self) -> &RouteConfig {
-        &self.config
-    }
-
-    pub fn origin(&self) -> &RouteOrigin {
-        &self.origin
-    }
-
-    /// The route as the admin API shows it: definition without secret
-    /// values, origin, target, live stats.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut definition = self.config.to_public_json();
-        if let Some(d) = definition.as_object_mut() {
-            d.insert("paused".into(), self.is_paused().into());
-        }
-        serde_json::json!({
-            "definition": definition,
-            "origin": match self.origin { RouteOrigin::Config => "config", RouteOrigin::Api(_) => "api" },
-            "target": self.target(),
-            "stats": self.stats_json(),
-        })
-    }
-
-    /// Where it delivers (never a secret).
-    pub fn target(&self) -> String {
-        self.sink.target()
-    }
-
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
-    }
-
-    /// Messages in its queue.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    fn policy(&self) -> Policy {
-        Policy {
-            max_attempts: self.config.max_attempts,
-            backoff_initial: Duration::from_millis(self.config.backoff_initial_ms),
-            backoff_max: Duration::from_millis(self.config.backoff_max_ms),
-        }
-    }
-
-    /// Live figures for the admin API.
-    pub fn stats_json(&self) -> serde_json::Value {
-        let s = &self.stats;
-        serde_json::json!({
-            "queued": self.queued(),
-            "delivered": s.delivered.load(Ordering::Relaxed),
-            "retried": s.retried.load(Ordering::Relaxed),
-            "dead_lettered": s.dead_lettered.load(Ordering::Relaxed),
-            "dropped": s.dropped.load(Ordering::Relaxed),
-            "failing": self.failing.load(Ordering::Relaxed),
-            "paused": self.is_paused(),
-        })
-    }
-}
 
 /// The running routes: by name, and by filter for matching.
 #[derive(Default)]

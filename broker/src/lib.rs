@@ -29,6 +29,7 @@ pub mod enhanced_auth;
 pub mod fanout;
 pub mod handle;
 pub mod http;
+pub mod hub;
 pub mod limits;
 pub mod listener;
 pub mod message;

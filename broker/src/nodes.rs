@@ -98,6 +98,20 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     fn load_retained(&self, store: &storage::Store)
         -> storage::Result<Vec<storage::StoredMessage>>;
 
+    /// Creates or replaces (`Some` definition, JSON) or deletes (`None`) a
+    /// hub route made through the admin API, where such routes live: the
+    /// store of a node alone, the replicated state of a cluster (every node
+    /// then hears `ClusterEvent::HubRouteChanged`). Resolves once durable
+    /// (alone) or applied on this node (cluster); the error says why not.
+    fn set_hub_route(
+        &self,
+        name: &str,
+        definition: Option<String>,
+    ) -> BoxFuture<'static, Result<(), String>>;
+
+    /// The hub routes made through the admin API, started at startup.
+    fn load_hub_routes(&self, store: &storage::Store) -> storage::Result<Vec<(String, String)>>;
+
     /// Before a client's connection is attached here: if another node owns
     /// its session, takes it over; `None` when there is nothing to import
     /// (no other owner, or Clean Start). `Err(NotReady)`: this node is not
@@ -193,6 +207,33 @@ impl Cluster for SingleNode {
         store: &storage::Store,
     ) -> storage::Result<Vec<storage::StoredMessage>> {
         store.load_retained()
+    }
+
+    fn set_hub_route(
+        &self,
+        name: &str,
+        definition: Option<String>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let route = name.to_owned();
+        let op = match definition {
+            Some(definition) => storage::WriteOp::PutHubRoute { route, definition },
+            None => storage::WriteOp::DeleteHubRoute { route },
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.writer.submit(
+            vec![op],
+            Some(Box::new(move |result: storage::Result<()>| {
+                let _ = tx.send(result.map_err(|e| e.to_string()));
+            })),
+        );
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err("the store closed before the write".into()))
+        })
+    }
+
+    fn load_hub_routes(&self, store: &storage::Store) -> storage::Result<Vec<(String, String)>> {
+        store.load_hub_routes()
     }
 
     fn take_session<'a>(

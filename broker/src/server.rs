@@ -103,6 +103,24 @@ pub async fn run(
         "store loaded"
     );
 
+    let routes = state.config().routes.clone();
+    state
+        .hub()
+        .start_routes(&routes, state.store())
+        .map_err(anyhow::Error::msg)
+        .context("cannot start the routes")?;
+    let api_routes = state
+        .cluster()
+        .load_hub_routes(state.store())
+        .context("cannot read the routes made through the admin API")?;
+    for (name, definition) in api_routes {
+        // a route this node cannot run is reported and skipped: the others
+        // (and the rest of the cluster) go on
+        let _ = state
+            .hub()
+            .apply_api_route(&name, Some(&definition), state.store());
+    }
+
     let cluster_runtime = cluster.map(|c| c.run(&state, failed_tx));
 
     let mut listeners = Vec::new();
@@ -177,6 +195,17 @@ pub async fn run(
         ));
     }
     let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
+    accept_tasks.push(actix_rt::spawn(watch_store_and_leader(
+        state.clone(),
+        stop_rx.clone(),
+    )));
+    if let Some(outbox) = state.hub().take_outbox() {
+        accept_tasks.push(actix_rt::spawn(route_outbox(
+            state.clone(),
+            outbox,
+            stop_rx.clone(),
+        )));
+    }
     ready(Bound {
         mqtt: addrs,
         http: http_addr,
@@ -202,6 +231,7 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     state.begin_shutdown();
+    state.hub().stop();
     let _ = stop_tx.send(true);
     for task in accept_tasks {
         let _ = task.await;
@@ -236,6 +266,89 @@ pub async fn run(
         }
         Ok(Err(e)) => Err(e).context("cannot flush the store"),
         Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// Routes the hub's dead letters and events (to this node's subscribers
+/// and the other nodes') until `stop` turns true.
+async fn route_outbox(
+    state: State,
+    mut outbox: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::message::Message>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            message = outbox.recv() => match message {
+                Some(message) => {
+                    crate::fanout::route(
+                        &state,
+                        &message,
+                        &mut crate::handle::LazyGuard::none(),
+                        crate::fanout::Scope::Everywhere,
+                    );
+                }
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Publishes hub events for what no code path reports as it happens: store
+/// writes that failed (and the store taking writes again) and a new raft
+/// leader. Looks once a second until `stop` turns true.
+async fn watch_store_and_leader(state: State, mut stop: watch::Receiver<bool>) {
+    use crate::hub::events::Severity;
+    let mut failed = state.store().writer_stats().failed_requests;
+    let mut store_ok = true;
+    let mut leader = state.cluster().raft().and_then(|c| c.status().leader);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let events = state.hub().events();
+        let now_failed = state.store().writer_stats().failed_requests;
+        let health = state.store().health();
+        if now_failed > failed || (store_ok && health.is_err()) {
+            store_ok = false;
+            let error = health.as_ref().err().map(ToString::to_string);
+            events.emit(
+                Severity::Error,
+                "store",
+                "store",
+                "store writes failed",
+                serde_json::json!({ "failed_writes": now_failed - failed, "error": error }),
+            );
+        } else if !store_ok && health.is_ok() {
+            store_ok = true;
+            events.emit(
+                Severity::Info,
+                "store",
+                "store",
+                "store takes writes again",
+                serde_json::Value::Null,
+            );
+        }
+        failed = now_failed;
+        if let Some(status) = state.cluster().raft().map(|c| c.status()) {
+            if status.leader != leader {
+                leader = status.leader;
+                let node = status.node_id.to_string();
+                let (severity, msg) = match leader {
+                    Some(_) => (Severity::Info, "raft leader changed"),
+                    None => (Severity::Warning, "no raft leader known"),
+                };
+                events.emit(
+                    severity,
+                    "cluster",
+                    &node,
+                    msg,
+                    serde_json::json!({ "leader": leader, "term": status.term }),
+                );
+            }
+        }
     }
 }
 

@@ -417,6 +417,32 @@ impl Cluster {
         self.propose("retained message", command).await.map(drop)
     }
 
+    /// Creates or replaces (`Some` definition) or deletes (`None`) a hub
+    /// route made through the admin API, on every node; returns once applied
+    /// on this one.
+    pub async fn set_hub_route(&self, name: &str, definition: Option<String>) -> Result<()> {
+        let command = match definition {
+            Some(definition) => Command::SetHubRoute(proto::SetHubRoute {
+                name: name.to_owned(),
+                definition,
+            }),
+            None => Command::DeleteHubRoute(proto::DeleteHubRoute {
+                name: name.to_owned(),
+            }),
+        };
+        self.propose("hub route", command).await.map(drop)
+    }
+
+    /// Hub routes made through the admin API: (name, definition), by name.
+    pub fn hub_routes(&self) -> Vec<(String, String)> {
+        let state = self.inner.shared.state.read();
+        state
+            .hub_routes()
+            .iter()
+            .map(|(n, d)| (n.clone(), d.clone()))
+            .collect()
+    }
+
     /// Every route: filter and the nodes with subscribers to it (applied
     /// state, no I/O).
     pub fn routes(&self) -> BTreeMap<String, BTreeSet<u64>> {

@@ -55,6 +55,12 @@ pub enum ClusterEvent {
     },
     /// The member list or an address changed; the list after the change.
     MembersChanged { members: Vec<Member> },
+    /// A hub route made through the admin API was set (`Some` definition,
+    /// JSON) or deleted (`None`): every node starts, changes or stops it.
+    HubRouteChanged {
+        name: String,
+        definition: Option<String>,
+    },
     /// This node has a leader and has applied the log it knew of: proposals
     /// now complete. Sent once.
     BecameReady,
@@ -93,6 +99,9 @@ impl ClusterEvent {
             Change::SessionReleased { client_id } => ClusterEvent::SessionReleased { client_id },
             Change::RetainedChanged(message) => ClusterEvent::RetainedChanged { message },
             Change::MembersChanged => ClusterEvent::MembersChanged { members: members() },
+            Change::HubRouteChanged { name, definition } => {
+                ClusterEvent::HubRouteChanged { name, definition }
+            }
         }
     }
 }

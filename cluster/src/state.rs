@@ -76,6 +76,12 @@ pub enum Change {
     RetainedChanged(RetainedMessage),
     /// The member list or an address changed.
     MembersChanged,
+    /// A hub route made through the admin API was set (`Some` definition)
+    /// or deleted (`None`).
+    HubRouteChanged {
+        name: String,
+        definition: Option<String>,
+    },
 }
 
 /// A replicated session.
@@ -102,6 +108,8 @@ pub struct ClusterState {
     routes: BTreeMap<String, BTreeSet<u64>>,
     sessions: BTreeMap<String, Session>,
     retained: BTreeMap<String, StoredMessage>,
+    /// Hub routes made through the admin API: name -> definition (JSON).
+    hub_routes: BTreeMap<String, String>,
     recent: BTreeMap<u64, Recent>,
 }
 
@@ -124,6 +132,11 @@ impl ClusterState {
     /// Whether `node` has a route for `filter`.
     pub fn has_route(&self, filter: &str, node: u64) -> bool {
         self.routes.get(filter).is_some_and(|n| n.contains(&node))
+    }
+
+    /// Hub routes made through the admin API: name -> definition.
+    pub fn hub_routes(&self) -> &BTreeMap<String, String> {
+        &self.hub_routes
     }
 
     /// One session.
@@ -223,6 +236,26 @@ impl ClusterState {
                 }
                 other => return Ok(Outcome::NotOwner(other.map(|s| s.owner))),
             },
+            Command::SetHubRoute(r) => {
+                if r.name.is_empty() {
+                    return Err(Error::decode("set_hub_route", "empty name"));
+                }
+                if self.hub_routes.get(&r.name) != Some(&r.definition) {
+                    self.hub_routes.insert(r.name.clone(), r.definition.clone());
+                    changes.push(Change::HubRouteChanged {
+                        name: r.name,
+                        definition: Some(r.definition),
+                    });
+                }
+            }
+            Command::DeleteHubRoute(r) => {
+                if self.hub_routes.remove(&r.name).is_some() {
+                    changes.push(Change::HubRouteChanged {
+                        name: r.name,
+                        definition: None,
+                    });
+                }
+            }
             Command::SetRetained(s) => {
                 let message = s
                     .message
@@ -353,6 +386,14 @@ impl ClusterState {
                 })
                 .collect(),
             retained: self.retained.values().map(message_to_proto).collect(),
+            hub_routes: self
+                .hub_routes
+                .iter()
+                .map(|(name, definition)| proto::SetHubRoute {
+                    name: name.clone(),
+                    definition: definition.clone(),
+                })
+                .collect(),
             recent_requests: self
                 .recent
                 .iter()
@@ -399,6 +440,9 @@ impl ClusterState {
         for m in s.retained {
             let m = message_from_proto(m)?;
             state.retained.insert(m.topic.clone(), m);
+        }
+        for r in s.hub_routes {
+            state.hub_routes.insert(r.name, r.definition);
         }
         for r in s.recent_requests {
             let recent = state.recent.entry(r.origin).or_default();
@@ -463,6 +507,22 @@ impl ClusterState {
         }
         if self.members != new.members {
             changes.push(Change::MembersChanged);
+        }
+        for (name, definition) in &new.hub_routes {
+            if self.hub_routes.get(name) != Some(definition) {
+                changes.push(Change::HubRouteChanged {
+                    name: name.clone(),
+                    definition: Some(definition.clone()),
+                });
+            }
+        }
+        for name in self.hub_routes.keys() {
+            if !new.hub_routes.contains_key(name) {
+                changes.push(Change::HubRouteChanged {
+                    name: name.clone(),
+                    definition: None,
+                });
+            }
         }
         changes
     }

@@ -348,3 +348,48 @@ fn diff_lists_what_a_snapshot_changed() {
         |c| matches!(c, Change::RetainedChanged(m) if m.topic == "r" && m.payload.is_empty())
     ));
 }
+
+fn hub_route(name: &str, definition: &str) -> Command {
+    Command::SetHubRoute(proto::SetHubRoute {
+        name: name.into(),
+        definition: definition.into(),
+    })
+}
+
+#[test]
+fn hub_routes_are_set_replaced_deleted_and_kept_in_snapshots() {
+    let mut state = ClusterState::default();
+    let (_, changes) = state.apply(proposal(1, 1, hub_route("r", "{\"v\":1}")));
+    assert_eq!(
+        changes,
+        [Change::HubRouteChanged {
+            name: "r".into(),
+            definition: Some("{\"v\":1}".into())
+        }]
+    );
+    // the same definition again changes nothing
+    let (_, changes) = state.apply(proposal(1, 2, hub_route("r", "{\"v\":1}")));
+    assert!(changes.is_empty());
+    state.apply(proposal(2, 1, hub_route("s", "{}")));
+    let before = state.clone();
+    let restored = ClusterState::restore(&state.snapshot()).unwrap();
+    assert_eq!(restored.hub_routes(), state.hub_routes());
+    let delete = Command::DeleteHubRoute(proto::DeleteHubRoute { name: "r".into() });
+    let (_, changes) = state.apply(proposal(1, 3, delete));
+    assert_eq!(
+        changes,
+        [Change::HubRouteChanged {
+            name: "r".into(),
+            definition: None
+        }]
+    );
+    assert_eq!(
+        state.diff(&before),
+        [Change::HubRouteChanged {
+            name: "r".into(),
+            definition: Some("{\"v\":1}".into())
+        }]
+    );
+    let (outcome, changes) = state.apply(proposal(1, 4, hub_route("", "{}")));
+    assert!(matches!(outcome, Outcome::Invalid(_)) && changes.is_empty());
+}

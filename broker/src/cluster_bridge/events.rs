@@ -14,6 +14,7 @@ use crate::fanout::{route, set_retained_locally, Scope};
 use crate::handle::{
     Backpressure, Deliver, HandOver, Input, LazyGuard, OwnerMoved, Subscriber, SubscriptionEntry,
 };
+use crate::hub::events::Severity;
 use crate::message::Message;
 use crate::state::State;
 
@@ -123,16 +124,53 @@ pub async fn run_events(
                 reply,
             } => adopt(client_id, from, reply),
             ClusterEvent::MembersChanged { members } => {
-                tracing::info!(members = ?members.iter().map(|m| m.id).collect::<Vec<_>>(), "cluster members changed");
+                let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+                tracing::info!(members = ?ids, "cluster members changed");
+                cluster_event(
+                    &state,
+                    Severity::Info,
+                    "cluster members changed",
+                    serde_json::json!({ "members": ids }),
+                );
+            }
+            ClusterEvent::HubRouteChanged { name, definition } => {
+                // errors are logged and published as events by the hub
+                let _ = state
+                    .hub()
+                    .apply_api_route(&name, definition.as_deref(), state.store());
             }
             ClusterEvent::BecameReady => tracing::info!("cluster ready"),
-            ClusterEvent::Removed => tracing::warn!("this node was removed from the cluster"),
+            ClusterEvent::Removed => {
+                tracing::warn!("this node was removed from the cluster");
+                cluster_event(
+                    &state,
+                    Severity::Warning,
+                    "this node was removed from the cluster",
+                    serde_json::Value::Null,
+                );
+            }
             ClusterEvent::Failed { reason } => {
                 tracing::error!(%reason, "cluster node failed; stopping");
+                cluster_event(
+                    &state,
+                    Severity::Error,
+                    "cluster node failed; stopping",
+                    serde_json::json!({ "reason": &reason }),
+                );
                 let _ = failed.send(Some(reason));
             }
         }
     }
+}
+
+/// A hub event about this node's membership (`object_type` `cluster`,
+/// `object_id` this node's id).
+fn cluster_event(state: &State, severity: Severity, msg: &str, details: serde_json::Value) {
+    let me = state.config().cluster.node_id.to_string();
+    state
+        .hub()
+        .events()
+        .emit(severity, "cluster", &me, msg, details);
 }
 
 /// Delivers a message another node forwarded here, and answers it once the

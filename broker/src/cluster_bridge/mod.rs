@@ -525,6 +525,29 @@ impl Cluster for ClusterBridge {
         Ok(Vec::new())
     }
 
+    fn set_hub_route(
+        &self,
+        name: &str,
+        definition: Option<String>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let cluster = self.cluster.clone();
+        let name = name.to_owned();
+        let task = self
+            .runtime
+            .spawn(async move { cluster.set_hub_route(&name, definition).await });
+        Box::pin(async move {
+            match task.await {
+                Ok(result) => result.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("the proposal task failed: {e}")),
+            }
+        })
+    }
+
+    fn load_hub_routes(&self, _: &storage::Store) -> storage::Result<Vec<(String, String)>> {
+        // The replicated state is the truth.
+        Ok(self.cluster.hub_routes())
+    }
+
     fn take_session<'a>(
         &'a self,
         client_id: &'a str,

@@ -11,6 +11,7 @@
 //! | `GET /retained/{topic}`                 | one retained message                    |
 //! | `DELETE /retained/{topic}`              | deletes it, as an empty retained PUBLISH |
 //! | `GET /cluster/status`                   | as `tern cluster status --json`         |
+//! | `/routes...`                            | IoT hub routes (`routes_api.rs`)        |
 //!
 //! Paging: `limit` (default 100, at most 1000) items after the key `after`;
 //! the answer's `next` is the `after` of the next page, `null` on the last.
@@ -51,6 +52,7 @@ pub(super) fn routes() -> Router<Http> {
             get(get_retained).delete(delete_retained),
         )
         .route("/cluster/status", get(cluster_status))
+        .merge(super::routes_api::routes())
 }
 
 /// `?prefix=&limit=&after=`

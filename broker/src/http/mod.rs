@@ -22,6 +22,7 @@
 
 pub mod admin;
 pub mod client;
+mod routes_api;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

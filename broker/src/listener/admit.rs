@@ -14,6 +14,7 @@ use crate::acl::{Access, Acl, Subject};
 use crate::auth::{AuthRequest, Authentication, Failure, Principal};
 use crate::codec::{Connect, ReasonCode};
 use crate::counters::Metrics;
+use crate::hub::events::Severity;
 use crate::limits::Limits;
 use crate::state::BrokerState;
 
@@ -132,6 +133,17 @@ pub async fn admit(
             Metrics::add(counter, 1);
             Metrics::add(&state.metrics().connections_refused, 1);
             tracing::info!(%client_id, %peer, reason = refusal.category(), "connection refused");
+            state.hub().events().emit(
+                Severity::Warning,
+                "client",
+                client_id,
+                "connection refused",
+                serde_json::json!({
+                    "reason": refusal.category(),
+                    "reason_code": refusal.reason_code() as u8,
+                    "peer": peer.to_string(),
+                }),
+            );
             Err(refusal.reason_code())
         }
     }

@@ -471,6 +471,13 @@ pub async fn bootstrap(
     if !state.limits().admit_connection(peer.ip()) {
         Metrics::add(&state.metrics().connect_rate_refused, 1);
         tracing::debug!(%peer, "connect rate of the address exceeded, closing");
+        state.hub().events().emit(
+            crate::hub::events::Severity::Warning,
+            "client",
+            &peer.ip().to_string(),
+            "connection refused: connect rate of the address exceeded",
+            serde_json::json!({ "reason": "connect rate", "peer": peer.to_string() }),
+        );
         return;
     }
     let mqtt = &state.config().mqtt;

@@ -343,12 +343,114 @@ pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
         latency.nanos as f64 / 1e9,
     );
 
+    hub_families(&mut f, state.hub());
     store_families(&mut f, &state.store().writer_stats());
     if let Some(raft) = state.cluster().raft() {
         cluster_families(&mut f, &raft.status());
         forward_families(&mut f, &raft.forward_stats());
     }
     f.0
+}
+
+/// How a route family reads its value from a route.
+type RouteValue = dyn Fn(&crate::hub::Route) -> f64;
+
+/// Hub events and, per route (label `route`), its queue and outcomes.
+fn hub_families(f: &mut Families, hub: &crate::hub::Hub) {
+    let events = hub.events();
+    let published = events
+        .published()
+        .into_iter()
+        .map(|(severity, object_type, n)| {
+            let pairs = [
+                ("severity", severity.as_str()),
+                ("object_type", object_type),
+            ];
+            sample(MetricType::COUNTER, &pairs, n as f64)
+        })
+        .collect();
+    f.family(
+        "tern_hub_events_total",
+        "Hub events published on $SYS/events/..., by severity and object type.",
+        MetricType::COUNTER,
+        published,
+    );
+    f.counter(
+        "tern_hub_events_suppressed_total",
+        "Hub events not published because their object was over its rate limit.",
+        events.suppressed(),
+    );
+    let routes = hub.routes();
+    if routes.is_empty() {
+        return;
+    }
+    let names: Vec<String> = routes.iter().map(|r| r.config().name.clone()).collect();
+    let per_route = |kind: MetricType, value: &RouteValue| -> Vec<Metric> {
+        routes
+            .iter()
+            .zip(&names)
+            .map(|(r, name)| sample(kind, &[("route", name)], value(r)))
+            .collect()
+    };
+    fn load(c: &std::sync::atomic::AtomicU64) -> f64 {
+        c.load(Ordering::Relaxed) as f64
+    }
+    f.family(
+        "tern_route_queued",
+        "Messages in a route's durable queue now.",
+        MetricType::GAUGE,
+        per_route(MetricType::GAUGE, &|r| r.queued() as f64),
+    );
+    let counters: [(&str, &str, &RouteValue); 4] = [
+        (
+            "tern_route_delivered_total",
+            "Messages a route's target accepted.",
+            &|r| load(&r.stats.delivered),
+        ),
+        (
+            "tern_route_retried_total",
+            "Deliveries that failed and will be tried again.",
+            &|r| load(&r.stats.retried),
+        ),
+        (
+            "tern_route_dead_lettered_total",
+            "Messages sent to $SYS/routes/<name>/dead (rejected, or out of attempts).",
+            &|r| load(&r.stats.dead_lettered),
+        ),
+        (
+            "tern_route_dropped_total",
+            "Messages a full route (overflow = \"drop\", or QoS 0) did not queue.",
+            &|r| load(&r.stats.dropped),
+        ),
+    ];
+    for (name, help, value) in counters {
+        f.family(
+            name,
+            help,
+            MetricType::COUNTER,
+            per_route(MetricType::COUNTER, value),
+        );
+    }
+    let latency = routes
+        .iter()
+        .zip(&names)
+        .map(|(r, name)| {
+            let l = r.stats.latency.snapshot();
+            histogram_sample(
+                &[("route", name)],
+                &storage::LATENCY_SECONDS_BUCKETS,
+                &l.buckets,
+                l.nanos as f64 / 1e9,
+            )
+        })
+        .collect();
+    f.family(
+        "tern_route_delivery_seconds",
+        "From a message's arrival in a route's queue (or its load after a restart) to its \
+         delivery, retries included.",
+        MetricType::HISTOGRAM,
+        latency,
+    );
 }
 
 fn store_families(f: &mut Families, w: &storage::WriterStats) {

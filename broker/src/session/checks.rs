@@ -20,6 +20,7 @@ use super::Session;
 use crate::acl::Access;
 use crate::codec::{Publish, QoS, ReasonCode};
 use crate::counters::{DropReason, Metrics};
+use crate::hub::events::Severity;
 use crate::limits::Pressure;
 
 impl Session {
@@ -31,6 +32,13 @@ impl Session {
         if let Some(why) = state.limits().topic_violation(&publish.topic) {
             Metrics::add(&state.metrics().topic_limit_refused, 1);
             tracing::debug!(client_id = %self.client_id(), reason = %why, "PUBLISH refused");
+            state.hub().events().emit(
+                Severity::Warning,
+                "client",
+                self.client_id(),
+                "publish refused: topic over the limits",
+                serde_json::json!({ "reason": "limits", "topic": &*publish.topic, "error": why }),
+            );
             return Some(ReasonCode::TopicNameInvalid);
         }
         if self
@@ -40,6 +48,13 @@ impl Session {
         {
             Metrics::add(&state.metrics().acl_denied_publish, 1);
             tracing::debug!(client_id = %self.client_id(), topic = %publish.topic, "PUBLISH denied by the ACL");
+            state.hub().events().emit(
+                Severity::Warning,
+                "client",
+                self.client_id(),
+                "publish denied by the ACL",
+                serde_json::json!({ "reason": "acl", "topic": &*publish.topic }),
+            );
             return Some(ReasonCode::NotAuthorized);
         }
         if publish.qos > QoS::AtMostOnce
@@ -93,6 +108,13 @@ impl Session {
         {
             Metrics::add(&state.metrics().acl_denied_subscribe, 1);
             tracing::debug!(client_id = %self.client_id(), %filter, "subscription denied by the ACL");
+            state.hub().events().emit(
+                Severity::Warning,
+                "client",
+                self.client_id(),
+                "subscription denied by the ACL",
+                serde_json::json!({ "reason": "acl", "topic_filter": filter }),
+            );
             return Some(ReasonCode::NotAuthorized);
         }
         None

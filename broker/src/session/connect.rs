@@ -557,6 +557,16 @@ impl Session {
     pub(super) fn protocol_error(&mut self, error: SessionError, ctx: &mut Context<Self>) {
         if error.is_protocol_error() {
             Metrics::add(&self.state.metrics().protocol_errors, 1);
+            self.state.hub().events().emit(
+                crate::hub::events::Severity::Warning,
+                "client",
+                self.client_id(),
+                "client disconnected for a protocol error",
+                serde_json::json!({
+                    "reason": error.to_string(),
+                    "reason_code": error.reason_code() as u8,
+                }),
+            );
         }
         tracing::info!(client_id = %self.client_id(), reason = %error, "protocol violation");
         self.connection_lost(CloseReason::Violation(error), ctx);

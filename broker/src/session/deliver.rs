@@ -141,6 +141,16 @@ impl Session {
                 metrics.dropped(reason, 1);
                 if reason == DropReason::QueueFull {
                     tracing::debug!(client_id = %self.client_id(), "queue full: message dropped");
+                    self.state.hub().events().emit(
+                        crate::hub::events::Severity::Warning,
+                        "session",
+                        self.client_id(),
+                        "session queue full; message dropped",
+                        serde_json::json!({
+                            "topic": &*message.topic,
+                            "max_queued_messages": self.state.config().mqtt.max_queued_messages,
+                        }),
+                    );
                 }
                 return None;
             }

@@ -11,6 +11,7 @@ pub mod client5;
 pub mod flow;
 pub mod helm;
 pub mod http;
+pub mod hub;
 pub mod pki;
 pub mod pods;
 pub mod process;
@@ -96,9 +97,15 @@ impl TestBroker {
 
     /// Stops and starts again on the same store and port.
     pub fn restart(&mut self) {
+        self.restart_with(|_| {});
+    }
+
+    /// [`restart`](Self::restart) after `tweak` adjusted the configuration.
+    pub fn restart_with(&mut self, tweak: impl FnOnce(&mut Config)) {
         self.stop();
         let addr = self.addr;
         let mut config = test_config(&self.data_dir);
+        tweak(&mut config);
         config.listeners[0].bind = addr;
         let handle = server::start(config).expect("broker restarts");
         self.handle = Some(handle);

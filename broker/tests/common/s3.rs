@@ -3,8 +3,10 @@
 //! else `moto_server` on the `PATH`) on a free loopback port. It keeps
 //! everything in memory: a restart loses the buckets.
 //!
-//! The checks read the store with plain HTTP requests (moto does not check
-//! signatures), not with the `object_store` client the sink uses.
+//! The checks read the store with plain HTTP requests, not with the
+//! `object_store` client the sink uses: moto does not check signatures, but
+//! it answers an anonymous GET with 403, so they carry an `Authorization`
+//! header naming the test's key with a dummy signature.
 //!
 //! Lifecycle: [`S3Server::start`], then any number of [`S3Server::stop`] /
 //! [`S3Server::start_again`] on the same port; dropped = killed.
@@ -78,9 +80,21 @@ impl S3Server {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// A request with the test's (unchecked) credentials.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .request(method, format!("{}/{path}", self.endpoint()))
+            .header(
+                "Authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential={ACCESS_KEY_ID}/20261205/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00"
+                ),
+            )
+    }
+
     pub async fn create_bucket(&self, bucket: &str) {
-        let response = reqwest::Client::new()
-            .put(format!("{}/{bucket}", self.endpoint()))
+        let response = self
+            .request(reqwest::Method::PUT, bucket)
             .send()
             .await
             .expect("create bucket");
@@ -92,8 +106,8 @@ impl S3Server {
 
     /// The object's bytes; `None` when there is none at `key`.
     pub async fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
-        let response = reqwest::Client::new()
-            .get(format!("{}/{bucket}/{key}", self.endpoint()))
+        let response = self
+            .request(reqwest::Method::GET, &format!("{bucket}/{key}"))
             .send()
             .await
             .expect("get object");
@@ -107,8 +121,8 @@ impl S3Server {
     /// Every key in the bucket under `prefix`, sorted (one listing page:
     /// up to 1000 keys, more than any test writes).
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let response = reqwest::Client::new()
-            .get(format!("{}/{bucket}", self.endpoint()))
+        let response = self
+            .request(reqwest::Method::GET, bucket)
             .query(&[("list-type", "2"), ("prefix", prefix)])
             .send()
             .await

@@ -18,7 +18,7 @@
 //! Both go through `object_store`'s `Path`: empty topic levels are dropped
 //! (`a//b` and `a/b` share a key) and the characters AWS advises against
 //! in keys (`\`, `{`, `^`, `}`, `%`, `` ` ``, `]`, `"`, `>`, `[`, `~`, `<`,
-//! `#`, `|`, control characters) are percent-encoded.
+//! `#`, `|`, `*`, `?`, control characters) are percent-encoded.
 //!
 //! Errors: no answer, a 5xx, throttling (429, 503 SlowDown) and 408 are
 //! `Retry`. So are the 4xx that concern the route rather than the message

@@ -103,6 +103,13 @@ pub async fn run(
         "store loaded"
     );
 
+    let routes = state.config().routes.clone();
+    state
+        .hub()
+        .start_routes(&routes, state.store())
+        .map_err(anyhow::Error::msg)
+        .context("cannot start the routes")?;
+
     let cluster_runtime = cluster.map(|c| c.run(&state, failed_tx));
 
     let mut listeners = Vec::new();
@@ -177,6 +184,13 @@ pub async fn run(
         ));
     }
     let reloader = actix_rt::spawn(reload_security(state.clone(), stop_rx.clone()));
+    if let Some(outbox) = state.hub().take_outbox() {
+        accept_tasks.push(actix_rt::spawn(route_outbox(
+            state.clone(),
+            outbox,
+            stop_rx.clone(),
+        )));
+    }
     ready(Bound {
         mqtt: addrs,
         http: http_addr,
@@ -202,6 +216,7 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     state.begin_shutdown();
+    state.hub().stop();
     let _ = stop_tx.send(true);
     for task in accept_tasks {
         let _ = task.await;
@@ -236,6 +251,31 @@ pub async fn run(
         }
         Ok(Err(e)) => Err(e).context("cannot flush the store"),
         Err(e) => Err(e).context("store flush task failed"),
+    }
+}
+
+/// Routes the hub's dead letters and events (to this node's subscribers
+/// and the other nodes') until `stop` turns true.
+async fn route_outbox(
+    state: State,
+    mut outbox: tokio::sync::mpsc::UnboundedReceiver<Arc<crate::message::Message>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            message = outbox.recv() => match message {
+                Some(message) => {
+                    crate::fanout::route(
+                        &state,
+                        &message,
+                        &mut crate::handle::LazyGuard::none(),
+                        crate::fanout::Scope::Everywhere,
+                    );
+                }
+                None => return,
+            },
+            _ = stop.changed() => return,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! across an `.await` or while sending to an actor with `send().await`):
 //! `registry` -> `router` -> `retained`. Each is held for a map operation
 //! only; the router's read lock is held while a publish is matched and its
-//! `Deliver`s are queued (non-blocking `do_send`).
+//! `Deliver`s are queued (non-blocking `do_send`). The hub's locks are
+//! taken after the router's is released: `hub.routes` -> a route's `queue`
+//! -> `events.buckets` (see `hub/mod.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use crate::auth::Authentication;
 use crate::config::Config;
 use crate::counters::Metrics;
 use crate::handle::{Subscriber, SubscriptionEntry};
+use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::message::Message;
 use crate::nodes::{Cluster, SingleNode};
@@ -64,6 +67,8 @@ pub struct BrokerState {
     draining: AtomicBool,
     /// Writer tasks still flushing a socket; shutdown waits for them.
     open_writers: AtomicUsize,
+    /// IoT hub routes and events.
+    hub: Hub,
 }
 
 impl BrokerState {
@@ -80,7 +85,13 @@ impl BrokerState {
         let writer = store.writer();
         let cluster = cluster.unwrap_or_else(|| Arc::new(SingleNode::new(writer.clone())));
         let limits = Limits::new(&config.limits);
+        let hub = Hub::new(
+            config.cluster.node_id,
+            writer.clone(),
+            std::time::Duration::from_secs(config.limits.backpressure_wait_secs.max(1)),
+        );
         BrokerState {
+            hub,
             cluster,
             auth_methods,
             auth: Arc::new(auth),
@@ -100,6 +111,11 @@ impl BrokerState {
             draining: AtomicBool::new(false),
             open_writers: AtomicUsize::new(0),
         }
+    }
+
+    /// The IoT hub: routes and events.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
     }
 
     /// Reads the password file, JWT key and ACL file the configuration names.

@@ -30,16 +30,20 @@ pub(crate) enum TreeId {
     IncomingQos2 = 3,
     /// `topic` -> `StoredMessage`.
     Retained = 4,
+    /// `route \0 seq (u64 BE)` -> `RouteRecord`: the durable queue of each
+    /// hub route.
+    RouteQueue = 5,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 5] = [
+    pub(crate) const ALL: [TreeId; 6] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
         TreeId::IncomingQos2,
         TreeId::Retained,
+        TreeId::RouteQueue,
     ];
 
     /// The trees whose keys start with `client_id \0`.
@@ -57,6 +61,7 @@ impl TreeId {
             TreeId::Outgoing => "outgoing",
             TreeId::IncomingQos2 => "incoming_qos2",
             TreeId::Retained => "retained",
+            TreeId::RouteQueue => "route_queue",
         }
     }
 
@@ -114,6 +119,34 @@ pub(crate) fn incoming_qos2(client_id: &str, packet_id: u16) -> Vec<u8> {
     let mut key = client_prefix(client_id);
     key.extend_from_slice(&packet_id.to_be_bytes());
     key
+}
+
+/// Refuses route names that would break the prefix property of
+/// `route_queue` keys (the hub allows only `[A-Za-z0-9_-]+`).
+pub(crate) fn check_route(route: &str) -> Result<()> {
+    if route.is_empty() || route.as_bytes().contains(&SEPARATOR) {
+        return Err(Error::InvalidWrite {
+            reason: format!("route name {route:?} is empty or contains U+0000"),
+        });
+    }
+    Ok(())
+}
+
+/// `route \0`: the prefix of one route's queue in `route_queue`.
+pub(crate) fn route_prefix(route: &str) -> Vec<u8> {
+    client_prefix(route)
+}
+
+/// Key in `route_queue`: `route \0 seq` with `seq` big-endian.
+pub(crate) fn route_queue(route: &str, seq: u64) -> Vec<u8> {
+    let mut key = route_prefix(route);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Decodes the `seq` of a `route_queue` key found by a scan of `prefix`.
+pub(crate) fn decode_route_seq(prefix: &[u8], key: &[u8]) -> Result<u64> {
+    suffix::<8>(TreeId::RouteQueue, prefix, key).map(u64::from_be_bytes)
 }
 
 /// Key in `retained`.
@@ -174,6 +207,24 @@ mod tests {
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
+    }
+
+    #[test]
+    fn route_queue_keys_sort_by_seq_and_decode_back() {
+        let seqs = [0u64, 1, 256, 1 << 40, u64::MAX];
+        let keys: Vec<_> = seqs.iter().map(|&s| route_queue("r", s)).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(!route_queue("rest-2", 0).starts_with(&route_prefix("rest")));
+        let prefix = route_prefix("rest");
+        assert_eq!(
+            decode_route_seq(&prefix, &route_queue("rest", 9)).unwrap(),
+            9
+        );
+        let err = decode_route_seq(&prefix, b"rest\0\x01").unwrap_err();
+        assert!(err.to_string().contains("tree `route_queue`"), "{err}");
+        assert!(check_route("a\0b").is_err() && check_route("").is_err());
     }
 
     #[test]

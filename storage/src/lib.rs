@@ -18,6 +18,7 @@
 //! | `outgoing`      | `client_id \0 seq` (u64 BE)       | [`OutgoingRecord`]         |
 //! | `incoming_qos2` | `client_id \0 packet_id` (u16 BE) | version byte only          |
 //! | `retained`      | `topic`                           | [`StoredMessage`]          |
+//! | `route_queue`   | `route \0 seq` (u64 BE)           | [`RouteRecord`]            |
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
@@ -95,7 +96,7 @@ pub use error::{Error, Result};
 pub use raft::{RaftStorage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
-    OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
+    OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
 };
 pub use stats::{
     LatencyHistogram, LatencySnapshot, WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS,

@@ -16,6 +16,7 @@
 //! - outgoing: `01 released:bool message`
 //! - retained: `01 message`
 //! - incoming_qos2: `01` alone
+//! - route_queue: `01 uid:u64 client_id:str received_at_ms:u64 message`
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
@@ -78,6 +79,20 @@ pub struct OutgoingRecord {
     /// PUBREC received: only PUBREL/PUBCOMP are left, the message is not resent.
     pub released: bool,
     /// The message; its `qos` is the delivery QoS.
+    pub message: StoredMessage,
+}
+
+/// A message waiting in a hub route's durable queue, keyed by
+/// `route \0 seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteRecord {
+    /// The message's id in the cluster, 0 when unknown.
+    pub uid: u64,
+    /// Client id of the publisher.
+    pub client_id: String,
+    /// When the broker received it, Unix ms.
+    pub received_at_ms: u64,
+    /// The message; its `qos` is the QoS it was published with.
     pub message: StoredMessage,
 }
 
@@ -378,6 +393,38 @@ impl StoredMessage {
         r.finish()?;
         Ok(message)
     }
+}
+
+impl RouteRecord {
+    /// Format version 1: `01 uid:u64 client_id:str received_at_ms:u64 message`.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.u64(self.uid);
+        w.bytes(self.client_id.as_bytes());
+        w.u64(self.received_at_ms);
+        w.message(&self.message);
+        w.0
+    }
+
+    pub(crate) fn decode(value: &[u8]) -> Result<RouteRecord, DecodeError> {
+        let mut r = Reader::new(value)?;
+        let record = RouteRecord {
+            uid: r.u64("uid")?,
+            client_id: r.string("client_id")?,
+            received_at_ms: r.u64("received_at_ms")?,
+            message: r.message()?,
+        };
+        r.finish()?;
+        Ok(record)
+    }
+}
+
+/// Refuses a route record the decoder could not read back.
+pub(crate) fn validate_route_record(r: &RouteRecord) -> Result<(), String> {
+    if r.client_id.len() > u32::MAX as usize {
+        return Err("client_id is longer than 4294967295 bytes".into());
+    }
+    validate_message(&r.message)
 }
 
 /// The `incoming_qos2` value: the version byte alone.

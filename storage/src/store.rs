@@ -20,7 +20,9 @@ use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
     raft_records::RaftTree,
-    records::{self, OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord},
+    records::{
+        self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
+    },
     stats::{Stats, WriterStats},
     writer::{GroupCommitter, Msg, Writer},
 };
@@ -406,6 +408,26 @@ impl Store {
             records::decode_incoming_qos2(value)
                 .map_err(|e| Error::corrupt(tree.name(), key, e.0))?;
             Ok(packet_id)
+        })
+    }
+
+    /// A hub route's queue, in `seq` order.
+    pub fn load_route_queue(&self, route: &str) -> Result<Vec<(u64, RouteRecord)>> {
+        keys::check_route(route)?;
+        let tree = TreeId::RouteQueue;
+        let prefix = keys::route_prefix(route);
+        self.shared.with_handles(|h| {
+            h.tree(tree)
+                .scan_prefix(&prefix)
+                .map(|entry| {
+                    let (key, value) =
+                        entry.map_err(|e| Error::from_sled("reading a route queue", e))?;
+                    let seq = keys::decode_route_seq(&prefix, &key)?;
+                    let record = RouteRecord::decode(&value)
+                        .map_err(|e| Error::corrupt(tree.name(), &key, e.0))?;
+                    Ok((seq, record))
+                })
+                .collect()
         })
     }
 

@@ -39,7 +39,9 @@ use sled::{
 use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
-    records::{self, OutgoingRecord, SessionRecord, StoredMessage, SubscriptionRecord},
+    records::{
+        self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
+    },
     store::{Handles, Shared},
 };
 
@@ -86,6 +88,16 @@ pub enum WriteOp {
     PutRetained { message: StoredMessage },
     /// Deletes the retained message of `topic`.
     DeleteRetained { topic: String },
+    /// Appends (or replaces) message `seq` of a hub route's queue.
+    PutRouteMessage {
+        route: String,
+        seq: u64,
+        record: RouteRecord,
+    },
+    /// Removes message `seq` from a hub route's queue.
+    DeleteRouteMessage { route: String, seq: u64 },
+    /// Drops a hub route's whole queue.
+    DeleteRouteQueue { route: String },
 }
 
 impl WriteOp {
@@ -111,6 +123,13 @@ impl WriteOp {
             }
             WriteOp::PutRetained { message } => records::validate_message(message).map_err(invalid),
             WriteOp::DeleteRetained { .. } => Ok(()),
+            WriteOp::PutRouteMessage { route, record, .. } => {
+                keys::check_route(route)?;
+                records::validate_route_record(record).map_err(invalid)
+            }
+            WriteOp::DeleteRouteMessage { route, .. } | WriteOp::DeleteRouteQueue { route } => {
+                keys::check_route(route)
+            }
         }
     }
 }
@@ -347,7 +366,7 @@ impl GroupCommitter {
 #[derive(Default)]
 struct Overlay {
     /// Indexed by `TreeId::index`; `None` deletes the key.
-    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 5],
+    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 6],
 }
 
 impl Overlay {
@@ -408,7 +427,32 @@ impl Overlay {
             WriteOp::DeleteRetained { topic } => {
                 self.remove(TreeId::Retained, keys::retained(topic))
             }
+            WriteOp::PutRouteMessage { route, seq, record } => self.put(
+                TreeId::RouteQueue,
+                keys::route_queue(route, *seq),
+                record.encode(),
+            ),
+            WriteOp::DeleteRouteMessage { route, seq } => {
+                self.remove(TreeId::RouteQueue, keys::route_queue(route, *seq))
+            }
+            WriteOp::DeleteRouteQueue { route } => self.remove_route(handles, route)?,
         }
+        Ok(())
+    }
+
+    /// Deletes every message of a route's queue: on disk and put earlier in
+    /// this group.
+    fn remove_route(&mut self, handles: &Handles, route: &str) -> Result<()> {
+        let tree = TreeId::RouteQueue;
+        let prefix = keys::route_prefix(route);
+        for key in handles.tree(tree).scan_prefix(&prefix).keys() {
+            let key = key.map_err(|e| Error::from_sled("scanning a deleted route queue", e))?;
+            self.remove(tree, key.to_vec());
+        }
+        self.trees[tree.index()]
+            .range_mut(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .for_each(|(_, value)| *value = None);
         Ok(())
     }
 

@@ -10,7 +10,8 @@ use std::path::Path;
 use bytes::Bytes;
 use common::*;
 use storage::{
-    Error, OutgoingRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord, WriteOp,
+    Error, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord,
+    WriteOp,
 };
 
 const CLIENT: &str = "dev-1";
@@ -33,7 +34,32 @@ fn layout() -> Vec<(&'static str, Vec<u8>, &'static str)> {
             "incoming_qos2",
         ),
         ("retained", b"home/temp".to_vec(), "retained"),
+        ("route_queue", route_key(&9u64.to_be_bytes()), "route_queue"),
     ]
+}
+
+const ROUTE: &str = "to-rest";
+
+fn route_key(suffix: &[u8]) -> Vec<u8> {
+    let mut key = format!("{ROUTE}\0").into_bytes();
+    key.extend_from_slice(suffix);
+    key
+}
+
+fn expected_route_record() -> RouteRecord {
+    RouteRecord {
+        uid: 0x0102_0304_0506_0708,
+        client_id: "sensor-7".into(),
+        received_at_ms: 1_700_000_123_456,
+        message: StoredMessage {
+            topic: "plant/a/temp".into(),
+            payload: Bytes::from_static(b"{\"t\":21}"),
+            qos: 1,
+            retain: false,
+            properties: Bytes::new(),
+            expires_at_ms: None,
+        },
+    }
 }
 
 fn expected_session() -> SessionRecord {
@@ -116,6 +142,10 @@ fn golden_v1_values_decode() {
     );
     assert_eq!(store.load_incoming_qos2(CLIENT).unwrap(), [7]);
     assert_eq!(store.load_retained().unwrap(), [expected_retained()]);
+    assert_eq!(
+        store.load_route_queue(ROUTE).unwrap(),
+        [(9, expected_route_record())]
+    );
 }
 
 #[test]
@@ -143,6 +173,11 @@ fn encoder_still_writes_the_golden_v1_bytes() {
         WriteOp::PutRetained {
             message: expected_retained(),
         },
+        WriteOp::PutRouteMessage {
+            route: ROUTE.into(),
+            seq: 9,
+            record: expected_route_record(),
+        },
     ];
     submit_durable(&store.writer(), ops).unwrap();
     store.close().unwrap();
@@ -163,6 +198,7 @@ fn load(store: &Store, tree: &str) -> Result<(), Error> {
         "outgoing" => store.load_outgoing(CLIENT).map(drop),
         "incoming_qos2" => store.load_incoming_qos2(CLIENT).map(drop),
         "retained" => store.load_retained().map(drop),
+        "route_queue" => store.load_route_queue(ROUTE).map(drop),
         other => panic!("no loader for {other}"),
     }
 }
@@ -190,6 +226,7 @@ fn damaged_golden_v1_values_are_rejected_naming_the_tree() {
         ("outgoing.truncated.bin", "truncated: payload"),
         ("retained.trailing-byte.bin", "1 trailing bytes"),
         ("incoming_qos2.empty.bin", "empty value"),
+        ("route_queue.truncated.bin", "truncated: client_id"),
     ];
     for (file, reason) in cases {
         let (tree, key, _) = layout()
@@ -238,6 +275,8 @@ fn truncations_of_every_golden_value_are_rejected() {
 fn a_key_of_the_wrong_length_is_rejected_naming_the_tree() {
     let value = golden("outgoing.bin");
     assert_rejected("outgoing", &client_key(&[0, 42]), value, "8-byte suffix");
+    let value = golden("route_queue.bin");
+    assert_rejected("route_queue", &route_key(&[9]), value, "8-byte suffix");
     let mut value = golden("subscription.bin");
     value[5] = b'X'; // filter in the value no longer matches the key
     assert_rejected(

@@ -10,14 +10,16 @@ use bytes::Bytes;
 use common::config;
 use proptest::prelude::*;
 use storage::{
-    GroupCommitter, OutgoingRecord, SessionRecord, Store, StoredMessage, SubscriptionRecord,
-    WriteOp,
+    GroupCommitter, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage,
+    SubscriptionRecord, WriteOp,
 };
 
 /// Client ids chosen so that some are prefixes of others.
 const CLIENTS: [&str; 5] = ["", "a", "ab", "abc", "b"];
 const FILTERS: [&str; 3] = ["#", "a/+", "a/b"];
 const TOPICS: [&str; 3] = ["t", "t/1", "u"];
+/// Route names chosen so that one is a prefix of another.
+const ROUTES: [&str; 3] = ["r", "r-2", "s"];
 
 #[derive(Clone, Debug)]
 enum Action {
@@ -100,6 +102,16 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         1 => message().prop_map(|message| WriteOp::PutRetained { message }),
         1 => prop::sample::select(&TOPICS[..])
             .prop_map(|topic| WriteOp::DeleteRetained { topic: topic.to_owned() }),
+        2 => (prop::sample::select(&ROUTES[..]), 0..6u64, any::<u64>(), client(), message())
+            .prop_map(|(route, seq, uid, client_id, message)| WriteOp::PutRouteMessage {
+                route: route.to_owned(),
+                seq,
+                record: RouteRecord { uid, client_id, received_at_ms: seq * 7, message },
+            }),
+        1 => (prop::sample::select(&ROUTES[..]), 0..6u64)
+            .prop_map(|(route, seq)| WriteOp::DeleteRouteMessage { route: route.to_owned(), seq }),
+        1 => prop::sample::select(&ROUTES[..])
+            .prop_map(|route| WriteOp::DeleteRouteQueue { route: route.to_owned() }),
     ]
 }
 
@@ -118,6 +130,7 @@ struct Model {
     outgoing: BTreeMap<(String, u64), OutgoingRecord>,
     incoming_qos2: BTreeSet<(String, u16)>,
     retained: BTreeMap<String, StoredMessage>,
+    route_queue: BTreeMap<(String, u64), RouteRecord>,
 }
 
 impl Model {
@@ -167,6 +180,15 @@ impl Model {
             WriteOp::DeleteRetained { topic } => {
                 self.retained.remove(&topic);
             }
+            WriteOp::PutRouteMessage { route, seq, record } => {
+                self.route_queue.insert((route, seq), record);
+            }
+            WriteOp::DeleteRouteMessage { route, seq } => {
+                self.route_queue.remove(&(route, seq));
+            }
+            WriteOp::DeleteRouteQueue { route } => {
+                self.route_queue.retain(|(r, _), _| *r != route);
+            }
         }
     }
 
@@ -198,6 +220,15 @@ impl Model {
         }
         let retained: Vec<_> = self.retained.values().cloned().collect();
         prop_assert_eq!(store.load_retained().unwrap(), retained);
+        for route in ROUTES {
+            let queue: Vec<_> = self
+                .route_queue
+                .iter()
+                .filter(|((r, _), _)| r == route)
+                .map(|((_, seq), record)| (*seq, record.clone()))
+                .collect();
+            prop_assert_eq!(store.load_route_queue(route).unwrap(), queue);
+        }
         Ok(())
     }
 }

@@ -56,6 +56,9 @@ pub enum ConfigError {
          otherwise set cluster.node_id"
     )]
     Hostname { hostname: String, reason: String },
+    /// A `[[routes]]` entry is invalid (the error names the route and key).
+    #[error("config [[routes]]: {0}")]
+    Route(#[from] crate::hub::config::RouteConfigError),
 }
 
 /// The whole configuration of one node.
@@ -93,6 +96,8 @@ pub struct Config {
     pub sys_interval_secs: u64,
     /// OpenTelemetry traces.
     pub telemetry: TelemetryConfig,
+    /// IoT hub routes (`[[routes]]`), node-local.
+    pub routes: Vec<crate::hub::config::RouteConfig>,
 }
 
 /// MQTT 5.0 enhanced authentication mechanisms.
@@ -122,6 +127,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             sys_interval_secs: 10,
             telemetry: TelemetryConfig::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -443,6 +449,7 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
+        crate::hub::config::validate_routes(&self.routes)?;
         listener::validate_listeners(&self.listeners)
     }
 

@@ -213,7 +213,10 @@ impl Session {
         if retained {
             store_retained(&self.state, &message, guard);
         }
-        route(&self.state, &message, guard, Scope::Everywhere) + usize::from(retained)
+        let routed = route(&self.state, &message, guard, Scope::Everywhere);
+        // IoT hub routes: only here, for messages a client of this node sent
+        let hub = self.state.hub().admit(&message, self.client_id(), guard);
+        routed + hub + usize::from(retained)
     }
 
     /// Writes the acknowledgements that are ready, in order.

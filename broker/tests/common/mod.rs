@@ -11,6 +11,7 @@ pub mod client5;
 pub mod flow;
 pub mod helm;
 pub mod http;
+pub mod hub;
 pub mod pg;
 pub mod pki;
 pub mod pods;

@@ -45,6 +45,17 @@ retained = (V1
 
 incoming_qos2 = V1
 
+route_queue = (V1
+    + u64(0x0102030405060708)      # uid
+    + s(b"sensor-7")               # client_id
+    + u64(1_700_000_123_456)       # received_at_ms
+    + s(b"plant/a/temp")           # topic
+    + s(b"{\"t\":21}")              # payload
+    + b"\x01"                      # qos 1
+    + b"\x00"                      # retain false
+    + s(b"")                       # properties: none
+    + b"\x00")                     # expires_at_ms None
+
 files = {
     # values this version writes: must decode
     "session.bin": session,
@@ -52,12 +63,14 @@ files = {
     "outgoing.bin": outgoing,
     "retained.bin": retained,
     "incoming_qos2.bin": incoming_qos2,
+    "route_queue.bin": route_queue,
     # damaged values: must be rejected with an error naming the tree
     "session.unknown-version.bin": b"\x02" + session[1:],
     "subscription.bad-bool.bin": subscription[:15] + b"\x02" + subscription[16:],
     "outgoing.truncated.bin": outgoing[:14],
     "retained.trailing-byte.bin": retained + b"\x00",
     "incoming_qos2.empty.bin": b"",
+    "route_queue.truncated.bin": route_queue[:20],
 }
 
 for name, data in files.items():

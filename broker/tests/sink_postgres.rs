@@ -20,7 +20,7 @@ fn route(server: &PgServer, query: &str) -> PostgresRoute {
         query: query.into(),
         pool_size: 2,
         max_batch: 100,
-        timeout_secs: 10,
+        timeout_ms: 10_000,
     }
 }
 
@@ -322,7 +322,7 @@ async fn an_unreachable_server_is_retry() {
         query: "SELECT $TOPIC".into(),
         pool_size: 1,
         max_batch: 10,
-        timeout_secs: 10,
+        timeout_ms: 10_000,
     };
     let sink = PostgresSink::new(&config).unwrap();
     let outcomes = sink

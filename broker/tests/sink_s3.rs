@@ -28,7 +28,7 @@ fn route_at(endpoint: String, bucket: &str, prefix: &str, strategy: S3Strategy) 
         secret_access_key: Some(Secret::Plain(SECRET_ACCESS_KEY.into())),
         max_batch: 32,
         concurrency: 8,
-        timeout_secs: 10,
+        timeout_ms: 10_000,
     }
 }
 

@@ -68,8 +68,8 @@ pub struct PostgresRoute {
     pub max_batch: usize,
     /// Longest a batch may take (connecting included) before it is given up
     /// as `Retry` and its connection closed.
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 fn default_pool_size() -> usize {
@@ -80,8 +80,8 @@ fn default_max_batch() -> usize {
     100
 }
 
-fn default_timeout_secs() -> u64 {
-    30
+fn default_timeout_ms() -> u64 {
+    30_000
 }
 
 /// Longest wait to open a connection.
@@ -119,8 +119,8 @@ impl PostgresSink {
         if config.max_batch == 0 {
             return Err("max_batch: must be at least 1".into());
         }
-        if config.timeout_secs == 0 {
-            return Err("timeout_secs: must be at least 1".into());
+        if config.timeout_ms == 0 {
+            return Err("timeout_ms: must be at least 1".into());
         }
         let target = target(&pg);
         let manager = Manager::from_config(
@@ -143,7 +143,7 @@ impl PostgresSink {
             pool,
             query,
             max_batch: config.max_batch,
-            timeout: Duration::from_secs(config.timeout_secs),
+            timeout: Duration::from_millis(config.timeout_ms),
             target,
         })
     }
@@ -415,7 +415,7 @@ mod tests {
         );
         assert_eq!(config.pool_size, 4);
         assert_eq!(config.max_batch, 100);
-        assert_eq!(config.timeout_secs, 30);
+        assert_eq!(config.timeout_ms, 30_000);
         config.password = Some(Secret::Plain("other".into()));
         let sink = PostgresSink::new(&config).unwrap();
         assert_eq!(sink.target(), "postgres://tern@db.example:6543/iot");

@@ -69,8 +69,8 @@ pub struct S3Route {
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
     /// Longest a put may take (each of its attempts).
-    #[serde(default = "default_timeout_secs")]
-    pub timeout_secs: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
 }
 
 fn default_region() -> String {
@@ -85,8 +85,8 @@ fn default_concurrency() -> usize {
     8
 }
 
-fn default_timeout_secs() -> u64 {
-    30
+fn default_timeout_ms() -> u64 {
+    30_000
 }
 
 /// How messages become objects.
@@ -122,8 +122,8 @@ impl S3Sink {
         if config.bucket.is_empty() {
             return Err("bucket: must not be empty".into());
         }
-        if config.max_batch == 0 || config.concurrency == 0 || config.timeout_secs == 0 {
-            return Err("max_batch, concurrency and timeout_secs must be at least 1".into());
+        if config.max_batch == 0 || config.concurrency == 0 || config.timeout_ms == 0 {
+            return Err("max_batch, concurrency and timeout_ms must be at least 1".into());
         }
         // The usual AWS_* variables (credentials, session token, ...) apply
         // unless the route sets the value.
@@ -132,7 +132,7 @@ impl S3Sink {
             .with_region(&config.region)
             .with_client_options(
                 ClientOptions::new()
-                    .with_timeout(Duration::from_secs(config.timeout_secs))
+                    .with_timeout(Duration::from_millis(config.timeout_ms))
                     .with_connect_timeout(Duration::from_secs(5))
                     .with_allow_http(
                         config
@@ -145,7 +145,7 @@ impl S3Sink {
             // passing; the route's worker does the long backoff.
             .with_retry(RetryConfig {
                 max_retries: 2,
-                retry_timeout: Duration::from_secs(config.timeout_secs),
+                retry_timeout: Duration::from_millis(config.timeout_ms),
                 ..RetryConfig::default()
             });
         if let Some(endpoint) = &config.endpoint {

@@ -199,3 +199,31 @@ impl Drop for PgServer {
         }
     }
 }
+
+/// A PostgreSQL route named `name` for `topic` into `server` running
+/// `query`, with the quick retries of `hub::rest_route` (backoff 20 to
+/// 200 ms, 1000 attempts); then `extra` keys (JSON) on top.
+pub fn pg_route(
+    name: &str,
+    topic: &str,
+    server: &PgServer,
+    query: &str,
+    extra: serde_json::Value,
+) -> broker::hub::config::RouteConfig {
+    let mut value = serde_json::json!({
+        "name": name,
+        "topic": topic,
+        "type": "postgres",
+        "url": server.url(),
+        "password": PASSWORD,
+        "query": query,
+        "backoff_initial_ms": 20,
+        "backoff_max_ms": 200,
+        "max_attempts": 1000,
+    });
+    if let (Some(v), serde_json::Value::Object(extra)) = (value.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    broker::hub::config::RouteConfig::from_json(&value)
+        .unwrap_or_else(|e| panic!("route definition: {e}"))
+}

@@ -121,17 +121,24 @@ impl S3Server {
     /// Every key in the bucket under `prefix`, sorted (one listing page:
     /// up to 1000 keys, more than any test writes).
     pub async fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        self.try_keys(bucket, prefix)
+            .await
+            .unwrap_or_else(|| panic!("cannot list {bucket}: {}", self.log()))
+    }
+
+    /// [`keys`](Self::keys), or `None` when the server or the bucket is
+    /// not there.
+    pub async fn try_keys(&self, bucket: &str, prefix: &str) -> Option<Vec<String>> {
         let response = self
             .request(reqwest::Method::GET, bucket)
             .query(&[("list-type", "2"), ("prefix", prefix)])
             .send()
             .await
-            .expect("list objects");
-        assert!(
-            response.status().is_success(),
-            "list {bucket}: {response:?}"
-        );
-        let xml = response.text().await.unwrap();
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let xml = response.text().await.ok()?;
         let mut keys: Vec<String> = xml
             .split("<Key>")
             .skip(1)
@@ -143,7 +150,7 @@ impl S3Server {
             })
             .collect();
         keys.sort();
-        keys
+        Some(keys)
     }
 }
 
@@ -151,4 +158,33 @@ impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// An S3 route named `name` for `topic` into `bucket` on `server`, keys
+/// under `prefix`, `strategy` `per_topic` or `per_message`, with the quick
+/// retries of `hub::rest_route` (backoff 20 to 200 ms, 1000 attempts).
+pub fn s3_route(
+    name: &str,
+    topic: &str,
+    server: &S3Server,
+    bucket: &str,
+    prefix: &str,
+    strategy: &str,
+) -> broker::hub::config::RouteConfig {
+    let value = serde_json::json!({
+        "name": name,
+        "topic": topic,
+        "type": "s3",
+        "bucket": bucket,
+        "endpoint": server.endpoint(),
+        "prefix": prefix,
+        "strategy": strategy,
+        "access_key_id": ACCESS_KEY_ID,
+        "secret_access_key": SECRET_ACCESS_KEY,
+        "backoff_initial_ms": 20,
+        "backoff_max_ms": 200,
+        "max_attempts": 1000,
+    });
+    broker::hub::config::RouteConfig::from_json(&value)
+        .unwrap_or_else(|e| panic!("route definition: {e}"))
 }

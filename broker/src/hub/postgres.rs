@@ -3,8 +3,8 @@
 //! messages are run in one transaction.
 //!
 //! Owns the pool and the translated query. Never builds SQL from a
-//! message: its fields are bound to parameters (see [`query`] for how the
-//! named placeholders become `$1..$n`, [`bind`] for the types).
+//! message: its fields are bound to parameters (see `query.rs` for how the
+//! named placeholders become `$1..$n`, `bind.rs` for the types).
 //!
 //! Lifecycle of a batch ([`Sink::deliver`]):
 //! 1. take a connection from the pool (opening one if needed) and prepare

@@ -410,3 +410,78 @@ async fn concurrent_batches_share_the_pool_of_pool_size_connections() {
         "{connections} connections, pool_size 2"
     );
 }
+
+#[tokio::test]
+async fn a_batch_that_waits_past_timeout_ms_is_retry_and_its_connection_is_not_reused() {
+    let server = PgServer::start();
+    let db = server.client().await;
+    db.batch_execute("CREATE TABLE t (seq bigint)")
+        .await
+        .unwrap();
+    let mut config = route(&server, "INSERT INTO t VALUES ($SEQ)");
+    config.timeout_ms = 500;
+    config.pool_size = 1;
+    let sink = PostgresSink::new(&config).unwrap();
+    assert_eq!(sink.deliver(&[message(1, "a", b"")]).await, vec![Ok(())]);
+
+    // Another session holds a lock the insert waits for.
+    let mut locker = server.client().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE t IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let batch = [message(2, "a", b""), message(3, "b", b"")];
+    let outcomes = sink.deliver(&batch).await;
+    for outcome in &outcomes {
+        match outcome {
+            Err(DeliveryError::Retry(e)) => {
+                assert!(e.contains("did not answer within 500ms"), "{e}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    lock.rollback().await.unwrap();
+
+    // The pool's one connection was closed with its half-done transaction:
+    // the next batch opens a new one, and nothing of the first remains.
+    assert_eq!(sink.deliver(&batch).await, vec![Ok(()), Ok(())]);
+    let seqs: Vec<i64> = db
+        .query("SELECT seq FROM t ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn a_trigger_that_raises_rejects_only_its_message() {
+    let server = PgServer::start();
+    let db = server.client().await;
+    db.batch_execute(
+        "CREATE TABLE t (seq bigint, body text); \
+         CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.body = 'spam' THEN RAISE EXCEPTION 'spam is refused'; END IF; RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION refuse()",
+    )
+    .await
+    .unwrap();
+    let sink = PostgresSink::new(&route(&server, "INSERT INTO t VALUES ($SEQ, $PAYLOAD)")).unwrap();
+    let outcomes = sink
+        .deliver(&[
+            message(1, "a", b"ham"),
+            message(2, "a", b"spam"),
+            message(3, "a", b"eggs"),
+        ])
+        .await;
+    assert_eq!(outcomes[0], Ok(()));
+    // P0001: raise_exception.
+    assert!(
+        rejected(&outcomes[1]).contains("P0001: spam is refused"),
+        "{:?}",
+        outcomes[1]
+    );
+    assert_eq!(outcomes[2], Ok(()));
+    assert_eq!(count(&db, "t").await, 2);
+}

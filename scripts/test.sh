@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # Debian packages: mosquitto-clients (interop tests), mosquitto (benchmarks),
 # chromium (the browser test), node-mqtt (MQTT.js 4.3, the JS client) and
 # node-browserify (bundles it for the page), python3-venv for playwright;
-# iptables, iproute2 and faketime (libfaketime) for the chaos suite.
+# iptables, iproute2 and faketime (libfaketime) for the chaos suite;
+# postgresql-15, the server the PostgreSQL route tests start on their own
+# port (broker/tests/common/pg.rs; Debian's default cluster is not used).
 # The npm registry is not used: it cannot be reached on the project's
 # machines.
 missing=()
@@ -23,6 +25,9 @@ command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
 command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
 [ -f /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+# `python3 -m venv` (playwright's and moto's venvs below) needs ensurepip.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -40,6 +45,17 @@ if ! "$venv/bin/python" -c 'import playwright' 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check playwright==1.65.1
 fi
 export TERN_PYTHON="$venv/bin/python"
+
+# moto's S3 server (PyPI) for the S3 route tests, which start it on their
+# own port (broker/tests/common/s3.rs). A venv of its own: its Flask and
+# boto pins stay out of playwright's.
+moto_venv="$HOME/.cache/tern/moto"
+if ! [ -x "$moto_venv/bin/moto_server" ]; then
+  echo "== pip install moto[server] in $moto_venv"
+  python3 -m venv "$moto_venv"
+  "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]==5.2.6'
+fi
+export TERN_MOTO_SERVER="$moto_venv/bin/moto_server"
 
 # --- Kubernetes (k8s/): helm, kubectl and kubernetes-validate for the chart
 # tests, debootstrap and the tern-base:test Docker image for the container

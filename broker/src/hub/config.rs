@@ -214,6 +214,7 @@ impl RouteConfig {
                 "query": pg.query,
                 "pool_size": pg.pool_size,
                 "max_batch": pg.max_batch,
+                "timeout_ms": pg.timeout_ms,
                 "password": pg.password.as_ref().map(public_secret),
             }),
             RouteTarget::S3(s3) => serde_json::json!({
@@ -225,6 +226,9 @@ impl RouteConfig {
                     super::s3::S3Strategy::PerTopic => "per_topic",
                     super::s3::S3Strategy::PerMessage => "per_message",
                 },
+                "max_batch": s3.max_batch,
+                "concurrency": s3.concurrency,
+                "timeout_ms": s3.timeout_ms,
                 "access_key_id": s3.access_key_id.as_ref().map(public_secret),
                 "secret_access_key": s3.secret_access_key.as_ref().map(public_secret),
             }),

@@ -93,16 +93,8 @@ pub struct Hub {
 pub fn build_sink(config: &RouteConfig, node_id: u64) -> Result<Arc<dyn Sink>, String> {
     let sink: Arc<dyn Sink> = match &config.target {
         RouteTarget::Rest(rest) => Arc::new(rest::RestSink::new(rest, node_id, &config.name)?),
-        // MERGE(hub-sinks): once `PostgresSink` and `S3Sink` implement
-        // `Sink`, these two arms become `Arc::new(..::new(..)?)`.
-        RouteTarget::Postgres(pg) => {
-            postgres::PostgresSink::new(pg)?;
-            return Err("PostgreSQL routes come with the hub-sinks branch".into());
-        }
-        RouteTarget::S3(s3) => {
-            s3::S3Sink::new(s3)?;
-            return Err("S3 routes come with the hub-sinks branch".into());
-        }
+        RouteTarget::Postgres(pg) => Arc::new(postgres::PostgresSink::new(pg)?),
+        RouteTarget::S3(s3) => Arc::new(s3::S3Sink::new(s3)?),
     };
     Ok(sink)
 }

@@ -138,6 +138,11 @@ impl HttpTarget {
         self.shared.received.lock().unwrap().clone()
     }
 
+    /// How many requests were recorded (without copying them).
+    pub fn received_count(&self) -> usize {
+        self.shared.received.lock().unwrap().len()
+    }
+
     /// The bodies received, as UTF-8.
     pub fn bodies(&self) -> Vec<String> {
         self.received()

@@ -12,9 +12,11 @@ pub mod flow;
 pub mod helm;
 pub mod http;
 pub mod hub;
+pub mod pg;
 pub mod pki;
 pub mod pods;
 pub mod process;
+pub mod s3;
 pub mod ws;
 
 use std::net::SocketAddr;

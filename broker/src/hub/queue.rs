@@ -5,14 +5,16 @@
 //!
 //! Rules:
 //! - entries leave in queue order per topic: a message is picked only if no
-//!   earlier message of its topic is in flight or waiting, and a batch holds
-//!   at most one message per topic, so never two of one topic are in flight;
+//!   earlier message of its topic is in flight or waiting; consecutive
+//!   messages of a topic go in one batch (in order) while it has room, so
+//!   a target that batches (PostgreSQL) gets full batches even from few
+//!   topics, and never are two calls in flight with one topic;
 //! - after a `Retry` outcome the whole route waits (exponential backoff
 //!   with jitter from the failed message's attempt count): a target that is
 //!   down is not hammered, and messages do not spend attempts while it is;
 //! - a message tried `max_attempts` times, or rejected, is dead.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::sink::{DeliveryError, Outcome, RoutedMessage};
@@ -169,21 +171,49 @@ impl RouteQueue {
         }
         self.retry_at = None;
         let max_batch = max_batch.max(1);
+        // A topic with a message in flight, or one not picked, is blocked:
+        // nothing after it of that topic may go now. A topic picked goes
+        // on in the batch it started in, while that batch has room.
         let mut blocked: HashSet<&str> = HashSet::new();
-        let mut picked: Vec<usize> = Vec::new();
+        let mut batch_of: HashMap<&str, usize> = HashMap::new();
+        let mut picked: Vec<Vec<usize>> = Vec::new();
+        let mut count = 0;
         for (i, e) in self.entries.iter().enumerate().take(SCAN_LIMIT) {
-            let free = blocked.insert(e.msg.topic.as_str());
-            if free && !e.in_flight {
-                picked.push(i);
-                if picked.len() == slots * max_batch {
-                    break;
-                }
+            let topic = e.msg.topic.as_str();
+            if blocked.contains(topic) {
+                continue;
+            }
+            if e.in_flight {
+                blocked.insert(topic);
+                continue;
+            }
+            let target = match batch_of.get(topic) {
+                Some(&k) if picked[k].len() < max_batch => Some(k),
+                Some(_) => None,
+                None => match picked.last() {
+                    Some(last) if last.len() < max_batch => Some(picked.len() - 1),
+                    _ if picked.len() < slots => {
+                        picked.push(Vec::new());
+                        Some(picked.len() - 1)
+                    }
+                    _ => None,
+                },
+            };
+            let Some(k) = target else {
+                blocked.insert(topic);
+                continue;
+            };
+            batch_of.insert(topic, k);
+            picked[k].push(i);
+            count += 1;
+            if count == slots * max_batch {
+                break;
             }
         }
-        let mut batches: Vec<Vec<RoutedMessage>> = Vec::new();
-        for chunk in picked.chunks(max_batch) {
+        let mut batches: Vec<Vec<RoutedMessage>> = Vec::with_capacity(picked.len());
+        for chunk in picked {
             let mut batch = Vec::with_capacity(chunk.len());
-            for &i in chunk {
+            for i in chunk {
                 let e = &mut self.entries[i];
                 e.in_flight = true;
                 batch.push(e.msg.clone());
@@ -295,14 +325,47 @@ mod tests {
     }
 
     #[test]
-    fn batches_hold_one_message_per_topic_and_respect_slots() {
+    fn batches_fill_with_a_topics_consecutive_messages_and_respect_slots() {
         let now = Instant::now();
         let loaded = (1..=6)
             .map(|s| msg(s, ["a", "b", "c"][s as usize % 3]))
             .collect();
         let mut q = RouteQueue::new(0, loaded, now);
         assert_eq!(seqs(&q.take_batches(2, 1, now)), [[1, 2]]);
-        assert_eq!(seqs(&q.take_batches(2, 5, now)), [[3]]);
+        // b (1, 4) and c (2, 5) are in flight; a's 3 and 6 go together
+        assert_eq!(seqs(&q.take_batches(2, 5, now)), [[3, 6]]);
+        assert!(q.take_batches(2, 5, now).is_empty());
+    }
+
+    #[test]
+    fn one_topic_fills_a_batch_and_waits_for_it() {
+        let now = Instant::now();
+        let loaded = (1..=7).map(|s| msg(s, "a")).collect();
+        let mut q = RouteQueue::new(0, loaded, now);
+        // one call per topic at a time, however many slots
+        assert_eq!(seqs(&q.take_batches(3, 4, now)), [[1, 2, 3]]);
+        assert!(q.take_batches(3, 4, now).is_empty());
+        q.complete(&[1, 2, 3], vec![Ok(()), Ok(()), Ok(())], &policy(3), now);
+        assert_eq!(seqs(&q.take_batches(3, 4, now)), [[4, 5, 6]]);
+    }
+
+    #[test]
+    fn a_topic_that_does_not_fit_is_not_overtaken_by_its_own_later_messages() {
+        let now = Instant::now();
+        let loaded = vec![
+            msg(1, "a"),
+            msg(2, "b"),
+            msg(3, "b"),
+            msg(4, "c"),
+            msg(5, "b"),
+        ];
+        let mut q = RouteQueue::new(0, loaded, now);
+        // batch 0: a1 b2 (full), b3 cannot join it: b blocked; c4 has no slot
+        assert_eq!(seqs(&q.take_batches(2, 1, now)), [[1, 2]]);
+        q.complete(&[1, 2], vec![Ok(()), Ok(())], &policy(3), now);
+        // b3 starts a batch, c4 joins it, b5 cannot: b's batch is full
+        assert_eq!(seqs(&q.take_batches(2, 2, now)), [[3, 4]]);
+        assert!(q.take_batches(2, 2, now).is_empty(), "b and c in flight");
     }
 
     #[test]

@@ -51,8 +51,11 @@ pub type Outcome = Result<(), DeliveryError>;
 /// A route's target.
 pub trait Sink: Send + Sync + 'static {
     /// Delivers `batch` (1 to [`Sink::max_batch`] messages, in queue order;
-    /// messages of one topic are never in flight in two calls at once) and
-    /// returns one outcome per message, in the same order.
+    /// messages of one topic are never in flight in two calls at once, and
+    /// a batch may hold several consecutive messages of one topic) and
+    /// returns one outcome per message, in the same order. A target that
+    /// keeps order per topic stops at the first failure (PostgreSQL stops
+    /// the batch at its first `Retry`).
     fn deliver<'a>(&'a self, batch: &'a [RoutedMessage]) -> BoxFuture<'a, Vec<Outcome>>;
 
     /// Largest batch [`Sink::deliver`] takes; 1 for targets that take one

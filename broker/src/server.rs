@@ -248,9 +248,7 @@ pub async fn run(
     if let Some(bridge) = &bridge {
         bridge.stop().await;
     }
-    if let Some(runtime) = cluster_runtime {
-        runtime.shutdown_background();
-    }
+    drop(cluster_runtime);
     let store = state.store().clone();
     let flushed = tokio::task::spawn_blocking(move || store.close()).await;
     for arbiter in &arbiters {
@@ -356,9 +354,30 @@ async fn watch_store_and_leader(state: State, mut stop: watch::Receiver<bool>) {
 struct StartedCluster {
     bridge: Arc<crate::cluster_bridge::ClusterBridge>,
     events: tokio::sync::mpsc::UnboundedReceiver<cluster::ClusterEvent>,
-    /// Owns the runtime's threads; shut down in the background when the
-    /// server stops.
-    runtime: tokio::runtime::Runtime,
+    runtime: ClusterRuntime,
+}
+
+/// The cluster's runtime, owning its threads. It is shut down in the
+/// background when dropped: it is dropped inside the server's own runtime
+/// (when the server stops, or returns early with an error such as a port
+/// already in use), where a plain `Runtime` drop would panic because it
+/// blocks, and hide the error it was returning.
+struct ClusterRuntime(Option<tokio::runtime::Runtime>);
+
+impl ClusterRuntime {
+    fn get(&self) -> &tokio::runtime::Runtime {
+        self.0
+            .as_ref()
+            .expect("the cluster runtime is only taken by drop")
+    }
+}
+
+impl Drop for ClusterRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Starts this node's cluster member on a runtime of its own: the raft log
@@ -385,15 +404,18 @@ async fn start_cluster(
     cfg.tick = Duration::from_millis(c.tick_ms);
     cfg.election_ticks = c.election_ticks;
     cfg.forward_queue_limit = c.forward_queue_limit;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("tern-cluster")
-        .enable_all()
-        .build()
-        .context("cannot start the cluster runtime")?;
+    let runtime = ClusterRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("tern-cluster")
+            .enable_all()
+            .build()
+            .context("cannot start the cluster runtime")?,
+    ));
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
     let store = store.clone();
     let cluster = runtime
+        .get()
         .spawn(async move { cluster::Cluster::start(cfg, store, events_tx).await })
         .await
         .context("cluster start task failed")?
@@ -402,7 +424,7 @@ async fn start_cluster(
     let forward_timeout = Duration::from_secs(config.cluster.forward_timeout_secs);
     let bridge = crate::cluster_bridge::ClusterBridge::new(
         cluster,
-        runtime.handle().clone(),
+        runtime.get().handle().clone(),
         forward_timeout,
     );
     Ok(StartedCluster {
@@ -416,7 +438,7 @@ impl StartedCluster {
     /// Applies the cluster's events from now on, hands sessions this node
     /// still holds but no longer owns to their owners, and prunes routes of
     /// sessions that ended while the node was down.
-    fn run(self, state: &State, failed: watch::Sender<Option<String>>) -> tokio::runtime::Runtime {
+    fn run(self, state: &State, failed: watch::Sender<Option<String>>) -> ClusterRuntime {
         let StartedCluster {
             bridge,
             events,
@@ -439,14 +461,14 @@ impl StartedCluster {
                 });
             })
         };
-        runtime.spawn(crate::cluster_bridge::run_events(
+        runtime.get().spawn(crate::cluster_bridge::run_events(
             state.clone(),
             events,
             failed,
             adopt,
         ));
         let b = bridge.clone();
-        runtime.spawn(async move {
+        runtime.get().spawn(async move {
             b.settled().await;
             if let Err(e) = b.cluster().prune_routes().await {
                 tracing::warn!(error = %e, "cannot prune stale routes");

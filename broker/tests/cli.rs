@@ -93,6 +93,38 @@ fn port_in_use_is_reported() {
     assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
 }
 
+/// A cluster member whose MQTT port is taken stops with the same message:
+/// the cluster's runtime, already started by then, is shut down without a
+/// panic that would hide it (CI once saw only "Cannot drop a runtime in a
+/// context where blocking is not allowed").
+#[test]
+fn port_in_use_is_reported_by_a_cluster_member() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mqtt = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("127.0.0.1:{}", free_port());
+    let out = tern(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--bind",
+        &mqtt,
+        "--ws-bind",
+        "127.0.0.1:0",
+        "--http-bind",
+        "",
+        "--node-id",
+        "1",
+        "--cluster-listen",
+        &cluster,
+        "--seeds",
+        &format!("1={cluster}"),
+    ]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {mqtt}")), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 #[test]
 fn http_port_in_use_and_bad_http_address_are_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

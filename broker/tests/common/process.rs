@@ -6,13 +6,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound, read, released).
+/// A free loopback port, below the kernel's ephemeral range.
+///
+/// A port the kernel handed out for `:0` is released before `tern` binds
+/// it, and every outgoing connection of the machine (the cluster's gRPC
+/// clients, the tests' MQTT clients) takes its source port from that same
+/// ephemeral range (32768-60999 on Linux): one of them could take the port
+/// in between, or while a killed node is down before its restart on the same
+/// port. Ports from 10000-32767 are only ever taken by an explicit bind.
+/// Each test process starts at an offset of its own and walks a counter, so
+/// tests running at the same time do not pick the same port either; a port
+/// something else holds is skipped.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const SPAN: u32 = 32_768 - FIRST;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}-32767");
 }
 
 /// A running `tern` binary.

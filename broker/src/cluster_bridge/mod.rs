@@ -345,9 +345,18 @@ impl ClusterBridge {
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
-        if self
-            .session_owner(client_id)
-            .is_none_or(|o| o == self.node_id)
+        // A resume is decided on a caught-up view only: a node restarted
+        // after a kill still reads itself as the owner (or nobody) until it
+        // applied the entries committed while it was down. Attaching the
+        // client to its old local copy then, the entry that moved the
+        // session away arrives a moment later and sends the session off
+        // again, and the client's next CONNECT found no session (chaos
+        // seed 21, `sessions-kept`).
+        let resume = !clean_start;
+        if !resume
+            && self
+                .session_owner(client_id)
+                .is_none_or(|o| o == self.node_id)
         {
             return Ok(None);
         }

@@ -268,7 +268,7 @@ pub async fn adopt(
         .await
         .flatten()
         .ok_or_else(|| format!("session `{client_id}` ended while it was adopted"))?;
-    let claimed = bridge.propose_applied(Proposal::Claim(client_id.clone(), info));
+    let claimed = bridge.propose_applied(Proposal::Claim(client_id.clone(), info, Some(from)));
     match claimed.await {
         Ok(()) => Ok(()),
         Err(_) => Err(format!("the claim of session `{client_id}` was dropped")),

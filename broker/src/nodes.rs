@@ -26,7 +26,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub enum Proposal {
     AddRoute(String),
     RemoveRoute(String),
-    Claim(String, cluster::SessionInfo),
+    /// This node takes the session; the owner it saw when the client
+    /// connected (the claim is refused if another node claimed it since).
+    Claim(String, cluster::SessionInfo, Option<u64>),
     Update(String, cluster::SessionInfo),
     Release(String),
     /// Answered once every proposal queued before it was made.

@@ -359,20 +359,26 @@ impl Cluster {
         Ok(())
     }
 
-    /// This node takes the session over; returns the previous owner (`None`
-    /// if the session was new; this node's id if it already owned it).
+    /// This node takes the session over from `seen`, the owner it saw when
+    /// the client connected (`None`: no owner); returns the previous owner
+    /// (`None` if the session was new; this node's id if it already owned
+    /// it). `Error::NotOwner` with the current owner if another node
+    /// claimed it since (or it was released).
     pub async fn claim_session(
         &self,
         client_id: String,
         record: SessionInfo,
+        seen: Option<u64>,
     ) -> Result<Option<u64>> {
         let command = Command::ClaimSession(proto::ClaimSession {
-            client_id,
+            client_id: client_id.clone(),
             node: self.node_id(),
             info: Some((&record).into()),
+            expected_owner: Some(seen.unwrap_or(0)),
         });
         match self.propose("session claim", command).await? {
             Outcome::Claimed(previous) => Ok(previous),
+            Outcome::NotOwner(owner) => Err(Error::NotOwner { client_id, owner }),
             other => Err(Error::Raft(format!(
                 "unexpected outcome of a claim: {other:?}"
             ))),

@@ -46,7 +46,8 @@ pub enum Error {
     },
 
     /// `update_session` or `release_session` by a node that does not own the
-    /// session (another node claimed it meanwhile).
+    /// session (another node claimed it meanwhile), or `claim_session` for a
+    /// session another node claimed after the owner the claimant saw.
     #[error("session `{client_id}` is owned by node {owner:?}, not by this node")]
     NotOwner {
         /// The session's client id.

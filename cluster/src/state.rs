@@ -12,8 +12,12 @@
 //! - routes: `filter -> nodes`. Add and remove are idempotent set
 //!   operations; each node counts its own subscribers (`routes.rs`) and
 //!   proposes only when its count goes 0 -> 1 or 1 -> 0.
-//! - sessions: `ClaimSession` always wins (a client connecting elsewhere
-//!   takes its session along) and reports the previous owner; update and
+//! - sessions: `ClaimSession` moves a session to the claiming node (a
+//!   client connecting elsewhere takes its session along) and reports the
+//!   previous owner, if the session is still owned by the node the
+//!   claimant saw (`expected_owner`): a claim that commits late, after a
+//!   newer one, is refused with `NotOwner` instead of taking the session
+//!   from the client's newer connection. Update and
 //!   release only apply for the owner, so a node that lost a session cannot
 //!   overwrite the new owner's copy.
 //! - members: only ids in the raft configuration have an entry; a
@@ -204,6 +208,13 @@ impl ClusterState {
             }
             Command::RemoveRoute(r) => self.remove_route(&r.filter, r.node, changes),
             Command::ClaimSession(c) => {
+                let current = self.sessions.get(&c.client_id).map(|s| s.owner);
+                if let Some(expected) = c.expected_owner {
+                    let expected = (expected != 0).then_some(expected);
+                    if current != expected && current != Some(c.node) {
+                        return Ok(Outcome::NotOwner(current));
+                    }
+                }
                 let info = c.info.unwrap_or_default().into();
                 let previous = self.sessions.insert(
                     c.client_id.clone(),

@@ -40,11 +40,23 @@ fn info(filter: &str) -> SessionInfo {
     }
 }
 
+/// An unconditional claim, as nodes before `expected_owner` proposed it.
 fn claim(client_id: &str, node: u64) -> Command {
     Command::ClaimSession(proto::ClaimSession {
         client_id: client_id.into(),
         node,
         info: Some((&info("a/#")).into()),
+        expected_owner: None,
+    })
+}
+
+/// A claim by `node`, which saw `seen` own the session (0: no owner).
+fn claim_seen(client_id: &str, node: u64, seen: u64) -> Command {
+    Command::ClaimSession(proto::ClaimSession {
+        client_id: client_id.into(),
+        node,
+        info: Some((&info("a/#")).into()),
+        expected_owner: Some(seen),
     })
 }
 
@@ -392,4 +404,51 @@ fn hub_routes_are_set_replaced_deleted_and_kept_in_snapshots() {
     );
     let (outcome, changes) = state.apply(proposal(1, 4, hub_route("", "{}")));
     assert!(matches!(outcome, Outcome::Invalid(_)) && changes.is_empty());
+}
+
+/// Chaos seed 21: a claim that committed late (its node was cut off) took
+/// the session from a newer claim, and the client's live connection was
+/// closed with Session Taken Over. A claim now applies only if the session
+/// is still owned by the node its claimant saw.
+#[test]
+fn a_claim_applies_only_while_the_owner_it_saw_still_owns_the_session() {
+    let mut s = ClusterState::default();
+    // a new session: claimed by whoever saw no owner, first
+    assert_eq!(
+        s.apply(proposal(1, 1, claim_seen("c", 1, 0))).0,
+        Outcome::Claimed(None)
+    );
+    let (late, changes) = s.apply(proposal(2, 1, claim_seen("c", 2, 0)));
+    assert_eq!(late, Outcome::NotOwner(Some(1)));
+    assert!(changes.is_empty(), "{changes:?}");
+    // nodes 2 and 3 both took it over from 1: the first to commit has it,
+    // the other's claim is refused and names the owner
+    assert_eq!(
+        s.apply(proposal(2, 2, claim_seen("c", 2, 1))).0,
+        Outcome::Claimed(Some(1))
+    );
+    let (stale, changes) = s.apply(proposal(3, 1, claim_seen("c", 3, 1)));
+    assert_eq!(stale, Outcome::NotOwner(Some(2)));
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(s.session("c").map(|x| x.owner), Some(2));
+    // the owner claiming again (a reconnect to it) applies whatever it saw
+    assert_eq!(
+        s.apply(proposal(2, 3, claim_seen("c", 2, 1))).0,
+        Outcome::Claimed(Some(2))
+    );
+    // released: a claim that saw an owner is refused, one that saw none applies
+    s.apply(proposal(2, 4, release("c", 2)));
+    assert_eq!(
+        s.apply(proposal(3, 2, claim_seen("c", 3, 2))).0,
+        Outcome::NotOwner(None)
+    );
+    assert_eq!(
+        s.apply(proposal(3, 3, claim_seen("c", 3, 0))).0,
+        Outcome::Claimed(None)
+    );
+    // an entry of an older node (no expected owner) still always applies
+    assert_eq!(
+        s.apply(proposal(1, 2, claim("c", 1))).0,
+        Outcome::Claimed(Some(3))
+    );
 }

@@ -143,7 +143,7 @@ impl ClusterBridge {
     fn worker_of(&self, proposal: &Proposal) -> usize {
         let key = match proposal {
             Proposal::AddRoute(f) | Proposal::RemoveRoute(f) => f,
-            Proposal::Claim(c, _) | Proposal::Update(c, _) | Proposal::Release(c) => c,
+            Proposal::Claim(c, ..) | Proposal::Update(c, _) | Proposal::Release(c) => c,
             Proposal::Barrier(_) => "",
         };
         (self.hasher.hash_one(key) as usize) % WORKERS
@@ -605,10 +605,7 @@ async fn propose_in_order(cluster: cluster::Cluster, mut rx: mpsc::UnboundedRece
         let result = match &proposal {
             Proposal::AddRoute(f) => cluster.add_route(f.clone()).await,
             Proposal::RemoveRoute(f) => cluster.remove_route(f.clone()).await,
-            Proposal::Claim(c, info) => cluster
-                .claim_session(c.clone(), info.clone())
-                .await
-                .map(drop),
+            Proposal::Claim(c, info, seen) => claim(&cluster, c, info, *seen).await,
             Proposal::Update(c, info) => cluster.update_session(c.clone(), info.clone()).await,
             Proposal::Release(c) => cluster.release_session(c.clone()).await,
             Proposal::Barrier(_) => Ok(()),
@@ -620,6 +617,35 @@ async fn propose_in_order(cluster: cluster::Cluster, mut rx: mpsc::UnboundedRece
         if let Err(e) = result {
             tracing::warn!(?proposal, error = %e, "cluster proposal failed");
         }
+    }
+}
+
+/// Claims `client_id` for this node from `seen`. Refused because another
+/// node claimed it since: that node keeps it (this node's copy, if still
+/// here, leaves on the `SessionOwnerChanged` of that claim). Refused because
+/// it was released since (ended, expired): claimed as a new session.
+async fn claim(
+    cluster: &cluster::Cluster,
+    client_id: &str,
+    info: &cluster::SessionInfo,
+    seen: Option<u64>,
+) -> cluster::Result<()> {
+    match cluster
+        .claim_session(client_id.to_owned(), info.clone(), seen)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(cluster::Error::NotOwner { owner: None, .. }) => cluster
+            .claim_session(client_id.to_owned(), info.clone(), None)
+            .await
+            .map(drop),
+        Err(cluster::Error::NotOwner {
+            owner: Some(owner), ..
+        }) => {
+            tracing::info!(%client_id, ?seen, owner, "session claim refused: another node claimed the session since");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

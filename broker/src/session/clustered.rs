@@ -34,9 +34,12 @@ impl Session {
         self.state.cluster().propose_with(&mut || proposal(self));
     }
 
-    /// Claims the session for this node (at each connection).
+    /// Claims the session for this node (at each connection), from the
+    /// owner this node sees now: if another node's claim commits first,
+    /// this one is refused and that node keeps the session.
     pub(super) fn claim(&self) {
-        self.propose(|s| Proposal::Claim(s.client_id().to_string(), s.session_info()));
+        let seen = self.state.cluster().session_owner(self.client_id());
+        self.propose(|s| Proposal::Claim(s.client_id().to_string(), s.session_info(), seen));
     }
 
     /// Tells the cluster the session's record changed (subscriptions,

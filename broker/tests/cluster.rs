@@ -613,6 +613,39 @@ async fn a_session_moves_to_another_node_when_its_client_does() {
     assert_eq!(v5.expect_closed().await, [vec![0xE0, 0x01, 0x8E]]);
 }
 
+/// postmortem: chaos seed 21 (400 s rerun, `progress`): a session moved from
+/// node 1 to node 2 and back to node 1 within node 1's `Moved` window
+/// (`forward_timeout_secs`). Node 1's old copy of the session, still in the
+/// router there, forwarded what reached it to node 2, which no longer had
+/// the session and refused: publishers on node 1 were told their messages
+/// could not be stored until the window ended. Those copies now go to the
+/// session that is live on node 1 again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_back_on_its_old_node_within_the_moved_window_gets_its_copies() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(1), "pingpong", false, false).await;
+    subscribe(&mut c, 1, &[("pp/#", 1)]).await;
+    cluster.settle();
+    // to node 2 and back to node 1, well inside the 5 s window
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    let mut c = connect(cluster.addr(2), "pingpong", false, true).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    let mut c = connect(cluster.addr(1), "pingpong", false, true).await;
+    cluster.settle();
+    // a 3.1.1 publisher on node 1: a copy that fails closes it without PUBACK
+    let mut p = connect(cluster.addr(1), "pingpong-pub", true, false).await;
+    for i in 1..=10u16 {
+        publish_acked(&mut p, "pp/a", 1, false, i, &i.to_be_bytes()).await;
+    }
+    let got = collect(&mut c, Duration::from_millis(700)).await;
+    let want: Vec<Vec<u8>> = (1..=10u16).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(payloads(&got), want, "each message once, in order");
+}
+
 /// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
 /// clients that tried node 2 during the partition gave up on their CONNECT.
 /// Node 2 went on with them: with no leader, then while catching up after

@@ -9,7 +9,7 @@ use super::error::CloseReason;
 use super::outgoing::OutState;
 use super::{Restored, Session};
 use crate::handle::Imported;
-use crate::handle::{Deliver, HandOver, OwnerMoved};
+use crate::handle::{Backpressure, Deliver, HandOver, OwnerMoved};
 use crate::nodes::Proposal;
 use crate::records;
 use std::sync::atomic::Ordering;
@@ -168,12 +168,24 @@ impl Session {
         // rather than counting as delivered.
         let ack = FailUnlessDone(d.ack.take());
         actix_rt::spawn(async move {
-            let _count = ForwardingCount(state);
+            let _count = ForwardingCount(state.clone());
+            let mut ack = ack;
             for _ in 0..FORWARD_ATTEMPTS {
-                let owner = cluster
-                    .session_owner(&client_id)
-                    .filter(|o| *o != me)
-                    .unwrap_or(owner);
+                let current = cluster.session_owner(&client_id);
+                if current == Some(me) {
+                    // The session came back to this node within the
+                    // window: the copy goes to it here (it drops a copy it
+                    // has already), not to the node it left.
+                    if let Some(live) = state.registry().get(client_id.as_str()) {
+                        live.send(Deliver {
+                            ack: ack.0.take(),
+                            backpressure: Backpressure::Untracked,
+                            ..d
+                        });
+                        return;
+                    }
+                }
+                let owner = current.filter(|o| *o != me).unwrap_or(owner);
                 let sent = cluster.forward_to_session(
                     owner,
                     &client_id,

@@ -352,8 +352,7 @@ impl ClusterBridge {
         // session away arrives a moment later and sends the session off
         // again, and the client's next CONNECT found no session (chaos
         // seed 21, `sessions-kept`).
-        let resume = !clean_start;
-        if !resume
+        if clean_start
             && self
                 .session_owner(client_id)
                 .is_none_or(|o| o == self.node_id)

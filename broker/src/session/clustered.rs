@@ -38,8 +38,10 @@ impl Session {
     /// owner this node sees now: if another node's claim commits first,
     /// this one is refused and that node keeps the session.
     pub(super) fn claim(&self) {
-        let seen = self.state.cluster().session_owner(self.client_id());
-        self.propose(|s| Proposal::Claim(s.client_id().to_string(), s.session_info(), seen));
+        self.propose(|s| {
+            let seen = s.state.cluster().session_owner(s.client_id());
+            Proposal::Claim(s.client_id().to_string(), s.session_info(), seen)
+        });
     }
 
     /// Tells the cluster the session's record changed (subscriptions,

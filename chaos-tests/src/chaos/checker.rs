@@ -435,7 +435,8 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     let mut dups = Vec::new();
     let mut qos2 = 0usize;
     let mut per_sub: HashMap<(&str, u32, u64), u32> = HashMap::new();
-    let mut group: HashMap<(u32, u64), u32> = HashMap::new();
+    // the members of the shared group each QoS 2 message reached
+    let mut group: HashMap<(u32, u64), BTreeSet<&str>> = HashMap::new();
     // when each message was sent, and when each subscriber moved to
     // another node (CONNACK)
     let sent_at: HashMap<(u32, u64), u64> = events
@@ -503,10 +504,11 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
                     e.t_ms,
                 ));
             }
+            // A second delivery to the same member is judged above (per
+            // subscriber); the group rule is about a second member.
             if subscriber.starts_with("shared") {
-                let n = group.entry((*publisher, *seq)).or_default();
-                *n += 1;
-                if *n == 2 {
+                let members = group.entry((*publisher, *seq)).or_default();
+                if members.insert(subscriber.as_str()) && members.len() == 2 {
                     dups.push(ctx.violation(format!("shared group: QoS 2 message p{publisher}#{seq} delivered to two members"), e.t_ms));
                 }
             }

@@ -333,6 +333,48 @@ fn shared_group_needs_one_copy_and_no_qos2_copy_twice() {
     assert_eq!(failed(&h), vec!["qos2-exactly-once"]);
 }
 
+// postmortem: quick chaos runs in CI (seed 1) failed now and then with "shared
+// group: QoS 2 message delivered to two members" for a message that reached
+// one member twice, the second time excused (the member's session had moved
+// while a fault delayed a copy): the group rule counted deliveries, not members.
+#[test]
+fn a_shared_member_getting_a_copy_again_after_a_move_is_not_a_second_member() {
+    let mut h = good();
+    h.extend(subscribed(0, "shared0-v5", 1));
+    h.extend(subscribed(0, "shared1-v5", 3));
+    for seq in 0..3 {
+        h.push(deliver(3_002 + seq * 10, "shared0-v5", 1, seq, 2, 1));
+    }
+    // shared0 moves from node 2 (where `deliver` puts it) to node 3 during
+    // a fault; p1#2 reaches it again there
+    h.push(at(
+        3_500,
+        Event::Connected {
+            client: "shared0-v5".into(),
+            node: 3,
+            connect_ms: 3_400,
+            resume: true,
+            session_present: true,
+        },
+    ));
+    h.push(at(
+        3_100,
+        Event::Fault {
+            kind: "pause".into(),
+            detail: String::new(),
+            nodes: vec![2],
+            end_ms: Some(3_900),
+        },
+    ));
+    h.sort_by_key(|e| e.t_ms);
+    let mut again = deliver(3_600, "shared0-v5", 1, 2, 2, 2);
+    if let Event::Deliver { node, .. } = &mut again.event {
+        *node = 3;
+    }
+    h.push(again);
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}
+
 #[test]
 fn reordering_within_a_connection_fails_but_not_across_connections() {
     let mut h = subscribed(0, "sub0-v311", 2);

@@ -122,7 +122,9 @@ fn passwd(args: &PasswdArgs) -> ExitCode {
     } else {
         read_password().map(PasswdAction::Set)
     };
-    match action.and_then(|a| edit_file(&args.file, &args.user, a, args.create)) {
+    let edited = action
+        .and_then(|a| edit_file(&args.file, &args.user, a, args.create).map_err(|e| e.to_string()));
+    match edited {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tern passwd: {e}");

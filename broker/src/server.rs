@@ -48,6 +48,13 @@ pub struct Bound {
     pub http: Option<SocketAddr>,
 }
 
+/// An error whose text already names its cause (`"...: {source}"`) as one
+/// anyhow message: `tern` prints errors with `{:#}`, which would repeat the
+/// cause after the text.
+fn one_line(e: impl std::error::Error) -> anyhow::Error {
+    anyhow::Error::msg(e.to_string())
+}
+
 /// Runs a node until `shutdown` completes. `ready` is called with the bound
 /// addresses once the node accepts connections.
 pub async fn run(
@@ -64,10 +71,11 @@ pub async fn run(
     })
     .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
 
-    let security = BrokerState::load_security(&config).map_err(anyhow::Error::msg)?;
+    let security = BrokerState::load_security(&config).map_err(one_line)?;
     let auth_methods = crate::enhanced_auth::AuthMethods::from_config(
         config.enhanced_auth.scram_users_file.as_deref(),
-    )?;
+    )
+    .map_err(one_line)?;
     let arbiters: Vec<Arbiter> = (0..config.worker_count()).map(|_| Arbiter::new()).collect();
     let workers = arbiters.iter().map(|a| a.handle()).collect();
     let listener_configs = config.listeners.clone();
@@ -125,7 +133,11 @@ pub async fn run(
 
     let mut listeners = Vec::new();
     for l in &listener_configs {
-        listeners.push(Listener::bind(l, &state.config().mqtt).await?);
+        listeners.push(
+            Listener::bind(l, &state.config().mqtt)
+                .await
+                .map_err(one_line)?,
+        );
     }
     let addrs: Vec<SocketAddr> = listeners
         .iter()

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use actix::ArbiterHandle;
 use parking_lot::RwLock;
 
-use crate::acl::Acl;
-use crate::auth::Authentication;
+use crate::acl::{Acl, AclError};
+use crate::auth::{AuthError, Authentication};
 use crate::config::Config;
 use crate::counters::Metrics;
 use crate::handle::{Subscriber, SubscriptionEntry};
@@ -71,6 +71,18 @@ pub struct BrokerState {
     hub: Hub,
 }
 
+/// Why the security files (password file, JWT key, ACL file) could not be
+/// loaded at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The password file or the JWT key.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The ACL file.
+    #[error(transparent)]
+    Acl(#[from] AclError),
+}
+
 impl BrokerState {
     /// The state of a node; `auth` and `acl` come from
     /// [`BrokerState::load_security`].
@@ -119,7 +131,7 @@ impl BrokerState {
     }
 
     /// Reads the password file, JWT key and ACL file the configuration names.
-    pub fn load_security(config: &Config) -> Result<(Authentication, Acl), String> {
+    pub fn load_security(config: &Config) -> Result<(Authentication, Acl), SecurityError> {
         let auth = Authentication::from_config(&config.auth)?;
         let acl = Acl::open(config.acl.file.as_deref())?;
         Ok((auth, acl))

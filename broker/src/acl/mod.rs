@@ -35,7 +35,22 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::auth::Principal;
 use crate::codec::topic::split_shared;
-pub use rules::{Rule, RuleAccess, Rules, Values};
+pub use rules::{Rule, RuleAccess, RuleError, Rules, Values};
+
+/// Why the ACL file could not be loaded. At startup it stops `tern`; on a
+/// reload it is logged and the previous rules stay.
+#[derive(Debug, thiserror::Error)]
+pub enum AclError {
+    /// The file named by `acl.file` cannot be read.
+    #[error("cannot read ACL file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A line of the file is not a rule.
+    #[error("ACL file {}: {source}", path.display())]
+    Parse { path: PathBuf, source: RuleError },
+}
 
 /// The access asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +98,15 @@ fn stamp_of(path: &Path) -> (Option<SystemTime>, u64) {
     std::fs::metadata(path).map_or((None, 0), |m| (m.modified().ok(), m.len()))
 }
 
-fn load(path: &Path) -> Result<Rules, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read ACL file {}: {e}", path.display()))?;
-    rules::parse(&text).map_err(|e| format!("ACL file {}: {e}", path.display()))
+fn load(path: &Path) -> Result<Rules, AclError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AclError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    rules::parse(&text).map_err(|source| AclError::Parse {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 impl Acl {
@@ -109,7 +129,7 @@ impl Acl {
     }
 
     /// Reads `file`; an error names it and the line.
-    pub fn open(file: Option<&Path>) -> Result<Acl, String> {
+    pub fn open(file: Option<&Path>) -> Result<Acl, AclError> {
         let Some(path) = file else {
             return Ok(Acl::allow_all());
         };
@@ -129,7 +149,7 @@ impl Acl {
 
     /// Re-reads the file if it changed (`force`: even if not). On error the
     /// previous rules stay.
-    pub fn reload(&self, force: bool) -> Result<(), String> {
+    pub fn reload(&self, force: bool) -> Result<(), AclError> {
         let Some(path) = &self.file else {
             return Ok(());
         };

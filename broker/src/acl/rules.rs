@@ -131,8 +131,32 @@ enum Section {
     Certificate(String),
 }
 
+/// A line of an ACL file that is not a rule (lines count from 1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    /// `user`, `client` or `certificate` without its name.
+    #[error("line {line}: `{keyword}` needs {what}")]
+    NoName {
+        line: usize,
+        keyword: &'static str,
+        what: &'static str,
+    },
+    /// `topic` or `pattern` without a filter.
+    #[error("line {line}: `{keyword}` needs a topic filter")]
+    NoFilter { line: usize, keyword: &'static str },
+    /// `#` before the last level of a filter.
+    #[error("line {line}: `{filter}`: `#` must be the last level")]
+    HashNotLast { line: usize, filter: String },
+    /// `+` or `#` inside a level (`a+/b`).
+    #[error("line {line}: `{filter}`: a wildcard must be a whole level")]
+    PartialWildcard { line: usize, filter: String },
+    /// A line that starts with no keyword of the syntax.
+    #[error("line {line}: unknown keyword `{keyword}`")]
+    UnknownKeyword { line: usize, keyword: String },
+}
+
 /// Parses an ACL file; an error names the line.
-pub fn parse(text: &str) -> Result<Rules, String> {
+pub fn parse(text: &str) -> Result<Rules, RuleError> {
     let mut rules = Rules::default();
     let mut section = Section::Anonymous;
     for (i, raw) in text.lines().enumerate() {
@@ -144,27 +168,34 @@ pub fn parse(text: &str) -> Result<Rules, String> {
         let (keyword, rest) = line
             .split_once(char::is_whitespace)
             .map_or((line, ""), |(k, r)| (k, r.trim()));
-        let need = |what: &str| -> Result<String, String> {
+        let need = |keyword: &'static str, what: &'static str| -> Result<String, RuleError> {
             if rest.is_empty() {
-                Err(format!("line {n}: `{keyword}` needs {what}"))
+                Err(RuleError::NoName {
+                    line: n,
+                    keyword,
+                    what,
+                })
             } else {
                 Ok(rest.to_owned())
             }
         };
         match keyword {
-            "user" => section = Section::User(need("a user name")?),
-            "client" => section = Section::Client(need("a client id")?),
+            "user" => section = Section::User(need("user", "a user name")?),
+            "client" => section = Section::Client(need("client", "a client id")?),
             "certificate" => {
-                section = Section::Certificate(certificate_identity(&need("an identity")?))
+                let named = need("certificate", "an identity")?;
+                section = Section::Certificate(certificate_identity(&named))
             }
             "topic" | "pattern" => {
+                let substitute = keyword == "pattern";
                 let (access, filter) = split_access(rest);
                 if filter.is_empty() {
-                    return Err(format!("line {n}: `{keyword}` needs a topic filter"));
+                    return Err(RuleError::NoFilter {
+                        line: n,
+                        keyword: if substitute { "pattern" } else { "topic" },
+                    });
                 }
-                let substitute = keyword == "pattern";
-                let levels =
-                    parse_filter(filter, substitute).map_err(|e| format!("line {n}: {e}"))?;
+                let levels = parse_filter(filter, substitute, n)?;
                 let rule = Rule {
                     access,
                     levels,
@@ -185,7 +216,12 @@ pub fn parse(text: &str) -> Result<Rules, String> {
                     }
                 }
             }
-            other => return Err(format!("line {n}: unknown keyword `{other}`")),
+            other => {
+                return Err(RuleError::UnknownKeyword {
+                    line: n,
+                    keyword: other.to_owned(),
+                })
+            }
         }
     }
     Ok(rules)
@@ -205,16 +241,24 @@ fn split_access(rest: &str) -> (RuleAccess, &str) {
     (access, filter)
 }
 
-fn parse_filter(filter: &str, substitute: bool) -> Result<Vec<Level>, String> {
+fn parse_filter(filter: &str, substitute: bool, line: usize) -> Result<Vec<Level>, RuleError> {
     let count = filter.split('/').count();
     let mut levels = Vec::with_capacity(count);
     for (i, level) in filter.split('/').enumerate() {
         levels.push(match level {
             "#" if i + 1 == count => Level::Hash,
-            "#" => return Err(format!("`{filter}`: `#` must be the last level")),
+            "#" => {
+                return Err(RuleError::HashNotLast {
+                    line,
+                    filter: filter.to_owned(),
+                })
+            }
             "+" => Level::Plus,
             l if l.contains(['+', '#']) => {
-                return Err(format!("`{filter}`: a wildcard must be a whole level"))
+                return Err(RuleError::PartialWildcard {
+                    line,
+                    filter: filter.to_owned(),
+                })
             }
             l if substitute && (l.contains("%c") || l.contains("%u")) => {
                 Level::Subst(parse_subst(l))
@@ -377,7 +421,7 @@ mod tests {
     fn rule(filter: &str) -> Rule {
         Rule {
             access: RuleAccess::ReadWrite,
-            levels: parse_filter(filter, true).unwrap(),
+            levels: parse_filter(filter, true, 1).unwrap(),
             line: 1,
         }
     }
@@ -474,7 +518,7 @@ mod tests {
             ("topic read", "needs a topic filter"),
             ("topic a+/b", "whole level"),
         ] {
-            let e = parse(text).unwrap_err();
+            let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");
         }
     }

@@ -21,7 +21,7 @@ use bytestring::ByteString;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use parking_lot::{Mutex, RwLock};
 
-use super::{AuthRequest, Authenticator, Failure, Principal, Verdict};
+use super::{AuthError, AuthRequest, Authenticator, Failure, Principal, Verdict};
 use crate::config::{JwtAlgorithm, JwtConfig};
 
 /// Verifies tokens with one key.
@@ -43,14 +43,41 @@ impl std::fmt::Debug for JwtAuthenticator {
     }
 }
 
-fn read_rsa_key(path: &Path) -> Result<DecodingKey, String> {
-    let pem = std::fs::read(path)
-        .map_err(|e| format!("auth.jwt.public_key_file {}: {e}", path.display()))?;
-    DecodingKey::from_rsa_pem(&pem).map_err(|e| {
-        format!(
-            "auth.jwt.public_key_file {}: not an RSA public key in PEM: {e}",
-            path.display()
-        )
+/// Why a token in the password field is refused. Each is a
+/// [`Failure::BadCredentials`] to the client ([`TokenError::failure`]); the
+/// text is for the debug log only.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// Bad signature, wrong `alg`, expired, not yet valid, no `exp`, ...
+    #[error("{0}")]
+    Invalid(#[from] jsonwebtoken::errors::Error),
+    /// The configured user name claim is absent, empty or not a string.
+    #[error("claim `{0}` is missing or not a string")]
+    NoUsername(String),
+    /// The CONNECT's user name is not the one the token names.
+    #[error("token names another user")]
+    OtherUser,
+}
+
+impl TokenError {
+    /// How the client is refused (its reason code is the failure's).
+    pub fn failure(&self) -> Failure {
+        match self {
+            TokenError::Invalid(_) | TokenError::NoUsername(_) | TokenError::OtherUser => {
+                Failure::BadCredentials
+            }
+        }
+    }
+}
+
+fn read_rsa_key(path: &Path) -> Result<DecodingKey, AuthError> {
+    let pem = std::fs::read(path).map_err(|source| AuthError::ReadPublicKey {
+        path: path.to_owned(),
+        source,
+    })?;
+    DecodingKey::from_rsa_pem(&pem).map_err(|source| AuthError::BadPublicKey {
+        path: path.to_owned(),
+        source,
     })
 }
 
@@ -69,7 +96,7 @@ fn looks_like_jwt(password: &[u8]) -> Option<&str> {
 }
 
 impl JwtAuthenticator {
-    pub fn from_config(config: &JwtConfig) -> Result<JwtAuthenticator, String> {
+    pub fn from_config(config: &JwtConfig) -> Result<JwtAuthenticator, AuthError> {
         let (algorithm, key, key_file) = match config.algorithm {
             JwtAlgorithm::HS256 => {
                 let secret = config.secret.as_deref().unwrap_or("");
@@ -83,7 +110,7 @@ impl JwtAuthenticator {
                 let path = config
                     .public_key_file
                     .as_ref()
-                    .ok_or("auth.jwt.public_key_file is required for RS256")?;
+                    .ok_or(AuthError::NoPublicKeyFile)?;
                 (Algorithm::RS256, read_rsa_key(path)?, Some(path.clone()))
             }
         };
@@ -97,21 +124,22 @@ impl JwtAuthenticator {
         })
     }
 
-    /// The user name a valid token names, or why it is refused.
-    fn verify(&self, token: &str) -> Result<String, String> {
+    /// The user name a valid token names, or why it is refused. `username`:
+    /// the CONNECT's, which must be the token's if present.
+    fn verify(&self, token: &str, username: Option<&str>) -> Result<String, TokenError> {
         let mut validation = Validation::new(self.algorithm);
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_nbf = true;
         let key = self.key.read().clone();
-        let data = decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)
-            .map_err(|e| e.to_string())?;
-        match data.claims.get(&self.username_claim) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-            _ => Err(format!(
-                "claim `{}` is missing or not a string",
-                self.username_claim
-            )),
+        let data = decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &validation)?;
+        let name = match data.claims.get(&self.username_claim) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err(TokenError::NoUsername(self.username_claim.clone())),
+        };
+        if username.is_some_and(|u| u != name) {
+            return Err(TokenError::OtherUser);
         }
+        Ok(name)
     }
 }
 
@@ -128,25 +156,19 @@ impl Authenticator for JwtAuthenticator {
         let Some(token) = request.password.as_deref().and_then(looks_like_jwt) else {
             return Verdict::Pass;
         };
-        match self.verify(token) {
-            Ok(name) => {
-                if request.username.as_deref().is_some_and(|u| u != name) {
-                    tracing::debug!(client_id = %request.client_id, "token names another user");
-                    return Verdict::Reject(Failure::BadCredentials);
-                }
-                Verdict::Accept(Principal {
-                    username: Some(ByteString::from(name)),
-                    certificate_identity: None,
-                })
-            }
+        match self.verify(token, request.username.as_deref()) {
+            Ok(name) => Verdict::Accept(Principal {
+                username: Some(ByteString::from(name)),
+                certificate_identity: None,
+            }),
             Err(e) => {
                 tracing::debug!(client_id = %request.client_id, error = %e, "token refused");
-                Verdict::Reject(Failure::BadCredentials)
+                Verdict::Reject(e.failure())
             }
         }
     }
 
-    fn reload(&self, force: bool) -> Result<(), String> {
+    fn reload(&self, force: bool) -> Result<(), AuthError> {
         let Some(path) = &self.key_file else {
             return Ok(());
         };

@@ -35,6 +35,7 @@
 //! - A client's identity is decided at CONNECT only: a password file reload
 //!   does not disconnect users it removed.
 
+mod error;
 pub mod jwt;
 pub mod password;
 
@@ -47,7 +48,8 @@ use bytestring::ByteString;
 use crate::codec::{Connect, ProtocolVersion, ReasonCode};
 use crate::config::AuthConfig;
 
-pub use jwt::JwtAuthenticator;
+pub use error::{AuthError, PasswordLineError};
+pub use jwt::{JwtAuthenticator, TokenError};
 pub use password::PasswordFile;
 
 /// What a connecting client presents.
@@ -171,7 +173,7 @@ pub trait Authenticator: Send + Sync {
     fn authenticate(&self, request: &AuthRequest) -> Verdict;
 
     /// Re-reads files it depends on if they changed (`force`: even if not).
-    fn reload(&self, _force: bool) -> Result<(), String> {
+    fn reload(&self, _force: bool) -> Result<(), AuthError> {
         Ok(())
     }
 }
@@ -222,7 +224,7 @@ impl std::fmt::Debug for Authentication {
 impl Authentication {
     /// Builds the chain from the configuration, reading the password file and
     /// the JWT key.
-    pub fn from_config(config: &AuthConfig) -> Result<Authentication, String> {
+    pub fn from_config(config: &AuthConfig) -> Result<Authentication, AuthError> {
         let mut chain: Vec<Box<dyn Authenticator>> = Vec::new();
         if config.use_identity_as_username {
             chain.push(Box::new(CertificateAuthenticator));

@@ -22,13 +22,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{self, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use bytestring::ByteString;
 use parking_lot::{Mutex, RwLock};
 use rand::RngCore;
 
-use super::{AuthRequest, Authenticator, Failure, Principal, Verdict};
+use super::{
+    AuthError, AuthRequest, Authenticator, Failure, PasswordLineError, Principal, Verdict,
+};
 
 /// The parsed users of one version of the file.
 #[derive(Debug)]
@@ -51,7 +53,7 @@ pub struct PasswordFile {
 
 /// Hashes `password` with argon2id, the default parameters (m=19456 KiB,
 /// t=2, p=1) and a random 16-byte salt; returns the PHC string.
-pub fn hash_password(password: &[u8]) -> Result<String, String> {
+pub fn hash_password(password: &[u8]) -> Result<String, AuthError> {
     hash_with(&Argon2::default(), password)
 }
 
@@ -63,33 +65,30 @@ pub fn hash_password_with_cost(
     m_cost: u32,
     t_cost: u32,
     p_cost: u32,
-) -> Result<String, String> {
-    let params = argon2::Params::new(m_cost, t_cost, p_cost, None).map_err(|e| e.to_string())?;
+) -> Result<String, AuthError> {
+    let params =
+        argon2::Params::new(m_cost, t_cost, p_cost, None).map_err(password_hash::Error::from)?;
     hash_with(
         &Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params),
         password,
     )
 }
 
-fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, String> {
+fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, AuthError> {
     let mut salt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
-    argon2
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+    let salt = SaltString::encode_b64(&salt)?;
+    Ok(argon2.hash_password(password, &salt)?.to_string())
 }
 
 /// A hasher with the parameters of `phc` (argon2 variant, version, cost).
-fn argon2_like(phc: &str) -> Result<Argon2<'static>, String> {
-    let hash = PasswordHash::new(phc).map_err(|e| e.to_string())?;
-    let algorithm = argon2::Algorithm::try_from(hash.algorithm).map_err(|e| e.to_string())?;
+fn argon2_like(phc: &str) -> Result<Argon2<'static>, password_hash::Error> {
+    let hash = PasswordHash::new(phc)?;
+    let algorithm = argon2::Algorithm::try_from(hash.algorithm)?;
     let version = hash
         .version
-        .map_or(Ok(argon2::Version::V0x13), argon2::Version::try_from)
-        .map_err(|e| e.to_string())?;
-    let params = argon2::Params::try_from(&hash).map_err(|e| e.to_string())?;
+        .map_or(Ok(argon2::Version::V0x13), argon2::Version::try_from)?;
+    let params = argon2::Params::try_from(&hash)?;
     Ok(Argon2::new(algorithm, version, params))
 }
 
@@ -102,24 +101,26 @@ pub fn verify_password(password: &[u8], phc: &str) -> bool {
 }
 
 /// Parses the file's text into (user, hash) pairs, in file order.
-pub fn parse(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse(text: &str) -> Result<Vec<(String, String)>, PasswordLineError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() || line.trim_start().starts_with('#') {
             continue;
         }
+        let n = i + 1;
         let Some((user, hash)) = line.rsplit_once(':') else {
-            return Err(format!("line {}: expected `user:hash`", i + 1));
+            return Err(PasswordLineError::NoSeparator { line: n });
         };
         if user.is_empty() {
-            return Err(format!("line {}: empty user name", i + 1));
+            return Err(PasswordLineError::EmptyUser { line: n });
         }
-        if let Err(e) = argon2_like(hash) {
-            return Err(format!(
-                "line {} (user `{user}`): not an argon2 PHC hash ({e}); create entries with `tern passwd`",
-                i + 1
-            ));
+        if let Err(reason) = argon2_like(hash) {
+            return Err(PasswordLineError::NotArgon2 {
+                line: n,
+                user: user.to_owned(),
+                reason,
+            });
         }
         out.push((user.to_owned(), hash.to_owned()));
     }
@@ -133,10 +134,15 @@ fn stamp_of(path: &Path) -> Stamp {
     }
 }
 
-fn load(path: &Path) -> Result<Users, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read password file {}: {e}", path.display()))?;
-    let entries = parse(&text).map_err(|e| format!("password file {}: {e}", path.display()))?;
+fn load(path: &Path) -> Result<Users, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AuthError::ReadPasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let entries = parse(&text).map_err(|source| AuthError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
     let dummy_params = match entries.first() {
         Some((_, phc)) => argon2_like(phc)?,
         None => Argon2::default(),
@@ -152,7 +158,7 @@ fn load(path: &Path) -> Result<Users, String> {
 
 impl PasswordFile {
     /// Reads the file; an error names the file and the bad line.
-    pub fn open(path: &Path) -> Result<PasswordFile, String> {
+    pub fn open(path: &Path) -> Result<PasswordFile, AuthError> {
         let stamp = stamp_of(path);
         let users = load(path)?;
         Ok(PasswordFile {
@@ -211,7 +217,7 @@ impl Authenticator for PasswordFile {
         }
     }
 
-    fn reload(&self, force: bool) -> Result<(), String> {
+    fn reload(&self, force: bool) -> Result<(), AuthError> {
         let stamp = stamp_of(&self.path);
         if !force && *self.stamp.lock() == stamp {
             return Ok(());
@@ -242,17 +248,22 @@ pub fn edit_file(
     user: &str,
     action: PasswdAction,
     create: bool,
-) -> Result<(), String> {
+) -> Result<(), AuthError> {
     if user.is_empty() || user.contains(['\n', '\r']) {
-        return Err("the user name must be non-empty and on one line".into());
+        return Err(AuthError::BadUserName);
     }
     let text = if create {
         String::new()
     } else {
-        std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e} (use -c to create it)", path.display()))?
+        std::fs::read_to_string(path).map_err(|source| AuthError::EditMissing {
+            path: path.to_owned(),
+            source,
+        })?
     };
-    parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    parse(&text).map_err(|source| AuthError::PasswordFile {
+        path: path.to_owned(),
+        source,
+    })?;
     let mut lines: Vec<String> = Vec::new();
     let mut found = false;
     for line in text.lines() {
@@ -272,7 +283,10 @@ pub fn edit_file(
             lines.push(format!("{user}:{}", hash_password(password)?))
         }
         PasswdAction::Delete if !found => {
-            return Err(format!("user `{user}` is not in {}", path.display()))
+            return Err(AuthError::UnknownUser {
+                user: user.to_owned(),
+                path: path.to_owned(),
+            })
         }
         _ => {}
     }
@@ -281,12 +295,12 @@ pub fn edit_file(
     write_atomically(path, out.as_bytes())
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AuthError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("{} is not a file name", path.display()))?;
+    let name = path.file_name().ok_or_else(|| AuthError::NotAFileName {
+        path: path.to_owned(),
+    })?;
     let tmp = dir.unwrap_or(Path::new(".")).join(format!(
         ".{}.tmp{}",
         name.to_string_lossy(),
@@ -303,9 +317,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
-    result.map_err(|e| {
+    result.map_err(|source| {
         let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
+        AuthError::Write {
+            path: path.to_owned(),
+            source,
+        }
     })
 }
 

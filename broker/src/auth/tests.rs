@@ -104,9 +104,12 @@ fn password_file_holds_argon2id_hashes_never_the_password() {
 fn plain_text_password_file_is_refused_with_its_line() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     writeln!(file, "# users\nalice:s3cret").unwrap();
-    let e = PasswordFile::open(file.path()).unwrap_err();
+    let e = PasswordFile::open(file.path()).unwrap_err().to_string();
     assert!(e.contains("line 2") && e.contains("alice"), "{e}");
-    assert!(parse("no-colon").unwrap_err().contains("line 1"));
+    assert!(parse("no-colon")
+        .unwrap_err()
+        .to_string()
+        .contains("line 1"));
 }
 
 #[test]
@@ -127,7 +130,9 @@ fn passwd_edits_replace_and_delete_users_and_keep_comments() {
     assert!(pf.check("alice", b"new"));
     assert!(!pf.check("alice", b"a"));
     assert!(!pf.check("bob", b"b"));
-    let e = edit_file(path, "carol", PasswdAction::Delete, false).unwrap_err();
+    let e = edit_file(path, "carol", PasswdAction::Delete, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("carol"), "{e}");
 }
 

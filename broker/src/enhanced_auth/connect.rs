@@ -21,23 +21,52 @@ pub struct Authenticated {
     pub username: String,
 }
 
+/// Why an exchange at CONNECT did not authenticate the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// [MQTT-4.12.0-1] a method the broker does not offer (0x8C).
+    #[error("unsupported authentication method `{0}`")]
+    UnsupportedMethod(ByteString),
+    /// The mechanism refused the client, with this code; `why` is for the
+    /// log only (the client is not told which part was wrong).
+    #[error("enhanced authentication failed: {why}")]
+    Refused { code: ReasonCode, why: String },
+    /// [MQTT-4.12.0-2] the client's answer is not AUTH 0x18 with the
+    /// method of the CONNECT (0x82).
+    #[error("AUTH answer without reason 0x18 and method `{0}`")]
+    BadAnswer(ByteString),
+    /// The client closed, sent something else or nothing within the
+    /// timeout, or the challenge could not be written: no CONNACK.
+    #[error("connection lost during the exchange")]
+    Gone,
+}
+
+impl ExchangeError {
+    /// The reason code of the CONNACK that refuses the client; `None`:
+    /// close without answer.
+    pub fn reason_code(&self) -> Option<ReasonCode> {
+        match self {
+            ExchangeError::UnsupportedMethod(_) => Some(ReasonCode::BadAuthenticationMethod),
+            ExchangeError::Refused { code, .. } => Some(*code),
+            ExchangeError::BadAnswer(_) => Some(ReasonCode::ProtocolError),
+            ExchangeError::Gone => None,
+        }
+    }
+}
+
 /// Runs the exchange if the CONNECT names an Authentication Method.
-/// `Ok(None)`: no enhanced authentication asked. `Err(Some(code))`: refuse
-/// with CONNACK `code`; `Err(None)`: the client went away or broke the
-/// protocol; close without answer.
+/// `Ok(None)`: no enhanced authentication asked.
 pub async fn authenticate(
     packets: &mut PacketStream<Box<dyn Transport>>,
     connect: &Connect,
     methods: &AuthMethods,
     timeout: Duration,
-) -> Result<Option<Authenticated>, Option<ReasonCode>> {
+) -> Result<Option<Authenticated>, ExchangeError> {
     let Some(method_name) = &connect.properties.authentication_method else {
         return Ok(None);
     };
-    // [MQTT-4.12.0-1] an unsupported method is refused with 0x8C
     let Some(method) = methods.get(method_name) else {
-        tracing::info!(method = %method_name, "unsupported authentication method");
-        return Err(Some(ReasonCode::BadAuthenticationMethod));
+        return Err(ExchangeError::UnsupportedMethod(method_name.clone()));
     };
     packets.limits.version = ProtocolVersion::V5;
     let first = connect
@@ -55,10 +84,7 @@ pub async fn authenticate(
                     username,
                 }))
             }
-            AuthStep::Failure { code, why } => {
-                tracing::info!(client_id = %connect.client_id, reason = %why, "enhanced authentication failed");
-                return Err(Some(code));
-            }
+            AuthStep::Failure { code, why } => return Err(ExchangeError::Refused { code, why }),
             AuthStep::Continue(challenge) => {
                 let auth = Packet::Auth(Auth {
                     reason_code: ReasonCode::ContinueAuthentication,
@@ -70,17 +96,21 @@ pub async fn authenticate(
                 });
                 let mut buf = BytesMut::new();
                 auth.encode(ProtocolVersion::V5, &mut buf)
-                    .map_err(|_| None)?;
-                packets.get_mut().write_all(&buf).await.map_err(|_| None)?;
+                    .map_err(|_| ExchangeError::Gone)?;
+                packets
+                    .get_mut()
+                    .write_all(&buf)
+                    .await
+                    .map_err(|_| ExchangeError::Gone)?;
                 let answer = match tokio::time::timeout(timeout, packets.next()).await {
                     Ok(Some(Ok(Packet::Auth(answer)))) => answer,
-                    _ => return Err(None),
+                    _ => return Err(ExchangeError::Gone),
                 };
                 // [MQTT-4.12.0-2] the client answers with 0x18 and the same method
                 if answer.reason_code != ReasonCode::ContinueAuthentication
                     || answer.properties.authentication_method.as_ref() != Some(method_name)
                 {
-                    return Err(Some(ReasonCode::ProtocolError));
+                    return Err(ExchangeError::BadAnswer(method_name.clone()));
                 }
                 step = exchange.step(&answer.properties.authentication_data.unwrap_or_default());
             }

@@ -25,8 +25,8 @@ use bytes::Bytes;
 
 use crate::codec::ReasonCode;
 
-pub use connect::{authenticate, Authenticated};
-pub use scram::{ScramCredential, ScramSha256, SCRAM_SHA_256};
+pub use connect::{authenticate, Authenticated, ExchangeError};
+pub use scram::{CredentialError, ScramCredential, ScramSha256, SCRAM_SHA_256};
 
 /// What one step of an exchange produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +81,7 @@ pub enum LoadError {
     Parse {
         path: String,
         line: usize,
-        reason: String,
+        reason: CredentialError,
     },
 }
 

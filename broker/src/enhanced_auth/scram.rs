@@ -87,35 +87,47 @@ impl ScramCredential {
         )
     }
 
-    fn parse_line(line: &str) -> Result<(String, ScramCredential), String> {
+    fn parse_line(line: &str) -> Result<(String, ScramCredential), CredentialError> {
         let fields: Vec<&str> = line.split(':').collect();
         let [user, iterations, salt, stored, server] = fields[..] else {
-            return Err(format!(
-                "expected user:iterations:salt:stored_key:server_key, found {} fields",
-                fields.len()
-            ));
+            return Err(CredentialError::FieldCount(fields.len()));
         };
         let iterations: u32 = iterations
             .parse()
-            .map_err(|_| format!("iterations `{iterations}` is not a number"))?;
-        let key = |name: &str, v: &str| -> Result<[u8; 32], String> {
+            .map_err(|_| CredentialError::Iterations(iterations.to_owned()))?;
+        let key = |name: &'static str, v: &str| -> Result<[u8; 32], CredentialError> {
             B64.decode(v)
                 .ok()
                 .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                .ok_or_else(|| format!("{name} is not 32 bytes of base64"))
+                .ok_or(CredentialError::Key(name))
         };
         Ok((
             user.to_owned(),
             ScramCredential {
                 iterations,
-                salt: B64
-                    .decode(salt)
-                    .map_err(|_| "salt is not base64".to_owned())?,
+                salt: B64.decode(salt).map_err(|_| CredentialError::Salt)?,
                 stored_key: key("stored_key", stored)?,
                 server_key: key("server_key", server)?,
             },
         ))
     }
+}
+
+/// Why a line of the credentials file is not a credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not five `:`-separated fields.
+    #[error("expected user:iterations:salt:stored_key:server_key, found {0} fields")]
+    FieldCount(usize),
+    /// The iteration count is not a `u32`.
+    #[error("iterations `{0}` is not a number")]
+    Iterations(String),
+    /// The salt is not base64.
+    #[error("salt is not base64")]
+    Salt,
+    /// `stored_key` or `server_key` is not 32 bytes of base64.
+    #[error("{0} is not 32 bytes of base64")]
+    Key(&'static str),
 }
 
 /// The SCRAM-SHA-256 mechanism over a set of credentials.
@@ -438,7 +450,19 @@ mod tests {
         let c = ScramCredential::new("secret");
         let (user, parsed) = ScramCredential::parse_line(&c.to_line("alice")).unwrap();
         assert_eq!((user.as_str(), parsed), ("alice", c));
-        assert!(ScramCredential::parse_line("alice:x:y").is_err());
-        assert!(ScramCredential::parse_line("alice:4096:AAAA:AAAA:AAAA").is_err());
+        assert_eq!(
+            ScramCredential::parse_line("alice:x:y").unwrap_err(),
+            CredentialError::FieldCount(3)
+        );
+        assert_eq!(
+            ScramCredential::parse_line("alice:4096:AAAA:AAAA:AAAA").unwrap_err(),
+            CredentialError::Key("stored_key")
+        );
+        assert_eq!(
+            ScramCredential::parse_line("alice:many:AAAA:AAAA:AAAA")
+                .unwrap_err()
+                .to_string(),
+            "iterations `many` is not a number"
+        );
     }
 }

@@ -105,7 +105,7 @@ pub async fn admit(
     peer: SocketAddr,
     certificate_identity: Option<String>,
     enhanced: Option<&str>,
-) -> Result<Principal, ReasonCode> {
+) -> Result<Principal, Refusal> {
     let authenticated = match enhanced {
         Some(username) => Ok(Principal {
             username: Some(username.into()),
@@ -144,7 +144,7 @@ pub async fn admit(
                     "peer": peer.to_string(),
                 }),
             );
-            Err(refusal.reason_code())
+            Err(refusal)
         }
     }
 }

@@ -43,7 +43,7 @@ use crate::handle::NewConnection;
 use crate::session::Session;
 use crate::state::State;
 pub use crate::transport::CertIdentity;
-use crate::transport::{PacketStream, ReadError, Transport};
+use crate::transport::{IdentityError, PacketStream, ReadError, Transport};
 pub use tls::{TlsError, TlsSource};
 
 /// Why a listener could not start.
@@ -101,7 +101,7 @@ enum HandshakeError {
     #[error("TLS handshake failed: {0}")]
     Tls(std::io::Error),
     #[error("client certificate refused: {0}")]
-    Identity(String),
+    Identity(#[from] IdentityError),
     #[error("WebSocket handshake failed: {0}")]
     WebSocket(#[from] tokio_tungstenite::tungstenite::Error),
 }
@@ -163,7 +163,7 @@ async fn tls_accept<S: Transport>(
         .and_then(|chain| chain.first());
     let identity = match leaf {
         Some(cert) if client_auth != ClientAuth::None => {
-            Some(CertIdentity::from_der(cert, identity_source).map_err(HandshakeError::Identity)?)
+            Some(CertIdentity::from_der(cert, identity_source)?)
         }
         _ => None,
     };
@@ -536,10 +536,11 @@ pub async fn bootstrap(
     .await
     {
         Ok(a) => a,
-        Err(code) => {
+        Err(e) => {
             Metrics::add(&state.metrics().connections_refused, 1);
+            tracing::info!(client_id = %connect.client_id, %peer, error = %e, "enhanced authentication did not succeed");
             let (transport, _) = packets.into_parts();
-            if let Some(code) = code {
+            if let Some(code) = e.reason_code() {
                 refuse(transport, connect.protocol, code).await;
             }
             return;
@@ -586,7 +587,7 @@ pub async fn bootstrap(
     .await
     {
         Ok(principal) => principal,
-        Err(code) => return refuse(transport, protocol, code).await,
+        Err(refusal) => return refuse(transport, protocol, refusal.reason_code()).await,
     };
     if state.is_draining() {
         Metrics::add(&state.metrics().connections_refused, 1);

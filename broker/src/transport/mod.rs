@@ -24,7 +24,7 @@ use crate::codec::{DecodeError, Limits, Packet};
 use crate::counters::Metrics;
 use crate::limits::TokenBucket;
 
-pub use identity::CertIdentity;
+pub use identity::{CertIdentity, IdentityError};
 
 /// How long closing a connection may take to flush what is buffered.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);

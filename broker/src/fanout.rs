@@ -190,6 +190,7 @@ pub fn route(
             shared_filter: t.shared_filter.cloned(),
             ack,
             backpressure,
+            flow: None,
             span: span.clone(),
         });
     }

@@ -80,7 +80,8 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     );
 
     /// Sends a message a session held to the node that owns the session
-    /// now. Resolves to whether that node stored it.
+    /// now, with the QoS 2 flow it had open with the client, if any.
+    /// Resolves to whether that node stored it.
     fn forward_to_session(
         &self,
         node: u64,
@@ -88,6 +89,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
         message: &Message,
         delivery: (crate::codec::QoS, bool),
         subscription_ids: &[u32],
+        flow: Option<cluster::OpenFlow>,
     ) -> BoxFuture<'static, bool>;
 
     /// Stores the retained message of `message`'s topic (an empty payload
@@ -187,6 +189,7 @@ impl Cluster for SingleNode {
         _: &Message,
         _: (crate::codec::QoS, bool),
         _: &[u32],
+        _: Option<cluster::OpenFlow>,
     ) -> BoxFuture<'static, bool> {
         Box::pin(std::future::ready(false))
     }

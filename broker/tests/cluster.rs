@@ -646,6 +646,97 @@ async fn a_session_back_on_its_old_node_within_the_moved_window_gets_its_copies(
     assert_eq!(payloads(&got), want, "each message once, in order");
 }
 
+/// The next packet `c` receives within `wait`, decoded.
+async fn next_packet(c: &mut Raw, wait: Duration) -> Option<Packet> {
+    let bytes = c.recv_bytes_within(wait).await?;
+    let mut b = bytes::BytesMut::from(&bytes[..]);
+    let limits = broker::codec::Limits {
+        max_packet_size: u32::MAX,
+        version: c.version,
+        refuse_control_characters: false,
+    };
+    Some(Packet::decode(&mut b, &limits).unwrap().unwrap())
+}
+
+/// postmortem: in a chaos run (`tern-chaos`, seed 2) a subscriber answered
+/// PUBREC for a QoS 2 message, its node was killed, and it resumed its
+/// session on another node from the replicated record. When the old node
+/// came back it handed the session's messages over as new copies and left
+/// out the one the client had answered: nobody ever sent PUBREL for that
+/// packet id, the client kept it open (as 4.3.3 says it must until PUBREL),
+/// and 55 s later took a new message the session sent with the same id for
+/// a resend of the old one: an acknowledged message was lost. The old
+/// node's open QoS 2 flows now go over with their packet ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_qos2_flows_keep_their_packet_ids_when_a_dead_nodes_session_moves_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "flow-holder", false, false).await;
+    subscribe(&mut c, 1, &[("flow/#", 2)]).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(1), "flow-pub", true, false).await;
+    publish_acked(&mut p, "flow/a", 2, false, 1, b"answered").await;
+    publish_acked(&mut p, "flow/a", 2, false, 2, b"unanswered").await;
+    // PUBREC for the first (the broker answers PUBREL once the Released
+    // state is stored), nothing for the second; no PUBCOMP
+    let (mut answered, mut unanswered, mut released) = (None, None, false);
+    let end = Instant::now() + SETTLE;
+    while answered.is_none() || unanswered.is_none() || !released {
+        assert!(Instant::now() < end, "the two messages and a PUBREL");
+        match next_packet(&mut c, Duration::from_millis(500)).await {
+            Some(Packet::Publish(m)) if &m.payload[..] == b"answered" => {
+                let id = m.packet_id.unwrap();
+                c.send(&build::pubrec(id)).await;
+                answered = Some(id);
+            }
+            Some(Packet::Publish(m)) => unanswered = m.packet_id,
+            Some(Packet::PubRel(r)) => {
+                assert_eq!(Some(r.packet_id), answered);
+                released = true;
+            }
+            _ => {}
+        }
+    }
+    let (answered, unanswered) = (answered.unwrap(), unanswered.unwrap());
+    cluster.node(2).kill9();
+    drop(c);
+    // node 2 is down: the session resumes on node 3 from its record
+    let mut c = connect(cluster.addr(3), "flow-holder", false, true).await;
+    cluster.node(2).start();
+    // node 2 learns the session moved and hands over what it held: the
+    // client sees PUBREL for the id it answered and the other message again
+    // under its id, which it knows (it does not take it twice)
+    let (mut pubrel, mut again) = (false, false);
+    let end = Instant::now() + SETTLE;
+    while !(pubrel && again) {
+        assert!(
+            Instant::now() < end,
+            "PUBREL {answered}: {pubrel}, PUBLISH {unanswered} again: {again}"
+        );
+        match next_packet(&mut c, Duration::from_millis(500)).await {
+            Some(Packet::PubRel(r)) => {
+                c.send(&build::pubcomp(r.packet_id)).await;
+                if r.packet_id == answered {
+                    pubrel = true;
+                } else {
+                    assert!(again && r.packet_id == unanswered, "PUBREL {}", r.packet_id);
+                }
+            }
+            Some(Packet::Publish(m)) => {
+                assert_eq!(&m.payload[..], b"unanswered");
+                assert_eq!(m.packet_id, Some(unanswered), "sent with the id it had");
+                c.send(&build::pubrec(unanswered)).await;
+                again = true;
+            }
+            _ => {}
+        }
+    }
+    // both flows end; a new message gets through
+    publish_acked(&mut p, "flow/a", 2, false, 3, b"after").await;
+    let got = collect(&mut c, Duration::from_millis(1_000)).await;
+    assert_eq!(payloads(&got), vec![b"after".to_vec()]);
+}
+
 /// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
 /// clients that tried node 2 during the partition gave up on their CONNECT.
 /// Node 2 went on with them: with no leader, then while catching up after

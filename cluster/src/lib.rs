@@ -95,5 +95,6 @@ pub use error::{Error, Result};
 pub use events::{ClusterEvent, ClusterStatus, ForwardRefusal, PeerStatus};
 pub use forward::ForwardStats;
 pub use types::{
-    ForwardedPublish, Member, RetainedMessage, SessionInfo, SessionState, SessionSubscription,
+    ForwardedPublish, Member, OpenFlow, RetainedMessage, SessionInfo, SessionState,
+    SessionSubscription,
 };

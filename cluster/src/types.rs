@@ -101,6 +101,20 @@ pub struct ForwardedPublish {
     /// unknown); the same in every copy, so a session that moved between
     /// nodes recognizes a copy it got already.
     pub uid: u64,
+    /// For a message to `target_client`: the QoS 2 flow the session's old
+    /// owner had open with the client for it (the packet id it sent the
+    /// message with, and whether PUBREC came back), which the new owner
+    /// continues with the same id.
+    pub flow: Option<OpenFlow>,
+}
+
+/// A server-to-client QoS 2 flow a session's old owner left open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFlow {
+    /// The packet id the client knows the message by (1..=65535).
+    pub packet_id: u16,
+    /// PUBREC received: only PUBREL and PUBCOMP are left.
+    pub released: bool,
 }
 
 fn qos(field: &'static str, v: u32) -> Result<u8> {
@@ -263,6 +277,8 @@ impl From<&ForwardedPublish> for proto::ForwardedPublish {
             subscription_ids: m.subscription_ids.clone(),
             traceparent: m.traceparent.clone(),
             uid: m.uid,
+            packet_id: m.flow.map_or(0, |f| u32::from(f.packet_id)),
+            released: m.flow.is_some_and(|f| f.released),
         }
     }
 }
@@ -283,6 +299,24 @@ pub(crate) fn forwarded_from_proto(m: proto::ForwardedPublish) -> Result<Forward
         subscription_ids: m.subscription_ids,
         traceparent: m.traceparent,
         uid: m.uid,
+        flow: match (m.packet_id, m.released) {
+            (0, false) => None,
+            (0, true) => {
+                return Err(Error::decode(
+                    "forwarded publish released",
+                    "a released flow without a packet id",
+                ))
+            }
+            (id, released) => Some(OpenFlow {
+                packet_id: u16::try_from(id).map_err(|_| {
+                    Error::decode(
+                        "forwarded publish packet_id",
+                        format!("packet id {id} is over 65535"),
+                    )
+                })?,
+                released,
+            }),
+        },
     })
 }
 
@@ -331,5 +365,29 @@ mod tests {
         bad.outgoing[0].message.as_mut().unwrap().qos = 3;
         let err = session_state_from_proto(bad).unwrap_err();
         assert!(err.to_string().contains("QoS 3"), "{err}");
+    }
+
+    #[test]
+    fn an_open_flow_round_trips_and_a_bad_one_is_refused() {
+        let m = ForwardedPublish {
+            target_client: Some("c".into()),
+            flow: Some(OpenFlow {
+                packet_id: 836,
+                released: true,
+            }),
+            ..Default::default()
+        };
+        let back = forwarded_from_proto(proto::ForwardedPublish::from(&m)).unwrap();
+        assert_eq!(back.flow, m.flow);
+        let none =
+            forwarded_from_proto(proto::ForwardedPublish::from(&ForwardedPublish::default()));
+        assert_eq!(none.unwrap().flow, None);
+        let wire = |packet_id, released| proto::ForwardedPublish {
+            packet_id,
+            released,
+            ..Default::default()
+        };
+        assert!(forwarded_from_proto(wire(70_000, false)).is_err());
+        assert!(forwarded_from_proto(wire(0, true)).is_err());
     }
 }

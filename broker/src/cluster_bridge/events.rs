@@ -222,6 +222,7 @@ fn deliver_forwarded(
                 shared_filter: None,
                 ack: guard.get(),
                 backpressure: Backpressure::Untracked,
+                flow: msg.flow,
                 span: span.clone(),
             }),
             None => {

@@ -187,9 +187,9 @@ impl ClusterBridge {
         node: u64,
         client_id: &str,
         message: &Message,
-        qos: codec::QoS,
-        retain: bool,
+        (qos, retain): (codec::QoS, bool),
         subscription_ids: &[u32],
+        flow: Option<cluster::OpenFlow>,
     ) -> impl std::future::Future<Output = bool> + Send + 'static {
         let forwarded = cluster::ForwardedPublish {
             qos: qos as u8,
@@ -197,6 +197,7 @@ impl ClusterBridge {
             no_plain_match: true,
             target_client: Some(client_id.to_owned()),
             subscription_ids: subscription_ids.to_vec(),
+            flow,
             ..forwarded_publish(message)
         };
         let timeout = self.forward_timeout;
@@ -510,17 +511,18 @@ impl Cluster for ClusterBridge {
         node: u64,
         client_id: &str,
         message: &Message,
-        (qos, retain): (codec::QoS, bool),
+        delivery: (codec::QoS, bool),
         subscription_ids: &[u32],
+        flow: Option<cluster::OpenFlow>,
     ) -> BoxFuture<'static, bool> {
         Box::pin(ClusterBridge::forward_to_session(
             self,
             node,
             client_id,
             message,
-            qos,
-            retain,
+            delivery,
             subscription_ids,
+            flow,
         ))
     }
 

@@ -229,6 +229,11 @@ pub struct Deliver {
     /// every holder has dropped it.
     pub ack: Option<AckGuard>,
     pub backpressure: Backpressure,
+    /// A QoS 2 flow the client may hold open for this message: the
+    /// session's old owner sent it with this packet id (a message handed on
+    /// when the session moved while that node was away). `None` for every
+    /// routed copy.
+    pub flow: Option<cluster::OpenFlow>,
     /// Parent of the copy's `mqtt.deliver` span (the `mqtt.route` that sent
     /// it); `Span::none()` when not traced.
     pub span: tracing::Span,

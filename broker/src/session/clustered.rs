@@ -6,8 +6,9 @@
 use actix::prelude::*;
 
 use super::error::CloseReason;
-use super::outgoing::OutState;
+use super::outgoing::{packet_id_of, OutState};
 use super::{Restored, Session};
+use crate::codec::QoS;
 use crate::handle::Imported;
 use crate::handle::{Backpressure, Deliver, HandOver, OwnerMoved};
 use crate::nodes::Proposal;
@@ -61,6 +62,15 @@ impl Session {
             crate::message::unix_ms(),
             handed_over,
         )));
+        // Resumed from the replicated record, without its messages (their
+        // node is down): the client may still hold QoS 2 packet ids that
+        // node left open (until it comes back and hands them over, see
+        // `OwnerMoved`), so the ids here start at a random point of the
+        // id space rather than at 1, away from those with high odds.
+        if matches!(imported, Imported::Record(_)) {
+            let skip = rand::random::<u64>() % u64::from(u16::MAX);
+            self.outgoing.skip(skip);
+        }
         let restored = Restored::from_imported(self.state.limits(), imported);
         if let Some(protocol) = restored.protocol {
             self.protocol = protocol;
@@ -194,6 +204,7 @@ impl Session {
                     &d.message,
                     (d.qos, d.retain),
                     &d.subscription_ids,
+                    d.flow,
                 );
                 if sent.await {
                     ack.succeed();
@@ -354,19 +365,30 @@ impl Handler<OwnerMoved> for Session {
         }
         let cluster = self.state.cluster().clone();
         tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
-        // Messages the client has not received yet go to the new owner, in
-        // order; the local copies are deleted once all have arrived.
+        // What the client has not completed goes to the new owner, in
+        // order; the local copies are deleted once all have arrived. A QoS
+        // 2 copy sent here goes with its packet id, and one the client
+        // answered with PUBREC only as that open flow: the client may hold
+        // the id until PUBREL, and would take a later message the new
+        // owner sent with that id for a resend of this one (chaos seed 2:
+        // a copy lost 55 s after the session had moved this way).
         let sends: Vec<_> = self
             .outgoing
             .iter()
-            .filter(|m| m.state != OutState::Released)
             .map(|m| {
+                let flow = (m.qos == QoS::ExactlyOnce && m.state != OutState::Queued).then(|| {
+                    cluster::OpenFlow {
+                        packet_id: packet_id_of(m.seq),
+                        released: m.state == OutState::Released,
+                    }
+                });
                 cluster.forward_to_session(
                     msg.owner,
                     self.client_id(),
                     &m.message,
                     (m.qos, m.retain),
                     &m.subscription_ids,
+                    flow,
                 )
             })
             .collect();

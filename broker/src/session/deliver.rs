@@ -48,11 +48,19 @@ impl Handler<Deliver> for Session {
                 // a copy this session got already (it moved between
                 // nodes); its publisher is acknowledged: the session has it
                 Metrics::add(&self.state.metrics().duplicates_dropped, 1);
+                // Handed over with a flow the client may hold open: close
+                // that flow, without sending the message again.
+                if let Some(flow) = d.flow.filter(|_| d.qos == QoS::ExactlyOnce) {
+                    self.adopt_released(d, flow.packet_id);
+                }
                 return;
             }
             if recent.is_empty() {
                 self.recent = None;
             }
+        }
+        if let Some(flow) = d.flow.filter(|f| f.released && d.qos == QoS::ExactlyOnce) {
+            return self.adopt_released(d, flow.packet_id);
         }
         if let Some(until_ms) = self.enqueue(d) {
             if !self.hold_timer {
@@ -116,6 +124,7 @@ impl Session {
             shared_filter,
             ack,
             backpressure,
+            flow,
             span,
         } = d;
         let span = telemetry::deliver_span(&span, self.client_id(), qos);
@@ -174,7 +183,12 @@ impl Session {
                 hold_until_ms,
             } => (store, send_after_store, hold_until_ms),
         };
-        let seq = self.outgoing.next_seq();
+        // A copy the session's old owner had sent at QoS 2 keeps its packet
+        // id: a client that got it answers PUBREC without taking it again.
+        let seq = match flow.filter(|_| qos == QoS::ExactlyOnce) {
+            Some(flow) => self.outgoing.next_seq_with(flow.packet_id),
+            None => self.outgoing.next_seq(),
+        };
         // Congested when routed: the publisher waits until this copy is sent.
         let hold = hold_until_ms.and_then(|until_ms| {
             ack.clone()
@@ -367,6 +381,7 @@ impl Session {
                     shared_filter: Some(filter.clone()),
                     ack: None,
                     backpressure: Backpressure::Untracked,
+                    flow: None,
                     span: tracing::Span::none(),
                 }),
                 Subscriber::Node(node) => {
@@ -395,6 +410,51 @@ impl Session {
                 }
                 Resend::PubRel(packet_id) => self.send_pubrel(packet_id),
             }
+        }
+    }
+
+    /// A QoS 2 flow the session's old owner left open after the client's
+    /// PUBREC (it handed the session's messages on when it learnt that the
+    /// session had moved while it was away): it goes on here under the same
+    /// packet id, stored as `Released`, with a PUBREL now if the client is
+    /// connected (else on its next connection, with the rest in flight).
+    /// If this session has a message in flight with that id itself, the
+    /// client's flow ends with that one.
+    fn adopt_released(&mut self, d: Deliver, packet_id: u16) {
+        if self.outgoing.holds_packet_id(packet_id) {
+            tracing::debug!(client_id = %self.client_id(), packet_id, "handed-over QoS 2 flow: packet id in use here");
+            return;
+        }
+        let seq = self.outgoing.next_seq_with(packet_id);
+        if self.is_persistent() {
+            self.stored = true;
+            self.state.writer().submit(
+                vec![storage::WriteOp::PutOutgoing {
+                    client_id: self.client_id().to_string(),
+                    seq,
+                    record: storage::OutgoingRecord {
+                        released: true,
+                        message: d.message.to_stored(d.qos, d.retain, &d.subscription_ids),
+                    },
+                }],
+                hold_until_durable(d.ack),
+            );
+        }
+        let size = (d.message.topic.len() + d.message.payload.len()) as u64;
+        self.outgoing.restore(OutMsg {
+            seq,
+            qos: d.qos,
+            retain: d.retain,
+            message: d.message,
+            subscription_ids: d.subscription_ids,
+            shared_filter: None,
+            state: OutState::Released,
+            durable: true,
+            charge: self.state.limits().charge(size),
+            hold: None,
+        });
+        if self.conn.is_some() {
+            self.send_pubrel(packet_id);
         }
     }
 

@@ -212,6 +212,7 @@ impl Session {
                 shared_filter: None,
                 ack: None,
                 backpressure: Backpressure::Untracked,
+                flow: None,
                 span: tracing::Span::none(),
             });
         }

@@ -218,12 +218,36 @@ impl Outgoing {
         self.next_seq
     }
 
-    /// Queues a new message; its `seq` must be [`Outgoing::next_seq`].
+    /// The first sequence number from [`Outgoing::next_seq`] on whose
+    /// packet id is `packet_id`: a message handed over with a flow the
+    /// client holds open under that id is queued at it (the numbers in
+    /// between are skipped).
+    pub fn next_seq_with(&self, packet_id: u16) -> u64 {
+        let from = packet_id_of(self.next_seq);
+        let ahead =
+            (u64::from(packet_id) + u64::from(u16::MAX) - u64::from(from)) % u64::from(u16::MAX);
+        self.next_seq + ahead
+    }
+
+    /// Moves the next sequence number (and so packet id) `n` ahead.
+    pub fn skip(&mut self, n: u64) {
+        self.next_seq += n;
+    }
+
+    /// True when a message in flight has `packet_id`.
+    pub fn holds_packet_id(&self, packet_id: u16) -> bool {
+        self.lists
+            .as_ref()
+            .is_some_and(|l| l.inflight.iter().any(|m| packet_id_of(m.seq) == packet_id))
+    }
+
+    /// Queues a new message; its `seq` is [`Outgoing::next_seq`] or, for a
+    /// handed-over flow, [`Outgoing::next_seq_with`].
     pub fn push(&mut self, msg: OutMsg) -> Pushed {
         if self.is_full() {
             return Pushed::Full;
         }
-        debug_assert_eq!(msg.seq, self.next_seq);
+        debug_assert!(msg.seq >= self.next_seq);
         self.next_seq = msg.seq + 1;
         self.lists_mut().queue.push_back(msg);
         Pushed::Queued

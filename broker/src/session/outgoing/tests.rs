@@ -277,3 +277,34 @@ fn a_copy_not_yet_stored_is_not_resent_before_it_was_sent() {
     o.poll_send(T0, usize::MAX, &mut out);
     assert_eq!(sent_ids(&out), vec![1]);
 }
+
+#[test]
+fn a_handed_over_flow_is_queued_under_its_packet_id_and_waits_while_it_is_in_flight() {
+    let mut o = Outgoing::new(10, 100);
+    assert_eq!(o.next_seq_with(1), 1, "the next id already");
+    assert_eq!(packet_id_of(o.next_seq_with(836)), 836);
+    o.skip(65_534);
+    assert_eq!(packet_id_of(o.next_seq()), 65_535);
+    assert_eq!(packet_id_of(o.next_seq_with(2)), 2, "across the wrap");
+    assert!(o.next_seq_with(2) > o.next_seq());
+
+    let mut o = Outgoing::new(10, 100);
+    o.push(msg(1, QoS::ExactlyOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, 10, &mut out);
+    assert_eq!(sent_ids(&out), [1]);
+    assert!(o.holds_packet_id(1));
+    assert!(!o.holds_packet_id(2));
+    // a flow the client holds open as id 1 waits until this one ends
+    let seq = o.next_seq_with(1);
+    assert_eq!(seq, 65_536);
+    o.push(msg(seq, QoS::ExactlyOnce));
+    o.push(msg(seq + 1, QoS::ExactlyOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, 10, &mut out);
+    assert!(out.is_empty(), "id 1 is in flight: {:?}", sent_ids(&out));
+    o.handle_pubrec(1).unwrap();
+    o.handle_pubcomp(1).unwrap();
+    o.poll_send(0, 10, &mut out);
+    assert_eq!(sent_ids(&out), [1, 2]);
+}

@@ -6,7 +6,8 @@
 //! out the answer; the tests below drive them with a fake clock.
 //!
 //! The packets of the client are planned the same way: [`publish`] (inbound
-//! PUBLISH, its acknowledgement, PUBREL), asked by `publish.rs`.
+//! PUBLISH, its acknowledgement, PUBREL) and [`subscribe`] (SUBSCRIBE,
+//! UNSUBSCRIBE), asked by `publish.rs` and `subscribe.rs`.
 //!
 //! The QoS state machines of the same session are also sans-IO:
 //! `outgoing.rs` (PUBLISH to the client and its acknowledgements, the send
@@ -20,6 +21,7 @@
 //! forwarding there for a while) -> `Ended`.
 
 pub mod publish;
+pub mod subscribe;
 
 use crate::codec::{ProtocolVersion, QoS};
 use crate::counters::DropReason;

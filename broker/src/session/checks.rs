@@ -1,6 +1,7 @@
 //! The session's security and limit checks, in one place so that packet
 //! handlers call one function each: [`Session::publish_refusal`] (top of
-//! inbound PUBLISH), [`Session::subscribe_refusal`] (each SUBSCRIBE filter),
+//! inbound PUBLISH, with [`Session::count_publish_refusal`] once the
+//! refusal is what happens), [`Session::subscribe_refusal`] (each SUBSCRIBE filter),
 //! [`Session::may_take`] (each copy before it is queued or written).
 //!
 //! The rules are in `crate::acl` (authorization) and `crate::limits` (topic
@@ -13,9 +14,6 @@
 //! copies are checked again at every connection, so an ACL reload also
 //! applies to them.
 
-use actix::prelude::*;
-
-use super::incoming::AckKind;
 use super::Session;
 use crate::acl::Access;
 use crate::codec::{Publish, QoS, ReasonCode};
@@ -23,72 +21,83 @@ use crate::counters::{DropReason, Metrics};
 use crate::hub::events::Severity;
 use crate::limits::Pressure;
 
+/// Why the checks refuse an inbound PUBLISH ([`Session::publish_refusal`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum PublishRefusal {
+    /// The topic is over the limits (0x90); the text says which.
+    TopicLimits(String),
+    /// The ACL does not let the client write the topic (0x87).
+    NotAuthorized,
+    /// The broker is over its held-bytes cap: QoS 1/2 from 5.0 (0x97).
+    Overloaded,
+}
+
+impl PublishRefusal {
+    /// The code a 5.0 client is acknowledged with.
+    pub(super) fn reason_code(&self) -> ReasonCode {
+        match self {
+            PublishRefusal::TopicLimits(_) => ReasonCode::TopicNameInvalid,
+            PublishRefusal::NotAuthorized => ReasonCode::NotAuthorized,
+            PublishRefusal::Overloaded => ReasonCode::QuotaExceeded,
+        }
+    }
+}
+
 impl Session {
     /// Why an inbound PUBLISH must not be routed, if it must not: topic over
-    /// the limits (0x90), not writable under the ACL (0x87), broker over its
-    /// held-bytes cap for QoS 1/2 (0x97).
-    pub(super) fn publish_refusal(&self, publish: &Publish) -> Option<ReasonCode> {
+    /// the limits, not writable under the ACL, broker over its held-bytes
+    /// cap for QoS 1/2. Only a verdict: [`Session::count_publish_refusal`]
+    /// counts and reports it once the refusal is what the session does
+    /// (`core::publish::plan_publish`).
+    pub(super) fn publish_refusal(&self, publish: &Publish) -> Option<PublishRefusal> {
         let state = &self.state;
         if let Some(why) = state.limits().topic_violation(&publish.topic) {
-            Metrics::add(&state.metrics().topic_limit_refused, 1);
-            tracing::debug!(client_id = %self.client_id(), reason = %why, "PUBLISH refused");
-            state.hub().events().emit(
-                Severity::Warning,
-                "client",
-                self.client_id(),
-                "publish refused: topic over the limits",
-                serde_json::json!({ "reason": "limits", "topic": &*publish.topic, "error": why }),
-            );
-            return Some(ReasonCode::TopicNameInvalid);
+            return Some(PublishRefusal::TopicLimits(why));
         }
         if self
             .acl_subject
             .as_ref()
             .is_some_and(|s| !state.acl().check_topic(s, &publish.topic, Access::Write))
         {
-            Metrics::add(&state.metrics().acl_denied_publish, 1);
-            tracing::debug!(client_id = %self.client_id(), topic = %publish.topic, "PUBLISH denied by the ACL");
-            state.hub().events().emit(
-                Severity::Warning,
-                "client",
-                self.client_id(),
-                "publish denied by the ACL",
-                serde_json::json!({ "reason": "acl", "topic": &*publish.topic }),
-            );
-            return Some(ReasonCode::NotAuthorized);
+            return Some(PublishRefusal::NotAuthorized);
         }
         if publish.qos > QoS::AtMostOnce
             && self.protocol.is_v5()
             && state.limits().pressure() == Pressure::Full
         {
-            Metrics::add(&state.metrics().overload_dropped, 1);
-            return Some(ReasonCode::QuotaExceeded);
+            return Some(PublishRefusal::Overloaded);
         }
         None
     }
 
-    /// Answers a refused PUBLISH: 5.0 QoS 1/2 get `code` in PUBACK / PUBREC;
-    /// 3.1.1 ones are acknowledged as usual (3.1.1 has no way to refuse) and
-    /// dropped; QoS 0 is dropped.
-    pub(super) fn refuse_checked_publish(
-        &mut self,
-        publish: &Publish,
-        code: ReasonCode,
-        ctx: &mut Context<Self>,
-    ) {
-        let kind = match publish.qos {
-            QoS::AtMostOnce => return,
-            QoS::AtLeastOnce => AckKind::PubAck,
-            QoS::ExactlyOnce => AckKind::PubRec,
-        };
-        let code = if self.protocol.is_v5() {
-            code
-        } else {
-            ReasonCode::Success
-        };
-        self.incoming
-            .push_ready(kind, publish.packet_id.unwrap_or(0), code);
-        self.flush_acks(ctx);
+    /// Counts a refused PUBLISH, logs it and tells the hub's events.
+    pub(super) fn count_publish_refusal(&self, publish: &Publish, refusal: &PublishRefusal) {
+        let state = &self.state;
+        match refusal {
+            PublishRefusal::TopicLimits(why) => {
+                Metrics::add(&state.metrics().topic_limit_refused, 1);
+                tracing::debug!(client_id = %self.client_id(), reason = %why, "PUBLISH refused");
+                state.hub().events().emit(
+                    Severity::Warning,
+                    "client",
+                    self.client_id(),
+                    "publish refused: topic over the limits",
+                    serde_json::json!({ "reason": "limits", "topic": &*publish.topic, "error": why }),
+                );
+            }
+            PublishRefusal::NotAuthorized => {
+                Metrics::add(&state.metrics().acl_denied_publish, 1);
+                tracing::debug!(client_id = %self.client_id(), topic = %publish.topic, "PUBLISH denied by the ACL");
+                state.hub().events().emit(
+                    Severity::Warning,
+                    "client",
+                    self.client_id(),
+                    "publish denied by the ACL",
+                    serde_json::json!({ "reason": "acl", "topic": &*publish.topic }),
+                );
+            }
+            PublishRefusal::Overloaded => Metrics::add(&state.metrics().overload_dropped, 1),
+        }
     }
 
     /// Why a SUBSCRIBE filter is refused, if it is: over the topic limits

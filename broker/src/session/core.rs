@@ -5,6 +5,10 @@
 //! store write. The actor (`connect.rs`, `deliver.rs`) asks them and carries
 //! out the answer; the tests below drive them with a fake clock.
 //!
+//! The packets of the client are planned the same way: [`publish`] (inbound
+//! PUBLISH, its acknowledgement, PUBREL) and [`subscribe`] (SUBSCRIBE,
+//! UNSUBSCRIBE), asked by `publish.rs` and `subscribe.rs`.
+//!
 //! The QoS state machines of the same session are also sans-IO:
 //! `outgoing.rs` (PUBLISH to the client and its acknowledgements, the send
 //! window, resend, held acknowledgements) and `incoming.rs` (QoS 2 from the
@@ -15,6 +19,9 @@
 //! `Offline` (the connection ended and the session outlives it) ... ->
 //! `Ended` (Clean Start, expiry, an operator), or `Moved` (to another node;
 //! forwarding there for a while) -> `Ended`.
+
+pub mod publish;
+pub mod subscribe;
 
 use crate::codec::{ProtocolVersion, QoS};
 use crate::counters::DropReason;

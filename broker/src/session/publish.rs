@@ -7,12 +7,21 @@
 //! for a persistent session (and the retained copy, and the publisher's own
 //! QoS 2 state) is on disk: each such copy holds a clone of the message's
 //! [`AckGuard`], and the guard's last drop brings `AckDone` back here.
+//!
+//! The policy is in `core::publish` (sans-IO): `plan_publish` decides what a
+//! PUBLISH gets, `plan_ack` what becomes of an acknowledgement once ready,
+//! `pubcomp_code` the answer to PUBREL. This file gathers their facts and
+//! carries out their answers: the topic alias, the trace span, the message,
+//! the store write of a QoS 2 id, routing, the packets written.
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 
-use super::alias::AliasError;
+use super::core::publish::{
+    accepted, plan_ack, plan_publish, pubcomp_code, reason_string, AckOutcome, PublishFacts,
+    PublishPlan, RefusedBy,
+};
 use super::error::SessionError;
 use super::incoming::{AckKind, ReadyAck};
 use super::Session;
@@ -21,34 +30,6 @@ use crate::fanout::{route, store_retained, traced_durable, Scope};
 use crate::handle::{hold_until_durable, AckDone, LazyGuard};
 use crate::message::{unix_ms, Message};
 use crate::telemetry;
-
-/// The acknowledgement code of an accepted message: 5.0 0x10 No matching
-/// subscribers when nobody received it (3.1.1 encodes every success as 0).
-fn accepted(receivers: usize) -> ReasonCode {
-    if receivers == 0 {
-        ReasonCode::NoMatchingSubscribers
-    } else {
-        ReasonCode::Success
-    }
-}
-
-/// A human explanation of a failure code, for Reason Strings.
-pub(super) fn reason_text(code: ReasonCode) -> Option<&'static str> {
-    Some(match code {
-        ReasonCode::UnspecifiedError => "the message could not be stored; send it again",
-        ReasonCode::PayloadFormatInvalid => {
-            "the payload is not valid UTF-8 but its Payload Format Indicator says it is"
-        }
-        ReasonCode::NotAuthorized => "not authorized",
-        ReasonCode::QuotaExceeded => "a quota of the broker is exceeded",
-        ReasonCode::PacketIdentifierNotFound => {
-            "no QoS 2 message with this packet id is waiting for PUBREL"
-        }
-        ReasonCode::TopicFilterInvalid => "the topic filter is not valid",
-        ReasonCode::ImplementationSpecificError => "the broker refused the request",
-        _ => return None,
-    })
-}
 
 impl Session {
     /// Handles one packet from the client.
@@ -82,43 +63,78 @@ impl Session {
         }
     }
 
+    /// Inbound PUBLISH: gathers the facts, asks `core::publish`, carries
+    /// out its plan.
     fn handle_publish(&mut self, mut publish: Publish, ctx: &mut Context<Self>) {
         self.state.metrics().received(publish.qos);
-        if self.protocol.is_v5() {
+        let alias = if self.protocol.is_v5() {
             let Some(conn) = &mut self.conn else { return };
-            match conn.aliases().resolve_inbound(&mut publish) {
-                Ok(()) => {}
-                // 5.0 [MQTT-3.3.2-9] [MQTT-3.3.2-10]
-                Err(e @ AliasError::OutOfRange { .. }) => {
-                    return self.protocol_error(e.into(), ctx)
+            conn.aliases().resolve_inbound(&mut publish)
+        } else {
+            Ok(())
+        };
+        let packet_id = publish.packet_id.unwrap_or(0);
+        let qos2_held = self.incoming.has_qos2(packet_id);
+        // topic limits, ACL, memory cap (session/checks.rs), on the resolved
+        // topic name; counted only if the plan refuses for it
+        let refusal = self.publish_refusal(&publish);
+        let facts = PublishFacts {
+            protocol: self.protocol,
+            alias,
+            in_flight: self.incoming.pending_len() + self.incoming.qos2_len(),
+            receive_maximum: self.state.config().mqtt.max_inflight,
+            qos2_held,
+            pubrec_owed: qos2_held
+                && publish.qos == QoS::ExactlyOnce
+                && self.incoming.is_pending(AckKind::PubRec, packet_id),
+            refusal: refusal.as_ref().map(|r| r.reason_code()),
+            persistent: self.is_persistent(),
+        };
+        match plan_publish(&publish, &facts) {
+            PublishPlan::Disconnect(e) => self.protocol_error(e, ctx),
+            PublishPlan::Refuse { ack, by } => {
+                if let (RefusedBy::Checks, Some(refusal)) = (by, &refusal) {
+                    self.count_publish_refusal(&publish, refusal);
                 }
-                Err(e @ AliasError::Unknown(_)) => return self.protocol_error(e.into(), ctx),
+                // QoS 0: dropped, nothing owed
+                if let Some(ack) = ack {
+                    self.owe_now(ack);
+                    self.flush_acks(ctx);
+                }
             }
-            if !publish.properties.subscription_identifiers.is_empty() {
-                // 5.0 [MQTT-3.3.4-6] a client must not send Subscription Identifiers
-                return self.protocol_error(SessionError::SubscriptionIdFromClient, ctx);
+            PublishPlan::Duplicate { ack } => {
+                if let Some(ack) = ack {
+                    self.owe_now(ack);
+                }
+                self.flush_acks(ctx);
             }
-            let in_flight = self.incoming.pending_len() + self.incoming.qos2_len();
-            if publish.qos > QoS::AtMostOnce
-                && in_flight >= usize::from(self.state.config().mqtt.max_inflight)
-                && !self.incoming.has_qos2(publish.packet_id.unwrap_or(0))
-            {
-                // 5.0 [MQTT-3.3.4-9] more unacknowledged QoS > 0 PUBLISH
-                // packets than the Receive Maximum we announced
-                return self.protocol_error(SessionError::ReceiveMaximumExceeded(in_flight), ctx);
-            }
-            if publish.properties.payload_format_indicator == Some(true)
-                && std::str::from_utf8(&publish.payload).is_err()
-            {
-                // 5.0 [MQTT-3.3.2-4] payload announced as UTF-8 but is not
-                return self.refuse_publish(&publish, ReasonCode::PayloadFormatInvalid, ctx);
+            PublishPlan::Route {
+                ack,
+                hold_qos2,
+                store_qos2,
+            } => {
+                self.route_publish(publish, ack, hold_qos2, store_qos2);
+                self.flush_acks(ctx);
             }
         }
-        // topic limits, ACL, memory cap (session/checks.rs); after the
-        // protocol checks, on the resolved topic name
-        if let Some(code) = self.publish_refusal(&publish) {
-            return self.refuse_checked_publish(&publish, code, ctx);
-        }
+    }
+
+    /// Owes an acknowledgement that goes as soon as those before it have.
+    fn owe_now(&mut self, ack: ReadyAck) {
+        self.incoming
+            .push_ready(ack.kind, ack.packet_id, ack.reason_code);
+    }
+
+    /// Routes an accepted PUBLISH ([`PublishPlan::Route`]): its trace span,
+    /// the message, the QoS 2 id held (and stored), the acknowledgement
+    /// owed, completed at once unless a copy must be stored first.
+    fn route_publish(
+        &mut self,
+        mut publish: Publish,
+        ack: Option<(AckKind, u16)>,
+        hold_qos2: bool,
+        store_qos2: bool,
+    ) {
         let propagate = self.state.config().telemetry.propagate_user_property;
         let span = telemetry::publish_span(
             &publish,
@@ -131,73 +147,38 @@ impl Session {
         }
         let _entered = span.enter();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
-        let packet_id = publish.packet_id.unwrap_or(0);
-        let qos = publish.qos;
         let message = Arc::new(Message::from_publish(
             publish,
             self.handle.0.id,
             unix_ms(),
             std::time::Instant::now(),
         ));
-        match qos {
-            QoS::AtMostOnce => {
-                self.publish_message(message, None);
-            }
-            QoS::AtLeastOnce => {
-                let token = self.incoming.begin(AckKind::PubAck, packet_id);
-                let mut guard =
-                    LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
-                let receivers = self.publish_message(message, Some(&mut guard));
-                if !guard.created() {
-                    self.incoming.complete(token, accepted(receivers));
-                }
-            }
-            QoS::ExactlyOnce => {
-                if self.incoming.has_qos2(packet_id) {
-                    // A resend of a message already received: not delivered
-                    // again (method B, 3.1.1 figure 4.3), just acknowledged.
-                    if !self.incoming.is_pending(AckKind::PubRec, packet_id) {
-                        self.incoming
-                            .push_ready(AckKind::PubRec, packet_id, ReasonCode::Success);
-                    }
-                } else {
-                    self.incoming.insert_qos2(packet_id);
-                    let token = self.incoming.begin(AckKind::PubRec, packet_id);
-                    let mut guard =
-                        LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
-                    if self.is_persistent() {
-                        self.stored = true;
-                        self.state.writer().submit(
-                            vec![storage::WriteOp::PutIncomingQos2 {
-                                client_id: self.client_id().to_string(),
-                                packet_id,
-                            }],
-                            traced_durable(
-                                telemetry::store_span(&span),
-                                hold_until_durable(guard.get()),
-                            ),
-                        );
-                    }
-                    let receivers = self.publish_message(message, Some(&mut guard));
-                    if !guard.created() {
-                        self.incoming.complete(token, accepted(receivers));
-                    }
-                }
-            }
-        }
-        self.flush_acks(ctx);
-    }
-
-    /// Refuses a QoS > 0 PUBLISH with a reason (5.0); QoS 0 ones are dropped.
-    fn refuse_publish(&mut self, publish: &Publish, code: ReasonCode, ctx: &mut Context<Self>) {
-        let kind = match publish.qos {
-            QoS::AtMostOnce => return,
-            QoS::AtLeastOnce => AckKind::PubAck,
-            QoS::ExactlyOnce => AckKind::PubRec,
+        let Some((kind, packet_id)) = ack else {
+            self.publish_message(message, None);
+            return;
         };
-        self.incoming
-            .push_ready(kind, publish.packet_id.unwrap_or(0), code);
-        self.flush_acks(ctx);
+        if hold_qos2 {
+            self.incoming.insert_qos2(packet_id);
+        }
+        let token = self.incoming.begin(kind, packet_id);
+        let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
+        if store_qos2 {
+            self.stored = true;
+            self.state.writer().submit(
+                vec![storage::WriteOp::PutIncomingQos2 {
+                    client_id: self.client_id().to_string(),
+                    packet_id,
+                }],
+                traced_durable(
+                    telemetry::store_span(&span),
+                    hold_until_durable(guard.get()),
+                ),
+            );
+        }
+        let receivers = self.publish_message(message, Some(&mut guard));
+        if !guard.created() {
+            self.incoming.complete(token, accepted(receivers));
+        }
     }
 
     /// Stores it as retained if flagged, then routes it. Returns how many
@@ -220,25 +201,20 @@ impl Session {
         routed + hub + usize::from(retained)
     }
 
-    /// Writes the acknowledgements that are ready, in order.
+    /// Writes the acknowledgements that are ready, in order
+    /// (`core::publish::plan_ack`).
     pub(super) fn flush_acks(&mut self, ctx: &mut Context<Self>) {
         let mut ready: Vec<ReadyAck> = Vec::new();
         self.incoming.poll_ready(&mut ready);
-        for mut ack in ready {
-            if ack.kind == AckKind::PubRec && ack.reason_code.is_error() {
-                // Not accepted: a resend of this id is a new message to
-                // route, not a duplicate to acknowledge without routing.
+        for ack in ready {
+            let plan = plan_ack(self.protocol, ack);
+            if plan.forget_qos2 {
                 self.forget_qos2(ack.packet_id);
             }
-            if ack.reason_code.is_error() && !self.protocol.is_v5() {
-                // 3.1.1 cannot say a message was not accepted: close without
-                // acknowledging, so the client sends it again.
-                self.protocol_error(SessionError::MessageNotStored(ack.packet_id), ctx);
-                return;
-            }
-            if !self.protocol.is_v5() {
-                ack.reason_code = ReasonCode::Success;
-            }
+            let ack = match plan.outcome {
+                AckOutcome::Send(ack) => ack,
+                AckOutcome::Disconnect(e) => return self.protocol_error(e, ctx),
+            };
             let response = PubResponse {
                 packet_id: ack.packet_id,
                 reason_code: ack.reason_code,
@@ -257,10 +233,7 @@ impl Session {
     pub(super) fn ack_properties(&self, code: ReasonCode) -> AckProperties {
         let wanted = self.conn.as_ref().is_some_and(|c| c.problem_information);
         AckProperties {
-            reason_string: (wanted && code.is_error())
-                .then(|| reason_text(code))
-                .flatten()
-                .map(Into::into),
+            reason_string: reason_string(wanted, code).map(Into::into),
             user_properties: Vec::new(),
         }
     }
@@ -284,12 +257,7 @@ impl Session {
     /// PUBREL: the QoS 2 id is released; answer PUBCOMP.
     fn handle_pubrel(&mut self, pubrel: PubResponse) {
         let known = self.forget_qos2(pubrel.packet_id);
-        // 5.0: 0x92 if the id was not known (3.1.1 always answers Success)
-        let reason_code = if known || !self.protocol.is_v5() {
-            ReasonCode::Success
-        } else {
-            ReasonCode::PacketIdentifierNotFound
-        };
+        let reason_code = pubcomp_code(self.protocol, known);
         self.send(&Packet::PubComp(PubResponse {
             packet_id: pubrel.packet_id,
             reason_code,

@@ -14,6 +14,11 @@
 //! answers leave in the order the packets arrived (the writer runs
 //! callbacks in submission order). A change that could not be stored is not
 //! acknowledged: the connection is closed and the client subscribes again.
+//!
+//! The rules (No Local on shared subscriptions, the code of each filter,
+//! Retain Handling, what an UNSUBSCRIBE withdraws) are in `core::subscribe`
+//! (sans-IO); this file holds the router lock, the store writes, the
+//! cluster proposals and the retained index lookups they call for.
 
 use std::cmp::min;
 use std::sync::Arc;
@@ -21,40 +26,31 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use super::core::subscribe::{
+    check_subscribe, plan_subscription, plan_unsubscription, unsuback_reason_codes, FilterPlan,
+};
 use super::error::SessionError;
 use super::Session;
-use crate::codec::topic::split_shared;
-use crate::codec::{
-    AckProperties, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck,
-    Unsubscribe,
-};
+use crate::codec::{AckProperties, Packet, QoS, SubAck, Subscribe, UnsubAck, Unsubscribe};
 use crate::handle::{Backpressure, Deliver, SubscriptionEntry};
 use crate::message::{unix_ms, Message};
 use crate::nodes::Proposal;
 
-/// The SUBACK code granting `qos`.
-fn granted(qos: QoS) -> ReasonCode {
-    match qos {
-        QoS::AtMostOnce => ReasonCode::Success,
-        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
-        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
-    }
-}
-
 impl Session {
+    /// SUBSCRIBE: `core::subscribe` plans each filter; the router, the
+    /// store, the cluster and the retained index carry it out.
     pub(super) fn handle_subscribe(&mut self, subscribe: Subscribe, ctx: &mut Context<Self>) {
-        let v5 = self.protocol.is_v5();
-        for (filter, options) in &subscribe.filters {
-            // 5.0 [MQTT-3.8.3-4] No Local on a shared subscription is a protocol error
-            if v5 && options.no_local && matches!(split_shared(filter), Ok(Some(_))) {
-                return self.protocol_error(SessionError::NoLocalOnShared(filter.clone()), ctx);
-            }
+        if let Err(e) = check_subscribe(self.protocol, &subscribe.filters) {
+            return self.protocol_error(e, ctx);
         }
         // topic limits and ACL, per filter (session/checks.rs)
-        let refusals: Vec<Option<ReasonCode>> = subscribe
+        let persistent = self.is_persistent();
+        let plans: Vec<FilterPlan> = subscribe
             .filters
             .iter()
-            .map(|(filter, _)| self.subscribe_refusal(filter))
+            .map(|(filter, options)| {
+                plan_subscription(filter, options, self.subscribe_refusal(filter), persistent)
+            })
             .collect();
         let subscription_id = subscribe.properties.subscription_identifier;
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
@@ -65,33 +61,30 @@ impl Session {
         let now = unix_ms();
         {
             let mut router = self.state.router().write();
-            for ((filter, options), refusal) in subscribe.filters.into_iter().zip(refusals) {
-                if let Some(code) = refusal {
-                    reason_codes.push(code);
-                    continue;
-                }
-                let shared = matches!(split_shared(&filter), Ok(Some(_)));
+            for ((filter, options), plan) in subscribe.filters.into_iter().zip(plans) {
+                let grant = match plan {
+                    FilterPlan::Refuse(code) => {
+                        reason_codes.push(code);
+                        continue;
+                    }
+                    FilterPlan::Subscribe(grant) => grant,
+                };
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,
-                    shared_filter: shared.then(|| filter.clone()),
+                    shared_filter: grant.shared.then(|| filter.clone()),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
                 let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
-                if previous.is_none() {
+                let then = grant.on_subscribed(previous.is_none());
+                if then.propose_route {
                     route_applied.extend(
                         self.state
                             .cluster()
                             .propose_applied(Proposal::AddRoute(filter.to_string())),
                     );
                 }
-                let send_retained = !shared
-                    && match options.retain_handling {
-                        RetainHandling::SendAtSubscribe => true,
-                        RetainHandling::SendAtSubscribeIfNew => previous.is_none(),
-                        RetainHandling::DoNotSend => false,
-                    };
-                if send_retained {
+                if then.send_retained {
                     self.state.retained().read().matches(&filter, |_, message| {
                         if !message.is_expired(now) {
                             retained.push((
@@ -102,14 +95,14 @@ impl Session {
                         }
                     });
                 }
-                if self.is_persistent() {
+                if grant.store {
                     ops.push(storage::WriteOp::PutSubscription {
                         client_id: self.client_id().to_string(),
                         record: crate::records::to_record(&filter, &entry),
                     });
                 }
                 self.subscriptions.insert(filter, entry);
-                reason_codes.push(granted(options.qos));
+                reason_codes.push(grant.reason_code);
             }
         }
         if !ops.is_empty() {
@@ -225,21 +218,18 @@ impl Session {
             let mut router = self.state.router().write();
             for filter in unsubscribe.filters {
                 let existed = router.unsubscribe(&filter, &self.subscriber()).is_some();
-                if existed {
+                let plan = plan_unsubscription(existed, self.stored);
+                if plan.withdraw_route {
                     self.propose(|_| Proposal::RemoveRoute(filter.to_string()));
                 }
                 self.subscriptions.remove(&filter);
-                if existed && self.stored {
+                if plan.delete_stored {
                     ops.push(storage::WriteOp::DeleteSubscription {
                         client_id: self.client_id().to_string(),
                         filter: filter.to_string(),
                     });
                 }
-                reason_codes.push(if existed {
-                    ReasonCode::Success
-                } else {
-                    ReasonCode::NoSubscriptionExisted
-                });
+                reason_codes.push(plan.reason_code);
             }
         }
         if !ops.is_empty() {
@@ -247,11 +237,7 @@ impl Session {
         }
         let unsuback = Packet::UnsubAck(UnsubAck {
             packet_id: unsubscribe.packet_id,
-            reason_codes: if self.protocol.is_v5() {
-                reason_codes
-            } else {
-                Vec::new()
-            },
+            reason_codes: unsuback_reason_codes(self.protocol, reason_codes),
             properties: AckProperties::default(),
         });
         match self.submit_durable(ops) {

@@ -587,6 +587,21 @@ impl Cluster {
         self.inner.forwarder.stats()
     }
 
+    /// True when the cluster confirmed this node's role (leader or
+    /// follower of the current term, see `NodeStatus::confirmed_at`)
+    /// within twice the election timeout: longer than that, an election has
+    /// started elsewhere and this node's view may be stale (it was paused,
+    /// or cut off), even if it still believes it leads.
+    pub fn in_contact(&self) -> bool {
+        let window = self.inner.config.tick * (2 * self.inner.config.election_ticks) as u32;
+        self.inner
+            .shared
+            .status
+            .lock()
+            .confirmed_at
+            .is_some_and(|at| at.elapsed() <= window)
+    }
+
     /// This node's view of the cluster.
     pub fn status(&self) -> ClusterStatus {
         let node = self.inner.shared.status.lock().clone();

@@ -113,6 +113,37 @@ fn after_leader_loss_a_new_leader_is_elected_and_the_old_one_follows() {
 }
 
 #[test]
+fn a_cut_off_leader_is_no_longer_confirmed_while_the_new_one_is() {
+    // A leader that hears nothing (isolated, or paused) may still believe
+    // it leads; `confirmed_at` is when a majority last answered it, so the
+    // broker can tell its view is old (chaos seed 5).
+    let mut net = Network::new(&[1, 2, 3], test_config);
+    let old = net.wait_for_leader(200);
+    assert!(net.run_until(50, |net| net.node(old).status().confirmed_at.is_some()));
+    let mut rx = net.propose(old, add_route("before", old));
+    net.wait_outcome(&mut rx, 100);
+    let before = net.node(old).status().confirmed_at.unwrap();
+    net.isolate(old);
+    assert!(net.run_until(300, |net| net.leader().is_some_and(|l| l != old)));
+    let new = net.leader().unwrap();
+    assert!(net.run_until(50, |net| net
+        .node(new)
+        .status()
+        .confirmed_at
+        .is_some_and(|t| t > before)));
+    let stale = net.node(old).status().confirmed_at;
+    assert!(
+        stale.is_none_or(|t| t <= before),
+        "nothing confirmed the cut-off leader since"
+    );
+    net.recover();
+    assert!(net.run_until(200, |net| {
+        let s = net.node(old).status();
+        s.leader == Some(new) && s.confirmed_at.is_some_and(|t| t > before)
+    }));
+}
+
+#[test]
 fn a_minority_partition_cannot_commit_and_its_proposal_applies_once_healed() {
     // Reference: section 5.3 (an entry is committed once stored on a
     // majority) and 5.4.2.

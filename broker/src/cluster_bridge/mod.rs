@@ -429,11 +429,18 @@ impl ClusterBridge {
         Some(live.swap_remove(i))
     }
 
-    /// Waits until the cluster node is ready, at most `bound`.
+    /// Waits until the cluster node is ready and in contact with the
+    /// cluster, at most `bound`. In contact: a leader stopped (SIGSTOP)
+    /// for longer than an election still believes it leads, with
+    /// everything it knows applied, until the new term reaches it; it took
+    /// a session over from its owner in that moment, CONNACKed, and its
+    /// claim (proposed at the old term) was lost when the new leader's log
+    /// replaced it; killed a second later, the session was gone (chaos
+    /// seed 5, `sessions-kept`).
     async fn wait_ready(&self, bound: Duration) -> bool {
         let end = tokio::time::Instant::now() + bound;
         loop {
-            if self.cluster.status().ready {
+            if self.cluster.status().ready && self.cluster.in_contact() {
                 return true;
             }
             if tokio::time::Instant::now() >= end {

@@ -34,13 +34,14 @@ mod apply;
 mod propose;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
+    time::Instant,
 };
 
 use parking_lot::RwLock;
 use raft::{
-    eraftpb::{ConfState, Message},
+    eraftpb::{ConfState, Message, MessageType},
     RawNode, SnapshotStatus, StateRole, Storage as _,
 };
 use storage::RaftStorage;
@@ -153,6 +154,12 @@ pub struct NodeStatus {
     pub initialized: bool,
     /// This node was removed from the configuration.
     pub removed: bool,
+    /// When the cluster last confirmed this node's role in the current
+    /// term: for a leader, when a majority of voters had last answered its
+    /// appends or heartbeats; for a follower, when its leader was last
+    /// heard. A leader stopped (SIGSTOP) and resumed still believes it
+    /// leads until it hears the new term; this tells it is behind.
+    pub confirmed_at: Option<Instant>,
 }
 
 struct Pending {
@@ -195,6 +202,9 @@ pub struct RaftNode {
     /// whose configuration does not hold the receiving node, so the one
     /// stored before the change is useless to the new node.
     snapshot_due: bool,
+    /// Per node: the term and time it last confirmed this node's role
+    /// (see [`NodeStatus::confirmed_at`]).
+    confirmed: HashMap<u64, (u64, Instant)>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -275,6 +285,7 @@ impl RaftNode {
         Ok(RaftNode {
             member_seen,
             snapshot_due: false,
+            confirmed: HashMap::new(),
             next_request_id: rand::random::<u64>() >> 1,
             config,
             raw,
@@ -340,8 +351,61 @@ impl RaftNode {
     /// Hands a peer's message to raft. Messages raft refuses (from a node it
     /// does not know, of a local-only type) are dropped.
     pub fn step(&mut self, message: Message) {
+        let (from, term, kind) = (message.from, message.term, message.get_msg_type());
         if let Err(e) = self.raw.step(message) {
             tracing::debug!(node = self.config.id, error = %e, "raft dropped a message");
+        }
+        let raft = &self.raw.raft;
+        let confirms = term == raft.term
+            && match raft.state {
+                StateRole::Leader => matches!(
+                    kind,
+                    MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                ),
+                StateRole::Follower => {
+                    from == raft.leader_id
+                        && matches!(
+                            kind,
+                            MessageType::MsgAppend
+                                | MessageType::MsgHeartbeat
+                                | MessageType::MsgSnapshot
+                        )
+                }
+                _ => false,
+            };
+        if confirms {
+            self.confirmed.insert(from, (term, Instant::now()));
+        }
+    }
+
+    /// See [`NodeStatus::confirmed_at`].
+    fn confirmed_at(&self) -> Option<Instant> {
+        let raft = &self.raw.raft;
+        let at = |id: u64| {
+            self.confirmed
+                .get(&id)
+                .filter(|(term, _)| *term == raft.term)
+                .map(|(_, at)| *at)
+        };
+        match raft.state {
+            StateRole::Leader => {
+                // besides this node, half of the voters make a majority
+                let need = self.conf_state.voters.len() / 2;
+                if need == 0 {
+                    return Some(Instant::now());
+                }
+                let mut times: Vec<Instant> = self
+                    .conf_state
+                    .voters
+                    .iter()
+                    .filter(|v| **v != self.config.id)
+                    .filter_map(|v| at(*v))
+                    .collect();
+                times.sort_unstable_by(|a, b| b.cmp(a));
+                times.get(need - 1).copied()
+            }
+            StateRole::Follower => at(raft.leader_id),
+            _ => None,
         }
     }
 
@@ -471,6 +535,7 @@ impl RaftNode {
             ready: self.is_ready(),
             initialized: !self.conf_state.voters.is_empty(),
             removed: self.removed,
+            confirmed_at: self.confirmed_at(),
         }
     }
 }

@@ -272,14 +272,8 @@ struct Got {
 /// (QoS 2: PUBREC, then PUBCOMP on PUBREL).
 async fn collect(c: &mut Raw, quiet: Duration) -> Vec<Got> {
     let mut got = Vec::new();
-    while let Some(bytes) = c.recv_bytes_within(quiet).await {
-        let mut b = bytes::BytesMut::from(&bytes[..]);
-        let limits = broker::codec::Limits {
-            max_packet_size: u32::MAX,
-            version: c.version,
-            refuse_control_characters: false,
-        };
-        match Packet::decode(&mut b, &limits).unwrap().unwrap() {
+    while let Some(packet) = next_packet(c, quiet).await {
+        match packet {
             Packet::Publish(p) => {
                 match (p.qos, p.packet_id) {
                     (QoS::AtLeastOnce, Some(id)) => c.send(&build::puback(id)).await,

@@ -27,6 +27,7 @@ pub mod counters;
 pub mod drain;
 pub mod enhanced_auth;
 pub mod fanout;
+pub mod group_copies;
 pub mod handle;
 pub mod http;
 pub mod hub;

@@ -69,6 +69,8 @@ pub struct BrokerState {
     open_writers: AtomicUsize,
     /// IoT hub routes and events.
     hub: Hub,
+    /// Shared-group copies stored before this node started (`restore`).
+    group_copies: crate::group_copies::GroupCopies,
 }
 
 /// Why the security files (password file, JWT key, ACL file) could not be
@@ -104,6 +106,7 @@ impl BrokerState {
         );
         BrokerState {
             hub,
+            group_copies: Default::default(),
             cluster,
             auth_methods,
             auth: Arc::new(auth),
@@ -128,6 +131,11 @@ impl BrokerState {
     /// The IoT hub: routes and events.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Shared-group copies stored before this node started.
+    pub fn group_copies(&self) -> &crate::group_copies::GroupCopies {
+        &self.group_copies
     }
 
     /// Reads the password file, JWT key and ACL file the configuration names.
@@ -231,6 +239,29 @@ impl BrokerState {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// A node alone with the default configuration and a real store at
+    /// `store`, without workers (unit tests that route or restore without
+    /// running sessions).
+    #[cfg(test)]
+    pub fn for_tests(store: &std::path::Path) -> BrokerState {
+        let config = Config::default();
+        let store = storage::Store::open(&storage::StoreConfig {
+            path: store.to_path_buf(),
+            cache_capacity_bytes: 1 << 20,
+            flush_every_ms: None,
+        })
+        .unwrap();
+        let security = BrokerState::load_security(&config).unwrap();
+        BrokerState::new(
+            config,
+            store,
+            Vec::new(),
+            security,
+            Default::default(),
+            None,
+        )
     }
 }
 

@@ -33,6 +33,7 @@ const LAYERS: &[&str] = &[
     "nodes",
     "records",
     "registry",
+    "group_copies",
     "hub",
     "state",
     "fanout",

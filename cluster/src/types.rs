@@ -220,6 +220,7 @@ impl From<&SessionState> for proto::SessionState {
                     seq: *seq,
                     released: r.released,
                     message: Some(message_to_proto(&r.message)),
+                    uid: r.uid,
                 })
                 .collect(),
             incoming_qos2: s.incoming_qos2.iter().map(|&p| u32::from(p)).collect(),
@@ -240,6 +241,7 @@ pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<Session
                 o.seq,
                 OutgoingRecord {
                     released: o.released,
+                    uid: o.uid,
                     message,
                 },
             ))
@@ -341,6 +343,7 @@ mod tests {
                 3,
                 OutgoingRecord {
                     released: true,
+                    uid: 12,
                     message: StoredMessage {
                         topic: "a/b".into(),
                         payload: Bytes::from_static(b"x"),

@@ -245,6 +245,7 @@ async fn takeover_returns_the_owners_session_state() {
             4,
             OutgoingRecord {
                 released: false,
+                uid: 0x0bad_cafe,
                 message: StoredMessage {
                     topic: "cmd/dev-7/reboot".into(),
                     payload: Bytes::from_static(b"now"),

@@ -19,6 +19,7 @@ fn op(client: usize, seq: u64) -> WriteOp {
         seq,
         record: OutgoingRecord {
             released: false,
+            uid: seq,
             message: StoredMessage {
                 topic: "bench/group/commit".into(),
                 payload: Bytes::from_static(&[0x5a; 64]),

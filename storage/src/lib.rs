@@ -24,7 +24,8 @@
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
 //! `outgoing` holds both queued and in-flight messages bound for a client.
-//! Every value starts with a format-version byte (see `records.rs`); an
+//! Every value starts with a format-version byte (see `records.rs`: 2 for
+//! `outgoing`, which gained the message's cluster-wide id, 1 elsewhere); an
 //! unknown version or a damaged value is an [`Error::Corrupt`] naming the tree
 //! and key. The raft trees belong to [`RaftStorage`] (raft-rs's `Storage` for
 //! the cluster crate), which writes them itself rather than through the writer.
@@ -98,6 +99,7 @@ pub use raft::{RaftStorage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
+    OUTGOING_FORMAT_VERSION,
 };
 pub use stats::{
     LatencyHistogram, LatencySnapshot, WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS,

@@ -1,9 +1,13 @@
 //! Stored record types and their value encoding.
 //!
-//! Every value starts with a format-version byte. This build writes version 1
-//! and reads version 1; a later build that changes a layout writes a new
+//! Every value starts with a format-version byte. This build writes version 2
+//! for `outgoing` values and version 1 for every other record type, and reads
+//! versions 1 and 2 of `outgoing`; a build that changes a layout writes a new
 //! version and keeps a decoder for each older one, so it can read a store
-//! written before the upgrade. Decoding never panics: a truncated value, a bad
+//! written before the upgrade (the migration is this read: an `outgoing`
+//! value of version 1 comes back with `uid` 0, "unknown", and is written as
+//! version 2 the next time it changes; outgoing records live until the
+//! client acknowledges them, so no rewrite pass is needed). Decoding never panics: a truncated value, a bad
 //! flag byte, trailing bytes or an unknown version is a [`DecodeError`] that
 //! the caller turns into `Error::Corrupt` naming the tree and key.
 //!
@@ -21,12 +25,21 @@
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
-//! `storage/tests/golden/v1/` holds one file of exact bytes per record type.
+//! Format version 2 changes `outgoing` only:
+//! - outgoing: `02 released:bool uid:u64 message` (`uid`: the message's
+//!   cluster-wide id, `Message::uid` in the broker, 0 when unknown; a node
+//!   that restarts learns from it which forwarded copies it stored already).
+//!
+//! `storage/tests/golden/v1/` and `v2/` hold one file of exact bytes per
+//! record type and version.
 
 use bytes::Bytes;
 
-/// The format version this build writes.
+/// The format version this build writes for every record type but `outgoing`.
 pub const FORMAT_VERSION: u8 = 1;
+
+/// The format version this build writes for `outgoing` values.
+pub const OUTGOING_FORMAT_VERSION: u8 = 2;
 
 /// A client's session state that outlives its connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +92,9 @@ pub struct StoredMessage {
 pub struct OutgoingRecord {
     /// PUBREC received: only PUBREL/PUBCOMP are left, the message is not resent.
     pub released: bool,
+    /// The message's cluster-wide id (the broker's `Message::uid`); 0 when
+    /// unknown (a value of format version 1).
+    pub uid: u64,
     /// The message; its `qos` is the delivery QoS.
     pub message: StoredMessage,
 }
@@ -109,12 +125,15 @@ impl std::fmt::Display for DecodeError {
 
 type DecodeResult<T> = Result<T, DecodeError>;
 
-/// Appends the encodings of format version 1.
+/// Appends the encodings of one format version.
 struct Writer(Vec<u8>);
 
 impl Writer {
     fn new() -> Writer {
-        Writer(vec![FORMAT_VERSION])
+        Writer::version(FORMAT_VERSION)
+    }
+    fn version(version: u8) -> Writer {
+        Writer(vec![version])
     }
     fn u8(&mut self, v: u8) {
         self.0.push(v);
@@ -163,13 +182,22 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// Checks the version byte and positions the reader after it.
+    /// Checks the version byte ([`FORMAT_VERSION`]) and positions the
+    /// reader after it.
     fn new(value: &'a [u8]) -> DecodeResult<Reader<'a>> {
+        Reader::versioned(value, FORMAT_VERSION).map(|(r, _)| r)
+    }
+    /// Checks that the version byte is 1 to `latest`; returns the reader
+    /// after it and the version.
+    fn versioned(value: &'a [u8], latest: u8) -> DecodeResult<(Reader<'a>, u8)> {
         match value.first() {
             None => Err(DecodeError("empty value: no format version byte".into())),
-            Some(&FORMAT_VERSION) => Ok(Reader { value, pos: 1 }),
+            Some(&v) if (1..=latest).contains(&v) => Ok((Reader { value, pos: 1 }, v)),
+            Some(&v) if latest == 1 => Err(DecodeError(format!(
+                "unknown format version {v} (this build reads version 1)"
+            ))),
             Some(&v) => Err(DecodeError(format!(
-                "unknown format version {v} (this build reads version {FORMAT_VERSION})"
+                "unknown format version {v} (this build reads versions 1 to {latest})"
             ))),
         }
     }
@@ -359,19 +387,23 @@ impl SubscriptionRecord {
 }
 
 impl OutgoingRecord {
-    /// Encodes at [`FORMAT_VERSION`].
+    /// Encodes at [`OUTGOING_FORMAT_VERSION`].
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        let mut w = Writer::version(OUTGOING_FORMAT_VERSION);
         w.bool(self.released);
+        w.u64(self.uid);
         w.message(&self.message);
         w.0
     }
 
-    /// Decodes a value of any supported format version.
+    /// Decodes a value of format version 1 (`uid` 0) or 2.
     pub(crate) fn decode(value: &[u8]) -> Result<OutgoingRecord, DecodeError> {
-        let mut r = Reader::new(value)?;
+        let (mut r, version) = Reader::versioned(value, OUTGOING_FORMAT_VERSION)?;
+        let released = r.bool("released")?;
+        let uid = if version >= 2 { r.u64("uid")? } else { 0 };
         let record = OutgoingRecord {
-            released: r.bool("released")?,
+            released,
+            uid,
             message: r.message()?,
         };
         r.finish()?;
@@ -498,14 +530,39 @@ mod tests {
     #[test]
     fn outgoing_round_trips() {
         let mut m = message();
-        for released in [false, true] {
+        for (released, uid) in [(false, 0), (true, u64::MAX)] {
             m.expires_at_ms = None;
             let r = OutgoingRecord {
                 released,
+                uid,
                 message: m.clone(),
             };
-            assert_eq!(OutgoingRecord::decode(&r.encode()).unwrap(), r);
+            let value = r.encode();
+            assert_eq!(value[0], OUTGOING_FORMAT_VERSION);
+            assert_eq!(OutgoingRecord::decode(&value).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn an_outgoing_value_of_version_1_reads_with_an_unknown_uid() {
+        let r = OutgoingRecord {
+            released: true,
+            uid: 77,
+            message: message(),
+        };
+        // version 1: the same fields without the uid
+        let v2 = r.encode();
+        let mut v1 = vec![1, v2[1]];
+        v1.extend_from_slice(&v2[10..]);
+        let read = OutgoingRecord::decode(&v1).unwrap();
+        assert_eq!(read, OutgoingRecord { uid: 0, ..r });
+        let mut v3 = v2.clone();
+        v3[0] = 3;
+        let err = OutgoingRecord::decode(&v3).unwrap_err();
+        assert_eq!(
+            err.0,
+            "unknown format version 3 (this build reads versions 1 to 2)"
+        );
     }
 
     #[test]
@@ -535,6 +592,7 @@ mod tests {
     fn every_truncation_of_a_value_is_rejected() {
         let value = OutgoingRecord {
             released: true,
+            uid: 9,
             message: message(),
         }
         .encode();

@@ -60,6 +60,7 @@ fn request(j: u64) -> Vec<WriteOp> {
     }
     let mut record = OutgoingRecord {
         released: false,
+        uid: step,
         message: message("crash/test", b""),
     };
     record.message.payload = Bytes::copy_from_slice(&step.to_be_bytes());

@@ -51,6 +51,7 @@ const GROUP: usize = 8;
 fn put(seq: u64) -> WriteOp {
     let mut record = OutgoingRecord {
         released: false,
+        uid: seq,
         message: message("full/disk", b""),
     };
     record.message.payload = Bytes::from(vec![(seq % 251) as u8; 4096]);

@@ -1,7 +1,9 @@
-//! Golden values of every on-disk format version (`tests/golden/v1/`, made by
-//! `make.py` independently of the encoder): each must decode to the expected
-//! record, the encoder must still write exactly these bytes, and the damaged
-//! ones must be rejected with an error naming the tree and key.
+//! Golden values of every on-disk format version (`tests/golden/v1/` and
+//! `v2/`, made by `make.py` independently of the encoder): each must decode
+//! to the expected record (a value of an older version is how a store written
+//! before an upgrade reads), the encoder must still write exactly the bytes
+//! of the version it writes, and the damaged ones must be rejected with an
+//! error naming the tree and key.
 
 mod common;
 
@@ -82,9 +84,11 @@ fn expected_subscription() -> SubscriptionRecord {
     }
 }
 
+/// `v1/outgoing.bin`: format version 1 has no uid, it reads as 0.
 fn expected_outgoing() -> OutgoingRecord {
     OutgoingRecord {
         released: true,
+        uid: 0,
         message: StoredMessage {
             topic: "a/b".into(),
             payload: Bytes::from_static(b"hi"),
@@ -92,6 +96,22 @@ fn expected_outgoing() -> OutgoingRecord {
             retain: false,
             properties: Bytes::from_static(&[0x01, 0x01]),
             expires_at_ms: Some(1_700_000_060_000),
+        },
+    }
+}
+
+/// `v2/outgoing.bin`.
+fn expected_outgoing_v2() -> OutgoingRecord {
+    OutgoingRecord {
+        released: false,
+        uid: 0x1122_3344_5566_7788,
+        message: StoredMessage {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hi"),
+            qos: 1,
+            retain: true,
+            properties: Bytes::new(),
+            expires_at_ms: None,
         },
     }
 }
@@ -155,8 +175,41 @@ fn golden_v1_values_decode() {
 
 const HUB_ROUTE: &str = r#"{"name":"r","topic":"t","type":"rest","url":"http://h/"}"#;
 
+/// The golden file the encoder's value for `name` must equal: the version
+/// this build writes for it.
+fn current_golden(name: &str) -> Vec<u8> {
+    match name {
+        "outgoing" => golden_of(2, "outgoing.bin"),
+        _ => golden(&format!("{name}.bin")),
+    }
+}
+
 #[test]
-fn encoder_still_writes_the_golden_v1_bytes() {
+fn golden_v2_outgoing_decodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = client_key(&43u64.to_be_bytes());
+    write_raw(
+        dir.path(),
+        &[
+            ("outgoing", key, golden_of(2, "outgoing.bin")),
+            // a store written before the upgrade holds version 1 values
+            // next to version 2 ones: both read
+            (
+                "outgoing",
+                client_key(&42u64.to_be_bytes()),
+                golden("outgoing.bin"),
+            ),
+        ],
+    );
+    let store = open(dir.path());
+    assert_eq!(
+        store.load_outgoing(CLIENT).unwrap(),
+        [(42, expected_outgoing()), (43, expected_outgoing_v2())]
+    );
+}
+
+#[test]
+fn encoder_writes_the_golden_bytes_of_the_current_versions() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let ops = vec![
@@ -171,7 +224,7 @@ fn encoder_still_writes_the_golden_v1_bytes() {
         WriteOp::PutOutgoing {
             client_id: CLIENT.into(),
             seq: 42,
-            record: expected_outgoing(),
+            record: expected_outgoing_v2(),
         },
         WriteOp::PutIncomingQos2 {
             client_id: CLIENT.into(),
@@ -197,7 +250,7 @@ fn encoder_still_writes_the_golden_v1_bytes() {
     for (tree, key, name) in layout() {
         let value = db.open_tree(tree).unwrap().get(&key).unwrap();
         let value = value.unwrap_or_else(|| panic!("{tree}: key missing"));
-        assert_eq!(&*value, golden(&format!("{name}.bin")).as_slice(), "{tree}");
+        assert_eq!(&*value, current_golden(name).as_slice(), "{tree}");
     }
 }
 
@@ -250,13 +303,28 @@ fn damaged_golden_v1_values_are_rejected_naming_the_tree() {
 }
 
 #[test]
+fn damaged_golden_v2_values_are_rejected_naming_the_tree() {
+    let key = client_key(&42u64.to_be_bytes());
+    let cases = [
+        ("outgoing.truncated.bin", "truncated: uid"),
+        (
+            "outgoing.unknown-version.bin",
+            "unknown format version 3 (this build reads versions 1 to 2)",
+        ),
+    ];
+    for (file, reason) in cases {
+        assert_rejected("outgoing", &key, golden_of(2, file), reason);
+    }
+}
+
+#[test]
 fn truncations_of_every_golden_value_are_rejected() {
     // Every length is covered by the decoder's unit test; here the store path
     // is checked for the first, middle and last ones. One store for all cases:
     // each value is written, loaded, then deleted.
     let dir = tempfile::tempdir().unwrap();
     for (tree, key, name) in layout() {
-        let value = golden(&format!("{name}.bin"));
+        let value = current_golden(name);
         let mut lengths = vec![0, 1, value.len() / 2, value.len() - 1];
         lengths.retain(|&len| len < value.len());
         lengths.sort_unstable();

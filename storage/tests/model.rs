@@ -82,8 +82,13 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
                 subscription_identifier: id,
             },
         );
-    let outgoing = (any::<bool>(), message())
-        .prop_map(|(released, message)| OutgoingRecord { released, message });
+    let outgoing = (any::<bool>(), any::<u64>(), message()).prop_map(|(released, uid, message)| {
+        OutgoingRecord {
+            released,
+            uid,
+            message,
+        }
+    });
     prop_oneof![
         1 => (client(), session).prop_map(|(client_id, record)| WriteOp::PutSession { client_id, record }),
         1 => client().prop_map(|client_id| WriteOp::DeleteSession { client_id }),

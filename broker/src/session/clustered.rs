@@ -96,6 +96,7 @@ impl Session {
                 seq: m.seq,
                 record: storage::OutgoingRecord {
                     released: m.state == OutState::Released,
+                    uid: m.message.uid,
                     message: m.message.to_stored(m.qos, m.retain, &m.subscription_ids),
                 },
             });
@@ -343,6 +344,7 @@ impl Handler<HandOver> for Session {
                         m.seq,
                         storage::OutgoingRecord {
                             released: m.state == OutState::Released,
+                            uid: m.message.uid,
                             message: m.message.to_stored(m.qos, m.retain, &m.subscription_ids),
                         },
                     )

@@ -201,6 +201,7 @@ impl Session {
             self.stored = true;
             let record = storage::OutgoingRecord {
                 released: false,
+                uid: message.uid,
                 message: message.to_stored(qos, retain, &subscription_ids),
             };
             let held = hold_until_durable(ack);
@@ -434,6 +435,7 @@ impl Session {
                     seq,
                     record: storage::OutgoingRecord {
                         released: true,
+                        uid: d.message.uid,
                         message: d.message.to_stored(d.qos, d.retain, &d.subscription_ids),
                     },
                 }],
@@ -544,6 +546,7 @@ impl Session {
         };
         let record = storage::OutgoingRecord {
             released: true,
+            uid: msg.message.uid,
             message: msg
                 .message
                 .to_stored(msg.qos, msg.retain, &msg.subscription_ids),

@@ -218,7 +218,7 @@ impl Session {
             hold_timer: false,
             stalled: false,
             auth: None,
-            recent: None,
+            recent: recent::Recent::restored(crate::message::unix_ms(), restored.recent_uids),
             state,
         }
     }

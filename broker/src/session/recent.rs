@@ -46,6 +46,18 @@ impl Recent {
         }
     }
 
+    /// At startup, for a session restored with stored copies: their ids,
+    /// and every id from now until `now + WINDOW_MS` (a node killed before
+    /// it acknowledged a forwarded copy gets it again once it is back, from
+    /// the link's resend). `None` when there are none.
+    pub fn restored(now: u64, stored: Vec<u64>) -> Option<Box<Recent>> {
+        if stored.is_empty() {
+            None
+        } else {
+            Some(Box::new(Recent::after_move(now, stored)))
+        }
+    }
+
     /// Records a copy about to be delivered; false if the session got this
     /// message already (drop the copy). Id 0 (unknown) is never a duplicate.
     pub fn first_time(&mut self, now: u64, uid: u64, qos: QoS) -> bool {

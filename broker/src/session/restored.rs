@@ -24,6 +24,10 @@ pub struct Restored {
     pub subscriptions: Vec<(ByteString, SubscriptionEntry)>,
     pub outgoing: Vec<OutMsg>,
     pub incoming_qos2: Vec<u16>,
+    /// Ids of messages the session holds already (its stored copies), for
+    /// a while not delivered again (`recent.rs`): a node restarted before
+    /// it acknowledged a copy forwarded to it gets that copy again.
+    pub recent_uids: Vec<u64>,
 }
 
 impl Restored {
@@ -68,6 +72,12 @@ impl Restored {
             }
         }
         restored.incoming_qos2 = store.load_incoming_qos2(client_id)?;
+        restored.recent_uids = restored
+            .outgoing
+            .iter()
+            .map(|m| m.message.uid)
+            .filter(|u| *u != 0)
+            .collect();
         Ok((restored, unreadable))
     }
 
@@ -116,7 +126,8 @@ impl Restored {
 fn out_msg(limits: &Limits, seq: u64, out: storage::OutgoingRecord) -> Option<OutMsg> {
     let qos = QoS::from_u8(out.message.qos).filter(|q| *q > QoS::AtMostOnce)?;
     let retain = out.message.retain;
-    let (message, subscription_ids) = Message::from_stored(out.message).ok()?;
+    let (mut message, subscription_ids) = Message::from_stored(out.message).ok()?;
+    message.uid = out.uid;
     let charge = limits.charge((message.topic.len() + message.payload.len()) as u64);
     Some(OutMsg {
         charge,

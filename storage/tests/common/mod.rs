@@ -89,21 +89,27 @@ pub fn message(topic: &str, payload: &'static [u8]) -> StoredMessage {
 pub fn outgoing(topic: &str, payload: &'static [u8]) -> OutgoingRecord {
     OutgoingRecord {
         released: false,
+        uid: 0,
         message: message(topic, payload),
     }
 }
 
-/// A golden file of `tests/golden/v1`. The directory is the run-time
+/// A golden file of `tests/golden/v1`.
+pub fn golden(name: &str) -> Vec<u8> {
+    golden_of(1, name)
+}
+
+/// A golden file of `tests/golden/v{version}`. The directory is the run-time
 /// `CARGO_MANIFEST_DIR` (cargo test sets it): the one baked in at build time
 /// is stale when a cached build of an unchanged crate is reused from another
 /// checkout path.
-pub fn golden(name: &str) -> Vec<u8> {
+pub fn golden_of(version: u8, name: &str) -> Vec<u8> {
     let path = std::env::var_os("CARGO_MANIFEST_DIR")
         .map_or_else(
             || std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
             std::path::PathBuf::from,
         )
-        .join("tests/golden/v1")
+        .join(format!("tests/golden/v{version}"))
         .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -1,4 +1,4 @@
-"""Writes the golden values of storage format version 1, byte by byte.
+"""Writes the golden values of storage format versions 1 and 2, byte by byte.
 
 Written by hand from the layout in storage/src/records.rs, not with the Rust
 encoder, so the golden test catches an encoder that drifts. Run from this
@@ -79,4 +79,30 @@ files = {
 
 for name, data in files.items():
     with open("v1/" + name, "wb") as f:
+        f.write(data)
+
+# Format version 2 changes `outgoing` only: a u64 uid after `released`.
+V2 = b"\x02"
+
+outgoing_v2 = (V2
+    + b"\x00"                      # released false
+    + u64(0x1122334455667788)      # uid
+    + s(b"a/b")                    # topic
+    + s(b"hi")                     # payload
+    + b"\x01"                      # qos 1
+    + b"\x01"                      # retain true
+    + s(b"")                       # properties: none
+    + b"\x00")                     # expires_at_ms None
+
+files_v2 = {
+    "outgoing.bin": outgoing_v2,
+    # damaged: cut inside the uid; a version this build does not know
+    "outgoing.truncated.bin": outgoing_v2[:6],
+    "outgoing.unknown-version.bin": b"\x03" + outgoing_v2[1:],
+}
+
+import os
+os.makedirs("v2", exist_ok=True)
+for name, data in files_v2.items():
+    with open("v2/" + name, "wb") as f:
         f.write(data)

@@ -731,6 +731,63 @@ async fn open_qos2_flows_keep_their_packet_ids_when_a_dead_nodes_session_moves_i
     assert_eq!(payloads(&got), vec![b"after".to_vec()]);
 }
 
+/// postmortem: in a chaos run (`tern-chaos`, seed 9) a subscriber answered
+/// PUBREC for a QoS 2 message and its node was killed 5 ms later, before the
+/// Released state reached the disk. Restarted, the node had the copy as
+/// queued (a restored copy is "not sent on this connection") and, learning
+/// that the session had moved, handed it over as a new message: the new
+/// owner sent it under another id, the client kept the answered id open and
+/// 69 s later took a new message with that id for a resend (lost). A copy
+/// restored from the store goes over with its packet id, answered or not:
+/// here the client did not answer, and gets the copy under the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_qos2_copies_keep_their_packet_ids_when_the_session_has_moved_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "restored-holder", false, false).await;
+    subscribe(&mut c, 1, &[("restored/#", 2)]).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(1), "restored-pub", true, false).await;
+    publish_acked(&mut p, "restored/a", 2, false, 1, b"in flight").await;
+    let end = Instant::now() + SETTLE;
+    let id = loop {
+        assert!(Instant::now() < end, "the message");
+        if let Some(Packet::Publish(m)) = next_packet(&mut c, Duration::from_millis(500)).await {
+            break m.packet_id.unwrap();
+        }
+    };
+    // no PUBREC (as if it had not reached the node before the kill)
+    cluster.node(2).kill9();
+    drop(c);
+    let mut c = connect(cluster.addr(3), "restored-holder", false, true).await;
+    cluster.node(2).start();
+    let end = Instant::now() + SETTLE;
+    loop {
+        assert!(
+            Instant::now() < end,
+            "the message again from the restarted node"
+        );
+        if let Some(Packet::Publish(m)) = next_packet(&mut c, Duration::from_millis(500)).await {
+            assert_eq!(&m.payload[..], b"in flight");
+            assert_eq!(m.packet_id, Some(id), "sent with the id it had");
+            c.send(&build::pubrec(id)).await;
+            break;
+        }
+    }
+    let end = Instant::now() + SETTLE;
+    loop {
+        assert!(Instant::now() < end, "PUBREL {id}");
+        if let Some(Packet::PubRel(r)) = next_packet(&mut c, Duration::from_millis(500)).await {
+            assert_eq!(r.packet_id, id);
+            c.send(&build::pubcomp(id)).await;
+            break;
+        }
+    }
+    publish_acked(&mut p, "restored/a", 2, false, 2, b"after").await;
+    let got = collect(&mut c, Duration::from_millis(1_000)).await;
+    assert_eq!(payloads(&got), vec![b"after".to_vec()]);
+}
+
 /// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
 /// clients that tried node 2 during the partition gave up on their CONNECT.
 /// Node 2 went on with them: with no leader, then while catching up after

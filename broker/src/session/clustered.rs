@@ -369,20 +369,24 @@ impl Handler<OwnerMoved> for Session {
         tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
         // What the client has not completed goes to the new owner, in
         // order; the local copies are deleted once all have arrived. A QoS
-        // 2 copy sent here goes with its packet id, and one the client
-        // answered with PUBREC only as that open flow: the client may hold
-        // the id until PUBREL, and would take a later message the new
-        // owner sent with that id for a resend of this one (chaos seed 2:
-        // a copy lost 55 s after the session had moved this way).
+        // 2 copy goes with its packet id, and one the client answered with
+        // PUBREC only as that open flow: the client may hold the id until
+        // PUBREL, and would take a later message the new owner sent with
+        // that id for a resend of this one (chaos seed 2: a copy lost 55 s
+        // after the session had moved this way). Queued copies too: after
+        // a restart every copy not stored as Released is restored as
+        // Queued, also one the client had answered with PUBREC when the
+        // node was killed before that state reached the disk (chaos seed 9:
+        // the id stayed open in the client, a copy lost 69 s later). Under
+        // the same id the client answers PUBREC for it without taking it
+        // twice, or takes it once if it never had it.
         let sends: Vec<_> = self
             .outgoing
             .iter()
             .map(|m| {
-                let flow = (m.qos == QoS::ExactlyOnce && m.state != OutState::Queued).then(|| {
-                    cluster::OpenFlow {
-                        packet_id: packet_id_of(m.seq),
-                        released: m.state == OutState::Released,
-                    }
+                let flow = (m.qos == QoS::ExactlyOnce).then(|| cluster::OpenFlow {
+                    packet_id: packet_id_of(m.seq),
+                    released: m.state == OutState::Released,
                 });
                 cluster.forward_to_session(
                     msg.owner,

@@ -183,9 +183,13 @@ impl Session {
                 hold_until_ms,
             } => (store, send_after_store, hold_until_ms),
         };
-        // A copy the session's old owner had sent at QoS 2 keeps its packet
-        // id: a client that got it answers PUBREC without taking it again.
-        let seq = match flow.filter(|_| qos == QoS::ExactlyOnce) {
+        // A copy the session's old owner had at QoS 2 keeps its packet id:
+        // a client that got it answers PUBREC without taking it again. Not
+        // if a message in flight here has that id: two flows cannot share
+        // it (the old owner's copy then goes under a new id).
+        let seq = match flow
+            .filter(|f| qos == QoS::ExactlyOnce && !self.outgoing.holds_packet_id(f.packet_id))
+        {
             Some(flow) => self.outgoing.next_seq_with(flow.packet_id),
             None => self.outgoing.next_seq(),
         };

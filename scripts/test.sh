@@ -94,16 +94,14 @@ if [ $# -eq 0 ]; then
   echo "== chaos suite ($SECONDS s so far)"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo --preserve-env=CARGO_TARGET_DIR,PATH,HOME"
-  # Its no-loss check still finds open broker bugs (copies lost or
-  # duplicated across a session move; README "Chaos tests", issue 17): a
-  # violation is reported here but fails the run only with
-  # TERN_CHAOS_STRICT=1, until those are fixed. The suite's own errors (it
-  # could not run) always fail the run: run.sh exits 2 for them.
+  # A violation fails the run (run.sh exits 1), as do the suite's own
+  # errors (exit 2). TERN_CHAOS_STRICT=0 reports violations without failing,
+  # for a machine too slow or too loaded for the recovery bound.
   chaos_rc=0
   $sudo chaos-tests/run.sh --quick --seed "${TERN_CHAOS_SEED:-1}" || chaos_rc=$?
   if [ "$chaos_rc" -ne 0 ]; then
-    if [ "$chaos_rc" -eq 1 ] && [ "${TERN_CHAOS_STRICT:-0}" != 1 ]; then
-      echo "== chaos suite: VIOLATIONS FOUND (known open bugs, not failing the run; TERN_CHAOS_STRICT=1 makes them fail)"
+    if [ "$chaos_rc" -eq 1 ] && [ "${TERN_CHAOS_STRICT:-1}" = 0 ]; then
+      echo "== chaos suite: VIOLATIONS FOUND (not failing the run: TERN_CHAOS_STRICT=0)"
     else
       exit "$chaos_rc"
     fi

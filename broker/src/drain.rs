@@ -21,6 +21,12 @@
 //!
 //! Bounded by `cluster.drain_timeout_secs`: what is not handed over by then
 //! stays in this node's store and is served again when it restarts.
+//!
+//! The same adoption serves a node removed from the cluster for good
+//! (`tern cluster remove`): its sessions are taken in by the other nodes
+//! from their replicated records ([`rehome_orphans`]), each by the member
+//! its client id hashes to, so that messages for them are queued and their
+//! expiry runs again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -259,12 +265,47 @@ pub async fn adopt(
         .take_over(from, &client_id)
         .await
         .map_err(|e| e.to_string())?;
+    install(&state, &bridge, client_id, Imported::State(taken), from).await
+}
+
+/// Takes in the session `client_id` of a node removed from the cluster
+/// (`from`), from its replicated record: subscriptions and expiry, without
+/// the messages that node held (README, Cluster). From then on it is served
+/// here: messages for it are queued, its expiry runs (one that passed ends
+/// it at once). Skipped if it is being adopted already or has another
+/// owner by now (its client reconnected).
+pub async fn rehome(
+    state: State,
+    bridge: Arc<ClusterBridge>,
+    client_id: String,
+    from: u64,
+    record: cluster::SessionInfo,
+) -> Result<(), String> {
+    let Some(_adopting) = bridge.adopting(&client_id) else {
+        return Ok(());
+    };
+    if bridge.session_owner(&client_id) != Some(from) {
+        return Ok(());
+    }
+    tracing::info!(%client_id, from, "session of a removed node taken in from its replicated record");
+    install(&state, &bridge, client_id, Imported::Record(record), from).await
+}
+
+/// Starts (or finds) the session here with `imported`, stores it and
+/// claims it from `from` in the replicated state.
+async fn install(
+    state: &State,
+    bridge: &ClusterBridge,
+    client_id: String,
+    imported: Imported,
+    from: u64,
+) -> Result<(), String> {
     let key = ByteString::from(client_id.as_str());
     let session = state.registry().find_or_start(&key, || {
         Session::start_on(state.clone(), key.clone(), state.next_worker())
     });
     let info = session
-        .ask(|reply| Input::Adopt(Imported::State(taken), reply))
+        .ask(|reply| Input::Adopt(imported, reply))
         .await
         .flatten()
         .ok_or_else(|| format!("session `{client_id}` ended while it was adopted"))?;
@@ -272,5 +313,39 @@ pub async fn adopt(
     match claimed.await {
         Ok(()) => Ok(()),
         Err(_) => Err(format!("the claim of session `{client_id}` was dropped")),
+    }
+}
+
+/// How often a node looks for sessions of removed nodes to take in.
+const REHOME_EVERY: Duration = Duration::from_secs(2);
+
+/// Takes in, for as long as the node runs, the sessions of nodes removed
+/// from the cluster that fall to this node
+/// (`ClusterBridge::orphans_to_rehome`), a bounded number at once. Run on
+/// the cluster's runtime.
+pub async fn rehome_orphans(state: State, bridge: Arc<ClusterBridge>) {
+    let mut tick = tokio::time::interval(REHOME_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let orphans = bridge.orphans_to_rehome();
+        if orphans.is_empty() {
+            continue;
+        }
+        tracing::info!(
+            sessions = orphans.len(),
+            "taking in sessions of nodes removed from the cluster"
+        );
+        futures::stream::iter(orphans)
+            .for_each_concurrent(ADOPT_CONCURRENCY, |(client_id, from, record)| {
+                let (state, bridge) = (state.clone(), bridge.clone());
+                async move {
+                    let id = client_id.clone();
+                    if let Err(e) = rehome(state, bridge, client_id, from, record).await {
+                        tracing::warn!(client_id = %id, from, error = %e, "session of a removed node not taken in; tried again");
+                    }
+                }
+            })
+            .await;
     }
 }

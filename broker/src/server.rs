@@ -479,6 +479,9 @@ impl StartedCluster {
             failed,
             adopt,
         ));
+        runtime
+            .get()
+            .spawn(crate::drain::rehome_orphans(state.clone(), bridge.clone()));
         let b = bridge.clone();
         runtime.get().spawn(async move {
             b.settled().await;

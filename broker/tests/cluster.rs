@@ -1067,6 +1067,63 @@ async fn nodes_join_and_leave_while_messages_flow() {
     assert_eq!(ids, [1, 2, 4]);
 }
 
+/// Issue 12 (a node lost for good, in part): the sessions a removed node
+/// owned are taken in by the other nodes from their replicated records, so
+/// a message published while such a client is offline is queued for it
+/// instead of reaching nobody (the removed node's routes are gone). What
+/// the dead node held itself is not recovered: it had no replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_of_a_removed_node_are_taken_in_by_the_others_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(3), "orphan", false, false).await;
+    subscribe(&mut c, 1, &[("orphan/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    cluster.node(3).kill9();
+    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+        .args([
+            "cluster",
+            "remove",
+            "--address",
+            &cluster.nodes[0].cluster_addr,
+            "3",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cluster.wait_converged(2);
+    // one of nodes 1 and 2 takes the session in
+    let end = Instant::now() + SETTLE;
+    let taker = loop {
+        let taken = [1, 2].into_iter().find(|&id| {
+            strip_ansi(&cluster.node(id).log()).contains(
+                "session of a removed node taken in from its replicated record client_id=orphan",
+            )
+        });
+        if let Some(id) = taken {
+            break id;
+        }
+        assert!(Instant::now() < end, "no node took the session in");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cluster.settle();
+    // published on the other node while the client is away: queued for it
+    let other = 3 - taker;
+    let mut p = connect(cluster.addr(other), "orphan-pub", true, false).await;
+    publish_acked(&mut p, "orphan/a", 1, false, 1, b"kept").await;
+    let mut c = connect(cluster.addr(other), "orphan", false, true).await;
+    assert_eq!(
+        payloads(&collect(&mut c, Duration::from_millis(1_000)).await),
+        [b"kept"]
+    );
+}
+
 /// Issue 18: SIGTERM drains a node. A connected MQTT 5 client gets
 /// DISCONNECT 0x9C with the Server Reference of another node and finds its
 /// session there; an offline 3.1.1 session with queued QoS 1 and QoS 2

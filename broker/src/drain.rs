@@ -321,13 +321,28 @@ const REHOME_EVERY: Duration = Duration::from_secs(2);
 
 /// Takes in, for as long as the node runs, the sessions of nodes removed
 /// from the cluster that fall to this node
-/// (`ClusterBridge::orphans_to_rehome`), a bounded number at once. Run on
-/// the cluster's runtime.
+/// (`ClusterBridge::orphans_to_rehome`), a bounded number at once; on the
+/// leader, first removes members out of contact for longer than
+/// `cluster.remove_after_down_secs` (when set). Run on the cluster's
+/// runtime.
 pub async fn rehome_orphans(state: State, bridge: Arc<ClusterBridge>) {
     let mut tick = tokio::time::interval(REHOME_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let remove_after = Duration::from_secs(state.config().cluster.remove_after_down_secs);
     loop {
         tick.tick().await;
+        if !remove_after.is_zero() {
+            for node in bridge.down_for(remove_after) {
+                tracing::warn!(
+                    node,
+                    after_secs = remove_after.as_secs(),
+                    "removing a node out of contact for longer than cluster.remove_after_down_secs"
+                );
+                if let Err(e) = bridge.cluster().remove_member(node).await {
+                    tracing::warn!(node, error = %e, "cannot remove the node; tried again");
+                }
+            }
+        }
         let orphans = bridge.orphans_to_rehome();
         if orphans.is_empty() {
             continue;

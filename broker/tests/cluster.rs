@@ -1076,12 +1076,7 @@ async fn nodes_join_and_leave_while_messages_flow() {
 async fn sessions_of_a_removed_node_are_taken_in_by_the_others_issue_12() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start(3);
-    let mut c = connect(cluster.addr(3), "orphan", false, false).await;
-    subscribe(&mut c, 1, &[("orphan/#", 1)]).await;
-    cluster.settle();
-    c.send(&build::disconnect()).await;
-    c.expect_closed().await;
-    cluster.node(3).kill9();
+    let c = orphan_on_node_3(&mut cluster).await;
     let out = Command::new(env!("CARGO_BIN_EXE_tern"))
         .args([
             "cluster",
@@ -1097,8 +1092,45 @@ async fn sessions_of_a_removed_node_are_taken_in_by_the_others_issue_12() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    orphan_taken_in(&mut cluster, c).await;
+}
+
+/// The same with `remove_after_down_secs`: the leader removes node 3 by
+/// itself once it has been out of contact that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_longer_than_remove_after_down_secs_is_removed_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start_with(3, "remove_after_down_secs = 2\n");
+    let c = orphan_on_node_3(&mut cluster).await;
+    orphan_taken_in(&mut cluster, c).await;
+    let leader = cluster.wait_converged(2);
+    let log = strip_ansi(&cluster.node(leader).log());
+    assert!(
+        log.contains(
+            "removing a node out of contact for longer than cluster.remove_after_down_secs node=3"
+        ),
+        "{log}"
+    );
+}
+
+/// A persistent session `orphan` with a subscription, offline, on node 3,
+/// which is then killed. Returns the client's closed connection.
+async fn orphan_on_node_3(cluster: &mut TestCluster) -> Raw {
+    let mut c = connect(cluster.addr(3), "orphan", false, false).await;
+    subscribe(&mut c, 1, &[("orphan/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    cluster.node(3).kill9();
+    c
+}
+
+/// Node 3 is being removed: once the cluster is nodes 1 and 2, one of them
+/// takes `orphan` in, and a message published on the other while the
+/// client is away reaches it when it connects.
+async fn orphan_taken_in(cluster: &mut TestCluster, old: Raw) {
+    drop(old);
     cluster.wait_converged(2);
-    // one of nodes 1 and 2 takes the session in
     let end = Instant::now() + SETTLE;
     let taker = loop {
         let taken = [1, 2].into_iter().find(|&id| {
@@ -1113,7 +1145,6 @@ async fn sessions_of_a_removed_node_are_taken_in_by_the_others_issue_12() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     cluster.settle();
-    // published on the other node while the client is away: queued for it
     let other = 3 - taker;
     let mut p = connect(cluster.addr(other), "orphan-pub", true, false).await;
     publish_acked(&mut p, "orphan/a", 1, false, 1, b"kept").await;

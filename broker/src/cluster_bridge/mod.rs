@@ -68,6 +68,9 @@ pub struct ClusterBridge {
     /// Sessions being adopted from a draining node: a client connecting
     /// for one of them waits until it is here (`take_session`).
     adopting: Arc<parking_lot::Mutex<HashSet<String>>>,
+    /// When this node's cluster started: a peer never heard from since
+    /// has been out of contact at least this long.
+    started: std::time::Instant,
 }
 
 impl std::fmt::Debug for ClusterBridge {
@@ -103,6 +106,7 @@ impl ClusterBridge {
             workers,
             hasher: foldhash::fast::RandomState::default(),
             adopting: Arc::default(),
+            started: std::time::Instant::now(),
         });
         bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
         bridge
@@ -454,6 +458,24 @@ impl ClusterBridge {
                 .map(|(id, session)| (id.clone(), session.owner, session.info.clone()))
                 .collect()
         })
+    }
+
+    /// Members out of contact for at least `after`, when this node leads
+    /// the cluster (and is in contact with it): those it removes under
+    /// `cluster.remove_after_down_secs`. A peer not heard from since this
+    /// node started counts from the start.
+    pub fn down_for(&self, after: Duration) -> Vec<u64> {
+        let status = self.cluster.status();
+        if status.role != "leader" || !self.cluster.in_contact() {
+            return Vec::new();
+        }
+        let uptime = self.started.elapsed();
+        status
+            .peers
+            .iter()
+            .filter(|p| p.last_contact.unwrap_or(uptime) >= after)
+            .map(|p| p.id)
+            .collect()
     }
 
     /// Waits until the cluster node is ready and in contact with the

@@ -40,6 +40,13 @@ pub struct ClusterSection {
     /// `terminationGracePeriodSeconds`. 0: no drain (clients get 0x8B and
     /// sessions stay here).
     pub drain_timeout_secs: u64,
+    /// Removes a member from the cluster once it has been out of contact
+    /// this long, in seconds (the leader does, as `tern cluster remove`
+    /// would); its sessions are then taken in by the other nodes. 0 (the
+    /// default): never, an operator removes nodes. Keep it well above the
+    /// longest planned outage (a restart, an upgrade): a removed node
+    /// cannot come back under its id.
+    pub remove_after_down_secs: u64,
 }
 
 impl Default for ClusterSection {
@@ -56,6 +63,7 @@ impl Default for ClusterSection {
             forward_timeout_secs: 10,
             forward_queue_limit: 100_000,
             drain_timeout_secs: 40,
+            remove_after_down_secs: 0,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | [`lifecycle`] | [`Lifecycle`], the end of a connection (will, offline, expiry), expiry due, expired while down | `connect.rs`, `restore.rs` |
 //! | [`copy`] | a copy routed to the session: write, queue, store, hold, drop | `deliver.rs` |
 //! | [`publish`] | inbound PUBLISH, its acknowledgement, PUBREL | `publish.rs` |
+//! | [`ack`] | PUBACK, PUBREC, PUBCOMP from the client for the copies it was sent | `deliver.rs` |
 //! | [`subscribe`] | SUBSCRIBE, UNSUBSCRIBE | `subscribe.rs` |
 //!
 //! The items of `attach`, `lifecycle` and `copy` are re-exported here
@@ -28,6 +29,7 @@
 //! `Ended` (Clean Start, expiry, an operator), or `Moved` (to another node;
 //! forwarding there for a while) -> `Ended`.
 
+pub mod ack;
 pub mod attach;
 pub mod copy;
 pub mod lifecycle;

@@ -1,6 +1,7 @@
 //! Messages to the client: `Deliver`s from other sessions become queued or
-//! sent PUBLISH packets, and the client's PUBACK / PUBREC / PUBCOMP move them
-//! through their flow (3.1.1 sections 4.3, 4.4; 5.0 sections 4.3, 4.4, 4.9).
+//! sent PUBLISH packets (as `core::plan_copy` says), and the client's PUBACK /
+//! PUBREC / PUBCOMP move them through their flow (as `core::ack` says)
+//! (3.1.1 sections 4.3, 4.4; 5.0 sections 4.3, 4.4, 4.9).
 //!
 //! For a persistent session each QoS 1/2 copy is stored (`outgoing` tree)
 //! when it arrives, its Released state before PUBREL is sent, and it is
@@ -14,8 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::error::SessionError;
-use super::outgoing::{packet_id_of, AckError, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
+use super::outgoing::{packet_id_of, Hold, OutMsg, OutState, Pushed, Resend, SendAction};
 use super::{core, Session};
 use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::counters::{DropReason, Metrics};
@@ -472,25 +472,6 @@ impl Session {
         }));
     }
 
-    /// PUBREC for a packet id with no QoS 2 message in flight (the flow
-    /// ended before, e.g. across a reconnect of a clean session): PUBREL
-    /// anyway, so that a client still holding the id completes its flow and
-    /// frees it, as Mosquitto and EMQX do. 5.0 says why with 0x92 (Packet
-    /// Identifier not found, 5.0 section 3.6.2.1); 3.1.1 has no reason code
-    /// (3.1.1 section 4.3.3: the receiver of PUBREC sends PUBREL).
-    fn answer_unknown_pubrec(&self, packet_id: u16) {
-        let reason_code = if self.protocol.is_v5() {
-            ReasonCode::PacketIdentifierNotFound
-        } else {
-            ReasonCode::Success
-        };
-        self.send(&Packet::PubRel(PubResponse {
-            packet_id,
-            reason_code,
-            properties: self.ack_properties(reason_code),
-        }));
-    }
-
     pub(super) fn delete_outgoing(&self, seq: u64) {
         if self.stored {
             self.state.writer().submit(
@@ -503,48 +484,56 @@ impl Session {
         }
     }
 
-    fn ack_error(&mut self, e: AckError, ctx: &mut Context<Self>) {
-        match e {
-            // A late or repeated acknowledgement: harmless.
-            AckError::UnknownPacketId(packet_id) => {
+    /// PUBACK, PUBREC or PUBCOMP from the client: `core::ack` moves the
+    /// copy through its flow and says what follows; this carries it out.
+    pub(super) fn handle_client_ack(
+        &mut self,
+        kind: core::ack::ClientAckKind,
+        ack: PubResponse,
+        ctx: &mut Context<Self>,
+    ) {
+        let facts = core::ack::AckFacts {
+            protocol: self.protocol,
+            stored: self.stored,
+        };
+        let ack = core::ack::ClientAck {
+            kind,
+            packet_id: ack.packet_id,
+            reason_code: ack.reason_code,
+        };
+        match core::ack::handle_client_ack(&mut self.outgoing, ack, facts) {
+            core::ack::AckAction::Complete { seq, delete_record } => {
+                if delete_record {
+                    self.delete_outgoing(seq);
+                }
+                self.pump();
+            }
+            core::ack::AckAction::Release { seq, persist } => {
+                if persist {
+                    self.store_released(seq);
+                } else {
+                    self.send_pubrel(ack.packet_id);
+                }
+            }
+            core::ack::AckAction::PubRelUnknown {
+                packet_id,
+                reason_code,
+            } => self.send(&Packet::PubRel(PubResponse {
+                packet_id,
+                reason_code,
+                properties: self.ack_properties(reason_code),
+            })),
+            core::ack::AckAction::Unknown { packet_id } => {
                 tracing::debug!(client_id = %self.client_id(), packet_id, "acknowledgement for unknown packet id")
             }
-            AckError::WrongState { .. } => self.protocol_error(SessionError::Ack(e), ctx),
+            core::ack::AckAction::Nothing => {}
+            core::ack::AckAction::Close(e) => self.protocol_error(e, ctx),
         }
     }
 
-    pub(super) fn handle_puback(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
-        match self.outgoing.handle_puback(ack.packet_id) {
-            Ok(seq) => {
-                self.delete_outgoing(seq);
-                self.pump();
-            }
-            Err(e) => self.ack_error(e, ctx),
-        }
-    }
-
-    pub(super) fn handle_pubrec(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
-        if (ack.reason_code as u8) >= 0x80 {
-            // 5.0: the client refused the message; its flow ends here
-            if let Ok(seq) = self.outgoing.remove(ack.packet_id) {
-                self.delete_outgoing(seq);
-                self.pump();
-            }
-            return;
-        }
-        let seq = match self.outgoing.handle_pubrec(ack.packet_id) {
-            Ok(seq) => seq,
-            Err(AckError::UnknownPacketId(packet_id)) => {
-                return self.answer_unknown_pubrec(packet_id)
-            }
-            Err(e) => return self.ack_error(e, ctx),
-        };
-        if !self.stored {
-            return self.send_pubrel(ack.packet_id);
-        }
-        // The Released state must be on disk before PUBREL goes: after a
-        // crash the broker must resend PUBREL, not the PUBLISH, which the
-        // client would take as a new message once it has completed the flow.
+    /// Stores the Released state of copy `seq`; PUBREL goes once it is
+    /// durable (`Stored::Released`), on the same connection.
+    fn store_released(&mut self, seq: u64) {
         let Some(msg) = self.outgoing.get(seq) else {
             return;
         };
@@ -567,15 +556,5 @@ impl Session {
                 session.send(Stored::Released { seq, generation })
             })),
         );
-    }
-
-    pub(super) fn handle_pubcomp(&mut self, ack: PubResponse, ctx: &mut Context<Self>) {
-        match self.outgoing.handle_pubcomp(ack.packet_id) {
-            Ok(seq) => {
-                self.delete_outgoing(seq);
-                self.pump();
-            }
-            Err(e) => self.ack_error(e, ctx),
-        }
     }
 }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::core::ack::ClientAckKind;
 use super::core::publish::{
     accepted, plan_ack, plan_publish, pubcomp_code, reason_string, AckOutcome, PublishFacts,
     PublishPlan, RefusedBy,
@@ -36,10 +37,10 @@ impl Session {
     pub(super) fn handle_packet(&mut self, packet: Packet, ctx: &mut Context<Self>) {
         match packet {
             Packet::Publish(p) => self.handle_publish(p, ctx),
-            Packet::PubAck(a) => self.handle_puback(a, ctx),
-            Packet::PubRec(a) => self.handle_pubrec(a, ctx),
+            Packet::PubAck(a) => self.handle_client_ack(ClientAckKind::PubAck, a, ctx),
+            Packet::PubRec(a) => self.handle_client_ack(ClientAckKind::PubRec, a, ctx),
             Packet::PubRel(a) => self.handle_pubrel(a),
-            Packet::PubComp(a) => self.handle_pubcomp(a, ctx),
+            Packet::PubComp(a) => self.handle_client_ack(ClientAckKind::PubComp, a, ctx),
             Packet::Subscribe(s) => self.handle_subscribe(s, ctx),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u, ctx),
             Packet::PingReq => self.send(&Packet::PingResp),

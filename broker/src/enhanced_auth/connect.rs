@@ -8,7 +8,7 @@ use bytestring::ByteString;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{AuthMethods, AuthStep};
+use super::{AuthFailure, AuthMethods, AuthStep};
 use crate::codec::{Auth, AuthProperties, Connect, Packet, ProtocolVersion, ReasonCode};
 use crate::transport::{PacketStream, Transport};
 
@@ -30,7 +30,7 @@ pub enum ExchangeError {
     /// The mechanism refused the client, with this code; `why` is for the
     /// log only (the client is not told which part was wrong).
     #[error("enhanced authentication failed: {why}")]
-    Refused { code: ReasonCode, why: String },
+    Refused { code: ReasonCode, why: AuthFailure },
     /// [MQTT-4.12.0-2] the client's answer is not AUTH 0x18 with the
     /// method of the CONNECT (0x82).
     #[error("AUTH answer without reason 0x18 and method `{0}`")]

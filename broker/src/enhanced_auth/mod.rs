@@ -40,7 +40,26 @@ pub enum AuthStep {
     },
     /// Refused, with the code to send and why (for the log only: the client
     /// is not told which part was wrong).
-    Failure { code: ReasonCode, why: String },
+    Failure { code: ReasonCode, why: AuthFailure },
+}
+
+/// Why a mechanism refused a client: for the log only, the client is told
+/// a reason code. Crosses from a mechanism to the listener (CONNECT,
+/// inside [`ExchangeError::Refused`]) and to the session
+/// (re-authentication).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthFailure {
+    /// A message of the exchange breaks the mechanism's syntax, asks for
+    /// something it does not support, or comes after the exchange ended.
+    #[error("{method}: {what}")]
+    Malformed {
+        method: &'static str,
+        what: &'static str,
+    },
+    /// The client's proof does not match the credential of `user` (also
+    /// for an unknown user, whose exchange runs to the end on a decoy).
+    #[error("{method}: wrong proof for user `{user}`")]
+    WrongProof { method: &'static str, user: String },
 }
 
 /// One authentication exchange in progress.

@@ -29,7 +29,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{AuthExchange, AuthMethod, AuthStep, LoadError};
+use super::{AuthExchange, AuthFailure, AuthMethod, AuthStep, LoadError};
 use crate::codec::ReasonCode;
 
 /// The Authentication Method name.
@@ -267,10 +267,13 @@ fn sasl_name(v: &str) -> Result<String, AuthStep> {
     Ok(out)
 }
 
-fn malformed(why: &str) -> AuthStep {
+fn malformed(what: &'static str) -> AuthStep {
     AuthStep::Failure {
         code: ReasonCode::BadAuthenticationMethod,
-        why: format!("SCRAM-SHA-256: {why}"),
+        why: AuthFailure::Malformed {
+            method: SCRAM_SHA_256,
+            what,
+        },
     }
 }
 
@@ -332,7 +335,10 @@ impl AuthExchange for Exchange {
         if !(matches && self.known) {
             return AuthStep::Failure {
                 code: ReasonCode::BadUserNameOrPassword,
-                why: format!("SCRAM-SHA-256: wrong proof for user `{}`", self.user),
+                why: AuthFailure::WrongProof {
+                    method: SCRAM_SHA_256,
+                    user: self.user.clone(),
+                },
             };
         }
         let server_signature = hmac(&self.credential.server_key, auth_message.as_bytes());
@@ -410,6 +416,37 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn a_failure_names_the_mechanism_and_its_cause_for_the_log() {
+        let scram = rfc7677();
+        let (_, step) = scram.start_with_nonce(b"n,,n=user", "s");
+        let AuthStep::Failure { code, why } = step else {
+            panic!("no nonce: {step:?}")
+        };
+        assert_eq!(code, ReasonCode::BadAuthenticationMethod);
+        assert_eq!(why.to_string(), "SCRAM-SHA-256: client-first has no nonce");
+        let (mut exchange, _) = scram.start_with_nonce(CLIENT_FIRST.as_bytes(), SERVER_NONCE);
+        let client_final = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=AAAAZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        assert_eq!(
+            exchange.step(client_final.as_bytes()),
+            AuthStep::Failure {
+                code: ReasonCode::BadUserNameOrPassword,
+                why: AuthFailure::WrongProof {
+                    method: SCRAM_SHA_256,
+                    user: "user".into()
+                }
+            }
+        );
+        assert_eq!(
+            AuthFailure::WrongProof {
+                method: SCRAM_SHA_256,
+                user: "user".into()
+            }
+            .to_string(),
+            "SCRAM-SHA-256: wrong proof for user `user`"
+        );
     }
 
     #[test]

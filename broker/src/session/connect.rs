@@ -572,17 +572,20 @@ impl Session {
         self.connection_lost(CloseReason::Violation(error), ctx);
     }
 
-    /// DISCONNECT from the client.
+    /// DISCONNECT from the client: `core::disconnect` checks it and says
+    /// how the connection ends.
     pub(super) fn handle_disconnect(&mut self, d: Disconnect, ctx: &mut Context<Self>) {
-        if let Some(expiry) = d.properties.session_expiry_interval {
-            // 5.0 [MQTT-3.14.2-2] a session expiry of 0 at CONNECT cannot be
-            // raised at DISCONNECT
-            if self.session_expiry_interval == 0 && expiry != 0 {
-                self.protocol_error(SessionError::ExpiryRaisedAtDisconnect, ctx);
-                return;
+        match core::disconnect::plan_disconnect(self.session_expiry_interval, &d) {
+            core::disconnect::DisconnectPlan::Violation(e) => self.protocol_error(e, ctx),
+            core::disconnect::DisconnectPlan::Close {
+                session_expiry_interval,
+                reason_code,
+            } => {
+                if let Some(expiry) = session_expiry_interval {
+                    self.set_session_expiry(expiry);
+                }
+                self.connection_lost(CloseReason::ClientDisconnect(reason_code), ctx);
             }
-            self.set_session_expiry(expiry);
         }
-        self.connection_lost(CloseReason::ClientDisconnect(d.reason_code), ctx);
     }
 }

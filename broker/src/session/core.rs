@@ -14,6 +14,7 @@
 //! | [`publish`] | inbound PUBLISH, its acknowledgement, PUBREL | `publish.rs` |
 //! | [`ack`] | PUBACK, PUBREC, PUBCOMP from the client for the copies it was sent | `deliver.rs` |
 //! | [`subscribe`] | SUBSCRIBE, UNSUBSCRIBE | `subscribe.rs` |
+//! | [`disconnect`] | DISCONNECT (session expiry, will) and AUTH (re-authentication) | `connect.rs`, `reauth.rs` |
 //!
 //! The items of `attach`, `lifecycle` and `copy` are re-exported here
 //! (`core::plan_attach`, `core::Lifecycle`, `core::plan_copy` ...).
@@ -32,6 +33,7 @@
 pub mod ack;
 pub mod attach;
 pub mod copy;
+pub mod disconnect;
 pub mod lifecycle;
 pub mod publish;
 pub mod subscribe;

@@ -7,6 +7,7 @@
 use bytestring::ByteString;
 
 use super::alias::AliasError;
+use super::core::disconnect::disconnect_publishes_will;
 use super::outgoing::AckError;
 use crate::codec::{DecodeError, PacketType, ReasonCode};
 
@@ -155,13 +156,14 @@ impl CloseReason {
     }
 
     /// The will is published unless the client disconnected normally
-    /// [MQTT-3.1.2-8] [MQTT-3.14.4-3] (5.0: unless reason 0x00).
+    /// [MQTT-3.1.2-8] [MQTT-3.14.4-3] (`core::disconnect`: a DISCONNECT
+    /// publishes it only with 0x04).
     ///
     /// A drain (`UseAnotherServer`) does not publish it: the client is told
     /// where to reconnect and its session goes on there.
     pub(super) fn publishes_will(&self) -> bool {
         match self {
-            CloseReason::ClientDisconnect(code) => *code == ReasonCode::DisconnectWithWillMessage,
+            CloseReason::ClientDisconnect(code) => disconnect_publishes_will(*code),
             CloseReason::UseAnotherServer(_) => false,
             _ => true,
         }

@@ -1,12 +1,14 @@
 //! 5.0 re-authentication (section 4.12.1): AUTH on a live connection,
-//! with the method the CONNECT used.
+//! with the method the CONNECT used. `core::disconnect` decides
+//! ([`plan_auth`], [`answer_auth_step`]); this runs the mechanism and
+//! carries out the answer.
 
 use actix::prelude::*;
 
-use super::error::{CloseReason, SessionError};
+use super::core::disconnect::{answer_auth_step, plan_auth, AuthAnswer, AuthPlan};
+use super::error::CloseReason;
 use super::Session;
 use crate::codec::{Packet, ReasonCode};
-use crate::enhanced_auth::AuthStep;
 
 impl Session {
     /// AUTH on a live connection: 5.0 re-authentication (section 4.12.1).
@@ -14,51 +16,42 @@ impl Session {
     /// packets keep flowing meanwhile. Success ends with AUTH 0x00; failure
     /// closes the connection.
     pub(super) fn handle_auth(&mut self, auth: crate::codec::Auth, ctx: &mut Context<Self>) {
-        let Some(method_name) = self.auth.as_ref().map(|a| a.method.clone()) else {
-            return self.protocol_error(SessionError::AuthWithoutMethod, ctx);
+        let connect_method = self.auth.as_ref().map(|a| a.method.clone());
+        let offered = connect_method
+            .as_ref()
+            .and_then(|name| self.state.auth_methods().get(name).cloned());
+        let in_exchange = self.auth.as_ref().is_some_and(|a| a.exchange.is_some());
+        let plan = match plan_auth(&auth, connect_method.as_ref(), in_exchange, offered) {
+            Ok(plan) => plan,
+            Err(e) => return self.protocol_error(e, ctx),
         };
-        // [MQTT-4.12.1-1] re-authentication uses the method of the CONNECT
-        if auth.properties.authentication_method.as_ref() != Some(&method_name) {
-            return self.protocol_error(SessionError::AuthMethodChanged(method_name), ctx);
-        }
+        let Some(session_auth) = self.auth.as_mut() else {
+            return; // plan_auth refuses a connection without a method
+        };
+        let method_name = session_auth.method.clone();
         let data = auth.properties.authentication_data.unwrap_or_default();
-        let exchange = self.auth.as_mut().and_then(|a| a.exchange.as_mut());
-        let step = match (auth.reason_code, exchange) {
-            (ReasonCode::ReAuthenticate, None) => {
-                let Some(method) = self.state.auth_methods().get(&method_name).cloned() else {
-                    return self
-                        .protocol_error(SessionError::AuthMethodWithdrawn(method_name), ctx);
-                };
+        let step = match (plan, session_auth.exchange.as_mut()) {
+            (AuthPlan::Start(method), _) => {
                 let (exchange, step) = method.start(&data);
-                if let Some(auth) = self.auth.as_mut() {
-                    auth.exchange = Some(exchange);
-                }
+                session_auth.exchange = Some(exchange);
                 step
             }
-            (ReasonCode::ContinueAuthentication, Some(exchange)) => exchange.step(&data),
-            (code, _) => {
-                return self.protocol_error(SessionError::AuthOutOfPlace(code.as_u8()), ctx)
-            }
+            (AuthPlan::Continue, Some(exchange)) => exchange.step(&data),
+            (AuthPlan::Continue, None) => return, // plan_auth: only in an exchange
         };
-        let (reason_code, data) = match step {
-            AuthStep::Continue(challenge) => (ReasonCode::ContinueAuthentication, Some(challenge)),
-            AuthStep::Success { data, username } => {
+        let (reason_code, data) = match answer_auth_step(step) {
+            AuthAnswer::Challenge(challenge) => {
+                (ReasonCode::ContinueAuthentication, Some(challenge))
+            }
+            AuthAnswer::Success { username, data } => {
                 tracing::debug!(client_id = %self.client_id(), %username, "re-authenticated");
                 self.end_reauth();
                 (ReasonCode::Success, data)
             }
-            AuthStep::Failure { code, why } => {
+            AuthAnswer::Failure { error, why } => {
                 self.end_reauth();
                 tracing::info!(client_id = %self.client_id(), reason = %why, "re-authentication failed");
-                // DISCONNECT has no 0x86: a wrong secret is Not authorized.
-                let code = match code {
-                    ReasonCode::BadAuthenticationMethod => code,
-                    _ => ReasonCode::NotAuthorized,
-                };
-                return self.connection_lost(
-                    CloseReason::Violation(SessionError::ReauthenticationFailed { code }),
-                    ctx,
-                );
+                return self.connection_lost(CloseReason::Violation(error), ctx);
             }
         };
         self.send(&Packet::Auth(crate::codec::Auth {

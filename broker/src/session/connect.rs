@@ -17,7 +17,7 @@ use super::connection::Connection;
 use super::error::{CloseReason, SessionError};
 use super::keep_alive;
 use super::{core, Session};
-use crate::codec::{ConnAck, ConnAckProperties, Disconnect, LastWill, Packet, ReasonCode};
+use crate::codec::{Disconnect, LastWill, Packet};
 use crate::counters::{DropReason, Metrics};
 use crate::handle::{Attach, KeepAliveExpired, Shutdown, WriterEvent};
 use crate::message::{unix_ms, Message};
@@ -71,14 +71,15 @@ impl Handler<Attach> for Session {
         }
         let resume = plan.resume;
         self.protocol = connect.protocol;
-        let mqtt = &self.state.config().mqtt;
-        let (expiry, expiry_changed) = core::granted_expiry(
-            connect.protocol,
-            connect.clean_start,
-            connect.properties.session_expiry_interval,
-            mqtt.max_session_expiry_secs,
+        let terms = core::plan_connection(
+            &connect,
+            &self.state.config().mqtt,
+            self.client_id(),
+            new.assigned_client_id,
+            new.authenticated.as_ref(),
+            resume,
         );
-        self.set_session_expiry(expiry);
+        self.set_session_expiry(terms.session_expiry_interval);
         self.will = connect.will.clone().map(Box::new);
         self.auth = new.authenticated.as_ref().map(|a| {
             Box::new(super::EnhancedAuth {
@@ -103,58 +104,14 @@ impl Handler<Attach> for Session {
         conn.peer_identity = new.peer_identity.map(Box::new);
         conn.trace =
             crate::telemetry::connection_span(self.client_id(), connect.protocol, new.peer);
-        let mqtt = &self.state.config().mqtt;
-        let (keep_alive, server_keep_alive) =
-            core::granted_keep_alive(connect.protocol, connect.keep_alive, mqtt.max_keep_alive);
-        let mut properties = ConnAckProperties::default();
-        if connect.protocol.is_v5() {
-            properties.server_keep_alive = server_keep_alive;
-            if let Some(max) = connect.properties.maximum_packet_size {
-                conn.client_max_packet_size = max;
-            }
-            if expiry_changed {
-                // 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
-                // server uses another than the client asked for
-                properties.session_expiry_interval = Some(expiry);
-            }
-            let outbound_aliases = connect
-                .properties
-                .topic_alias_maximum
-                .unwrap_or(0)
-                .min(mqtt.max_outbound_topic_alias);
-            conn.set_aliases(TopicAliases::new(mqtt.max_topic_alias, outbound_aliases));
-            conn.problem_information =
-                connect.properties.request_problem_information != Some(false);
-            if connect.properties.request_response_information == Some(true) {
-                properties.response_information =
-                    Some(format!("{}{}", mqtt.response_topic_prefix, self.client_id()).into());
-            }
-            properties.receive_maximum = Some(mqtt.max_inflight);
-            properties.maximum_packet_size = Some(mqtt.max_packet_size);
-            properties.topic_alias_maximum = Some(mqtt.max_topic_alias);
-            properties.retain_available = Some(true);
-            properties.wildcard_subscription_available = Some(true);
-            properties.subscription_identifiers_available = Some(true);
-            properties.shared_subscription_available = Some(true);
-            if new.assigned_client_id {
-                properties.assigned_client_identifier = Some(self.client_id().clone());
-            }
-            if let Some(auth) = &new.authenticated {
-                properties.authentication_method = Some(auth.method.clone());
-                properties.authentication_data = auth.data.clone();
-            }
+        conn.client_max_packet_size = terms.client_max_packet_size;
+        if let Some((inbound, outbound)) = terms.topic_aliases {
+            conn.set_aliases(TopicAliases::new(inbound, outbound));
         }
-        self.outgoing.max_inflight =
-            core::send_window(connect.properties.receive_maximum, mqtt.max_inflight);
-        let mut connack = ConnAck {
-            session_present: resume,
-            reason_code: ReasonCode::Success,
-            properties,
-        };
-        // 5.0 [MQTT-3.1.2-24]: optional properties go rather than the CONNACK
-        let connack_fits = !connect.protocol.is_v5()
-            || super::connack::fit_connack(&mut connack, conn.client_max_packet_size);
-        conn.send(&Packet::ConnAck(connack));
+        conn.problem_information = terms.problem_information;
+        self.outgoing.max_inflight = terms.send_window;
+        conn.send(&Packet::ConnAck(terms.connack));
+        let keep_alive = terms.keep_alive;
         if keep_alive > 0 {
             conn.keep_alive_watch = Some(keep_alive::watch(&self.handle, generation, keep_alive));
         }
@@ -176,7 +133,7 @@ impl Handler<Attach> for Session {
             self.resend_inflight();
         }
         self.pump();
-        if !connack_fits {
+        if !terms.connack_fits {
             let max = self.conn.as_ref().map_or(0, |c| c.client_max_packet_size);
             self.protocol_error(SessionError::ConnAckTooLarge(max), ctx);
         }

@@ -3,8 +3,19 @@
 //! session resumes or starts anew, with the fate of a will waiting for its
 //! delay (3.1.1 sections 3.1.2.4, 3.1.2.10; 5.0 sections 3.1.2.4,
 //! 3.1.2.10, 3.1.2.11, 3.2.2.3). Asked by `session/connect.rs`.
+//!
+//! [`plan_attach`] says what becomes of the session's state;
+//! [`plan_connection`] what the connection is held to and the CONNACK that
+//! tells the client, fitted to its Maximum Packet Size. The actor keeps
+//! the takeover of an older connection, opening the new one, keep-alive
+//! registration, the session record and the claim in a cluster.
 
-use crate::codec::ProtocolVersion;
+use bytestring::ByteString;
+
+use crate::codec::{ConnAck, ConnAckProperties, Connect, ProtocolVersion, ReasonCode};
+use crate::config::MqttConfig;
+use crate::enhanced_auth::Authenticated;
+use crate::session::connack::fit_connack;
 
 /// Session Expiry Interval a CONNECT is granted (seconds; `u32::MAX`:
 /// never expires) and whether CONNACK must say so (5.0 section 3.2.2.3.2:
@@ -91,6 +102,111 @@ pub fn send_window(requested: Option<u16>, max_inflight: u16) -> usize {
     usize::from(requested.map_or(max_inflight, |r| r.min(max_inflight)))
 }
 
+/// What a new connection is held to, and the CONNACK that tells its client
+/// ([`plan_connection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionTerms {
+    /// Session Expiry Interval granted (seconds; `u32::MAX`: never).
+    pub session_expiry_interval: u32,
+    /// Keep Alive the connection is held to (seconds; 0: none).
+    pub keep_alive: u16,
+    /// Most copies in flight to the client ([`send_window`]).
+    pub send_window: usize,
+    /// Largest packet the client takes (5.0 Maximum Packet Size; else no
+    /// limit).
+    pub client_max_packet_size: u32,
+    /// 5.0: topic aliases, the most the client may set and the most the
+    /// broker sets on what it sends; `None` for 3.1.1 (no tables).
+    pub topic_aliases: Option<(u16, u16)>,
+    /// 5.0 Request Problem Information: Reason Strings and User Properties
+    /// on acknowledgements (true unless a 5.0 client asks for none).
+    pub problem_information: bool,
+    /// The CONNACK to send, fitted to `client_max_packet_size`.
+    pub connack: ConnAck,
+    /// False when not even the CONNACK without its optional properties fits
+    /// 5.0 [MQTT-3.1.2-24]: it goes, and the connection closes with 0x95.
+    pub connack_fits: bool,
+}
+
+/// The terms of a connection whose CONNECT was admitted: session expiry
+/// and keep alive granted within `mqtt`'s limits, the send window, and
+/// for 5.0 the client's limits and the CONNACK properties (5.0 section
+/// 3.2.2.3: what the server uses when it differs from what the client
+/// asked, its own limits, the available features, the Assigned Client
+/// Identifier, Response Information, the authentication's final data).
+pub fn plan_connection(
+    connect: &Connect,
+    mqtt: &MqttConfig,
+    client_id: &ByteString,
+    assigned_client_id: bool,
+    authenticated: Option<&Authenticated>,
+    session_present: bool,
+) -> ConnectionTerms {
+    let (expiry, expiry_changed) = granted_expiry(
+        connect.protocol,
+        connect.clean_start,
+        connect.properties.session_expiry_interval,
+        mqtt.max_session_expiry_secs,
+    );
+    let (keep_alive, server_keep_alive) =
+        granted_keep_alive(connect.protocol, connect.keep_alive, mqtt.max_keep_alive);
+    let mut terms = ConnectionTerms {
+        session_expiry_interval: expiry,
+        keep_alive,
+        send_window: send_window(connect.properties.receive_maximum, mqtt.max_inflight),
+        client_max_packet_size: u32::MAX,
+        topic_aliases: None,
+        problem_information: true,
+        connack: ConnAck {
+            session_present,
+            reason_code: ReasonCode::Success,
+            properties: ConnAckProperties::default(),
+        },
+        connack_fits: true,
+    };
+    if !connect.protocol.is_v5() {
+        return terms;
+    }
+    let properties = &mut terms.connack.properties;
+    properties.server_keep_alive = server_keep_alive;
+    if let Some(max) = connect.properties.maximum_packet_size {
+        terms.client_max_packet_size = max;
+    }
+    if expiry_changed {
+        // 5.0 section 3.2.2.3.2: CONNACK carries the interval when the
+        // server uses another than the client asked for
+        properties.session_expiry_interval = Some(expiry);
+    }
+    let outbound_aliases = connect
+        .properties
+        .topic_alias_maximum
+        .unwrap_or(0)
+        .min(mqtt.max_outbound_topic_alias);
+    terms.topic_aliases = Some((mqtt.max_topic_alias, outbound_aliases));
+    terms.problem_information = connect.properties.request_problem_information != Some(false);
+    if connect.properties.request_response_information == Some(true) {
+        properties.response_information =
+            Some(format!("{}{}", mqtt.response_topic_prefix, client_id).into());
+    }
+    properties.receive_maximum = Some(mqtt.max_inflight);
+    properties.maximum_packet_size = Some(mqtt.max_packet_size);
+    properties.topic_alias_maximum = Some(mqtt.max_topic_alias);
+    properties.retain_available = Some(true);
+    properties.wildcard_subscription_available = Some(true);
+    properties.subscription_identifiers_available = Some(true);
+    properties.shared_subscription_available = Some(true);
+    if assigned_client_id {
+        properties.assigned_client_identifier = Some(client_id.clone());
+    }
+    if let Some(auth) = authenticated {
+        properties.authentication_method = Some(auth.method.clone());
+        properties.authentication_data = auth.data.clone();
+    }
+    // 5.0 [MQTT-3.1.2-24]: optional properties go rather than the CONNACK
+    terms.connack_fits = fit_connack(&mut terms.connack, terms.client_max_packet_size);
+    terms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +266,169 @@ mod tests {
         assert_eq!(send_window(None, 256), 256);
         assert_eq!(send_window(Some(10), 256), 10);
         assert_eq!(send_window(Some(1000), 256), 256);
+    }
+
+    fn connect(protocol: ProtocolVersion) -> Connect {
+        Connect {
+            protocol,
+            clean_start: true,
+            keep_alive: 30,
+            client_id: "sensor-1".into(),
+            will: None,
+            username: None,
+            password: None,
+            properties: Default::default(),
+        }
+    }
+
+    fn terms(c: &Connect, mqtt: &MqttConfig) -> ConnectionTerms {
+        plan_connection(c, mqtt, &"sensor-1".into(), false, None, false)
+    }
+
+    #[test]
+    fn a_3_1_1_connection_gets_a_connack_without_properties_and_no_alias_tables() {
+        let mqtt = MqttConfig {
+            max_keep_alive: 10,
+            ..MqttConfig::default()
+        };
+        let t = plan_connection(&connect(V311), &mqtt, &"c".into(), true, None, true);
+        assert_eq!(
+            t.connack,
+            ConnAck {
+                session_present: true,
+                reason_code: ReasonCode::Success,
+                properties: ConnAckProperties::default()
+            }
+        );
+        assert!(t.connack_fits);
+        // 3.1.1: Keep Alive is not capped, aliases and limits do not exist
+        assert_eq!(t.keep_alive, 30);
+        assert_eq!(t.session_expiry_interval, 0);
+        assert_eq!(t.client_max_packet_size, u32::MAX);
+        assert_eq!(t.topic_aliases, None);
+        assert!(t.problem_information);
+        assert_eq!(t.send_window, 256);
+    }
+
+    #[test]
+    fn a_5_0_connack_announces_the_brokers_limits_and_features() {
+        let mqtt = MqttConfig {
+            max_inflight: 100,
+            max_packet_size: 4096,
+            max_topic_alias: 16,
+            ..MqttConfig::default()
+        };
+        let t = terms(&connect(V5), &mqtt);
+        let p = &t.connack.properties;
+        assert_eq!(p.receive_maximum, Some(100));
+        assert_eq!(p.maximum_packet_size, Some(4096));
+        assert_eq!(p.topic_alias_maximum, Some(16));
+        for available in [
+            p.retain_available,
+            p.wildcard_subscription_available,
+            p.subscription_identifiers_available,
+            p.shared_subscription_available,
+        ] {
+            assert_eq!(available, Some(true));
+        }
+        // what the client got as asked is not repeated
+        assert_eq!(p.session_expiry_interval, None);
+        assert_eq!(p.server_keep_alive, None);
+        assert_eq!(p.assigned_client_identifier, None);
+        assert_eq!(p.response_information, None);
+        assert_eq!(p.authentication_method, None);
+        assert!(t.connack_fits);
+    }
+
+    #[test]
+    fn a_5_0_connack_says_when_expiry_or_keep_alive_differ_from_the_request() {
+        let mqtt = MqttConfig {
+            max_session_expiry_secs: 3600,
+            max_keep_alive: 20,
+            ..MqttConfig::default()
+        };
+        let mut c = connect(V5);
+        c.properties.session_expiry_interval = Some(7200);
+        let t = terms(&c, &mqtt);
+        assert_eq!(t.session_expiry_interval, 3600);
+        assert_eq!(t.connack.properties.session_expiry_interval, Some(3600));
+        assert_eq!(t.keep_alive, 20);
+        assert_eq!(t.connack.properties.server_keep_alive, Some(20));
+    }
+
+    #[test]
+    fn a_5_0_client_sets_its_packet_size_window_aliases_and_problem_information() {
+        let mqtt = MqttConfig {
+            max_outbound_topic_alias: 8,
+            ..MqttConfig::default()
+        };
+        let mut c = connect(V5);
+        c.properties.maximum_packet_size = Some(2048);
+        c.properties.receive_maximum = Some(10);
+        c.properties.topic_alias_maximum = Some(100);
+        c.properties.request_problem_information = Some(false);
+        let t = terms(&c, &mqtt);
+        assert_eq!(t.client_max_packet_size, 2048);
+        assert_eq!(t.send_window, 10);
+        // outbound aliases: the client's maximum, capped by ours
+        assert_eq!(t.topic_aliases, Some((64, 8)));
+        assert!(!t.problem_information);
+        // asked for none: none outbound
+        let t = terms(&connect(V5), &mqtt);
+        assert_eq!(t.topic_aliases, Some((64, 0)));
+        assert!(t.problem_information);
+    }
+
+    #[test]
+    fn assigned_client_id_response_information_and_authentication_go_in_connack() {
+        let mut c = connect(V5);
+        c.properties.request_response_information = Some(true);
+        let auth = Authenticated {
+            method: "SCRAM-SHA-256".into(),
+            data: Some(bytes::Bytes::from_static(b"v=sig")),
+            username: "user".into(),
+        };
+        let t = plan_connection(
+            &c,
+            &MqttConfig::default(),
+            &"tern-abc".into(),
+            true,
+            Some(&auth),
+            false,
+        );
+        let p = &t.connack.properties;
+        assert_eq!(p.assigned_client_identifier.as_deref(), Some("tern-abc"));
+        assert_eq!(p.response_information.as_deref(), Some("response/tern-abc"));
+        assert_eq!(p.authentication_method.as_deref(), Some("SCRAM-SHA-256"));
+        assert_eq!(
+            p.authentication_data,
+            Some(bytes::Bytes::from_static(b"v=sig"))
+        );
+    }
+
+    #[test]
+    fn a_connack_too_large_for_the_client_loses_optional_properties_mqtt_3_1_2_24() {
+        let mut c = connect(V5);
+        c.properties.maximum_packet_size = Some(20);
+        c.properties.request_response_information = Some(true);
+        let t = terms(&c, &MqttConfig::default());
+        assert!(t.connack_fits);
+        assert_eq!(t.connack.properties.response_information, None);
+        assert_eq!(t.connack.properties.retain_available, None);
+        // authentication data is never dropped: then nothing fits
+        let auth = Authenticated {
+            method: "SCRAM-SHA-256".into(),
+            data: Some(bytes::Bytes::from(vec![b'v'; 64])),
+            username: "user".into(),
+        };
+        let t = plan_connection(
+            &c,
+            &MqttConfig::default(),
+            &"sensor-1".into(),
+            false,
+            Some(&auth),
+            false,
+        );
+        assert!(!t.connack_fits);
     }
 }

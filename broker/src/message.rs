@@ -49,8 +49,9 @@ pub struct Message {
     pub received_at: Option<Instant>,
     /// The message's id in the cluster ([`next_uid`]), the same in every
     /// copy of it, so that a session that moved between nodes recognizes a
-    /// copy it got already; 0 when unknown (read from the store, the
-    /// broker's own).
+    /// copy it got already; 0 when unknown (the broker's own, a retained
+    /// message read back, a copy stored by a build before outgoing format
+    /// version 2).
     pub uid: u64,
 }
 

@@ -834,6 +834,32 @@ async fn a_node_without_a_leader_refuses_to_take_a_session_over_issue_17() {
     );
 }
 
+/// postmortem: in a long chaos run (`tern-chaos`, seed 21, `replace`) a
+/// publisher connected to a node 260 ms after it had joined the cluster,
+/// before it knew the routes: its QoS 2 message was acknowledged and routed
+/// to nobody. A node takes no client before it has caught up with the
+/// cluster once since it started: here a restarted node whose only peer is
+/// down refuses even a clean session, until the peer is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_not_caught_up_since_start_refuses_clients_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(2);
+    cluster.node(2).kill9();
+    cluster.node(1).kill9();
+    cluster.node(1).start();
+    let mut c = Raw::connect(cluster.addr(1)).await;
+    c.send(&build::connect(4, "early-pub", true, 60)).await;
+    assert_eq!(
+        c.recv_bytes().await.expect("CONNACK"),
+        build::connack(false, 3),
+        "Server unavailable while the node knows no routes"
+    );
+    cluster.node(2).start();
+    cluster.wait_converged(2);
+    let mut p = connect(cluster.addr(1), "early-pub", true, false).await;
+    publish_acked(&mut p, "early/a", 1, false, 1, b"now").await;
+}
+
 /// postmortem: in a long chaos run (`tern-chaos`, seed 20, the node of a
 /// shared-group member killed) the member resumed on another node while its
 /// old node was down. The dead node's route for the group stayed (a node

@@ -172,6 +172,25 @@ impl TestCluster {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// `tern cluster remove id`, asked of node 1.
+    fn remove(&self, id: u64) {
+        let out = Command::new(env!("CARGO_BIN_EXE_tern"))
+            .args([
+                "cluster",
+                "remove",
+                "--address",
+                &self.nodes[0].cluster_addr,
+                &id.to_string(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Waits until every running node applied what any of them had applied:
     /// routes and sessions proposed before the call are then known
     /// everywhere. (A SUBACK waits until the route is applied on the
@@ -1059,21 +1078,7 @@ async fn nodes_join_and_leave_while_messages_flow() {
         3_000,
     ));
     cluster.node(3).stop();
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "cluster",
-            "remove",
-            "--address",
-            &cluster.nodes[0].cluster_addr,
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.remove(3);
     app.drain(&mut s, Duration::from_millis(300)).await;
     let a = load.await.unwrap();
     assert_eq!(a.qos1.len() + a.qos2.len(), 3_000);
@@ -1103,21 +1108,7 @@ async fn sessions_of_a_removed_node_are_taken_in_by_the_others_issue_12() {
     let _one = ONE_AT_A_TIME.lock().await;
     let mut cluster = TestCluster::start(3);
     let c = orphan_on_node_3(&mut cluster).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_tern"))
-        .args([
-            "cluster",
-            "remove",
-            "--address",
-            &cluster.nodes[0].cluster_addr,
-            "3",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    cluster.remove(3);
     orphan_taken_in(&mut cluster, c).await;
 }
 

@@ -1148,19 +1148,17 @@ async fn orphan_on_node_3(cluster: &mut TestCluster) -> Raw {
 async fn orphan_taken_in(cluster: &mut TestCluster, old: Raw) {
     drop(old);
     cluster.wait_converged(2);
-    let end = Instant::now() + SETTLE;
-    let taker = loop {
-        let taken = [1, 2].into_iter().find(|&id| {
+    let mut taker = None;
+    let taken = wait_until(SETTLE, Duration::from_millis(100), || {
+        taker = [1, 2].into_iter().find(|&id| {
             strip_ansi(&cluster.node(id).log()).contains(
                 "session of a removed node taken in from its replicated record client_id=orphan",
             )
         });
-        if let Some(id) = taken {
-            break id;
-        }
-        assert!(Instant::now() < end, "no node took the session in");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        taker.is_some()
+    });
+    assert!(taken, "no node took the session in");
+    let taker = taker.unwrap();
     cluster.settle();
     let other = 3 - taker;
     let mut p = connect(cluster.addr(other), "orphan-pub", true, false).await;

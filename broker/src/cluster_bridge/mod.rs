@@ -33,10 +33,13 @@
 //! [`ClusterBridge::stop`].
 
 mod events;
+mod rehome;
+mod takeover;
+
+pub use takeover::{AdoptingGuard, TakeOverError};
 
 use std::collections::HashSet;
 use std::hash::BuildHasher;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -289,235 +292,6 @@ impl ClusterBridge {
         !self.down.read().contains(&node)
     }
 
-    /// Asks `owner` to hand the session over; bounded by the forward timeout.
-    pub async fn take_over(
-        &self,
-        owner: u64,
-        client_id: &str,
-    ) -> Result<cluster::SessionState, TakeOverError> {
-        let cluster = self.cluster.clone();
-        let client_id = client_id.to_owned();
-        let timeout = self.forward_timeout;
-        let task = self.runtime.spawn(async move {
-            tokio::time::timeout(timeout, cluster.take_over(owner, client_id)).await
-        });
-        match task.await {
-            Ok(Ok(Ok(state))) => Ok(state),
-            Ok(Ok(Err(cluster::Error::SessionNotFound { .. }))) => Err(TakeOverError::NotThere),
-            Ok(Ok(Err(e))) => Err(TakeOverError::Failed(e.to_string())),
-            Ok(Err(_)) => Err(TakeOverError::Failed("timed out".into())),
-            Err(e) => Err(TakeOverError::Failed(e.to_string())),
-        }
-    }
-
-    /// Waits (at most `bound`) until the replicated owner of `client_id` is
-    /// no longer `owner`; the owner then.
-    async fn owner_after(&self, client_id: &str, owner: u64, bound: Duration) -> Option<u64> {
-        let end = tokio::time::Instant::now() + bound;
-        loop {
-            let now = self.session_owner(client_id);
-            if now != Some(owner) || tokio::time::Instant::now() >= end {
-                return now;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Before a client's connection is attached here: if another node owns
-    /// its session, take it over (the owner closes the old connection and
-    /// sends the session's state and messages). With Clean Start the state
-    /// is discarded; without, it is returned to be imported. When the owner
-    /// cannot be reached, the session is resumed from its replicated record
-    /// (subscriptions, expiry); the owner sends the messages it held once it
-    /// learns the session moved.
-    ///
-    /// The owner is looked up only once this node is ready (a leader known,
-    /// everything committed applied): a node cut off from the leader, or
-    /// catching up after a partition, would ask a former owner, hear that
-    /// it has no such session and claim it, closing the client's current
-    /// connection on its real owner. `Err(NotReady)` when the node is not
-    /// ready within half the forward timeout: the CONNECT is refused
-    /// (Server Unavailable) and the client tries again.
-    pub async fn take_session(
-        &self,
-        client_id: &str,
-        clean_start: bool,
-    ) -> Result<Option<Imported>, NotReady> {
-        // One move of a session at a time on this node: a session being
-        // adopted from a draining node is owned here once that ends.
-        let end = tokio::time::Instant::now() + self.forward_timeout;
-        let _moving = loop {
-            if let Some(guard) = self.adopting(client_id) {
-                break Some(guard);
-            }
-            if tokio::time::Instant::now() >= end {
-                break None;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
-        // A resume is decided on a caught-up view only: a node restarted
-        // after a kill still reads itself as the owner (or nobody) until it
-        // applied the entries committed while it was down. Attaching the
-        // client to its old local copy then, the entry that moved the
-        // session away arrives a moment later and sends the session off
-        // again, and the client's next CONNECT found no session (chaos
-        // seed 21, `sessions-kept`).
-        // A node that has not caught up with the cluster once since it
-        // started (joining, or restarted) does not know the routes yet: a
-        // publisher it accepted would be acknowledged for messages routed
-        // to nobody (chaos seed 21: a QoS 2 publish acknowledged by a node
-        // 260 ms after it joined, lost for every subscriber). It waits, then
-        // refuses, as for a resume below. Once caught up it serves clean
-        // sessions on its view, majority or not.
-        if !self.caught_up_once.load(Ordering::Acquire) {
-            if !self.wait_ready(self.forward_timeout / 2).await {
-                tracing::info!(%client_id, "not caught up with the cluster since start; refusing the connection");
-                return Err(NotReady);
-            }
-            self.caught_up_once.store(true, Ordering::Release);
-        }
-        if clean_start
-            && self
-                .session_owner(client_id)
-                .is_none_or(|o| o == self.node_id)
-        {
-            return Ok(None);
-        }
-        if !self.wait_ready(self.forward_timeout / 2).await {
-            tracing::info!(%client_id, "not caught up with the cluster; refusing the session's takeover");
-            return Err(NotReady);
-        }
-        let Some(mut owner) = self.session_owner(client_id).filter(|o| *o != self.node_id) else {
-            return Ok(None);
-        };
-        // The owner may have handed the session on (a drain) just before:
-        // then ask the node that has it now.
-        for _ in 0..3 {
-            match self.take_over(owner, client_id).await {
-                Ok(state) if !clean_start => return Ok(Some(Imported::State(state))),
-                Ok(_) => return Ok(None),
-                Err(TakeOverError::NotThere) => {
-                    match self
-                        .owner_after(client_id, owner, self.forward_timeout / 4)
-                        .await
-                    {
-                        Some(next) if next == self.node_id => return Ok(None),
-                        Some(next) if next != owner => owner = next,
-                        _ => break,
-                    }
-                }
-                Err(TakeOverError::Failed(e)) => {
-                    tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
-                    break;
-                }
-            }
-        }
-        if clean_start {
-            return Ok(None);
-        }
-        Ok(self.cluster.session(client_id).map(Imported::Record))
-    }
-
-    /// Marks `client_id` as moving to this node (adopted from a draining
-    /// node, or taken over for a connecting client) until the guard is
-    /// dropped; `None` if a move of it is running already.
-    pub fn adopting(&self, client_id: &str) -> Option<AdoptingGuard> {
-        if !self.adopting.lock().insert(client_id.to_owned()) {
-            return None;
-        }
-        Some(AdoptingGuard {
-            moving: self.adopting.clone(),
-            client_id: client_id.to_owned(),
-        })
-    }
-
-    /// Another node to send a client to (5.0 Server Reference) and to hand
-    /// its session to when this node drains: one of the members heard from
-    /// recently that advertise an MQTT address, picked by the client id's
-    /// hash so that a client and its session go to the same node. `None`
-    /// when there is no such member.
-    pub fn redirect(&self, client_id: &str) -> Option<(u64, String)> {
-        let mut live: Vec<(u64, String)> = self
-            .cluster
-            .members()
-            .into_iter()
-            .filter(|m| m.id != self.node_id && !m.mqtt_address.is_empty() && self.is_up(m.id))
-            .map(|m| (m.id, m.mqtt_address))
-            .collect();
-        if live.is_empty() {
-            return None;
-        }
-        live.sort();
-        let i = (self.hasher.hash_one(client_id) % live.len() as u64) as usize;
-        Some(live.swap_remove(i))
-    }
-
-    /// Sessions owned by a node that is no longer a member of the cluster
-    /// (removed with `tern cluster remove`) that this node is to take in
-    /// (`drain::rehome_orphans`), with their owner and replicated record:
-    /// each goes to the member with the highest hash of (client id, member
-    /// id), the same pick on every node, so one node takes each (a double
-    /// pick while views differ is settled by the conditional claim). Empty
-    /// unless this node is ready, in contact with the cluster and a member.
-    pub fn orphans_to_rehome(&self) -> Vec<(String, u64, cluster::SessionInfo)> {
-        if !(self.cluster.status().ready && self.cluster.in_contact()) {
-            return Vec::new();
-        }
-        let me = self.node_id;
-        self.cluster.with_state(|s| {
-            let members: Vec<u64> = s.members().map(|m| m.id).collect();
-            if !members.contains(&me) {
-                return Vec::new();
-            }
-            s.sessions()
-                .iter()
-                .filter(|(id, session)| {
-                    !members.contains(&session.owner) && rehome_pick(id, &members) == Some(me)
-                })
-                .map(|(id, session)| (id.clone(), session.owner, session.info.clone()))
-                .collect()
-        })
-    }
-
-    /// Members out of contact for at least `after`, when this node leads
-    /// the cluster (and is in contact with it): those it removes under
-    /// `cluster.remove_after_down_secs`. A peer not heard from since this
-    /// node started counts from the start.
-    pub fn down_for(&self, after: Duration) -> Vec<u64> {
-        let status = self.cluster.status();
-        if status.role != "leader" || !self.cluster.in_contact() {
-            return Vec::new();
-        }
-        let uptime = self.started.elapsed();
-        status
-            .peers
-            .iter()
-            .filter(|p| p.last_contact.unwrap_or(uptime) >= after)
-            .map(|p| p.id)
-            .collect()
-    }
-
-    /// Waits until the cluster node is ready and in contact with the
-    /// cluster, at most `bound`. In contact: a leader stopped (SIGSTOP)
-    /// for longer than an election still believes it leads, with
-    /// everything it knows applied, until the new term reaches it; it took
-    /// a session over from its owner in that moment, CONNACKed, and its
-    /// claim (proposed at the old term) was lost when the new leader's log
-    /// replaced it; killed a second later, the session was gone (chaos
-    /// seed 5, `sessions-kept`).
-    async fn wait_ready(&self, bound: Duration) -> bool {
-        let end = tokio::time::Instant::now() + bound;
-        loop {
-            if self.cluster.status().ready && self.cluster.in_contact() {
-                return true;
-            }
-            if tokio::time::Instant::now() >= end {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
     /// Stops the cluster node (server, links, raft driver).
     pub async fn stop(&self) {
         let cluster = self.cluster.clone();
@@ -525,48 +299,6 @@ impl ClusterBridge {
             .runtime
             .spawn(async move { cluster.shutdown().await })
             .await;
-    }
-}
-
-/// The member that takes in the session `client_id` of a removed node:
-/// rendezvous hashing, so a change of members moves only the sessions of
-/// the members that changed. The hash is fixed (not per process): every
-/// node of one build computes the same pick.
-fn rehome_pick(client_id: &str, members: &[u64]) -> Option<u64> {
-    let hasher = foldhash::fast::FixedState::with_seed(0x7465_726e_7265_686f);
-    members
-        .iter()
-        .copied()
-        .max_by_key(|m| hasher.hash_one((client_id, *m)))
-}
-
-/// Why a takeover gave no session.
-#[derive(Debug)]
-pub enum TakeOverError {
-    /// The node asked has no such session (it moved on, or ended).
-    NotThere,
-    /// The node could not be asked, or failed.
-    Failed(String),
-}
-
-impl std::fmt::Display for TakeOverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TakeOverError::NotThere => f.write_str("the node has no such session"),
-            TakeOverError::Failed(e) => f.write_str(e),
-        }
-    }
-}
-
-/// Held while a session is adopted (`ClusterBridge::adopting`).
-pub struct AdoptingGuard {
-    moving: Arc<parking_lot::Mutex<HashSet<String>>>,
-    client_id: String,
-}
-
-impl Drop for AdoptingGuard {
-    fn drop(&mut self) {
-        self.moving.lock().remove(&self.client_id);
     }
 }
 
@@ -772,35 +504,5 @@ async fn watch_health(bridge: std::sync::Weak<ClusterBridge>) {
             tracing::info!(down = ?down, "cluster peers reachability changed");
             *current = down;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rehome_pick;
-
-    #[test]
-    fn a_removed_nodes_sessions_spread_over_the_members_and_move_only_to_a_new_one() {
-        let members = [1, 2, 4];
-        let ids: Vec<String> = (0..3_000).map(|i| format!("client-{i}")).collect();
-        let picks: Vec<u64> = ids
-            .iter()
-            .map(|id| rehome_pick(id, &members).unwrap())
-            .collect();
-        // the same pick every time (every node computes it)
-        for (id, pick) in ids.iter().zip(&picks) {
-            assert_eq!(rehome_pick(id, &[4, 1, 2]), Some(*pick));
-        }
-        // each member takes a share
-        for m in members {
-            let n = picks.iter().filter(|p| **p == m).count();
-            assert!((700..1_300).contains(&n), "member {m}: {n} of 3000");
-        }
-        // a member joins: a session either stays or goes to it
-        for (id, pick) in ids.iter().zip(&picks) {
-            let now = rehome_pick(id, &[1, 2, 4, 5]).unwrap();
-            assert!(now == *pick || now == 5, "{id}: {pick} -> {now}");
-        }
-        assert_eq!(rehome_pick("c", &[]), None);
     }
 }

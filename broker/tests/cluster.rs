@@ -671,6 +671,20 @@ async fn next_packet(c: &mut Raw, wait: Duration) -> Option<Packet> {
     Some(Packet::decode(&mut b, &limits).unwrap().unwrap())
 }
 
+/// The first packet `c` receives within [`SETTLE`] that `pick` takes
+/// (`Some`); panics naming `what` if none comes.
+async fn first_packet<T>(c: &mut Raw, what: &str, mut pick: impl FnMut(Packet) -> Option<T>) -> T {
+    let end = Instant::now() + SETTLE;
+    while Instant::now() < end {
+        if let Some(packet) = next_packet(c, Duration::from_millis(500)).await {
+            if let Some(taken) = pick(packet) {
+                return taken;
+            }
+        }
+    }
+    panic!("no {what} within {SETTLE:?}");
+}
+
 /// postmortem: in a chaos run (`tern-chaos`, seed 2) a subscriber answered
 /// PUBREC for a QoS 2 message, its node was killed, and it resumed its
 /// session on another node from the replicated record. When the old node
@@ -768,40 +782,35 @@ async fn restored_qos2_copies_keep_their_packet_ids_when_the_session_has_moved_i
     cluster.settle();
     let mut p = connect(cluster.addr(1), "restored-pub", true, false).await;
     publish_acked(&mut p, "restored/a", 2, false, 1, b"in flight").await;
-    let end = Instant::now() + SETTLE;
-    let id = loop {
-        assert!(Instant::now() < end, "the message");
-        if let Some(Packet::Publish(m)) = next_packet(&mut c, Duration::from_millis(500)).await {
-            break m.packet_id.unwrap();
-        }
-    };
+    let id = first_packet(&mut c, "the message", |p| match p {
+        Packet::Publish(m) => m.packet_id,
+        _ => None,
+    })
+    .await;
     // no PUBREC (as if it had not reached the node before the kill)
     cluster.node(2).kill9();
     drop(c);
     let mut c = connect(cluster.addr(3), "restored-holder", false, true).await;
     cluster.node(2).start();
-    let end = Instant::now() + SETTLE;
-    loop {
-        assert!(
-            Instant::now() < end,
-            "the message again from the restarted node"
-        );
-        if let Some(Packet::Publish(m)) = next_packet(&mut c, Duration::from_millis(500)).await {
-            assert_eq!(&m.payload[..], b"in flight");
-            assert_eq!(m.packet_id, Some(id), "sent with the id it had");
-            c.send(&build::pubrec(id)).await;
-            break;
-        }
-    }
-    let end = Instant::now() + SETTLE;
-    loop {
-        assert!(Instant::now() < end, "PUBREL {id}");
-        if let Some(Packet::PubRel(r)) = next_packet(&mut c, Duration::from_millis(500)).await {
-            assert_eq!(r.packet_id, id);
-            c.send(&build::pubcomp(id)).await;
-            break;
-        }
-    }
+    let again = first_packet(
+        &mut c,
+        "the message again from the restarted node",
+        |p| match p {
+            Packet::Publish(m) => Some(m),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(&again.payload[..], b"in flight");
+    assert_eq!(again.packet_id, Some(id), "sent with the id it had");
+    c.send(&build::pubrec(id)).await;
+    let released = first_packet(&mut c, "PUBREL", |p| match p {
+        Packet::PubRel(r) => Some(r.packet_id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(released, id);
+    c.send(&build::pubcomp(id)).await;
     publish_acked(&mut p, "restored/a", 2, false, 2, b"after").await;
     let got = collect(&mut c, Duration::from_millis(1_000)).await;
     assert_eq!(payloads(&got), vec![b"after".to_vec()]);

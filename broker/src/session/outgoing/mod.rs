@@ -500,5 +500,34 @@ pub enum Resend {
     PubRel(u16),
 }
 
+/// A queued copy for tests of this state machine and of the planners that
+/// move it: sequence number `seq` (packet id `seq` too), expiring at
+/// `expires_at_ms` if set.
+#[cfg(test)]
+pub(crate) fn test_copy(seq: u64, qos: QoS, expires_at_ms: Option<u64>) -> OutMsg {
+    OutMsg {
+        seq,
+        qos,
+        retain: false,
+        message: Arc::new(Message {
+            topic: bytestring::ByteString::from_static("t"),
+            payload: bytes::Bytes::from_static(b"p"),
+            qos,
+            retain: false,
+            properties: Default::default(),
+            expires_at_ms,
+            origin: 7,
+            received_at: None,
+            uid: 0,
+        }),
+        subscription_ids: SmallVec::new(),
+        shared_filter: None,
+        state: OutState::Queued,
+        durable: true,
+        hold: None,
+        charge: QueueCharge::none(),
+    }
+}
+
 #[cfg(test)]
 mod tests;

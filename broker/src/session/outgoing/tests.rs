@@ -1,29 +1,7 @@
 use super::*;
-use bytestring::ByteString;
 
 fn msg(seq: u64, qos: QoS) -> OutMsg {
-    OutMsg {
-        seq,
-        qos,
-        retain: false,
-        message: Arc::new(Message {
-            topic: ByteString::from_static("t"),
-            payload: bytes::Bytes::from_static(b"p"),
-            qos,
-            retain: false,
-            properties: Default::default(),
-            expires_at_ms: None,
-            origin: 7,
-            received_at: None,
-            uid: 0,
-        }),
-        subscription_ids: SmallVec::new(),
-        shared_filter: None,
-        state: OutState::Queued,
-        durable: true,
-        hold: None,
-        charge: QueueCharge::none(),
-    }
+    test_copy(seq, qos, None)
 }
 
 fn sent_ids(actions: &[SendAction]) -> Vec<u16> {

@@ -1,43 +1,15 @@
 //! Tests of the acknowledgement planner with the outgoing state machine it
 //! moves: plain values and a fake clock, no actor.
 
-use std::sync::Arc;
-
-use bytestring::ByteString;
-use smallvec::SmallVec;
-
 use super::*;
 use crate::codec::QoS;
-use crate::limits::QueueCharge;
-use crate::message::Message;
 use crate::session::core::fixtures::{T0, V311, V5};
 use crate::session::outgoing::{packet_id_of, OutMsg, OutState, Resend, SendAction};
 
 /// A copy queued with sequence number `seq` (packet id `seq` too), expiring
 /// at `expires_at_ms` if set.
 fn copy(seq: u64, qos: QoS, expires_at_ms: Option<u64>) -> OutMsg {
-    OutMsg {
-        seq,
-        qos,
-        retain: false,
-        message: Arc::new(Message {
-            topic: ByteString::from_static("sensors/1"),
-            payload: bytes::Bytes::from_static(b"21.5"),
-            qos,
-            retain: false,
-            properties: Default::default(),
-            expires_at_ms,
-            origin: 7,
-            received_at: None,
-            uid: 0,
-        }),
-        subscription_ids: SmallVec::new(),
-        shared_filter: None,
-        state: OutState::Queued,
-        durable: true,
-        charge: QueueCharge::none(),
-        hold: None,
-    }
+    crate::session::outgoing::test_copy(seq, qos, expires_at_ms)
 }
 
 /// A session with a window of `window` holding `copies` (none expiring),

@@ -816,6 +816,61 @@ async fn restored_qos2_copies_keep_their_packet_ids_when_the_session_has_moved_i
     assert_eq!(payloads(&got), vec![b"after".to_vec()]);
 }
 
+/// postmortem: long chaos run, seed 21 (644 s): sub3's CONNECT to node 6
+/// was slow, and node 6 sent 41 queued QoS 2 copies (ids 2..42) in the
+/// 12 ms before another node's claim took the session. The client answered
+/// PUBREC for them and never saw PUBREL. Later the session moved to a
+/// fresh actor that numbered its copies from id 1 again, and the client
+/// took 20 new messages under the ids it still held open for resends (4.3.3
+/// says it must not deliver them): acknowledged messages were lost. A
+/// session that moves now goes on numbering where its old owner was (and
+/// from a random point where that is not known).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_session_goes_on_numbering_packet_ids_where_its_old_owner_was_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "numbered", false, false).await;
+    subscribe(&mut c, 1, &[("numbered/#", 2)]).await;
+    cluster.settle();
+    let mut p = connect(cluster.addr(1), "numbered-pub", true, false).await;
+    let mut ids = Vec::new();
+    for i in 1..=3u16 {
+        publish_acked(&mut p, "numbered/a", 2, false, i, b"before").await;
+        ids.push(receive_qos2(&mut c).await);
+    }
+    assert_eq!(ids, [1, 2, 3], "a new session numbers from 1");
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    // node 2 hands the session (with nothing left in it) over to node 3
+    let mut c = connect(cluster.addr(3), "numbered", false, true).await;
+    cluster.settle();
+    publish_acked(&mut p, "numbered/a", 2, false, 4, b"after").await;
+    assert_eq!(
+        receive_qos2(&mut c).await,
+        4,
+        "numbering goes on after the move"
+    );
+}
+
+/// Receives one QoS 2 PUBLISH on `c` and completes its flow as a client
+/// does (PUBREC, PUBREL, PUBCOMP); returns its packet id.
+async fn receive_qos2(c: &mut Raw) -> u16 {
+    let id = first_packet(c, "a QoS 2 PUBLISH", |p| match p {
+        Packet::Publish(m) => m.packet_id,
+        _ => None,
+    })
+    .await;
+    c.send(&build::pubrec(id)).await;
+    let released = first_packet(c, "PUBREL", |p| match p {
+        Packet::PubRel(r) => Some(r.packet_id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(released, id);
+    c.send(&build::pubcomp(id)).await;
+    id
+}
+
 /// postmortem: in a chaos run (`tern-chaos`, seed 1, node 2 isolated),
 /// clients that tried node 2 during the partition gave up on their CONNECT.
 /// Node 2 went on with them: with no leader, then while catching up after

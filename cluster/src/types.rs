@@ -64,6 +64,9 @@ pub struct SessionState {
     /// recently, queued ones included: the new owner does not deliver them
     /// again when another node's copy arrives late (a session move).
     pub recent_uids: Vec<u64>,
+    /// Sequence number the old owner would have given its next copy (0 =
+    /// unknown: sent by an older node).
+    pub next_seq: u64,
 }
 
 /// A PUBLISH forwarded from the node its client published to.
@@ -225,6 +228,7 @@ impl From<&SessionState> for proto::SessionState {
                 .collect(),
             incoming_qos2: s.incoming_qos2.iter().map(|&p| u32::from(p)).collect(),
             recent_uids: s.recent_uids.clone(),
+            next_seq: s.next_seq,
         }
     }
 }
@@ -259,6 +263,7 @@ pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<Session
         outgoing,
         incoming_qos2,
         recent_uids: s.recent_uids,
+        next_seq: s.next_seq,
     })
 }
 
@@ -356,6 +361,7 @@ mod tests {
             )],
             incoming_qos2: vec![7, 65535],
             recent_uids: vec![1, u64::MAX],
+            next_seq: 70_000,
         };
         let wire = proto::SessionState::from(&state);
         assert_eq!(session_state_from_proto(wire.clone()).unwrap(), state);

@@ -258,6 +258,7 @@ async fn takeover_returns_the_owners_session_state() {
         )],
         incoming_qos2: vec![12],
         recent_uids: vec![42],
+        next_seq: 9,
     };
     nodes[0]
         .broker

@@ -62,14 +62,20 @@ impl Session {
             crate::message::unix_ms(),
             handed_over,
         )));
-        // Resumed from the replicated record, without its messages (their
-        // node is down): the client may still hold QoS 2 packet ids that
-        // node left open (until it comes back and hands them over, see
-        // `OwnerMoved`), so the ids here start at a random point of the
-        // id space rather than at 1, away from those with high odds.
-        if matches!(imported, Imported::Record(_)) {
-            let skip = rand::random::<u64>() % u64::from(u16::MAX);
-            self.outgoing.skip(skip);
+        // The client may still hold QoS 2 packet ids open (PUBREC sent, no
+        // PUBREL yet) from copies the old owner sent, and takes a new
+        // PUBLISH under such an id for a resend it must not deliver. So the
+        // ids here go on from where the old owner was; where that is not
+        // known (resumed from the replicated record while the owner is
+        // down, or state from an older node), they start at a random point
+        // of the id space rather than at 1, away from open ones with high
+        // odds. (A node whose claim lost to this one numbered its copies on
+        // its own: the random start also keeps this numbering off them.)
+        match &imported {
+            Imported::State(s) if s.next_seq > 0 => self.outgoing.continue_from(s.next_seq),
+            _ => self
+                .outgoing
+                .skip(rand::random::<u64>() % u64::from(u16::MAX)),
         }
         let restored = Restored::from_imported(self.state.limits(), imported);
         if let Some(protocol) = restored.protocol {
@@ -352,6 +358,7 @@ impl Handler<HandOver> for Session {
                 .collect(),
             incoming_qos2: self.incoming.qos2_ids(),
             recent_uids,
+            next_seq: self.outgoing.next_seq(),
         };
         self.leave(false, msg.to, ctx);
         Some(state)

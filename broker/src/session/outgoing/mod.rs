@@ -234,6 +234,12 @@ impl Outgoing {
         self.next_seq += n;
     }
 
+    /// Numbers the next message at `seq` or later (never goes back): the
+    /// numbering a session's previous owner had reached.
+    pub fn continue_from(&mut self, seq: u64) {
+        self.next_seq = self.next_seq.max(seq);
+    }
+
     /// True when a message in flight has `packet_id`.
     pub fn holds_packet_id(&self, packet_id: u16) -> bool {
         self.lists

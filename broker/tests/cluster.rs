@@ -198,11 +198,31 @@ impl TestCluster {
     /// message, so a message published elsewhere in between is not routed
     /// to the new subscription.)
     fn settle(&self) {
-        let applied = |id| {
-            self.status(id)
-                .and_then(|s| s["applied_index"].as_u64())
-                .unwrap_or(0)
-        };
+        self.settle_past(0);
+    }
+
+    /// The highest index a running node has applied.
+    fn applied(&self) -> u64 {
+        self.running()
+            .into_iter()
+            .map(|id| self.applied_by(id))
+            .max()
+            .unwrap()
+    }
+
+    fn applied_by(&self, id: u64) -> u64 {
+        self.status(id)
+            .and_then(|s| s["applied_index"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Like [`settle`](Self::settle), once some node has applied an entry
+    /// past `index`: for a change proposed without the client waiting for
+    /// it (a session's claim at CONNECT), which may not be committed yet.
+    fn settle_past(&self, index: u64) {
+        let past = wait_until(SETTLE, Duration::from_millis(20), || self.applied() > index);
+        assert!(past, "no node applied an entry past {index}");
+        let applied = |id| self.applied_by(id);
         let target = self.running().into_iter().map(applied).max().unwrap();
         let settled = wait_until(SETTLE, Duration::from_millis(20), || {
             self.running().into_iter().all(|id| applied(id) >= target)
@@ -620,8 +640,10 @@ async fn a_session_moves_to_another_node_when_its_client_does() {
     // MQTT 5: the connection a takeover from another node closes gets
     // DISCONNECT 0x8E Session taken over
     let expiry = build::prop::u32(0x11, 300);
+    let before = cluster.applied();
     let mut v5 = Raw::mqtt5(cluster.addr(2), "mover5", true, &expiry).await;
-    cluster.settle();
+    // CONNACK does not wait for node 2's claim: node 3 must have it first
+    cluster.settle_past(before);
     let _v5_elsewhere = Raw::mqtt5(cluster.addr(3), "mover5", false, &expiry).await;
     assert_eq!(v5.expect_closed().await, [vec![0xE0, 0x01, 0x8E]]);
 }

@@ -99,6 +99,17 @@ pub async fn run(
     ));
     if let Some(c) = &cluster {
         crate::cluster_bridge::load(&state, c.bridge.cluster());
+        let (queued, dropped) = c
+            .bridge
+            .resend_kept(state.store())
+            .context("cannot read the copies kept for nodes that were down")?;
+        if queued + dropped > 0 {
+            tracing::info!(
+                queued,
+                dropped,
+                "copies kept for nodes that were down queued again"
+            );
+        }
     }
 
     let loaded = crate::restore::restore(&state).context("cannot load the store")?;
@@ -425,6 +436,7 @@ async fn start_cluster(
             .context("cannot start the cluster runtime")?,
     ));
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let writer = store.writer();
     let store = store.clone();
     let cluster = runtime
         .get()
@@ -438,6 +450,7 @@ async fn start_cluster(
         cluster,
         runtime.get().handle().clone(),
         forward_timeout,
+        writer,
     );
     Ok(StartedCluster {
         bridge,

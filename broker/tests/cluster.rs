@@ -1216,6 +1216,54 @@ async fn a_node_down_longer_than_remove_after_down_secs_is_removed_issue_12() {
     );
 }
 
+/// Issue 12 (durable forwards): while a subscriber's node is down, the
+/// publishing node acknowledges QoS 1 messages for it once their copies are
+/// on its own disk, not while they are only in the link's memory. Node 1
+/// is then killed too; after both come back, every acknowledged message
+/// reaches the subscriber, in order. Before, node 1's copies were lost with
+/// its memory. The first message is published before node 1 counts node 2
+/// down (it waits for node 2's answer, then is kept when node 2 is seen
+/// down); the others after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_for_a_node_that_is_down_survive_a_kill_of_the_publishing_node_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "kept-sub", false, false).await;
+    subscribe(&mut c, 1, &[("kept/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    cluster.node(2).kill9();
+    let mut p = connect(cluster.addr(1), "kept-pub", true, false).await;
+    for i in 1..=40u16 {
+        publish_acked(&mut p, "kept/a", 1, false, i, &i.to_be_bytes()).await;
+    }
+    cluster.node(1).kill9();
+    drop(p);
+    cluster.node(1).start();
+    cluster.node(2).start();
+    cluster.wait_converged(3);
+    let log = strip_ansi(&cluster.node(1).log());
+    assert!(
+        log.contains("copies kept for nodes that were down queued again queued=40"),
+        "{log}"
+    );
+    let mut c = connect(cluster.addr(2), "kept-sub", false, true).await;
+    let want: Vec<Vec<u8>> = (1..=40u16).map(|i| i.to_be_bytes().to_vec()).collect();
+    let mut got = Vec::new();
+    let end = Instant::now() + SETTLE;
+    while got.len() < want.len() && Instant::now() < end {
+        got.extend(payloads(&collect(&mut c, Duration::from_millis(500)).await));
+    }
+    assert_eq!(got, want, "every acknowledged message, once, in order");
+    // node 2 answered: node 1 no longer keeps them
+    cluster.node(1).stop();
+    cluster.node(1).start();
+    cluster.wait_converged(3);
+    let log = strip_ansi(&cluster.node(1).log());
+    assert_eq!(log.matches("queued again").count(), 1, "{log}");
+}
+
 /// A persistent session `orphan` with a subscription, offline, on node 3,
 /// which is then killed. Returns the client's closed connection.
 async fn orphan_on_node_3(cluster: &mut TestCluster) -> Raw {

@@ -29,7 +29,10 @@
 //! (the contract of `ClusterEvent::Forwarded`: handled, and stored if a
 //! persistent session needs it). The link itself stores nothing: if the
 //! sending node crashes, its unacked messages are gone, and the publisher,
-//! which was not acked either, sends them again.
+//! which was not acked either, sends them again. Copies the broker
+//! acknowledged without the peer's answer (the peer was down) it keeps on
+//! its own disk and queues again after a restart (the broker's
+//! `cluster_bridge/kept.rs`).
 //!
 //! # Lifecycle
 //! 1. The first `forward` to a peer spawns its link task.

@@ -36,11 +36,14 @@ pub(crate) enum TreeId {
     /// `route` -> route definition (JSON): the hub routes made through the
     /// admin API on a node without a cluster.
     HubRoutes = 6,
+    /// `node (u64 BE) seq (u64 BE)` -> a copy of a message forwarded to a
+    /// peer node that was down, kept until that node acknowledges it.
+    Forwards = 7,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 7] = [
+    pub(crate) const ALL: [TreeId; 8] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
@@ -48,6 +51,7 @@ impl TreeId {
         TreeId::Retained,
         TreeId::RouteQueue,
         TreeId::HubRoutes,
+        TreeId::Forwards,
     ];
 
     /// The trees whose keys start with `client_id \0`.
@@ -67,6 +71,7 @@ impl TreeId {
             TreeId::Retained => "retained",
             TreeId::RouteQueue => "route_queue",
             TreeId::HubRoutes => "hub_routes",
+            TreeId::Forwards => "forwards",
         }
     }
 
@@ -152,6 +157,31 @@ pub(crate) fn route_queue(route: &str, seq: u64) -> Vec<u8> {
 /// Decodes the `seq` of a `route_queue` key found by a scan of `prefix`.
 pub(crate) fn decode_route_seq(prefix: &[u8], key: &[u8]) -> Result<u64> {
     suffix::<8>(TreeId::RouteQueue, prefix, key).map(u64::from_be_bytes)
+}
+
+/// Key in `forwards`: `node seq`, both big-endian, so a scan returns one
+/// node's copies in the order they were stored.
+pub(crate) fn forward(node: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16);
+    key.extend_from_slice(&node.to_be_bytes());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// Decodes a `forwards` key back to `(node, seq)`.
+pub(crate) fn decode_forward(key: &[u8]) -> Result<(u64, u64)> {
+    let key16 = <[u8; 16]>::try_from(key).map_err(|_| {
+        Error::corrupt(
+            TreeId::Forwards.name(),
+            key,
+            "expected a 16-byte node and seq",
+        )
+    })?;
+    let (node, seq) = key16.split_at(8);
+    Ok((
+        u64::from_be_bytes(node.try_into().expect("8 bytes")),
+        u64::from_be_bytes(seq.try_into().expect("8 bytes")),
+    ))
 }
 
 /// Key in `retained`.

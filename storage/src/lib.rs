@@ -20,6 +20,7 @@
 //! | `retained`      | `topic`                           | [`StoredMessage`]          |
 //! | `route_queue`   | `route \0 seq` (u64 BE)           | [`RouteRecord`]            |
 //! | `hub_routes`    | `route`                           | route definition (JSON)    |
+//! | `forwards`      | `node seq` (u64 BE each)          | a copy for a down peer     |
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!

@@ -22,6 +22,8 @@
 //! - incoming_qos2: `01` alone
 //! - route_queue: `01 uid:u64 client_id:str received_at_ms:u64 message`
 //! - hub_routes: `01 definition:str` (the route's JSON, opaque to the store)
+//! - forwards: `01 copy:bytes` (a copy forwarded to a node that was down, as
+//!   the cluster's `ForwardedPublish` protobuf, opaque to the store)
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
@@ -465,6 +467,22 @@ pub(crate) fn decode_hub_route(value: &[u8]) -> Result<String, DecodeError> {
     let definition = r.string("definition")?;
     r.finish()?;
     Ok(definition)
+}
+
+/// Encodes a `forwards` value: `01 copy:bytes` (the copy as the cluster
+/// sends it between nodes, opaque to the store).
+pub(crate) fn encode_forward(copy: &[u8]) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.bytes(copy);
+    w.0
+}
+
+/// Decodes a `forwards` value.
+pub(crate) fn decode_forward(value: &[u8]) -> Result<Bytes, DecodeError> {
+    let mut r = Reader::new(value)?;
+    let copy = r.bytes("copy")?;
+    r.finish()?;
+    Ok(copy)
 }
 
 /// Refuses a route record the decoder could not read back.

@@ -14,6 +14,7 @@ use std::{
     thread::JoinHandle,
 };
 
+use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use crate::{
@@ -446,6 +447,25 @@ impl Store {
                     let record = RouteRecord::decode(&value)
                         .map_err(|e| Error::corrupt(tree.name(), &key, e.0))?;
                     Ok((seq, record))
+                })
+                .collect()
+        })
+    }
+
+    /// Copies of messages forwarded to peers that were down and not yet
+    /// acknowledged by them: `(node, seq, copy)`, by node then `seq`.
+    pub fn load_forwards(&self) -> Result<Vec<(u64, u64, Bytes)>> {
+        let tree = TreeId::Forwards;
+        self.shared.with_handles(|h| {
+            h.tree(tree)
+                .iter()
+                .map(|entry| {
+                    let (key, value) =
+                        entry.map_err(|e| Error::from_sled("reading forwarded copies", e))?;
+                    let (node, seq) = keys::decode_forward(&key)?;
+                    let copy = records::decode_forward(&value)
+                        .map_err(|e| Error::corrupt(tree.name(), &key, e.0))?;
+                    Ok((node, seq, copy))
                 })
                 .collect()
         })

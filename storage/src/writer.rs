@@ -30,6 +30,7 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use sled::{
     transaction::{TransactionError, Transactional},
@@ -103,6 +104,11 @@ pub enum WriteOp {
     PutHubRoute { route: String, definition: String },
     /// Deletes the definition of a hub route.
     DeleteHubRoute { route: String },
+    /// Keeps copy `seq` of a message forwarded to peer `node` while that
+    /// node is down (`copy`: opaque bytes, the cluster's wire form).
+    PutForward { node: u64, seq: u64, copy: Bytes },
+    /// Forgets copy `seq` for `node`: the node has acknowledged it.
+    DeleteForward { node: u64, seq: u64 },
 }
 
 impl WriteOp {
@@ -136,6 +142,10 @@ impl WriteOp {
             | WriteOp::DeleteRouteQueue { route }
             | WriteOp::PutHubRoute { route, .. }
             | WriteOp::DeleteHubRoute { route } => keys::check_route(route),
+            WriteOp::PutForward { copy, .. } if copy.len() > u32::MAX as usize => Err(invalid(
+                "forwarded copy is longer than 4294967295 bytes".into(),
+            )),
+            WriteOp::PutForward { .. } | WriteOp::DeleteForward { .. } => Ok(()),
         }
     }
 }
@@ -372,7 +382,7 @@ impl GroupCommitter {
 #[derive(Default)]
 struct Overlay {
     /// Indexed by `TreeId::index`; `None` deletes the key.
-    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; 7],
+    trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; TreeId::ALL.len()],
 }
 
 impl Overlay {
@@ -449,6 +459,14 @@ impl Overlay {
             ),
             WriteOp::DeleteHubRoute { route } => {
                 self.remove(TreeId::HubRoutes, route.as_bytes().to_vec())
+            }
+            WriteOp::PutForward { node, seq, copy } => self.put(
+                TreeId::Forwards,
+                keys::forward(*node, *seq),
+                records::encode_forward(copy),
+            ),
+            WriteOp::DeleteForward { node, seq } => {
+                self.remove(TreeId::Forwards, keys::forward(*node, *seq))
             }
         }
         Ok(())

@@ -38,10 +38,18 @@ fn layout() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("retained", b"home/temp".to_vec(), "retained"),
         ("route_queue", route_key(&9u64.to_be_bytes()), "route_queue"),
         ("hub_routes", b"r".to_vec(), "hub_route"),
+        ("forwards", forward_key(2, 9), "forward"),
     ]
 }
 
 const ROUTE: &str = "to-rest";
+
+/// The copy in `v1/forward.bin`: opaque bytes to the store.
+const FORWARD_COPY: &[u8] = b"\x12\x03a/b\x1a\x02hi";
+
+fn forward_key(node: u64, seq: u64) -> Vec<u8> {
+    [node.to_be_bytes(), seq.to_be_bytes()].concat()
+}
 
 fn route_key(suffix: &[u8]) -> Vec<u8> {
     let mut key = format!("{ROUTE}\0").into_bytes();
@@ -171,6 +179,10 @@ fn golden_v1_values_decode() {
         store.load_hub_routes().unwrap(),
         [("r".to_owned(), HUB_ROUTE.to_owned())]
     );
+    assert_eq!(
+        store.load_forwards().unwrap(),
+        [(2, 9, Bytes::from_static(FORWARD_COPY))]
+    );
 }
 
 const HUB_ROUTE: &str = r#"{"name":"r","topic":"t","type":"rest","url":"http://h/"}"#;
@@ -242,6 +254,11 @@ fn encoder_writes_the_golden_bytes_of_the_current_versions() {
             route: "r".into(),
             definition: HUB_ROUTE.into(),
         },
+        WriteOp::PutForward {
+            node: 2,
+            seq: 9,
+            copy: Bytes::from_static(FORWARD_COPY),
+        },
     ];
     submit_durable(&store.writer(), ops).unwrap();
     store.close().unwrap();
@@ -264,6 +281,7 @@ fn load(store: &Store, tree: &str) -> Result<(), Error> {
         "retained" => store.load_retained().map(drop),
         "route_queue" => store.load_route_queue(ROUTE).map(drop),
         "hub_routes" => store.load_hub_routes().map(drop),
+        "forwards" => store.load_forwards().map(drop),
         other => panic!("no loader for {other}"),
     }
 }
@@ -292,6 +310,7 @@ fn damaged_golden_v1_values_are_rejected_naming_the_tree() {
         ("retained.trailing-byte.bin", "1 trailing bytes"),
         ("incoming_qos2.empty.bin", "empty value"),
         ("route_queue.truncated.bin", "truncated: client_id"),
+        ("forward.trailing-byte.bin", "1 trailing bytes"),
     ];
     for (file, reason) in cases {
         let (tree, key, _) = layout()
@@ -357,6 +376,8 @@ fn a_key_of_the_wrong_length_is_rejected_naming_the_tree() {
     assert_rejected("outgoing", &client_key(&[0, 42]), value, "8-byte suffix");
     let value = golden("route_queue.bin");
     assert_rejected("route_queue", &route_key(&[9]), value, "8-byte suffix");
+    let value = golden("forward.bin");
+    assert_rejected("forwards", &[0, 2, 9], value, "16-byte node and seq");
     let mut value = golden("subscription.bin");
     value[5] = b'X'; // filter in the value no longer matches the key
     assert_rejected(

@@ -121,6 +121,9 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
             .prop_map(|(route, d)| WriteOp::PutHubRoute { route: route.to_owned(), definition: d.to_owned() }),
         1 => prop::sample::select(&ROUTES[..])
             .prop_map(|route| WriteOp::DeleteHubRoute { route: route.to_owned() }),
+        2 => (1..4u64, 0..6u64, prop::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(node, seq, copy)| WriteOp::PutForward { node, seq, copy: copy.into() }),
+        1 => (1..4u64, 0..6u64).prop_map(|(node, seq)| WriteOp::DeleteForward { node, seq }),
     ]
 }
 
@@ -141,6 +144,7 @@ struct Model {
     retained: BTreeMap<String, StoredMessage>,
     route_queue: BTreeMap<(String, u64), RouteRecord>,
     hub_routes: BTreeMap<String, String>,
+    forwards: BTreeMap<(u64, u64), bytes::Bytes>,
 }
 
 impl Model {
@@ -205,6 +209,12 @@ impl Model {
             WriteOp::DeleteHubRoute { route } => {
                 self.hub_routes.remove(&route);
             }
+            WriteOp::PutForward { node, seq, copy } => {
+                self.forwards.insert((node, seq), copy);
+            }
+            WriteOp::DeleteForward { node, seq } => {
+                self.forwards.remove(&(node, seq));
+            }
         }
     }
 
@@ -238,6 +248,12 @@ impl Model {
         prop_assert_eq!(store.load_retained().unwrap(), retained);
         let hub_routes: Vec<_> = self.hub_routes.clone().into_iter().collect();
         prop_assert_eq!(store.load_hub_routes().unwrap(), hub_routes);
+        let forwards: Vec<_> = self
+            .forwards
+            .iter()
+            .map(|(&(node, seq), copy)| (node, seq, copy.clone()))
+            .collect();
+        prop_assert_eq!(store.load_forwards().unwrap(), forwards);
         for route in ROUTES {
             let queue: Vec<_> = self
                 .route_queue

@@ -33,6 +33,7 @@
 //! [`ClusterBridge::stop`].
 
 mod events;
+mod kept;
 mod rehome;
 mod takeover;
 
@@ -78,6 +79,10 @@ pub struct ClusterBridge {
     /// Set once this node was ready and in contact with the cluster after
     /// it started: before, it takes no client (`take_session`).
     caught_up_once: std::sync::atomic::AtomicBool,
+    /// Copies for nodes that are down, on disk (`kept.rs`).
+    kept: Arc<kept::Kept>,
+    /// This bridge, for tasks that outlive a call.
+    me: std::sync::Weak<ClusterBridge>,
 }
 
 impl std::fmt::Debug for ClusterBridge {
@@ -97,6 +102,7 @@ impl ClusterBridge {
         cluster: cluster::Cluster,
         runtime: tokio::runtime::Handle,
         forward_timeout: Duration,
+        writer: storage::Writer,
     ) -> Arc<ClusterBridge> {
         let mut workers = Vec::with_capacity(WORKERS);
         for _ in 0..WORKERS {
@@ -104,7 +110,9 @@ impl ClusterBridge {
             runtime.spawn(propose_in_order(cluster.clone(), rx));
             workers.push(tx);
         }
-        let bridge = Arc::new(ClusterBridge {
+        let bridge = Arc::new_cyclic(|me| ClusterBridge {
+            kept: Arc::new(kept::Kept::new(writer)),
+            me: me.clone(),
             node_id: cluster.node_id(),
             cluster,
             runtime,
@@ -183,13 +191,29 @@ impl ClusterBridge {
         target: RemoteTarget,
         guard: &mut LazyGuard,
     ) {
-        let forwarded = cluster::ForwardedPublish {
+        let for_target = |message: &Message, target: RemoteTarget| cluster::ForwardedPublish {
             no_plain_match: !target.plain,
             shared_filters: target.shared,
             ..forwarded_publish(message)
         };
-        let waits = message.qos > codec::QoS::AtMostOnce && !self.down.read().contains(&node);
-        self.send(node, forwarded, if waits { guard.get() } else { None });
+        if message.qos == codec::QoS::AtMostOnce {
+            let no_wait: Option<(AckGuard, fn() -> cluster::ForwardedPublish)> = None;
+            return self.send(node, for_target(message, target), no_wait);
+        }
+        if self.down.read().contains(&node) {
+            // the publisher waits for this node's disk, not for the peer
+            return self.keep(node, for_target(message, target), guard.get());
+        }
+        // Should the peer go down before it answers, the copy is kept on
+        // disk then, built again from the message (not encoded up front:
+        // most answers come).
+        let again = (message.clone(), target.clone());
+        let rebuild = move || for_target(&again.0, again.1);
+        self.send(
+            node,
+            for_target(message, target),
+            guard.get().map(|g| (g, rebuild)),
+        );
     }
 
     /// Sends a message a session held to the node that owns the session now.
@@ -224,7 +248,18 @@ impl ClusterBridge {
         async move { task.await.unwrap_or(false) }
     }
 
-    fn send(&self, node: u64, mut forwarded: cluster::ForwardedPublish, guard: Option<AckGuard>) {
+    /// Queues `forwarded` on the link to `node`. With `waiting` (QoS 1/2),
+    /// the publisher's guard waits for the answer; if the node goes down
+    /// before it comes, the copy (built again by the closure) is kept on
+    /// disk and the guard waits for that instead (`kept.rs`).
+    fn send<F>(
+        self: &ClusterBridge,
+        node: u64,
+        mut forwarded: cluster::ForwardedPublish,
+        waiting: Option<(AckGuard, F)>,
+    ) where
+        F: FnOnce() -> cluster::ForwardedPublish + Send + 'static,
+    {
         let cluster = self.cluster.clone();
         let timeout = self.forward_timeout;
         // `cluster.forward` lasts until the answer; the other node's
@@ -234,30 +269,51 @@ impl ClusterBridge {
         // Queued here, in the publisher's order; only the answer is awaited
         // on the cluster's runtime.
         let answer = self.cluster.forward_in_order(node, forwarded);
-        self.runtime.spawn(async move {
-            let result = match answer {
-                Ok(answer) => tokio::time::timeout(timeout, answer).await,
-                Err(e) => Ok(Err(e)),
-            };
-            match (result, guard) {
-                (Ok(Ok(())), _) | (Err(_), None) => {}
-                (Ok(Err(e)), None) => {
-                    tracing::debug!(node, error = %e, "forwarded message not delivered");
+        let Some((guard, rebuild)) = waiting else {
+            self.runtime.spawn(async move {
+                if let Ok(answer) = answer {
+                    if let Err(e) = answer.await {
+                        tracing::debug!(node, error = %e, "forwarded message not delivered");
+                    }
                 }
-                (Ok(Err(e)), Some(guard)) => {
+                drop(span);
+            });
+            return;
+        };
+        let bridge = self.me.clone();
+        self.runtime.spawn(async move {
+            let mut answer = match answer {
+                Ok(answer) => Box::pin(answer),
+                Err(e) => {
+                    tracing::warn!(node, error = %e, "forwarded message refused");
+                    return guard.fail();
+                }
+            };
+            match tokio::time::timeout(timeout, &mut answer).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
                     tracing::warn!(node, error = %e, "forwarded message refused");
                     guard.fail();
                 }
-                (Err(_), Some(_)) if peer_is_down(&cluster, node) => {
-                    // The node died meanwhile: like a message to a node
-                    // already known down, it stays queued on the link and
-                    // goes out when the node is back.
-                    tracing::warn!(node, "forwarded message waits for a node that is down");
-                }
-                (Err(_), Some(guard)) => {
-                    tracing::warn!(node, "forwarded message not acknowledged in time");
-                    guard.fail();
-                }
+                Err(_) => match bridge.upgrade() {
+                    Some(bridge) if peer_is_down(&cluster, node) => {
+                        // The node died meanwhile: the copy stays queued on
+                        // the link, and is kept on disk until it answers.
+                        tracing::warn!(node, "forwarded message kept for a node that is down");
+                        let copy = bytes::Bytes::from(cluster::encode_forwarded(
+                            &cluster::ForwardedPublish {
+                                origin_node: bridge.node_id,
+                                ..rebuild()
+                            },
+                        ));
+                        let seq = bridge.store_kept(node, copy, Some(guard));
+                        bridge.forget_kept_when_answered(node, seq, answer);
+                    }
+                    _ => {
+                        tracing::warn!(node, "forwarded message not acknowledged in time");
+                        guard.fail();
+                    }
+                },
             }
             drop(span);
         });

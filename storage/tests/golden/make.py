@@ -59,6 +59,12 @@ route_queue = (V1
 hub_route = (V1
     + s(b'{"name":"r","topic":"t","type":"rest","url":"http://h/"}'))  # definition
 
+# `forwards` (added after version 2, at version 1: a new tree): the copy is
+# the cluster's ForwardedPublish protobuf, opaque bytes to the store; here
+# field 2 (topic) "a/b" and field 3 (payload) "hi".
+forward = (V1
+    + s(b"\x12\x03a/b\x1a\x02hi"))  # copy
+
 files = {
     # values this version writes: must decode
     "session.bin": session,
@@ -68,6 +74,7 @@ files = {
     "incoming_qos2.bin": incoming_qos2,
     "route_queue.bin": route_queue,
     "hub_route.bin": hub_route,
+    "forward.bin": forward,
     # damaged values: must be rejected with an error naming the tree
     "session.unknown-version.bin": b"\x02" + session[1:],
     "subscription.bad-bool.bin": subscription[:15] + b"\x02" + subscription[16:],
@@ -75,6 +82,7 @@ files = {
     "retained.trailing-byte.bin": retained + b"\x00",
     "incoming_qos2.empty.bin": b"",
     "route_queue.truncated.bin": route_queue[:20],
+    "forward.trailing-byte.bin": forward + b"\x00",
 }
 
 for name, data in files.items():

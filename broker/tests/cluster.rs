@@ -939,6 +939,40 @@ async fn a_node_without_a_leader_refuses_to_take_a_session_over_issue_17() {
     );
 }
 
+/// postmortem: in a long chaos run (`tern-chaos`, seed 21, 2026-12-06, a
+/// bridge partition) a session moved from node 1 to node 2 while node 4 was
+/// cut off from the leader. Node 4 caught up 11 s later; until then it
+/// routed the session's copies to node 1 by the routes it knew, and node 1
+/// had stopped forwarding to the new owner `forward_timeout_secs` (10 s)
+/// after the move: 13 acknowledged messages reached nobody. The old node
+/// now forwards what still arrives for 20 s after a move. Here node 3 is
+/// stopped while the session moves, and routes a PUBLISH that waited in its
+/// socket as soon as it runs again, before it hears of the move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_a_move_still_reaches_the_session_through_its_old_node_issue_17() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut s = connect(cluster.addr(1), "straggler-sub", false, false).await;
+    subscribe(&mut s, 1, &[("straggler/#", 1)]).await;
+    let mut p = connect(cluster.addr(3), "straggler-pub", true, false).await;
+    cluster.settle();
+    cluster.node(3).process.as_ref().unwrap().signal("STOP");
+    let mut moved = connect(cluster.addr(2), "straggler-sub", false, true).await;
+    drop(s);
+    // past node 1's forward_timeout_secs (5 s in these tests): its routes
+    // for the session are withdrawn
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    p.send(&build::publish("straggler/a", 1, false, false, 1, b"late"))
+        .await;
+    cluster.node(3).process.as_ref().unwrap().signal("CONT");
+    assert_eq!(p.recv_bytes().await.unwrap(), build::puback(1));
+    assert_eq!(
+        payloads(&collect(&mut moved, Duration::from_millis(1500)).await),
+        [b"late"],
+        "the acknowledged message reaches the session on its new node"
+    );
+}
+
 /// postmortem: in a long chaos run (`tern-chaos`, seed 21, `replace`) a
 /// publisher connected to a node 260 ms after it had joined the cluster,
 /// before it knew the routes: its QoS 2 message was acknowledged and routed

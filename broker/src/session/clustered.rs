@@ -170,7 +170,14 @@ impl Session {
             .remove_if_same(self.client_id(), &self.handle);
         self.state.registry().add_moved(self.handle.clone());
         let linger = Duration::from_secs(self.state.config().cluster.forward_timeout_secs.max(1));
-        ctx.run_later(linger, |session, ctx| session.finish(true, ctx));
+        ctx.run_later(linger, move |session, ctx| {
+            // Nodes that are up to date stop sending here; a node cut off
+            // from the leader during the move still routes by what it knew
+            // and sends here once it is back: forward that a while longer.
+            session.retire();
+            let stragglers = MOVED_FORWARDS_FOR.saturating_sub(linger);
+            ctx.run_later(stragglers, |session, ctx| session.finish(true, ctx));
+        });
     }
 
     /// A copy routed to this session after it moved to `owner`: sent to
@@ -277,6 +284,15 @@ impl Drop for ForwardingCount {
 
 /// Tries of a copy for a session that moved (100 ms apart).
 const FORWARD_ATTEMPTS: usize = 30;
+
+/// How long a session that moved away goes on forwarding what arrives for
+/// it (its routes withdrawn after `forward_timeout_secs`): within the new
+/// owner's move window (`recent::WINDOW_MS`, 30 s), so that a copy arriving
+/// both ways is still dropped there. A node that was cut off from the
+/// leader for longer than this during a move can route copies to the old
+/// node after it stopped forwarding (README, Cluster, known limits).
+const MOVED_FORWARDS_FOR: Duration = Duration::from_secs(20);
+const _: () = assert!(MOVED_FORWARDS_FOR.as_secs() * 1000 < super::recent::WINDOW_MS);
 
 impl Session {
     /// The node drains: close the connection, telling a 5.0 client where

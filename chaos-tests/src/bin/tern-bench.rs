@@ -25,6 +25,10 @@ struct Args {
     /// Broker address.
     #[arg(long, default_value = "127.0.0.1:1883")]
     addr: SocketAddr,
+    /// Where the subscribers of fan-in, fan-out and pairs connect (default
+    /// --addr): another node of a cluster, to measure forwarding.
+    #[arg(long)]
+    sub_addr: Option<SocketAddr>,
     /// MQTT version: 3.1.1 or 5.
     #[arg(long = "mqtt", default_value = "3.1.1", value_parser = parse_version)]
     version: ProtocolVersion,
@@ -112,6 +116,7 @@ fn parse_qos(s: &str) -> Result<QoS, String> {
 fn spec(args: &Args) -> Spec {
     let mut spec = Spec::new(args.scenario, args.addr);
     spec.version = args.version;
+    spec.sub_addr = args.sub_addr;
     if let Some(q) = args.qos {
         spec.qos = q;
     }

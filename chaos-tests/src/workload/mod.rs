@@ -98,6 +98,9 @@ pub struct Spec {
     pub scenario: Scenario,
     /// The broker's MQTT address.
     pub addr: SocketAddr,
+    /// Where the pub/sub scenarios' subscribers connect, when not `addr`:
+    /// another node of a cluster, so every message crosses a forward link.
+    pub sub_addr: Option<SocketAddr>,
     pub version: ProtocolVersion,
     pub qos: QoS,
     /// Payload bytes per message (at least the 20-byte header).
@@ -159,6 +162,7 @@ impl Spec {
         Spec {
             scenario,
             addr,
+            sub_addr: None,
             version: ProtocolVersion::V311,
             qos: if queued {
                 QoS::AtLeastOnce

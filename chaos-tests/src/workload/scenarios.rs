@@ -1,6 +1,7 @@
 //! The scenarios, built from the publisher and subscriber loops of
 //! [`super::pubsub`].
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use super::{sys, Scenario, Spec};
 /// `opts(i)`. Returns them in order (`Err` for those that failed).
 async fn connect_many(
     spec: &Spec,
+    addr: SocketAddr,
     count: usize,
     opts: impl Fn(usize) -> ClientOptions,
 ) -> Vec<anyhow::Result<Client>> {
@@ -31,7 +33,6 @@ async fn connect_many(
             .await
             .expect("the semaphore is never closed");
         let o = opts(i);
-        let addr = spec.addr;
         set.spawn(async move {
             let r = Client::connect(addr, &o).await;
             drop(permit);
@@ -103,7 +104,7 @@ async fn run_publishers(
     addrs: u32,
     errors: &mut Vec<String>,
 ) -> Vec<Published> {
-    let clients = connect_many(spec, plans.len(), |i| {
+    let clients = connect_many(spec, spec.addr, plans.len(), |i| {
         options(
             spec,
             format!("{prefix}-p{i}"),
@@ -275,7 +276,8 @@ pub(super) async fn pubsub(spec: &Spec) -> Report {
     }
     let addrs = spec.source_addr_count(spec.publishers + spec.subscribers);
     let prefix = format!("tb-{run}");
-    let clients = connect_many(spec, spec.subscribers, |i| {
+    let sub_addr = spec.sub_addr.unwrap_or(spec.addr);
+    let clients = connect_many(spec, sub_addr, spec.subscribers, |i| {
         options(spec, format!("{prefix}-s{i}"), spec.persistent, i, addrs)
     })
     .await;
@@ -333,7 +335,7 @@ pub(super) async fn connections(spec: &Spec) -> Report {
     let rss_before = spec.broker_pid.and_then(sys::rss_bytes);
     let start = Instant::now();
     let prefix = format!("tb-{}-c", spec.run_id);
-    let clients = connect_many(spec, n, |i| {
+    let clients = connect_many(spec, spec.addr, n, |i| {
         let mut o = options(spec, format!("{prefix}{i}"), false, i, addrs);
         o.keep_alive = spec.keep_alive;
         o

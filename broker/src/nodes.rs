@@ -125,6 +125,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
         &'a self,
         client_id: &'a str,
         clean_start: bool,
+        handed_to: Option<u64>,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>>;
 
     /// True if `node` was heard from recently (a node alone has no other).
@@ -245,6 +246,7 @@ impl Cluster for SingleNode {
         &'a self,
         _: &'a str,
         _: bool,
+        _: Option<u64>,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
         Box::pin(std::future::ready(Ok(None)))
     }

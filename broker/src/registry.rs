@@ -21,8 +21,8 @@ use crate::handle::SessionRef;
 pub struct Registry {
     sessions: Mutex<HashMap<ByteString, SessionRef>>,
     /// Sessions that moved to another node and still forward there what
-    /// arrives for them (by session id); out of `sessions`.
-    moved: Mutex<HashMap<u64, SessionRef>>,
+    /// arrives for them (by session id), with that node; out of `sessions`.
+    moved: Mutex<HashMap<u64, (SessionRef, u64)>>,
     /// Copies those are forwarding now.
     forwarding: std::sync::atomic::AtomicUsize,
 }
@@ -32,9 +32,9 @@ impl Registry {
         Registry::default()
     }
 
-    /// `session` moved to another node and forwards there for a while.
-    pub fn add_moved(&self, session: SessionRef) {
-        self.moved.lock().insert(session.0.id, session);
+    /// `session` moved to node `owner` and forwards there for a while.
+    pub fn add_moved(&self, session: SessionRef, owner: u64) {
+        self.moved.lock().insert(session.0.id, (session, owner));
     }
 
     /// `session` stopped forwarding.
@@ -44,7 +44,18 @@ impl Registry {
 
     /// Sessions that moved and still forward.
     pub fn moved(&self) -> Vec<SessionRef> {
-        self.moved.lock().values().cloned().collect()
+        self.moved.lock().values().map(|(s, _)| s.clone()).collect()
+    }
+
+    /// The node this node last handed `client_id`'s session to, while that
+    /// session still forwards from here (`MOVED_FORWARDS_FOR`, 20 s).
+    pub fn handed_to(&self, client_id: &str) -> Option<u64> {
+        self.moved
+            .lock()
+            .values()
+            .filter(|(s, _)| s.0.client_id == client_id)
+            .max_by_key(|(s, _)| s.0.id)
+            .map(|(_, owner)| *owner)
     }
 
     /// Counts copies being forwarded for moved sessions (a drain waits

@@ -437,8 +437,14 @@ impl Cluster for ClusterBridge {
         &'a self,
         client_id: &'a str,
         clean_start: bool,
+        handed_to: Option<u64>,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
-        Box::pin(ClusterBridge::take_session(self, client_id, clean_start))
+        Box::pin(ClusterBridge::take_session(
+            self,
+            client_id,
+            clean_start,
+            handed_to,
+        ))
     }
 
     fn is_up(&self, node: u64) -> bool {

@@ -58,10 +58,14 @@ impl ClusterBridge {
     /// connection on its real owner. `Err(NotReady)` when the node is not
     /// ready within half the forward timeout: the CONNECT is refused
     /// (Server Unavailable) and the client tries again.
+    ///
+    /// `handed_to`: the node this node handed the session to lately, if
+    /// any (`Registry::handed_to`); see [`owner_to_ask`].
     pub async fn take_session(
         &self,
         client_id: &str,
         clean_start: bool,
+        handed_to: Option<u64>,
     ) -> Result<Option<Imported>, NotReady> {
         // One move of a session at a time on this node: a session being
         // adopted from a draining node is owned here once that ends.
@@ -97,9 +101,7 @@ impl ClusterBridge {
             self.caught_up_once.store(true, Ordering::Release);
         }
         if clean_start
-            && self
-                .session_owner(client_id)
-                .is_none_or(|o| o == self.node_id)
+            && owner_to_ask(self.session_owner(client_id), self.node_id, handed_to).is_none()
         {
             return Ok(None);
         }
@@ -107,7 +109,8 @@ impl ClusterBridge {
             tracing::info!(%client_id, "not caught up with the cluster; refusing the session's takeover");
             return Err(NotReady);
         }
-        let Some(mut owner) = self.session_owner(client_id).filter(|o| *o != self.node_id) else {
+        let Some(mut owner) = owner_to_ask(self.session_owner(client_id), self.node_id, handed_to)
+        else {
             return Ok(None);
         };
         // The owner may have handed the session on (a drain) just before:
@@ -194,6 +197,24 @@ impl ClusterBridge {
     }
 }
 
+/// The node to take a session over from: its replicated owner when that
+/// is another node. When the replicated owner is this node (or nobody) but
+/// this node handed the session to `handed_to` lately, that node: its claim
+/// may not have committed yet, or ever (it was cut off from the leader), and
+/// it has the session.
+///
+/// postmortem: long chaos run seed 21, 2026-12-06 (`sessions-kept`): node 4
+/// took `sub2` over from node 1 0.3 s into a bridge partition that cut it
+/// off from the leader; its claim timed out. The client, back on node 1 six
+/// seconds later, found node 1 the replicated owner without the session and
+/// got a new, empty one (Session Present 0).
+fn owner_to_ask(replicated: Option<u64>, me: u64, handed_to: Option<u64>) -> Option<u64> {
+    match replicated {
+        Some(owner) if owner != me => Some(owner),
+        _ => handed_to.filter(|node| *node != me),
+    }
+}
+
 /// Why a takeover gave no session.
 #[derive(Debug)]
 pub enum TakeOverError {
@@ -221,5 +242,25 @@ pub struct AdoptingGuard {
 impl Drop for AdoptingGuard {
     fn drop(&mut self) {
         self.moving.lock().remove(&self.client_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_to_ask;
+
+    #[test]
+    fn the_replicated_owner_is_asked_when_it_is_another_node() {
+        assert_eq!(owner_to_ask(Some(2), 1, None), Some(2));
+        assert_eq!(owner_to_ask(Some(2), 1, Some(3)), Some(2));
+        assert_eq!(owner_to_ask(Some(1), 1, None), None);
+        assert_eq!(owner_to_ask(None, 1, None), None);
+    }
+
+    #[test]
+    fn a_node_that_handed_a_session_on_asks_for_it_back_while_the_claim_is_not_in() {
+        assert_eq!(owner_to_ask(Some(1), 1, Some(4)), Some(4));
+        assert_eq!(owner_to_ask(None, 1, Some(4)), Some(4));
+        assert_eq!(owner_to_ask(Some(1), 1, Some(1)), None);
     }
 }

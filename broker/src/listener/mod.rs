@@ -595,7 +595,11 @@ pub async fn bootstrap(
     }
     let imported = match state
         .cluster()
-        .take_session(&client_id, connect.clean_start)
+        .take_session(
+            &client_id,
+            connect.clean_start,
+            state.registry().handed_to(&client_id),
+        )
         .await
     {
         Ok(imported) => imported,

@@ -168,7 +168,7 @@ impl Session {
         self.state
             .registry()
             .remove_if_same(self.client_id(), &self.handle);
-        self.state.registry().add_moved(self.handle.clone());
+        self.state.registry().add_moved(self.handle.clone(), owner);
         let linger = Duration::from_secs(self.state.config().cluster.forward_timeout_secs.max(1));
         ctx.run_later(linger, move |session, ctx| {
             // Nodes that are up to date stop sending here; a node cut off

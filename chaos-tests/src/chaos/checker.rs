@@ -291,9 +291,12 @@ fn kept_on_a_lost_disk(ctx: &Ctx<'_>, node: Option<u64>, sent: u64) -> bool {
     faulty && crashed
 }
 
-/// The excuse of a copy sent at `sent` within `windows`, data loss first.
-fn excuse(windows: &[(u64, u64, Excuse)], sent: u64) -> Option<Excuse> {
-    excuse_span(windows, sent, sent)
+/// Whether a copy sent at `sent` was routed while the subscriber moved,
+/// whatever else excuses it too (a node that later lost its data).
+fn while_moving(windows: &[(u64, u64, Excuse)], sent: u64) -> bool {
+    windows
+        .iter()
+        .any(|&(a, b, why)| why == Excuse::Moving && a <= sent && sent <= b)
 }
 
 /// The excuse of a copy routed between `sent` and `acked`: a window that
@@ -493,7 +496,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             let moved = moves
                 .get(subscriber.as_str())
                 .is_some_and(|m| m.iter().any(|&t| sent <= t && t <= e.t_ms))
-                || excuse(&move_windows(subscriber), sent) == Some(Excuse::Moving);
+                || while_moving(&move_windows(subscriber), sent);
             if *n == 2 && (first != *node || moved) && ctx.faulty(e.t_ms) {
                 // A copy delayed in a link reached the session's new node
                 // after the session moved there (README, Cluster, "Sessions").
@@ -567,7 +570,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             let key = (subscriber.as_str(), *connection, *publisher, pc);
             if let Some(&prev) = last.get(&key) {
                 let sent = sent_at.get(&(*publisher, *seq)).copied().unwrap_or(0);
-                if *seq < prev && excuse(&move_windows(subscriber), sent) == Some(Excuse::Moving) {
+                if *seq < prev && while_moving(&move_windows(subscriber), sent) {
                     // held by the session's old node, which was down or cut
                     // off when the session moved: it arrives when that node
                     // is back (README, Cluster, "Sessions")

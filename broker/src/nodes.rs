@@ -49,6 +49,16 @@ pub struct RemoteTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotReady;
 
+/// What this node's registry knows of a client's session when it connects
+/// (`Registry::handed_to`, `Registry::get`), for [`Cluster::take_session`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SessionHere {
+    /// The node this node handed the session to lately.
+    pub handed_to: Option<u64>,
+    /// This node runs the session (online or offline).
+    pub live: bool,
+}
+
 /// The other nodes, as this node sees them.
 pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// This node's id; 0 for a node alone.
@@ -125,7 +135,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
         &'a self,
         client_id: &'a str,
         clean_start: bool,
-        handed_to: Option<u64>,
+        here: SessionHere,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>>;
 
     /// True if `node` was heard from recently (a node alone has no other).
@@ -246,7 +256,7 @@ impl Cluster for SingleNode {
         &'a self,
         _: &'a str,
         _: bool,
-        _: Option<u64>,
+        _: SessionHere,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
         Box::pin(std::future::ready(Ok(None)))
     }

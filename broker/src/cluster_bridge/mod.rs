@@ -437,13 +437,13 @@ impl Cluster for ClusterBridge {
         &'a self,
         client_id: &'a str,
         clean_start: bool,
-        handed_to: Option<u64>,
+        here: crate::nodes::SessionHere,
     ) -> BoxFuture<'a, Result<Option<Imported>, NotReady>> {
         Box::pin(ClusterBridge::take_session(
             self,
             client_id,
             clean_start,
-            handed_to,
+            here,
         ))
     }
 

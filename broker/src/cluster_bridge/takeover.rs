@@ -59,13 +59,13 @@ impl ClusterBridge {
     /// ready within half the forward timeout: the CONNECT is refused
     /// (Server Unavailable) and the client tries again.
     ///
-    /// `handed_to`: the node this node handed the session to lately, if
-    /// any (`Registry::handed_to`); see [`owner_to_ask`].
+    /// `here`: what this node's registry knows of the session; see
+    /// [`owner_to_ask`] and [`resume_from_record`].
     pub async fn take_session(
         &self,
         client_id: &str,
         clean_start: bool,
-        handed_to: Option<u64>,
+        here: crate::nodes::SessionHere,
     ) -> Result<Option<Imported>, NotReady> {
         // One move of a session at a time on this node: a session being
         // adopted from a draining node is owned here once that ends.
@@ -101,7 +101,7 @@ impl ClusterBridge {
             self.caught_up_once.store(true, Ordering::Release);
         }
         if clean_start
-            && owner_to_ask(self.session_owner(client_id), self.node_id, handed_to).is_none()
+            && owner_to_ask(self.session_owner(client_id), self.node_id, here.handed_to).is_none()
         {
             return Ok(None);
         }
@@ -109,7 +109,8 @@ impl ClusterBridge {
             tracing::info!(%client_id, "not caught up with the cluster; refusing the session's takeover");
             return Err(NotReady);
         }
-        let Some(mut owner) = owner_to_ask(self.session_owner(client_id), self.node_id, handed_to)
+        let Some(mut owner) =
+            owner_to_ask(self.session_owner(client_id), self.node_id, here.handed_to)
         else {
             return Ok(None);
         };
@@ -130,12 +131,12 @@ impl ClusterBridge {
                     }
                 }
                 Err(TakeOverError::Failed(e)) => {
-                    tracing::warn!(%client_id, owner, error = %e, "session owner unreachable; resuming from the replicated record");
+                    tracing::warn!(%client_id, owner, error = %e, live_here = here.live, "session owner unreachable; resuming from this node's copy if live, else from the replicated record");
                     break;
                 }
             }
         }
-        if clean_start {
+        if !resume_from_record(clean_start, here.live) {
             return Ok(None);
         }
         Ok(self.cluster.session(client_id).map(Imported::Record))
@@ -215,6 +216,23 @@ fn owner_to_ask(replicated: Option<u64>, me: u64, handed_to: Option<u64>) -> Opt
     }
 }
 
+/// Whether a session whose owner could not be asked resumes from its
+/// replicated record (subscriptions and expiry, no messages): not with
+/// Clean Start, and not when this node runs the session already. Such a
+/// copy was resumed here while the owner was unreachable and its claim is
+/// not in yet; it holds the messages queued since, which importing the
+/// record over it would discard.
+///
+/// postmortem: long chaos run seed 21, 2026-12-06 (`no-loss`, 22 copies):
+/// during a `replace` node 1 resumed `sub2` from its record (its owner,
+/// node 4, was killed) while commits stalled for 10 s; the client went
+/// offline, 22 acknowledged copies were queued for it on node 1, and when
+/// it came back the owner was still node 4 (now removed), so node 1
+/// imported the record over its own session and dropped them.
+fn resume_from_record(clean_start: bool, live_here: bool) -> bool {
+    !clean_start && !live_here
+}
+
 /// Why a takeover gave no session.
 #[derive(Debug)]
 pub enum TakeOverError {
@@ -247,7 +265,14 @@ impl Drop for AdoptingGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::owner_to_ask;
+    use super::{owner_to_ask, resume_from_record};
+
+    #[test]
+    fn a_live_copy_here_is_kept_rather_than_replaced_by_the_record() {
+        assert!(resume_from_record(false, false));
+        assert!(!resume_from_record(false, true));
+        assert!(!resume_from_record(true, false));
+    }
 
     #[test]
     fn the_replicated_owner_is_asked_when_it_is_another_node() {

@@ -598,7 +598,10 @@ pub async fn bootstrap(
         .take_session(
             &client_id,
             connect.clean_start,
-            state.registry().handed_to(&client_id),
+            crate::nodes::SessionHere {
+                handed_to: state.registry().handed_to(&client_id),
+                live: state.registry().get(&client_id).is_some(),
+            },
         )
         .await
     {

@@ -462,6 +462,70 @@ fn reordering_while_moving_is_excused_even_if_the_new_node_later_lost_its_data()
     assert_eq!(failed(&h), Vec::<&str>::new());
 }
 
+// Long run seed 21 (2026-12-06): a publishing node isolated until 944.6 s
+// caught up only at 951.4 s; until then it routed a shared member's copies
+// to the node the member had left at 944.9 s, and they came after newer
+// ones. Late by a stale route is excused for `order`, never for `no-loss`.
+#[test]
+fn reordering_by_a_node_not_caught_up_after_a_fault_is_excused_only_with_a_move() {
+    let history = |moved: bool| {
+        let mut h = subscribed(0, "sub0-v311", 2);
+        h.push(at(
+            1_000,
+            Event::Fault {
+                kind: "partition-isolate".into(),
+                detail: String::new(),
+                nodes: vec![1],
+                end_ms: Some(4_000),
+            },
+        ));
+        if moved {
+            h.push(at(
+                4_100,
+                Event::Connected {
+                    client: "sub0-v311".into(),
+                    node: 3,
+                    connect_ms: 4_050,
+                    resume: true,
+                    session_present: true,
+                },
+            ));
+        }
+        // after the fault and the move's window, before the recovery
+        h.push(publish(7_000, 1, 0, 1, Outcome::Acked));
+        h.push(publish(7_010, 1, 1, 1, Outcome::Acked));
+        h.push(at(
+            9_000,
+            Event::Recovered {
+                after: "partition-isolate".into(),
+                ms: Some(5_000),
+            },
+        ));
+        h.push(deliver(9_100, "sub0-v311", 1, 1, 1, 2));
+        h.push(deliver(9_110, "sub0-v311", 1, 0, 1, 2));
+        h.push(at(
+            9_500,
+            Event::Recovered {
+                after: "final".into(),
+                ms: Some(1),
+            },
+        ));
+        h.push(publish(9_600, 1, 2, 1, Outcome::Acked));
+        h
+    };
+    let mut h = history(true);
+    h.push(deliver(9_601, "sub0-v311", 1, 2, 1, 2));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+    let mut h = history(false);
+    h.push(deliver(9_601, "sub0-v311", 1, 2, 1, 2));
+    assert_eq!(failed(&h), vec!["order"], "no move: no other path");
+    assert_eq!(
+        failed(&history(true)),
+        vec!["no-loss"],
+        "a loss is not excused"
+    );
+}
+
 #[test]
 fn a_lost_session_a_crash_and_a_slow_recovery_fail() {
     let mut h = good();

@@ -71,6 +71,31 @@ fn subscribed(t: u64, client: &str, node: u64) -> Vec<Stamped> {
     ]
 }
 
+/// The cluster recovered at `t` after fault `after`, in `ms`.
+fn recovered(t: u64, after: &str, ms: u64) -> Stamped {
+    at(
+        t,
+        Event::Recovered {
+            after: after.into(),
+            ms: Some(ms),
+        },
+    )
+}
+
+/// `client` resumed its session on `node` at `t` (CONNECT sent 50 ms before).
+fn resumed(t: u64, client: &str, node: u64) -> Stamped {
+    at(
+        t,
+        Event::Connected {
+            client: client.into(),
+            node,
+            connect_ms: t - 50,
+            resume: true,
+            session_present: true,
+        },
+    )
+}
+
 /// A subscriber, one publisher of QoS 2 messages 0..3 all delivered in
 /// order, a recovery, a message after it.
 fn good() -> Vec<Stamped> {
@@ -79,13 +104,7 @@ fn good() -> Vec<Stamped> {
         h.push(publish(3_000 + seq * 10, 1, seq, 2, Outcome::Acked));
         h.push(deliver(3_001 + seq * 10, "sub0-v311", 1, seq, 2, 1));
     }
-    h.push(at(
-        4_000,
-        Event::Recovered {
-            after: "final".into(),
-            ms: Some(300),
-        },
-    ));
+    h.push(recovered(4_000, "final", 300));
     h.push(publish(4_100, 1, 3, 2, Outcome::Acked));
     h.push(deliver(4_101, "sub0-v311", 1, 3, 2, 1));
     h
@@ -396,13 +415,7 @@ fn reordering_within_a_connection_fails_but_not_across_connections() {
     let mut h = subscribed(0, "sub0-v311", 2);
     h.push(publish(3_000, 1, 0, 1, Outcome::Acked));
     h.push(publish(3_010, 1, 1, 1, Outcome::Acked));
-    h.push(at(
-        4_000,
-        Event::Recovered {
-            after: "final".into(),
-            ms: Some(1),
-        },
-    ));
+    h.push(recovered(4_000, "final", 1));
     h.push(publish(4_100, 1, 2, 1, Outcome::Acked));
     h.push(deliver(4_200, "sub0-v311", 1, 1, 1, 1));
     h.push(deliver(4_300, "sub0-v311", 1, 2, 1, 2));
@@ -418,27 +431,12 @@ fn reordering_within_a_connection_fails_but_not_across_connections() {
 #[test]
 fn reordering_while_moving_is_excused_even_if_the_new_node_later_lost_its_data() {
     let mut h = subscribed(0, "sub0-v311", 2);
-    h.push(at(
-        6_000,
-        Event::Connected {
-            client: "sub0-v311".into(),
-            node: 3,
-            connect_ms: 5_950,
-            resume: true,
-            session_present: true,
-        },
-    ));
+    h.push(resumed(6_000, "sub0-v311", 3));
     h.push(publish(6_100, 1, 0, 1, Outcome::Acked));
     h.push(publish(6_110, 1, 1, 1, Outcome::Acked));
     h.push(deliver(6_300, "sub0-v311", 1, 1, 1, 2));
     h.push(deliver(6_310, "sub0-v311", 1, 0, 1, 2));
-    h.push(at(
-        6_500,
-        Event::Recovered {
-            after: "final".into(),
-            ms: Some(1),
-        },
-    ));
+    h.push(recovered(6_500, "final", 1));
     h.push(publish(6_600, 1, 2, 1, Outcome::Acked));
     h.push(deliver(6_601, "sub0-v311", 1, 2, 1, 2));
     assert_eq!(failed(&h), Vec::<&str>::new());
@@ -449,16 +447,7 @@ fn reordering_while_moving_is_excused_even_if_the_new_node_later_lost_its_data()
             what: NodeChange::Removed,
         },
     ));
-    h.push(at(
-        8_000,
-        Event::Connected {
-            client: "sub0-v311".into(),
-            node: 4,
-            connect_ms: 7_950,
-            resume: true,
-            session_present: true,
-        },
-    ));
+    h.push(resumed(8_000, "sub0-v311", 4));
     assert_eq!(failed(&h), Vec::<&str>::new());
 }
 
@@ -480,36 +469,15 @@ fn reordering_by_a_node_not_caught_up_after_a_fault_is_excused_only_with_a_move(
             },
         ));
         if moved {
-            h.push(at(
-                4_100,
-                Event::Connected {
-                    client: "sub0-v311".into(),
-                    node: 3,
-                    connect_ms: 4_050,
-                    resume: true,
-                    session_present: true,
-                },
-            ));
+            h.push(resumed(4_100, "sub0-v311", 3));
         }
         // after the fault and the move's window, before the recovery
         h.push(publish(7_000, 1, 0, 1, Outcome::Acked));
         h.push(publish(7_010, 1, 1, 1, Outcome::Acked));
-        h.push(at(
-            9_000,
-            Event::Recovered {
-                after: "partition-isolate".into(),
-                ms: Some(5_000),
-            },
-        ));
+        h.push(recovered(9_000, "partition-isolate", 5_000));
         h.push(deliver(9_100, "sub0-v311", 1, 1, 1, 2));
         h.push(deliver(9_110, "sub0-v311", 1, 0, 1, 2));
-        h.push(at(
-            9_500,
-            Event::Recovered {
-                after: "final".into(),
-                ms: Some(1),
-            },
-        ));
+        h.push(recovered(9_500, "final", 1));
         h.push(publish(9_600, 1, 2, 1, Outcome::Acked));
         h
     };

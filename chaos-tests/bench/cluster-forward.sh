@@ -18,6 +18,9 @@
 #   percentiles, node 1's CPU per message) and writes the JSON lines to
 #   $CARGO_TARGET_DIR/bench/cluster-forward-DATE.jsonl. Needs
 #   mosquitto_sub (Debian: mosquitto-clients) to wait for the nodes.
+#   Build BIN in its own CARGO_TARGET_DIR: cargo hashes the workspace's own
+#   crates by their path inside the workspace, so two worktrees sharing one
+#   target dir can take each other's `release/tern` as up to date.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

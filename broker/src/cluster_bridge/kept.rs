@@ -55,17 +55,12 @@ impl ClusterBridge {
     pub(super) fn keep(
         &self,
         node: u64,
-        mut forwarded: cluster::ForwardedPublish,
+        forwarded: cluster::ForwardedPublish,
         guard: Option<AckGuard>,
     ) {
-        forwarded.origin_node = self.node_id;
-        let copy = Bytes::from(cluster::encode_forwarded(&forwarded));
+        let copy = forwarded.clone();
         match self.cluster.forward_in_order(node, forwarded) {
-            Ok(answer) => {
-                let seq = self.store_kept(node, copy, guard);
-                self.runtime
-                    .spawn(forget_when_answered(self.kept.clone(), node, seq, answer));
-            }
+            Ok(answer) => self.keep_until_answered(node, copy, guard, answer),
             Err(e) => {
                 tracing::warn!(node, error = %e, "message for a node that is down refused");
                 if let Some(guard) = guard {
@@ -75,19 +70,28 @@ impl ClusterBridge {
         }
     }
 
-    /// Writes a copy for `node` to the `forwards` tree; `guard` waits for
-    /// the fsync. Returns its `seq`.
-    pub(super) fn store_kept(&self, node: u64, copy: Bytes, guard: Option<AckGuard>) -> u64 {
+    /// Writes `copy`, queued on the link to `node`, to the `forwards`
+    /// tree (`guard` waits for the fsync), and deletes it once `answer`
+    /// comes.
+    pub(super) fn keep_until_answered(
+        &self,
+        node: u64,
+        mut copy: cluster::ForwardedPublish,
+        guard: Option<AckGuard>,
+        answer: impl std::future::Future<Output = cluster::Result<()>> + Send + 'static,
+    ) {
+        copy.origin_node = self.node_id;
+        let copy = Bytes::from(cluster::encode_forwarded(&copy));
         let seq = self.kept.next_seq.fetch_add(1, Ordering::Relaxed);
         self.kept.writer.submit(
             vec![storage::WriteOp::PutForward { node, seq, copy }],
             hold_until_durable(guard),
         );
-        seq
+        self.forget_kept_when_answered(node, seq, answer);
     }
 
     /// Forgets kept copy `seq` for `node` once `answer` comes (spawned).
-    pub(super) fn forget_kept_when_answered(
+    fn forget_kept_when_answered(
         &self,
         node: u64,
         seq: u64,

@@ -300,14 +300,7 @@ impl ClusterBridge {
                         // The node died meanwhile: the copy stays queued on
                         // the link, and is kept on disk until it answers.
                         tracing::warn!(node, "forwarded message kept for a node that is down");
-                        let copy = bytes::Bytes::from(cluster::encode_forwarded(
-                            &cluster::ForwardedPublish {
-                                origin_node: bridge.node_id,
-                                ..rebuild()
-                            },
-                        ));
-                        let seq = bridge.store_kept(node, copy, Some(guard));
-                        bridge.forget_kept_when_answered(node, seq, answer);
+                        bridge.keep_until_answered(node, rebuild(), Some(guard), answer);
                     }
                     _ => {
                         tracing::warn!(node, "forwarded message not acknowledged in time");

@@ -51,12 +51,16 @@ pub struct NotReady;
 
 /// What this node's registry knows of a client's session when it connects
 /// (`Registry::handed_to`, `Registry::get`), for [`Cluster::take_session`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionHere {
     /// The node this node handed the session to lately.
     pub handed_to: Option<u64>,
     /// This node runs the session (online or offline).
     pub live: bool,
+    /// The actor of the session that moved from here lately
+    /// (`Registry::moved_for`): it may have kept the session after
+    /// handing it over, to go on with should its taker have failed.
+    pub moved: Option<crate::handle::SessionRef>,
 }
 
 /// The other nodes, as this node sees them.

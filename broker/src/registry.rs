@@ -58,6 +58,17 @@ impl Registry {
             .map(|(_, owner)| *owner)
     }
 
+    /// The latest session of `client_id` that moved from here and still
+    /// forwards (it may keep the session: `Input::Revive`).
+    pub fn moved_for(&self, client_id: &str) -> Option<SessionRef> {
+        self.moved
+            .lock()
+            .values()
+            .filter(|(s, _)| s.0.client_id == client_id)
+            .max_by_key(|(s, _)| s.0.id)
+            .map(|(s, _)| s.clone())
+    }
+
     /// Counts copies being forwarded for moved sessions (a drain waits
     /// until none is left).
     pub fn forwarding(&self) -> &std::sync::atomic::AtomicUsize {
@@ -91,6 +102,16 @@ impl Registry {
     /// (a stored session at startup).
     pub fn insert(&self, client_id: ByteString, session: SessionRef) {
         self.sessions.lock().insert(client_id, session);
+    }
+
+    /// Adds `session` unless `client_id` has a running session; true if added.
+    pub fn insert_if_absent(&self, client_id: ByteString, session: SessionRef) -> bool {
+        let mut sessions = self.sessions.lock();
+        if sessions.get(&client_id).is_some_and(|s| s.is_alive()) {
+            return false;
+        }
+        sessions.insert(client_id, session);
+        true
     }
 
     /// Removes `client_id`'s entry if it is still `session`; true if it was.

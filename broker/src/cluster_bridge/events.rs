@@ -82,7 +82,12 @@ pub async fn run_events(
             }
             ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
             ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
-                let local = state.registry().get(client_id.as_str());
+                // A session that moved from here and kept what it held
+                // (its taker failed before its claim) is handed over again.
+                let local = state
+                    .registry()
+                    .get(client_id.as_str())
+                    .or_else(|| state.registry().moved_for(client_id.as_str()));
                 if let Some(session) = local {
                     session.send(OwnerMoved { owner });
                 }
@@ -98,7 +103,12 @@ pub async fn run_events(
                 requester,
                 reply,
             } => {
-                let local = state.registry().get(client_id.as_str());
+                // A session that moved from here and kept what it held
+                // (its taker failed before its claim) is handed over again.
+                let local = state
+                    .registry()
+                    .get(client_id.as_str())
+                    .or_else(|| state.registry().moved_for(client_id.as_str()));
                 tokio::spawn(async move {
                     let handed = match local {
                         // The requester gave up (its takeover timed out, or

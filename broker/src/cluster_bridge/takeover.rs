@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::*;
+use crate::handle::Input;
 
 impl ClusterBridge {
     /// Asks `owner` to hand the session over; bounded by the forward timeout.
@@ -60,12 +61,38 @@ impl ClusterBridge {
     /// (Server Unavailable) and the client tries again.
     ///
     /// `here`: what this node's registry knows of the session; see
-    /// [`owner_to_ask`] and [`resume_from_record`].
+    /// [`owner_to_ask`] and [`resume_from_record`]. A session that moved
+    /// from here and kept what it held (its taker's claim is not in) goes
+    /// on here where the session would otherwise be resumed from its
+    /// record or start empty, and drops what it kept where a newer session
+    /// takes its place ([`kept_copy_goes_on`]).
     pub async fn take_session(
         &self,
         client_id: &str,
         clean_start: bool,
         here: crate::nodes::SessionHere,
+    ) -> Result<Option<Imported>, NotReady> {
+        let taken = self
+            .take_session_from_owner(client_id, clean_start, &here)
+            .await;
+        let (Ok(outcome), Some(moved)) = (&taken, &here.moved) else {
+            return taken;
+        };
+        let imported_state = matches!(outcome, Some(Imported::State(_)));
+        if kept_copy_goes_on(clean_start, imported_state)
+            && moved.ask(Input::Revive).await.unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        moved.ask(Input::Supersede).await;
+        taken
+    }
+
+    async fn take_session_from_owner(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        here: &crate::nodes::SessionHere,
     ) -> Result<Option<Imported>, NotReady> {
         // One move of a session at a time on this node: a session being
         // adopted from a draining node is owned here once that ends.
@@ -233,6 +260,15 @@ fn resume_from_record(clean_start: bool, live_here: bool) -> bool {
     !clean_start && !live_here
 }
 
+/// Whether a session kept here after a hand-over (its taker's claim not
+/// in) goes on when its client connects here again: yes when the client
+/// resumes and no node sent the session's state, so that the session would
+/// come from its replicated record (no messages) or start empty; no with
+/// Clean Start, or when the state came from the node that has it now.
+fn kept_copy_goes_on(clean_start: bool, imported_state: bool) -> bool {
+    !clean_start && !imported_state
+}
+
 /// Why a takeover gave no session.
 #[derive(Debug)]
 pub enum TakeOverError {
@@ -265,7 +301,19 @@ impl Drop for AdoptingGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::{owner_to_ask, resume_from_record};
+    use super::{kept_copy_goes_on, owner_to_ask, resume_from_record};
+
+    #[test]
+    fn a_session_kept_after_a_hand_over_goes_on_unless_its_state_came_back_or_clean_start() {
+        // the taker could not be asked (or had nothing): the kept copy, not
+        // the record, has the queued messages
+        assert!(kept_copy_goes_on(false, false));
+        // the taker sent the state back: that one is newer
+        assert!(!kept_copy_goes_on(false, true));
+        // Clean Start: nothing goes on
+        assert!(!kept_copy_goes_on(true, false));
+        assert!(!kept_copy_goes_on(true, true));
+    }
 
     #[test]
     fn a_live_copy_here_is_kept_rather_than_replaced_by_the_record() {

@@ -376,6 +376,17 @@ pub enum Input {
     /// session's replicated record, to be claimed (`None` if the session
     /// had ended).
     Adopt(Imported, oneshot::Sender<Option<cluster::SessionInfo>>),
+    /// The answer for a shared copy (stored as this seq) handed on to
+    /// another member: `None` when that member has it, else the copy to
+    /// queue here again (`Session::handed_on`).
+    HandedOn(u64, Option<Box<Deliver>>),
+    /// A session kept after a hand-over whose taker never claimed it goes
+    /// on here (`Session::revive`); answers whether it did.
+    Revive(oneshot::Sender<bool>),
+    /// A newer session of the client starts here: a session kept after a
+    /// hand-over drops what it kept (`Session::supersede`). Answered once
+    /// its records' deletion is queued.
+    Supersede(oneshot::Sender<()>),
     /// The drain is over: a session that moved withdraws its routes while
     /// it forwards what is still on its way. Answered when done.
     Retire(oneshot::Sender<()>),

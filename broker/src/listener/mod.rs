@@ -601,6 +601,7 @@ pub async fn bootstrap(
             crate::nodes::SessionHere {
                 handed_to: state.registry().handed_to(&client_id),
                 live: state.registry().get(&client_id).is_some(),
+                moved: state.registry().moved_for(&client_id),
             },
         )
         .await

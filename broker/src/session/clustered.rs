@@ -121,16 +121,15 @@ impl Session {
         }
     }
 
-    /// Ends the session here because node `owner` has it now. Local store
-    /// records go unless `keep_stored` (then the caller deletes them once
-    /// the messages they hold have reached the new owner).
+    /// Ends the session here because node `owner` has it now; `leaving`
+    /// says what becomes of its messages and stored records.
     ///
     /// The actor stays a while ([`Lifecycle::Moved`]), its subscriptions in
     /// the router: routes to this node are not gone from the other nodes
     /// yet, and what still arrives for the session is forwarded to `owner`
     /// (the new owner drops copies it got already, `recent.rs`). Then its
-    /// routes go and it stops.
-    fn leave(&mut self, keep_stored: bool, owner: u64, ctx: &mut Context<Self>) {
+    /// routes go and it stops ([`end_move`](Self::end_move)).
+    fn leave(&mut self, leaving: Leaving, owner: u64, ctx: &mut Context<Self>) {
         if let Some(conn) = self.conn.take() {
             self.close_connection(conn, CloseReason::TakenOver, ctx);
         }
@@ -147,28 +146,37 @@ impl Session {
         if let Some(timer) = self.expiry_timer.take() {
             ctx.cancel_future(timer);
         }
-        if keep_stored {
-            self.stored = false;
-        } else if self.stored {
-            self.stored = false;
-            self.state.writer().submit(
-                vec![storage::WriteOp::DeleteSession {
-                    client_id: self.client_id().to_string(),
-                }],
-                None,
-            );
+        let kept = leaving == Leaving::Tentative;
+        match leaving {
+            Leaving::KeepStored => self.stored = false,
+            Leaving::Delete if self.stored => {
+                self.stored = false;
+                self.state.writer().submit(
+                    vec![storage::WriteOp::DeleteSession {
+                        client_id: self.client_id().to_string(),
+                    }],
+                    None,
+                );
+            }
+            Leaving::Delete | Leaving::Tentative => {}
         }
-        self.outgoing.clear();
-        self.incoming.clear();
-        self.recent = None;
+        if !kept {
+            self.outgoing.clear();
+            self.incoming.clear();
+            self.recent = None;
+        }
         self.lifecycle = super::core::Lifecycle::Moved {
             owner,
             retired: false,
+            kept,
         };
         self.state
             .registry()
             .remove_if_same(self.client_id(), &self.handle);
         self.state.registry().add_moved(self.handle.clone(), owner);
+        if kept {
+            self.watch_claim(ctx);
+        }
         let linger = Duration::from_secs(self.state.config().cluster.forward_timeout_secs.max(1));
         ctx.run_later(linger, move |session, ctx| {
             // Nodes that are up to date stop sending here; a node cut off
@@ -176,8 +184,147 @@ impl Session {
             // and sends here once it is back: forward that a while longer.
             session.retire();
             let stragglers = MOVED_FORWARDS_FOR.saturating_sub(linger);
-            ctx.run_later(stragglers, |session, ctx| session.finish(true, ctx));
+            ctx.run_later(stragglers, |session, ctx| {
+                session.end_move(Duration::ZERO, ctx)
+            });
         });
+    }
+
+    /// The forwarding window of a move is over: the actor stops. One that
+    /// kept the session ([`Leaving::Tentative`]) stops once this node sees
+    /// that the session is no longer its own (the new owner's claim
+    /// committed), deleting the records it kept; until then it checks
+    /// again every [`KEPT_RECHECK`], for at most [`KEPT_AT_MOST`], after
+    /// which its records stay on disk for the next start. Nothing to do
+    /// for an actor that came back to life meanwhile ([`revive`](Self::revive)).
+    fn end_move(&mut self, waited: Duration, ctx: &mut Context<Self>) {
+        let super::core::Lifecycle::Moved { kept, owner, .. } = self.lifecycle else {
+            return;
+        };
+        if !kept || !self.still_mine() {
+            if self.state.registry().get(self.client_id()).is_some() {
+                // a newer session of the client runs here: the records are its own
+                self.stored = false;
+            }
+            return self.finish(true, ctx);
+        }
+        if waited >= KEPT_AT_MOST {
+            tracing::warn!(client_id = %self.client_id(), owner, "the node the session was handed to never claimed it; its records here stay for the next start");
+            self.stored = false;
+            return self.finish(true, ctx);
+        }
+        ctx.run_later(KEPT_RECHECK, move |session, ctx| {
+            session.end_move(waited + KEPT_RECHECK, ctx)
+        });
+    }
+
+    /// While this actor keeps the session after a hand-over: once the
+    /// replicated state no longer says this node owns it (the new owner's
+    /// claim committed), what it kept goes ([`supersede`](Self::supersede)).
+    fn watch_claim(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(CLAIM_CHECK, |session, ctx| {
+            if !matches!(
+                session.lifecycle,
+                super::core::Lifecycle::Moved { kept: true, .. }
+            ) {
+                return;
+            }
+            if session.still_mine() {
+                session.watch_claim(ctx);
+            } else {
+                session.supersede();
+            }
+        });
+    }
+
+    /// True while the replicated state says this node owns the session.
+    fn still_mine(&self) -> bool {
+        let cluster = self.state.cluster();
+        cluster.session_owner(self.client_id()) == Some(cluster.node_id())
+    }
+
+    /// The session was handed over at another node's request and kept
+    /// here ([`Leaving::Tentative`]), but that node could not be reached
+    /// since and its claim is not in: the session goes on here, offline,
+    /// with the messages it held (its client is reconnecting here). False
+    /// when this actor kept nothing, or a session of the client runs here
+    /// already.
+    ///
+    /// postmortem: long chaos run seed 22, 2026-12-06 (`no-loss`, 40
+    /// copies): node 3 took `sub3` over from node 2 and was killed 0.1 s
+    /// later, before it stored the session or claimed it. Node 2 had
+    /// deleted its copy when it handed it over; the client, back on node 2
+    /// 0.2 s later, resumed from the replicated record (no messages), and
+    /// the 40 acknowledged copies queued for it were gone.
+    pub(super) fn revive(&mut self, ctx: &mut Context<Self>) -> bool {
+        let super::core::Lifecycle::Moved {
+            owner,
+            retired,
+            kept: true,
+        } = self.lifecycle
+        else {
+            return false;
+        };
+        if !self
+            .state
+            .registry()
+            .insert_if_absent(self.client_id().clone(), self.handle.clone())
+        {
+            return false;
+        }
+        self.state.registry().remove_moved(&self.handle);
+        tracing::warn!(client_id = %self.client_id(), owner, queued = self.outgoing.len(), "the node the session was handed to did not claim it; it goes on here");
+        if retired {
+            for filter in self.subscriptions.keys() {
+                self.state
+                    .cluster()
+                    .propose(Proposal::AddRoute(filter.to_string()));
+            }
+        }
+        // That node may have stored the session before it failed: once
+        // back, it sends here what it holds, which this session has.
+        let now = crate::message::unix_ms();
+        let mut uids = self.recent.as_ref().map(|r| r.ids()).unwrap_or_default();
+        uids.extend(self.outgoing.iter().map(|m| m.message.uid));
+        self.recent = Some(Box::new(super::recent::Recent::after_move(now, uids)));
+        self.lifecycle = super::core::Lifecycle::Offline {
+            since_ms: Some(now),
+        };
+        self.start_expiry_timer(ctx);
+        true
+    }
+
+    /// A newer session of this client starts on this node (it took the
+    /// session back, or the client asked for a clean start): what this
+    /// actor kept goes, its stored records first (the store's writer keeps
+    /// the order, so they go before the newer session's writes). Records
+    /// are left alone if a session of the client runs here already: they
+    /// are its own.
+    pub(super) fn supersede(&mut self) {
+        if let super::core::Lifecycle::Moved {
+            owner,
+            retired,
+            kept: true,
+        } = self.lifecycle
+        {
+            if self.stored && self.state.registry().get(self.client_id()).is_none() {
+                self.state.writer().submit(
+                    vec![storage::WriteOp::DeleteSession {
+                        client_id: self.client_id().to_string(),
+                    }],
+                    None,
+                );
+            }
+            self.stored = false;
+            self.outgoing.clear();
+            self.incoming.clear();
+            self.recent = None;
+            self.lifecycle = super::core::Lifecycle::Moved {
+                owner,
+                retired,
+                kept: false,
+            };
+        }
     }
 
     /// A copy routed to this session after it moved to `owner`: sent to
@@ -236,6 +383,7 @@ impl Session {
         if let super::core::Lifecycle::Moved {
             owner,
             retired: false,
+            kept,
         } = self.lifecycle
         {
             for filter in self.subscriptions.keys() {
@@ -246,6 +394,7 @@ impl Session {
             self.lifecycle = super::core::Lifecycle::Moved {
                 owner,
                 retired: true,
+                kept,
             };
         }
     }
@@ -293,6 +442,31 @@ const FORWARD_ATTEMPTS: usize = 30;
 /// node after it stopped forwarding (README, Cluster, known limits).
 const MOVED_FORWARDS_FOR: Duration = Duration::from_secs(20);
 const _: () = assert!(MOVED_FORWARDS_FOR.as_secs() * 1000 < super::recent::WINDOW_MS);
+
+/// How often a session kept after a hand-over looks whether its taker's
+/// claim is in.
+const CLAIM_CHECK: Duration = Duration::from_millis(250);
+/// How often a session kept after a hand-over looks whether the new
+/// owner's claim is in, once its forwarding window is over.
+const KEPT_RECHECK: Duration = Duration::from_secs(5);
+/// How long it waits for that claim at most (then its records stay on
+/// disk, and the next start restores the session here or hands its
+/// messages to the owner of the day).
+const KEPT_AT_MOST: Duration = Duration::from_secs(600);
+
+/// What a session leaving this node does with what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    /// Its stored records go now.
+    Delete,
+    /// The caller deletes its stored records once their messages reached
+    /// the new owner.
+    KeepStored,
+    /// Handed over at the new owner's request: messages and stored
+    /// records stay with the actor until that node's claim is seen
+    /// committed (`Session::end_move`, `Session::revive`).
+    Tentative,
+}
 
 impl Session {
     /// The node drains: close the connection, telling a 5.0 client where
@@ -343,10 +517,16 @@ impl Handler<HandOver> for Session {
     type Result = Option<cluster::SessionState>;
 
     fn handle(&mut self, msg: HandOver, ctx: &mut Context<Self>) -> Self::Result {
-        if self.is_ended() {
+        // A session kept after a hand-over whose taker failed is handed
+        // over again to the next node that asks.
+        let again = matches!(
+            self.lifecycle,
+            super::core::Lifecycle::Moved { kept: true, .. }
+        );
+        if self.is_ended() && !again {
             return None;
         }
-        tracing::info!(client_id = %self.client_id(), to = msg.to, "session handed over to another node");
+        tracing::info!(client_id = %self.client_id(), to = msg.to, again, "session handed over to another node");
         let mut recent_uids = self.recent.as_ref().map(|r| r.ids()).unwrap_or_default();
         recent_uids.extend(
             self.outgoing
@@ -376,7 +556,16 @@ impl Handler<HandOver> for Session {
             recent_uids,
             next_seq: self.outgoing.next_seq(),
         };
-        self.leave(false, msg.to, ctx);
+        if let super::core::Lifecycle::Moved { retired, .. } = self.lifecycle {
+            self.lifecycle = super::core::Lifecycle::Moved {
+                owner: msg.to,
+                retired,
+                kept: true,
+            };
+            self.state.registry().add_moved(self.handle.clone(), msg.to);
+        } else {
+            self.leave(Leaving::Tentative, msg.to, ctx);
+        }
         Some(state)
     }
 }
@@ -424,7 +613,15 @@ impl Handler<OwnerMoved> for Session {
         let keep_stored = self.stored;
         let client_id = self.client_id().to_string();
         let writer = self.state.writer().clone();
-        self.leave(keep_stored, msg.owner, ctx);
+        self.leave(
+            if keep_stored {
+                Leaving::KeepStored
+            } else {
+                Leaving::Delete
+            },
+            msg.owner,
+            ctx,
+        );
         if keep_stored {
             actix_rt::spawn(async move {
                 let mut all = true;

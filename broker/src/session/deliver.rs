@@ -21,7 +21,8 @@ use crate::codec::{AckProperties, Packet, PubResponse, QoS, ReasonCode};
 use crate::counters::{DropReason, Metrics};
 use crate::fanout::traced_durable;
 use crate::handle::{
-    hold_until_durable, AckGuard, Backpressure, Deliver, LazyGuard, Stored, Subscriber, NOT_HOLDING,
+    hold_until_durable, AckGuard, Backpressure, Deliver, Input, LazyGuard, Stored, Subscriber,
+    NOT_HOLDING,
 };
 use crate::message::unix_ms;
 use crate::nodes::RemoteTarget;
@@ -356,27 +357,45 @@ impl Session {
 
     /// Hands messages that came through shared subscriptions to other
     /// members of their groups (5.0 section 4.8.2: a member that goes away
-    /// should not strand them), preferring members that are online. Returns
-    /// the messages no other member could take.
+    /// should not strand them), preferring members that are online and
+    /// never a node that is down. Returns the messages no other member
+    /// could take.
+    ///
+    /// A handed-on copy stays stored here until the member's side answers
+    /// that it has it ([`handed_on`](Self::handed_on)); refused or
+    /// unanswered, it comes back into this session's queue.
+    ///
+    /// postmortem: long chaos run seed 22, 2026-12-06 (`shared-no-loss`, 2
+    /// messages around an isolation and a clock skew): the copies of a
+    /// member that disconnected were forwarded to another node's member
+    /// without waiting for an answer and deleted here; the other node,
+    /// whose member had moved on, refused them, and no member got them.
     pub(super) fn redistribute_shared(&mut self, messages: Vec<OutMsg>) -> Vec<OutMsg> {
         let mut kept = Vec::new();
         if messages.is_empty() {
             return kept;
         }
         let me = self.handle.0.id;
+        let cluster = self.state.cluster().clone();
         let router = self.state.router().read();
         for m in messages {
             let not_me = |k: &Subscriber| !matches!(k, Subscriber::Local(s) if s.0.id == me);
+            let reachable = |k: &Subscriber| match k {
+                Subscriber::Node(node) => cluster.is_up(*node),
+                Subscriber::Local(_) => true,
+            };
             let picked = m.shared_filter.as_ref().and_then(|filter| {
                 router
-                    .pick_shared(filter, |k, _| not_me(k) && k.is_available())
-                    .filter(|(k, _)| not_me(k))
+                    .pick_shared(filter, |k, _| not_me(k) && reachable(k) && k.is_available())
+                    .filter(|(k, _)| not_me(k) && reachable(k))
                     .map(|(k, entry)| (filter, k, entry))
             });
             let Some((filter, subscriber, entry)) = picked else {
                 kept.push(m);
                 continue;
             };
+            let (answer, waiting) = tokio::sync::oneshot::channel();
+            let mut guard = LazyGuard::forwarded(answer, tracing::Span::none());
             match subscriber {
                 Subscriber::Local(session) => session.send(Deliver {
                     message: m.message.clone(),
@@ -384,7 +403,7 @@ impl Session {
                     retain: m.retain,
                     subscription_ids: entry.subscription_id.into_iter().collect(),
                     shared_filter: Some(filter.clone()),
-                    ack: None,
+                    ack: guard.get(),
                     backpressure: Backpressure::Untracked,
                     flow: None,
                     span: tracing::Span::none(),
@@ -394,14 +413,53 @@ impl Session {
                         plain: false,
                         shared: vec![filter.to_string()],
                     };
-                    self.state
-                        .cluster()
-                        .forward(*node, &m.message, target, &mut LazyGuard::none());
+                    cluster.forward(*node, &m.message, target, &mut guard);
                 }
             }
-            self.delete_outgoing(m.seq);
+            drop(guard);
+            let back = Deliver {
+                message: m.message.clone(),
+                qos: m.qos,
+                retain: m.retain,
+                subscription_ids: m.subscription_ids.clone(),
+                shared_filter: Some(filter.clone()),
+                ack: None,
+                backpressure: Backpressure::Untracked,
+                flow: None,
+                span: tracing::Span::none(),
+            };
+            let session = self.handle.clone();
+            let seq = m.seq;
+            actix_rt::spawn(async move {
+                let stored = matches!(waiting.await, Ok(Ok(())));
+                session.send(Input::HandedOn(seq, (!stored).then_some(Box::new(back))));
+            });
         }
         kept
+    }
+
+    /// The answer for the copy stored as `seq` that was handed on to
+    /// another member of its group: the member has it, and the record here
+    /// goes; or `back`, the copy returns to this session's queue (stored
+    /// again, before the old record is deleted: the writer keeps order).
+    pub(super) fn handed_on(
+        &mut self,
+        seq: u64,
+        back: Option<Box<Deliver>>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(d) = back {
+            tracing::debug!(client_id = %self.client_id(), topic = %d.message.topic, "a shared copy handed on was not taken: queued here again");
+            Handler::<Deliver>::handle(self, *d, ctx);
+        }
+        // An ended session's records are gone, and one that moved without
+        // keeping its own has none left (or a newer session's).
+        if !matches!(
+            self.lifecycle,
+            core::Lifecycle::Ended | core::Lifecycle::Moved { kept: false, .. }
+        ) {
+            self.delete_outgoing(seq);
+        }
     }
 
     /// Resends what was in flight when the previous connection ended.

@@ -303,6 +303,14 @@ impl Handler<Input> for Session {
                 self.drain(reference, ctx);
                 let _ = reply.send(());
             }
+            Input::HandedOn(seq, back) => self.handed_on(seq, back, ctx),
+            Input::Revive(reply) => {
+                let _ = reply.send(self.revive(ctx));
+            }
+            Input::Supersede(reply) => {
+                self.supersede();
+                let _ = reply.send(());
+            }
             Input::Retire(reply) => {
                 self.retire();
                 let _ = reply.send(());

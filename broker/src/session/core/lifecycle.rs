@@ -17,7 +17,15 @@ pub enum Lifecycle {
     /// forwards there what still arrives for it (routes to this node are
     /// not all gone yet), then ends.
     /// `retired`: its routes were withdrawn already (a drain's end).
-    Moved { owner: u64, retired: bool },
+    /// `kept`: handed over to `owner` at its request, and until this node
+    /// sees `owner`'s claim committed the actor keeps the session's
+    /// messages and stored records: should `owner` fail before its claim
+    /// is in, the session goes on from here (`clustered.rs`).
+    Moved {
+        owner: u64,
+        retired: bool,
+        kept: bool,
+    },
     /// The session is over; what still arrives is ignored.
     Ended,
 }
@@ -249,14 +257,16 @@ mod tests {
         assert!(Lifecycle::Ended.is_ended());
         assert!(Lifecycle::Moved {
             owner: 2,
-            retired: false
+            retired: false,
+            kept: false,
         }
         .is_ended());
         assert!(!expiry_due(
             T0 + 60_000,
             Lifecycle::Moved {
                 owner: 2,
-                retired: false
+                retired: false,
+                kept: true,
             },
             60
         ));

@@ -322,16 +322,22 @@ fn stale_route_spans(ctx: &Ctx<'_>) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// Whether a copy sent at `sent` may have reached `subscriber` late by
-/// another path: it was sent while some node routed by stale routes, and
-/// the subscriber moved to another node within that span (or
+/// Whether a copy published between `sent` and `acked` may have reached
+/// `subscriber` late by another path: it was on its way (published, not
+/// yet acknowledged) while some node routed by stale routes, and the
+/// subscriber moved to another node within that span (or
 /// [`ROUTE_GRACE_MS`] after it). Such a copy can come through the
 /// session's old node after newer ones came straight (README, Cluster,
 /// "Known limits of a move"). For `order` only: no copy may be lost so.
-fn late_by_stale_route(spans: &[(u64, u64)], moves: Option<&Vec<u64>>, sent: u64) -> bool {
+fn late_by_stale_route(
+    spans: &[(u64, u64)],
+    moves: Option<&Vec<u64>>,
+    sent: u64,
+    acked: u64,
+) -> bool {
     let Some(moves) = moves else { return false };
     spans.iter().any(|&(a, b)| {
-        a <= sent
+        a <= acked.max(sent)
             && sent <= b
             && moves
                 .iter()
@@ -611,9 +617,15 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             let key = (subscriber.as_str(), *connection, *publisher, pc);
             if let Some(&prev) = last.get(&key) {
                 let sent = sent_at.get(&(*publisher, *seq)).copied().unwrap_or(0);
+                let acked_at = acked.get(&(*publisher, *seq)).map_or(sent, |a| a.2);
                 if *seq < prev
                     && (while_moving(&move_windows(subscriber), sent)
-                        || late_by_stale_route(&stale, moves.get(subscriber.as_str()), sent))
+                        || late_by_stale_route(
+                            &stale,
+                            moves.get(subscriber.as_str()),
+                            sent,
+                            acked_at,
+                        ))
                 {
                     // held by the session's old node, which was down or cut
                     // off when the session moved: it arrives when that node

@@ -494,6 +494,56 @@ fn reordering_by_a_node_not_caught_up_after_a_fault_is_excused_only_with_a_move(
     );
 }
 
+// Long run seed 22 (2026-12-06 evening): p0#427 was published on node 1
+// 41 ms before a split cut node 1 off, and acknowledged 10 s later; the
+// copy was held for the subscriber's node until the heal, the subscriber
+// moved before node 1 caught up, and the copy came through the old node
+// after #428-#430. A copy on its way when the fault began counts as sent
+// during it.
+#[test]
+fn a_copy_published_just_before_a_fault_and_acknowledged_during_it_may_come_late_after_a_move() {
+    let mut h = subscribed(0, "sub0-v311", 2);
+    let first = h.len();
+    h.push(publish(900, 1, 0, 1, Outcome::Acked));
+    h.push(at(
+        1_000,
+        Event::Fault {
+            kind: "partition-split".into(),
+            detail: String::new(),
+            nodes: vec![1],
+            end_ms: Some(4_000),
+        },
+    ));
+    // the subscriber moves after the fault ended, before the recovery
+    h.push(at(
+        6_500,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "planned".into(),
+        },
+    ));
+    h.push(resumed(6_600, "sub0-v311", 3));
+    h.push(publish(7_000, 1, 1, 1, Outcome::Acked));
+    h.push(recovered(9_000, "partition-split", 5_000));
+    h.push(deliver(9_100, "sub0-v311", 1, 1, 1, 2));
+    h.push(deliver(9_110, "sub0-v311", 1, 0, 1, 2));
+    h.push(recovered(9_500, "final", 1));
+    h.push(publish(9_600, 1, 2, 1, Outcome::Acked));
+    h.push(deliver(9_601, "sub0-v311", 1, 2, 1, 2));
+    // acknowledged only after the fault began: on its way during it
+    let mut late = h.clone();
+    if let Event::Publish { latency_ms, .. } = &mut late[first].event {
+        *latency_ms = Some(5_000);
+    }
+    assert_eq!(failed(&late), Vec::<&str>::new());
+    // acknowledged before the fault: it was routed on a fresh view
+    if let Event::Publish { latency_ms, .. } = &mut h[first].event {
+        *latency_ms = Some(10);
+    }
+    assert_eq!(failed(&h), vec!["order"]);
+}
+
 #[test]
 fn a_lost_session_a_crash_and_a_slow_recovery_fail() {
     let mut h = good();

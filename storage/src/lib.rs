@@ -94,6 +94,7 @@
 //! - If fsync fails while the last handle is dropped, sled 0.34 panics in
 //!   its `Drop` (`Log::drop` unwraps `sync_all`).
 
+mod batch_index;
 mod batches;
 mod error;
 mod keys;

@@ -38,7 +38,7 @@ use sled::{
 };
 
 use crate::{
-    batches::OutgoingIndex,
+    batch_index::OutgoingIndex,
     error::{Error, Result},
     keys::{self, TreeId},
     records::{

@@ -263,3 +263,26 @@ fn a_store_of_per_message_records_restores_every_message_and_migrates_as_it_chan
     // acknowledged and rewritten records left `outgoing`
     assert_eq!(raw_tree(dir.path(), "outgoing").len(), 499);
 }
+
+#[test]
+fn delete_session_after_a_reopen_keeps_batch_ids_counting_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for seq in 0..3 {
+        submit_durable(&store.writer(), vec![put("c", seq, record(seq))]).unwrap();
+    }
+    store.close().unwrap();
+    // the new writer has not indexed "c": the delete finds its last batch id
+    let store = open(dir.path());
+    let delete = WriteOp::DeleteSession {
+        client_id: "c".into(),
+    };
+    submit_durable(&store.writer(), vec![delete, put("c", 7, record(7))]).unwrap();
+    assert_eq!(seqs(&store, "c"), [7]);
+    store.close().unwrap();
+    let keys: Vec<_> = raw_tree(dir.path(), "outgoing_batches")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(keys, [batch_key("c", 3, 0)]);
+}

@@ -46,8 +46,9 @@
 //!   items when it is rewritten whole: 17 x 6 KiB stays under that.
 //!   Checked once by hand: 20,000 puts for one client in groups of 500 left
 //!   no file in `blobs/` with 64, 1,000 and 5,000-byte payloads, and 1,815
-//!   with 20,000-byte ones (a batch of one message each, then; the layout
-//!   of one key per message meets the same limit with such values).
+//!   with 20,000-byte ones (a batch of one message each, then); the build
+//!   before batches, one key per message, left 0 and 1,801 in the same
+//!   check.
 //! - Everything a group changes, batches and acks and removals, is in the
 //!   group's one atomic sled batch or transaction, so recovery after
 //!   `kill -9` sees a prefix of groups: an acknowledgement is never lost

@@ -39,11 +39,15 @@ pub(crate) enum TreeId {
     /// `node (u64 BE) seq (u64 BE)` -> a copy of a message forwarded to a
     /// peer node that was down, kept until that node acknowledges it.
     Forwards = 7,
+    /// `client_id \0 batch_id (u64 BE) kind (u8)` -> a batch of outgoing
+    /// messages (kind 0) or the acknowledgements of one (kind 1): format
+    /// version 3 of the outgoing messages, see `batches.rs`.
+    OutgoingBatches = 8,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 8] = [
+    pub(crate) const ALL: [TreeId; 9] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
@@ -52,13 +56,15 @@ impl TreeId {
         TreeId::RouteQueue,
         TreeId::HubRoutes,
         TreeId::Forwards,
+        TreeId::OutgoingBatches,
     ];
 
     /// The trees whose keys start with `client_id \0`.
-    pub(crate) const PER_CLIENT: [TreeId; 3] = [
+    pub(crate) const PER_CLIENT: [TreeId; 4] = [
         TreeId::Subscriptions,
         TreeId::Outgoing,
         TreeId::IncomingQos2,
+        TreeId::OutgoingBatches,
     ];
 
     /// The sled tree name, also used in error messages.
@@ -72,6 +78,7 @@ impl TreeId {
             TreeId::RouteQueue => "route_queue",
             TreeId::HubRoutes => "hub_routes",
             TreeId::Forwards => "forwards",
+            TreeId::OutgoingBatches => "outgoing_batches",
         }
     }
 
@@ -122,6 +129,43 @@ pub(crate) fn outgoing(client_id: &str, seq: u64) -> Vec<u8> {
     let mut key = client_prefix(client_id);
     key.extend_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// What an `outgoing_batches` key names (its last byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchKind {
+    /// The batch's messages.
+    Messages = 0,
+    /// Which of the batch's messages are acknowledged or replaced.
+    Acks = 1,
+}
+
+/// Key in `outgoing_batches`: `client_id \0 batch_id kind`, `batch_id`
+/// big-endian, so a scan returns a client's batches in the order they were
+/// written, each followed by its acks.
+pub(crate) fn outgoing_batch(client_id: &str, batch_id: u64, kind: BatchKind) -> Vec<u8> {
+    let mut key = client_prefix(client_id);
+    key.extend_from_slice(&batch_id.to_be_bytes());
+    key.push(kind as u8);
+    key
+}
+
+/// Decodes an `outgoing_batches` key found by a scan of `prefix` back to
+/// `(batch_id, kind)`.
+pub(crate) fn decode_outgoing_batch(prefix: &[u8], key: &[u8]) -> Result<(u64, BatchKind)> {
+    let tree = TreeId::OutgoingBatches;
+    let suffix = suffix::<9>(tree, prefix, key)?;
+    let (id, kind) = suffix.split_at(8);
+    let id = u64::from_be_bytes(id.try_into().expect("8 bytes"));
+    match kind[0] {
+        0 => Ok((id, BatchKind::Messages)),
+        1 => Ok((id, BatchKind::Acks)),
+        k => Err(Error::corrupt(
+            tree.name(),
+            key,
+            format!("unknown batch record kind {k}"),
+        )),
+    }
 }
 
 /// Key in `incoming_qos2`: `client_id \0 packet_id` with `packet_id` big-endian.
@@ -296,6 +340,32 @@ mod tests {
         assert!(err.to_string().contains("tree `incoming_qos2`"), "{err}");
         let err = decode_session(b"\xff\xfe").unwrap_err();
         assert!(err.to_string().contains("tree `sessions`"), "{err}");
+    }
+
+    #[test]
+    fn batch_keys_sort_by_id_then_kind_and_decode_back() {
+        let keys = [
+            outgoing_batch("c", 0, BatchKind::Messages),
+            outgoing_batch("c", 0, BatchKind::Acks),
+            outgoing_batch("c", 1, BatchKind::Messages),
+            outgoing_batch("c", 256, BatchKind::Messages),
+            outgoing_batch("c", 256, BatchKind::Acks),
+        ];
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        assert_eq!(keys.to_vec(), sorted);
+        let prefix = client_prefix("c");
+        assert_eq!(
+            decode_outgoing_batch(&prefix, &keys[4]).unwrap(),
+            (256, BatchKind::Acks)
+        );
+        let err = decode_outgoing_batch(&prefix, b"c\0\0\0\0\0\0\0\0\x01\x02").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown batch record kind 2"),
+            "{err}"
+        );
+        let err = decode_outgoing_batch(&prefix, b"c\0\0\0\0\0\0\0\0\x01").unwrap_err();
+        assert!(err.to_string().contains("9-byte suffix"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! |-----------------|-----------------------------------|----------------------------|
 //! | `sessions`      | `client_id`                       | [`SessionRecord`]          |
 //! | `subscriptions` | `client_id \0 filter`             | [`SubscriptionRecord`]     |
-//! | `outgoing`      | `client_id \0 seq` (u64 BE)       | [`OutgoingRecord`]         |
+//! | `outgoing`      | `client_id \0 seq` (u64 BE)       | [`OutgoingRecord`] (older builds) |
+//! | `outgoing_batches` | `client_id \0 batch_id kind`   | a batch of [`OutgoingRecord`]s, or its acks |
 //! | `incoming_qos2` | `client_id \0 packet_id` (u16 BE) | version byte only          |
 //! | `retained`      | `topic`                           | [`StoredMessage`]          |
 //! | `route_queue`   | `route \0 seq` (u64 BE)           | [`RouteRecord`]            |
@@ -24,9 +25,15 @@
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
-//! `outgoing` holds both queued and in-flight messages bound for a client.
-//! Every value starts with a format-version byte (see `records.rs`: 2 for
-//! `outgoing`, which gained the message's cluster-wide id, 1 elsewhere); an
+//! `outgoing` and `outgoing_batches` hold the queued and in-flight messages
+//! bound for a client: this build writes the messages one client gets in one
+//! committed group as one `outgoing_batches` value and acknowledges them in a
+//! small acks value beside it (format version 3, `batches.rs`), and still
+//! reads the one-key-per-message records of `outgoing` that older builds
+//! wrote (format versions 1 and 2).
+//! Every value starts with a format-version byte (see `records.rs`: 3 for
+//! `outgoing_batches`, 2 for `outgoing`, which gained the message's
+//! cluster-wide id, 1 elsewhere); an
 //! unknown version or a damaged value is an [`Error::Corrupt`] naming the tree
 //! and key. The raft trees belong to [`RaftStorage`] (raft-rs's `Storage` for
 //! the cluster crate), which writes them itself rather than through the writer.
@@ -82,9 +89,13 @@
 //! - sled 0.34 writes values larger than about 128 KiB to separate blob files
 //!   without fsyncing them; they survive a process crash but a power loss may
 //!   lose them even after `Ok`.
+//! - A store written by this build cannot be read by a build from before
+//!   `outgoing_batches` (it would not see the messages stored there).
 //! - If fsync fails while the last handle is dropped, sled 0.34 panics in
 //!   its `Drop` (`Log::drop` unwraps `sync_all`).
 
+mod batch_index;
+mod batches;
 mod error;
 mod keys;
 mod raft;
@@ -95,6 +106,7 @@ mod stats;
 mod store;
 mod writer;
 
+pub use batches::{BATCH_FORMAT_VERSION, MAX_BATCH_BYTES};
 pub use error::{Error, Result};
 pub use raft::{RaftStorage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use raft_records::SNAPSHOT_CHUNK;

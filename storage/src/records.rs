@@ -32,8 +32,14 @@
 //!   cluster-wide id, `Message::uid` in the broker, 0 when unknown; a node
 //!   that restarts learns from it which forwarded copies it stored already).
 //!
-//! `storage/tests/golden/v1/` and `v2/` hold one file of exact bytes per
-//! record type and version.
+//! Format version 3 moves new `outgoing` data to the `outgoing_batches` tree:
+//! one value per group-commit batch of a client's messages, and a small acks
+//! value beside it (layout and reasoning in `batches.rs`). Values of versions
+//! 1 and 2 stay in `outgoing` and are still read; this build no longer writes
+//! there, it only deletes.
+//!
+//! `storage/tests/golden/v1/`, `v2/` and `v3/` hold one file of exact bytes
+//! per record type and version.
 
 use bytes::Bytes;
 
@@ -125,49 +131,49 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
-type DecodeResult<T> = Result<T, DecodeError>;
+pub(crate) type DecodeResult<T> = Result<T, DecodeError>;
 
 /// Appends the encodings of one format version.
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn new() -> Writer {
+    pub(crate) fn new() -> Writer {
         Writer::version(FORMAT_VERSION)
     }
-    fn version(version: u8) -> Writer {
+    pub(crate) fn version(version: u8) -> Writer {
         Writer(vec![version])
     }
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn bool(&mut self, v: bool) {
+    pub(crate) fn bool(&mut self, v: bool) {
         self.0.push(u8::from(v));
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         // Lengths above u32::MAX are refused by `validate_message` before
         // anything is encoded, so the cast cannot truncate.
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
     }
-    fn opt_u32(&mut self, v: Option<u32>) {
+    pub(crate) fn opt_u32(&mut self, v: Option<u32>) {
         self.bool(v.is_some());
         if let Some(v) = v {
             self.u32(v);
         }
     }
-    fn opt_u64(&mut self, v: Option<u64>) {
+    pub(crate) fn opt_u64(&mut self, v: Option<u64>) {
         self.bool(v.is_some());
         if let Some(v) = v {
             self.u64(v);
         }
     }
-    fn message(&mut self, m: &StoredMessage) {
+    pub(crate) fn message(&mut self, m: &StoredMessage) {
         self.bytes(m.topic.as_bytes());
         self.bytes(&m.payload);
         self.u8(m.qos);
@@ -178,7 +184,7 @@ impl Writer {
 }
 
 /// Reads fields off a value, naming the field in every error.
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     value: &'a [u8],
     pos: usize,
 }
@@ -186,12 +192,27 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// Checks the version byte ([`FORMAT_VERSION`]) and positions the
     /// reader after it.
-    fn new(value: &'a [u8]) -> DecodeResult<Reader<'a>> {
+    pub(crate) fn new(value: &'a [u8]) -> DecodeResult<Reader<'a>> {
         Reader::versioned(value, FORMAT_VERSION).map(|(r, _)| r)
+    }
+    /// Checks that the version byte is exactly `version` (a record type
+    /// that exists in one version only); `what` names it in the error.
+    pub(crate) fn exact(value: &'a [u8], version: u8, what: &str) -> DecodeResult<Reader<'a>> {
+        match value.first() {
+            None => Err(DecodeError("empty value: no format version byte".into())),
+            Some(&v) if v == version => Ok(Reader { value, pos: 1 }),
+            Some(&v) => Err(DecodeError(format!(
+                "unknown format version {v} (this build reads version {version} of {what})"
+            ))),
+        }
+    }
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> usize {
+        self.value.len() - self.pos
     }
     /// Checks that the version byte is 1 to `latest`; returns the reader
     /// after it and the version.
-    fn versioned(value: &'a [u8], latest: u8) -> DecodeResult<(Reader<'a>, u8)> {
+    pub(crate) fn versioned(value: &'a [u8], latest: u8) -> DecodeResult<(Reader<'a>, u8)> {
         match value.first() {
             None => Err(DecodeError("empty value: no format version byte".into())),
             Some(&v) if (1..=latest).contains(&v) => Ok((Reader { value, pos: 1 }, v)),
@@ -203,7 +224,7 @@ impl<'a> Reader<'a> {
             ))),
         }
     }
-    fn take(&mut self, n: usize, field: &str) -> DecodeResult<std::ops::Range<usize>> {
+    pub(crate) fn take(&mut self, n: usize, field: &str) -> DecodeResult<std::ops::Range<usize>> {
         let left = self.value.len() - self.pos;
         if n > left {
             return Err(DecodeError(format!(
@@ -214,61 +235,61 @@ impl<'a> Reader<'a> {
         self.pos += n;
         Ok(range)
     }
-    fn array<const N: usize>(&mut self, field: &str) -> DecodeResult<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self, field: &str) -> DecodeResult<[u8; N]> {
         let range = self.take(N, field)?;
         let mut out = [0; N];
         out.copy_from_slice(&self.value[range]);
         Ok(out)
     }
-    fn u8(&mut self, field: &str) -> DecodeResult<u8> {
+    pub(crate) fn u8(&mut self, field: &str) -> DecodeResult<u8> {
         self.array::<1>(field).map(|[b]| b)
     }
-    fn bool(&mut self, field: &str) -> DecodeResult<bool> {
+    pub(crate) fn bool(&mut self, field: &str) -> DecodeResult<bool> {
         match self.u8(field)? {
             0 => Ok(false),
             1 => Ok(true),
             b => Err(DecodeError(format!("{field}: invalid bool byte {b}"))),
         }
     }
-    fn u32(&mut self, field: &str) -> DecodeResult<u32> {
+    pub(crate) fn u32(&mut self, field: &str) -> DecodeResult<u32> {
         self.array(field).map(u32::from_be_bytes)
     }
-    fn u64(&mut self, field: &str) -> DecodeResult<u64> {
+    pub(crate) fn u64(&mut self, field: &str) -> DecodeResult<u64> {
         self.array(field).map(u64::from_be_bytes)
     }
-    fn bytes(&mut self, field: &str) -> DecodeResult<Bytes> {
+    pub(crate) fn bytes(&mut self, field: &str) -> DecodeResult<Bytes> {
         let len = self.u32(field)? as usize;
         let range = self.take(len, field)?;
         Ok(Bytes::copy_from_slice(&self.value[range]))
     }
-    fn string(&mut self, field: &str) -> DecodeResult<String> {
+    pub(crate) fn string(&mut self, field: &str) -> DecodeResult<String> {
         let len = self.u32(field)? as usize;
         let range = self.take(len, field)?;
         std::str::from_utf8(&self.value[range])
             .map(str::to_owned)
             .map_err(|_| DecodeError(format!("{field}: not UTF-8")))
     }
-    fn opt_u32(&mut self, field: &str) -> DecodeResult<Option<u32>> {
+    pub(crate) fn opt_u32(&mut self, field: &str) -> DecodeResult<Option<u32>> {
         Ok(if self.bool(field)? {
             Some(self.u32(field)?)
         } else {
             None
         })
     }
-    fn opt_u64(&mut self, field: &str) -> DecodeResult<Option<u64>> {
+    pub(crate) fn opt_u64(&mut self, field: &str) -> DecodeResult<Option<u64>> {
         Ok(if self.bool(field)? {
             Some(self.u64(field)?)
         } else {
             None
         })
     }
-    fn qos(&mut self, field: &str) -> DecodeResult<u8> {
+    pub(crate) fn qos(&mut self, field: &str) -> DecodeResult<u8> {
         match self.u8(field)? {
             q @ 0..=2 => Ok(q),
             q => Err(DecodeError(format!("{field}: {q} is not 0, 1 or 2"))),
         }
     }
-    fn message(&mut self) -> DecodeResult<StoredMessage> {
+    pub(crate) fn message(&mut self) -> DecodeResult<StoredMessage> {
         Ok(StoredMessage {
             topic: self.string("topic")?,
             payload: self.bytes("payload")?,
@@ -279,7 +300,7 @@ impl<'a> Reader<'a> {
         })
     }
     /// Refuses bytes after the last field: a value this build did not write.
-    fn finish(self) -> DecodeResult<()> {
+    pub(crate) fn finish(self) -> DecodeResult<()> {
         let left = self.value.len() - self.pos;
         if left != 0 {
             return Err(DecodeError(format!(
@@ -389,7 +410,10 @@ impl SubscriptionRecord {
 }
 
 impl OutgoingRecord {
-    /// Encodes at [`OUTGOING_FORMAT_VERSION`].
+    /// Encodes at [`OUTGOING_FORMAT_VERSION`]: what builds before batches
+    /// wrote. This build writes outgoing records in batches (`batches.rs`),
+    /// so only the tests still encode one value per record.
+    #[cfg(test)]
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::version(OUTGOING_FORMAT_VERSION);
         w.bool(self.released);

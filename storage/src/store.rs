@@ -388,16 +388,13 @@ impl Store {
         })
     }
 
-    /// The client's outgoing QoS 1/2 messages, in `seq` order.
+    /// The client's outgoing QoS 1/2 messages, in `seq` order: those of
+    /// older builds, one per key, and the unacknowledged entries of the
+    /// batches this one writes (see `batches.rs`).
     pub fn load_outgoing(&self, client_id: &str) -> Result<Vec<(u64, OutgoingRecord)>> {
         keys::check_client_id(client_id)?;
-        let tree = TreeId::Outgoing;
-        self.scan_client(tree, client_id, |prefix, key, value| {
-            let seq = keys::decode_outgoing_seq(prefix, key)?;
-            let record =
-                OutgoingRecord::decode(value).map_err(|e| Error::corrupt(tree.name(), key, e.0))?;
-            Ok((seq, record))
-        })
+        self.shared
+            .with_handles(|h| crate::batches::load(h, client_id))
     }
 
     /// QoS 2 packet ids received from the client and not yet released, ascending.

@@ -25,7 +25,7 @@
 //!    calls its callback with `Error::Closed`. So every callback runs once.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     panic::{catch_unwind, AssertUnwindSafe},
     sync::{atomic::Ordering, Arc},
 };
@@ -38,6 +38,7 @@ use sled::{
 };
 
 use crate::{
+    batch_index::OutgoingIndex,
     error::{Error, Result},
     keys::{self, TreeId},
     records::{
@@ -235,6 +236,9 @@ pub struct GroupCommitter {
     closed: bool,
     /// The last group failed: sled must be reopened before the next one.
     needs_reopen: bool,
+    /// Where each stored outgoing message is, to acknowledge one inside its
+    /// batch (see `batches.rs`). Cleared when a group fails.
+    index: OutgoingIndex,
 }
 
 impl std::fmt::Debug for GroupCommitter {
@@ -253,6 +257,7 @@ impl GroupCommitter {
             shared,
             closed: false,
             needs_reopen: false,
+            index: OutgoingIndex::default(),
         }
     }
 
@@ -342,6 +347,9 @@ impl GroupCommitter {
         let durable = valid.iter().any(|r| r.ack.wants_durability());
         let result = self.apply(&valid, durable);
         if let Err(e) = &result {
+            // The group may be on disk in part or not at all: the index is
+            // read again from what sled holds after the reopen.
+            self.index.clear();
             stats.failed_groups.fetch_add(1, Ordering::Relaxed);
             tracing::error!(error = %e, requests = valid.len(), "storage write failed");
             self.needs_reopen = !matches!(e, Error::Closed);
@@ -361,11 +369,13 @@ impl GroupCommitter {
             self.shared.reopen()?;
             self.needs_reopen = false;
         }
+        let index = &mut self.index;
         self.shared.with_handles(|handles| {
             let mut overlay = Overlay::default();
             for op in group.iter().flat_map(|r| &r.ops) {
                 overlay.add(handles, op)?;
             }
+            overlay.add_outgoing(handles, index)?;
             overlay.commit(handles)?;
             if durable {
                 let started = std::time::Instant::now();
@@ -380,12 +390,18 @@ impl GroupCommitter {
 /// The net effect of a group's ops per tree: the last write to each key wins,
 /// which is what applying them one by one in order would leave.
 #[derive(Default)]
-struct Overlay {
+struct Overlay<'a> {
     /// Indexed by `TreeId::index`; `None` deletes the key.
     trees: [BTreeMap<Vec<u8>, Option<Vec<u8>>>; TreeId::ALL.len()],
+    /// The group's net outgoing ops per client, `seq -> Some(record)` put or
+    /// `None` delete; turned into batches and acks by `add_outgoing`.
+    outgoing: BTreeMap<&'a str, BTreeMap<u64, Option<&'a OutgoingRecord>>>,
+    /// Clients whose session was deleted in this group, before the ops of
+    /// theirs left in `outgoing`.
+    deleted: BTreeSet<&'a str>,
 }
 
-impl Overlay {
+impl<'a> Overlay<'a> {
     fn put(&mut self, tree: TreeId, key: Vec<u8>, value: Vec<u8>) {
         self.trees[tree.index()].insert(key, Some(value));
     }
@@ -394,12 +410,16 @@ impl Overlay {
         self.trees[tree.index()].insert(key, None);
     }
 
-    fn add(&mut self, handles: &Handles, op: &WriteOp) -> Result<()> {
+    fn add(&mut self, handles: &Handles, op: &'a WriteOp) -> Result<()> {
         match op {
             WriteOp::PutSession { client_id, record } => {
                 self.put(TreeId::Sessions, keys::session(client_id), record.encode())
             }
-            WriteOp::DeleteSession { client_id } => self.remove_client(handles, client_id)?,
+            WriteOp::DeleteSession { client_id } => {
+                self.remove_client(handles, client_id)?;
+                self.outgoing.remove(client_id.as_str());
+                self.deleted.insert(client_id.as_str());
+            }
             WriteOp::PutSubscription { client_id, record } => self.put(
                 TreeId::Subscriptions,
                 keys::subscription(client_id, &record.filter),
@@ -412,13 +432,17 @@ impl Overlay {
                 client_id,
                 seq,
                 record,
-            } => self.put(
-                TreeId::Outgoing,
-                keys::outgoing(client_id, *seq),
-                record.encode(),
-            ),
+            } => {
+                self.outgoing
+                    .entry(client_id.as_str())
+                    .or_default()
+                    .insert(*seq, Some(record));
+            }
             WriteOp::DeleteOutgoing { client_id, seq } => {
-                self.remove(TreeId::Outgoing, keys::outgoing(client_id, *seq))
+                self.outgoing
+                    .entry(client_id.as_str())
+                    .or_default()
+                    .insert(*seq, None);
             }
             WriteOp::PutIncomingQos2 {
                 client_id,
@@ -468,6 +492,26 @@ impl Overlay {
             WriteOp::DeleteForward { node, seq } => {
                 self.remove(TreeId::Forwards, keys::forward(*node, *seq))
             }
+        }
+        Ok(())
+    }
+
+    /// Turns the group's outgoing ops into batch and acks changes (see
+    /// `batches.rs`): one batch per client per group, split by size.
+    fn add_outgoing(&mut self, handles: &Handles, index: &mut OutgoingIndex) -> Result<()> {
+        for client_id in &self.deleted {
+            index.reset(handles, client_id)?;
+        }
+        for (client_id, ops) in std::mem::take(&mut self.outgoing) {
+            for (tree, key, value) in index.apply(handles, client_id, &ops)? {
+                match value {
+                    Some(value) => self.put(tree, key, value),
+                    None => self.remove(tree, key),
+                }
+            }
+        }
+        for client_id in std::mem::take(&mut self.deleted) {
+            index.forget_if_empty(client_id);
         }
         Ok(())
     }

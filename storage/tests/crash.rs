@@ -8,13 +8,20 @@
 //!
 //! The requests alternate between trees so that the prefix is checked across
 //! trees: request `2i` puts incoming_qos2 id `i`, request `2i + 1` puts
-//! outgoing `seq = i` and deletes the incoming_qos2 id of step `i - WINDOW`.
-//! After sled's `tests/test_crash_recovery.rs`.
+//! outgoing `seq = i`, deletes the incoming_qos2 id of step `i - WINDOW`,
+//! stores the Released state of outgoing `i - RELEASE_AFTER` and
+//! acknowledges outgoing `i - ACK_AFTER`. A group holds up to `IN_FLIGHT`
+//! requests, so the outgoing puts of one group are one batch (see
+//! `src/batches.rs`), and the Released states and acknowledgements land
+//! inside batches of earlier groups: a kill between a batch's write and an
+//! ack of one of its messages must neither bring back the acknowledged
+//! message nor lose the others, and a Released state must win over the
+//! batched copy. After sled's `tests/test_crash_recovery.rs`.
 
 mod common;
 
 use std::{
-    collections::BTreeSet,
+    collections::{BTreeMap, BTreeSet},
     io::{BufRead, BufReader, Write as _},
     path::Path,
     process::{Command, Stdio},
@@ -31,6 +38,10 @@ use storage::{OutgoingRecord, Store, StoreConfig, WriteOp};
 const CHILD_ENV: &str = "TERN_STORAGE_CRASH_CHILD";
 /// Incoming ids older than this many steps are deleted again.
 const WINDOW: u64 = 4;
+/// Outgoing `i - RELEASE_AFTER` gets its Released state at step `i`.
+const RELEASE_AFTER: u64 = 3;
+/// Outgoing `i - ACK_AFTER` is acknowledged (deleted) at step `i`.
+const ACK_AFTER: u64 = 70;
 /// Requests in flight in the child, so that groups hold many of them.
 const IN_FLIGHT: usize = 64;
 
@@ -58,17 +69,24 @@ fn request(j: u64) -> Vec<WriteOp> {
             packet_id,
         }];
     }
-    let mut record = OutgoingRecord {
-        released: false,
-        uid: step,
-        message: message("crash/test", b""),
-    };
-    record.message.payload = Bytes::copy_from_slice(&step.to_be_bytes());
     let mut ops = vec![WriteOp::PutOutgoing {
         client_id: "out".into(),
         seq: step,
-        record,
+        record: outgoing_record(step, false),
     }];
+    if step >= RELEASE_AFTER {
+        ops.push(WriteOp::PutOutgoing {
+            client_id: "out".into(),
+            seq: step - RELEASE_AFTER,
+            record: outgoing_record(step - RELEASE_AFTER, true),
+        });
+    }
+    if step >= ACK_AFTER {
+        ops.push(WriteOp::DeleteOutgoing {
+            client_id: "out".into(),
+            seq: step - ACK_AFTER,
+        });
+    }
     if step >= WINDOW {
         let (client_id, packet_id) = incoming_key(step - WINDOW);
         ops.push(WriteOp::DeleteIncomingQos2 {
@@ -79,10 +97,21 @@ fn request(j: u64) -> Vec<WriteOp> {
     ops
 }
 
-/// What the store holds: outgoing steps and incoming steps.
+fn outgoing_record(step: u64, released: bool) -> OutgoingRecord {
+    let mut record = OutgoingRecord {
+        released,
+        uid: step,
+        message: message("crash/test", b""),
+    };
+    record.message.payload = Bytes::copy_from_slice(&step.to_be_bytes());
+    record
+}
+
+/// What the store holds: outgoing steps (with their Released state) and
+/// incoming steps.
 #[derive(Debug, PartialEq, Eq, Default)]
 struct State {
-    outgoing: BTreeSet<u64>,
+    outgoing: BTreeMap<u64, bool>,
     incoming: BTreeSet<u64>,
 }
 
@@ -95,9 +124,10 @@ impl State {
                 seq.to_be_bytes(),
                 "outgoing {seq} payload"
             );
-            state.outgoing.insert(seq);
+            assert_eq!(record.uid, seq, "outgoing {seq} uid");
+            state.outgoing.insert(seq, record.released);
         }
-        let last_step = state.outgoing.last().map_or(0, |s| s + 1);
+        let last_step = state.outgoing.last_key_value().map_or(0, |(s, _)| s + 1);
         for high in 0..=(last_step >> 16) {
             for packet_id in store
                 .load_incoming_qos2(&format!("in{high}"))
@@ -117,9 +147,15 @@ impl State {
             if j % 2 == 0 {
                 state.incoming.insert(step);
             } else {
-                state.outgoing.insert(step);
+                state.outgoing.insert(step, false);
                 if step >= WINDOW {
                     state.incoming.remove(&(step - WINDOW));
+                }
+                if step >= RELEASE_AFTER {
+                    state.outgoing.insert(step - RELEASE_AFTER, true);
+                }
+                if step >= ACK_AFTER {
+                    state.outgoing.remove(&(step - ACK_AFTER));
                 }
             }
         }
@@ -129,7 +165,8 @@ impl State {
 
 /// How many requests the recovered state holds, if it is a prefix of them.
 fn recovered_prefix(state: &State) -> Result<u64, String> {
-    let last_step = match (state.outgoing.last(), state.incoming.last()) {
+    let last_outgoing = state.outgoing.last_key_value().map(|(s, _)| s);
+    let last_step = match (last_outgoing, state.incoming.last()) {
         (None, None) => return Ok(0),
         (o, i) => *o.max(i).expect("one is Some"),
     };

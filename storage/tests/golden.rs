@@ -1,5 +1,5 @@
-//! Golden values of every on-disk format version (`tests/golden/v1/` and
-//! `v2/`, made by `make.py` independently of the encoder): each must decode
+//! Golden values of every on-disk format version (`tests/golden/v1/`, `v2/`
+//! and `v3/`, made by `make.py` independently of the encoder): each must decode
 //! to the expected record (a value of an older version is how a store written
 //! before an upgrade reads), the encoder must still write exactly the bytes
 //! of the version it writes, and the damaged ones must be rejected with an
@@ -264,7 +264,24 @@ fn encoder_writes_the_golden_bytes_of_the_current_versions() {
     store.close().unwrap();
 
     let db = sled_open(dir.path());
+    // Outgoing messages go to batches (format version 3): this one is a
+    // batch of one, whose record is the version 2 value after its version
+    // byte.
+    let batch = db
+        .open_tree("outgoing_batches")
+        .unwrap()
+        .get(batch_key(0, 0))
+        .unwrap()
+        .expect("outgoing_batches: key missing");
+    let mut expected = vec![3, 0, 0, 0, 1];
+    expected.extend_from_slice(&42u64.to_be_bytes());
+    expected.extend_from_slice(&golden_of(2, "outgoing.bin")[1..]);
+    assert_eq!(&*batch, expected.as_slice());
     for (tree, key, name) in layout() {
+        if tree == "outgoing" {
+            assert!(db.open_tree(tree).unwrap().is_empty(), "{tree}");
+            continue;
+        }
         let value = db.open_tree(tree).unwrap().get(&key).unwrap();
         let value = value.unwrap_or_else(|| panic!("{tree}: key missing"));
         assert_eq!(&*value, current_golden(name).as_slice(), "{tree}");
@@ -276,7 +293,7 @@ fn load(store: &Store, tree: &str) -> Result<(), Error> {
     match tree {
         "sessions" => store.load_sessions().map(drop),
         "subscriptions" => store.load_subscriptions(CLIENT).map(drop),
-        "outgoing" => store.load_outgoing(CLIENT).map(drop),
+        "outgoing" | "outgoing_batches" => store.load_outgoing(CLIENT).map(drop),
         "incoming_qos2" => store.load_incoming_qos2(CLIENT).map(drop),
         "retained" => store.load_retained().map(drop),
         "route_queue" => store.load_route_queue(ROUTE).map(drop),
@@ -287,8 +304,21 @@ fn load(store: &Store, tree: &str) -> Result<(), Error> {
 }
 
 fn assert_rejected(tree: &str, key: &[u8], value: Vec<u8>, reason: &str) {
+    assert_rejected_beside(&[], tree, key, value, reason)
+}
+
+/// As `assert_rejected`, with `others` (valid values) in the store too.
+fn assert_rejected_beside(
+    others: &[(&str, Vec<u8>, Vec<u8>)],
+    tree: &str,
+    key: &[u8],
+    value: Vec<u8>,
+    reason: &str,
+) {
     let dir = tempfile::tempdir().unwrap();
-    write_raw(dir.path(), &[(tree, key.to_vec(), value)]);
+    let mut entries = others.to_vec();
+    entries.push((tree, key.to_vec(), value));
+    write_raw(dir.path(), &entries);
     let store = open(dir.path());
     let err = load(&store, tree).unwrap_err();
     let message = err.to_string();
@@ -386,4 +416,179 @@ fn a_key_of_the_wrong_length_is_rejected_naming_the_tree() {
         value,
         "does not match the key",
     );
+}
+
+/// Key in `outgoing_batches` of `CLIENT`'s batch `id`: kind 0 messages, 1
+/// acks.
+fn batch_key(id: u64, kind: u8) -> Vec<u8> {
+    let mut key = id.to_be_bytes().to_vec();
+    key.push(kind);
+    client_key(&key)
+}
+
+/// The entries of `v3/outgoing_batch.bin`: seqs 42, 43 and 50.
+fn expected_batch() -> Vec<(u64, OutgoingRecord)> {
+    vec![
+        (42, expected_outgoing_v2()),
+        (
+            43,
+            OutgoingRecord {
+                released: true,
+                uid: 0x0102_0304_0506_0708,
+                message: StoredMessage {
+                    topic: "a/b".into(),
+                    payload: Bytes::new(),
+                    qos: 2,
+                    retain: false,
+                    properties: Bytes::from_static(&[0x01, 0x01]),
+                    expires_at_ms: Some(1_700_000_060_000),
+                },
+            },
+        ),
+        (
+            50,
+            OutgoingRecord {
+                released: false,
+                uid: 0,
+                message: StoredMessage {
+                    topic: "c".into(),
+                    payload: Bytes::from_static(b"\x00\xff"),
+                    qos: 1,
+                    retain: false,
+                    properties: Bytes::new(),
+                    expires_at_ms: None,
+                },
+            },
+        ),
+    ]
+}
+
+#[test]
+fn golden_v3_batches_decode_beside_per_message_records() {
+    let dir = tempfile::tempdir().unwrap();
+    write_raw(
+        dir.path(),
+        &[
+            // records of versions 1 and 2 written before batches
+            (
+                "outgoing",
+                client_key(&40u64.to_be_bytes()),
+                golden("outgoing.bin"),
+            ),
+            (
+                "outgoing",
+                client_key(&41u64.to_be_bytes()),
+                golden_of(2, "outgoing.bin"),
+            ),
+            (
+                "outgoing_batches",
+                batch_key(0, 0),
+                golden_of(3, "outgoing_batch.bin"),
+            ),
+        ],
+    );
+    let store = open(dir.path());
+    let mut expected = vec![(40, expected_outgoing()), (41, expected_outgoing_v2())];
+    expected.extend(expected_batch());
+    assert_eq!(store.load_outgoing(CLIENT).unwrap(), expected);
+    store.close().unwrap();
+
+    // with its acks: seq 43 acknowledged
+    write_raw(
+        dir.path(),
+        &[(
+            "outgoing_batches",
+            batch_key(0, 1),
+            golden_of(3, "outgoing_acks.bin"),
+        )],
+    );
+    let store = open(dir.path());
+    expected.remove(3);
+    assert_eq!(store.load_outgoing(CLIENT).unwrap(), expected);
+}
+
+#[test]
+fn encoder_writes_the_golden_bytes_of_a_batch_and_its_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let ops = expected_batch()
+        .into_iter()
+        .map(|(seq, record)| WriteOp::PutOutgoing {
+            client_id: CLIENT.into(),
+            seq,
+            record,
+        })
+        .collect();
+    submit_durable(&store.writer(), ops).unwrap();
+    let ack = WriteOp::DeleteOutgoing {
+        client_id: CLIENT.into(),
+        seq: 43,
+    };
+    submit_durable(&store.writer(), vec![ack]).unwrap();
+    store.close().unwrap();
+
+    let db = sled_open(dir.path());
+    let tree = db.open_tree("outgoing_batches").unwrap();
+    let value = |key| tree.get(key).unwrap().expect("key present").to_vec();
+    assert_eq!(value(batch_key(0, 0)), golden_of(3, "outgoing_batch.bin"));
+    assert_eq!(value(batch_key(0, 1)), golden_of(3, "outgoing_acks.bin"));
+    assert_eq!(tree.len(), 2);
+}
+
+#[test]
+fn damaged_golden_v3_values_are_rejected_naming_the_tree() {
+    let batch = [(
+        "outgoing_batches",
+        batch_key(0, 0),
+        golden_of(3, "outgoing_batch.bin"),
+    )];
+    let cases: [(&[_], _, _, _); 7] = [
+        (
+            &[],
+            batch_key(0, 0),
+            "outgoing_batch.truncated.bin",
+            "truncated: seqs",
+        ),
+        (
+            &[],
+            batch_key(0, 0),
+            "outgoing_batch.unordered.bin",
+            "seq 42: seqs are not strictly ascending",
+        ),
+        (
+            &[],
+            batch_key(0, 0),
+            "outgoing_batch.unknown-version.bin",
+            "unknown format version 4 (this build reads version 3 of outgoing batches)",
+        ),
+        (
+            &batch,
+            batch_key(0, 1),
+            "outgoing_acks.wrong-length.bin",
+            "acked: 2 bytes for a batch of 3 entries, expected 1",
+        ),
+        (
+            &batch,
+            batch_key(0, 1),
+            "outgoing_acks.bit-past-end.bin",
+            "acked: bits set past the batch's 3 entries",
+        ),
+        // acks whose batch is missing
+        (
+            &[],
+            batch_key(0, 1),
+            "outgoing_acks.bin",
+            "acks without their batch",
+        ),
+        // a key of the wrong kind
+        (
+            &[],
+            batch_key(0, 2),
+            "outgoing_batch.bin",
+            "unknown batch record kind 2",
+        ),
+    ];
+    for (others, key, file, reason) in cases {
+        assert_rejected_beside(others, "outgoing_batches", &key, golden_of(3, file), reason);
+    }
 }

@@ -1,6 +1,12 @@
 //! Model test: random write ops, commits and reboots go to the store and to a
 //! `BTreeMap` model; every load must match the model (after sled's
 //! `fuzz/fuzz_targets/fuzz_model.rs`). Set `PROPTEST_CASES` for a longer run.
+//!
+//! Outgoing messages come as single ops and as runs of consecutive seqs for
+//! one client (a queue filling: one batch per group, see `src/batches.rs`),
+//! deletes and Released states then land inside batches, and a reboot may
+//! add per-message records the way a build before batches wrote them, so
+//! the two formats mix under every op.
 
 mod common;
 
@@ -29,6 +35,61 @@ enum Action {
     Step,
     /// Close without committing what is queued (it is lost), then reopen.
     Reboot,
+    /// As `Reboot`, writing these outgoing records in between as a build
+    /// from before batches would have (one key each, format version 2),
+    /// for the seqs the store does not hold.
+    RebootWithOldRecords(Vec<(String, u64, OutgoingRecord)>),
+}
+
+/// Outgoing seqs: few enough that puts, deletes and runs meet.
+const SEQS: u64 = 16;
+
+fn outgoing_record() -> impl Strategy<Value = OutgoingRecord> {
+    (any::<bool>(), any::<u64>(), message()).prop_map(|(released, uid, message)| OutgoingRecord {
+        released,
+        uid,
+        message,
+    })
+}
+
+/// A run of puts for one client with consecutive seqs, as a queue fills.
+fn outgoing_run() -> impl Strategy<Value = Vec<WriteOp>> {
+    (client(), 0..SEQS, 1..10u64, outgoing_record()).prop_map(|(client_id, first, len, record)| {
+        (first..first + len)
+            .map(|seq| WriteOp::PutOutgoing {
+                client_id: client_id.clone(),
+                seq,
+                record: OutgoingRecord {
+                    uid: seq,
+                    ..record.clone()
+                },
+            })
+            .collect()
+    })
+}
+
+/// An `outgoing` value of format version 2, as a build before batches
+/// wrote it (encoded here, not by the store).
+fn old_outgoing_value(r: &OutgoingRecord) -> Vec<u8> {
+    let m = &r.message;
+    let mut v = vec![2, u8::from(r.released)];
+    v.extend_from_slice(&r.uid.to_be_bytes());
+    for field in [m.topic.as_bytes(), &m.payload] {
+        v.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        v.extend_from_slice(field);
+    }
+    v.push(m.qos);
+    v.push(u8::from(m.retain));
+    v.extend_from_slice(&(m.properties.len() as u32).to_be_bytes());
+    v.extend_from_slice(&m.properties);
+    match m.expires_at_ms {
+        Some(t) => {
+            v.push(1);
+            v.extend_from_slice(&t.to_be_bytes());
+        }
+        None => v.push(0),
+    }
+    v
 }
 
 fn client() -> impl Strategy<Value = String> {
@@ -82,13 +143,7 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
                 subscription_identifier: id,
             },
         );
-    let outgoing = (any::<bool>(), any::<u64>(), message()).prop_map(|(released, uid, message)| {
-        OutgoingRecord {
-            released,
-            uid,
-            message,
-        }
-    });
+    let outgoing = outgoing_record();
     prop_oneof![
         1 => (client(), session).prop_map(|(client_id, record)| WriteOp::PutSession { client_id, record }),
         1 => client().prop_map(|client_id| WriteOp::DeleteSession { client_id }),
@@ -97,9 +152,9 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         1 => (client(), prop::sample::select(&FILTERS[..])).prop_map(|(client_id, filter)| {
             WriteOp::DeleteSubscription { client_id, filter: filter.to_owned() }
         }),
-        3 => (client(), 0..6u64, outgoing)
+        3 => (client(), 0..SEQS, outgoing)
             .prop_map(|(client_id, seq, record)| WriteOp::PutOutgoing { client_id, seq, record }),
-        2 => (client(), 0..6u64).prop_map(|(client_id, seq)| WriteOp::DeleteOutgoing { client_id, seq }),
+        4 => (client(), 0..SEQS).prop_map(|(client_id, seq)| WriteOp::DeleteOutgoing { client_id, seq }),
         1 => (client(), 0..4u16)
             .prop_map(|(client_id, packet_id)| WriteOp::PutIncomingQos2 { client_id, packet_id }),
         1 => (client(), 0..4u16)
@@ -130,8 +185,11 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         6 => prop::collection::vec(write_op(), 0..4).prop_map(Action::Submit),
+        2 => outgoing_run().prop_map(Action::Submit),
         3 => Just(Action::Step),
         1 => Just(Action::Reboot),
+        1 => prop::collection::vec((client(), 0..SEQS, outgoing_record()), 1..6)
+            .prop_map(Action::RebootWithOldRecords),
     ]
 }
 
@@ -272,7 +330,7 @@ fn open(dir: &std::path::Path) -> (Store, GroupCommitter) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_a_btreemap_model(actions in prop::collection::vec(action(), 1..40)) {
@@ -295,6 +353,27 @@ proptest! {
                     store.close().unwrap();
                     drop(committer);
                     queued.clear();
+                    (store, committer) = open(dir.path());
+                    model.check(&store)?;
+                }
+                Action::RebootWithOldRecords(records) => {
+                    store.close().unwrap();
+                    drop(committer);
+                    queued.clear();
+                    {
+                        let db = common::sled_open(dir.path());
+                        let tree = db.open_tree("outgoing").unwrap();
+                        for (client_id, seq, record) in records {
+                            if model.outgoing.contains_key(&(client_id.clone(), seq)) {
+                                continue;
+                            }
+                            let mut key = format!("{client_id}\0").into_bytes();
+                            key.extend_from_slice(&seq.to_be_bytes());
+                            tree.insert(key, old_outgoing_value(&record)).unwrap();
+                            model.outgoing.insert((client_id, seq), record);
+                        }
+                        db.flush().unwrap();
+                    }
                     (store, committer) = open(dir.path());
                     model.check(&store)?;
                 }

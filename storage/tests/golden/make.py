@@ -1,4 +1,4 @@
-"""Writes the golden values of storage format versions 1 and 2, byte by byte.
+"""Writes the golden values of storage format versions 1, 2 and 3, byte by byte.
 
 Written by hand from the layout in storage/src/records.rs, not with the Rust
 encoder, so the golden test catches an encoder that drifts. Run from this
@@ -113,4 +113,49 @@ import os
 os.makedirs("v2", exist_ok=True)
 for name, data in files_v2.items():
     with open("v2/" + name, "wb") as f:
+        f.write(data)
+
+# Format version 3: outgoing messages in batches, in the `outgoing_batches`
+# tree under `client_id \0 batch_id:u64 kind:u8` (kind 0 messages, 1 acks).
+# A batch: count, the seqs ascending, then one record per seq, each the
+# version 2 outgoing value without its version byte.
+V3 = b"\x03"
+
+def record(released, uid, topic, payload, qos, retain, properties, expires):
+    return (bytes([released])      # released
+        + u64(uid)                 # uid
+        + s(topic)                 # topic
+        + s(payload)               # payload
+        + bytes([qos])             # qos
+        + bytes([retain])          # retain
+        + s(properties)            # properties
+        + (b"\x01" + u64(expires) if expires is not None else b"\x00"))  # expires_at_ms
+
+outgoing_batch = (V3
+    + u32(3)                       # count
+    + u64(42) + u64(43) + u64(50)  # seqs, ascending
+    + record(0, 0x1122334455667788, b"a/b", b"hi", 1, 1, b"", None)           # seq 42
+    + record(1, 0x0102030405060708, b"a/b", b"", 2, 0, b"\x01\x01", 1_700_000_060_000)  # seq 43
+    + record(0, 0, b"c", b"\x00\xff", 1, 0, b"", None))                       # seq 50
+
+# acks of that batch: entry 1 (seq 43) acknowledged; one byte for 3 entries
+outgoing_acks = (V3
+    + s(b"\x02"))                  # acked bitmap, bit i = entry i
+
+files_v3 = {
+    "outgoing_batch.bin": outgoing_batch,
+    "outgoing_acks.bin": outgoing_acks,
+    # damaged: cut inside the seqs; seqs not ascending (43 before 42); a
+    # version this build does not know; a bitmap of the wrong length; a bit
+    # past the batch's entries
+    "outgoing_batch.truncated.bin": outgoing_batch[:17],
+    "outgoing_batch.unordered.bin": outgoing_batch[:5] + u64(43) + u64(42) + outgoing_batch[21:],
+    "outgoing_batch.unknown-version.bin": b"\x04" + outgoing_batch[1:],
+    "outgoing_acks.wrong-length.bin": V3 + s(b"\x02\x00"),
+    "outgoing_acks.bit-past-end.bin": V3 + s(b"\x08"),
+}
+
+os.makedirs("v3", exist_ok=True)
+for name, data in files_v3.items():
+    with open("v3/" + name, "wb") as f:
         f.write(data)

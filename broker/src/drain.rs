@@ -228,7 +228,14 @@ async fn hand_over(
             .runtime()
             .spawn(async move { cluster.adopt(node, id).await });
         match tokio::time::timeout_at(deadline, adopted).await {
-            Ok(Ok(Ok(()))) => return Outcome::Adopted,
+            Ok(Ok(Ok(()))) => {
+                // Stored and claimed there: what the moved actor kept
+                // until the claim is in goes now, before this node stops.
+                if let Some(moved) = state.registry().moved_for(&client_id) {
+                    moved.ask(crate::handle::Input::Supersede).await;
+                }
+                return Outcome::Adopted;
+            }
             Ok(Ok(Err(e))) => {
                 tracing::warn!(%client_id, node, error = %e, "session not adopted");
             }

@@ -1426,9 +1426,24 @@ async fn sigterm_drains_a_node_sessions_move_and_clients_are_sent_elsewhere_issu
         other => panic!("expected PUBLISH, got {other:?}"),
     }
 
-    // node 2 comes back with its identity
+    // node 2 comes back with its identity, holding none of the sessions it
+    // handed over (it keeps a handed-over session until the taker's claim
+    // is in, and drops it once adopted): nothing is sent a second time
     cluster.node(2).start();
     cluster.wait_converged(3);
+    let restarted = cluster.node(2).log();
+    let loaded = restarted
+        .lines()
+        .rfind(|l| l.contains("store loaded"))
+        .map(strip_ansi)
+        .expect("store loaded line");
+    assert!(loaded.contains("sessions=0"), "{loaded}");
+    assert!(
+        collect(&mut c, Duration::from_millis(1500))
+            .await
+            .is_empty(),
+        "no copy again from the drained node"
+    );
 }
 
 /// How long a drain takes with many sessions (issue 18): N persistent

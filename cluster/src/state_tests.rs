@@ -37,6 +37,7 @@ fn info(filter: &str) -> SessionInfo {
         }],
         session_expiry_interval: 3600,
         disconnected_at_ms: None,
+        next_seq: 0,
     }
 }
 

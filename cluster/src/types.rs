@@ -45,6 +45,9 @@ pub struct SessionInfo {
     pub session_expiry_interval: u32,
     /// Unix time in ms when the client went offline; `None` while connected.
     pub disconnected_at_ms: Option<u64>,
+    /// The sequence number the owner would have given the session's next
+    /// copy when it wrote this record (0: unknown, an older node).
+    pub next_seq: u64,
 }
 
 /// A session handed over by its owner ([`crate::Cluster::take_over`]).
@@ -189,6 +192,7 @@ impl From<&SessionInfo> for proto::SessionInfo {
                 .collect(),
             session_expiry_interval: s.session_expiry_interval,
             disconnected_at_ms: s.disconnected_at_ms,
+            next_seq: s.next_seq,
         }
     }
 }
@@ -206,6 +210,7 @@ impl From<proto::SessionInfo> for SessionInfo {
                 .collect(),
             session_expiry_interval: s.session_expiry_interval,
             disconnected_at_ms: s.disconnected_at_ms,
+            next_seq: s.next_seq,
         }
     }
 }
@@ -355,6 +360,7 @@ mod tests {
                 }],
                 session_expiry_interval: 60,
                 disconnected_at_ms: Some(5),
+                next_seq: 1_234,
             },
             protocol_level: 5,
             outgoing: vec![(

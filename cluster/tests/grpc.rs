@@ -239,6 +239,7 @@ async fn takeover_returns_the_owners_session_state() {
             }],
             session_expiry_interval: 3600,
             disconnected_at_ms: None,
+            next_seq: 9,
         },
         protocol_level: 5,
         outgoing: vec![(

@@ -27,6 +27,7 @@ impl Session {
                 .collect(),
             session_expiry_interval: self.session_expiry_interval,
             disconnected_at_ms: self.offline_since(),
+            next_seq: self.outgoing.next_seq(),
         }
     }
 
@@ -53,7 +54,11 @@ impl Session {
 
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
-    pub(super) fn import(&mut self, imported: Imported) {
+    /// Returns, for a session resumed from a record that says where its
+    /// owner's numbering was, the first sequence number of the packet ids
+    /// to release once the client is connected ([`RELEASED_AFTER_LOSS`]
+    /// of them, `Session::release_lost_flows`).
+    pub(super) fn import(&mut self, imported: Imported) -> Option<u64> {
         let handed_over = match &imported {
             Imported::State(s) => s.recent_uids.clone(),
             Imported::Record(_) => Vec::new(),
@@ -71,8 +76,21 @@ impl Session {
         // of the id space rather than at 1, away from open ones with high
         // odds. (A node whose claim lost to this one numbered its copies on
         // its own: the random start also keeps this numbering off them.)
+        //
+        // Resumed from a record that says where the owner's numbering was
+        // when it wrote it (at the client's last CONNECT or disconnect):
+        // the ids the owner used since, some maybe still open in the
+        // client, follow that point. They are released (PUBREL, which the
+        // client answers with PUBCOMP whether it had them open or not) and
+        // this node numbers its copies past them.
+        let mut release = None;
         match &imported {
             Imported::State(s) if s.next_seq > 0 => self.outgoing.continue_from(s.next_seq),
+            Imported::Record(info) if info.next_seq > 0 => {
+                release = Some(info.next_seq);
+                self.outgoing
+                    .continue_from(info.next_seq + RELEASED_AFTER_LOSS);
+            }
             _ => self
                 .outgoing
                 .skip(rand::random::<u64>() % u64::from(u16::MAX)),
@@ -118,6 +136,29 @@ impl Session {
         if self.is_persistent() && !ops.is_empty() {
             self.stored = true;
             self.state.writer().submit(ops, None);
+        }
+        release
+    }
+
+    /// After a resume from the replicated record (the owner's state was
+    /// lost with its data): PUBREL for the [`RELEASED_AFTER_LOSS`] packet
+    /// ids from sequence number `from` on, before any PUBLISH. A QoS 2
+    /// flow the client still holds open from the lost owner (PUBREC sent,
+    /// PUBREL never came) would make it take a later message under that id
+    /// for a resend and drop it; released, the id is free again. The
+    /// client answers each with PUBCOMP (5.0: 0x92 for an id it did not
+    /// hold), which this session ignores as an unknown id: it numbers its
+    /// own copies past the range.
+    ///
+    /// postmortem: long chaos run seed 23, 2026-12-06 (`shared-no-loss`):
+    /// a member PUBREC'd a QoS 2 copy under id 1748 and its node lost its
+    /// data 80 ms later (`replace`); resumed from the record elsewhere, the
+    /// session numbered from a random point, reached 1748 again 670 s
+    /// later, and the client, which still held 1748 open, dropped p3#3662.
+    pub(super) fn release_lost_flows(&mut self, from: u64) {
+        tracing::info!(client_id = %self.client_id(), ids = RELEASED_AFTER_LOSS, "session resumed from its replicated record: releasing the packet ids its lost owner may have left open");
+        for seq in from..from + RELEASED_AFTER_LOSS {
+            self.send_pubrel(packet_id_of(seq));
         }
     }
 
@@ -442,6 +483,12 @@ const FORWARD_ATTEMPTS: usize = 30;
 /// node after it stopped forwarding (README, Cluster, known limits).
 const MOVED_FORWARDS_FOR: Duration = Duration::from_secs(20);
 const _: () = assert!(MOVED_FORWARDS_FOR.as_secs() * 1000 < super::recent::WINDOW_MS);
+
+/// How many packet ids a session resumed from its replicated record
+/// releases (`Session::release_lost_flows`): more than a session gets
+/// copies over one connection at the rates this was sized for (about 1,000
+/// per minute for two minutes); 4 bytes each on the wire, once.
+pub(super) const RELEASED_AFTER_LOSS: u64 = 4_096;
 
 /// How often a session kept after a hand-over looks whether its taker's
 /// claim is in.

@@ -522,7 +522,7 @@ impl Session {
         }
     }
 
-    fn send_pubrel(&self, packet_id: u16) {
+    pub(super) fn send_pubrel(&self, packet_id: u16) {
         self.send(&Packet::PubRel(PubResponse {
             packet_id,
             reason_code: ReasonCode::Success,

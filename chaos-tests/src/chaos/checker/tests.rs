@@ -544,6 +544,47 @@ fn a_copy_published_just_before_a_fault_and_acknowledged_during_it_may_come_late
     assert_eq!(failed(&h), vec!["order"]);
 }
 
+// Long run seed 23 (2026-12-06 evening): p3#1542 was published on node 5
+// during a split, held 13 s and routed by a stale group route to another
+// node; it reached member shared1 after #1543-#1547, which node 5 gave it
+// directly after the heal, although shared1 never left node 5. A shared
+// member's copy on its way during a fault may come late; a plain
+// subscriber's only with a move.
+#[test]
+fn a_shared_members_copy_held_by_a_fault_may_come_late_without_a_move() {
+    let history = |subscriber: &str| {
+        let mut h = subscribed(0, subscriber, 2);
+        h.push(at(
+            1_000,
+            Event::Fault {
+                kind: "partition-split".into(),
+                detail: String::new(),
+                nodes: vec![1],
+                end_ms: Some(4_000),
+            },
+        ));
+        let held = h.len();
+        h.push(publish(3_000, 1, 0, 1, Outcome::Acked));
+        if let Event::Publish { latency_ms, .. } = &mut h[held].event {
+            *latency_ms = Some(2_500);
+        }
+        h.push(recovered(6_000, "partition-split", 2_000));
+        h.push(publish(6_100, 1, 1, 1, Outcome::Acked));
+        h.push(deliver(6_101, subscriber, 1, 1, 1, 1));
+        h.push(deliver(6_200, subscriber, 1, 0, 1, 1));
+        h.push(recovered(6_500, "final", 1));
+        h.push(publish(6_600, 1, 2, 1, Outcome::Acked));
+        h.push(deliver(6_601, subscriber, 1, 2, 1, 1));
+        h
+    };
+    let failed_order = |h: &[Stamped]| failed(h).contains(&"order");
+    assert!(!failed_order(&history("shared0-v5")));
+    assert!(
+        failed_order(&history("sub0-v311")),
+        "a plain subscriber that stayed put"
+    );
+}
+
 #[test]
 fn a_lost_session_a_crash_and_a_slow_recovery_fail() {
     let mut h = good();

@@ -209,6 +209,70 @@ pub fn route(
     count
 }
 
+/// Gives `message` again to one member of each shared group in `groups`
+/// (`$share/{group}/{filter}`), picked here, never on node `refused`: a
+/// copy this node kept on disk for a node that was down went there when it
+/// was back, and that node refused it for the groups, having no member of
+/// them any more (it moved while the node was away). Members online and on
+/// nodes that are up come first. Nothing waits for the answer: the
+/// publisher was acknowledged when the copy was kept. Returns how many
+/// groups got a member.
+pub fn route_groups(
+    state: &BrokerState,
+    message: &Arc<Message>,
+    groups: &[String],
+    refused: u64,
+) -> usize {
+    let router = state.router().read();
+    let cluster = state.cluster();
+    let mut given = 0;
+    for filter in groups {
+        let elsewhere = |s: &Subscriber| !matches!(s, Subscriber::Node(n) if *n == refused);
+        let picked = router
+            .pick_shared(filter, |s, _| {
+                elsewhere(s)
+                    && match s {
+                        Subscriber::Node(n) => cluster.is_up(*n),
+                        Subscriber::Local(_) => s.is_available(),
+                    }
+            })
+            .filter(|(s, _)| elsewhere(s))
+            .or_else(|| router.pick_shared(filter, |s, _| elsewhere(s)))
+            .filter(|(s, _)| elsewhere(s));
+        match picked {
+            Some((Subscriber::Local(session), entry)) => {
+                given += 1;
+                let mut t = Target::new(session, message, entry);
+                t.shared_filter = entry.shared_filter.as_ref();
+                session.send(Deliver {
+                    message: message.clone(),
+                    qos: t.qos,
+                    retain: t.retain,
+                    subscription_ids: t.subscription_ids,
+                    shared_filter: t.shared_filter.cloned(),
+                    ack: None,
+                    backpressure: Backpressure::Untracked,
+                    flow: None,
+                    span: tracing::Span::none(),
+                });
+            }
+            Some((Subscriber::Node(node), _)) => {
+                given += 1;
+                let target = RemoteTarget {
+                    plain: false,
+                    shared: vec![filter.clone()],
+                };
+                cluster.forward(*node, message, target, &mut LazyGuard::none());
+            }
+            None => {
+                state.metrics().dropped(DropReason::NoSubscriber, 1);
+                tracing::warn!(group = %filter, topic = %message.topic, "a kept group copy refused by its node found no other member");
+            }
+        }
+    }
+    given
+}
+
 fn remote_entry(remote: &mut SmallVec<[(u64, RemoteTarget); 2]>, node: u64) -> &mut RemoteTarget {
     let i = match remote.iter().position(|(n, _)| *n == node) {
         Some(i) => i,
@@ -328,6 +392,41 @@ mod tests {
     fn a_forwarded_message_for_a_group_without_local_member_is_not_acknowledged_issue_17() {
         assert!(answer_for_a_group_without_member(QoS::AtLeastOnce).is_err());
         assert!(answer_for_a_group_without_member(QoS::ExactlyOnce).is_err());
+    }
+
+    // postmortem: long chaos run seed 22, 2026-12-06 (p1#541): a copy kept
+    // for node 1, sent again after a split healed, was refused there for a
+    // shared group whose member had moved, and was dropped. It now goes to
+    // another member, never back to the node that refused it.
+    #[test]
+    fn a_refused_group_copy_goes_to_another_member_never_the_refusing_node_issue_17() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let filter = "$share/g/g/#";
+        let node = |n: u64| {
+            state.router().write().subscribe(
+                filter,
+                Subscriber::Node(n),
+                SubscriptionEntry {
+                    options: crate::codec::SubscriptionOptions {
+                        qos: QoS::ExactlyOnce,
+                        ..Default::default()
+                    },
+                    subscription_id: None,
+                    shared_filter: Some(filter.into()),
+                },
+            )
+        };
+        let groups = [filter.to_string()];
+        let copy = message_with_uid(QoS::AtLeastOnce, 9);
+        node(1);
+        // the refusing node is the only member: no member for the group
+        assert_eq!(route_groups(&state, &copy, &groups, 1), 0);
+        // another node has a member: it gets the copy, every time
+        node(2);
+        for _ in 0..4 {
+            assert_eq!(route_groups(&state, &copy, &groups, 1), 1);
+        }
     }
 
     // postmortem: in chaos runs (`tern-chaos`, seeds 5 and 7) node 4

@@ -99,6 +99,16 @@ pub async fn run(
     ));
     if let Some(c) = &cluster {
         crate::cluster_bridge::load(&state, c.bridge.cluster());
+        // before the kept copies go again: one refused for a shared group
+        // goes to another member
+        if let Some(refused) = c.bridge.refused_group_copies() {
+            c.bridge
+                .runtime()
+                .spawn(crate::cluster_bridge::regroup_refused(
+                    state.clone(),
+                    refused,
+                ));
+        }
         let (queued, dropped) = c
             .bridge
             .resend_kept(state.store())
@@ -492,6 +502,7 @@ impl StartedCluster {
             failed,
             adopt,
         ));
+
         runtime
             .get()
             .spawn(crate::drain::rehome_orphans(state.clone(), bridge.clone()));

@@ -82,12 +82,9 @@ pub async fn run_events(
             }
             ClusterEvent::RouteAdded { .. } | ClusterEvent::RouteRemoved { .. } => {}
             ClusterEvent::SessionOwnerChanged { client_id, owner } if owner != me => {
-                // A session that moved from here and kept what it held
-                // (its taker failed before its claim) is handed over again.
-                let local = state
-                    .registry()
-                    .get(client_id.as_str())
-                    .or_else(|| state.registry().moved_for(client_id.as_str()));
+                // (A session that moved from here and kept what it held
+                // watches the owner itself: `Session::watch_claim`.)
+                let local = state.registry().get(client_id.as_str());
                 if let Some(session) = local {
                     session.send(OwnerMoved { owner });
                 }
@@ -185,33 +182,19 @@ fn cluster_event(state: &State, severity: Severity, msg: &str, details: serde_js
 
 /// Delivers a message another node forwarded here, and answers it once the
 /// copies for persistent sessions are stored.
-fn deliver_forwarded(
-    state: &State,
-    msg: cluster::ForwardedPublish,
-    ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,
-) {
+/// The message a forwarded PUBLISH carries (its topic and payload moved
+/// out of `msg`); the refusal to answer when it does not decode.
+pub(super) fn forwarded_message(
+    msg: &mut cluster::ForwardedPublish,
+) -> Result<Arc<Message>, cluster::ForwardRefusal> {
     let mut properties = msg.properties.clone();
-    let properties = match crate::codec::decode_publish_properties(&mut properties) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = ack.send(Err(cluster::ForwardRefusal::Invalid(format!(
-                "properties do not decode: {e}"
-            ))));
-            return;
-        }
-    };
-    let Some(qos) = QoS::from_u8(msg.qos) else {
-        let _ = ack.send(Err(cluster::ForwardRefusal::Invalid(format!(
-            "QoS {} is not valid",
-            msg.qos
-        ))));
-        return;
-    };
-    let span = crate::telemetry::apply_span(&msg.traceparent, msg.origin_node, &msg.topic);
-    let _entered = span.enter();
-    let message = Arc::new(Message {
-        topic: msg.topic.into(),
-        payload: msg.payload,
+    let properties = crate::codec::decode_publish_properties(&mut properties)
+        .map_err(|e| cluster::ForwardRefusal::Invalid(format!("properties do not decode: {e}")))?;
+    let qos = QoS::from_u8(msg.qos)
+        .ok_or_else(|| cluster::ForwardRefusal::Invalid(format!("QoS {} is not valid", msg.qos)))?;
+    Ok(Arc::new(Message {
+        topic: std::mem::take(&mut msg.topic).into(),
+        payload: std::mem::take(&mut msg.payload),
         qos,
         retain: msg.retain,
         properties,
@@ -219,14 +202,30 @@ fn deliver_forwarded(
         origin: crate::message::BROKER_ORIGIN,
         received_at: Some(std::time::Instant::now()),
         uid: msg.uid,
-    });
+    }))
+}
+
+fn deliver_forwarded(
+    state: &State,
+    mut msg: cluster::ForwardedPublish,
+    ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,
+) {
+    let span = crate::telemetry::apply_span(&msg.traceparent, msg.origin_node, &msg.topic);
+    let _entered = span.enter();
+    let message = match forwarded_message(&mut msg) {
+        Ok(message) => message,
+        Err(refusal) => {
+            let _ = ack.send(Err(refusal));
+            return;
+        }
+    };
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {
         let local = state.registry().get(client_id.as_str());
         match local {
             Some(session) => session.send(Deliver {
+                qos: message.qos,
                 message,
-                qos,
                 retain: msg.retain,
                 subscription_ids: msg.subscription_ids.into_iter().collect(),
                 shared_filter: None,

@@ -81,24 +81,52 @@ impl ClusterBridge {
         answer: impl std::future::Future<Output = cluster::Result<()>> + Send + 'static,
     ) {
         copy.origin_node = self.node_id;
-        let copy = Bytes::from(cluster::encode_forwarded(&copy));
         let seq = self.kept.next_seq.fetch_add(1, Ordering::Relaxed);
+        let encoded = Bytes::from(cluster::encode_forwarded(&copy));
         self.kept.writer.submit(
-            vec![storage::WriteOp::PutForward { node, seq, copy }],
+            vec![storage::WriteOp::PutForward {
+                node,
+                seq,
+                copy: encoded,
+            }],
             hold_until_durable(guard),
         );
-        self.forget_kept_when_answered(node, seq, answer);
+        self.forget_kept_when_answered(node, seq, &copy, answer);
     }
 
     /// Forgets kept copy `seq` for `node` once `answer` comes (spawned).
+    /// A copy for shared groups (`copy`) that the node refuses goes to
+    /// another member ([`regroup_refused`]).
     fn forget_kept_when_answered(
         &self,
         node: u64,
         seq: u64,
+        copy: &cluster::ForwardedPublish,
         answer: impl std::future::Future<Output = cluster::Result<()>> + Send + 'static,
     ) {
-        self.runtime
-            .spawn(forget_when_answered(self.kept.clone(), node, seq, answer));
+        let regroup = self
+            .refused_groups
+            .get()
+            .filter(|_| !copy.shared_filters.is_empty())
+            .map(|tx| (tx.clone(), copy.clone()));
+        self.runtime.spawn(forget_when_answered(
+            self.kept.clone(),
+            node,
+            seq,
+            answer,
+            regroup,
+        ));
+    }
+
+    /// The kept copies that their node refused for shared groups, with
+    /// that node: the caller gives each to another member of its groups
+    /// ([`regroup_refused`]). Once, at startup; `None` if taken already.
+    pub fn refused_group_copies(
+        &self,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<(cluster::ForwardedPublish, u64)>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.refused_groups.set(tx).ok()?;
+        Some(rx)
     }
 
     /// Queues again every copy kept before this node stopped (at startup,
@@ -130,9 +158,10 @@ impl ClusterBridge {
                     continue;
                 }
             };
+            let copy = forwarded.clone();
             match self.cluster.forward_in_order(node, forwarded) {
                 Ok(answer) => {
-                    self.forget_kept_when_answered(node, seq, answer);
+                    self.forget_kept_when_answered(node, seq, &copy, answer);
                     queued += 1;
                 }
                 // kept on disk: queued again at the next start
@@ -152,17 +181,54 @@ impl ClusterBridge {
 /// Deletes kept copy `seq` for `node` once the node has given its final
 /// answer: stored (or delivered), or refused for good. A link stopped
 /// before an answer (this node shutting down) leaves it for the next start.
+///
+/// postmortem: long chaos run seed 22, 2026-12-06 (`shared-no-loss`,
+/// p1#541): node 3 routed a group's copy to node 1 by a stale route just
+/// before a split cut it off; the copy was kept, sent again after the heal,
+/// and refused by node 1, which had no member of the group: deleted here,
+/// it reached nobody although its publisher had been acknowledged. A
+/// refused copy for shared groups now goes to another member (`regroup`).
 async fn forget_when_answered(
     kept: Arc<Kept>,
     node: u64,
     seq: u64,
     answer: impl std::future::Future<Output = cluster::Result<()>>,
+    regroup: Option<(
+        tokio::sync::mpsc::UnboundedSender<(cluster::ForwardedPublish, u64)>,
+        cluster::ForwardedPublish,
+    )>,
 ) {
     match answer.await {
-        Ok(()) | Err(cluster::Error::Rejected { .. } | cluster::Error::UnknownNode(_)) => {
+        Ok(()) | Err(cluster::Error::UnknownNode(_)) => {
+            kept.writer
+                .submit(vec![storage::WriteOp::DeleteForward { node, seq }], None);
+        }
+        Err(e @ cluster::Error::Rejected { .. }) => {
+            if let Some((tx, copy)) = regroup {
+                tracing::warn!(node, seq, error = %e, groups = ?copy.shared_filters, "kept copy refused by its node: given to another member of its groups");
+                let _ = tx.send((copy, node));
+            }
             kept.writer
                 .submit(vec![storage::WriteOp::DeleteForward { node, seq }], None);
         }
         Err(e) => tracing::debug!(node, seq, error = %e, "kept copy stays on disk"),
+    }
+}
+
+/// Gives each kept copy that its node refused for shared groups to
+/// another member of those groups (`fanout::route_groups`), until the
+/// bridge is gone.
+pub async fn regroup_refused(
+    state: crate::state::State,
+    mut refused: tokio::sync::mpsc::UnboundedReceiver<(cluster::ForwardedPublish, u64)>,
+) {
+    while let Some((mut copy, node)) = refused.recv().await {
+        let groups = std::mem::take(&mut copy.shared_filters);
+        match super::events::forwarded_message(&mut copy) {
+            Ok(message) => {
+                crate::fanout::route_groups(&state, &message, &groups, node);
+            }
+            Err(e) => tracing::error!(node, error = ?e, "a refused kept copy does not decode"),
+        }
     }
 }

@@ -49,6 +49,7 @@ use parking_lot::RwLock;
 use tokio::sync::mpsc;
 
 pub use events::{load, run_events, AdoptFn};
+pub use kept::regroup_refused;
 
 use crate::codec;
 use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
@@ -81,6 +82,9 @@ pub struct ClusterBridge {
     caught_up_once: std::sync::atomic::AtomicBool,
     /// Copies for nodes that are down, on disk (`kept.rs`).
     kept: Arc<kept::Kept>,
+    /// Where kept copies that their node refused for shared groups go, to
+    /// be given to another member (`regroup_refused`).
+    refused_groups: std::sync::OnceLock<mpsc::UnboundedSender<(cluster::ForwardedPublish, u64)>>,
     /// This bridge, for tasks that outlive a call.
     me: std::sync::Weak<ClusterBridge>,
 }
@@ -112,6 +116,7 @@ impl ClusterBridge {
         }
         let bridge = Arc::new_cyclic(|me| ClusterBridge {
             kept: Arc::new(kept::Kept::new(writer)),
+            refused_groups: std::sync::OnceLock::new(),
             me: me.clone(),
             node_id: cluster.node_id(),
             cluster,

@@ -50,23 +50,24 @@ impl Registry {
     /// The node this node last handed `client_id`'s session to, while that
     /// session still forwards from here (`MOVED_FORWARDS_FOR`, 20 s).
     pub fn handed_to(&self, client_id: &str) -> Option<u64> {
-        self.moved
-            .lock()
-            .values()
-            .filter(|(s, _)| s.0.client_id == client_id)
-            .max_by_key(|(s, _)| s.0.id)
-            .map(|(_, owner)| *owner)
+        self.latest_moved(client_id).map(|(_, owner)| owner)
     }
 
     /// The latest session of `client_id` that moved from here and still
     /// forwards (it may keep the session: `Input::Revive`).
     pub fn moved_for(&self, client_id: &str) -> Option<SessionRef> {
+        self.latest_moved(client_id).map(|(session, _)| session)
+    }
+
+    /// The latest session of `client_id` that moved from here, with the
+    /// node it went to.
+    fn latest_moved(&self, client_id: &str) -> Option<(SessionRef, u64)> {
         self.moved
             .lock()
             .values()
             .filter(|(s, _)| s.0.client_id == client_id)
             .max_by_key(|(s, _)| s.0.id)
-            .map(|(s, _)| s.clone())
+            .cloned()
     }
 
     /// Counts copies being forwarded for moved sessions (a drain waits

@@ -307,25 +307,8 @@ fn split_batches<'r>(
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::records::StoredMessage;
-
-    fn record(seq: u64, payload: usize) -> OutgoingRecord {
-        OutgoingRecord {
-            released: seq.is_multiple_of(2),
-            uid: seq * 10,
-            message: StoredMessage {
-                topic: "q/t".into(),
-                payload: Bytes::from(vec![seq as u8; payload]),
-                qos: 1,
-                retain: false,
-                properties: Bytes::new(),
-                expires_at_ms: seq.is_multiple_of(3).then_some(seq),
-            },
-        }
-    }
+    use crate::batches::tests::record;
 
     #[test]
     fn puts_are_cut_into_batches_under_the_size_limit() {

@@ -255,13 +255,14 @@ pub(crate) fn load(handles: &Handles, client_id: &str) -> Result<Vec<(u64, Outgo
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use bytes::Bytes;
 
     use super::*;
     use crate::records::StoredMessage;
 
-    fn record(seq: u64, payload: usize) -> OutgoingRecord {
+    /// A record whose fields vary with `seq` (also used by `batch_index`).
+    pub(crate) fn record(seq: u64, payload: usize) -> OutgoingRecord {
         OutgoingRecord {
             released: seq.is_multiple_of(2),
             uid: seq * 10,

@@ -72,6 +72,19 @@ fn subscribed(t: u64, client: &str, node: u64) -> Vec<Stamped> {
 }
 
 /// The cluster recovered at `t` after fault `after`, in `ms`.
+/// A fault of `kind` on `nodes` from `t` to `end`.
+fn fault(t: u64, kind: &str, nodes: &[u64], end: u64) -> Stamped {
+    at(
+        t,
+        Event::Fault {
+            kind: kind.into(),
+            detail: String::new(),
+            nodes: nodes.to_vec(),
+            end_ms: Some(end),
+        },
+    )
+}
+
 fn recovered(t: u64, after: &str, ms: u64) -> Stamped {
     at(
         t,
@@ -217,15 +230,7 @@ fn loss_while_the_session_moves_is_excused_only_within_the_window() {
 #[test]
 fn loss_after_the_old_node_failed_is_excused_from_the_end_of_the_old_connection() {
     let mut h = good();
-    h.push(at(
-        5_000,
-        Event::Fault {
-            kind: "kill-random".into(),
-            detail: String::new(),
-            nodes: vec![2],
-            end_ms: Some(9_000),
-        },
-    ));
+    h.push(fault(5_000, "kill-random", &[2], 9_000));
     h.push(at(
         5_001,
         Event::Disconnected {
@@ -392,15 +397,7 @@ fn a_shared_member_getting_a_copy_again_after_a_move_is_not_a_second_member() {
             session_present: true,
         },
     ));
-    h.push(at(
-        3_100,
-        Event::Fault {
-            kind: "pause".into(),
-            detail: String::new(),
-            nodes: vec![2],
-            end_ms: Some(3_900),
-        },
-    ));
+    h.push(fault(3_100, "pause", &[2], 3_900));
     h.sort_by_key(|e| e.t_ms);
     let mut again = deliver(3_600, "shared0-v5", 1, 2, 2, 2);
     if let Event::Deliver { node, .. } = &mut again.event {
@@ -459,15 +456,7 @@ fn reordering_while_moving_is_excused_even_if_the_new_node_later_lost_its_data()
 fn reordering_by_a_node_not_caught_up_after_a_fault_is_excused_only_with_a_move() {
     let history = |moved: bool| {
         let mut h = subscribed(0, "sub0-v311", 2);
-        h.push(at(
-            1_000,
-            Event::Fault {
-                kind: "partition-isolate".into(),
-                detail: String::new(),
-                nodes: vec![1],
-                end_ms: Some(4_000),
-            },
-        ));
+        h.push(fault(1_000, "partition-isolate", &[1], 4_000));
         if moved {
             h.push(resumed(4_100, "sub0-v311", 3));
         }
@@ -505,15 +494,7 @@ fn a_copy_published_just_before_a_fault_and_acknowledged_during_it_may_come_late
     let mut h = subscribed(0, "sub0-v311", 2);
     let first = h.len();
     h.push(publish(900, 1, 0, 1, Outcome::Acked));
-    h.push(at(
-        1_000,
-        Event::Fault {
-            kind: "partition-split".into(),
-            detail: String::new(),
-            nodes: vec![1],
-            end_ms: Some(4_000),
-        },
-    ));
+    h.push(fault(1_000, "partition-split", &[1], 4_000));
     // the subscriber moves after the fault ended, before the recovery
     h.push(at(
         6_500,
@@ -554,15 +535,7 @@ fn a_copy_published_just_before_a_fault_and_acknowledged_during_it_may_come_late
 fn a_shared_members_copy_held_by_a_fault_may_come_late_without_a_move() {
     let history = |subscriber: &str| {
         let mut h = subscribed(0, subscriber, 2);
-        h.push(at(
-            1_000,
-            Event::Fault {
-                kind: "partition-split".into(),
-                detail: String::new(),
-                nodes: vec![1],
-                end_ms: Some(4_000),
-            },
-        ));
+        h.push(fault(1_000, "partition-split", &[1], 4_000));
         let held = h.len();
         h.push(publish(3_000, 1, 0, 1, Outcome::Acked));
         if let Event::Publish { latency_ms, .. } = &mut h[held].event {

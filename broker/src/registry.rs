@@ -59,9 +59,10 @@ impl Registry {
         self.latest_moved(client_id).map(|(session, _)| session)
     }
 
-    /// The latest session of `client_id` that moved from here, with the
-    /// node it went to.
-    fn latest_moved(&self, client_id: &str) -> Option<(SessionRef, u64)> {
+    /// The latest session of `client_id` that moved from here and still
+    /// forwards, with the node it went to (it may keep the session until
+    /// that node's claim is in).
+    pub fn latest_moved(&self, client_id: &str) -> Option<(SessionRef, u64)> {
         self.moved
             .lock()
             .values()

@@ -101,11 +101,20 @@ pub async fn run_events(
                 reply,
             } => {
                 // A session that moved from here and kept what it held
-                // (its taker failed before its claim) is handed over again.
-                let local = state
-                    .registry()
-                    .get(client_id.as_str())
-                    .or_else(|| state.registry().moved_for(client_id.as_str()));
+                // (its taker's claim is not in) is handed over again only
+                // when its taker is down: while the taker is up its claim
+                // is coming, and a second taker would make two live copies
+                // of the session, each delivering what the other did. The
+                // requester then hears the session is not here, waits for
+                // the owner to change and asks the taker.
+                let local = state.registry().get(client_id.as_str()).or_else(|| {
+                    let (kept, taker) = state.registry().latest_moved(client_id.as_str())?;
+                    let again = hand_kept_again(taker, requester, state.cluster().is_up(taker));
+                    if !again {
+                        tracing::info!(%client_id, requester, taker, "takeover asked of a session handed over to a node that is up: not here");
+                    }
+                    again.then_some(kept)
+                });
                 tokio::spawn(async move {
                     let handed = match local {
                         // The requester gave up (its takeover timed out, or
@@ -253,4 +262,31 @@ fn deliver_forwarded(
             shared: &msg.shared_filters,
         },
     );
+}
+
+/// Whether a session kept here after a hand-over to `taker` (whose claim
+/// is not in) is handed over again to `requester`: when the taker asks
+/// again, or is down (it failed before its claim).
+///
+/// postmortem: CI, 2026-12-07 (`k8s_pods` rolling restart, 57 QoS 2
+/// copies twice): a draining node handed a session to the node adopting
+/// it, then again to the node its 3.1.1 client reconnected to; both ran
+/// the session, and the copies one had delivered the other delivered too.
+fn hand_kept_again(taker: u64, requester: u64, taker_up: bool) -> bool {
+    requester == taker || !taker_up
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::hand_kept_again;
+
+    #[test]
+    fn a_kept_session_goes_to_a_second_taker_only_when_the_first_is_down() {
+        assert!(hand_kept_again(2, 2, true), "the taker asking again");
+        assert!(
+            !hand_kept_again(2, 3, true),
+            "taker up: its claim is coming"
+        );
+        assert!(hand_kept_again(2, 3, false), "taker down: the next node");
+    }
 }

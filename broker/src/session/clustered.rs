@@ -54,11 +54,7 @@ impl Session {
 
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
-    /// Returns, for a session resumed from a record that says where its
-    /// owner's numbering was, the first sequence number of the packet ids
-    /// to release once the client is connected ([`RELEASED_AFTER_LOSS`]
-    /// of them, `Session::release_lost_flows`).
-    pub(super) fn import(&mut self, imported: Imported) -> Option<u64> {
+    pub(super) fn import(&mut self, imported: Imported) {
         let handed_over = match &imported {
             Imported::State(s) => s.recent_uids.clone(),
             Imported::Record(_) => Vec::new(),
@@ -80,16 +76,29 @@ impl Session {
         // Resumed from a record that says where the owner's numbering was
         // when it wrote it (at the client's last CONNECT or disconnect):
         // the ids the owner used since, some maybe still open in the
-        // client, follow that point. They are released (PUBREL, which the
-        // client answers with PUBCOMP whether it had them open or not) and
-        // this node numbers its copies past them.
-        let mut release = None;
+        // client, follow that point. This node numbers its copies past
+        // them and releases each (PUBREL) only when its numbering comes
+        // round to it ([`Outgoing::may_be_open`]): the owner may not have
+        // lost the session at all (it was cut off, or moving it in a
+        // drain) and send its messages here later with their flows, under
+        // the ids the client holds.
+        //
+        // postmortem: long chaos run seed 23, 2026-12-06 (`shared-no-loss`):
+        // a member PUBREC'd a QoS 2 copy under id 1748 and its node lost its
+        // data 80 ms later (`replace`); resumed from the record elsewhere, the
+        // session numbered from a random point, reached 1748 again 670 s
+        // later, and the client, which still held 1748 open, dropped p3#3662.
+        // postmortem: CI, 2026-12-07 (`k8s_pods` rolling restart, 57 QoS 2
+        // copies twice): the first fix released those ids at once, and the
+        // copies in flight on a draining node, sent here afterwards with
+        // their flows, were taken a second time by the clients.
         match &imported {
             Imported::State(s) if s.next_seq > 0 => self.outgoing.continue_from(s.next_seq),
             Imported::Record(info) if info.next_seq > 0 => {
-                release = Some(info.next_seq);
                 self.outgoing
                     .continue_from(info.next_seq + RELEASED_AFTER_LOSS);
+                self.outgoing
+                    .may_be_open(info.next_seq, RELEASED_AFTER_LOSS);
             }
             _ => self
                 .outgoing
@@ -136,29 +145,6 @@ impl Session {
         if self.is_persistent() && !ops.is_empty() {
             self.stored = true;
             self.state.writer().submit(ops, None);
-        }
-        release
-    }
-
-    /// After a resume from the replicated record (the owner's state was
-    /// lost with its data): PUBREL for the [`RELEASED_AFTER_LOSS`] packet
-    /// ids from sequence number `from` on, before any PUBLISH. A QoS 2
-    /// flow the client still holds open from the lost owner (PUBREC sent,
-    /// PUBREL never came) would make it take a later message under that id
-    /// for a resend and drop it; released, the id is free again. The
-    /// client answers each with PUBCOMP (5.0: 0x92 for an id it did not
-    /// hold), which this session ignores as an unknown id: it numbers its
-    /// own copies past the range.
-    ///
-    /// postmortem: long chaos run seed 23, 2026-12-06 (`shared-no-loss`):
-    /// a member PUBREC'd a QoS 2 copy under id 1748 and its node lost its
-    /// data 80 ms later (`replace`); resumed from the record elsewhere, the
-    /// session numbered from a random point, reached 1748 again 670 s
-    /// later, and the client, which still held 1748 open, dropped p3#3662.
-    pub(super) fn release_lost_flows(&mut self, from: u64) {
-        tracing::info!(client_id = %self.client_id(), ids = RELEASED_AFTER_LOSS, "session resumed from its replicated record: releasing the packet ids its lost owner may have left open");
-        for seq in from..from + RELEASED_AFTER_LOSS {
-            self.send_pubrel(packet_id_of(seq));
         }
     }
 
@@ -260,8 +246,10 @@ impl Session {
     }
 
     /// While this actor keeps the session after a hand-over: once the
-    /// replicated state no longer says this node owns it (the new owner's
-    /// claim committed), what it kept goes ([`supersede`](Self::supersede)).
+    /// replicated state no longer says this node owns it, what it kept goes
+    /// ([`supersede`](Self::supersede)) if the owner is the node it was
+    /// handed to (that node's claim committed), or is sent to the owner if
+    /// that is another node ([`send_kept`](Self::send_kept)).
     fn watch_claim(&mut self, ctx: &mut Context<Self>) {
         ctx.run_later(CLAIM_CHECK, |session, ctx| {
             if !matches!(
@@ -270,10 +258,15 @@ impl Session {
             ) {
                 return;
             }
-            if session.still_mine() {
-                session.watch_claim(ctx);
-            } else {
-                session.supersede();
+            let super::core::Lifecycle::Moved { owner: taker, .. } = session.lifecycle else {
+                return;
+            };
+            let cluster = session.state.cluster();
+            match cluster.session_owner(session.client_id()) {
+                Some(me) if me == cluster.node_id() => session.watch_claim(ctx),
+                // resumed from its record elsewhere: the owner lacks this
+                Some(owner) if owner != taker => session.send_kept(owner),
+                _ => session.supersede(),
             }
         });
     }
@@ -356,16 +349,88 @@ impl Session {
                     None,
                 );
             }
-            self.stored = false;
-            self.outgoing.clear();
-            self.incoming.clear();
-            self.recent = None;
-            self.lifecycle = super::core::Lifecycle::Moved {
-                owner,
-                retired,
-                kept: false,
-            };
+            self.forget_kept(owner, retired);
         }
+    }
+
+    /// A kept session's messages and state are gone (deleted, or with
+    /// their owner): the actor only forwards to `owner` from now on.
+    fn forget_kept(&mut self, owner: u64, retired: bool) {
+        self.stored = false;
+        self.outgoing.clear();
+        self.incoming.clear();
+        self.recent = None;
+        self.lifecycle = super::core::Lifecycle::Moved {
+            owner,
+            retired,
+            kept: false,
+        };
+    }
+
+    /// Sends every message this session holds to the session on node
+    /// `owner`, in order; each future says whether it arrived. A QoS 2
+    /// copy goes with its packet id and flow state (`OwnerMoved`).
+    fn forward_all(&self, owner: u64) -> Vec<futures::future::BoxFuture<'static, bool>> {
+        let cluster = self.state.cluster();
+        self.outgoing
+            .iter()
+            .map(|m| {
+                let flow = (m.qos == QoS::ExactlyOnce).then(|| cluster::OpenFlow {
+                    packet_id: packet_id_of(m.seq),
+                    released: m.state == OutState::Released,
+                });
+                cluster.forward_to_session(
+                    owner,
+                    self.client_id(),
+                    &m.message,
+                    (m.qos, m.retain),
+                    &m.subscription_ids,
+                    flow,
+                )
+            })
+            .collect()
+    }
+
+    /// A session kept after a hand-over is owned by `owner` now, another
+    /// node than the one it was handed to (that one failed before its
+    /// claim, and the client resumed elsewhere from the replicated record):
+    /// what it kept goes to `owner`, and its records here once all of it
+    /// arrived.
+    fn send_kept(&mut self, owner: u64) {
+        let super::core::Lifecycle::Moved {
+            retired,
+            kept: true,
+            ..
+        } = self.lifecycle
+        else {
+            return;
+        };
+        tracing::info!(client_id = %self.client_id(), owner, queued = self.outgoing.len(), "session kept after a hand-over is owned by another node: sending it what was kept");
+        let sends = self.forward_all(owner);
+        if self.stored {
+            let client_id = self.client_id().clone();
+            let state = self.state.clone();
+            actix_rt::spawn(async move {
+                let mut all = true;
+                for send in sends {
+                    all &= send.await;
+                }
+                if !all {
+                    tracing::warn!(%client_id, "some kept messages did not reach the session's owner; kept for the next restart");
+                } else if state.registry().get(&client_id).is_none() {
+                    state.writer().submit(
+                        vec![storage::WriteOp::DeleteSession {
+                            client_id: client_id.to_string(),
+                        }],
+                        None,
+                    );
+                }
+            });
+        } else {
+            actix_rt::spawn(futures::future::join_all(sends));
+        }
+        self.forget_kept(owner, retired);
+        self.state.registry().add_moved(self.handle.clone(), owner);
     }
 
     /// A copy routed to this session after it moved to `owner`: sent to
@@ -484,10 +549,12 @@ const FORWARD_ATTEMPTS: usize = 30;
 const MOVED_FORWARDS_FOR: Duration = Duration::from_secs(20);
 const _: () = assert!(MOVED_FORWARDS_FOR.as_secs() * 1000 < super::recent::WINDOW_MS);
 
-/// How many packet ids a session resumed from its replicated record
-/// releases (`Session::release_lost_flows`): more than a session gets
-/// copies over one connection at the rates this was sized for (about 1,000
-/// per minute for two minutes); 4 bytes each on the wire, once.
+/// How many packet ids past its old owner's numbering a session resumed
+/// from its replicated record treats as possibly open in the client
+/// (`Outgoing::may_be_open`): more than a session gets copies between two
+/// writes of its record at the rates this was sized for (about 1,000 per
+/// minute for two minutes); each is released once, 4 bytes on the wire,
+/// when the numbering comes round to it.
 pub(super) const RELEASED_AFTER_LOSS: u64 = 4_096;
 
 /// How often a session kept after a hand-over looks whether its taker's
@@ -624,7 +691,6 @@ impl Handler<OwnerMoved> for Session {
         if self.is_ended() {
             return;
         }
-        let cluster = self.state.cluster().clone();
         tracing::info!(client_id = %self.client_id(), owner = msg.owner, "session owned by another node now");
         // What the client has not completed goes to the new owner, in
         // order; the local copies are deleted once all have arrived. A QoS
@@ -639,24 +705,7 @@ impl Handler<OwnerMoved> for Session {
         // the id stayed open in the client, a copy lost 69 s later). Under
         // the same id the client answers PUBREC for it without taking it
         // twice, or takes it once if it never had it.
-        let sends: Vec<_> = self
-            .outgoing
-            .iter()
-            .map(|m| {
-                let flow = (m.qos == QoS::ExactlyOnce).then(|| cluster::OpenFlow {
-                    packet_id: packet_id_of(m.seq),
-                    released: m.state == OutState::Released,
-                });
-                cluster.forward_to_session(
-                    msg.owner,
-                    self.client_id(),
-                    &m.message,
-                    (m.qos, m.retain),
-                    &m.subscription_ids,
-                    flow,
-                )
-            })
-            .collect();
+        let sends = self.forward_all(msg.owner);
         let keep_stored = self.stored;
         let client_id = self.client_id().to_string();
         let writer = self.state.writer().clone();

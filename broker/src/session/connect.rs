@@ -54,12 +54,11 @@ impl Handler<Attach> for Session {
             new.imported.is_some(),
             self.pending_will.is_some(),
         );
-        let mut release = None;
         if let Some(imported) = new.imported {
             // The session comes from another node of the cluster: it
             // replaces whatever this node had under the client id.
             self.discard_state();
-            release = self.import(imported);
+            self.import(imported);
         }
         if let Some((will, timer)) = self.pending_will.take() {
             ctx.cancel_future(timer);
@@ -131,9 +130,6 @@ impl Handler<Attach> for Session {
         }
         self.claim();
         if resume {
-            if let Some(from) = release {
-                self.release_lost_flows(from);
-            }
             self.resend_inflight();
         }
         self.pump();

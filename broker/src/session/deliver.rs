@@ -188,6 +188,9 @@ impl Session {
         // a client that got it answers PUBREC without taking it again. Not
         // if a message in flight here has that id: two flows cannot share
         // it (the old owner's copy then goes under a new id).
+        if flow.is_some() {
+            self.outgoing.continues_flow();
+        }
         let seq = match flow
             .filter(|f| qos == QoS::ExactlyOnce && !self.outgoing.holds_packet_id(f.packet_id))
         {
@@ -348,6 +351,13 @@ impl Session {
                     self.state.metrics().dropped(DropReason::Expired, 1);
                     done.push(seq);
                 }
+                SendAction::Release(packet_id) => {
+                    conn.send(&Packet::PubRel(PubResponse {
+                        packet_id,
+                        reason_code: ReasonCode::Success,
+                        properties: AckProperties::default(),
+                    }));
+                }
             }
         }
         for seq in done {
@@ -464,6 +474,9 @@ impl Session {
 
     /// Resends what was in flight when the previous connection ended.
     pub(super) fn resend_inflight(&mut self) {
+        for packet_id in self.outgoing.releasing().to_vec() {
+            self.send_pubrel(packet_id);
+        }
         for resend in self.outgoing.resend(unix_ms()) {
             match resend {
                 Resend::Publish(publish) => {
@@ -488,6 +501,7 @@ impl Session {
             tracing::debug!(client_id = %self.client_id(), packet_id, "handed-over QoS 2 flow: packet id in use here");
             return;
         }
+        self.outgoing.continues_flow();
         let seq = self.outgoing.next_seq_with(packet_id);
         if self.is_persistent() {
             self.stored = true;
@@ -582,7 +596,10 @@ impl Session {
                 properties: self.ack_properties(reason_code),
             })),
             core::ack::AckAction::Unknown { packet_id } => {
-                tracing::debug!(client_id = %self.client_id(), packet_id, "acknowledgement for unknown packet id")
+                tracing::debug!(client_id = %self.client_id(), packet_id, "acknowledgement for unknown packet id");
+                // a PUBCOMP for an id released as possibly open elsewhere
+                // frees it for the message waiting on it
+                self.pump();
             }
             core::ack::AckAction::Nothing => {}
             core::ack::AckAction::Close(e) => self.protocol_error(e, ctx),

@@ -97,6 +97,9 @@ pub enum SendAction {
     /// This queued message expired before it could be sent: forget it (and
     /// delete its stored copy).
     Expired(u64),
+    /// Write PUBREL for this packet id, which the client may hold open from
+    /// an owner that lost the session ([`Outgoing::may_be_open`]).
+    Release(u16),
 }
 
 /// Whether `push` kept the message.
@@ -126,6 +129,50 @@ pub struct Outgoing {
     pub max_inflight: usize,
     /// Most messages in the queue.
     pub max_queued: usize,
+    /// Packet ids the client may hold open from an owner that lost the
+    /// session's state, released just before this session first uses one
+    /// ([`Outgoing::may_be_open`]); `None` almost always.
+    open_elsewhere: Option<Box<OpenElsewhere>>,
+}
+
+/// How many ids past the front of the queue are released ahead, so that a
+/// session reaching ids the client may hold open does not wait a round trip
+/// for each.
+const RELEASE_AHEAD: u64 = 1_024;
+
+/// Packet ids a client may hold open (PUBREC sent, PUBREL never came) from
+/// a session owner whose state was lost: each is released (PUBREL, the
+/// client answers PUBCOMP) before this session sends under it, and no
+/// PUBLISH goes under it until the PUBCOMP is in.
+#[derive(Debug)]
+struct OpenElsewhere {
+    /// Bit `id` set: may be open, not released yet.
+    open: Box<[u64; 1024]>,
+    /// How many bits are set.
+    left: usize,
+    /// Released, PUBCOMP not in yet.
+    releasing: Vec<u16>,
+    /// Sequence numbers below this one were looked at.
+    scanned_to: u64,
+}
+
+impl OpenElsewhere {
+    fn contains(&self, id: u16) -> bool {
+        self.open[usize::from(id) / 64] & (1 << (id % 64)) != 0
+    }
+
+    /// Clears `id`; true if it was set.
+    fn take(&mut self, id: u16) -> bool {
+        let (word, bit) = (usize::from(id) / 64, 1u64 << (id % 64));
+        let was = self.open[word] & bit != 0;
+        self.open[word] &= !bit;
+        self.left -= usize::from(was);
+        was
+    }
+
+    fn is_done(&self) -> bool {
+        self.left == 0 && self.releasing.is_empty()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -143,6 +190,7 @@ impl Outgoing {
             next_seq: 1,
             max_inflight,
             max_queued,
+            open_elsewhere: None,
         }
     }
 
@@ -240,6 +288,57 @@ impl Outgoing {
         self.next_seq = self.next_seq.max(seq);
     }
 
+    /// The client may hold open the packet ids of sequence numbers `from ..
+    /// from + count` (a session resumed from its replicated record after
+    /// its owner lost the state; its own numbering goes on past them):
+    /// each is released just before this session first sends under it
+    /// ([`poll_send`](Self::poll_send) returns [`SendAction::Release`]),
+    /// which is after the numbering wrapped; not at all once the old
+    /// owner turns out to have the state, its flows arriving late
+    /// ([`continues_flow`](Self::continues_flow)). Releasing them at once
+    /// would free an id whose message reaches this session later with its
+    /// flow: the client would take it a second time.
+    pub fn may_be_open(&mut self, from: u64, count: u64) {
+        let mut open = OpenElsewhere {
+            open: Box::new([0; 1024]),
+            left: 0,
+            releasing: Vec::new(),
+            scanned_to: 0,
+        };
+        for seq in from..from + count.min(u64::from(u16::MAX)) {
+            let id = packet_id_of(seq);
+            if !open.contains(id) {
+                open.open[usize::from(id) / 64] |= 1 << (id % 64);
+                open.left += 1;
+            }
+        }
+        self.open_elsewhere = (open.left > 0).then(|| Box::new(open));
+    }
+
+    /// A message of the old owner's arrived with its open flow: that owner
+    /// did not lose the session's state (it was cut off, or moving it) and
+    /// sends every copy it held, each with its flow, in order. No id is
+    /// released then: one released ahead of a flow still on its way would
+    /// make the client take that copy a second time. (Ids released already
+    /// wait for their PUBCOMP as before.)
+    pub fn continues_flow(&mut self) {
+        if let Some(open) = &mut self.open_elsewhere {
+            open.open.fill(0);
+            open.left = 0;
+            if open.is_done() {
+                self.open_elsewhere = None;
+            }
+        }
+    }
+
+    /// Packet ids released ([`SendAction::Release`]) whose PUBCOMP is not
+    /// in: released again on a new connection.
+    pub fn releasing(&self) -> &[u16] {
+        self.open_elsewhere
+            .as_ref()
+            .map_or(&[], |o| o.releasing.as_slice())
+    }
+
     /// True when a message in flight has `packet_id`.
     pub fn holds_packet_id(&self, packet_id: u16) -> bool {
         self.lists
@@ -308,6 +407,21 @@ impl Outgoing {
                 .any(|m| packet_id_of(m.seq) == packet_id)
             {
                 break;
+            }
+            if let Some(open) = &mut self.open_elsewhere {
+                let ahead = front.seq + RELEASE_AHEAD;
+                for seq in open.scanned_to.max(front.seq)..ahead {
+                    let id = packet_id_of(seq);
+                    if open.take(id) {
+                        open.releasing.push(id);
+                        out.push(SendAction::Release(id));
+                    }
+                }
+                open.scanned_to = open.scanned_to.max(ahead);
+                if open.releasing.contains(&packet_id) {
+                    // its PUBCOMP comes first
+                    break;
+                }
             }
             let mut msg = lists
                 .queue
@@ -418,8 +532,19 @@ impl Outgoing {
         Ok(self.take_inflight(i))
     }
 
-    /// PUBCOMP: completes a QoS 2 message; returns its seq.
+    /// PUBCOMP: completes a QoS 2 message; returns its seq. For an id
+    /// released as possibly open elsewhere ([`Outgoing::may_be_open`]):
+    /// `UnknownPacketId`, and the id is free for this session's messages.
     pub fn handle_pubcomp(&mut self, packet_id: u16) -> Result<u64, AckError> {
+        if let Some(open) = &mut self.open_elsewhere {
+            if let Some(i) = open.releasing.iter().position(|id| *id == packet_id) {
+                open.releasing.swap_remove(i);
+                if open.is_done() {
+                    self.open_elsewhere = None;
+                }
+                return Err(AckError::UnknownPacketId(packet_id));
+            }
+        }
         let (inflight, i) = self.find(packet_id)?;
         if inflight[i].state != OutState::Released {
             return Err(AckError::WrongState {
@@ -475,6 +600,7 @@ impl Outgoing {
     /// Forgets everything (Clean Start, session end).
     pub fn clear(&mut self) {
         self.lists = None;
+        self.open_elsewhere = None;
     }
 
     /// Removes the queued (not in-flight) messages for which `drop` is true;

@@ -9,7 +9,17 @@ fn sent_ids(actions: &[SendAction]) -> Vec<u16> {
         .iter()
         .filter_map(|a| match a {
             SendAction::Publish(p, _) => p.packet_id,
-            SendAction::Expired(_) => None,
+            SendAction::Expired(_) | SendAction::Release(_) => None,
+        })
+        .collect()
+}
+
+fn released_ids(actions: &[SendAction]) -> Vec<u16> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            SendAction::Release(id) => Some(*id),
+            _ => None,
         })
         .collect()
 }
@@ -285,4 +295,96 @@ fn a_handed_over_flow_is_queued_under_its_packet_id_and_waits_while_it_is_in_fli
     o.handle_pubcomp(1).unwrap();
     o.poll_send(0, 10, &mut out);
     assert_eq!(sent_ids(&out), [1, 2]);
+}
+
+/// Issue 17: a session resumed from its record after its owner lost the
+/// state (owner's numbering at seq 1,001 then) numbers past the ids the
+/// owner may have used since (1,001 .. 1,003 here) and releases each only
+/// when its numbering comes round to it, PUBCOMP before the PUBLISH.
+#[test]
+fn ids_possibly_open_elsewhere_are_released_only_when_reused_and_pubcomp_comes_first_issue_17() {
+    let mut o = Outgoing::new(10, 100);
+    o.continue_from(1_001 + 3);
+    o.may_be_open(1_001, 3);
+    let mut out = Vec::new();
+    let seq = o.next_seq();
+    o.push(msg(seq, QoS::ExactlyOnce));
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(released_ids(&out), Vec::<u16>::new(), "far from the ids");
+    assert_eq!(sent_ids(&out), vec![1_004]);
+    assert_eq!(o.handle_pubrec(1_004), Ok(seq));
+    assert_eq!(o.handle_pubcomp(1_004), Ok(seq));
+
+    // the numbering comes round: ids 1,000 .. 1,004 next
+    o.skip(u64::from(u16::MAX) - 5);
+    assert_eq!(packet_id_of(o.next_seq()), 1_000);
+    for _ in 0..5 {
+        let seq = o.next_seq();
+        o.push(msg(seq, QoS::AtLeastOnce));
+    }
+    out.clear();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(
+        released_ids(&out),
+        vec![1_001, 1_002, 1_003],
+        "released ahead"
+    );
+    assert_eq!(sent_ids(&out), vec![1_000], "1,001 waits for its PUBCOMP");
+    assert!(
+        matches!(out[0], SendAction::Release(1_001)),
+        "PUBREL before the PUBLISH"
+    );
+    assert_eq!(
+        o.releasing(),
+        &[1_001, 1_002, 1_003],
+        "resent on a new connection"
+    );
+    out.clear();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert!(out.is_empty());
+    // the client's PUBCOMP is not an error, and frees the id
+    assert_eq!(
+        o.handle_pubcomp(1_001),
+        Err(AckError::UnknownPacketId(1_001))
+    );
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1_001]);
+    out.clear();
+    assert_eq!(
+        o.handle_pubcomp(1_003),
+        Err(AckError::UnknownPacketId(1_003))
+    );
+    assert_eq!(
+        o.handle_pubcomp(1_002),
+        Err(AckError::UnknownPacketId(1_002))
+    );
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(sent_ids(&out), vec![1_002, 1_003, 1_004]);
+    assert!(o.open_elsewhere.is_none(), "nothing left to release");
+    // a PUBCOMP for an id of this session's own is checked as ever
+    assert!(matches!(
+        o.handle_pubcomp(1_003),
+        Err(AckError::WrongState { .. })
+    ));
+}
+
+/// Issue 17 (CI, 2026-12-07): the old owner had the state after all (it
+/// was cut off, or draining): once one of its flows arrives, nothing is
+/// released, not even the ids after that flow's (its other flows follow).
+#[test]
+fn ids_possibly_open_elsewhere_are_not_released_once_the_old_owners_flows_arrive_issue_17() {
+    let mut o = Outgoing::new(10, 100);
+    o.continue_from(1_001 + 3);
+    o.may_be_open(1_001, 3);
+    o.continues_flow();
+    // the old owner's flow under 1,001, then a new message
+    let first = o.next_seq_with(1_001);
+    o.push(msg(first, QoS::ExactlyOnce));
+    let next = o.next_seq();
+    o.push(msg(next, QoS::ExactlyOnce));
+    let mut out = Vec::new();
+    o.poll_send(0, usize::MAX, &mut out);
+    assert_eq!(released_ids(&out), Vec::<u16>::new());
+    assert_eq!(sent_ids(&out), vec![1_001, 1_002]);
+    assert!(o.open_elsewhere.is_none());
 }

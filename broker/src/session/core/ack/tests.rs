@@ -31,7 +31,7 @@ fn send(o: &mut Outgoing, now_ms: u64) -> Vec<u16> {
     out.iter()
         .map(|a| match a {
             SendAction::Publish(p, _) => p.packet_id.unwrap_or(0),
-            SendAction::Expired(_) => 0,
+            SendAction::Expired(_) | SendAction::Release(_) => 0,
         })
         .collect()
 }

@@ -230,7 +230,20 @@ fn deliver_forwarded(
     };
     let mut guard = LazyGuard::forwarded(ack, span.clone());
     if let Some(client_id) = &msg.target_client {
-        let local = state.registry().get(client_id.as_str());
+        // A session that moved on from here forwards it to its owner now
+        // (the sender, a node whose session moved here, read the owner
+        // before this node handed it on).
+        //
+        // postmortem: long chaos run seed 22, 2026-12-07 (`shared-no-loss`,
+        // p1#3682): node 4, restarted, sent the copy it held for shared1 to
+        // node 1, the owner it read; node 1 had handed the session back to
+        // node 4 30 ms before, dropped the copy, and the copy stayed on
+        // node 4's disk under a session that had moved on: the group never
+        // got it.
+        let local = state
+            .registry()
+            .get(client_id.as_str())
+            .or_else(|| state.registry().moved_for(client_id.as_str()));
         match local {
             Some(session) => session.send(Deliver {
                 qos: message.qos,

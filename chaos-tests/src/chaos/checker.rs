@@ -349,6 +349,21 @@ fn late_by_stale_route(
 /// Whether a copy published between `sent` and `acked` was on its way
 /// while some node routed by stale routes (a fault until the recovery
 /// after it).
+/// The faults that kill a node (SIGKILL, or its data lost with it).
+const KILLS: [&str; 4] = ["kill-random", "kill-leader", "kill-owner", "replace"];
+
+/// Whether a node was killed (a fault of [`KILLS`] began) while a message
+/// was unacknowledged: from `sent` until `until` (its acknowledgement, or
+/// `u64::MAX` if none came). A node that passes a shared group's copy on
+/// to a member elsewhere (a member that moved away from it) and is killed
+/// before it answers the publishing node leaves that node unable to tell
+/// whether the group has it: the publishing node keeps the copy, the
+/// restarted node refuses it, and it goes to another member (README,
+/// Cluster, "Shared subscriptions").
+fn killed_while_unacked(kills: &[u64], sent: u64, until: u64) -> bool {
+    kills.iter().any(|&k| sent <= k && k <= until)
+}
+
 fn during_fault(spans: &[(u64, u64)], sent: u64, acked: u64) -> bool {
     spans
         .iter()
@@ -510,6 +525,31 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             _ => None,
         })
         .collect();
+    // until when each message was unacknowledged (the end of the run if
+    // never)
+    let unacked_until: HashMap<(u32, u64), u64> = events
+        .iter()
+        .filter_map(|e| match &e.event {
+            Event::Publish {
+                publisher,
+                seq,
+                sent_ms,
+                latency_ms,
+                ..
+            } => Some((
+                (*publisher, *seq),
+                latency_ms.map_or(u64::MAX, |l| sent_ms + l),
+            )),
+            _ => None,
+        })
+        .collect();
+    let kills: Vec<u64> = ctx
+        .faults
+        .iter()
+        .filter(|f| KILLS.contains(&f.kind.as_str()))
+        .map(|f| f.start)
+        .collect();
+    let mut killed_group_dups = 0usize;
     let mut windows_of: HashMap<String, Vec<(u64, u64, Excuse)>> = HashMap::new();
     let mut move_windows = |subscriber: &str| {
         windows_of
@@ -568,7 +608,16 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             if subscriber.starts_with("shared") {
                 let members = group.entry((*publisher, *seq)).or_default();
                 if members.insert(subscriber.as_str()) && members.len() == 2 {
-                    dups.push(ctx.violation(format!("shared group: QoS 2 message p{publisher}#{seq} delivered to two members"), e.t_ms));
+                    let key = (*publisher, *seq);
+                    let sent = sent_at.get(&key).copied().unwrap_or(0);
+                    let until = unacked_until.get(&key).copied().unwrap_or(u64::MAX);
+                    if killed_while_unacked(&kills, sent, until) {
+                        // README, Cluster, "Shared subscriptions": a node
+                        // killed while passing the copy on
+                        killed_group_dups += 1;
+                    } else {
+                        dups.push(ctx.violation(format!("shared group: QoS 2 message p{publisher}#{seq} delivered to two members"), e.t_ms));
+                    }
                 }
             }
         }
@@ -576,7 +625,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     verdicts.push(verdict(
         "qos2-exactly-once",
         format!(
-            "{qos2} QoS 2 deliveries, {} duplicated; excused: {moved_dups} delivered again after the session moved while a fault delayed a copy",
+            "{qos2} QoS 2 deliveries, {} duplicated; excused: {moved_dups} delivered again after the session moved while a fault delayed a copy, {killed_group_dups} given to a second shared member after a node passing the copy on was killed",
             dups.len()
         ),
         dups,

@@ -674,3 +674,54 @@ fn a_publisher_without_acks_after_the_last_recovery_is_stuck() {
     h.push(publish(4_500, 5, 1, 1, Outcome::Unknown));
     assert_eq!(failed(&h), vec!["progress"]);
 }
+
+// postmortem: long chaos run seed 22, 2026-12-07 (p3#1886): node 3 sent a
+// group copy to node 1 by a stale route; node 1 passed it to the member
+// that had just moved from it (shared1, on node 2) and was killed before
+// it answered; node 3 kept the copy, node 1 refused it once restarted (no
+// member there) and it went to shared0. A documented limit (README,
+// Cluster, "Shared subscriptions"), counted apart only when a node was
+// killed while the message was unacknowledged.
+#[test]
+fn a_second_shared_member_is_counted_apart_only_after_a_kill_before_the_acknowledgement() {
+    let mut h = good();
+    h.extend(subscribed(0, "shared0-v5", 1));
+    h.extend(subscribed(0, "shared1-v5", 3));
+    for seq in 0..3 {
+        h.push(deliver(3_002 + seq * 10, "shared0-v5", 1, seq, 2, 1));
+    }
+    // p1#3, sent at 4.1 s, acknowledged 10 s later (recorded then)
+    h.retain(|e| !matches!(e.event, Event::Publish { seq: 3, .. }));
+    h.push(at(
+        14_100,
+        Event::Publish {
+            publisher: 1,
+            seq: 3,
+            qos: 2,
+            retain: false,
+            node: 1,
+            connection: 1,
+            outcome: Outcome::Acked,
+            sent_ms: 4_100,
+            latency_ms: Some(10_000),
+        },
+    ));
+    h.push(deliver(4_110, "shared1-v5", 1, 3, 2, 1));
+    h.push(deliver(14_200, "shared0-v5", 1, 3, 2, 1));
+    assert_eq!(failed(&h), vec!["qos2-exactly-once"], "no kill");
+    let mut after = h.clone();
+    after.push(fault(3_500, "kill-random", &[2], 3_600));
+    after.push(recovered(3_700, "kill-random", 100));
+    assert_eq!(
+        failed(&after),
+        vec!["qos2-exactly-once"],
+        "a kill before the message was sent explains nothing"
+    );
+    h.push(fault(4_120, "kill-random", &[2], 9_000));
+    h.push(recovered(9_500, "kill-random", 300));
+    // progress after that recovery
+    h.push(publish(15_000, 1, 4, 2, Outcome::Acked));
+    h.push(deliver(15_001, "sub0-v311", 1, 4, 2, 1));
+    h.push(deliver(15_002, "shared1-v5", 1, 4, 2, 1));
+    assert_eq!(failed(&h), Vec::<&str>::new());
+}

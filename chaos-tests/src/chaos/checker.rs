@@ -359,7 +359,7 @@ const KILLS: [&str; 4] = ["kill-random", "kill-leader", "kill-owner", "replace"]
 /// before it answers the publishing node leaves that node unable to tell
 /// whether the group has it: the publishing node keeps the copy, the
 /// restarted node refuses it, and it goes to another member (README,
-/// Cluster, "Shared subscriptions").
+/// "Delivery guarantees", Cluster).
 fn killed_while_unacked(kills: &[u64], sent: u64, until: u64) -> bool {
     kills.iter().any(|&k| sent <= k && k <= until)
 }
@@ -513,21 +513,9 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
     let mut group: HashMap<(u32, u64), BTreeSet<&str>> = HashMap::new();
     // when each message was sent, and when each subscriber moved to
     // another node (CONNACK)
-    let sent_at: HashMap<(u32, u64), u64> = events
-        .iter()
-        .filter_map(|e| match &e.event {
-            Event::Publish {
-                publisher,
-                seq,
-                sent_ms,
-                ..
-            } => Some(((*publisher, *seq), *sent_ms)),
-            _ => None,
-        })
-        .collect();
-    // until when each message was unacknowledged (the end of the run if
-    // never)
-    let unacked_until: HashMap<(u32, u64), u64> = events
+    // when each message was sent, and until when it was unacknowledged
+    // (the end of the run if never)
+    let sent_until: HashMap<(u32, u64), (u64, u64)> = events
         .iter()
         .filter_map(|e| match &e.event {
             Event::Publish {
@@ -538,7 +526,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
                 ..
             } => Some((
                 (*publisher, *seq),
-                latency_ms.map_or(u64::MAX, |l| sent_ms + l),
+                (*sent_ms, latency_ms.map_or(u64::MAX, |l| sent_ms + l)),
             )),
             _ => None,
         })
@@ -588,7 +576,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             let n = per_sub.entry(key).or_default();
             *n += 1;
             let first = *first_node.entry(key).or_insert(*node);
-            let sent = sent_at.get(&(*publisher, *seq)).copied().unwrap_or(0);
+            let sent = sent_until.get(&(*publisher, *seq)).map_or(0, |s| s.0);
             let moved = moves
                 .get(subscriber.as_str())
                 .is_some_and(|m| m.iter().any(|&t| sent <= t && t <= e.t_ms))
@@ -608,11 +596,12 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             if subscriber.starts_with("shared") {
                 let members = group.entry((*publisher, *seq)).or_default();
                 if members.insert(subscriber.as_str()) && members.len() == 2 {
-                    let key = (*publisher, *seq);
-                    let sent = sent_at.get(&key).copied().unwrap_or(0);
-                    let until = unacked_until.get(&key).copied().unwrap_or(u64::MAX);
+                    let (sent, until) = sent_until
+                        .get(&(*publisher, *seq))
+                        .copied()
+                        .unwrap_or((0, u64::MAX));
                     if killed_while_unacked(&kills, sent, until) {
-                        // README, Cluster, "Shared subscriptions": a node
+                        // README, "Delivery guarantees", Cluster: a node
                         // killed while passing the copy on
                         killed_group_dups += 1;
                     } else {
@@ -675,7 +664,7 @@ fn delivery(ctx: &Ctx<'_>) -> Vec<Verdict> {
             };
             let key = (subscriber.as_str(), *connection, *publisher, pc);
             if let Some(&prev) = last.get(&key) {
-                let sent = sent_at.get(&(*publisher, *seq)).copied().unwrap_or(0);
+                let sent = sent_until.get(&(*publisher, *seq)).map_or(0, |s| s.0);
                 let acked_at = acked.get(&(*publisher, *seq)).map_or(sent, |a| a.2);
                 // A shared member gets the group's copies by several paths
                 // (its node's picks, other nodes' picks, hand-ons): one held

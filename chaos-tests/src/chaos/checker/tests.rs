@@ -123,6 +123,17 @@ fn good() -> Vec<Stamped> {
     h
 }
 
+/// [`good`], with two members of the shared group, shared0 having p1#0-2.
+fn group_got_first_three() -> Vec<Stamped> {
+    let mut h = good();
+    h.extend(subscribed(0, "shared0-v5", 1));
+    h.extend(subscribed(0, "shared1-v5", 3));
+    for seq in 0..3 {
+        h.push(deliver(3_002 + seq * 10, "shared0-v5", 1, seq, 2, 1));
+    }
+    h
+}
+
 fn failed(h: &[Stamped]) -> Vec<&'static str> {
     check(h)
         .into_iter()
@@ -379,12 +390,7 @@ fn shared_group_needs_one_copy_and_no_qos2_copy_twice() {
 // while a fault delayed a copy): the group rule counted deliveries, not members.
 #[test]
 fn a_shared_member_getting_a_copy_again_after_a_move_is_not_a_second_member() {
-    let mut h = good();
-    h.extend(subscribed(0, "shared0-v5", 1));
-    h.extend(subscribed(0, "shared1-v5", 3));
-    for seq in 0..3 {
-        h.push(deliver(3_002 + seq * 10, "shared0-v5", 1, seq, 2, 1));
-    }
+    let mut h = group_got_first_three();
     // shared0 moves from node 2 (where `deliver` puts it) to node 3 during
     // a fault; p1#2 reaches it again there
     h.push(at(
@@ -680,16 +686,11 @@ fn a_publisher_without_acks_after_the_last_recovery_is_stuck() {
 // that had just moved from it (shared1, on node 2) and was killed before
 // it answered; node 3 kept the copy, node 1 refused it once restarted (no
 // member there) and it went to shared0. A documented limit (README,
-// Cluster, "Shared subscriptions"), counted apart only when a node was
+// "Delivery guarantees", Cluster), counted apart only when a node was
 // killed while the message was unacknowledged.
 #[test]
 fn a_second_shared_member_is_counted_apart_only_after_a_kill_before_the_acknowledgement() {
-    let mut h = good();
-    h.extend(subscribed(0, "shared0-v5", 1));
-    h.extend(subscribed(0, "shared1-v5", 3));
-    for seq in 0..3 {
-        h.push(deliver(3_002 + seq * 10, "shared0-v5", 1, seq, 2, 1));
-    }
+    let mut h = group_got_first_three();
     // p1#3, sent at 4.1 s, acknowledged 10 s later (recorded then)
     h.retain(|e| !matches!(e.event, Event::Publish { seq: 3, .. }));
     h.push(at(

@@ -133,9 +133,11 @@ pub fn route(
                     .or_else(|| router.pick_shared(filter, local));
                 match picked {
                     Some((Subscriber::Local(session), entry)) => {
+                        tracing::debug!(uid = message.uid, group = %filter, client_id = %session.0.client_id, "forwarded group copy given to a member here");
                         targets.push(Target::new(session, message, entry))
                     }
                     _ => {
+                        tracing::debug!(uid = message.uid, group = %filter, "forwarded group copy refused: no member here");
                         state.metrics().dropped(DropReason::NoSubscriber, 1);
                         // The other node picked this one for the group, but
                         // no member is here (it moved on and that node's
@@ -215,8 +217,10 @@ pub fn route(
 /// was back, and that node refused it for the groups, having no member of
 /// them any more (it moved while the node was away). Members online and on
 /// nodes that are up come first. Nothing waits for the answer: the
-/// publisher was acknowledged when the copy was kept. Returns how many
-/// groups got a member.
+/// publisher was acknowledged when the copy was kept. Also for a copy a
+/// member handed on as it ended, which came back not taken (`refused`:
+/// the node that did not take it, or 0 if none is to be skipped). Returns
+/// how many groups got a member.
 pub fn route_groups(
     state: &BrokerState,
     message: &Arc<Message>,

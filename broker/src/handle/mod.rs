@@ -89,6 +89,14 @@ pub enum Subscriber {
 }
 
 impl Subscriber {
+    /// For logs: the session's client id, or the node.
+    pub fn label(&self) -> String {
+        match self {
+            Subscriber::Local(s) => format!("session {}", s.0.client_id),
+            Subscriber::Node(node) => format!("node {node}"),
+        }
+    }
+
     /// For shared subscriptions: a connected session, or a node.
     pub fn is_available(&self) -> bool {
         match self {
@@ -124,7 +132,20 @@ impl SessionRef {
     /// Queues `input` for the session without waiting (a session that has
     /// stopped drops it).
     pub fn send(&self, input: impl Into<Input>) {
-        self.0.mailbox.do_send(input.into());
+        let input = input.into();
+        // A group's copy for a session that has stopped would be dropped
+        // with its guard, which then reports it taken: the group would
+        // lose it. Whoever waits hears that it was not (the member that
+        // handed it on queues it again; a publisher is not acknowledged).
+        if let Input::Deliver(d) = &input {
+            if d.shared_filter.is_some() && !self.is_alive() {
+                if let Some(ack) = &d.ack {
+                    ack.fail();
+                }
+                return;
+            }
+        }
+        self.0.mailbox.do_send(input);
     }
 
     /// True while the session's actor runs.

@@ -446,6 +446,7 @@ impl Session {
         // A copy not forwarded (the node stopped first) fails its publisher
         // rather than counting as delivered.
         let ack = FailUnlessDone(d.ack.take());
+        tracing::debug!(%client_id, uid = d.message.uid, owner, "a copy for a session that moved forwarded to its owner");
         actix_rt::spawn(async move {
             let _count = ForwardingCount(state.clone());
             let mut ack = ack;

@@ -39,6 +39,13 @@ impl Handler<Deliver> for Session {
             return self.forward_moved(owner, d);
         }
         if self.is_ended() {
+            // A group's copy reached a member that just ended: the group
+            // did not get it, and whoever waits must hear so (a handed-on
+            // copy then returns to the member that passed it on).
+            if let (Some(group), Some(ack)) = (&d.shared_filter, &d.ack) {
+                tracing::debug!(client_id = %self.client_id(), uid = d.message.uid, %group, "a group copy for an ended member refused");
+                ack.fail();
+            }
             return;
         }
         if d.message.uid != 0
@@ -427,6 +434,7 @@ impl Session {
                 }
             }
             drop(guard);
+            tracing::debug!(client_id = %self.client_id(), uid = m.message.uid, group = %filter, to = %subscriber.label(), "a shared copy handed on");
             let back = Deliver {
                 message: m.message.clone(),
                 qos: m.qos,
@@ -439,10 +447,22 @@ impl Session {
                 span: tracing::Span::none(),
             };
             let session = self.handle.clone();
+            let state = self.state.clone();
             let seq = m.seq;
+            let via = match subscriber {
+                Subscriber::Node(node) => *node,
+                Subscriber::Local(_) => 0,
+            };
             actix_rt::spawn(async move {
-                let stored = matches!(waiting.await, Ok(Ok(())));
-                session.send(Input::HandedOn(seq, (!stored).then_some(Box::new(back))));
+                let answer = waiting.await;
+                tracing::debug!(client_id = %session.0.client_id, uid = back.message.uid, answer = ?answer, "answer for a shared copy handed on");
+                let stored = matches!(answer, Ok(Ok(())));
+                if stored || session.is_alive() {
+                    session.send(Input::HandedOn(seq, (!stored).then_some(Box::new(back))));
+                } else {
+                    // the member ended meanwhile
+                    to_another_member(&state, &back, via);
+                }
             });
         }
         kept
@@ -459,8 +479,29 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         if let Some(d) = back {
-            tracing::debug!(client_id = %self.client_id(), topic = %d.message.topic, "a shared copy handed on was not taken: queued here again");
-            Handler::<Deliver>::handle(self, *d, ctx);
+            tracing::debug!(client_id = %self.client_id(), uid = d.message.uid, topic = %d.message.topic, "a shared copy handed on was not taken: queued here again");
+            // Not through `Handler<Deliver>`: its check of recent ids
+            // would take this copy, the session's own, for a second one
+            // and drop it while its record goes below.
+            //
+            // postmortem: long chaos run seed 25, 2026-12-07
+            // (`shared-no-loss`, p3#3503): a member that lost its
+            // connection handed its queued group copy on to the other
+            // member's node while that member was moving; the copy came
+            // back refused, was dropped as a duplicate (a QoS 2 copy's id
+            // is in the ring of a persistent session) and its record was
+            // deleted: no member got it.
+            match self.lifecycle {
+                core::Lifecycle::Moved { owner, .. } => self.forward_moved(owner, *d),
+                core::Lifecycle::Ended => to_another_member(&self.state, &d, 0),
+                _ => {
+                    if let Some(until_ms) = self.enqueue(*d) {
+                        if !self.hold_timer {
+                            self.arm_hold_timer(until_ms, ctx);
+                        }
+                    }
+                }
+            }
         }
         // An ended session's records are gone, and one that moved without
         // keeping its own has none left (or a newer session's).
@@ -632,4 +673,12 @@ impl Session {
             })),
         );
     }
+}
+
+/// A group's copy handed on by a member that has ended since (its records
+/// are gone) and not taken by node `refused` (0, no node: by a member
+/// here): one more member is tried, not on that node, with nobody waiting.
+fn to_another_member(state: &crate::state::State, d: &Deliver, refused: u64) {
+    let groups: Vec<String> = d.shared_filter.iter().map(|f| f.to_string()).collect();
+    crate::fanout::route_groups(state, &d.message, &groups, refused);
 }

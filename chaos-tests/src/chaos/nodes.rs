@@ -195,7 +195,12 @@ impl Nodes {
             .args(["--cluster-advertise", &format!("{}:7000", proxy_ip(id))])
             .args(["--seeds", &seeds.join(",")])
             .args(["--workers", "1"])
-            .env("TERN_LOG", "info")
+            // `TERN_CHAOS_NODE_LOG` (a tracing filter) widens the nodes'
+            // logs for a diagnosis run, e.g. `info,broker::session=debug`
+            .env(
+                "TERN_LOG",
+                std::env::var("TERN_CHAOS_NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("LD_PRELOAD", LIBFAKETIME)
             .env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
             .env("FAKETIME_CACHE_DURATION", "1")

@@ -550,6 +550,50 @@ async fn a_shared_subscription_spreads_messages_across_nodes_once_each() {
     );
 }
 
+/// The hand-on tests' config: answers time out (1 s) long before a stopped
+/// node counts as down (3 s); one copy in flight per client, the rest
+/// queued.
+const HAND_ON: &str = "forward_timeout_secs = 1\n[mqtt]\nmax_inflight = 1";
+
+/// Publishes QoS 2 messages 1..=n on `topic` (the payload is the number),
+/// each acknowledged.
+async fn publish_numbered(p: &mut Raw, topic: &str, n: u16) {
+    for i in 1..=n {
+        publish_acked(p, topic, 2, false, i, &i.to_be_bytes()).await;
+    }
+}
+
+/// Stops node `id`, drops `member`'s connection (its group copies are
+/// handed on, some to the stopped node) and kills the node once those
+/// answers have timed out.
+async fn drop_member_while_stopped(cluster: &mut TestCluster, id: u64, member: Raw) {
+    cluster.node(id).signal("STOP");
+    drop(member);
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    cluster.node(id).kill9();
+}
+
+/// A new session (`clean`) subscribed at QoS 2 to the shared `filter`.
+async fn member(addr: SocketAddr, client_id: &str, clean: bool, filter: &str) -> Raw {
+    let mut c = connect(addr, client_id, clean, false).await;
+    subscribe(&mut c, 1, &[(filter, 2)]).await;
+    c
+}
+
+/// Asserts that the members together got every message 1..=n.
+fn assert_all_numbered(members: &[(&str, &[Vec<u8>])], n: u16) {
+    let got: BTreeSet<Vec<u8>> = members
+        .iter()
+        .flat_map(|(_, g)| g.iter())
+        .cloned()
+        .collect();
+    let want: BTreeSet<Vec<u8>> = (1..=n).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(
+        got, want,
+        "every acknowledged message reached a member: {members:?}"
+    );
+}
+
 /// A member that loses its connection hands its queued group copies on to
 /// another member; one that is not taken (here: its node stopped, the
 /// answer timed out) comes back to the member's queue and is delivered at
@@ -562,41 +606,25 @@ async fn a_shared_subscription_spreads_messages_across_nodes_once_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_copy_handed_on_and_not_taken_comes_back_to_its_member_issue_17() {
     let _one = ONE_AT_A_TIME.lock().await;
-    // answers time out long before a stopped node counts as down (3 s);
-    // one copy in flight per client, the rest queued
-    let mut cluster =
-        TestCluster::start_with(3, "forward_timeout_secs = 1\n[mqtt]\nmax_inflight = 1");
-    let mut b = connect(cluster.addr(2), "back-b", true, false).await;
-    subscribe(&mut b, 1, &[("$share/g/back/#", 2)]).await;
+    let mut cluster = TestCluster::start_with(3, HAND_ON);
+    let mut b = member(cluster.addr(2), "back-b", true, "$share/g/back/#").await;
     cluster.settle();
-    let mut a = connect(cluster.addr(1), "back-a", false, false).await;
-    subscribe(&mut a, 1, &[("$share/g/back/#", 2)]).await;
+    let a = member(cluster.addr(1), "back-a", false, "$share/g/back/#").await;
     cluster.settle();
     let mut p = connect(cluster.addr(1), "back-p", true, false).await;
     let n = 12u16;
-    for i in 1..=n {
-        publish_acked(&mut p, "back/x", 2, false, i, &i.to_be_bytes()).await;
-    }
+    publish_numbered(&mut p, "back/x", n).await;
     let got_b = payloads(&collect(&mut b, Duration::from_millis(700)).await);
     assert!(
         got_b.len() + 2 <= n as usize,
         "member a holds copies in its queue: b got {} of {n}",
         got_b.len()
     );
-    // a's copies beyond the one in flight are handed on to b's node, which
-    // does not answer; then that node dies with b's session
-    cluster.node(2).signal("STOP");
-    drop(a);
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    cluster.node(2).kill9();
+    // b's node dies with b's session
+    drop_member_while_stopped(&mut cluster, 2, a).await;
     let mut a = connect(cluster.addr(1), "back-a", false, true).await;
     let got_a = payloads(&collect(&mut a, Duration::from_millis(1_500)).await);
-    let got: BTreeSet<Vec<u8>> = got_a.iter().chain(&got_b).cloned().collect();
-    let want: BTreeSet<Vec<u8>> = (1..=n).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(
-        got, want,
-        "every acknowledged message reached a member (a got {got_a:?}, b got {got_b:?})"
-    );
+    assert_all_numbered(&[("a", &got_a), ("b", &got_b)], n);
 }
 
 /// Like the test above, with a member whose session ends as its
@@ -605,20 +633,14 @@ async fn a_group_copy_handed_on_and_not_taken_comes_back_to_its_member_issue_17(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_copy_an_ending_member_handed_on_goes_to_another_member_issue_17() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut cluster =
-        TestCluster::start_with(3, "forward_timeout_secs = 1\n[mqtt]\nmax_inflight = 1");
-    let mut b = connect(cluster.addr(2), "end-b", true, false).await;
-    subscribe(&mut b, 1, &[("$share/g/end/#", 2)]).await;
-    let mut c = connect(cluster.addr(3), "end-c", true, false).await;
-    subscribe(&mut c, 1, &[("$share/g/end/#", 2)]).await;
-    let mut a = connect(cluster.addr(1), "end-a", true, false).await;
-    subscribe(&mut a, 1, &[("$share/g/end/#", 2)]).await;
+    let mut cluster = TestCluster::start_with(3, HAND_ON);
+    let mut b = member(cluster.addr(2), "end-b", true, "$share/g/end/#").await;
+    let mut c = member(cluster.addr(3), "end-c", true, "$share/g/end/#").await;
+    let a = member(cluster.addr(1), "end-a", true, "$share/g/end/#").await;
     cluster.settle();
     let mut p = connect(cluster.addr(1), "end-p", true, false).await;
     let n = 15u16;
-    for i in 1..=n {
-        publish_acked(&mut p, "end/x", 2, false, i, &i.to_be_bytes()).await;
-    }
+    publish_numbered(&mut p, "end/x", n).await;
     let got_b = payloads(&collect(&mut b, Duration::from_millis(700)).await);
     let mut got_c = payloads(&collect(&mut c, Duration::from_millis(300)).await);
     assert!(
@@ -627,21 +649,12 @@ async fn a_group_copy_an_ending_member_handed_on_goes_to_another_member_issue_17
         got_b.len(),
         got_c.len()
     );
-    // a's session ends with its connection and hands its copies on; those
-    // picked for b's node get no answer and go to c
-    cluster.node(2).signal("STOP");
-    drop(a);
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
-    cluster.node(2).kill9();
+    // those picked for b's node get no answer and go to c
+    drop_member_while_stopped(&mut cluster, 2, a).await;
     got_c.extend(payloads(
         &collect(&mut c, Duration::from_millis(1_500)).await,
     ));
-    let got: BTreeSet<Vec<u8>> = got_b.iter().chain(&got_c).cloned().collect();
-    let want: BTreeSet<Vec<u8>> = (1..=n).map(|i| i.to_be_bytes().to_vec()).collect();
-    assert_eq!(
-        got, want,
-        "every acknowledged message reached a member (b got {got_b:?}, c got {got_c:?})"
-    );
+    assert_all_numbered(&[("b", &got_b), ("c", &got_c)], n);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

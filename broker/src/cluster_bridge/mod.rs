@@ -39,7 +39,7 @@ mod takeover;
 
 pub use takeover::{AdoptingGuard, TakeOverError};
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +85,11 @@ pub struct ClusterBridge {
     /// Where kept copies that their node refused for shared groups go, to
     /// be given to another member (`regroup_refused`).
     refused_groups: std::sync::OnceLock<mpsc::UnboundedSender<(cluster::ForwardedPublish, u64)>>,
+    /// Sessions this node took over from another node (by client id: that
+    /// node, and when), until its claim is seen in or the entry ages out:
+    /// while the replicated owner is still that node, the session live here
+    /// is newer than the copy it kept (`takeover::go_on_with_live`).
+    taken_from: parking_lot::Mutex<HashMap<String, (u64, std::time::Instant)>>,
     /// This bridge, for tasks that outlive a call.
     me: std::sync::Weak<ClusterBridge>,
 }
@@ -128,6 +133,7 @@ impl ClusterBridge {
             adopting: Arc::default(),
             started: std::time::Instant::now(),
             caught_up_once: std::sync::atomic::AtomicBool::new(false),
+            taken_from: parking_lot::Mutex::default(),
         });
         bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
         bridge

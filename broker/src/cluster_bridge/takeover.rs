@@ -141,11 +141,18 @@ impl ClusterBridge {
         else {
             return Ok(None);
         };
+        if go_on_with_live(here.live, owner, self.taken_from(client_id)) {
+            tracing::info!(%client_id, owner, "session taken over from the owner is live here, its claim not in yet: going on with it");
+            return Ok(None);
+        }
         // The owner may have handed the session on (a drain) just before:
         // then ask the node that has it now.
         for _ in 0..3 {
             match self.take_over(owner, client_id).await {
-                Ok(state) if !clean_start => return Ok(Some(Imported::State(state))),
+                Ok(state) if !clean_start => {
+                    self.record_taken_from(client_id, owner);
+                    return Ok(Some(Imported::State(state)));
+                }
                 Ok(_) => return Ok(None),
                 Err(TakeOverError::NotThere) => {
                     match self
@@ -167,6 +174,28 @@ impl ClusterBridge {
             return Ok(None);
         }
         Ok(self.cluster.session(client_id).map(Imported::Record))
+    }
+
+    /// The node this node took `client_id`'s session over from, if its
+    /// entry has not aged out (`TAKEN_FROM_FOR`).
+    fn taken_from(&self, client_id: &str) -> Option<u64> {
+        let mut taken = self.taken_from.lock();
+        match taken.get(client_id) {
+            Some((node, at)) if at.elapsed() < TAKEN_FROM_FOR => Some(*node),
+            Some(_) => {
+                taken.remove(client_id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn record_taken_from(&self, client_id: &str, node: u64) {
+        let mut taken = self.taken_from.lock();
+        if taken.len() >= TAKEN_FROM_PRUNE_AT {
+            taken.retain(|_, (_, at)| at.elapsed() < TAKEN_FROM_FOR);
+        }
+        taken.insert(client_id.to_owned(), (node, std::time::Instant::now()));
     }
 
     /// Marks `client_id` as moving to this node (adopted from a draining
@@ -243,6 +272,32 @@ fn owner_to_ask(replicated: Option<u64>, me: u64, handed_to: Option<u64>) -> Opt
     }
 }
 
+/// How long a session taken over from another node counts as newer than
+/// the copy that node kept, while the replicated owner is still that node
+/// (its claim should be in long before).
+const TAKEN_FROM_FOR: Duration = Duration::from_secs(300);
+/// How many sessions taken over are remembered before aged entries go.
+const TAKEN_FROM_PRUNE_AT: usize = 4096;
+
+/// Whether a client connecting here goes on with the session live here
+/// instead of asking `owner` for it: when this node took the session over
+/// from `owner` (`taken_from`) and the replicated owner is still that node.
+/// Its claim is not in (no leader reachable then), and `owner` kept what
+/// it handed over, to hand it again to this node should it have failed
+/// (`events::hand_kept_again`); that copy is older than the session here,
+/// which got what arrived since. A node that restarted has no live
+/// session and asks for the kept copy.
+///
+/// postmortem: long chaos run seed 27, 2026-12-07 (`no-loss`, 4 copies):
+/// node 5 took `sub3` over from node 4 just as a one-way partition cut it
+/// off from the leader; its claim failed, the client went offline and
+/// came back to node 5 twelve seconds later; node 5 asked node 4, which
+/// handed the kept copy over again, and its import replaced node 5's own
+/// session with the 4 copies queued there meanwhile.
+fn go_on_with_live(live_here: bool, owner: u64, taken_from: Option<u64>) -> bool {
+    live_here && taken_from == Some(owner)
+}
+
 /// Whether a session whose owner could not be asked resumes from its
 /// replicated record (subscriptions and expiry, no messages): not with
 /// Clean Start, and not when this node runs the session already. Such a
@@ -301,7 +356,7 @@ impl Drop for AdoptingGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::{kept_copy_goes_on, owner_to_ask, resume_from_record};
+    use super::{go_on_with_live, kept_copy_goes_on, owner_to_ask, resume_from_record};
 
     #[test]
     fn a_session_kept_after_a_hand_over_goes_on_unless_its_state_came_back_or_clean_start() {
@@ -313,6 +368,26 @@ mod tests {
         // Clean Start: nothing goes on
         assert!(!kept_copy_goes_on(true, false));
         assert!(!kept_copy_goes_on(true, true));
+    }
+
+    #[test]
+    fn a_session_taken_from_the_owner_goes_on_here_while_the_owner_is_unchanged() {
+        assert!(
+            go_on_with_live(true, 4, Some(4)),
+            "live, taken from the owner"
+        );
+        assert!(
+            !go_on_with_live(false, 4, Some(4)),
+            "restarted: ask for the kept copy"
+        );
+        assert!(
+            !go_on_with_live(true, 4, Some(2)),
+            "owner changed since: ask it"
+        );
+        assert!(
+            !go_on_with_live(true, 4, None),
+            "not taken over: ask the owner"
+        );
     }
 
     #[test]

@@ -154,9 +154,9 @@ impl Session {
             unix_ms(),
             std::time::Instant::now(),
         ));
-        // trace level only: the payload's first bytes tie a message of a
-        // test run (chaos histories name messages by payload) to its uid
-        tracing::trace!(client_id = %self.client_id(), uid = message.uid, payload = %String::from_utf8_lossy(&message.payload[..message.payload.len().min(24)]), "message published");
+        // trace level only: the payload's first bytes (hex) tie a message
+        // of a test run (chaos histories name messages by payload) to its uid
+        tracing::trace!(client_id = %self.client_id(), uid = message.uid, payload = %message.payload[..message.payload.len().min(16)].iter().map(|b| format!("{b:02x}")).collect::<String>(), "message published");
         let Some((kind, packet_id)) = ack else {
             self.publish_message(message, None);
             return;

@@ -294,8 +294,22 @@ pub async fn rehome(
     if bridge.session_owner(&client_id) != Some(from) {
         return Ok(());
     }
-    tracing::info!(%client_id, from, "session of a removed node taken in from its replicated record");
-    install(&state, &bridge, client_id, Imported::Record(record), from).await
+    let imported = match bridge.fetch_replica(&client_id, from).await {
+        Some(replica) => {
+            tracing::info!(%client_id, from, messages = replica.outgoing.len(), "session of a removed node taken in from its replica");
+            let failed_over = cluster::FailedOver {
+                from,
+                through_seq: replica.max_seq,
+            };
+            let state = crate::cluster_bridge::state_from_replica(&client_id, record, replica);
+            Imported::Replica(state, failed_over)
+        }
+        None => {
+            tracing::info!(%client_id, from, "session of a removed node taken in from its replicated record");
+            Imported::Record(record)
+        }
+    };
+    install(&state, &bridge, client_id, imported, from).await
 }
 
 /// Starts (or finds) the session here with `imported`, stores it and
@@ -307,6 +321,10 @@ async fn install(
     imported: Imported,
     from: u64,
 ) -> Result<(), String> {
+    let failed_over = match &imported {
+        Imported::Replica(_, failed_over) => Some(*failed_over),
+        Imported::State(_) | Imported::Record(_) => None,
+    };
     let key = ByteString::from(client_id.as_str());
     let session = state.registry().find_or_start(&key, || {
         Session::start_on(state.clone(), key.clone(), state.next_worker())
@@ -316,7 +334,12 @@ async fn install(
         .await
         .flatten()
         .ok_or_else(|| format!("session `{client_id}` ended while it was adopted"))?;
-    let claimed = bridge.propose_applied(Proposal::Claim(client_id.clone(), info, Some(from)));
+    let claimed = bridge.propose_applied(Proposal::Claim(
+        client_id.clone(),
+        info,
+        Some(from),
+        failed_over,
+    ));
     match claimed.await {
         Ok(()) => Ok(()),
         Err(_) => Err(format!("the claim of session `{client_id}` was dropped")),

@@ -27,8 +27,15 @@ pub enum Proposal {
     AddRoute(String),
     RemoveRoute(String),
     /// This node takes the session; the owner it saw when the client
-    /// connected (the claim is refused if another node claimed it since).
-    Claim(String, cluster::SessionInfo, Option<u64>),
+    /// connected (the claim is refused if another node claimed it since),
+    /// and, for a session taken from a replica of that owner, what the
+    /// replica held (`cluster::FailedOver`).
+    Claim(
+        String,
+        cluster::SessionInfo,
+        Option<u64>,
+        Option<cluster::FailedOver>,
+    ),
     Update(String, cluster::SessionInfo),
     Release(String),
     /// Answered once every proposal queued before it was made.
@@ -145,6 +152,34 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// True if `node` was heard from recently (a node alone has no other).
     fn is_up(&self, node: u64) -> bool;
 
+    /// The node to hold the replica of `client_id`'s session owned here
+    /// (issue 12): `None` for a node alone, with `cluster.session_replicas`
+    /// 1, or with no other member up.
+    fn replica_target(&self, _client_id: &str) -> Option<u64> {
+        None
+    }
+
+    /// Ships a change of a session owned here to its replica on `node`;
+    /// `done` hears whether the replica stored it durably. Changes shipped
+    /// one after the other are stored in that order.
+    fn replicate(
+        &self,
+        _node: u64,
+        _update: cluster::ReplicaUpdate,
+        done: Option<crate::cluster_bridge::ReplicaDone>,
+    ) {
+        if let Some(done) = done {
+            done(false);
+        }
+    }
+
+    /// The seq through which this node's own copy of `client_id`'s
+    /// session was superseded by a fail-over to a replica while this node
+    /// was unreachable (its copies up to there are stale); `None` if not.
+    fn superseded_through(&self, _client_id: &str) -> Option<u64> {
+        None
+    }
+
     /// The node that owns `client_id`'s session in the replicated state
     /// (`None`: no such session, or a node alone).
     fn session_owner(&self, _client_id: &str) -> Option<u64> {
@@ -155,6 +190,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Reference when this node drains or is not ready); `None` for a node
     /// alone or when no other node is up.
     fn redirect(&self, _client_id: &str) -> Option<String> {
+        None
+    }
+
+    /// Counters of the session replicas this node ships (`None`: a node
+    /// alone), for `/metrics`.
+    fn replica_stats(&self) -> Option<&crate::cluster_bridge::ReplicaStats> {
         None
     }
 

@@ -446,11 +446,10 @@ async fn start_cluster(
             .context("cannot start the cluster runtime")?,
     ));
     let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let writer = store.writer();
-    let store = store.clone();
+    let cluster_store = store.clone();
     let cluster = runtime
         .get()
-        .spawn(async move { cluster::Cluster::start(cfg, store, events_tx).await })
+        .spawn(async move { cluster::Cluster::start(cfg, cluster_store, events_tx).await })
         .await
         .context("cluster start task failed")?
         .context("cannot start the cluster node")?;
@@ -460,7 +459,8 @@ async fn start_cluster(
         cluster,
         runtime.get().handle().clone(),
         forward_timeout,
-        writer,
+        store.clone(),
+        config.cluster.session_replicas,
     );
     Ok(StartedCluster {
         bridge,
@@ -506,6 +506,12 @@ impl StartedCluster {
         runtime
             .get()
             .spawn(crate::drain::rehome_orphans(state.clone(), bridge.clone()));
+        runtime
+            .get()
+            .spawn(crate::cluster_bridge::keep_replicas_placed(
+                state.clone(),
+                bridge.clone(),
+            ));
         let b = bridge.clone();
         runtime.get().spawn(async move {
             b.settled().await;

@@ -1163,7 +1163,8 @@ async fn a_shared_group_skips_a_member_node_that_is_down_issue_17() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut cluster = TestCluster::start(3);
+    // without replicas (issue 12): the session resumes from its record
+    let mut cluster = TestCluster::start_with(3, "session_replicas = 1\n");
     let mut c = connect(cluster.addr(2), "survivor", false, false).await;
     subscribe(&mut c, 1, &[("held/#", 1), ("exact/once", 2)]).await;
     cluster.settle();
@@ -1254,7 +1255,8 @@ async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_resumed_from_its_record_numbers_past_ids_the_client_holds_open_issue_17() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut cluster = TestCluster::start(3);
+    // without replicas (issue 12): the session resumes from its record
+    let mut cluster = TestCluster::start_with(3, "session_replicas = 1\n");
     let mut c = connect(cluster.addr(2), "open-flow", false, false).await;
     subscribe(&mut c, 1, &[("open/#", 2)]).await;
     cluster.settle();
@@ -1505,6 +1507,213 @@ async fn copies_for_a_node_that_is_down_survive_a_kill_of_the_publishing_node_is
     cluster.wait_converged(3);
     let log = strip_ansi(&cluster.node(1).log());
     assert_eq!(log.matches("queued again").count(), 1, "{log}");
+}
+
+/// Issue 12 (a): a persistent subscriber's node loses its disk. 1,000
+/// QoS 1 and 100 QoS 2 messages are acknowledged for the offline session
+/// on node 2 (each stored there and on the session's replica before the
+/// publisher's answer); node 2 is killed and its data directory deleted.
+/// The client reconnects to node 3 and gets every one of them at once, from
+/// the replica, each QoS 2 message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_node_lost_its_disk_resumes_from_its_replica_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    queue_for_replicated(&mut cluster, "replicated").await;
+    cluster.node(2).kill9();
+    std::fs::remove_dir_all(&cluster.node(2).dir).unwrap();
+
+    let mut c = connect(cluster.addr(3), "replicated", false, true).await;
+    let got = collect_replicated(&mut c).await;
+    assert_replicated_once(&got);
+    let log = strip_ansi(&cluster.node(3).log());
+    assert!(
+        log.contains(
+            "taking the session over from its replica client_id=replicated owner=2 messages=1100"
+        ),
+        "{log}"
+    );
+}
+
+/// Issue 12 (a, the old node back): as above, but node 2 keeps its disk
+/// and comes back after the client has had everything from the replica.
+/// It learns the session was taken from its replica (the fail-over claim)
+/// and does not hand over its copies again: nothing reaches the client a
+/// second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_after_a_fail_over_does_not_deliver_the_replicated_copies_again_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    queue_for_replicated(&mut cluster, "back").await;
+    cluster.node(2).kill9();
+    let mut c = connect(cluster.addr(3), "back", false, true).await;
+    let got = collect_replicated(&mut c).await;
+    assert_replicated_once(&got);
+
+    cluster.node(2).start();
+    cluster.wait_converged(3);
+    let superseded = wait_until(SETTLE, Duration::from_millis(100), || {
+        strip_ansi(&cluster.node(2).log())
+            .contains("copies up to that seq are not sent again client_id=back owner=3")
+    });
+    assert!(superseded, "{}", cluster.node(2).log());
+    let again = collect(&mut c, Duration::from_millis(1_500)).await;
+    assert!(
+        again.is_empty(),
+        "nothing delivered twice: {} copies",
+        again.len()
+    );
+    // and a new message still reaches the session on node 3
+    let mut p = connect(cluster.addr(1), "back-pub2", true, false).await;
+    publish_acked(&mut p, "rep/q1", 1, false, 1, b"after").await;
+    let after = collect(&mut c, Duration::from_millis(1_000)).await;
+    assert_eq!(payloads(&after), [b"after"]);
+}
+
+/// Issue 12 (c): a node removed for good. The session `rehomed` with 60
+/// messages queued on node 3; node 3 is killed and removed. The member that
+/// takes the session in is the one holding its replica, so the messages
+/// come with it; it then places a new replica on the other member (the
+/// replica count restored). A node 4 joins, and the new owner loses its
+/// disk too: the client, back on the last original node, still gets every
+/// message, from the re-created replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_nodes_sessions_keep_their_messages_and_get_a_new_replica_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(3), "rehomed", false, false).await;
+    subscribe(&mut c, 1, &[("rehome/q1", 1), ("rehome/q2", 2)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    let mut p = connect(cluster.addr(1), "rehome-pub", true, false).await;
+    for i in 0..50u16 {
+        publish_acked(
+            &mut p,
+            "rehome/q1",
+            1,
+            false,
+            i + 1,
+            format!("q1-{i}").as_bytes(),
+        )
+        .await;
+    }
+    for i in 0..10u16 {
+        publish_acked(
+            &mut p,
+            "rehome/q2",
+            2,
+            false,
+            51 + i,
+            format!("q2-{i}").as_bytes(),
+        )
+        .await;
+    }
+    drop(p);
+    cluster.node(3).kill9();
+    cluster.remove(3);
+    cluster.wait_converged(2);
+    let mut taker = None;
+    let taken = wait_until(SETTLE, Duration::from_millis(100), || {
+        taker = [1, 2].into_iter().find(|&id| {
+            strip_ansi(&cluster.node(id).log())
+                .contains("session of a removed node taken in from its replica client_id=rehomed from=3 messages=60")
+        });
+        taker.is_some()
+    });
+    assert!(taken, "no node took the session in from its replica");
+    let taker = taker.unwrap();
+    let other = 3 - taker;
+    cluster.add_node(4);
+    cluster.settle();
+    cluster.node(taker).kill9();
+    std::fs::remove_dir_all(&cluster.node(taker).dir).unwrap();
+
+    let mut c = connect(cluster.addr(other), "rehomed", false, true).await;
+    let mut got = Vec::new();
+    let end = Instant::now() + SETTLE;
+    while got.len() < 60 && Instant::now() < end {
+        got.extend(collect(&mut c, Duration::from_millis(500)).await);
+    }
+    got.extend(collect(&mut c, Duration::from_millis(500)).await);
+    let q1: BTreeSet<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.qos == QoS::AtLeastOnce)
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q1: BTreeSet<Vec<u8>> = (0..50).map(|i| format!("q1-{i}").into_bytes()).collect();
+    assert_eq!(q1, want_q1, "every QoS 1 message");
+    let q2: Vec<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.qos == QoS::ExactlyOnce)
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q2: Vec<Vec<u8>> = (0..10).map(|i| format!("q2-{i}").into_bytes()).collect();
+    assert_eq!(q2, want_q2, "every QoS 2 message once");
+}
+
+/// Subscribes `client_id` on node 2 (`rep/q1` at QoS 1, `rep/q2` at QoS
+/// 2), takes it offline and has 1,000 QoS 1 and 100 QoS 2 messages
+/// acknowledged for it by node 1.
+async fn queue_for_replicated(cluster: &mut TestCluster, client_id: &str) {
+    let mut c = connect(cluster.addr(2), client_id, false, false).await;
+    subscribe(&mut c, 1, &[("rep/q1", 1), ("rep/q2", 2)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    let mut p = connect(cluster.addr(1), &format!("{client_id}-pub"), true, false).await;
+    for i in 0..1_000u16 {
+        publish_acked(
+            &mut p,
+            "rep/q1",
+            1,
+            false,
+            i + 1,
+            format!("q1-{i}").as_bytes(),
+        )
+        .await;
+    }
+    for i in 0..100u16 {
+        publish_acked(
+            &mut p,
+            "rep/q2",
+            2,
+            false,
+            1_001 + i,
+            format!("q2-{i}").as_bytes(),
+        )
+        .await;
+    }
+}
+
+/// Reads until the 1,100 messages of [`queue_for_replicated`] are in (or
+/// [`SETTLE`]), then a little longer for any copy that comes twice.
+async fn collect_replicated(c: &mut Raw) -> Vec<Got> {
+    let mut got = Vec::new();
+    let end = Instant::now() + SETTLE;
+    while got.len() < 1_100 && Instant::now() < end {
+        got.extend(collect(c, Duration::from_millis(500)).await);
+    }
+    got.extend(collect(c, Duration::from_millis(500)).await);
+    got
+}
+
+fn assert_replicated_once(got: &[Got]) {
+    let q1: BTreeSet<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.topic == "rep/q1")
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q1: BTreeSet<Vec<u8>> = (0..1_000).map(|i| format!("q1-{i}").into_bytes()).collect();
+    assert_eq!(q1.len(), want_q1.len(), "every QoS 1 message");
+    assert_eq!(q1, want_q1);
+    let q2: Vec<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.qos == QoS::ExactlyOnce)
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q2: Vec<Vec<u8>> = (0..100).map(|i| format!("q2-{i}").into_bytes()).collect();
+    assert_eq!(q2, want_q2, "every QoS 2 message exactly once, in order");
 }
 
 /// A persistent session `orphan` with a subscription, offline, on node 3,

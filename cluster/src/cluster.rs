@@ -39,7 +39,10 @@ use crate::{
     service,
     state::{ClusterState, Outcome},
     transport::Peers,
-    types::{ForwardedPublish, Member, RetainedMessage, SessionInfo, SessionState},
+    types::{
+        FailedOver, ForwardedPublish, Member, ReplicaUpdate, RetainedMessage, SessionInfo,
+        SessionReplica, SessionState,
+    },
 };
 
 /// The cluster handle; cheap to clone. See the crate docs for the API.
@@ -363,18 +366,23 @@ impl Cluster {
     /// the client connected (`None`: no owner); returns the previous owner
     /// (`None` if the session was new; this node's id if it already owned
     /// it). `Error::NotOwner` with the current owner if another node
-    /// claimed it since (or it was released).
+    /// claimed it since (or it was released). `failed_over`: this node took
+    /// the session from a replica of `seen` holding its copies through that
+    /// seq (see `ClaimSession.failed_over_from`).
     pub async fn claim_session(
         &self,
         client_id: String,
         record: SessionInfo,
         seen: Option<u64>,
+        failed_over: Option<FailedOver>,
     ) -> Result<Option<u64>> {
         let command = Command::ClaimSession(proto::ClaimSession {
             client_id: client_id.clone(),
             node: self.node_id(),
             info: Some((&record).into()),
             expected_owner: Some(seen.unwrap_or(0)),
+            failed_over_from: failed_over.map_or(0, |f| f.from),
+            through_seq: failed_over.map_or(0, |f| f.through_seq),
         });
         match self.propose("session claim", command).await? {
             Outcome::Claimed(previous) => Ok(previous),
@@ -549,6 +557,55 @@ impl Cluster {
                 client_id,
             }),
         }
+    }
+
+    /// Ships changes of sessions this node owns to their replica on
+    /// `node`; resolves once `node` stored them durably. No timeout: wrap
+    /// it.
+    pub async fn replicate(&self, node: u64, updates: Vec<ReplicaUpdate>) -> Result<()> {
+        let channel = self.inner.peers.channel(node)?;
+        let mut client = proto::replicas_client::ReplicasClient::new(channel)
+            .max_encoding_message_size(crate::transport::MAX_GRPC_MESSAGE);
+        let request = proto::ReplicateRequest {
+            owner: self.node_id(),
+            updates: updates.iter().map(Into::into).collect(),
+        };
+        client
+            .replicate(request)
+            .await
+            .map_err(|s| Error::peer(node, &s))?;
+        Ok(())
+    }
+
+    /// The replica of `client_id`'s session that `node` holds, if any.
+    pub async fn fetch_replica(
+        &self,
+        node: u64,
+        client_id: String,
+    ) -> Result<Option<SessionReplica>> {
+        let channel = self.inner.peers.channel(node)?;
+        let mut client = proto::replicas_client::ReplicasClient::new(channel)
+            .max_decoding_message_size(crate::transport::MAX_GRPC_MESSAGE);
+        let mut request = tonic::Request::new(proto::FetchReplicaRequest { client_id });
+        request.set_timeout(self.inner.config.takeover_timeout + self.inner.config.rpc_timeout);
+        let reply = client
+            .fetch(request)
+            .await
+            .map_err(|s| Error::peer(node, &s))?
+            .into_inner();
+        reply
+            .replica
+            .map(crate::types::replica_from_proto)
+            .transpose()
+    }
+
+    /// The seq through which `node`'s own copy of `client_id`'s session was
+    /// superseded by a fail-over (`Session::superseded`), if it was.
+    pub fn superseded_through(&self, client_id: &str, node: u64) -> Option<u64> {
+        self.with_state(|s| {
+            s.session(client_id)
+                .and_then(|s| s.superseded.get(&node).copied())
+        })
     }
 
     /// Asks `node` to adopt the session `client_id` this node holds (a

@@ -6,7 +6,9 @@ use tokio::sync::oneshot;
 
 use crate::{
     state::Change,
-    types::{ForwardedPublish, Member, RetainedMessage, SessionState},
+    types::{
+        ForwardedPublish, Member, ReplicaUpdate, RetainedMessage, SessionReplica, SessionState,
+    },
 };
 
 /// Sent to the broker on the channel given to `Cluster::start`.
@@ -52,6 +54,20 @@ pub enum ClusterEvent {
         client_id: String,
         from: u64,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Node `owner` ships changes of sessions it owns to their replica
+    /// here: store them in order, then answer `Ok` once durable
+    /// (`Err(reason)` if they could not be stored).
+    Replicate {
+        owner: u64,
+        updates: Vec<ReplicaUpdate>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Another node takes the session `client_id` over while its owner is
+    /// unreachable: answer with the replica held here, if any.
+    FetchReplica {
+        client_id: String,
+        reply: oneshot::Sender<Option<SessionReplica>>,
     },
     /// The member list or an address changed; the list after the change.
     MembersChanged { members: Vec<Member> },

@@ -51,6 +51,11 @@ pub(crate) async fn serve(cluster: Cluster, listener: tokio::net::TcpListener) {
             proto::sessions_server::SessionsServer::new(service.clone())
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
         )
+        .add_service(
+            proto::replicas_server::ReplicasServer::new(service.clone())
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+        )
         .add_service(proto::admin_server::AdminServer::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
         .await;
@@ -180,6 +185,56 @@ impl proto::sessions_server::Sessions for Service {
                 "the broker did not adopt session `{}` within {timeout:?}",
                 request.client_id
             ))),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl proto::replicas_server::Replicas for Service {
+    async fn replicate(
+        &self,
+        request: Request<proto::ReplicateRequest>,
+    ) -> Result<Response<proto::ReplicateResponse>, Status> {
+        let request = request.into_inner();
+        let updates = request
+            .updates
+            .into_iter()
+            .map(crate::types::replica_update_from_proto)
+            .collect::<crate::Result<Vec<_>>>()
+            .map_err(status)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let event = ClusterEvent::Replicate {
+            owner: request.owner,
+            updates,
+            reply,
+        };
+        if self.cluster.inner.events.send(event).is_err() {
+            return Err(Status::unavailable("the broker is not listening"));
+        }
+        match rx.await {
+            Ok(Ok(())) => Ok(Response::new(proto::ReplicateResponse {})),
+            Ok(Err(reason)) => Err(Status::internal(reason)),
+            Err(_) => Err(Status::unavailable(
+                "the broker dropped the replicate request",
+            )),
+        }
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<proto::FetchReplicaRequest>,
+    ) -> Result<Response<proto::FetchReplicaResponse>, Status> {
+        let client_id = request.into_inner().client_id;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let event = ClusterEvent::FetchReplica { client_id, reply };
+        if self.cluster.inner.events.send(event).is_err() {
+            return Err(Status::unavailable("the broker is not listening"));
+        }
+        match rx.await {
+            Ok(replica) => Ok(Response::new(proto::FetchReplicaResponse {
+                replica: replica.as_ref().map(Into::into),
+            })),
+            Err(_) => Err(Status::unavailable("the broker dropped the fetch request")),
         }
     }
 }

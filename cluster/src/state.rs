@@ -95,6 +95,12 @@ pub struct Session {
     pub owner: u64,
     /// Its subscriptions and expiry.
     pub info: SessionInfo,
+    /// Nodes whose local copy of the session a fail-over superseded (a node
+    /// took it from a replica while that node was unreachable), with the
+    /// seq up to which that copy's messages are stale: coming back, such a
+    /// node hands over only later ones. A node leaves the map when it
+    /// claims the session again or leaves the cluster.
+    pub superseded: BTreeMap<u64, u64>,
 }
 
 /// The requests of one proposer most recently applied.
@@ -216,11 +222,25 @@ impl ClusterState {
                     }
                 }
                 let info = c.info.unwrap_or_default().into();
+                let mut superseded = self
+                    .sessions
+                    .get(&c.client_id)
+                    .map(|s| s.superseded.clone())
+                    .unwrap_or_default();
+                superseded.remove(&c.node);
+                if c.failed_over_from != 0
+                    && c.failed_over_from != c.node
+                    && self.members.contains_key(&c.failed_over_from)
+                {
+                    let through = superseded.entry(c.failed_over_from).or_default();
+                    *through = (*through).max(c.through_seq);
+                }
                 let previous = self.sessions.insert(
                     c.client_id.clone(),
                     Session {
                         owner: c.node,
                         info,
+                        superseded,
                     },
                 );
                 let previous = previous.map(|s| s.owner);
@@ -345,6 +365,9 @@ impl ClusterState {
             self.members.insert(member.id, member);
         }
         for id in before.keys().filter(|id| !in_config.contains(id)) {
+            for session in self.sessions.values_mut() {
+                session.superseded.remove(id);
+            }
             let filters: Vec<String> = self
                 .routes
                 .iter()
@@ -394,6 +417,11 @@ impl ClusterState {
                     client_id: client_id.clone(),
                     owner: s.owner,
                     info: Some((&s.info).into()),
+                    superseded: s
+                        .superseded
+                        .iter()
+                        .map(|(&node, &through_seq)| proto::Superseded { node, through_seq })
+                        .collect(),
                 })
                 .collect(),
             retained: self.retained.values().map(message_to_proto).collect(),
@@ -445,6 +473,11 @@ impl ClusterState {
                 Session {
                     owner: entry.owner,
                     info,
+                    superseded: entry
+                        .superseded
+                        .iter()
+                        .map(|s| (s.node, s.through_seq))
+                        .collect(),
                 },
             );
         }

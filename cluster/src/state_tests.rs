@@ -48,6 +48,7 @@ fn claim(client_id: &str, node: u64) -> Command {
         node,
         info: Some((&info("a/#")).into()),
         expected_owner: None,
+        ..Default::default()
     })
 }
 
@@ -58,6 +59,20 @@ fn claim_seen(client_id: &str, node: u64, seen: u64) -> Command {
         node,
         info: Some((&info("a/#")).into()),
         expected_owner: Some(seen),
+        ..Default::default()
+    })
+}
+
+/// A fail-over claim by `node`, from a replica of `from` holding its
+/// copies through `through_seq`.
+fn claim_failed_over(client_id: &str, node: u64, from: u64, through_seq: u64) -> Command {
+    Command::ClaimSession(proto::ClaimSession {
+        client_id: client_id.into(),
+        node,
+        info: Some((&info("a/#")).into()),
+        expected_owner: Some(from),
+        failed_over_from: from,
+        through_seq,
     })
 }
 
@@ -97,6 +112,13 @@ fn workload() -> Vec<proto::Proposal> {
         let node = 1 + i % 3;
         push(node, add_route(&format!("t/{}/#", i % 7), node));
         push(node, claim(&format!("c{}", i % 11), node));
+        if i % 6 == 1 {
+            let from = 1 + (i + 1) % 3;
+            push(
+                node,
+                claim_failed_over(&format!("c{}", i % 11), node, from, i),
+            );
+        }
         if i % 5 == 0 {
             push(node, remove_route(&format!("t/{}/#", (i + 1) % 7), node));
             push(node, release(&format!("c{}", i % 11), node));
@@ -333,6 +355,38 @@ fn members_follow_the_configuration() {
         3,
         "sessions stay for a claim"
     );
+}
+
+#[test]
+fn a_fail_over_marks_the_old_owners_copy_superseded_until_it_claims_again() {
+    let mut s = ClusterState::default();
+    s.set_config(&config(&[1, 2, 3]));
+    s.apply(proposal(2, 1, claim("c", 2)));
+    let (outcome, _) = s.apply(proposal(3, 1, claim_failed_over("c", 3, 2, 40)));
+    assert_eq!(outcome, Outcome::Claimed(Some(2)));
+    assert_eq!(
+        s.session("c").unwrap().superseded,
+        BTreeMap::from([(2, 40)])
+    );
+    // kept across later claims by other nodes
+    s.apply(proposal(1, 1, claim_seen("c", 1, 3)));
+    s.apply(proposal(3, 2, claim_failed_over("c", 3, 1, 7)));
+    assert_eq!(
+        s.session("c").unwrap().superseded,
+        BTreeMap::from([(1, 7), (2, 40)]),
+        "node 1's copy stale through 7; node 2's still through 40"
+    );
+    // a late fail-over claim (the owner it saw is gone) changes nothing
+    s.apply(proposal(1, 2, claim_failed_over("c", 1, 2, 30)));
+    assert_eq!(s.session("c").unwrap().owner, 3);
+    let restored = ClusterState::restore(&s.snapshot()).unwrap();
+    assert_eq!(restored, s, "kept in snapshots");
+    // a node that claims the session again has a current copy
+    s.apply(proposal(2, 2, claim_seen("c", 2, 3)));
+    assert_eq!(s.session("c").unwrap().superseded, BTreeMap::from([(1, 7)]));
+    // a node that leaves the cluster leaves the map
+    s.apply_conf_change(1, 9, &config(&[2, 3]), None);
+    assert!(s.session("c").unwrap().superseded.is_empty());
 }
 
 #[test]

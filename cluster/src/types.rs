@@ -72,6 +72,52 @@ pub struct SessionState {
     pub next_seq: u64,
 }
 
+/// A claim that takes a session from a replica of its unreachable owner
+/// `from`, holding that owner's copies through seq `through_seq`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedOver {
+    /// The owner the session was taken from.
+    pub from: u64,
+    /// The highest seq that owner had shipped to the replica.
+    pub through_seq: u64,
+}
+
+/// One change of a session's replica (see `ReplicaUpdate` in
+/// `session.proto`), applied in field order: `reset`, puts and deletes,
+/// `drop`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaUpdate {
+    /// The session's client id.
+    pub client_id: String,
+    /// Forget what the replica held for the session first.
+    pub reset: bool,
+    /// Queued or in-flight copies stored or changed, with their seq.
+    pub put_outgoing: Vec<(u64, OutgoingRecord)>,
+    /// Copies the client completed.
+    pub delete_outgoing: Vec<u64>,
+    /// QoS 2 packet ids received from the client.
+    pub put_incoming_qos2: Vec<u16>,
+    /// QoS 2 packet ids released.
+    pub delete_incoming_qos2: Vec<u16>,
+    /// The session ended or is replicated elsewhere now: forget it.
+    pub drop: bool,
+    /// The highest seq the owner has given a copy of the session so far.
+    pub max_seq: u64,
+}
+
+/// What a replica holds of one session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SessionReplica {
+    /// The node that shipped it (the session's owner then).
+    pub owner: u64,
+    /// The highest seq that owner shipped.
+    pub max_seq: u64,
+    /// Queued and in-flight copies, in seq order.
+    pub outgoing: Vec<(u64, OutgoingRecord)>,
+    /// QoS 2 packet ids received from the client and not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
 /// A PUBLISH forwarded from the node its client published to.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ForwardedPublish {
@@ -221,28 +267,30 @@ impl From<&SessionState> for proto::SessionState {
             client_id: s.client_id.clone(),
             info: Some((&s.info).into()),
             protocol_level: u32::from(s.protocol_level),
-            outgoing: s
-                .outgoing
-                .iter()
-                .map(|(seq, r)| proto::OutgoingMessage {
-                    seq: *seq,
-                    released: r.released,
-                    message: Some(message_to_proto(&r.message)),
-                    uid: r.uid,
-                })
-                .collect(),
-            incoming_qos2: s.incoming_qos2.iter().map(|&p| u32::from(p)).collect(),
+            outgoing: outgoing_to_proto(&s.outgoing),
+            incoming_qos2: packet_ids_to_proto(&s.incoming_qos2),
             recent_uids: s.recent_uids.clone(),
             next_seq: s.next_seq,
         }
     }
 }
 
-pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<SessionState> {
-    let protocol_level = u8::try_from(s.protocol_level)
-        .map_err(|_| Error::decode("protocol_level", s.protocol_level))?;
-    let outgoing = s
-        .outgoing
+fn outgoing_to_proto(outgoing: &[(u64, OutgoingRecord)]) -> Vec<proto::OutgoingMessage> {
+    outgoing
+        .iter()
+        .map(|(seq, r)| proto::OutgoingMessage {
+            seq: *seq,
+            released: r.released,
+            message: Some(message_to_proto(&r.message)),
+            uid: r.uid,
+        })
+        .collect()
+}
+
+fn outgoing_from_proto(
+    outgoing: Vec<proto::OutgoingMessage>,
+) -> Result<Vec<(u64, OutgoingRecord)>> {
+    outgoing
         .into_iter()
         .map(|o| {
             let message = message_from_proto(required("outgoing message", o.message)?)?;
@@ -255,12 +303,72 @@ pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<Session
                 },
             ))
         })
-        .collect::<Result<_>>()?;
-    let incoming_qos2 = s
-        .incoming_qos2
-        .into_iter()
-        .map(|p| u16::try_from(p).map_err(|_| Error::decode("incoming_qos2 packet id", p)))
-        .collect::<Result<_>>()?;
+        .collect()
+}
+
+fn packet_ids_from_proto(ids: Vec<u32>, what: &'static str) -> Result<Vec<u16>> {
+    ids.into_iter()
+        .map(|p| u16::try_from(p).map_err(|_| Error::decode(what, p)))
+        .collect()
+}
+
+fn packet_ids_to_proto(ids: &[u16]) -> Vec<u32> {
+    ids.iter().map(|&p| u32::from(p)).collect()
+}
+
+impl From<&ReplicaUpdate> for proto::ReplicaUpdate {
+    fn from(u: &ReplicaUpdate) -> Self {
+        proto::ReplicaUpdate {
+            client_id: u.client_id.clone(),
+            reset: u.reset,
+            put_outgoing: outgoing_to_proto(&u.put_outgoing),
+            delete_outgoing: u.delete_outgoing.clone(),
+            put_incoming_qos2: packet_ids_to_proto(&u.put_incoming_qos2),
+            delete_incoming_qos2: packet_ids_to_proto(&u.delete_incoming_qos2),
+            drop: u.drop,
+            max_seq: u.max_seq,
+        }
+    }
+}
+
+pub(crate) fn replica_update_from_proto(u: proto::ReplicaUpdate) -> Result<ReplicaUpdate> {
+    Ok(ReplicaUpdate {
+        client_id: u.client_id,
+        reset: u.reset,
+        put_outgoing: outgoing_from_proto(u.put_outgoing)?,
+        delete_outgoing: u.delete_outgoing,
+        put_incoming_qos2: packet_ids_from_proto(u.put_incoming_qos2, "replica packet id")?,
+        delete_incoming_qos2: packet_ids_from_proto(u.delete_incoming_qos2, "replica packet id")?,
+        drop: u.drop,
+        max_seq: u.max_seq,
+    })
+}
+
+impl From<&SessionReplica> for proto::Replica {
+    fn from(r: &SessionReplica) -> Self {
+        proto::Replica {
+            owner: r.owner,
+            max_seq: r.max_seq,
+            outgoing: outgoing_to_proto(&r.outgoing),
+            incoming_qos2: packet_ids_to_proto(&r.incoming_qos2),
+        }
+    }
+}
+
+pub(crate) fn replica_from_proto(r: proto::Replica) -> Result<SessionReplica> {
+    Ok(SessionReplica {
+        owner: r.owner,
+        max_seq: r.max_seq,
+        outgoing: outgoing_from_proto(r.outgoing)?,
+        incoming_qos2: packet_ids_from_proto(r.incoming_qos2, "replica packet id")?,
+    })
+}
+
+pub(crate) fn session_state_from_proto(s: proto::SessionState) -> Result<SessionState> {
+    let protocol_level = u8::try_from(s.protocol_level)
+        .map_err(|_| Error::decode("protocol_level", s.protocol_level))?;
+    let outgoing = outgoing_from_proto(s.outgoing)?;
+    let incoming_qos2 = packet_ids_from_proto(s.incoming_qos2, "incoming_qos2 packet id")?;
     Ok(SessionState {
         client_id: s.client_id,
         info: s.info.unwrap_or_default().into(),

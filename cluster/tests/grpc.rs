@@ -109,7 +109,7 @@ async fn a_single_node_is_a_cluster_of_one_without_setup() {
     c.add_route("a/+".into()).await.unwrap();
     c.add_route("a/+".into()).await.unwrap();
     assert_eq!(
-        c.claim_session("dev".into(), SessionInfo::default(), None)
+        c.claim_session("dev".into(), SessionInfo::default(), None, None)
             .await
             .unwrap(),
         None
@@ -268,7 +268,7 @@ async fn takeover_returns_the_owners_session_state() {
         .insert("dev-7".into(), state.clone());
     nodes[0]
         .cluster()
-        .claim_session("dev-7".into(), state.info.clone(), None)
+        .claim_session("dev-7".into(), state.info.clone(), None, None)
         .await
         .unwrap();
 
@@ -276,7 +276,7 @@ async fn takeover_returns_the_owners_session_state() {
     assert_eq!(taker.take_over(1, "dev-7".into()).await.unwrap(), state);
     assert_eq!(
         taker
-            .claim_session("dev-7".into(), state.info.clone(), Some(1))
+            .claim_session("dev-7".into(), state.info.clone(), Some(1), None)
             .await
             .unwrap(),
         Some(1)

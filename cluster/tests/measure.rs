@@ -40,7 +40,7 @@ async fn measure_proposals_forwarding_and_election() {
             tasks.push(tokio::spawn(async move {
                 for i in (t..total).step_by(concurrency as usize) {
                     cluster
-                        .claim_session(format!("{label}-{i}"), SessionInfo::default(), None)
+                        .claim_session(format!("{label}-{i}"), SessionInfo::default(), None, None)
                         .await
                         .unwrap();
                 }

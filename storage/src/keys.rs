@@ -43,11 +43,21 @@ pub(crate) enum TreeId {
     /// messages (kind 0) or the acknowledgements of one (kind 1): format
     /// version 3 of the outgoing messages, see `batches.rs`.
     OutgoingBatches = 8,
+    /// `client_id \0 seq (u64 BE)` -> `OutgoingRecord` (as `outgoing`,
+    /// format version 2): another node's session queue kept here as its
+    /// replica, see `replica.rs`.
+    ReplicaOutgoing = 9,
+    /// `client_id \0 packet_id (u16 BE)` -> version byte only (as
+    /// `incoming_qos2`), for a session replicated here.
+    ReplicaIncoming = 10,
+    /// `client_id` -> `ReplicaMeta`: which node owns a session replicated
+    /// here and how far it has shipped.
+    ReplicaMeta = 11,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 9] = [
+    pub(crate) const ALL: [TreeId; 12] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
@@ -57,15 +67,26 @@ impl TreeId {
         TreeId::HubRoutes,
         TreeId::Forwards,
         TreeId::OutgoingBatches,
+        TreeId::ReplicaOutgoing,
+        TreeId::ReplicaIncoming,
+        TreeId::ReplicaMeta,
     ];
 
-    /// The trees whose keys start with `client_id \0`.
+    /// The trees whose keys start with `client_id \0` and that hold a
+    /// session's own records (`DeleteSession` empties them; the replica
+    /// trees are not among them).
     pub(crate) const PER_CLIENT: [TreeId; 4] = [
         TreeId::Subscriptions,
         TreeId::Outgoing,
         TreeId::IncomingQos2,
         TreeId::OutgoingBatches,
     ];
+
+    /// The trees whose keys start with `client_id \0` and that hold a
+    /// replica of another node's session (`DropReplica` empties them, with
+    /// the client's key in `replica_meta`).
+    pub(crate) const REPLICA_PER_CLIENT: [TreeId; 2] =
+        [TreeId::ReplicaOutgoing, TreeId::ReplicaIncoming];
 
     /// The sled tree name, also used in error messages.
     pub(crate) const fn name(self) -> &'static str {
@@ -79,6 +100,9 @@ impl TreeId {
             TreeId::HubRoutes => "hub_routes",
             TreeId::Forwards => "forwards",
             TreeId::OutgoingBatches => "outgoing_batches",
+            TreeId::ReplicaOutgoing => "replica_outgoing",
+            TreeId::ReplicaIncoming => "replica_incoming",
+            TreeId::ReplicaMeta => "replica_meta",
         }
     }
 
@@ -109,6 +133,11 @@ pub(crate) fn session(client_id: &str) -> Vec<u8> {
     client_id.as_bytes().to_vec()
 }
 
+/// Key in `replica_meta`: the client id alone, as in `sessions`.
+pub(crate) fn replica_meta(client_id: &str) -> Vec<u8> {
+    session(client_id)
+}
+
 /// `client_id \0`: the prefix of all of one client's keys in the per-client trees.
 pub(crate) fn client_prefix(client_id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(client_id.len() + 1);
@@ -124,7 +153,8 @@ pub(crate) fn subscription(client_id: &str, filter: &str) -> Vec<u8> {
     key
 }
 
-/// Key in `outgoing`: `client_id \0 seq` with `seq` big-endian.
+/// Key in `outgoing` and `replica_outgoing`: `client_id \0 seq` with `seq`
+/// big-endian.
 pub(crate) fn outgoing(client_id: &str, seq: u64) -> Vec<u8> {
     let mut key = client_prefix(client_id);
     key.extend_from_slice(&seq.to_be_bytes());
@@ -168,7 +198,8 @@ pub(crate) fn decode_outgoing_batch(prefix: &[u8], key: &[u8]) -> Result<(u64, B
     }
 }
 
-/// Key in `incoming_qos2`: `client_id \0 packet_id` with `packet_id` big-endian.
+/// Key in `incoming_qos2` and `replica_incoming`: `client_id \0 packet_id`
+/// with `packet_id` big-endian.
 pub(crate) fn incoming_qos2(client_id: &str, packet_id: u16) -> Vec<u8> {
     let mut key = client_prefix(client_id);
     key.extend_from_slice(&packet_id.to_be_bytes());
@@ -235,7 +266,12 @@ pub(crate) fn retained(topic: &str) -> Vec<u8> {
 
 /// Decodes a `sessions` key back to the client id.
 pub(crate) fn decode_session(key: &[u8]) -> Result<String> {
-    let corrupt = |reason: &str| Error::corrupt(TreeId::Sessions.name(), key, reason);
+    decode_client_id(TreeId::Sessions, key)
+}
+
+/// Decodes a key that is a client id alone (`sessions`, `replica_meta`).
+pub(crate) fn decode_client_id(tree: TreeId, key: &[u8]) -> Result<String> {
+    let corrupt = |reason: &str| Error::corrupt(tree.name(), key, reason);
     let client_id = std::str::from_utf8(key).map_err(|_| corrupt("client id is not UTF-8"))?;
     if key.contains(&SEPARATOR) {
         return Err(corrupt("client id contains U+0000"));
@@ -258,12 +294,24 @@ fn suffix<const N: usize>(tree: TreeId, prefix: &[u8], key: &[u8]) -> Result<[u8
 
 /// Decodes the `seq` of an `outgoing` key found by a scan of `prefix`.
 pub(crate) fn decode_outgoing_seq(prefix: &[u8], key: &[u8]) -> Result<u64> {
-    suffix::<8>(TreeId::Outgoing, prefix, key).map(u64::from_be_bytes)
+    decode_seq(TreeId::Outgoing, prefix, key)
+}
+
+/// Decodes the `seq` of a `client_id \0 seq` key of `tree` found by a scan
+/// of `prefix`.
+pub(crate) fn decode_seq(tree: TreeId, prefix: &[u8], key: &[u8]) -> Result<u64> {
+    suffix::<8>(tree, prefix, key).map(u64::from_be_bytes)
 }
 
 /// Decodes the `packet_id` of an `incoming_qos2` key found by a scan of `prefix`.
 pub(crate) fn decode_incoming_packet_id(prefix: &[u8], key: &[u8]) -> Result<u16> {
-    suffix::<2>(TreeId::IncomingQos2, prefix, key).map(u16::from_be_bytes)
+    decode_packet_id(TreeId::IncomingQos2, prefix, key)
+}
+
+/// Decodes the `packet_id` of a `client_id \0 packet_id` key of `tree`
+/// found by a scan of `prefix`.
+pub(crate) fn decode_packet_id(tree: TreeId, prefix: &[u8], key: &[u8]) -> Result<u16> {
+    suffix::<2>(tree, prefix, key).map(u16::from_be_bytes)
 }
 
 #[cfg(test)]
@@ -340,6 +388,22 @@ mod tests {
         assert!(err.to_string().contains("tree `incoming_qos2`"), "{err}");
         let err = decode_session(b"\xff\xfe").unwrap_err();
         assert!(err.to_string().contains("tree `sessions`"), "{err}");
+        let err = decode_seq(TreeId::ReplicaOutgoing, &prefix, b"c\0\x01").unwrap_err();
+        assert!(err.to_string().contains("tree `replica_outgoing`"), "{err}");
+        let err = decode_packet_id(TreeId::ReplicaIncoming, &prefix, b"c\0\x01").unwrap_err();
+        assert!(err.to_string().contains("tree `replica_incoming`"), "{err}");
+        let err = decode_client_id(TreeId::ReplicaMeta, b"a\0b").unwrap_err();
+        assert!(err.to_string().contains("tree `replica_meta`"), "{err}");
+    }
+
+    #[test]
+    fn replica_trees_are_not_among_a_sessions_own_trees() {
+        for tree in TreeId::REPLICA_PER_CLIENT {
+            assert!(!TreeId::PER_CLIENT.contains(&tree), "{}", tree.name());
+        }
+        for (i, tree) in TreeId::ALL.iter().enumerate() {
+            assert_eq!(tree.index(), i, "{}", tree.name());
+        }
     }
 
     #[test]

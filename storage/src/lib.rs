@@ -22,6 +22,9 @@
 //! | `route_queue`   | `route \0 seq` (u64 BE)           | [`RouteRecord`]            |
 //! | `hub_routes`    | `route`                           | route definition (JSON)    |
 //! | `forwards`      | `node seq` (u64 BE each)          | a copy for a down peer     |
+//! | `replica_outgoing` | `client_id \0 seq` (u64 BE)    | [`OutgoingRecord`], as in `outgoing` (version 2) |
+//! | `replica_incoming` | `client_id \0 packet_id` (u16 BE) | version byte only, as in `incoming_qos2` |
+//! | `replica_meta`  | `client_id`                       | [`ReplicaMeta`]            |
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
@@ -31,9 +34,15 @@
 //! small acks value beside it (format version 3, `batches.rs`), and still
 //! reads the one-key-per-message records of `outgoing` that older builds
 //! wrote (format versions 1 and 2).
+//! The three `replica_*` trees hold what other nodes ship of the persistent
+//! sessions they own, so that a client can fail over here while its owner
+//! is down (issue 12, `replica.rs`): one key per message, written and read
+//! with the encoders of `outgoing` and `incoming_qos2`, read back with
+//! [`Store::load_replica`]. They are independent of the session trees:
+//! `DeleteSession` leaves them alone and `DropReplica` touches nothing else.
 //! Every value starts with a format-version byte (see `records.rs`: 3 for
-//! `outgoing_batches`, 2 for `outgoing`, which gained the message's
-//! cluster-wide id, 1 elsewhere); an
+//! `outgoing_batches`, 2 for `outgoing` and `replica_outgoing`, which gained
+//! the message's cluster-wide id, 1 elsewhere); an
 //! unknown version or a damaged value is an [`Error::Corrupt`] naming the tree
 //! and key. The raft trees belong to [`RaftStorage`] (raft-rs's `Storage` for
 //! the cluster crate), which writes them itself rather than through the writer.
@@ -70,6 +79,10 @@
 //! 650 to 950 ops/s, while 64 concurrent submitters share fsyncs (about 50
 //! requests per fsync) for about 18 000 to 20 000 ops/s
 //! (`benches/group_commit.rs`). Callbacks run on the writer thread.
+//! Within a group, each op costs its sled inserts: a client's outgoing
+//! messages of one group share one `outgoing_batches` value, while each
+//! replicated message (`PutReplicaOutgoing`, `DeleteReplicaOutgoing`) is one
+//! sled insert or remove of its own key, not batched.
 //!
 //! # Known issues
 //! - After a write error (disk full) sled refuses all writes until reopened, so
@@ -98,25 +111,29 @@ mod batch_index;
 mod batches;
 mod error;
 mod keys;
+mod ops;
 mod raft;
 mod raft_records;
 mod raft_trait;
 mod records;
+mod replica;
 mod stats;
 mod store;
 mod writer;
 
 pub use batches::{BATCH_FORMAT_VERSION, MAX_BATCH_BYTES};
 pub use error::{Error, Result};
+pub use ops::WriteOp;
 pub use raft::{RaftStorage, BOOTSTRAP_INDEX, BOOTSTRAP_TERM};
 pub use raft_records::SNAPSHOT_CHUNK;
 pub use records::{
     OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord, FORMAT_VERSION,
     OUTGOING_FORMAT_VERSION,
 };
+pub use replica::{Replica, ReplicaMeta};
 pub use stats::{
     LatencyHistogram, LatencySnapshot, WriterStats, FLUSH_SECONDS_BUCKETS, GROUP_SIZE_BUCKETS,
     LATENCY_SECONDS_BUCKETS,
 };
 pub use store::{Store, StoreConfig};
-pub use writer::{Durable, GroupCommitter, WriteOp, Writer, MAX_GROUP};
+pub use writer::{Durable, GroupCommitter, Writer, MAX_GROUP};

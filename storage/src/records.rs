@@ -24,6 +24,8 @@
 //! - hub_routes: `01 definition:str` (the route's JSON, opaque to the store)
 //! - forwards: `01 copy:bytes` (a copy forwarded to a node that was down, as
 //!   the cluster's `ForwardedPublish` protobuf, opaque to the store)
+//! - replica_meta: `01 owner:u64 max_seq:u64` (see `replica.rs`)
+//! - replica_incoming: `01` alone, as incoming_qos2
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
@@ -31,6 +33,8 @@
 //! - outgoing: `02 released:bool uid:u64 message` (`uid`: the message's
 //!   cluster-wide id, `Message::uid` in the broker, 0 when unknown; a node
 //!   that restarts learns from it which forwarded copies it stored already).
+//! - replica_outgoing is written in this version too: the same value as
+//!   `outgoing`, one per message of a session replicated here.
 //!
 //! Format version 3 moves new `outgoing` data to the `outgoing_batches` tree:
 //! one value per group-commit batch of a client's messages, and a small acks
@@ -411,9 +415,9 @@ impl SubscriptionRecord {
 
 impl OutgoingRecord {
     /// Encodes at [`OUTGOING_FORMAT_VERSION`]: what builds before batches
-    /// wrote. This build writes outgoing records in batches (`batches.rs`),
-    /// so only the tests still encode one value per record.
-    #[cfg(test)]
+    /// wrote to `outgoing`. This build writes a session's own outgoing
+    /// records in batches (`batches.rs`); one value per record is what it
+    /// writes to `replica_outgoing` (`replica.rs`).
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut w = Writer::version(OUTGOING_FORMAT_VERSION);
         w.bool(self.released);

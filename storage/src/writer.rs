@@ -30,7 +30,6 @@ use std::{
     sync::{atomic::Ordering, Arc},
 };
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use sled::{
     transaction::{TransactionError, Transactional},
@@ -41,9 +40,8 @@ use crate::{
     batch_index::OutgoingIndex,
     error::{Error, Result},
     keys::{self, TreeId},
-    records::{
-        self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
-    },
+    ops::WriteOp,
+    records::{self, OutgoingRecord},
     store::{Handles, Shared},
 };
 
@@ -55,101 +53,6 @@ pub const MAX_GROUP: usize = 4096;
 /// `Err` if they failed or the store closed first. Runs on the writer thread:
 /// it must not block (send a message, complete a oneshot, ...).
 pub type Durable = Box<dyn FnOnce(Result<()>) + Send + 'static>;
-
-/// One change to the store.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum WriteOp {
-    /// Creates or replaces a session.
-    PutSession {
-        client_id: String,
-        record: SessionRecord,
-    },
-    /// Deletes the session and all of its subscriptions, outgoing and
-    /// incoming_qos2 records.
-    DeleteSession { client_id: String },
-    /// Creates or replaces the subscription keyed by `record.filter`.
-    PutSubscription {
-        client_id: String,
-        record: SubscriptionRecord,
-    },
-    /// Deletes one subscription.
-    DeleteSubscription { client_id: String, filter: String },
-    /// Creates or replaces outgoing message `seq`.
-    PutOutgoing {
-        client_id: String,
-        seq: u64,
-        record: OutgoingRecord,
-    },
-    /// Deletes outgoing message `seq`.
-    DeleteOutgoing { client_id: String, seq: u64 },
-    /// Records a QoS 2 packet id received and not yet released.
-    PutIncomingQos2 { client_id: String, packet_id: u16 },
-    /// Forgets a released QoS 2 packet id.
-    DeleteIncomingQos2 { client_id: String, packet_id: u16 },
-    /// Creates or replaces the retained message of `message.topic`.
-    PutRetained { message: StoredMessage },
-    /// Deletes the retained message of `topic`.
-    DeleteRetained { topic: String },
-    /// Appends (or replaces) message `seq` of a hub route's queue.
-    PutRouteMessage {
-        route: String,
-        seq: u64,
-        record: RouteRecord,
-    },
-    /// Removes message `seq` from a hub route's queue.
-    DeleteRouteMessage { route: String, seq: u64 },
-    /// Drops a hub route's whole queue.
-    DeleteRouteQueue { route: String },
-    /// Creates or replaces the definition (JSON) of a hub route made
-    /// through the admin API.
-    PutHubRoute { route: String, definition: String },
-    /// Deletes the definition of a hub route.
-    DeleteHubRoute { route: String },
-    /// Keeps copy `seq` of a message forwarded to peer `node` while that
-    /// node is down (`copy`: opaque bytes, the cluster's wire form).
-    PutForward { node: u64, seq: u64, copy: Bytes },
-    /// Forgets copy `seq` for `node`: the node has acknowledged it.
-    DeleteForward { node: u64, seq: u64 },
-}
-
-impl WriteOp {
-    /// Refuses an op whose record the store could not read back.
-    fn validate(&self) -> Result<()> {
-        let invalid = |reason: String| Error::InvalidWrite { reason };
-        match self {
-            WriteOp::PutSession { client_id, .. }
-            | WriteOp::DeleteSession { client_id }
-            | WriteOp::DeleteSubscription { client_id, .. }
-            | WriteOp::DeleteOutgoing { client_id, .. }
-            | WriteOp::PutIncomingQos2 { client_id, .. }
-            | WriteOp::DeleteIncomingQos2 { client_id, .. } => keys::check_client_id(client_id),
-            WriteOp::PutSubscription { client_id, record } => {
-                keys::check_client_id(client_id)?;
-                records::validate_subscription(record).map_err(invalid)
-            }
-            WriteOp::PutOutgoing {
-                client_id, record, ..
-            } => {
-                keys::check_client_id(client_id)?;
-                records::validate_message(&record.message).map_err(invalid)
-            }
-            WriteOp::PutRetained { message } => records::validate_message(message).map_err(invalid),
-            WriteOp::DeleteRetained { .. } => Ok(()),
-            WriteOp::PutRouteMessage { route, record, .. } => {
-                keys::check_route(route)?;
-                records::validate_route_record(record).map_err(invalid)
-            }
-            WriteOp::DeleteRouteMessage { route, .. }
-            | WriteOp::DeleteRouteQueue { route }
-            | WriteOp::PutHubRoute { route, .. }
-            | WriteOp::DeleteHubRoute { route } => keys::check_route(route),
-            WriteOp::PutForward { copy, .. } if copy.len() > u32::MAX as usize => Err(invalid(
-                "forwarded copy is longer than 4294967295 bytes".into(),
-            )),
-            WriteOp::PutForward { .. } | WriteOp::DeleteForward { .. } => Ok(()),
-        }
-    }
-}
 
 /// What travels on the writer's channel.
 pub(crate) enum Msg {
@@ -492,8 +395,73 @@ impl<'a> Overlay<'a> {
             WriteOp::DeleteForward { node, seq } => {
                 self.remove(TreeId::Forwards, keys::forward(*node, *seq))
             }
+            WriteOp::PutReplicaOutgoing {
+                client_id,
+                seq,
+                record,
+            } => self.put(
+                TreeId::ReplicaOutgoing,
+                keys::outgoing(client_id, *seq),
+                record.encode(),
+            ),
+            WriteOp::DeleteReplicaOutgoing { client_id, seq } => {
+                self.remove(TreeId::ReplicaOutgoing, keys::outgoing(client_id, *seq))
+            }
+            WriteOp::PutReplicaIncoming {
+                client_id,
+                packet_id,
+            } => self.put(
+                TreeId::ReplicaIncoming,
+                keys::incoming_qos2(client_id, *packet_id),
+                records::encode_incoming_qos2(),
+            ),
+            WriteOp::DeleteReplicaIncoming {
+                client_id,
+                packet_id,
+            } => self.remove(
+                TreeId::ReplicaIncoming,
+                keys::incoming_qos2(client_id, *packet_id),
+            ),
+            WriteOp::PutReplicaMeta { client_id, meta } => self.put(
+                TreeId::ReplicaMeta,
+                keys::replica_meta(client_id),
+                meta.encode(),
+            ),
+            WriteOp::DropReplica { client_id } => self.drop_replica(handles, client_id)?,
+            WriteOp::DropReplicaOf { client_id, owner } => {
+                if self.replica_owner(handles, client_id)? == Some(*owner) {
+                    self.drop_replica(handles, client_id)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    fn drop_replica(&mut self, handles: &Handles, client_id: &str) -> Result<()> {
+        self.remove(TreeId::ReplicaMeta, keys::replica_meta(client_id));
+        let prefix = keys::client_prefix(client_id);
+        for tree in TreeId::REPLICA_PER_CLIENT {
+            self.remove_prefix(handles, tree, &prefix, "scanning a dropped replica")?;
+        }
+        Ok(())
+    }
+
+    /// The owner the client's replica meta names, as of the ops added so
+    /// far (this group's first, then the tree).
+    fn replica_owner(&self, handles: &Handles, client_id: &str) -> Result<Option<u64>> {
+        let key = keys::replica_meta(client_id);
+        let value = match self.trees[TreeId::ReplicaMeta.index()].get(&key) {
+            Some(pending) => pending.clone(),
+            None => handles
+                .tree(TreeId::ReplicaMeta)
+                .get(&key)
+                .map_err(|e| Error::from_sled("reading a replica's owner", e))?
+                .map(|v| v.to_vec()),
+        };
+        // an unreadable meta is left for `load_replica` to report
+        Ok(value
+            .and_then(|v| crate::replica::ReplicaMeta::decode(&v).ok())
+            .map(|m| m.owner))
     }
 
     /// Turns the group's outgoing ops into batch and acks changes (see
@@ -516,38 +484,42 @@ impl<'a> Overlay<'a> {
         Ok(())
     }
 
-    /// Deletes every message of a route's queue: on disk and put earlier in
-    /// this group.
+    /// Deletes every message of a route's queue.
     fn remove_route(&mut self, handles: &Handles, route: &str) -> Result<()> {
-        let tree = TreeId::RouteQueue;
         let prefix = keys::route_prefix(route);
-        for key in handles.tree(tree).scan_prefix(&prefix).keys() {
-            let key = key.map_err(|e| Error::from_sled("scanning a deleted route queue", e))?;
-            self.remove(tree, key.to_vec());
-        }
-        self.trees[tree.index()]
-            .range_mut(prefix.clone()..)
-            .take_while(|(key, _)| key.starts_with(&prefix))
-            .for_each(|(_, value)| *value = None);
-        Ok(())
+        let context = "scanning a deleted route queue";
+        self.remove_prefix(handles, TreeId::RouteQueue, &prefix, context)
     }
 
-    /// Deletes the session and every per-client key: those on disk (the writer
-    /// is the only one who writes, so a scan sees every earlier group) and
-    /// those put earlier in this group.
+    /// Deletes the session and every key of its own per-client trees
+    /// (`TreeId::PER_CLIENT`; a replica under the same client id stays).
     fn remove_client(&mut self, handles: &Handles, client_id: &str) -> Result<()> {
         self.remove(TreeId::Sessions, keys::session(client_id));
         let prefix = keys::client_prefix(client_id);
         for tree in TreeId::PER_CLIENT {
-            for key in handles.tree(tree).scan_prefix(&prefix).keys() {
-                let key = key.map_err(|e| Error::from_sled("scanning a deleted session", e))?;
-                self.remove(tree, key.to_vec());
-            }
-            self.trees[tree.index()]
-                .range_mut(prefix.clone()..)
-                .take_while(|(key, _)| key.starts_with(&prefix))
-                .for_each(|(_, value)| *value = None);
+            self.remove_prefix(handles, tree, &prefix, "scanning a deleted session")?;
         }
+        Ok(())
+    }
+
+    /// Deletes every key of `tree` that starts with `prefix`: those on disk
+    /// (the writer is the only one who writes, so a scan sees every earlier
+    /// group) and those put earlier in this group.
+    fn remove_prefix(
+        &mut self,
+        handles: &Handles,
+        tree: TreeId,
+        prefix: &[u8],
+        context: &'static str,
+    ) -> Result<()> {
+        for key in handles.tree(tree).scan_prefix(prefix).keys() {
+            let key = key.map_err(|e| Error::from_sled(context, e))?;
+            self.remove(tree, key.to_vec());
+        }
+        self.trees[tree.index()]
+            .range_mut(prefix.to_vec()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .for_each(|(_, value)| *value = None);
         Ok(())
     }
 

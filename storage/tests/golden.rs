@@ -3,11 +3,10 @@
 //! to the expected record (a value of an older version is how a store written
 //! before an upgrade reads), the encoder must still write exactly the bytes
 //! of the version it writes, and the damaged ones must be rejected with an
-//! error naming the tree and key.
+//! error naming the tree and key. The replica trees' values are checked in
+//! `replica_golden.rs`, the raft trees' in `raft_golden.rs`.
 
 mod common;
-
-use std::path::Path;
 
 use bytes::Bytes;
 use common::*;
@@ -133,18 +132,6 @@ fn expected_retained() -> StoredMessage {
         properties: Bytes::new(),
         expires_at_ms: None,
     }
-}
-
-/// Writes raw values with sled directly, as an older build would have.
-fn write_raw(path: &Path, entries: &[(&str, Vec<u8>, Vec<u8>)]) {
-    let db = sled_open(path);
-    for (tree, key, value) in entries {
-        db.open_tree(tree)
-            .unwrap()
-            .insert(key.as_slice(), value.as_slice())
-            .unwrap();
-    }
-    db.flush().unwrap();
 }
 
 #[test]

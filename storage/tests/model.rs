@@ -7,6 +7,10 @@
 //! deletes and Released states then land inside batches, and a reboot may
 //! add per-message records the way a build before batches wrote them, so
 //! the two formats mix under every op.
+//!
+//! Replica ops (`replica_*` trees) go to the same clients as the session
+//! ops, so `DeleteSession` and `DropReplica` of one client id are checked to
+//! leave each other's records alone.
 
 mod common;
 
@@ -16,8 +20,8 @@ use bytes::Bytes;
 use common::config;
 use proptest::prelude::*;
 use storage::{
-    GroupCommitter, OutgoingRecord, RouteRecord, SessionRecord, Store, StoredMessage,
-    SubscriptionRecord, WriteOp,
+    GroupCommitter, OutgoingRecord, Replica, ReplicaMeta, RouteRecord, SessionRecord, Store,
+    StoredMessage, SubscriptionRecord, WriteOp,
 };
 
 /// Client ids chosen so that some are prefixes of others.
@@ -179,6 +183,20 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         2 => (1..4u64, 0..6u64, prop::collection::vec(any::<u8>(), 0..40))
             .prop_map(|(node, seq, copy)| WriteOp::PutForward { node, seq, copy: copy.into() }),
         1 => (1..4u64, 0..6u64).prop_map(|(node, seq)| WriteOp::DeleteForward { node, seq }),
+        2 => (client(), 0..SEQS, outgoing_record()).prop_map(|(client_id, seq, record)| {
+            WriteOp::PutReplicaOutgoing { client_id, seq, record }
+        }),
+        2 => (client(), 0..SEQS)
+            .prop_map(|(client_id, seq)| WriteOp::DeleteReplicaOutgoing { client_id, seq }),
+        1 => (client(), 0..4u16)
+            .prop_map(|(client_id, packet_id)| WriteOp::PutReplicaIncoming { client_id, packet_id }),
+        1 => (client(), 0..4u16)
+            .prop_map(|(client_id, packet_id)| WriteOp::DeleteReplicaIncoming { client_id, packet_id }),
+        1 => (client(), 1..4u64, 0..SEQS).prop_map(|(client_id, owner, max_seq)| {
+            WriteOp::PutReplicaMeta { client_id, meta: ReplicaMeta { owner, max_seq } }
+        }),
+        1 => client().prop_map(|client_id| WriteOp::DropReplica { client_id }),
+        1 => (client(), 1..4u64).prop_map(|(client_id, owner)| WriteOp::DropReplicaOf { client_id, owner }),
     ]
 }
 
@@ -203,6 +221,9 @@ struct Model {
     route_queue: BTreeMap<(String, u64), RouteRecord>,
     hub_routes: BTreeMap<String, String>,
     forwards: BTreeMap<(u64, u64), bytes::Bytes>,
+    replica_outgoing: BTreeMap<(String, u64), OutgoingRecord>,
+    replica_incoming: BTreeSet<(String, u16)>,
+    replica_meta: BTreeMap<String, ReplicaMeta>,
 }
 
 impl Model {
@@ -273,7 +294,44 @@ impl Model {
             WriteOp::DeleteForward { node, seq } => {
                 self.forwards.remove(&(node, seq));
             }
+            WriteOp::PutReplicaOutgoing {
+                client_id,
+                seq,
+                record,
+            } => {
+                self.replica_outgoing.insert((client_id, seq), record);
+            }
+            WriteOp::DeleteReplicaOutgoing { client_id, seq } => {
+                self.replica_outgoing.remove(&(client_id, seq));
+            }
+            WriteOp::PutReplicaIncoming {
+                client_id,
+                packet_id,
+            } => {
+                self.replica_incoming.insert((client_id, packet_id));
+            }
+            WriteOp::DeleteReplicaIncoming {
+                client_id,
+                packet_id,
+            } => {
+                self.replica_incoming.remove(&(client_id, packet_id));
+            }
+            WriteOp::PutReplicaMeta { client_id, meta } => {
+                self.replica_meta.insert(client_id, meta);
+            }
+            WriteOp::DropReplica { client_id } => self.drop_replica(&client_id),
+            WriteOp::DropReplicaOf { client_id, owner } => {
+                if self.replica_meta.get(&client_id).map(|m| m.owner) == Some(owner) {
+                    self.drop_replica(&client_id);
+                }
+            }
         }
+    }
+
+    fn drop_replica(&mut self, client_id: &str) {
+        self.replica_meta.remove(client_id);
+        self.replica_outgoing.retain(|(c, _), _| c != client_id);
+        self.replica_incoming.retain(|(c, _)| c != client_id);
     }
 
     fn check(&self, store: &Store) -> Result<(), TestCaseError> {
@@ -301,7 +359,26 @@ impl Model {
                 .map(|(_, p)| *p)
                 .collect();
             prop_assert_eq!(store.load_incoming_qos2(client).unwrap(), incoming);
+            let replica = self.replica_meta.get(client).map(|meta| Replica {
+                owner: meta.owner,
+                max_seq: meta.max_seq,
+                outgoing: self
+                    .replica_outgoing
+                    .iter()
+                    .filter(|((c, _), _)| c == client)
+                    .map(|((_, seq), r)| (*seq, r.clone()))
+                    .collect(),
+                incoming_qos2: self
+                    .replica_incoming
+                    .iter()
+                    .filter(|(c, _)| c == client)
+                    .map(|(_, p)| *p)
+                    .collect(),
+            });
+            prop_assert_eq!(store.load_replica(client).unwrap(), replica);
         }
+        let replica_clients: Vec<_> = self.replica_meta.clone().into_iter().collect();
+        prop_assert_eq!(store.load_replica_clients().unwrap(), replica_clients);
         let retained: Vec<_> = self.retained.values().cloned().collect();
         prop_assert_eq!(store.load_retained().unwrap(), retained);
         let hub_routes: Vec<_> = self.hub_routes.clone().into_iter().collect();

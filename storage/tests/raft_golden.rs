@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use raft::{
     eraftpb::{Entry, HardState, Snapshot},
@@ -57,18 +55,6 @@ fn expected_snapshot() -> Snapshot {
     s.mut_metadata().mut_conf_state().voters = vec![1, 2, 3];
     s.set_data(b"state".to_vec().into());
     s
-}
-
-/// Writes raw values with sled directly, as an older build would have.
-fn write_raw(path: &Path, entries: &[(&str, Vec<u8>, Vec<u8>)]) {
-    let db = sled_open(path);
-    for (tree, key, value) in entries {
-        db.open_tree(tree)
-            .unwrap()
-            .insert(key.as_slice(), value.as_slice())
-            .unwrap();
-    }
-    db.flush().unwrap();
 }
 
 fn golden_layout() -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {

@@ -139,6 +139,29 @@ pub async fn run_events(
                 from,
                 reply,
             } => adopt(client_id, from, reply),
+            ClusterEvent::Replicate {
+                owner,
+                updates,
+                reply,
+            } => {
+                let ops = super::replica_ops(owner, updates);
+                state.writer().submit(
+                    ops,
+                    Some(Box::new(move |result| {
+                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                    })),
+                );
+            }
+            ClusterEvent::FetchReplica { client_id, reply } => {
+                let replica = match state.store().load_replica(&client_id) {
+                    Ok(found) => found.map(super::replica_from_store),
+                    Err(e) => {
+                        tracing::error!(%client_id, error = %e, "unreadable session replica");
+                        None
+                    }
+                };
+                let _ = reply.send(replica);
+            }
             ClusterEvent::MembersChanged { members } => {
                 let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
                 tracing::info!(members = ?ids, "cluster members changed");

@@ -35,8 +35,13 @@
 mod events;
 mod kept;
 mod rehome;
+mod replicas;
 mod takeover;
 
+pub use replicas::{
+    keep_replicas_placed, replica_from_store, replica_ops, state_from_replica, ReplicaDone,
+    ReplicaStats,
+};
 pub use takeover::{AdoptingGuard, TakeOverError};
 
 use std::collections::{HashMap, HashSet};
@@ -90,6 +95,11 @@ pub struct ClusterBridge {
     /// while the replicated owner is still that node, the session live here
     /// is newer than the copy it kept (`takeover::go_on_with_live`).
     taken_from: parking_lot::Mutex<HashMap<String, (u64, std::time::Instant)>>,
+    /// Where the sessions owned here ship their stored messages
+    /// (`replicas.rs`).
+    replicas: replicas::Replicas,
+    /// This node's store: the replicas it holds are read from it.
+    store: storage::Store,
     /// This bridge, for tasks that outlive a call.
     me: std::sync::Weak<ClusterBridge>,
 }
@@ -111,8 +121,10 @@ impl ClusterBridge {
         cluster: cluster::Cluster,
         runtime: tokio::runtime::Handle,
         forward_timeout: Duration,
-        writer: storage::Writer,
+        store: storage::Store,
+        session_replicas: usize,
     ) -> Arc<ClusterBridge> {
+        let writer = store.writer();
         let mut workers = Vec::with_capacity(WORKERS);
         for _ in 0..WORKERS {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -134,6 +146,8 @@ impl ClusterBridge {
             started: std::time::Instant::now(),
             caught_up_once: std::sync::atomic::AtomicBool::new(false),
             taken_from: parking_lot::Mutex::default(),
+            replicas: replicas::Replicas::new(session_replicas),
+            store,
         });
         bridge.runtime.spawn(watch_health(Arc::downgrade(&bridge)));
         bridge
@@ -455,6 +469,22 @@ impl Cluster for ClusterBridge {
         ClusterBridge::is_up(self, node)
     }
 
+    fn replica_target(&self, client_id: &str) -> Option<u64> {
+        ClusterBridge::replica_target(self, client_id)
+    }
+
+    fn replicate(&self, node: u64, update: cluster::ReplicaUpdate, done: Option<ReplicaDone>) {
+        ClusterBridge::replicate(self, node, update, done);
+    }
+
+    fn superseded_through(&self, client_id: &str) -> Option<u64> {
+        self.cluster.superseded_through(client_id, self.node_id)
+    }
+
+    fn replica_stats(&self) -> Option<&ReplicaStats> {
+        Some(ClusterBridge::replica_stats(self))
+    }
+
     fn session_owner(&self, client_id: &str) -> Option<u64> {
         ClusterBridge::session_owner(self, client_id)
     }
@@ -491,7 +521,9 @@ async fn propose_in_order(cluster: cluster::Cluster, mut rx: mpsc::UnboundedRece
         let result = match &proposal {
             Proposal::AddRoute(f) => cluster.add_route(f.clone()).await,
             Proposal::RemoveRoute(f) => cluster.remove_route(f.clone()).await,
-            Proposal::Claim(c, info, seen) => claim(&cluster, c, info, *seen).await,
+            Proposal::Claim(c, info, seen, failed_over) => {
+                claim(&cluster, c, info, *seen, *failed_over).await
+            }
             Proposal::Update(c, info) => cluster.update_session(c.clone(), info.clone()).await,
             Proposal::Release(c) => cluster.release_session(c.clone()).await,
             Proposal::Barrier(_) => Ok(()),
@@ -515,14 +547,15 @@ async fn claim(
     client_id: &str,
     info: &cluster::SessionInfo,
     seen: Option<u64>,
+    failed_over: Option<cluster::FailedOver>,
 ) -> cluster::Result<()> {
     match cluster
-        .claim_session(client_id.to_owned(), info.clone(), seen)
+        .claim_session(client_id.to_owned(), info.clone(), seen, failed_over)
         .await
     {
         Ok(_) => Ok(()),
         Err(cluster::Error::NotOwner { owner: None, .. }) => cluster
-            .claim_session(client_id.to_owned(), info.clone(), None)
+            .claim_session(client_id.to_owned(), info.clone(), None, None)
             .await
             .map(drop),
         Err(cluster::Error::NotOwner {

@@ -58,7 +58,7 @@ impl ClusterBridge {
 /// rendezvous hashing, so a change of members moves only the sessions of
 /// the members that changed. The hash is fixed (not per process): every
 /// node of one build computes the same pick.
-fn rehome_pick(client_id: &str, members: &[u64]) -> Option<u64> {
+pub(super) fn rehome_pick(client_id: &str, members: &[u64]) -> Option<u64> {
     let hasher = foldhash::fast::FixedState::with_seed(0x7465_726e_7265_686f);
     members
         .iter()

@@ -78,7 +78,7 @@ impl ClusterBridge {
         let (Ok(outcome), Some(moved)) = (&taken, &here.moved) else {
             return taken;
         };
-        let imported_state = matches!(outcome, Some(Imported::State(_)));
+        let imported_state = matches!(outcome, Some(Imported::State(_) | Imported::Replica(..)));
         if kept_copy_goes_on(clean_start, imported_state)
             && moved.ask(Input::Revive).await.unwrap_or(false)
         {
@@ -173,7 +173,24 @@ impl ClusterBridge {
         if !resume_from_record(clean_start, here.live) {
             return Ok(None);
         }
-        Ok(self.cluster.session(client_id).map(Imported::Record))
+        let Some(info) = self.cluster.session(client_id) else {
+            return Ok(None);
+        };
+        // The owner is unreachable: its messages are on the session's
+        // replica (every acknowledged one, `replicas.rs`).
+        if let Some(replica) = self.fetch_replica(client_id, owner).await {
+            self.replica_stats()
+                .fail_overs
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%client_id, owner, messages = replica.outgoing.len(), through_seq = replica.max_seq, "session owner unreachable: taking the session over from its replica");
+            let failed_over = cluster::FailedOver {
+                from: owner,
+                through_seq: replica.max_seq,
+            };
+            let state = super::replicas::state_from_replica(client_id, info, replica);
+            return Ok(Some(Imported::Replica(state, failed_over)));
+        }
+        Ok(Some(Imported::Record(info)))
     }
 
     /// The node this node took `client_id`'s session over from, if its

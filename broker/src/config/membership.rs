@@ -47,6 +47,12 @@ pub struct ClusterSection {
     /// longest planned outage (a restart, an upgrade): a removed node
     /// cannot come back under its id.
     pub remove_after_down_secs: u64,
+    /// Copies of each persistent session's queued and in-flight messages
+    /// and received QoS 2 ids, the owner's included: 2 (the default) keeps
+    /// a replica on one other node, written and fsynced before a publisher
+    /// is answered, so a client whose node is lost gets its messages from
+    /// there; 1 keeps them on the owner only. A node alone keeps one.
+    pub session_replicas: usize,
 }
 
 impl Default for ClusterSection {
@@ -64,6 +70,7 @@ impl Default for ClusterSection {
             forward_queue_limit: 100_000,
             drain_timeout_secs: 40,
             remove_after_down_secs: 0,
+            session_replicas: 2,
         }
     }
 }

@@ -442,6 +442,13 @@ impl Config {
                 reason: "tick_ms must be at least 1 and election_ticks at least 2",
             });
         }
+        if !(1..=2).contains(&self.cluster.session_replicas) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.session_replicas",
+                value: self.cluster.session_replicas.to_string(),
+                reason: "must be 1 (no replica) or 2 (one replica on another node)",
+            });
+        }
         if self.cluster.forward_queue_limit == 0 {
             return Err(ConfigError::Invalid {
                 key: "cluster.forward_queue_limit",

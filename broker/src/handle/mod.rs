@@ -312,6 +312,10 @@ pub enum Imported {
     /// Its owner could not be reached: resumed from the replicated record
     /// (subscriptions and expiry, no messages).
     Record(cluster::SessionInfo),
+    /// Its owner could not be reached: taken from the session's replica
+    /// on another node (the record's subscriptions and expiry, the
+    /// replica's messages and received QoS 2 ids); claimed as a fail-over.
+    Replica(cluster::SessionState, cluster::FailedOver),
 }
 
 /// The writer task drained a full buffer (`Drained`) or the socket failed
@@ -414,6 +418,10 @@ pub enum Input {
     Describe(oneshot::Sender<Option<SessionDetails>>),
     Kick(oneshot::Sender<bool>),
     Discard(oneshot::Sender<bool>),
+    /// The cluster's members or which of them are up changed: a session
+    /// owned here with stored messages places its replica again if its
+    /// node is not the one to hold it now (`Session::replace_replica`).
+    PlaceReplica,
 }
 
 impl actix::Message for Input {

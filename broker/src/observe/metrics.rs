@@ -25,11 +25,11 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
 /// How long without contact makes a peer count as down (as the cluster
 /// bridge counts it).
-const PEER_DOWN_AFTER: Duration = Duration::from_secs(3);
+pub(super) const PEER_DOWN_AFTER: Duration = Duration::from_secs(3);
 
 /// Families under construction.
 #[derive(Default)]
-struct Families(Vec<MetricFamily>);
+pub(super) struct Families(pub(super) Vec<MetricFamily>);
 
 fn label_pairs(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
@@ -65,7 +65,13 @@ fn sample(kind: MetricType, pairs: &[(&str, &str)], value: f64) -> Metric {
 impl Families {
     /// Adds a family; one without samples (no peers yet) is left out, as
     /// the text format has no way to show it.
-    fn family(&mut self, name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) {
+    pub(super) fn family(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        metrics: Vec<Metric>,
+    ) {
         if metrics.is_empty() {
             return;
         }
@@ -78,7 +84,7 @@ impl Families {
     }
 
     /// A counter family with one label.
-    fn counters<'a>(
+    pub(super) fn counters<'a>(
         &mut self,
         name: &str,
         help: &str,
@@ -92,13 +98,13 @@ impl Families {
         self.family(name, help, MetricType::COUNTER, metrics);
     }
 
-    fn counter(&mut self, name: &str, help: &str, value: u64) {
+    pub(super) fn counter(&mut self, name: &str, help: &str, value: u64) {
         let metrics = vec![sample(MetricType::COUNTER, &[], value as f64)];
         self.family(name, help, MetricType::COUNTER, metrics);
     }
 
     /// A gauge family with one label.
-    fn gauges<'a>(
+    pub(super) fn gauges<'a>(
         &mut self,
         name: &str,
         help: &str,
@@ -112,14 +118,21 @@ impl Families {
         self.family(name, help, MetricType::GAUGE, metrics);
     }
 
-    fn gauge(&mut self, name: &str, help: &str, value: f64) {
+    pub(super) fn gauge(&mut self, name: &str, help: &str, value: f64) {
         let metrics = vec![sample(MetricType::GAUGE, &[], value)];
         self.family(name, help, MetricType::GAUGE, metrics);
     }
 
     /// A histogram from per-bucket (not cumulative) counts; the last count
     /// is the `+Inf` bucket's.
-    fn histogram(&mut self, name: &str, help: &str, bounds: &[f64], counts: &[u64], sum: f64) {
+    pub(super) fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        bounds: &[f64],
+        counts: &[u64],
+        sum: f64,
+    ) {
         let metrics = vec![histogram_sample(&[], bounds, counts, sum)];
         self.family(name, help, MetricType::HISTOGRAM, metrics);
     }
@@ -127,7 +140,12 @@ impl Families {
 
 /// One sample of a histogram with its labels, from per-bucket (not
 /// cumulative) counts; the last count is the `+Inf` bucket's.
-fn histogram_sample(pairs: &[(&str, &str)], bounds: &[f64], counts: &[u64], sum: f64) -> Metric {
+pub(super) fn histogram_sample(
+    pairs: &[(&str, &str)],
+    bounds: &[f64],
+    counts: &[u64],
+    sum: f64,
+) -> Metric {
     let mut cumulative = 0;
     let buckets = bounds
         .iter()
@@ -346,8 +364,11 @@ pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
     hub_families(&mut f, state.hub());
     store_families(&mut f, &state.store().writer_stats());
     if let Some(raft) = state.cluster().raft() {
-        cluster_families(&mut f, &raft.status());
-        forward_families(&mut f, &raft.forward_stats());
+        super::cluster_metrics::cluster_families(&mut f, &raft.status());
+        super::cluster_metrics::forward_families(&mut f, &raft.forward_stats());
+    }
+    if let Some(stats) = state.cluster().replica_stats() {
+        super::cluster_metrics::replica_families(&mut f, stats);
     }
     f.0
 }
@@ -497,102 +518,5 @@ fn store_families(f: &mut Families, w: &storage::WriterStats) {
         &storage::GROUP_SIZE_BUCKETS,
         &w.group_size_buckets,
         w.requests as f64,
-    );
-}
-
-fn cluster_families(f: &mut Families, s: &cluster::ClusterStatus) {
-    f.gauge("tern_cluster_node_id", "This node's id.", s.node_id as f64);
-    f.gauge("tern_cluster_term", "Current raft term.", s.term as f64);
-    f.gauge(
-        "tern_cluster_commit_index",
-        "Highest raft log index known committed.",
-        s.commit_index as f64,
-    );
-    f.gauge(
-        "tern_cluster_applied_index",
-        "Highest raft log index applied to the state machine.",
-        s.applied_index as f64,
-    );
-    f.gauge(
-        "tern_cluster_leader",
-        "Id of the leader this node knows; 0: none.",
-        s.leader.unwrap_or(0) as f64,
-    );
-    f.gauge(
-        "tern_cluster_is_leader",
-        "1 if this node is the raft leader.",
-        f64::from(u8::from(s.leader == Some(s.node_id))),
-    );
-    f.gauge(
-        "tern_cluster_ready",
-        "1 if this node knows a leader and applied the log it knew committed.",
-        f64::from(u8::from(s.ready)),
-    );
-    f.gauge(
-        "tern_cluster_members",
-        "Members of the cluster, this node included.",
-        s.members.len() as f64,
-    );
-    let ids: Vec<String> = s.peers.iter().map(|p| p.id.to_string()).collect();
-    let peers = || s.peers.iter().zip(ids.iter().map(String::as_str));
-    f.gauges(
-        "tern_cluster_peer_up",
-        "1 if the peer was heard from in the last 3 seconds.",
-        "peer",
-        peers().map(|(p, id)| {
-            let up = p.last_contact.is_some_and(|t| t <= PEER_DOWN_AFTER);
-            (id, f64::from(u8::from(up)))
-        }),
-    );
-    f.gauges(
-        "tern_cluster_peer_last_contact_seconds",
-        "Seconds since a message was last received from or delivered to the peer.",
-        "peer",
-        peers().filter_map(|(p, id)| Some((id, p.last_contact?.as_secs_f64()))),
-    );
-    f.gauges(
-        "tern_cluster_peer_matched_index",
-        "Highest log index known replicated on the peer (on the leader; else 0).",
-        "peer",
-        peers().map(|(p, id)| (id, p.matched as f64)),
-    );
-}
-
-fn forward_families(f: &mut Families, stats: &[cluster::ForwardStats]) {
-    let ids: Vec<String> = stats.iter().map(|s| s.node.to_string()).collect();
-    let links = || stats.iter().zip(ids.iter().map(String::as_str));
-    f.counters(
-        "tern_cluster_forwarded_total",
-        "Messages forwarded to the peer (accepted on its link: sent, acked or waiting).",
-        "peer",
-        links().map(|(s, id)| (id, s.forwarded)),
-    );
-    f.gauges(
-        "tern_cluster_forward_queued",
-        "Messages waiting in the link to the peer beyond its unacknowledged window.",
-        "peer",
-        links().map(|(s, id)| (id, s.queued as f64)),
-    );
-    f.counters(
-        "tern_cluster_forward_refused_total",
-        "Messages for the peer dropped because its link's queue was at cluster.forward_queue_limit.",
-        "peer",
-        links().map(|(s, id)| (id, s.refused)),
-    );
-    let latencies = links()
-        .map(|(s, id)| {
-            histogram_sample(
-                &[("peer", id)],
-                &storage::LATENCY_SECONDS_BUCKETS,
-                &s.latency.buckets,
-                s.latency.nanos as f64 / 1e9,
-            )
-        })
-        .collect();
-    f.family(
-        "tern_cluster_forward_duration_seconds",
-        "From handing a message to the peer's link to the peer's answer (its copies stored), resends included.",
-        MetricType::HISTOGRAM,
-        latencies,
     );
 }

@@ -12,6 +12,7 @@
 //! Known issue: counting sessions walks the registry under its lock; a
 //! scrape of a node with a million sessions holds it for some milliseconds.
 
+mod cluster_metrics;
 pub mod metrics;
 pub mod otlp;
 pub mod sys;

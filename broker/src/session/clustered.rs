@@ -39,10 +39,16 @@ impl Session {
     /// Claims the session for this node (at each connection), from the
     /// owner this node sees now: if another node's claim commits first,
     /// this one is refused and that node keeps the session.
-    pub(super) fn claim(&self) {
+    pub(super) fn claim(&mut self) {
+        let failed_over = self.replica.as_mut().and_then(|r| r.failed_over.take());
         self.propose(|s| {
             let seen = s.state.cluster().session_owner(s.client_id());
-            Proposal::Claim(s.client_id().to_string(), s.session_info(), seen)
+            Proposal::Claim(
+                s.client_id().to_string(),
+                s.session_info(),
+                seen,
+                failed_over,
+            )
         });
     }
 
@@ -55,8 +61,15 @@ impl Session {
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
     pub(super) fn import(&mut self, imported: Imported) {
+        let imported = match imported {
+            Imported::Replica(state, failed_over) => {
+                self.replica.get_or_insert_with(Box::default).failed_over = Some(failed_over);
+                Imported::State(state)
+            }
+            other => other,
+        };
         let handed_over = match &imported {
-            Imported::State(s) => s.recent_uids.clone(),
+            Imported::State(s) | Imported::Replica(s, _) => s.recent_uids.clone(),
             Imported::Record(_) => Vec::new(),
         };
         self.recent = Some(Box::new(super::recent::Recent::after_move(
@@ -146,6 +159,8 @@ impl Session {
             self.stored = true;
             self.state.writer().submit(ops, None);
         }
+        // its replica is placed by this node now
+        self.replicate_all();
     }
 
     /// Ends the session here because node `owner` has it now; `leaving`
@@ -157,6 +172,7 @@ impl Session {
     /// (the new owner drops copies it got already, `recent.rs`). Then its
     /// routes go and it stops ([`end_move`](Self::end_move)).
     fn leave(&mut self, leaving: Leaving, owner: u64, ctx: &mut Context<Self>) {
+        self.stop_replicating();
         if let Some(conn) = self.conn.take() {
             self.close_connection(conn, CloseReason::TakenOver, ctx);
         }
@@ -370,10 +386,21 @@ impl Session {
     /// Sends every message this session holds to the session on node
     /// `owner`, in order; each future says whether it arrived. A QoS 2
     /// copy goes with its packet id and flow state (`OwnerMoved`).
+    ///
+    /// Copies a fail-over superseded are not sent: another node took the
+    /// session from its replica while this node was unreachable, and the
+    /// replica held every copy of this node's up to that seq (in the state
+    /// it last shipped; `Cluster::superseded_through`).
     fn forward_all(&self, owner: u64) -> Vec<futures::future::BoxFuture<'static, bool>> {
         let cluster = self.state.cluster();
+        let stale_through = cluster.superseded_through(self.client_id());
+        if let Some(through) = stale_through {
+            let stale = self.outgoing.iter().filter(|m| m.seq <= through).count();
+            tracing::info!(client_id = %self.client_id(), owner, through_seq = through, stale, "session taken from its replica while this node was unreachable: copies up to that seq are not sent again");
+        }
         self.outgoing
             .iter()
+            .filter(|m| stale_through.is_none_or(|through| m.seq > through))
             .map(|m| {
                 let flow = (m.qos == QoS::ExactlyOnce).then(|| cluster::OpenFlow {
                     packet_id: packet_id_of(m.seq),
@@ -612,12 +639,16 @@ impl Session {
         }
         if self.conn.is_none() {
             let since = match &imported {
-                Imported::State(s) => s.info.disconnected_at_ms,
+                Imported::State(s) | Imported::Replica(s, _) => s.info.disconnected_at_ms,
                 Imported::Record(info) => info.disconnected_at_ms,
             }
             .unwrap_or_else(crate::message::unix_ms);
             self.discard_state();
             self.import(imported);
+            // the adopting node claims it, fail-over included (`drain::install`)
+            if let Some(link) = self.replica.as_mut() {
+                link.failed_over = None;
+            }
             self.lifecycle = super::core::Lifecycle::Offline {
                 since_ms: Some(since),
             };

@@ -450,6 +450,7 @@ impl Session {
         self.subscriptions.clear();
         self.outgoing.clear();
         self.incoming.clear();
+        self.drop_replica();
         if self.stored {
             self.state.writer().submit(
                 vec![storage::WriteOp::DeleteSession {

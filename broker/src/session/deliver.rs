@@ -235,13 +235,18 @@ impl Session {
                     held(result);
                 }
             });
+            let change = cluster::ReplicaUpdate {
+                put_outgoing: vec![(seq, record.clone())],
+                ..Default::default()
+            };
+            let on_durable = self.replicate(change, Some(on_durable));
             self.state.writer().submit(
                 vec![storage::WriteOp::PutOutgoing {
                     client_id: self.client_id().to_string(),
                     seq,
                     record,
                 }],
-                traced_durable(telemetry::store_span(&span), Some(on_durable)),
+                traced_durable(telemetry::store_span(&span), on_durable),
             );
         }
         let charge =
@@ -546,17 +551,23 @@ impl Session {
         let seq = self.outgoing.next_seq_with(packet_id);
         if self.is_persistent() {
             self.stored = true;
+            let record = storage::OutgoingRecord {
+                released: true,
+                uid: d.message.uid,
+                message: d.message.to_stored(d.qos, d.retain, &d.subscription_ids),
+            };
+            let change = cluster::ReplicaUpdate {
+                put_outgoing: vec![(seq, record.clone())],
+                ..Default::default()
+            };
+            let on_durable = self.replicate(change, hold_until_durable(d.ack));
             self.state.writer().submit(
                 vec![storage::WriteOp::PutOutgoing {
                     client_id: self.client_id().to_string(),
                     seq,
-                    record: storage::OutgoingRecord {
-                        released: true,
-                        uid: d.message.uid,
-                        message: d.message.to_stored(d.qos, d.retain, &d.subscription_ids),
-                    },
+                    record,
                 }],
-                hold_until_durable(d.ack),
+                on_durable,
             );
         }
         let size = (d.message.topic.len() + d.message.payload.len()) as u64;
@@ -585,8 +596,13 @@ impl Session {
         }));
     }
 
-    pub(super) fn delete_outgoing(&self, seq: u64) {
+    pub(super) fn delete_outgoing(&mut self, seq: u64) {
         if self.stored {
+            let change = cluster::ReplicaUpdate {
+                delete_outgoing: vec![seq],
+                ..Default::default()
+            };
+            self.replicate(change, None);
             self.state.writer().submit(
                 vec![storage::WriteOp::DeleteOutgoing {
                     client_id: self.client_id().to_string(),
@@ -662,15 +678,25 @@ impl Session {
         };
         let session = self.handle.clone();
         let generation = self.conn.as_ref().map_or(0, |c| c.generation);
+        let change = cluster::ReplicaUpdate {
+            put_outgoing: vec![(seq, record.clone())],
+            ..Default::default()
+        };
+        // PUBREL waits for the replica too: the client completes the flow
+        // after it, and a fail-over must not send the message again.
+        let on_durable = self.replicate(
+            change,
+            Some(Box::new(move |_| {
+                session.send(Stored::Released { seq, generation })
+            })),
+        );
         self.state.writer().submit(
             vec![storage::WriteOp::PutOutgoing {
                 client_id: self.client_id().to_string(),
                 seq,
                 record,
             }],
-            Some(Box::new(move |_| {
-                session.send(Stored::Released { seq, generation })
-            })),
+            on_durable,
         );
     }
 }

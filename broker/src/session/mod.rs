@@ -40,6 +40,7 @@ pub mod outgoing;
 mod publish;
 mod reauth;
 mod recent;
+mod replica;
 mod restored;
 mod subscribe;
 
@@ -110,6 +111,9 @@ pub struct Session {
     /// Ids of messages got lately (QoS 2 of a persistent session; all for a
     /// while after a move), so that none is delivered twice (`recent.rs`).
     recent: Option<Box<recent::Recent>>,
+    /// Where the session's replica is (a persistent session in a cluster
+    /// once it stored something; boxed, most sessions have none).
+    replica: Option<Box<replica::ReplicaLink>>,
 }
 
 /// The 5.0 enhanced authentication a connection started with.
@@ -219,6 +223,7 @@ impl Session {
             stalled: false,
             auth: None,
             recent: recent::Recent::restored(crate::message::unix_ms(), restored.recent_uids),
+            replica: None,
             state,
         }
     }
@@ -327,6 +332,7 @@ impl Handler<Input> for Session {
             Input::Discard(reply) => {
                 let _ = reply.send(Handler::handle(self, crate::handle::Discard, ctx));
             }
+            Input::PlaceReplica => self.replace_replica(),
         }
     }
 }

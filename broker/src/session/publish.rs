@@ -168,15 +168,17 @@ impl Session {
         let mut guard = LazyGuard::publisher(self.handle.clone(), token, generation, span.clone());
         if store_qos2 {
             self.stored = true;
+            let change = cluster::ReplicaUpdate {
+                put_incoming_qos2: vec![packet_id],
+                ..Default::default()
+            };
+            let on_durable = self.replicate(change, hold_until_durable(guard.get()));
             self.state.writer().submit(
                 vec![storage::WriteOp::PutIncomingQos2 {
                     client_id: self.client_id().to_string(),
                     packet_id,
                 }],
-                traced_durable(
-                    telemetry::store_span(&span),
-                    hold_until_durable(guard.get()),
-                ),
+                traced_durable(telemetry::store_span(&span), on_durable),
             );
         }
         let receivers = self.publish_message(message, Some(&mut guard));
@@ -247,6 +249,11 @@ impl Session {
     fn forget_qos2(&mut self, packet_id: u16) -> bool {
         let known = self.incoming.release_qos2(packet_id);
         if known && self.stored {
+            let change = cluster::ReplicaUpdate {
+                delete_incoming_qos2: vec![packet_id],
+                ..Default::default()
+            };
+            self.replicate(change, None);
             self.state.writer().submit(
                 vec![storage::WriteOp::DeleteIncomingQos2 {
                     client_id: self.client_id().to_string(),

@@ -85,7 +85,7 @@ impl Restored {
     pub fn from_imported(limits: &Limits, imported: Imported) -> Restored {
         match imported {
             Imported::Record(info) => Restored::from_info(&info),
-            Imported::State(state) => {
+            Imported::State(state) | Imported::Replica(state, _) => {
                 let mut restored = Restored::from_info(&state.info);
                 restored.protocol = records::protocol_of(state.protocol_level);
                 restored.outgoing = state

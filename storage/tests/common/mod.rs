@@ -43,6 +43,19 @@ pub fn sled_open(path: &Path) -> sled::Db {
     }
 }
 
+/// Writes raw `(tree, key, value)`s with sled directly, as an older build
+/// (or a damaged disk) would have.
+pub fn write_raw(path: &Path, entries: &[(&str, Vec<u8>, Vec<u8>)]) {
+    let db = sled_open(path);
+    for (tree, key, value) in entries {
+        db.open_tree(tree)
+            .unwrap()
+            .insert(key.as_slice(), value.as_slice())
+            .unwrap();
+    }
+    db.flush().unwrap();
+}
+
 /// Submits `ops` with a callback and waits for it.
 pub fn submit_durable(writer: &Writer, ops: Vec<WriteOp>) -> storage::Result<()> {
     let (tx, rx) = mpsc::channel();

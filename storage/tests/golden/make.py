@@ -65,6 +65,14 @@ hub_route = (V1
 forward = (V1
     + s(b"\x12\x03a/b\x1a\x02hi"))  # copy
 
+# `replica_meta` (added after version 3, at version 1: a new tree): the
+# session's owner and the highest outgoing seq it has shipped. The other two
+# replica trees hold the values of `outgoing` (v2/outgoing.bin) and
+# `incoming_qos2` (incoming_qos2.bin).
+replica_meta = (V1
+    + u64(3)                       # owner: node 3
+    + u64(0x0102030405060708))     # max_seq
+
 files = {
     # values this version writes: must decode
     "session.bin": session,
@@ -83,6 +91,12 @@ files = {
     "incoming_qos2.empty.bin": b"",
     "route_queue.truncated.bin": route_queue[:20],
     "forward.trailing-byte.bin": forward + b"\x00",
+    "replica_meta.bin": replica_meta,
+    # damaged: cut inside max_seq; one byte too many; a version this build
+    # does not know
+    "replica_meta.truncated.bin": replica_meta[:12],
+    "replica_meta.trailing-byte.bin": replica_meta + b"\x00",
+    "replica_meta.unknown-version.bin": b"\x02" + replica_meta[1:],
 }
 
 for name, data in files.items():

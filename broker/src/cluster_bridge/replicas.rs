@@ -1,0 +1,549 @@
+//! Replicated session queues (issue 12; ARCHITECTURE section 5.6).
+//!
+//! The owner of a persistent session ships every change of its stored
+//! messages (queued and in-flight copies, QoS 2 flow states, received QoS 2
+//! ids) to one other node, the session's *replica*, which stores them in its
+//! `replica_*` trees. A copy's publisher is answered once both the owner's
+//! and the replica's fsync are done (the session joins the two, see
+//! `session/replica.rs`), so a node that takes the session over while its
+//! owner is unreachable fetches every acknowledged message from the replica
+//! (`fetch`), not only the subscriptions of the replicated record.
+//!
+//! - Which node: rendezvous hashing of the client id over the members but
+//!   the owner, skipping nodes that are down or failed a shipment in the
+//!   last [`FAILED_FOR`] — the node that would take the session in if the
+//!   owner were removed for good (`rehome_pick`), so re-homing finds the
+//!   messages on its own disk.
+//! - Order: one link per replica node, one request in flight at a time, so
+//!   a session's changes are stored in the order the session made them;
+//!   changes queued while a request is out go together in the next one (a
+//!   group commit across sessions).
+//! - A replica that fails a request: the copies waiting for it are answered
+//!   from the owner's fsync alone (availability over a second copy: the
+//!   node stays writable with one node left), the node is skipped for
+//!   [`FAILED_FOR`], and each session re-sends its whole state to the next
+//!   node at its next change (`Session::replicate`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::ClusterBridge;
+
+/// How long a replica that failed a request is not picked again.
+pub const FAILED_FOR: Duration = Duration::from_secs(5);
+
+/// Most updates in one request.
+const MAX_UPDATES: usize = 1024;
+
+/// Told whether a shipped change was stored by the replica.
+pub type ReplicaDone = Box<dyn FnOnce(bool) + Send>;
+
+struct Ship {
+    update: cluster::ReplicaUpdate,
+    done: Option<ReplicaDone>,
+}
+
+/// What this node ships to its replicas, and how that went.
+#[derive(Default)]
+pub struct Replicas {
+    /// Replicas per session, the owner's copy included (`cluster.session_replicas`).
+    copies: usize,
+    links: Mutex<HashMap<u64, mpsc::UnboundedSender<Ship>>>,
+    failed: Arc<Mutex<HashMap<u64, Instant>>>,
+    stats: Arc<ReplicaStats>,
+}
+
+/// Counters of the replication, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// Requests a replica stored.
+    pub requests: AtomicU64,
+    /// Session changes in them.
+    pub updates: AtomicU64,
+    /// Requests that failed (replica down, refused, timed out).
+    pub failed_requests: AtomicU64,
+    /// Sessions taken over from a replica (fail-over).
+    pub fail_overs: AtomicU64,
+}
+
+impl Replicas {
+    pub fn new(copies: usize) -> Replicas {
+        Replicas {
+            copies,
+            ..Default::default()
+        }
+    }
+
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    fn recently_failed(&self, node: u64) -> bool {
+        let mut failed = self.failed.lock();
+        match failed.get(&node) {
+            Some(at) if at.elapsed() < FAILED_FOR => true,
+            Some(_) => {
+                failed.remove(&node);
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+impl ClusterBridge {
+    /// The node that holds (or is to hold) the replica of `client_id`'s
+    /// session owned here; `None` without replicas (`session_replicas` 1)
+    /// or with no other member up.
+    pub fn replica_target(&self, client_id: &str) -> Option<u64> {
+        if self.replicas.copies < 2 {
+            return None;
+        }
+        let me = self.node_id;
+        let candidates: Vec<u64> = {
+            let down = self.down.read();
+            self.cluster
+                .members()
+                .into_iter()
+                .map(|m| m.id)
+                .filter(|id| *id != me && !down.contains(id) && !self.replicas.recently_failed(*id))
+                .collect()
+        };
+        super::rehome::rehome_pick(client_id, &candidates)
+    }
+
+    /// Queues `update` for the replica on `node`; `done` hears whether the
+    /// replica stored it durably. Changes queued one after the other are
+    /// stored in that order.
+    pub fn replicate(&self, node: u64, update: cluster::ReplicaUpdate, done: Option<ReplicaDone>) {
+        let mut links = self.replicas.links.lock();
+        let link = links.entry(node).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.runtime.spawn(run_link(
+                self.cluster.clone(),
+                node,
+                rx,
+                self.forward_timeout,
+                Arc::clone(&self.replicas.failed),
+                Arc::clone(&self.replicas.stats),
+            ));
+            tx
+        });
+        if let Err(mpsc::error::SendError(ship)) = link.send(Ship { update, done }) {
+            // the runtime is shutting down
+            if let Some(done) = ship.done {
+                done(false);
+            }
+        }
+    }
+
+    /// Replication counters.
+    pub fn replica_stats(&self) -> &ReplicaStats {
+        self.replicas.stats()
+    }
+
+    /// The replica of `client_id`'s session that was shipped by `owner`,
+    /// from this node's store or another member's (every member but
+    /// `owner` is asked, at once); the most recent when several have one
+    /// ([`newer`]: one left behind on a node that failed a request and
+    /// missed its drop).
+    pub async fn fetch_replica(
+        &self,
+        client_id: &str,
+        owner: u64,
+    ) -> Option<cluster::SessionReplica> {
+        let mut best = match self.store.load_replica(client_id) {
+            Ok(found) => found.map(replica_from_store).filter(|r| r.owner == owner),
+            Err(e) => {
+                tracing::error!(%client_id, error = %e, "unreadable session replica");
+                None
+            }
+        };
+        let asks: Vec<_> = self
+            .cluster
+            .members()
+            .into_iter()
+            .map(|m| m.id)
+            .filter(|id| *id != owner && *id != self.node_id)
+            .map(|node| {
+                let cluster = self.cluster.clone();
+                let client_id = client_id.to_owned();
+                let timeout = self.forward_timeout / 2;
+                self.runtime.spawn(async move {
+                    let asked =
+                        tokio::time::timeout(timeout, cluster.fetch_replica(node, client_id));
+                    (node, asked.await)
+                })
+            })
+            .collect();
+        for ask in asks {
+            match ask.await {
+                Ok((_, Ok(Ok(Some(r))))) if r.owner == owner => {
+                    if best.as_ref().is_none_or(|b| newer(&r, b)) {
+                        best = Some(r);
+                    }
+                }
+                Ok((_, Ok(Ok(_)))) => {}
+                Ok((node, Ok(Err(e)))) => {
+                    tracing::info!(%client_id, node, error = %e, "replica fetch failed")
+                }
+                Ok((node, Err(_))) => tracing::info!(%client_id, node, "replica fetch timed out"),
+                Err(_) => {}
+            }
+        }
+        best
+    }
+}
+
+/// How often a node checks whether its sessions' replicas are where they
+/// should be.
+const PLACE_EVERY: Duration = Duration::from_secs(1);
+
+/// How often a node drops the replicas it holds for sessions that another
+/// node owns now, or that ended.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+
+/// For as long as the node runs: when the members, or which of them are
+/// up, change, every session here places its replica again if it is to be
+/// on another node now (a replica lost with its node is re-created); and
+/// every [`SWEEP_EVERY`], replicas this node holds for a session whose
+/// owner changed since (it placed its own) or that ended are dropped.
+pub async fn keep_replicas_placed(state: crate::state::State, bridge: Arc<ClusterBridge>) {
+    if bridge.replicas.copies < 2 {
+        return;
+    }
+    let mut tick = tokio::time::interval(PLACE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_view = Vec::new();
+    let mut last_sweep = Instant::now();
+    loop {
+        tick.tick().await;
+        let view = bridge.placement_view();
+        if view != last_view {
+            last_view = view;
+            for (_, session) in state.registry().snapshot() {
+                session.send(crate::handle::Input::PlaceReplica);
+            }
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY && bridge.cluster.status().ready {
+            last_sweep = Instant::now();
+            let ops = bridge.stale_replicas();
+            if !ops.is_empty() {
+                tracing::info!(
+                    replicas = ops.len(),
+                    "dropping replicas of sessions owned elsewhere now or ended"
+                );
+                state.writer().submit(ops, None);
+            }
+        }
+    }
+}
+
+impl ClusterBridge {
+    /// What replica placement depends on: the members, and which of them
+    /// are down or failed a request lately.
+    fn placement_view(&self) -> Vec<(u64, bool)> {
+        let down = self.down.read().clone();
+        self.cluster
+            .members()
+            .into_iter()
+            .map(|m| {
+                let out = down.contains(&m.id) || self.replicas.recently_failed(m.id);
+                (m.id, out)
+            })
+            .collect()
+    }
+
+    /// Drops of the replicas held here whose shipping owner no longer owns
+    /// the session (each conditional on that owner, `DropReplicaOf`).
+    fn stale_replicas(&self) -> Vec<storage::WriteOp> {
+        let held = match self.store.load_replica_clients() {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the session replicas held here");
+                return Vec::new();
+            }
+        };
+        held.into_iter()
+            .filter(|(client_id, meta)| self.session_owner(client_id) != Some(meta.owner))
+            .map(|(client_id, meta)| storage::WriteOp::DropReplicaOf {
+                client_id,
+                owner: meta.owner,
+            })
+            .collect()
+    }
+}
+
+/// True if `a` is a later state of one owner's session than `b`. A
+/// replica left behind holds a prefix of the owner's changes (`run_link`
+/// sends nothing after a failed request), and the owner placed the newer
+/// one with its whole state: so a higher seq is newer; at the same seq
+/// (no copy given since), the newer one has had more copies completed
+/// (fewer left) or released.
+fn newer(a: &cluster::SessionReplica, b: &cluster::SessionReplica) -> bool {
+    let released =
+        |r: &cluster::SessionReplica| r.outgoing.iter().filter(|(_, o)| o.released).count();
+    (a.max_seq, std::cmp::Reverse(a.outgoing.len()), released(a))
+        > (b.max_seq, std::cmp::Reverse(b.outgoing.len()), released(b))
+}
+
+/// Sends the changes queued for the replica on `node`, one request at a
+/// time, and answers each change's `done`.
+async fn run_link(
+    cluster: cluster::Cluster,
+    node: u64,
+    mut rx: mpsc::UnboundedReceiver<Ship>,
+    timeout: Duration,
+    failed: Arc<Mutex<HashMap<u64, Instant>>>,
+    stats: Arc<ReplicaStats>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_UPDATES {
+            match rx.try_recv() {
+                Ok(ship) => batch.push(ship),
+                Err(_) => break,
+            }
+        }
+        let (updates, dones): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|s| (s.update, s.done)).unzip();
+        let count = updates.len() as u64;
+        let stored = match tokio::time::timeout(timeout, cluster.replicate(node, updates)).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(node, error = %e, "session replica request failed; sessions move their replica to another node");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(node, ?timeout, "session replica request timed out; sessions move their replica to another node");
+                false
+            }
+        };
+        let mut dones = dones;
+        if stored {
+            stats.requests.fetch_add(1, Ordering::Relaxed);
+            stats.updates.fetch_add(count, Ordering::Relaxed);
+        } else {
+            stats.failed_requests.fetch_add(1, Ordering::Relaxed);
+            failed.lock().insert(node, Instant::now());
+            // What was queued behind the failed request is not sent: the
+            // replica keeps a prefix of its sessions' changes, with no gap
+            // (sessions place their replica elsewhere from now on).
+            while let Ok(ship) = rx.try_recv() {
+                dones.push(ship.done);
+            }
+        }
+        for done in dones.into_iter().flatten() {
+            done(stored);
+        }
+    }
+}
+
+/// The store's writes for `updates` shipped by `owner` (this node holds
+/// their replicas).
+pub fn replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<storage::WriteOp> {
+    use storage::WriteOp;
+    let mut ops = Vec::new();
+    for u in updates {
+        let client_id = u.client_id;
+        if u.reset {
+            ops.push(WriteOp::DropReplica {
+                client_id: client_id.clone(),
+            });
+        }
+        for (seq, record) in u.put_outgoing {
+            ops.push(WriteOp::PutReplicaOutgoing {
+                client_id: client_id.clone(),
+                seq,
+                record,
+            });
+        }
+        for seq in u.delete_outgoing {
+            ops.push(WriteOp::DeleteReplicaOutgoing {
+                client_id: client_id.clone(),
+                seq,
+            });
+        }
+        for packet_id in u.put_incoming_qos2 {
+            ops.push(WriteOp::PutReplicaIncoming {
+                client_id: client_id.clone(),
+                packet_id,
+            });
+        }
+        for packet_id in u.delete_incoming_qos2 {
+            ops.push(WriteOp::DeleteReplicaIncoming {
+                client_id: client_id.clone(),
+                packet_id,
+            });
+        }
+        if u.drop {
+            ops.push(WriteOp::DropReplica { client_id });
+        } else {
+            ops.push(WriteOp::PutReplicaMeta {
+                client_id,
+                meta: storage::ReplicaMeta {
+                    owner,
+                    max_seq: u.max_seq,
+                },
+            });
+        }
+    }
+    ops
+}
+
+pub fn replica_from_store(r: storage::Replica) -> cluster::SessionReplica {
+    cluster::SessionReplica {
+        owner: r.owner,
+        max_seq: r.max_seq,
+        outgoing: r.outgoing,
+        incoming_qos2: r.incoming_qos2,
+    }
+}
+
+/// The state a session taken over from `replica` starts with: the
+/// replicated record's subscriptions and expiry, the replica's messages
+/// and received QoS 2 ids; its numbering goes on past the highest seq the
+/// owner shipped.
+pub fn state_from_replica(
+    client_id: &str,
+    info: cluster::SessionInfo,
+    replica: cluster::SessionReplica,
+) -> cluster::SessionState {
+    let next_seq = info.next_seq.max(replica.max_seq + 1);
+    cluster::SessionState {
+        client_id: client_id.to_owned(),
+        info,
+        protocol_level: 0,
+        recent_uids: replica
+            .outgoing
+            .iter()
+            .map(|(_, r)| r.uid)
+            .filter(|uid| *uid != 0)
+            .collect(),
+        outgoing: replica.outgoing,
+        incoming_qos2: replica.incoming_qos2,
+        next_seq,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(released: bool) -> storage::OutgoingRecord {
+        storage::OutgoingRecord {
+            released,
+            uid: 7,
+            message: storage::StoredMessage {
+                topic: "t".into(),
+                payload: bytes::Bytes::from_static(b"p"),
+                qos: 2,
+                retain: false,
+                properties: bytes::Bytes::new(),
+                expires_at_ms: None,
+            },
+        }
+    }
+
+    fn replica(max_seq: u64, outgoing: &[(u64, bool)]) -> cluster::SessionReplica {
+        cluster::SessionReplica {
+            owner: 2,
+            max_seq,
+            outgoing: outgoing.iter().map(|&(s, r)| (s, record(r))).collect(),
+            incoming_qos2: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_newer_replica_has_the_higher_seq_then_fewer_copies_then_more_released() {
+        let left_behind = replica(5, &[(4, false), (5, false)]);
+        assert!(newer(
+            &replica(6, &[(4, false), (5, false), (6, false)]),
+            &left_behind
+        ));
+        assert!(
+            newer(&replica(5, &[(5, false)]), &left_behind),
+            "4 completed since"
+        );
+        assert!(
+            newer(&replica(5, &[(4, true), (5, false)]), &left_behind),
+            "4 released since"
+        );
+        assert!(!newer(&left_behind, &left_behind));
+        assert!(!newer(&left_behind, &replica(5, &[(5, false)])));
+    }
+
+    #[test]
+    fn a_replica_update_becomes_store_writes_in_its_order() {
+        use storage::WriteOp;
+        let update = cluster::ReplicaUpdate {
+            client_id: "c".into(),
+            reset: true,
+            put_outgoing: vec![(3, record(false))],
+            delete_outgoing: vec![1],
+            put_incoming_qos2: vec![9],
+            delete_incoming_qos2: vec![8],
+            drop: false,
+            max_seq: 3,
+        };
+        let ops = replica_ops(2, vec![update]);
+        let c = || "c".to_string();
+        assert_eq!(
+            ops,
+            [
+                WriteOp::DropReplica { client_id: c() },
+                WriteOp::PutReplicaOutgoing {
+                    client_id: c(),
+                    seq: 3,
+                    record: record(false)
+                },
+                WriteOp::DeleteReplicaOutgoing {
+                    client_id: c(),
+                    seq: 1
+                },
+                WriteOp::PutReplicaIncoming {
+                    client_id: c(),
+                    packet_id: 9
+                },
+                WriteOp::DeleteReplicaIncoming {
+                    client_id: c(),
+                    packet_id: 8
+                },
+                WriteOp::PutReplicaMeta {
+                    client_id: c(),
+                    meta: storage::ReplicaMeta {
+                        owner: 2,
+                        max_seq: 3
+                    }
+                },
+            ]
+        );
+        let dropped = replica_ops(
+            2,
+            vec![cluster::ReplicaUpdate {
+                client_id: c(),
+                drop: true,
+                ..Default::default()
+            }],
+        );
+        assert_eq!(dropped, [WriteOp::DropReplica { client_id: c() }]);
+    }
+
+    #[test]
+    fn a_session_taken_from_a_replica_numbers_past_its_highest_seq() {
+        let info = cluster::SessionInfo {
+            next_seq: 4,
+            ..Default::default()
+        };
+        let state = state_from_replica("c", info, replica(9, &[(8, true), (9, false)]));
+        assert_eq!(state.next_seq, 10);
+        assert_eq!(state.recent_uids, [7, 7]);
+        assert_eq!(state.outgoing.len(), 2);
+        assert_eq!(state.protocol_level, 0, "the connecting client's");
+    }
+}

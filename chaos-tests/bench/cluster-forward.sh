@@ -4,6 +4,9 @@
 # message crosses a forward link and is stored on node 3 before its PUBACK.
 #
 #   MODE=up    as above;
+#   MODE=noreplica  as `up`, with `session_replicas = 1`: node 3 stores the
+#              subscriber's copies on its own disk only (the cost of session
+#              replicas, issue 12, is `up` against this);
 #   MODE=down  a second persistent session on node 2 matches too, and node 2
 #              is stopped (SIGSTOP) until node 1 counts it down: each copy
 #              for it is kept on node 1's disk before the PUBACK (kept
@@ -67,6 +70,7 @@ node_id = $id
 listen = "127.0.0.1:1970$id"
 seeds = ["1=127.0.0.1:19701", "2=127.0.0.1:19702", "3=127.0.0.1:19703"]
 forward_timeout_secs = 5
+session_replicas = $([ "$mode" = noreplica ] && echo 1 || echo 2)
 EOF
     "$bin" --data-dir "$root/d$id" --bind "127.0.0.1:1880$id" --ws-bind 127.0.0.1:0 \
       --http-bind "" --log-level warn --config "$root/n$id.toml" 2> "$root/n$id.log" &

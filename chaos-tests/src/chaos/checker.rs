@@ -191,8 +191,12 @@ fn acked(events: &[Stamped]) -> BTreeMap<(u32, u64), (u64, u8, u64)> {
 /// Why a missing copy is excused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Excuse {
-    /// The session's node lost its data (README, Cluster: session queues
-    /// are not replicated).
+    /// The session's node lost its data, and the copy was published after
+    /// that node went down, until the session was back on another node:
+    /// copies the publishing node kept for the lost node are dropped when
+    /// it is removed (README, Cluster, "A node lost for good"). Copies
+    /// acknowledged before it went down are on the session's replica and
+    /// are not excused.
     DataLost,
     /// The message raced with the session's move to another node (README,
     /// Cluster, "Sessions": the move's window).
@@ -200,8 +204,9 @@ enum Excuse {
 }
 
 /// Windows (start, end, why) in which a subscriber's copies may be lost:
-/// - from its last connection to a node that was then replaced until its
-///   next connection ([`Excuse::DataLost`]);
+/// - when the node of its last connection was then replaced: from the
+///   replace fault's start (the node killed with its data) until the
+///   subscriber's next connection ([`Excuse::DataLost`]);
 /// - when it connects to another node than the previous one: from
 ///   [`IN_FLIGHT_MS`] before the start of that connection until
 ///   [`ROUTE_GRACE_MS`] after its CONNACK, or from [`IN_FLIGHT_MS`] before
@@ -236,10 +241,19 @@ fn excused_windows(events: &[Stamped], faults: &[Fault], client: &str) -> Vec<(u
                                 && f.start <= *connect_ms
                                 && f.end + ROUTE_GRACE_MS >= last_end
                         })
-                        .map(|f| f.start)
+                        .map(|f| {
+                            // A replaced node's sessions' copies up to its
+                            // loss are on their replicas (issue 12): only
+                            // those on their way when it went down count.
+                            if f.kind == "replace" {
+                                f.start
+                            } else {
+                                last_end.min(f.start)
+                            }
+                        })
                         .min();
                     let start = match hit {
-                        Some(fault) => last_end.min(fault).saturating_sub(IN_FLIGHT_MS),
+                        Some(from) => from.saturating_sub(IN_FLIGHT_MS),
                         None => connect_ms.saturating_sub(IN_FLIGHT_MS),
                     };
                     windows.push((start, e.t_ms + ROUTE_GRACE_MS, Excuse::Moving));
@@ -253,7 +267,16 @@ fn excused_windows(events: &[Stamped], faults: &[Fault], client: &str) -> Vec<(u
             } => {
                 if let Some((t, owner)) = last_connect {
                     if owner == *node && open.is_none() {
-                        open = Some(t);
+                        // the node went down at its replace fault's start
+                        let down = faults
+                            .iter()
+                            .filter(|f| {
+                                f.kind == "replace" && f.nodes.contains(node) && f.start <= e.t_ms
+                            })
+                            .map(|f| f.start)
+                            .max()
+                            .unwrap_or(t);
+                        open = Some(down.max(t));
                     }
                 }
             }

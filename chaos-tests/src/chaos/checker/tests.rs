@@ -201,6 +201,70 @@ fn loss_while_the_owner_lost_its_data_is_excused_only_then() {
     assert_eq!(failed(&h), vec!["no-loss"]);
 }
 
+// Issue 12: a session's copies are on its replica, so a replace (the
+// node killed with its data) excuses only copies published after the node
+// went down (kept for it by the publishing node, dropped at its removal).
+#[test]
+fn a_replaced_owner_excuses_only_copies_published_after_it_went_down() {
+    let replace = at(
+        4_800,
+        Event::Fault {
+            kind: "replace".into(),
+            detail: String::new(),
+            nodes: vec![2],
+            end_ms: Some(5_600),
+        },
+    );
+    let removed = at(
+        5_100,
+        Event::Node {
+            node: 2,
+            what: NodeChange::Removed,
+        },
+    );
+    let back = at(
+        6_000,
+        Event::Connected {
+            client: "sub0-v311".into(),
+            node: 3,
+            connect_ms: 5_900,
+            resume: true,
+            session_present: true,
+        },
+    );
+    // the subscriber went offline on node 2 before it was lost
+    let offline = at(
+        3_500,
+        Event::Disconnected {
+            client: "sub0-v311".into(),
+            node: 2,
+            reason: "disconnect".into(),
+        },
+    );
+    let mut h = good();
+    h.insert(0, replace.clone());
+    h.push(offline.clone());
+    h.push(publish(5_000, 1, 4, 2, Outcome::Acked));
+    h.push(removed.clone());
+    h.push(back.clone());
+    assert_eq!(
+        failed(&h),
+        Vec::<&str>::new(),
+        "published while node 2 was down"
+    );
+    let mut h = good();
+    h.insert(0, replace);
+    h.push(offline);
+    h.push(publish(4_800 - IN_FLIGHT_MS - 100, 1, 4, 2, Outcome::Acked));
+    h.push(removed);
+    h.push(back);
+    assert_eq!(
+        failed(&h),
+        vec!["no-loss"],
+        "acknowledged before node 2 went down: on the replica"
+    );
+}
+
 #[test]
 fn loss_while_the_session_moves_is_excused_only_within_the_window() {
     let mut h = good();

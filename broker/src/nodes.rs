@@ -193,6 +193,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The seq the next copy kept for a node that is down will have at
+    /// least (`kept.rs`; 0 for a node alone).
+    fn kept_next_seq(&self) -> u64 {
+        0
+    }
+
     /// Counters of the session replicas this node ships (`None`: a node
     /// alone), for `/metrics`.
     fn replica_stats(&self) -> Option<&crate::cluster_bridge::ReplicaStats> {

@@ -192,12 +192,18 @@ impl TestCluster {
 
     /// `tern cluster remove id`, asked of node 1.
     fn remove(&self, id: u64) {
+        self.remove_via(id, self.nodes[0].id);
+    }
+
+    /// `tern cluster remove id`, asked of node `via`.
+    fn remove_via(&self, id: u64, via: u64) {
+        let via = self.nodes.iter().find(|n| n.id == via).unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_tern"))
             .args([
                 "cluster",
                 "remove",
                 "--address",
-                &self.nodes[0].cluster_addr,
+                &via.cluster_addr,
                 &id.to_string(),
             ])
             .output()
@@ -1652,6 +1658,88 @@ async fn a_removed_nodes_sessions_keep_their_messages_and_get_a_new_replica_issu
     assert_eq!(q2, want_q2, "every QoS 2 message once");
 }
 
+/// Issue 12 (item 4, replicas re-created): a session's replica node goes
+/// down; within seconds its owner writes the whole session to the other
+/// node. That node's replica then serves a fail-over: the owner loses its
+/// disk, the first replica's node is back with its stale copy, and the
+/// client still gets every message, those queued after the move included
+/// (the newer replica wins).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_node_goes_down_is_written_again_elsewhere_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "re-placed", false, false).await;
+    subscribe(&mut c, 1, &[("replace/#", 1)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    let mut p = connect(cluster.addr(1), "re-placed-pub", true, false).await;
+    for i in 0..100u16 {
+        publish_acked(
+            &mut p,
+            "replace/a",
+            1,
+            false,
+            i + 1,
+            format!("m-{i}").as_bytes(),
+        )
+        .await;
+    }
+    drop(p);
+    // The replica is on node 1 or node 3: stop node 1; if the replica was
+    // there, node 2 moves it to node 3, else bring node 1 back and stop 3.
+    let moved = |cluster: &mut TestCluster, from: u64| {
+        wait_until(Duration::from_secs(8), Duration::from_millis(100), || {
+            strip_ansi(&cluster.node(2).log()).contains(&format!(
+                "session replica moved to another node client_id=re-placed from={from} to={}",
+                4 - from
+            ))
+        })
+    };
+    cluster.node(1).kill9();
+    let first = if moved(&mut cluster, 1) {
+        1
+    } else {
+        cluster.node(1).start();
+        cluster.wait_converged(3);
+        cluster.node(3).kill9();
+        assert!(moved(&mut cluster, 3), "{}", cluster.node(2).log());
+        3
+    };
+    let second = 4 - first;
+    // more messages, on the new replica only
+    let mut p = connect(cluster.addr(second), "re-placed-pub2", true, false).await;
+    for i in 100..120u16 {
+        publish_acked(
+            &mut p,
+            "replace/a",
+            1,
+            false,
+            i + 1,
+            format!("m-{i}").as_bytes(),
+        )
+        .await;
+    }
+    drop(p);
+    cluster.node(first).start();
+    cluster.wait_converged(3);
+    cluster.node(2).kill9();
+    std::fs::remove_dir_all(&cluster.node(2).dir).unwrap();
+
+    let mut c = connect(cluster.addr(first), "re-placed", false, true).await;
+    let mut got = Vec::new();
+    let end = Instant::now() + SETTLE;
+    while got.len() < 120 && Instant::now() < end {
+        got.extend(collect(&mut c, Duration::from_millis(500)).await);
+    }
+    let have: BTreeSet<Vec<u8>> = payloads(&got).into_iter().collect();
+    let want: BTreeSet<Vec<u8>> = (0..120).map(|i| format!("m-{i}").into_bytes()).collect();
+    assert_eq!(
+        have, want,
+        "every message, from the replica written after the move"
+    );
+}
+
 /// Subscribes `client_id` on node 2 (`rep/q1` at QoS 1, `rep/q2` at QoS
 /// 2), takes it offline and has 1,000 QoS 1 and 100 QoS 2 messages
 /// acknowledged for it by node 1.
@@ -1714,6 +1802,81 @@ fn assert_replicated_once(got: &[Got]) {
         .collect();
     let want_q2: Vec<Vec<u8>> = (0..100).map(|i| format!("q2-{i}").into_bytes()).collect();
     assert_eq!(q2, want_q2, "every QoS 2 message exactly once, in order");
+}
+
+/// Issue 12 (b, the publishing node lost for good): while the
+/// subscriber's node 2 is down, node 1 acknowledges QoS 1 and QoS 2
+/// messages once each copy for node 2 is on its own disk and on node 3's
+/// (the second copy of a kept copy). Node 1 is then killed, its disk lost,
+/// and removed; node 2 comes back. Node 3 takes the copies over from their
+/// second copies and sends them to node 2: the client gets every one, QoS 2
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_kept_for_a_down_node_survive_the_loss_of_the_publishing_node_issue_12() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "kept-twice", false, false).await;
+    subscribe(&mut c, 1, &[("twice/q1", 1), ("twice/q2", 2)]).await;
+    cluster.settle();
+    c.send(&build::disconnect()).await;
+    c.expect_closed().await;
+    cluster.node(2).kill9();
+    let mut p = connect(cluster.addr(1), "kept-twice-pub", true, false).await;
+    for i in 0..40u16 {
+        publish_acked(
+            &mut p,
+            "twice/q1",
+            1,
+            false,
+            i + 1,
+            format!("q1-{i}").as_bytes(),
+        )
+        .await;
+    }
+    for i in 0..10u16 {
+        publish_acked(
+            &mut p,
+            "twice/q2",
+            2,
+            false,
+            41 + i,
+            format!("q2-{i}").as_bytes(),
+        )
+        .await;
+    }
+    drop(p);
+    cluster.node(1).kill9();
+    std::fs::remove_dir_all(&cluster.node(1).dir).unwrap();
+    cluster.node(2).start();
+    cluster.remove_via(1, 3);
+    cluster.wait_converged(2);
+    let taken = wait_until(SETTLE, Duration::from_millis(100), || {
+        strip_ansi(&cluster.node(3).log()).contains(
+            "copies kept by a node removed from the cluster taken over from their second copies origin=1 sent=50",
+        )
+    });
+    assert!(taken, "{}", cluster.node(3).log());
+    let mut c = connect(cluster.addr(2), "kept-twice", false, true).await;
+    let mut got = Vec::new();
+    let end = Instant::now() + SETTLE;
+    while got.len() < 50 && Instant::now() < end {
+        got.extend(collect(&mut c, Duration::from_millis(500)).await);
+    }
+    got.extend(collect(&mut c, Duration::from_millis(500)).await);
+    let q1: BTreeSet<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.qos == QoS::AtLeastOnce)
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q1: BTreeSet<Vec<u8>> = (0..40).map(|i| format!("q1-{i}").into_bytes()).collect();
+    assert_eq!(q1, want_q1, "every QoS 1 message");
+    let q2: Vec<Vec<u8>> = got
+        .iter()
+        .filter(|g| g.qos == QoS::ExactlyOnce)
+        .map(|g| g.payload.clone())
+        .collect();
+    let want_q2: Vec<Vec<u8>> = (0..10).map(|i| format!("q2-{i}").into_bytes()).collect();
+    assert_eq!(q2, want_q2, "every QoS 2 message once, in order");
 }
 
 /// A persistent session `orphan` with a subscription, offline, on node 3,

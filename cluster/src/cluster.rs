@@ -40,7 +40,7 @@ use crate::{
     state::{ClusterState, Outcome},
     transport::Peers,
     types::{
-        FailedOver, ForwardedPublish, Member, ReplicaUpdate, RetainedMessage, SessionInfo,
+        FailedOver, ForwardedPublish, Member, ReplicaBatch, RetainedMessage, SessionInfo,
         SessionReplica, SessionState,
     },
 };
@@ -562,19 +562,52 @@ impl Cluster {
     /// Ships changes of sessions this node owns to their replica on
     /// `node`; resolves once `node` stored them durably. No timeout: wrap
     /// it.
-    pub async fn replicate(&self, node: u64, updates: Vec<ReplicaUpdate>) -> Result<()> {
+    pub async fn replicate(&self, node: u64, batch: ReplicaBatch) -> Result<()> {
         let channel = self.inner.peers.channel(node)?;
         let mut client = proto::replicas_client::ReplicasClient::new(channel)
             .max_encoding_message_size(crate::transport::MAX_GRPC_MESSAGE);
         let request = proto::ReplicateRequest {
             owner: self.node_id(),
-            updates: updates.iter().map(Into::into).collect(),
+            updates: batch.updates.iter().map(Into::into).collect(),
+            keep: batch
+                .keep
+                .into_iter()
+                .map(|k| proto::KeptCopy {
+                    node: k.node,
+                    seq: k.seq,
+                    copy: k.copy,
+                })
+                .collect(),
+            forget: batch
+                .forget
+                .into_iter()
+                .map(|(node, seq)| proto::KeptKey { node, seq })
+                .collect(),
         };
         client
             .replicate(request)
             .await
             .map_err(|s| Error::peer(node, &s))?;
         Ok(())
+    }
+
+    /// The copies `node` keeps for nodes that are down, as `(node, seq)`,
+    /// and the seq its next kept copy will have at least.
+    pub async fn kept_copies(&self, node: u64) -> Result<(Vec<(u64, u64)>, u64)> {
+        let channel = self.inner.peers.channel(node)?;
+        let mut client = proto::replicas_client::ReplicasClient::new(channel)
+            .max_decoding_message_size(crate::transport::MAX_GRPC_MESSAGE);
+        let mut request = tonic::Request::new(proto::KeptCopiesRequest {});
+        request.set_timeout(self.inner.config.takeover_timeout + self.inner.config.rpc_timeout);
+        let reply = client
+            .kept_copies(request)
+            .await
+            .map_err(|s| Error::peer(node, &s))?
+            .into_inner();
+        Ok((
+            reply.kept.into_iter().map(|k| (k.node, k.seq)).collect(),
+            reply.next_seq,
+        ))
     }
 
     /// The replica of `client_id`'s session that `node` holds, if any.

@@ -7,7 +7,7 @@ use tokio::sync::oneshot;
 use crate::{
     state::Change,
     types::{
-        ForwardedPublish, Member, ReplicaUpdate, RetainedMessage, SessionReplica, SessionState,
+        ForwardedPublish, Member, ReplicaBatch, RetainedMessage, SessionReplica, SessionState,
     },
 };
 
@@ -56,12 +56,19 @@ pub enum ClusterEvent {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Node `owner` ships changes of sessions it owns to their replica
-    /// here: store them in order, then answer `Ok` once durable
-    /// (`Err(reason)` if they could not be stored).
+    /// here, and copies it keeps for nodes that are down: store them in
+    /// order, then answer `Ok` once durable (`Err(reason)` if they could
+    /// not be stored).
     Replicate {
         owner: u64,
-        updates: Vec<ReplicaUpdate>,
+        batch: ReplicaBatch,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Another node holding second copies of this node's kept copies asks
+    /// which it still keeps: answer `(node, seq)` of each, and the seq the
+    /// next kept copy will have at least.
+    KeptCopies {
+        reply: oneshot::Sender<(Vec<(u64, u64)>, u64)>,
     },
     /// Another node takes the session `client_id` over while its owner is
     /// unreachable: answer with the replica held here, if any.

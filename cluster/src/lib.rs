@@ -95,6 +95,7 @@ pub use error::{Error, Result};
 pub use events::{ClusterEvent, ClusterStatus, ForwardRefusal, PeerStatus};
 pub use forward::ForwardStats;
 pub use types::{
-    decode_forwarded, encode_forwarded, FailedOver, ForwardedPublish, Member, OpenFlow,
-    ReplicaUpdate, RetainedMessage, SessionInfo, SessionReplica, SessionState, SessionSubscription,
+    decode_forwarded, encode_forwarded, FailedOver, ForwardedPublish, KeptCopy, Member, OpenFlow,
+    ReplicaBatch, ReplicaUpdate, RetainedMessage, SessionInfo, SessionReplica, SessionState,
+    SessionSubscription,
 };

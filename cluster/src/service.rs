@@ -202,10 +202,23 @@ impl proto::replicas_server::Replicas for Service {
             .map(crate::types::replica_update_from_proto)
             .collect::<crate::Result<Vec<_>>>()
             .map_err(status)?;
+        let batch = crate::ReplicaBatch {
+            updates,
+            keep: request
+                .keep
+                .into_iter()
+                .map(|k| crate::KeptCopy {
+                    node: k.node,
+                    seq: k.seq,
+                    copy: k.copy,
+                })
+                .collect(),
+            forget: request.forget.iter().map(|k| (k.node, k.seq)).collect(),
+        };
         let (reply, rx) = tokio::sync::oneshot::channel();
         let event = ClusterEvent::Replicate {
             owner: request.owner,
-            updates,
+            batch,
             reply,
         };
         if self.cluster.inner.events.send(event).is_err() {
@@ -217,6 +230,27 @@ impl proto::replicas_server::Replicas for Service {
             Err(_) => Err(Status::unavailable(
                 "the broker dropped the replicate request",
             )),
+        }
+    }
+
+    async fn kept_copies(
+        &self,
+        _request: Request<proto::KeptCopiesRequest>,
+    ) -> Result<Response<proto::KeptCopiesResponse>, Status> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let event = ClusterEvent::KeptCopies { reply };
+        if self.cluster.inner.events.send(event).is_err() {
+            return Err(Status::unavailable("the broker is not listening"));
+        }
+        match rx.await {
+            Ok((kept, next_seq)) => Ok(Response::new(proto::KeptCopiesResponse {
+                kept: kept
+                    .into_iter()
+                    .map(|(node, seq)| proto::KeptKey { node, seq })
+                    .collect(),
+                next_seq,
+            })),
+            Err(_) => Err(Status::unavailable("the broker dropped the request")),
         }
     }
 

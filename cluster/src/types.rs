@@ -105,6 +105,37 @@ pub struct ReplicaUpdate {
     pub max_seq: u64,
 }
 
+/// A copy a node keeps for a node that is down (its `forwards` entry),
+/// stored a second time on another node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeptCopy {
+    /// The node the copy is for.
+    pub node: u64,
+    /// The keeping node's key for it.
+    pub seq: u64,
+    /// The [`ForwardedPublish`], encoded ([`encode_forwarded`]).
+    pub copy: bytes::Bytes,
+}
+
+/// What one `Replicate` request carries: session changes, and copies kept
+/// for nodes that are down (stored, or forgotten: `(node, seq)`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaBatch {
+    pub updates: Vec<ReplicaUpdate>,
+    pub keep: Vec<KeptCopy>,
+    pub forget: Vec<(u64, u64)>,
+}
+
+impl ReplicaBatch {
+    pub fn len(&self) -> usize {
+        self.updates.len() + self.keep.len() + self.forget.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a replica holds of one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SessionReplica {

@@ -53,11 +53,15 @@ pub(crate) enum TreeId {
     /// `client_id` -> `ReplicaMeta`: which node owns a session replicated
     /// here and how far it has shipped.
     ReplicaMeta = 11,
+    /// `origin (u64 BE) node (u64 BE) seq (u64 BE)` -> a copy as in
+    /// `forwards`: another node's kept forward shipped here so that it
+    /// survives the loss of that node's disk, see `replica.rs`.
+    ReplicaForwards = 12,
 }
 
 impl TreeId {
     /// Every tree, in the order of their indices.
-    pub(crate) const ALL: [TreeId; 12] = [
+    pub(crate) const ALL: [TreeId; 13] = [
         TreeId::Sessions,
         TreeId::Subscriptions,
         TreeId::Outgoing,
@@ -70,6 +74,7 @@ impl TreeId {
         TreeId::ReplicaOutgoing,
         TreeId::ReplicaIncoming,
         TreeId::ReplicaMeta,
+        TreeId::ReplicaForwards,
     ];
 
     /// The trees whose keys start with `client_id \0` and that hold a
@@ -103,6 +108,7 @@ impl TreeId {
             TreeId::ReplicaOutgoing => "replica_outgoing",
             TreeId::ReplicaIncoming => "replica_incoming",
             TreeId::ReplicaMeta => "replica_meta",
+            TreeId::ReplicaForwards => "replica_forwards",
         }
     }
 
@@ -259,6 +265,34 @@ pub(crate) fn decode_forward(key: &[u8]) -> Result<(u64, u64)> {
     ))
 }
 
+/// `origin`: the prefix of the copies `origin` kept, in `replica_forwards`.
+pub(crate) fn replica_forward_prefix(origin: u64) -> [u8; 8] {
+    origin.to_be_bytes()
+}
+
+/// Key in `replica_forwards`: `origin node seq`, each big-endian, so a scan
+/// of one origin returns its copies as its own `forwards` tree orders them.
+pub(crate) fn replica_forward(origin: u64, node: u64, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(24);
+    key.extend_from_slice(&replica_forward_prefix(origin));
+    key.extend_from_slice(&forward(node, seq));
+    key
+}
+
+/// Decodes a `replica_forwards` key back to `(origin, node, seq)`.
+pub(crate) fn decode_replica_forward(key: &[u8]) -> Result<(u64, u64, u64)> {
+    let key24 = <[u8; 24]>::try_from(key).map_err(|_| {
+        Error::corrupt(
+            TreeId::ReplicaForwards.name(),
+            key,
+            "expected a 24-byte origin, node and seq",
+        )
+    })?;
+    let [origin, node, seq] = [0, 8, 16]
+        .map(|at| u64::from_be_bytes(key24[at..at + 8].try_into().expect("8 of 24 bytes")));
+    Ok((origin, node, seq))
+}
+
 /// Key in `retained`.
 pub(crate) fn retained(topic: &str) -> Vec<u8> {
     topic.as_bytes().to_vec()
@@ -403,6 +437,42 @@ mod tests {
         }
         for (i, tree) in TreeId::ALL.iter().enumerate() {
             assert_eq!(tree.index(), i, "{}", tree.name());
+        }
+    }
+
+    #[test]
+    fn replica_forward_keys_are_24_bytes_big_endian_and_decode_back() {
+        let key = replica_forward(1, 0x0203, 0x0405_0607);
+        assert_eq!(
+            key,
+            [
+                [0, 0, 0, 0, 0, 0, 0, 1],
+                [0, 0, 0, 0, 0, 0, 2, 3],
+                [0, 0, 0, 0, 4, 5, 6, 7],
+            ]
+            .concat()
+        );
+        assert!(key.starts_with(&replica_forward_prefix(1)));
+        assert_eq!(
+            decode_replica_forward(&key).unwrap(),
+            (1, 0x0203, 0x0405_0607)
+        );
+        let max = replica_forward(u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(
+            decode_replica_forward(&max).unwrap(),
+            (u64::MAX, u64::MAX, u64::MAX)
+        );
+        // by origin, then node, then seq
+        let keys = [(1, 0, 5), (1, 2, 0), (1, 2, 256), (2, 0, 0)]
+            .map(|(o, n, s)| replica_forward(o, n, s));
+        let mut sorted = keys.to_vec();
+        sorted.sort();
+        assert_eq!(keys.to_vec(), sorted);
+        for len in [0, 8, 16, 23, 25] {
+            let err = decode_replica_forward(&vec![0; len]).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{len}: {err:?}");
+            assert!(err.to_string().contains("tree `replica_forwards`"), "{err}");
+            assert!(err.to_string().contains("24-byte"), "{err}");
         }
     }
 

@@ -25,6 +25,7 @@
 //! | `replica_outgoing` | `client_id \0 seq` (u64 BE)    | [`OutgoingRecord`], as in `outgoing` (version 2) |
 //! | `replica_incoming` | `client_id \0 packet_id` (u16 BE) | version byte only, as in `incoming_qos2` |
 //! | `replica_meta`  | `client_id`                       | [`ReplicaMeta`]            |
+//! | `replica_forwards` | `origin node seq` (u64 BE each) | another node's kept copy, as in `forwards` |
 //! | `raft_log`      | `index` (u64 BE)                  | raft-rs `Entry`            |
 //! | `raft_state`    | `hard_state`, `truncated`, ...    | see `raft_records.rs`      |
 //!
@@ -34,12 +35,19 @@
 //! small acks value beside it (format version 3, `batches.rs`), and still
 //! reads the one-key-per-message records of `outgoing` that older builds
 //! wrote (format versions 1 and 2).
-//! The three `replica_*` trees hold what other nodes ship of the persistent
-//! sessions they own, so that a client can fail over here while its owner
-//! is down (issue 12, `replica.rs`): one key per message, written and read
-//! with the encoders of `outgoing` and `incoming_qos2`, read back with
-//! [`Store::load_replica`]. They are independent of the session trees:
-//! `DeleteSession` leaves them alone and `DropReplica` touches nothing else.
+//! The `replica_outgoing`, `replica_incoming` and `replica_meta` trees hold
+//! what other nodes ship of the persistent sessions they own, so that a
+//! client can fail over here while its owner is down (issue 12,
+//! `replica.rs`): one key per message, written and read with the encoders of
+//! `outgoing` and `incoming_qos2`, read back with [`Store::load_replica`].
+//! They are independent of the session trees: `DeleteSession` leaves them
+//! alone and `DropReplica` touches nothing else. `replica_forwards` holds
+//! the copies another node (the origin) keeps in its `forwards` tree for a
+//! peer that is down, so that they survive the loss of the origin's disk:
+//! the `forwards` key behind the origin's id, the `forwards` value, read
+//! back with [`Store::load_replica_forwards`]. It is independent of this
+//! node's own `forwards`: `DeleteForward` leaves it alone and
+//! `DropReplicaForwards` touches nothing else.
 //! Every value starts with a format-version byte (see `records.rs`: 3 for
 //! `outgoing_batches`, 2 for `outgoing` and `replica_outgoing`, which gained
 //! the message's cluster-wide id, 1 elsewhere); an
@@ -81,8 +89,9 @@
 //! (`benches/group_commit.rs`). Callbacks run on the writer thread.
 //! Within a group, each op costs its sled inserts: a client's outgoing
 //! messages of one group share one `outgoing_batches` value, while each
-//! replicated message (`PutReplicaOutgoing`, `DeleteReplicaOutgoing`) is one
-//! sled insert or remove of its own key, not batched.
+//! replicated message (`PutReplicaOutgoing`, `DeleteReplicaOutgoing`) or
+//! copy (`PutReplicaForward`, `DeleteReplicaForward`) is one sled insert or
+//! remove of its own key, not batched.
 //!
 //! # Known issues
 //! - After a write error (disk full) sled refuses all writes until reopened, so

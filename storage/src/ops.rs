@@ -94,6 +94,21 @@ pub enum WriteOp {
     /// replica left behind by a former owner never drops the one the
     /// session's new owner has just placed here.
     DropReplicaOf { client_id: String, owner: u64 },
+    /// Keeps here copy `seq` that node `origin` keeps for peer `node` (its
+    /// [`WriteOp::PutForward`]), so that the copy survives the loss of
+    /// `origin`'s disk (`replica.rs`).
+    PutReplicaForward {
+        origin: u64,
+        node: u64,
+        seq: u64,
+        copy: Bytes,
+    },
+    /// Forgets copy `seq` that `origin` kept for `node`: `node` has
+    /// acknowledged it.
+    DeleteReplicaForward { origin: u64, node: u64, seq: u64 },
+    /// Forgets every copy `origin` kept here, for every node (not this
+    /// node's own `forwards`).
+    DropReplicaForwards { origin: u64 },
 }
 
 impl WriteOp {
@@ -136,10 +151,18 @@ impl WriteOp {
             | WriteOp::DeleteRouteQueue { route }
             | WriteOp::PutHubRoute { route, .. }
             | WriteOp::DeleteHubRoute { route } => keys::check_route(route),
-            WriteOp::PutForward { copy, .. } if copy.len() > u32::MAX as usize => Err(invalid(
-                "forwarded copy is longer than 4294967295 bytes".into(),
-            )),
-            WriteOp::PutForward { .. } | WriteOp::DeleteForward { .. } => Ok(()),
+            WriteOp::PutForward { copy, .. } | WriteOp::PutReplicaForward { copy, .. }
+                if copy.len() > u32::MAX as usize =>
+            {
+                Err(invalid(
+                    "forwarded copy is longer than 4294967295 bytes".into(),
+                ))
+            }
+            WriteOp::PutForward { .. }
+            | WriteOp::DeleteForward { .. }
+            | WriteOp::PutReplicaForward { .. }
+            | WriteOp::DeleteReplicaForward { .. }
+            | WriteOp::DropReplicaForwards { .. } => Ok(()),
         }
     }
 }

@@ -26,6 +26,7 @@
 //!   the cluster's `ForwardedPublish` protobuf, opaque to the store)
 //! - replica_meta: `01 owner:u64 max_seq:u64` (see `replica.rs`)
 //! - replica_incoming: `01` alone, as incoming_qos2
+//! - replica_forwards: `01 copy:bytes`, as forwards
 //! - message: `topic:str payload:bytes qos:u8 retain:bool properties:bytes
 //!   expires_at_ms:opt<u64>`
 //!
@@ -497,7 +498,7 @@ pub(crate) fn decode_hub_route(value: &[u8]) -> Result<String, DecodeError> {
     Ok(definition)
 }
 
-/// Encodes a `forwards` value: `01 copy:bytes` (the copy as the cluster
+/// Encodes a `forwards` (and `replica_forwards`) value: `01 copy:bytes` (the copy as the cluster
 /// sends it between nodes, opaque to the store).
 pub(crate) fn encode_forward(copy: &[u8]) -> Vec<u8> {
     let mut w = Writer::new();
@@ -505,7 +506,7 @@ pub(crate) fn encode_forward(copy: &[u8]) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a `forwards` value.
+/// Decodes a `forwards` (and `replica_forwards`) value.
 pub(crate) fn decode_forward(value: &[u8]) -> Result<Bytes, DecodeError> {
     let mut r = Reader::new(value)?;
     let copy = r.bytes("copy")?;

@@ -1,17 +1,22 @@
-//! Replicas of other nodes' persistent sessions (issue 12: replicated
-//! session queues).
+//! Replicas of other nodes' persistent sessions and kept forwards (issue
+//! 12: replicated session queues, durable forwards on a second disk).
 //!
 //! The owner of a persistent session ships the session's queued and
 //! in-flight outgoing messages and its received QoS 2 packet ids to one
 //! replica node, so that the client can fail over to another node while the
-//! owner is down. This module owns how the replica node stores them: the
-//! layout of the three replica trees, the [`ReplicaMeta`] record, and the
-//! reads [`Store::load_replica`] and [`Store::load_replica_clients`]. It
-//! never decides what is shipped, to which node or when (the cluster does),
-//! and it never touches a session's own trees: a node can own some sessions
-//! and keep replicas of others, so `DeleteSession` leaves the replica trees
-//! alone and `DropReplica` leaves the session's own trees alone, even for
-//! the same client id.
+//! owner is down. A node that keeps a copy for a peer that is down (its own
+//! `forwards` tree) ships the copy to a third node, so that the copy
+//! survives the loss of the keeping node's disk. This module owns how the
+//! replica node stores them: the layout of the four replica trees, the
+//! [`ReplicaMeta`] record, and the reads [`Store::load_replica`],
+//! [`Store::load_replica_clients`], [`Store::load_replica_forwards`] and
+//! [`Store::load_replica_forward_origins`]. It never decides what is
+//! shipped, to which node or when (the cluster does), and it never touches
+//! this node's own trees: a node can own some sessions and keep replicas of
+//! others, so `DeleteSession` leaves the replica trees alone and
+//! `DropReplica` leaves the session's own trees alone, even for the same
+//! client id; likewise `DeleteForward` leaves `replica_forwards` alone and
+//! `DropReplicaForwards` leaves `forwards` alone.
 //!
 //! # Layout
 //! | tree               | key                               | value                                  |
@@ -19,6 +24,7 @@
 //! | `replica_outgoing` | `client_id \0 seq` (u64 BE)       | [`OutgoingRecord`], `outgoing`'s format version 2: `02 released:bool uid:u64 message` |
 //! | `replica_incoming` | `client_id \0 packet_id` (u16 BE) | `01`, as in `incoming_qos2`            |
 //! | `replica_meta`     | `client_id`                       | `01 owner:u64 max_seq:u64`             |
+//! | `replica_forwards` | `origin node seq` (u64 BE each)   | `01 copy:bytes`, as in `forwards`      |
 //!
 //! The keys and values of `replica_outgoing` and `replica_incoming` are
 //! those of `outgoing` (before batches) and `incoming_qos2`, written and read
@@ -27,6 +33,11 @@
 //! one new record type. A client's replica exists while its `replica_meta`
 //! key does: records without one are not read.
 //!
+//! A `replica_forwards` key is a `forwards` key (`node seq`) behind the
+//! `origin`, the node that keeps the copy for `node` under its own `seq`;
+//! the value is the `forwards` value, with its encoder and decoder. There is
+//! no meta: an origin's copies exist while their keys do.
+//!
 //! # The ops
 //! - `PutReplicaMeta`: creates or replaces the meta (the owner, and the
 //!   highest outgoing seq it has shipped).
@@ -34,7 +45,12 @@
 //!   changed (QoS 2 released) on the owner / acknowledged there.
 //! - `PutReplicaIncoming` / `DeleteReplicaIncoming`: a QoS 2 packet id
 //!   received / released on the owner.
-//! - `DropReplica`: the client's keys in the three trees, gone.
+//! - `DropReplica`: the client's keys in the three session replica trees,
+//!   gone.
+//! - `PutReplicaForward` / `DeleteReplicaForward`: a copy kept / forgotten
+//!   (acknowledged by its node) on the origin.
+//! - `DropReplicaForwards`: every key of the origin in `replica_forwards`,
+//!   gone.
 //!
 //! They go through the group-commit writer like every other op: applied in
 //! submission order, each group in one atomic sled batch or transaction,
@@ -46,27 +62,32 @@
 //! `outgoing_batches`. That is the insert path `batches.rs` moved a
 //! session's own queue off (17 to 25 µs of CPU per message, measured there
 //! for `outgoing`; not measured for these trees). `DropReplica` scans the
-//! client's keys in the two keyed trees and removes each one. A durable
+//! client's keys in the two keyed trees and removes each one;
+//! `DropReplicaForwards` does the same for the origin's keys. A durable
 //! group costs one fsync whatever it holds (see the crate's "Cost").
+//! [`Store::load_replica_forward_origins`] seeks once per origin rather
+//! than reading every key.
 //!
 //! # Known issues
 //! - [`Store::load_replica`] reads the three trees one after the other, not
 //!   as one snapshot: a group applied meanwhile can be seen in part. Read a
 //!   client's replica when nothing is being shipped for it (at failover,
 //!   its owner being down).
+//! - [`Store::load_replica_forward_origins`] reads only the first key of
+//!   each origin: a damaged key further into an origin's range is reported
+//!   by [`Store::load_replica_forwards`] of that origin, not by it.
 //! - A value above about 128 KiB goes to a sled blob file that sled 0.34
 //!   does not fsync (see the crate's "Known issues"); a batch of the
 //!   session's own queue is cut at 6 KiB for this reason, a replicated
-//!   message is stored whole.
-//!
-//! [`Store::load_replica`]: crate::Store::load_replica
-//! [`Store::load_replica_clients`]: crate::Store::load_replica_clients
+//!   message or copy is stored whole.
+
+use bytes::Bytes;
 
 use crate::{
     error::{Error, Result},
     keys::{self, TreeId},
     records::{self, DecodeError, OutgoingRecord, Reader, Writer},
-    store::Handles,
+    store::{Handles, Store},
 };
 
 /// What a replica node keeps about a session replicated to it, beside the
@@ -115,8 +136,37 @@ impl ReplicaMeta {
     }
 }
 
+impl Store {
+    /// The replica of another node's session kept here under `client_id`
+    /// (see `replica.rs`), its outgoing messages in `seq` order; `None` when
+    /// there is no `replica_meta` key for the client (records without one
+    /// are not read). Not a snapshot: a group applied meanwhile can be seen
+    /// in part.
+    pub fn load_replica(&self, client_id: &str) -> Result<Option<Replica>> {
+        keys::check_client_id(client_id)?;
+        self.shared().with_handles(|h| load(h, client_id))
+    }
+
+    /// Every client with a replica here and its meta, by client id.
+    pub fn load_replica_clients(&self) -> Result<Vec<(String, ReplicaMeta)>> {
+        self.shared().with_handles(load_clients)
+    }
+
+    /// The copies node `origin` keeps for its peers and shipped here:
+    /// `(node, seq, copy)`, by node then `seq`, as in `origin`'s own
+    /// [`Store::load_forwards`].
+    pub fn load_replica_forwards(&self, origin: u64) -> Result<Vec<(u64, u64, Bytes)>> {
+        self.shared().with_handles(|h| load_forwards(h, origin))
+    }
+
+    /// Every origin with a copy in `replica_forwards`, ascending.
+    pub fn load_replica_forward_origins(&self) -> Result<Vec<u64>> {
+        self.shared().with_handles(load_forward_origins)
+    }
+}
+
 /// The client's replica, `None` without a `replica_meta` key.
-pub(crate) fn load(handles: &Handles, client_id: &str) -> Result<Option<Replica>> {
+fn load(handles: &Handles, client_id: &str) -> Result<Option<Replica>> {
     let tree = TreeId::ReplicaMeta;
     let key = keys::replica_meta(client_id);
     let value = handles
@@ -158,7 +208,7 @@ pub(crate) fn load(handles: &Handles, client_id: &str) -> Result<Option<Replica>
 }
 
 /// Every client with a `replica_meta` key, in key order.
-pub(crate) fn load_clients(handles: &Handles) -> Result<Vec<(String, ReplicaMeta)>> {
+fn load_clients(handles: &Handles) -> Result<Vec<(String, ReplicaMeta)>> {
     let tree = TreeId::ReplicaMeta;
     handles
         .tree(tree)
@@ -171,6 +221,41 @@ pub(crate) fn load_clients(handles: &Handles) -> Result<Vec<(String, ReplicaMeta
             Ok((client_id, meta))
         })
         .collect()
+}
+
+/// `origin`'s copies in `replica_forwards`: `(node, seq, copy)` in key order.
+fn load_forwards(handles: &Handles, origin: u64) -> Result<Vec<(u64, u64, Bytes)>> {
+    let tree = TreeId::ReplicaForwards;
+    handles
+        .tree(tree)
+        .scan_prefix(keys::replica_forward_prefix(origin))
+        .map(|entry| {
+            let (key, value) =
+                entry.map_err(|e| Error::from_sled("reading replicated forwards", e))?;
+            let (_, node, seq) = keys::decode_replica_forward(&key)?;
+            let copy = records::decode_forward(&value)
+                .map_err(|e| Error::corrupt(tree.name(), &key, e.0))?;
+            Ok((node, seq, copy))
+        })
+        .collect()
+}
+
+/// The distinct origins in `replica_forwards`, ascending: one seek per
+/// origin, to the first key at or after the next origin's prefix.
+fn load_forward_origins(handles: &Handles) -> Result<Vec<u64>> {
+    let tree = handles.tree(TreeId::ReplicaForwards);
+    let mut origins = Vec::new();
+    let mut from = keys::replica_forward_prefix(0);
+    while let Some(entry) = tree.range(from..).next() {
+        let (key, _) = entry.map_err(|e| Error::from_sled("reading replicated forwards", e))?;
+        let (origin, _, _) = keys::decode_replica_forward(&key)?;
+        origins.push(origin);
+        match origin.checked_add(1) {
+            Some(next) => from = keys::replica_forward_prefix(next),
+            None => break,
+        }
+    }
+    Ok(origins)
 }
 
 /// Scans `client_id \0` in `tree`, decoding each entry with

@@ -24,7 +24,6 @@ use crate::{
     records::{
         self, OutgoingRecord, RouteRecord, SessionRecord, StoredMessage, SubscriptionRecord,
     },
-    replica::{Replica, ReplicaMeta},
     stats::{Stats, WriterStats},
     writer::{GroupCommitter, Msg, Writer},
 };
@@ -467,22 +466,6 @@ impl Store {
                 })
                 .collect()
         })
-    }
-
-    /// The replica of another node's session kept here under `client_id`
-    /// (see `replica.rs`), its outgoing messages in `seq` order; `None` when
-    /// there is no `replica_meta` key for the client (records without one
-    /// are not read). Not a snapshot: a group applied meanwhile can be seen
-    /// in part.
-    pub fn load_replica(&self, client_id: &str) -> Result<Option<Replica>> {
-        keys::check_client_id(client_id)?;
-        self.shared
-            .with_handles(|h| crate::replica::load(h, client_id))
-    }
-
-    /// Every client with a replica here and its meta, by client id.
-    pub fn load_replica_clients(&self) -> Result<Vec<(String, ReplicaMeta)>> {
-        self.shared.with_handles(crate::replica::load_clients)
     }
 
     /// Every retained message, ordered by topic bytes.

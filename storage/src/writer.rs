@@ -433,6 +433,26 @@ impl<'a> Overlay<'a> {
                     self.drop_replica(handles, client_id)?;
                 }
             }
+            WriteOp::PutReplicaForward {
+                origin,
+                node,
+                seq,
+                copy,
+            } => self.put(
+                TreeId::ReplicaForwards,
+                keys::replica_forward(*origin, *node, *seq),
+                records::encode_forward(copy),
+            ),
+            WriteOp::DeleteReplicaForward { origin, node, seq } => self.remove(
+                TreeId::ReplicaForwards,
+                keys::replica_forward(*origin, *node, *seq),
+            ),
+            WriteOp::DropReplicaForwards { origin } => self.remove_prefix(
+                handles,
+                TreeId::ReplicaForwards,
+                &keys::replica_forward_prefix(*origin),
+                "scanning dropped replica forwards",
+            )?,
         }
         Ok(())
     }

@@ -10,7 +10,9 @@
 //!
 //! Replica ops (`replica_*` trees) go to the same clients as the session
 //! ops, so `DeleteSession` and `DropReplica` of one client id are checked to
-//! leave each other's records alone.
+//! leave each other's records alone; replica forwards use the same node
+//! and seq numbers as the node's own forwards, so `DeleteForward` and
+//! `DropReplicaForwards` are checked to leave each other's records alone.
 
 mod common;
 
@@ -197,6 +199,12 @@ fn write_op() -> impl Strategy<Value = WriteOp> {
         }),
         1 => client().prop_map(|client_id| WriteOp::DropReplica { client_id }),
         1 => (client(), 1..4u64).prop_map(|(client_id, owner)| WriteOp::DropReplicaOf { client_id, owner }),
+        3 => (1..4u64, 1..4u64, 0..6u64, prop::collection::vec(any::<u8>(), 0..40)).prop_map(
+            |(origin, node, seq, copy)| WriteOp::PutReplicaForward { origin, node, seq, copy: copy.into() },
+        ),
+        1 => (1..4u64, 1..4u64, 0..6u64)
+            .prop_map(|(origin, node, seq)| WriteOp::DeleteReplicaForward { origin, node, seq }),
+        2 => (1..4u64).prop_map(|origin| WriteOp::DropReplicaForwards { origin }),
     ]
 }
 
@@ -224,6 +232,7 @@ struct Model {
     replica_outgoing: BTreeMap<(String, u64), OutgoingRecord>,
     replica_incoming: BTreeSet<(String, u16)>,
     replica_meta: BTreeMap<String, ReplicaMeta>,
+    replica_forwards: BTreeMap<(u64, u64, u64), bytes::Bytes>,
 }
 
 impl Model {
@@ -325,6 +334,20 @@ impl Model {
                     self.drop_replica(&client_id);
                 }
             }
+            WriteOp::PutReplicaForward {
+                origin,
+                node,
+                seq,
+                copy,
+            } => {
+                self.replica_forwards.insert((origin, node, seq), copy);
+            }
+            WriteOp::DeleteReplicaForward { origin, node, seq } => {
+                self.replica_forwards.remove(&(origin, node, seq));
+            }
+            WriteOp::DropReplicaForwards { origin } => {
+                self.replica_forwards.retain(|(o, _, _), _| *o != origin);
+            }
         }
     }
 
@@ -389,6 +412,20 @@ impl Model {
             .map(|(&(node, seq), copy)| (node, seq, copy.clone()))
             .collect();
         prop_assert_eq!(store.load_forwards().unwrap(), forwards);
+        let origins: BTreeSet<u64> = self.replica_forwards.keys().map(|k| k.0).collect();
+        prop_assert_eq!(
+            store.load_replica_forward_origins().unwrap(),
+            origins.into_iter().collect::<Vec<_>>()
+        );
+        for origin in 1..4u64 {
+            let copies: Vec<_> = self
+                .replica_forwards
+                .iter()
+                .filter(|((o, _, _), _)| *o == origin)
+                .map(|(&(_, node, seq), copy)| (node, seq, copy.clone()))
+                .collect();
+            prop_assert_eq!(store.load_replica_forwards(origin).unwrap(), copies);
+        }
         for route in ROUTES {
             let queue: Vec<_> = self
                 .route_queue

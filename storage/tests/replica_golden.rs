@@ -1,9 +1,10 @@
 //! Golden values of the replica trees: `v1/replica_meta*.bin` (made by
-//! `make.py` independently of the encoder), and in `replica_outgoing` and
-//! `replica_incoming` the golden values of `outgoing` (`v2/`) and
-//! `incoming_qos2` (`v1/`), which they share. Each must decode to the
-//! expected replica, the encoder must write exactly these bytes, and the
-//! damaged ones must be rejected with an error naming the tree and key.
+//! `make.py` independently of the encoder), and in `replica_outgoing`,
+//! `replica_incoming` and `replica_forwards` the golden values of
+//! `outgoing` (`v2/`), `incoming_qos2` and `forwards` (`v1/`), which they
+//! share. Each must decode to the expected replica, the encoder must write
+//! exactly these bytes at keys built here, and the damaged ones must be
+//! rejected with an error naming the tree and key.
 
 mod common;
 
@@ -217,5 +218,95 @@ fn truncations_of_the_golden_replica_meta_are_rejected() {
         let key = CLIENT.as_bytes().to_vec();
         let reason = if len == 0 { "empty value" } else { "truncated" };
         assert_rejected("replica_meta", key, value[..len].to_vec(), reason);
+    }
+}
+
+/// The copy in `v1/forward.bin`: opaque bytes to the store.
+const FORWARD_COPY: &[u8] = b"\x12\x03a/b\x1a\x02hi";
+
+/// Key in `replica_forwards`: `origin node seq`, each u64 big-endian.
+fn replica_forward_key(origin: u64, node: u64, seq: u64) -> Vec<u8> {
+    [origin.to_be_bytes(), node.to_be_bytes(), seq.to_be_bytes()].concat()
+}
+
+#[test]
+fn golden_replica_forward_decodes_at_its_big_endian_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = replica_forward_key(3, 2, 0x0102_0304_0506_0708);
+    write_raw(
+        dir.path(),
+        &[("replica_forwards", key, golden("forward.bin"))],
+    );
+    let store = open(dir.path());
+    assert_eq!(
+        store.load_replica_forwards(3).unwrap(),
+        [(2, 0x0102_0304_0506_0708, Bytes::from_static(FORWARD_COPY))]
+    );
+    assert_eq!(store.load_replica_forward_origins().unwrap(), [3]);
+    // the store's own forwards are another tree
+    assert!(store.load_forwards().unwrap().is_empty());
+}
+
+#[test]
+fn encoder_writes_the_golden_bytes_of_a_replica_forward_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let op = WriteOp::PutReplicaForward {
+        origin: 3,
+        node: 2,
+        seq: 9,
+        copy: Bytes::from_static(FORWARD_COPY),
+    };
+    submit_durable(&store.writer(), vec![op]).unwrap();
+    store.close().unwrap();
+
+    let db = sled_open(dir.path());
+    let tree = db.open_tree("replica_forwards").unwrap();
+    let (key, value) = tree.first().unwrap().expect("one key");
+    assert_eq!(&*key, replica_forward_key(3, 2, 9).as_slice());
+    assert_eq!(&*value, golden("forward.bin").as_slice());
+    assert_eq!(tree.len(), 1);
+    assert!(db.open_tree("forwards").unwrap().is_empty());
+}
+
+#[test]
+fn damaged_replica_forwards_are_rejected_naming_the_tree() {
+    let origin3 = |rest: &[u8]| [&3u64.to_be_bytes()[..], rest].concat();
+    let cases = [
+        (
+            replica_forward_key(3, 2, 9),
+            golden("forward.trailing-byte.bin"),
+            "1 trailing bytes",
+        ),
+        (replica_forward_key(3, 2, 9), Vec::new(), "empty value"),
+        (
+            origin3(&9u64.to_be_bytes()),
+            golden("forward.bin"),
+            "24-byte origin, node and seq",
+        ),
+        (
+            origin3(&[0; 17]),
+            golden("forward.bin"),
+            "24-byte origin, node and seq",
+        ),
+    ];
+    for (key, value, reason) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        write_raw(dir.path(), &[("replica_forwards", key.clone(), value)]);
+        let store = open(dir.path());
+        let mut errors = vec![store.load_replica_forwards(3).unwrap_err()];
+        if reason.contains("24-byte") {
+            errors.push(store.load_replica_forward_origins().unwrap_err());
+        }
+        for err in errors {
+            let message = err.to_string();
+            assert!(matches!(err, Error::Corrupt { .. }), "{err:?}");
+            assert!(message.contains("tree `replica_forwards`"), "{message}");
+            assert!(
+                message.contains(&key.escape_ascii().to_string()),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{message}");
+        }
     }
 }

@@ -141,16 +141,40 @@ pub async fn run_events(
             } => adopt(client_id, from, reply),
             ClusterEvent::Replicate {
                 owner,
-                updates,
+                batch,
                 reply,
             } => {
-                let ops = super::replica_ops(owner, updates);
+                let ops = super::replica_ops(owner, batch);
                 state.writer().submit(
                     ops,
                     Some(Box::new(move |result| {
                         let _ = reply.send(result.map_err(|e| e.to_string()));
                     })),
                 );
+            }
+            ClusterEvent::KeptCopies { reply } => {
+                // The next seq is read first; the listing waits until every
+                // copy kept before it is written (a barrier through the
+                // writer's queue), so an asker drops none kept meanwhile.
+                let next_seq = state.cluster().kept_next_seq();
+                let (written, barrier) = tokio::sync::oneshot::channel();
+                state.writer().submit(
+                    Vec::new(),
+                    Some(Box::new(move |_| {
+                        let _ = written.send(());
+                    })),
+                );
+                let store = state.store().clone();
+                tokio::spawn(async move {
+                    let _ = barrier.await;
+                    match store.load_forwards() {
+                        Ok(kept) => {
+                            let keys = kept.into_iter().map(|(node, seq, _)| (node, seq)).collect();
+                            let _ = reply.send((keys, next_seq));
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot list the kept copies"),
+                    }
+                });
             }
             ClusterEvent::FetchReplica { client_id, reply } => {
                 let replica = match state.store().load_replica(&client_id) {
@@ -237,7 +261,7 @@ pub(super) fn forwarded_message(
     }))
 }
 
-fn deliver_forwarded(
+pub(super) fn deliver_forwarded(
     state: &State,
     mut msg: cluster::ForwardedPublish,
     ack: tokio::sync::oneshot::Sender<Result<(), cluster::ForwardRefusal>>,

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::replicas::Item;
 use super::ClusterBridge;
 use crate::handle::{hold_until_durable, AckGuard};
 
@@ -40,10 +41,17 @@ pub(super) struct Kept {
 
 impl Kept {
     pub(super) fn new(writer: storage::Writer) -> Kept {
+        // Above every seq of an earlier run (clock permitting), kept copies
+        // left or not: another node's second copies are keyed by them
+        // (`replicas.rs`, `reconcile_kept`).
         Kept {
             writer,
-            next_seq: AtomicU64::new(1),
+            next_seq: AtomicU64::new(crate::message::unix_ms() << 20),
         }
+    }
+
+    pub(super) fn writer(&self) -> &storage::Writer {
+        &self.writer
     }
 }
 
@@ -83,38 +91,95 @@ impl ClusterBridge {
         copy.origin_node = self.node_id;
         let seq = self.kept.next_seq.fetch_add(1, Ordering::Relaxed);
         let encoded = Bytes::from(cluster::encode_forwarded(&copy));
+        // A second copy on another node (its `replica_forwards`): the
+        // publisher's answer waits for both disks.
+        let keeper = self.keeper_for(node);
+        let mut durable = hold_until_durable(guard);
+        if let Some(keeper) = keeper {
+            let item = Item::Keep(cluster::KeptCopy {
+                node,
+                seq,
+                copy: encoded.clone(),
+            });
+            let done = durable.take().map(|d| {
+                let (local, remote) = super::replicas::join(d);
+                durable = Some(local);
+                remote
+            });
+            self.ship(keeper, item, done);
+        }
         self.kept.writer.submit(
             vec![storage::WriteOp::PutForward {
                 node,
                 seq,
                 copy: encoded,
             }],
-            hold_until_durable(guard),
+            durable,
         );
-        self.forget_kept_when_answered(node, seq, &copy, answer);
+        self.forget_kept_when_answered(node, seq, &copy, answer, keeper);
+    }
+
+    /// The node that holds the second copies of the copies kept here for
+    /// `node` (one per node, so one asks about all of them: `reconcile`):
+    /// rendezvous hashing over the members but this node and `node`,
+    /// skipping those down; `None` with `session_replicas` 1 or no such
+    /// member up.
+    pub(super) fn keeper_for(&self, node: u64) -> Option<u64> {
+        if self.replicas.copies() < 2 {
+            return None;
+        }
+        let me = self.node_id;
+        let candidates: Vec<u64> = {
+            let down = self.down.read();
+            self.cluster
+                .members()
+                .into_iter()
+                .map(|m| m.id)
+                .filter(|id| *id != me && *id != node && !down.contains(id))
+                .collect()
+        };
+        super::rehome::rehome_pick(&format!("kept-for-{node}"), &candidates)
+    }
+
+    /// The seq the next copy kept here will have at least.
+    pub fn kept_next_seq(&self) -> u64 {
+        self.kept.next_seq.load(Ordering::Relaxed)
     }
 
     /// Forgets kept copy `seq` for `node` once `answer` comes (spawned).
     /// A copy for shared groups (`copy`) that the node refuses goes to
     /// another member ([`regroup_refused`]).
+    /// `keeper`: the node holding its second copy, told when it goes
+    /// (copies resent after a restart do not know it: the keeper asks,
+    /// `reconcile_kept`).
     fn forget_kept_when_answered(
         &self,
         node: u64,
         seq: u64,
         copy: &cluster::ForwardedPublish,
         answer: impl std::future::Future<Output = cluster::Result<()>> + Send + 'static,
+        keeper: Option<u64>,
     ) {
         let regroup = self
             .refused_groups
             .get()
             .filter(|_| !copy.shared_filters.is_empty())
             .map(|tx| (tx.clone(), copy.clone()));
+        let bridge = self.me.clone();
+        let tell_keeper = keeper.map(|keeper| {
+            Box::new(move || {
+                if let Some(bridge) = bridge.upgrade() {
+                    bridge.ship(keeper, Item::Forget { node, seq }, None);
+                }
+            }) as Box<dyn FnOnce() + Send>
+        });
         self.runtime.spawn(forget_when_answered(
             self.kept.clone(),
             node,
             seq,
             answer,
             regroup,
+            tell_keeper,
         ));
     }
 
@@ -161,7 +226,7 @@ impl ClusterBridge {
             let copy = forwarded.clone();
             match self.cluster.forward_in_order(node, forwarded) {
                 Ok(answer) => {
-                    self.forget_kept_when_answered(node, seq, &copy, answer);
+                    self.forget_kept_when_answered(node, seq, &copy, answer, None);
                     queued += 1;
                 }
                 // kept on disk: queued again at the next start
@@ -197,6 +262,7 @@ async fn forget_when_answered(
         tokio::sync::mpsc::UnboundedSender<(cluster::ForwardedPublish, u64)>,
         cluster::ForwardedPublish,
     )>,
+    tell_keeper: Option<Box<dyn FnOnce() + Send>>,
 ) {
     match answer.await {
         Ok(()) | Err(cluster::Error::UnknownNode(_)) => {
@@ -211,7 +277,13 @@ async fn forget_when_answered(
             kept.writer
                 .submit(vec![storage::WriteOp::DeleteForward { node, seq }], None);
         }
-        Err(e) => tracing::debug!(node, seq, error = %e, "kept copy stays on disk"),
+        Err(e) => {
+            tracing::debug!(node, seq, error = %e, "kept copy stays on disk");
+            return;
+        }
+    }
+    if let Some(tell) = tell_keeper {
+        tell();
     }
 }
 

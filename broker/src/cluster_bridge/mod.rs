@@ -39,7 +39,7 @@ mod replicas;
 mod takeover;
 
 pub use replicas::{
-    keep_replicas_placed, replica_from_store, replica_ops, state_from_replica, ReplicaDone,
+    join, keep_replicas_placed, replica_from_store, replica_ops, state_from_replica, ReplicaDone,
     ReplicaStats,
 };
 pub use takeover::{AdoptingGuard, TakeOverError};
@@ -479,6 +479,10 @@ impl Cluster for ClusterBridge {
 
     fn superseded_through(&self, client_id: &str) -> Option<u64> {
         self.cluster.superseded_through(client_id, self.node_id)
+    }
+
+    fn kept_next_seq(&self) -> u64 {
+        ClusterBridge::kept_next_seq(self)
     }
 
     fn replica_stats(&self) -> Option<&ReplicaStats> {

@@ -43,8 +43,16 @@ const MAX_UPDATES: usize = 1024;
 /// Told whether a shipped change was stored by the replica.
 pub type ReplicaDone = Box<dyn FnOnce(bool) + Send>;
 
+/// What goes to a replica node: a session's change, or a copy this node
+/// keeps for a node that is down (`kept.rs`), or the end of one.
+pub(super) enum Item {
+    Update(cluster::ReplicaUpdate),
+    Keep(cluster::KeptCopy),
+    Forget { node: u64, seq: u64 },
+}
+
 struct Ship {
-    update: cluster::ReplicaUpdate,
+    item: Item,
     done: Option<ReplicaDone>,
 }
 
@@ -81,6 +89,11 @@ impl Replicas {
 
     pub fn stats(&self) -> &ReplicaStats {
         &self.stats
+    }
+
+    /// `cluster.session_replicas`.
+    pub fn copies(&self) -> usize {
+        self.copies
     }
 
     fn recently_failed(&self, node: u64) -> bool {
@@ -121,6 +134,11 @@ impl ClusterBridge {
     /// replica stored it durably. Changes queued one after the other are
     /// stored in that order.
     pub fn replicate(&self, node: u64, update: cluster::ReplicaUpdate, done: Option<ReplicaDone>) {
+        self.ship(node, Item::Update(update), done);
+    }
+
+    /// Queues `item` on the link to `node`, behind what is queued there.
+    pub(super) fn ship(&self, node: u64, item: Item, done: Option<ReplicaDone>) {
         let mut links = self.replicas.links.lock();
         let link = links.entry(node).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -134,7 +152,7 @@ impl ClusterBridge {
             ));
             tx
         });
-        if let Err(mpsc::error::SendError(ship)) = link.send(Ship { update, done }) {
+        if let Err(mpsc::error::SendError(ship)) = link.send(Ship { item, done }) {
             // the runtime is shutting down
             if let Some(done) = ship.done {
                 done(false);
@@ -230,7 +248,11 @@ pub async fn keep_replicas_placed(state: crate::state::State, bridge: Arc<Cluste
                 session.send(crate::handle::Input::PlaceReplica);
             }
         }
-        if last_sweep.elapsed() >= SWEEP_EVERY && bridge.cluster.status().ready {
+        if !bridge.cluster.status().ready {
+            continue;
+        }
+        take_over_kept(&state, &bridge);
+        if last_sweep.elapsed() >= SWEEP_EVERY {
             last_sweep = Instant::now();
             let ops = bridge.stale_replicas();
             if !ops.is_empty() {
@@ -239,6 +261,107 @@ pub async fn keep_replicas_placed(state: crate::state::State, bridge: Arc<Cluste
                     "dropping replicas of sessions owned elsewhere now or ended"
                 );
                 state.writer().submit(ops, None);
+            }
+            bridge.reconcile_kept().await;
+        }
+    }
+}
+
+/// Second copies held here of copies kept by a node that is no longer a
+/// member (removed for good, its disk with it): this node keeps them now,
+/// as its own, and sends them to their node; those for this node are
+/// delivered here; those for a node that left too are dropped.
+fn take_over_kept(state: &crate::state::State, bridge: &ClusterBridge) {
+    let origins = match bridge.store.load_replica_forward_origins() {
+        Ok(origins) => origins,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the second copies of kept copies held here");
+            return;
+        }
+    };
+    let members: Vec<u64> = bridge.cluster.members().iter().map(|m| m.id).collect();
+    for origin in origins.into_iter().filter(|o| !members.contains(o)) {
+        let copies = match bridge.store.load_replica_forwards(origin) {
+            Ok(copies) => copies,
+            Err(e) => {
+                tracing::error!(origin, error = %e, "unreadable second copies of kept copies");
+                continue;
+            }
+        };
+        let (mut sent, mut here, mut dropped) = (0, 0, 0);
+        for (node, _, copy) in copies {
+            let forwarded = match cluster::decode_forwarded(&copy) {
+                Ok(f) if node == bridge.node_id => {
+                    let (ack, _) = tokio::sync::oneshot::channel();
+                    super::events::deliver_forwarded(state, f, ack);
+                    here += 1;
+                    continue;
+                }
+                Ok(f) if members.contains(&node) => f,
+                Ok(_) => {
+                    dropped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(origin, node, error = %e, "unreadable second copy dropped");
+                    dropped += 1;
+                    continue;
+                }
+            };
+            bridge.keep(node, forwarded, None);
+            sent += 1;
+        }
+        // after the copies' own records: the writer keeps the order
+        state
+            .writer()
+            .submit(vec![storage::WriteOp::DropReplicaForwards { origin }], None);
+        tracing::warn!(
+            origin,
+            sent,
+            delivered_here = here,
+            dropped,
+            "copies kept by a node removed from the cluster taken over from their second copies"
+        );
+    }
+}
+
+impl ClusterBridge {
+    /// Drops the second copies held here that their keeping node, a member
+    /// that answers, no longer keeps (its node acknowledged them, and the
+    /// word did not reach this node, or it restarted before telling).
+    async fn reconcile_kept(&self) {
+        let origins = match self.store.load_replica_forward_origins() {
+            Ok(origins) => origins,
+            Err(_) => return,
+        };
+        for origin in origins {
+            if !self.is_up(origin) || origin == self.node_id {
+                continue;
+            }
+            let cluster = self.cluster.clone();
+            let asked = self
+                .runtime
+                .spawn(async move { cluster.kept_copies(origin).await })
+                .await;
+            let Ok(Ok((kept, next_seq))) = asked else {
+                continue;
+            };
+            let kept: std::collections::HashSet<(u64, u64)> = kept.into_iter().collect();
+            let Ok(held) = self.store.load_replica_forwards(origin) else {
+                continue;
+            };
+            let ops: Vec<storage::WriteOp> = held
+                .into_iter()
+                .filter(|(node, seq, _)| *seq < next_seq && !kept.contains(&(*node, *seq)))
+                .map(|(node, seq, _)| storage::WriteOp::DeleteReplicaForward { origin, node, seq })
+                .collect();
+            if !ops.is_empty() {
+                tracing::info!(
+                    origin,
+                    dropped = ops.len(),
+                    "second copies no longer kept by their node dropped"
+                );
+                self.kept.writer().submit(ops, None);
             }
         }
     }
@@ -279,6 +402,43 @@ impl ClusterBridge {
     }
 }
 
+/// Splits `durable` in two: it runs once both parts have, with the first
+/// part's result (this node's write); the second part (a replica) only
+/// says when: a replica that failed is counted by its link and left
+/// behind.
+pub fn join(durable: storage::Durable) -> (storage::Durable, ReplicaDone) {
+    struct Join {
+        left: u8,
+        result: Option<storage::Result<()>>,
+        durable: Option<storage::Durable>,
+    }
+    fn arrive(join: &Mutex<Join>, result: Option<storage::Result<()>>) {
+        let mut j = join.lock();
+        if let Some(result) = result {
+            j.result = Some(result);
+        }
+        j.left -= 1;
+        if j.left == 0 {
+            let durable = j.durable.take();
+            let result = j.result.take().unwrap_or(Ok(()));
+            drop(j);
+            if let Some(durable) = durable {
+                durable(result);
+            }
+        }
+    }
+    let join = Arc::new(Mutex::new(Join {
+        left: 2,
+        result: None,
+        durable: Some(durable),
+    }));
+    let other = Arc::clone(&join);
+    (
+        Box::new(move |result| arrive(&join, Some(result))),
+        Box::new(move |_stored| arrive(&other, None)),
+    )
+}
+
 /// True if `a` is a later state of one owner's session than `b`. A
 /// replica left behind holds a prefix of the owner's changes (`run_link`
 /// sends nothing after a failed request), and the owner placed the newer
@@ -310,10 +470,18 @@ async fn run_link(
                 Err(_) => break,
             }
         }
-        let (updates, dones): (Vec<_>, Vec<_>) =
-            batch.into_iter().map(|s| (s.update, s.done)).unzip();
-        let count = updates.len() as u64;
-        let stored = match tokio::time::timeout(timeout, cluster.replicate(node, updates)).await {
+        let mut request = cluster::ReplicaBatch::default();
+        let mut dones = Vec::with_capacity(batch.len());
+        for ship in batch {
+            match ship.item {
+                Item::Update(u) => request.updates.push(u),
+                Item::Keep(k) => request.keep.push(k),
+                Item::Forget { node, seq } => request.forget.push((node, seq)),
+            }
+            dones.push(ship.done);
+        }
+        let count = request.len() as u64;
+        let stored = match tokio::time::timeout(timeout, cluster.replicate(node, request)).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
                 tracing::warn!(node, error = %e, "session replica request failed; sessions move their replica to another node");
@@ -324,7 +492,6 @@ async fn run_link(
                 false
             }
         };
-        let mut dones = dones;
         if stored {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             stats.updates.fetch_add(count, Ordering::Relaxed);
@@ -344,9 +511,31 @@ async fn run_link(
     }
 }
 
-/// The store's writes for `updates` shipped by `owner` (this node holds
-/// their replicas).
-pub fn replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<storage::WriteOp> {
+/// The store's writes for what `owner` shipped here: its sessions'
+/// replicas, and second copies of the copies it keeps for nodes that are
+/// down.
+pub fn replica_ops(owner: u64, batch: cluster::ReplicaBatch) -> Vec<storage::WriteOp> {
+    use storage::WriteOp;
+    let mut ops = session_replica_ops(owner, batch.updates);
+    for k in batch.keep {
+        ops.push(WriteOp::PutReplicaForward {
+            origin: owner,
+            node: k.node,
+            seq: k.seq,
+            copy: k.copy,
+        });
+    }
+    for (node, seq) in batch.forget {
+        ops.push(WriteOp::DeleteReplicaForward {
+            origin: owner,
+            node,
+            seq,
+        });
+    }
+    ops
+}
+
+fn session_replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<storage::WriteOp> {
     use storage::WriteOp;
     let mut ops = Vec::new();
     for u in updates {
@@ -491,7 +680,18 @@ mod tests {
             drop: false,
             max_seq: 3,
         };
-        let ops = replica_ops(2, vec![update]);
+        let ops = replica_ops(
+            2,
+            cluster::ReplicaBatch {
+                updates: vec![update],
+                keep: vec![cluster::KeptCopy {
+                    node: 3,
+                    seq: 11,
+                    copy: bytes::Bytes::from_static(b"copy"),
+                }],
+                forget: vec![(3, 10)],
+            },
+        );
         let c = || "c".to_string();
         assert_eq!(
             ops,
@@ -521,17 +721,61 @@ mod tests {
                         max_seq: 3
                     }
                 },
+                WriteOp::PutReplicaForward {
+                    origin: 2,
+                    node: 3,
+                    seq: 11,
+                    copy: bytes::Bytes::from_static(b"copy")
+                },
+                WriteOp::DeleteReplicaForward {
+                    origin: 2,
+                    node: 3,
+                    seq: 10
+                },
             ]
         );
         let dropped = replica_ops(
             2,
-            vec![cluster::ReplicaUpdate {
-                client_id: c(),
-                drop: true,
+            cluster::ReplicaBatch {
+                updates: vec![cluster::ReplicaUpdate {
+                    client_id: c(),
+                    drop: true,
+                    ..Default::default()
+                }],
                 ..Default::default()
-            }],
+            },
         );
         assert_eq!(dropped, [WriteOp::DropReplica { client_id: c() }]);
+    }
+
+    #[test]
+    fn a_joined_callback_runs_once_after_both_parts_with_the_owners_result() {
+        use std::sync::atomic::AtomicU8;
+        for replica_first in [false, true] {
+            for owner_ok in [false, true] {
+                let calls = Arc::new(AtomicU8::new(0));
+                let seen = Arc::clone(&calls);
+                let (local, replica) = join(Box::new(move |result| {
+                    assert_eq!(result.is_ok(), owner_ok);
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }));
+                let owner_result = if owner_ok {
+                    Ok(())
+                } else {
+                    Err(storage::Error::Closed)
+                };
+                if replica_first {
+                    replica(false);
+                    assert_eq!(calls.load(Ordering::SeqCst), 0, "waits for the owner");
+                    local(owner_result);
+                } else {
+                    local(owner_result);
+                    assert_eq!(calls.load(Ordering::SeqCst), 0, "waits for the replica");
+                    replica(true);
+                }
+                assert_eq!(calls.load(Ordering::SeqCst), 1);
+            }
+        }
     }
 
     #[test]

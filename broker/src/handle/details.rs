@@ -24,6 +24,9 @@ pub struct SessionDetails {
     pub queued_messages: usize,
     /// QoS 1/2 messages sent and not yet acknowledged.
     pub inflight_messages: usize,
+    /// The node holding the session's replica (cluster, issue 12); `None`:
+    /// none placed (a node alone, nothing stored yet, no other node up).
+    pub replica_node: Option<u64>,
 }
 
 /// One subscription of [`SessionDetails`].

@@ -43,6 +43,7 @@ impl Handler<Describe> for Session {
             subscriptions,
             queued_messages: self.outgoing.queued_len(),
             inflight_messages: self.outgoing.inflight_len(),
+            replica_node: self.replica_placed_on(),
         })
     }
 }

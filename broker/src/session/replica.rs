@@ -4,10 +4,6 @@
 //! QoS 2 ids goes to the replica too, and what waits for the write (a
 //! publisher's acknowledgement, a PUBREC, a PUBREL) waits for both.
 
-use std::sync::Arc;
-
-use parking_lot::Mutex;
-
 use super::outgoing::OutState;
 use super::Session;
 use crate::codec::QoS;
@@ -52,7 +48,7 @@ impl Session {
                 None
             }
             Some(durable) => {
-                let (local, replica) = join(durable);
+                let (local, replica) = crate::cluster_bridge::join(durable);
                 cluster.replicate(node, change, Some(replica));
                 Some(local)
             }
@@ -74,7 +70,15 @@ impl Session {
             }
             if let Some(node) = target {
                 let snapshot = self.replica_snapshot();
-                tracing::debug!(client_id = %self.client_id(), node, from = ?shipped_to, messages = snapshot.put_outgoing.len(), "session replica placed");
+                let messages = snapshot.put_outgoing.len();
+                match shipped_to {
+                    Some(from) => {
+                        tracing::info!(client_id = %self.client_id(), from, to = node, messages, "session replica moved to another node")
+                    }
+                    None => {
+                        tracing::debug!(client_id = %self.client_id(), node, messages, "session replica placed")
+                    }
+                }
                 self.state.cluster().replicate(node, snapshot, None);
             }
             self.replica.get_or_insert_with(Box::default).node = target;
@@ -91,6 +95,11 @@ impl Session {
         if self.is_persistent() {
             self.replica_node();
         }
+    }
+
+    /// The node the session's replica was last shipped to.
+    pub(super) fn replica_placed_on(&self) -> Option<u64> {
+        self.replica.as_ref().and_then(|r| r.node)
     }
 
     /// The session ended: its replica goes too.
@@ -170,77 +179,5 @@ impl Session {
             .next_seq()
             .saturating_sub(1)
             .max(put.unwrap_or(0))
-    }
-}
-
-/// Splits `durable` in two: it runs once both parts have, with the first
-/// part's result (the owner's write); the second part (the replica) only
-/// says when.
-fn join(durable: storage::Durable) -> (storage::Durable, crate::cluster_bridge::ReplicaDone) {
-    struct Join {
-        left: u8,
-        result: Option<storage::Result<()>>,
-        durable: Option<storage::Durable>,
-    }
-    fn arrive(join: &Mutex<Join>, result: Option<storage::Result<()>>) {
-        let mut j = join.lock();
-        if let Some(result) = result {
-            j.result = Some(result);
-        }
-        j.left -= 1;
-        if j.left == 0 {
-            let durable = j.durable.take();
-            let result = j.result.take().unwrap_or(Ok(()));
-            drop(j);
-            if let Some(durable) = durable {
-                durable(result);
-            }
-        }
-    }
-    let join = Arc::new(Mutex::new(Join {
-        left: 2,
-        result: None,
-        durable: Some(durable),
-    }));
-    let other = Arc::clone(&join);
-    (
-        Box::new(move |result| arrive(&join, Some(result))),
-        Box::new(move |_stored| arrive(&other, None)),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::join;
-    use std::sync::atomic::{AtomicU8, Ordering};
-    use std::sync::Arc;
-
-    #[test]
-    fn a_joined_callback_runs_once_after_both_parts_with_the_owners_result() {
-        for replica_first in [false, true] {
-            for owner_ok in [false, true] {
-                let calls = Arc::new(AtomicU8::new(0));
-                let seen = Arc::clone(&calls);
-                let (local, replica) = join(Box::new(move |result| {
-                    assert_eq!(result.is_ok(), owner_ok);
-                    seen.fetch_add(1, Ordering::SeqCst);
-                }));
-                let owner_result = if owner_ok {
-                    Ok(())
-                } else {
-                    Err(storage::Error::Closed)
-                };
-                if replica_first {
-                    replica(false);
-                    assert_eq!(calls.load(Ordering::SeqCst), 0, "waits for the owner");
-                    local(owner_result);
-                } else {
-                    local(owner_result);
-                    assert_eq!(calls.load(Ordering::SeqCst), 0, "waits for the replica");
-                    replica(true);
-                }
-                assert_eq!(calls.load(Ordering::SeqCst), 1);
-            }
-        }
     }
 }

@@ -13,6 +13,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::handle::{hold_until_durable, AckGuard, Imported, LazyGuard};
@@ -162,12 +163,7 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// Ships a change of a session owned here to its replica on `node`;
     /// `done` hears whether the replica stored it durably. Changes shipped
     /// one after the other are stored in that order.
-    fn replicate(
-        &self,
-        _node: u64,
-        _update: cluster::ReplicaUpdate,
-        done: Option<crate::cluster_bridge::ReplicaDone>,
-    ) {
+    fn replicate(&self, _node: u64, _update: cluster::ReplicaUpdate, done: Option<ReplicaDone>) {
         if let Some(done) = done {
             done(false);
         }
@@ -201,13 +197,29 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 
     /// Counters of the session replicas this node ships (`None`: a node
     /// alone), for `/metrics`.
-    fn replica_stats(&self) -> Option<&crate::cluster_bridge::ReplicaStats> {
+    fn replica_stats(&self) -> Option<&ReplicaStats> {
         None
     }
 
     /// The raft group, for reports (status, metrics, `$SYS`); `None` for a
     /// node alone.
     fn raft(&self) -> Option<&cluster::Cluster>;
+}
+
+/// Told whether a shipped change was stored by the replica.
+pub type ReplicaDone = Box<dyn FnOnce(bool) + Send>;
+
+/// Counters of the session replication, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// Requests a replica stored.
+    pub requests: AtomicU64,
+    /// Session changes in them.
+    pub updates: AtomicU64,
+    /// Requests that failed (replica down, refused, timed out).
+    pub failed_requests: AtomicU64,
+    /// Sessions taken over from a replica (fail-over).
+    pub fail_overs: AtomicU64,
 }
 
 /// A node without a cluster: its store holds its retained messages, it owns

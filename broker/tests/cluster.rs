@@ -1958,6 +1958,11 @@ async fn sigterm_drains_a_node_sessions_move_and_clients_are_sent_elsewhere_issu
             other => panic!("unexpected {other:?}"),
         }
     }
+    // ... and node 2 has read the acknowledgements (a PINGREQ is answered
+    // after the packets before it): unacknowledged copies would be sent
+    // again after the move, as QoS 1 allows
+    v5.send(&build::pingreq()).await;
+    assert!(matches!(v5.recv().await, Some(Packet::PingResp)));
 
     // SIGTERM node 2: it drains and exits 0
     cluster.node(2).stop();

@@ -38,9 +38,9 @@ mod rehome;
 mod replicas;
 mod takeover;
 
+pub use crate::nodes::{ReplicaDone, ReplicaStats};
 pub use replicas::{
-    join, keep_replicas_placed, replica_from_store, replica_ops, state_from_replica, ReplicaDone,
-    ReplicaStats,
+    join, keep_replicas_placed, replica_from_store, replica_ops, state_from_replica,
 };
 pub use takeover::{AdoptingGuard, TakeOverError};
 

@@ -104,7 +104,7 @@ pub(super) fn forward_families(f: &mut Families, stats: &[cluster::ForwardStats]
     );
 }
 
-pub(super) fn replica_families(f: &mut Families, s: &crate::cluster_bridge::ReplicaStats) {
+pub(super) fn replica_families(f: &mut Families, s: &crate::nodes::ReplicaStats) {
     f.counter(
         "tern_session_replica_requests_total",
         "Requests to other nodes storing changes of this node's sessions in their replicas (stored).",

@@ -25,7 +25,7 @@
 //!   node at its next change (`Session::replicate`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,15 +33,13 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::ClusterBridge;
+use crate::nodes::{ReplicaDone, ReplicaStats};
 
 /// How long a replica that failed a request is not picked again.
 pub const FAILED_FOR: Duration = Duration::from_secs(5);
 
 /// Most updates in one request.
 const MAX_UPDATES: usize = 1024;
-
-/// Told whether a shipped change was stored by the replica.
-pub type ReplicaDone = Box<dyn FnOnce(bool) + Send>;
 
 /// What goes to a replica node: a session's change, or a copy this node
 /// keeps for a node that is down (`kept.rs`), or the end of one.
@@ -64,19 +62,6 @@ pub struct Replicas {
     links: Mutex<HashMap<u64, mpsc::UnboundedSender<Ship>>>,
     failed: Arc<Mutex<HashMap<u64, Instant>>>,
     stats: Arc<ReplicaStats>,
-}
-
-/// Counters of the replication, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct ReplicaStats {
-    /// Requests a replica stored.
-    pub requests: AtomicU64,
-    /// Session changes in them.
-    pub updates: AtomicU64,
-    /// Requests that failed (replica down, refused, timed out).
-    pub failed_requests: AtomicU64,
-    /// Sessions taken over from a replica (fail-over).
-    pub fail_overs: AtomicU64,
 }
 
 impl Replicas {
@@ -535,11 +520,16 @@ pub fn replica_ops(owner: u64, batch: cluster::ReplicaBatch) -> Vec<storage::Wri
     ops
 }
 
+/// One meta write per client per request, and only where the highest seq
+/// can have changed (a reset or a new copy): each sled write costs the
+/// replica several microseconds, and a request carries many changes.
 fn session_replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<storage::WriteOp> {
     use storage::WriteOp;
     let mut ops = Vec::new();
+    let mut metas: HashMap<String, u64> = HashMap::new();
     for u in updates {
         let client_id = u.client_id;
+        let meta_changes = u.reset || !u.put_outgoing.is_empty();
         if u.reset {
             ops.push(WriteOp::DropReplica {
                 client_id: client_id.clone(),
@@ -571,17 +561,21 @@ fn session_replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<
             });
         }
         if u.drop {
+            metas.remove(&client_id);
             ops.push(WriteOp::DropReplica { client_id });
-        } else {
-            ops.push(WriteOp::PutReplicaMeta {
-                client_id,
-                meta: storage::ReplicaMeta {
-                    owner,
-                    max_seq: u.max_seq,
-                },
-            });
+        } else if meta_changes {
+            let max_seq = metas.entry(client_id).or_default();
+            *max_seq = (*max_seq).max(u.max_seq);
         }
     }
+    ops.extend(
+        metas
+            .into_iter()
+            .map(|(client_id, max_seq)| WriteOp::PutReplicaMeta {
+                client_id,
+                meta: storage::ReplicaMeta { owner, max_seq },
+            }),
+    );
     ops
 }
 

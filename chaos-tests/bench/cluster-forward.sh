@@ -96,16 +96,17 @@ EOF
   fi
   local out
   out=$("$BENCH" fan-in --addr 127.0.0.1:18801 --sub-addr 127.0.0.1:18803 --qos 1 \
-    --persistent --publishers 20 --duration "$DURATION" --broker-pid "${pids[0]}" \
-    --quiet --label "$label-$mode")
+    --persistent --publishers 20 --duration "$DURATION" --settle 0.5 --broker-pid "${pids[0]}" \
+    --quiet --label "$label-$mode") || true # `down` loses what was refused
   echo "$out" >> "$OUT"
   echo "$out" | python3 -c '
 import json, sys
 d = json.loads(sys.stdin.read())
 l = d.get("latency_us") or {}
-print("%-14s acked %7d  acked/s %6.0f  delivered/s %6.0f  p50 %6s us  p99 %6s us  node-1 CPU %5.2f us/msg  %s" % (
+print("%-14s acked %7d  acked/s %6.0f  delivered/s %6.0f  p50 %6s us  p99 %6s us  node-1 CPU %5.2f us/msg  acked-not-delivered %d  dup %d  %s" % (
     d["label"], d["acked"], d["publish_rate"], d["delivered_rate"], l.get("p50"), l.get("p99"),
-    d.get("broker_cpu_us_per_message") or 0, "; ".join(d["errors"][:1])))'
+    d.get("broker_cpu_us_per_message") or 0, max(0, d["acked"] - d["unique"]), d["duplicates"],
+    "; ".join(d["errors"][:1])))'
   cleanup
 }
 

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{
@@ -57,7 +57,13 @@ pub(crate) async fn serve(cluster: Cluster, listener: tokio::net::TcpListener) {
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
         )
         .add_service(proto::admin_server::AdminServer::new(service))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        // `tcp_nodelay` above applies to sockets tonic binds itself; the
+        // accepted ones are set here (with Nagle, a response waits for the
+        // peer's delayed ACK: 40 ms per replica request)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.cancelled_owned(),
+        )
         .await;
     if let Err(e) = result {
         tracing::error!(node = cluster.node_id(), error = %e, "cluster gRPC server stopped");

@@ -84,6 +84,10 @@ struct Args {
     /// Seconds to wait for the last messages after publishing.
     #[arg(long)]
     drain_timeout: Option<f64>,
+    /// Seconds between the subscribers' SUBACKs and the first publish (a
+    /// cluster: other nodes learn the routes at their next raft message).
+    #[arg(long, default_value_t = 0.0)]
+    settle: f64,
     /// Broker process id, to report its CPU time and memory.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -145,6 +149,7 @@ fn spec(args: &Args) -> Spec {
     spec.connect_concurrency = args.connect_concurrency;
     spec.hold = Duration::from_secs_f64(args.hold);
     spec.keep_alive = args.keep_alive;
+    spec.settle = Duration::from_secs_f64(args.settle);
     if let Some(d) = args.drain_timeout {
         spec.drain_timeout = Duration::from_secs_f64(d);
     }

@@ -137,6 +137,10 @@ pub struct Spec {
     /// also ends once nothing arrived for `quiet`.
     pub drain_timeout: Duration,
     pub quiet: Duration,
+    /// Between the subscribers' SUBACKs and the first publish: a cluster
+    /// node other than the subscribers' learns their routes at its next
+    /// raft message, and what is published there before matches nobody.
+    pub settle: Duration,
     /// Broker process to read memory and CPU time from.
     pub broker_pid: Option<u32>,
     /// Free text copied into the report.
@@ -183,6 +187,7 @@ impl Spec {
             hold: Duration::from_secs(0),
             keep_alive: 60,
             drain_timeout: Duration::from_secs(if queued { 60 } else { 10 }),
+            settle: Duration::ZERO,
             quiet: Duration::from_secs(2),
             broker_pid: None,
             label: String::new(),

@@ -295,6 +295,7 @@ pub(super) async fn pubsub(spec: &Spec) -> Report {
         return report;
     }
     let subs = Subscribers::start(subscribed);
+    tokio::time::sleep(spec.settle).await;
     let published = run_publishers(
         spec,
         &prefix,

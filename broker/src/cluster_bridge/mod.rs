@@ -34,14 +34,14 @@
 
 mod events;
 mod kept;
+mod placement;
 mod rehome;
 mod replicas;
 mod takeover;
 
 pub use crate::nodes::{ReplicaDone, ReplicaStats};
-pub use replicas::{
-    join, keep_replicas_placed, replica_from_store, replica_ops, state_from_replica,
-};
+pub use placement::keep_replicas_placed;
+pub use replicas::{join, replica_from_store, replica_ops, state_from_replica};
 pub use takeover::{AdoptingGuard, TakeOverError};
 
 use std::collections::{HashMap, HashSet};

@@ -24,10 +24,13 @@
 //!   recovery.
 //!
 //! Loss the README documents is counted apart, not as a violation:
-//! - the queued messages of a session whose node lost its data (the
-//!   `replace` fault), from the session's last connection to that node
-//!   until it connects elsewhere (README, Cluster: session queues are not
-//!   replicated);
+//! - copies for a session whose node lost its data (the `replace` fault)
+//!   published from the fault's start until the session connects
+//!   elsewhere (copies acknowledged before are on the session's replica and
+//!   required), and copies a publishing node kept for a peer it counted
+//!   down when that node then lost its data (they are on a second node
+//!   too unless the publishing node was cut off from every other one; the
+//!   checker cannot tell, so it counts them apart);
 //! - copies of messages published while a persistent session moves to
 //!   another node: from the start of the connection to the new node until
 //!   [`ROUTE_GRACE_MS`] after its CONNACK, and from the end of the previous

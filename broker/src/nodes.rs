@@ -216,6 +216,9 @@ pub struct ReplicaStats {
     pub requests: AtomicU64,
     /// Session changes in them.
     pub updates: AtomicU64,
+    /// Puts of copies left out of a request because a later change in it
+    /// deletes them (the client completed them meanwhile).
+    pub puts_skipped: AtomicU64,
     /// Requests that failed (replica down, refused, timed out).
     pub failed_requests: AtomicU64,
     /// Sessions taken over from a replica (fail-over).

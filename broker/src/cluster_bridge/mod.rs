@@ -36,12 +36,14 @@ mod events;
 mod kept;
 mod placement;
 mod rehome;
+mod replica_records;
 mod replicas;
 mod takeover;
 
 pub use crate::nodes::{ReplicaDone, ReplicaStats};
 pub use placement::keep_replicas_placed;
-pub use replicas::{join, replica_from_store, replica_ops, state_from_replica};
+pub use replica_records::{replica_from_store, replica_ops, state_from_replica};
+pub use replicas::join;
 pub use takeover::{AdoptingGuard, TakeOverError};
 
 use std::collections::{HashMap, HashSet};

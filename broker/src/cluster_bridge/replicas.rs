@@ -161,7 +161,9 @@ impl ClusterBridge {
         owner: u64,
     ) -> Option<cluster::SessionReplica> {
         let mut best = match self.store.load_replica(client_id) {
-            Ok(found) => found.map(replica_from_store).filter(|r| r.owner == owner),
+            Ok(found) => found
+                .map(super::replica_from_store)
+                .filter(|r| r.owner == owner),
             Err(e) => {
                 tracing::error!(%client_id, error = %e, "unreadable session replica");
                 None
@@ -281,6 +283,7 @@ async fn run_link(
             }
             dones.push(ship.done);
         }
+        let skipped = super::replica_records::skip_completed_puts(&mut request.updates);
         let count = request.len() as u64;
         let stored = match tokio::time::timeout(timeout, cluster.replicate(node, request)).await {
             Ok(Ok(())) => true,
@@ -296,6 +299,9 @@ async fn run_link(
         if stored {
             stats.requests.fetch_add(1, Ordering::Relaxed);
             stats.updates.fetch_add(count, Ordering::Relaxed);
+            stats
+                .puts_skipped
+                .fetch_add(skipped as u64, Ordering::Relaxed);
         } else {
             stats.failed_requests.fetch_add(1, Ordering::Relaxed);
             failed.lock().insert(node, Instant::now());
@@ -312,151 +318,10 @@ async fn run_link(
     }
 }
 
-/// The store's writes for what `owner` shipped here: its sessions'
-/// replicas, and second copies of the copies it keeps for nodes that are
-/// down.
-pub fn replica_ops(owner: u64, batch: cluster::ReplicaBatch) -> Vec<storage::WriteOp> {
-    use storage::WriteOp;
-    let mut ops = session_replica_ops(owner, batch.updates);
-    for k in batch.keep {
-        ops.push(WriteOp::PutReplicaForward {
-            origin: owner,
-            node: k.node,
-            seq: k.seq,
-            copy: k.copy,
-        });
-    }
-    for (node, seq) in batch.forget {
-        ops.push(WriteOp::DeleteReplicaForward {
-            origin: owner,
-            node,
-            seq,
-        });
-    }
-    ops
-}
-
-/// One meta write per client per request, and only where the highest seq
-/// can have changed (a reset or a new copy): each sled write costs the
-/// replica several microseconds, and a request carries many changes.
-fn session_replica_ops(owner: u64, updates: Vec<cluster::ReplicaUpdate>) -> Vec<storage::WriteOp> {
-    use storage::WriteOp;
-    let mut ops = Vec::new();
-    let mut metas: HashMap<String, u64> = HashMap::new();
-    for u in updates {
-        let client_id = u.client_id;
-        let meta_changes = u.reset || !u.put_outgoing.is_empty();
-        if u.reset {
-            ops.push(WriteOp::DropReplica {
-                client_id: client_id.clone(),
-            });
-        }
-        for (seq, record) in u.put_outgoing {
-            ops.push(WriteOp::PutReplicaOutgoing {
-                client_id: client_id.clone(),
-                seq,
-                record,
-            });
-        }
-        for seq in u.delete_outgoing {
-            ops.push(WriteOp::DeleteReplicaOutgoing {
-                client_id: client_id.clone(),
-                seq,
-            });
-        }
-        for packet_id in u.put_incoming_qos2 {
-            ops.push(WriteOp::PutReplicaIncoming {
-                client_id: client_id.clone(),
-                packet_id,
-            });
-        }
-        for packet_id in u.delete_incoming_qos2 {
-            ops.push(WriteOp::DeleteReplicaIncoming {
-                client_id: client_id.clone(),
-                packet_id,
-            });
-        }
-        if u.drop {
-            metas.remove(&client_id);
-            ops.push(WriteOp::DropReplica { client_id });
-        } else if meta_changes {
-            let max_seq = metas.entry(client_id).or_default();
-            *max_seq = (*max_seq).max(u.max_seq);
-        }
-    }
-    ops.extend(
-        metas
-            .into_iter()
-            .map(|(client_id, max_seq)| WriteOp::PutReplicaMeta {
-                client_id,
-                meta: storage::ReplicaMeta { owner, max_seq },
-            }),
-    );
-    ops
-}
-
-pub fn replica_from_store(r: storage::Replica) -> cluster::SessionReplica {
-    cluster::SessionReplica {
-        owner: r.owner,
-        max_seq: r.max_seq,
-        outgoing: r.outgoing,
-        incoming_qos2: r.incoming_qos2,
-    }
-}
-
-/// The state a session taken over from `replica` starts with: the
-/// replicated record's subscriptions and expiry, the replica's messages
-/// and received QoS 2 ids; its numbering goes on past the highest seq the
-/// owner shipped.
-pub fn state_from_replica(
-    client_id: &str,
-    info: cluster::SessionInfo,
-    replica: cluster::SessionReplica,
-) -> cluster::SessionState {
-    let next_seq = info.next_seq.max(replica.max_seq + 1);
-    cluster::SessionState {
-        client_id: client_id.to_owned(),
-        info,
-        protocol_level: 0,
-        recent_uids: replica
-            .outgoing
-            .iter()
-            .map(|(_, r)| r.uid)
-            .filter(|uid| *uid != 0)
-            .collect(),
-        outgoing: replica.outgoing,
-        incoming_qos2: replica.incoming_qos2,
-        next_seq,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn record(released: bool) -> storage::OutgoingRecord {
-        storage::OutgoingRecord {
-            released,
-            uid: 7,
-            message: storage::StoredMessage {
-                topic: "t".into(),
-                payload: bytes::Bytes::from_static(b"p"),
-                qos: 2,
-                retain: false,
-                properties: bytes::Bytes::new(),
-                expires_at_ms: None,
-            },
-        }
-    }
-
-    fn replica(max_seq: u64, outgoing: &[(u64, bool)]) -> cluster::SessionReplica {
-        cluster::SessionReplica {
-            owner: 2,
-            max_seq,
-            outgoing: outgoing.iter().map(|&(s, r)| (s, record(r))).collect(),
-            incoming_qos2: Vec::new(),
-        }
-    }
+    use crate::cluster_bridge::replica_records::tests::replica;
 
     #[test]
     fn the_newer_replica_has_the_higher_seq_then_fewer_copies_then_more_released() {
@@ -475,87 +340,6 @@ mod tests {
         );
         assert!(!newer(&left_behind, &left_behind));
         assert!(!newer(&left_behind, &replica(5, &[(5, false)])));
-    }
-
-    #[test]
-    fn a_replica_update_becomes_store_writes_in_its_order() {
-        use storage::WriteOp;
-        let update = cluster::ReplicaUpdate {
-            client_id: "c".into(),
-            reset: true,
-            put_outgoing: vec![(3, record(false))],
-            delete_outgoing: vec![1],
-            put_incoming_qos2: vec![9],
-            delete_incoming_qos2: vec![8],
-            drop: false,
-            max_seq: 3,
-        };
-        let ops = replica_ops(
-            2,
-            cluster::ReplicaBatch {
-                updates: vec![update],
-                keep: vec![cluster::KeptCopy {
-                    node: 3,
-                    seq: 11,
-                    copy: bytes::Bytes::from_static(b"copy"),
-                }],
-                forget: vec![(3, 10)],
-            },
-        );
-        let c = || "c".to_string();
-        assert_eq!(
-            ops,
-            [
-                WriteOp::DropReplica { client_id: c() },
-                WriteOp::PutReplicaOutgoing {
-                    client_id: c(),
-                    seq: 3,
-                    record: record(false)
-                },
-                WriteOp::DeleteReplicaOutgoing {
-                    client_id: c(),
-                    seq: 1
-                },
-                WriteOp::PutReplicaIncoming {
-                    client_id: c(),
-                    packet_id: 9
-                },
-                WriteOp::DeleteReplicaIncoming {
-                    client_id: c(),
-                    packet_id: 8
-                },
-                WriteOp::PutReplicaMeta {
-                    client_id: c(),
-                    meta: storage::ReplicaMeta {
-                        owner: 2,
-                        max_seq: 3
-                    }
-                },
-                WriteOp::PutReplicaForward {
-                    origin: 2,
-                    node: 3,
-                    seq: 11,
-                    copy: bytes::Bytes::from_static(b"copy")
-                },
-                WriteOp::DeleteReplicaForward {
-                    origin: 2,
-                    node: 3,
-                    seq: 10
-                },
-            ]
-        );
-        let dropped = replica_ops(
-            2,
-            cluster::ReplicaBatch {
-                updates: vec![cluster::ReplicaUpdate {
-                    client_id: c(),
-                    drop: true,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-        );
-        assert_eq!(dropped, [WriteOp::DropReplica { client_id: c() }]);
     }
 
     #[test]
@@ -586,18 +370,5 @@ mod tests {
                 assert_eq!(calls.load(Ordering::SeqCst), 1);
             }
         }
-    }
-
-    #[test]
-    fn a_session_taken_from_a_replica_numbers_past_its_highest_seq() {
-        let info = cluster::SessionInfo {
-            next_seq: 4,
-            ..Default::default()
-        };
-        let state = state_from_replica("c", info, replica(9, &[(8, true), (9, false)]));
-        assert_eq!(state.next_seq, 10);
-        assert_eq!(state.recent_uids, [7, 7]);
-        assert_eq!(state.outgoing.len(), 2);
-        assert_eq!(state.protocol_level, 0, "the connecting client's");
     }
 }

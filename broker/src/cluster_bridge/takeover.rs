@@ -187,7 +187,7 @@ impl ClusterBridge {
                 from: owner,
                 through_seq: replica.max_seq,
             };
-            let state = super::replicas::state_from_replica(client_id, info, replica);
+            let state = super::replica_records::state_from_replica(client_id, info, replica);
             return Ok(Some(Imported::Replica(state, failed_over)));
         }
         Ok(Some(Imported::Record(info)))

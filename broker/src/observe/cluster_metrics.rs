@@ -116,6 +116,11 @@ pub(super) fn replica_families(f: &mut Families, s: &crate::nodes::ReplicaStats)
         s.updates.load(Ordering::Relaxed),
     );
     f.counter(
+        "tern_session_replica_puts_skipped_total",
+        "Copies not sent to a replica because the client completed them before their request left.",
+        s.puts_skipped.load(Ordering::Relaxed),
+    );
+    f.counter(
         "tern_session_replica_failed_requests_total",
         "Replica requests that failed (node down, refused, timed out): their sessions place their replica elsewhere.",
         s.failed_requests.load(Ordering::Relaxed),

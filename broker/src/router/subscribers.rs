@@ -62,6 +62,11 @@ impl<K: Clone + Eq + Hash, V> Subscribers<K, V> {
         if let Some(index) = &mut self.index {
             index.insert(key.clone(), self.entries.len());
         }
+        if self.entries.capacity() == 0 {
+            // Most filters have one subscriber (a device's own topic): room
+            // for one, not the four a first push makes (~190 B each).
+            self.entries.reserve_exact(1);
+        }
         self.entries.push((key, value));
         if self.index.is_none() && self.entries.len() > INDEX_ABOVE {
             let mut index =

@@ -24,6 +24,7 @@ use std::cmp::min;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 use tokio::sync::oneshot;
 
 use super::core::subscribe::{
@@ -69,6 +70,10 @@ impl Session {
                     }
                     FilterPlan::Subscribe(grant) => grant,
                 };
+                // The decoded filter is a slice of the connection's read
+                // buffer: kept in the session, it would keep the whole
+                // buffer (8 KiB) alive for as long as the subscription.
+                let filter = ByteString::from(String::from(&*filter));
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,

@@ -46,6 +46,13 @@ pub struct Metrics {
     /// Congested subscribers that took nothing for
     /// `limits.backpressure_wait_secs` while publishers were held back for them.
     pub backpressure_stalls: AtomicU64,
+    /// Sessions hibernating now (`session/hibernate.rs`).
+    pub sessions_hibernating: AtomicU64,
+    /// Times a session went to sleep, and woke.
+    pub session_hibernations: AtomicU64,
+    pub session_wakes: AtomicU64,
+    /// PINGREQs answered by a worker's poller for a hibernating session.
+    pub hibernating_pings: AtomicU64,
     /// From a message's arrival on this node (`Message::received_at`) to
     /// each copy's PUBLISH written for a client.
     pub deliver_latency: storage::LatencyHistogram,
@@ -104,6 +111,11 @@ impl DropReason {
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` from a gauge.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// A PUBLISH of `qos` arrived from a client.

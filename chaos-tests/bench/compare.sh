@@ -182,7 +182,7 @@ latency-qos1|false|pairs --qos 1 --pairs 100 --duration $D $DR --rate @HALF_MOSQ
 persistent-qos1|true|pairs --qos 1 --persistent --pairs 100 --duration $D $DR
 persistent-queue|true|persistent-queue --count $COUNT --duration 60 --drain-timeout 30
 retained|true|retained --count $COUNT --duration 60 --drain-timeout 30
-connections|false|connections --connections $CONNS
+connections|false|connections --connections $CONNS --subscribe --hold 20
 "
 # 100,000 connections need a descriptor limit above that in both processes.
 if [ "$QUICK" = 0 ] && [ "$(ulimit -Hn)" -ge 110000 ]; then

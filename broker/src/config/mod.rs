@@ -160,6 +160,13 @@ pub struct MqttConfig {
     pub max_write_buffer: usize,
     /// Seconds a new connection has to send CONNECT.
     pub connect_timeout_secs: u64,
+    /// Seconds after which an idle connection's session hibernates: a
+    /// plain TCP connection with nothing in flight, queued or buffered that
+    /// has sent and been sent nothing for this long releases its actor;
+    /// its socket waits on its worker thread's poller, which answers
+    /// PINGREQ itself, and the session wakes on any other packet or
+    /// message for it. 0 disables hibernation.
+    pub hibernate_after_secs: u32,
     /// Keep alive imposed on clients asking for 0 or more (5.0 Server Keep
     /// Alive); 0 means clients choose.
     pub max_keep_alive: u16,
@@ -198,6 +205,7 @@ impl Default for MqttConfig {
             max_queued_messages: 100_000,
             max_write_buffer: 1024 * 1024,
             connect_timeout_secs: 10,
+            hibernate_after_secs: 10,
             max_keep_alive: 0,
             client_id_prefix: "tern-".into(),
             max_session_expiry_secs: u32::MAX,

@@ -7,7 +7,10 @@
 //!
 //! A session's mailbox is one `Recipient<Input>`: a sender never needs the
 //! actor's type, and a request that wants an answer carries a oneshot
-//! sender (`SessionRef::ask`).
+//! sender (`SessionRef::ask`). While the session hibernates
+//! (`session/hibernate.rs`) it has no actor and no mailbox: the handle holds
+//! a [`Wake`] instead, and the first input sent restarts the actor with a
+//! new mailbox and goes into it.
 
 mod ack;
 mod details;
@@ -20,7 +23,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::BytesMut;
 use bytestring::ByteString;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
@@ -37,8 +40,12 @@ pub struct SessionHandle {
     /// Unique in this process; the router's key.
     pub id: u64,
     pub client_id: ByteString,
-    /// The session actor's mailbox: every [`Input`] goes through it.
-    pub mailbox: Recipient<Input>,
+    /// The session actor's mailbox (every [`Input`] goes through it), or
+    /// how to wake the session while it hibernates.
+    mailbox: RwLock<Mailbox>,
+    /// The session hibernates (its keep-alive sweep does not ask it to
+    /// again).
+    pub asleep: AtomicBool,
     /// The session outlives its connection: QoS 1/2 copies for it are stored
     /// before the publisher is acknowledged.
     pub persistent: AtomicBool,
@@ -58,6 +65,49 @@ pub struct SessionHandle {
     /// stamped for connections with a Keep Alive and read by their thread's
     /// keep-alive sweep.
     pub last_packet_ms: AtomicU64,
+}
+
+/// Where a session's inputs go.
+enum Mailbox {
+    Live(Recipient<Input>),
+    /// The session hibernates: no actor runs.
+    Asleep(Box<dyn Wake>),
+    /// Between the two, only while the lock is held.
+    Waking,
+}
+
+impl Mailbox {
+    /// Wakes the session if it hibernates; true if it did.
+    fn wake(&mut self) -> bool {
+        match std::mem::replace(self, Mailbox::Waking) {
+            Mailbox::Asleep(wake) => {
+                *self = Mailbox::Live(wake.wake());
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Mailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mailbox::Live(_) => f.write_str("Live"),
+            Mailbox::Asleep(_) => f.write_str("Asleep"),
+            Mailbox::Waking => f.write_str("Waking"),
+        }
+    }
+}
+
+/// Restarts the actor of a hibernating session (implemented by
+/// `session/hibernate.rs`): called once, by whoever first sends to it,
+/// from any thread; answers the new actor's mailbox, which may be sent to
+/// at once (its inputs wait there until the actor runs).
+pub trait Wake: Send + Sync {
+    fn wake(self: Box<Self>) -> Recipient<Input>;
 }
 
 /// `SessionHandle::queued` of a session publishers never wait for.
@@ -120,7 +170,8 @@ impl SessionRef {
         SessionRef(Arc::new(SessionHandle {
             id,
             client_id,
-            mailbox,
+            mailbox: RwLock::new(Mailbox::Live(mailbox)),
+            asleep: AtomicBool::new(false),
             persistent: AtomicBool::new(persistent),
             online: AtomicBool::new(false),
             queued: AtomicUsize::new(NOT_HOLDING),
@@ -145,19 +196,70 @@ impl SessionRef {
                 return;
             }
         }
-        self.0.mailbox.do_send(input);
+        self.with_mailbox(|m| m.do_send(input));
     }
 
-    /// True while the session's actor runs.
+    /// Runs `f` on the session's mailbox, waking the session first if it
+    /// hibernates.
+    fn with_mailbox<R>(&self, f: impl FnOnce(&Recipient<Input>) -> R) -> R {
+        {
+            let mailbox = self.0.mailbox.read();
+            if let Mailbox::Live(m) = &*mailbox {
+                return f(m);
+            }
+        }
+        let mut mailbox = self.0.mailbox.write();
+        mailbox.wake();
+        match &*mailbox {
+            Mailbox::Live(m) => f(m),
+            _ => unreachable!("woken above"),
+        }
+    }
+
+    /// The session's mailbox, to send to and wait (waking the session if
+    /// it hibernates).
+    fn recipient(&self) -> Recipient<Input> {
+        self.with_mailbox(Recipient::clone)
+    }
+
+    /// The session's actor goes to sleep: the current mailbox (the last
+    /// sender of it) is dropped, so the actor stops once it has handled
+    /// what is in it, and the next input wakes the session through `wake`.
+    /// Called by the actor itself.
+    pub fn fall_asleep(&self, wake: Box<dyn Wake>) {
+        *self.0.mailbox.write() = Mailbox::Asleep(wake);
+    }
+
+    /// If the mailbox is still the alarm `fall_asleep` left, replaces it
+    /// with `mailbox()` and returns true (the actor stays awake after all,
+    /// or ended); false if a wake took the alarm. Called by the actor.
+    pub fn replace_alarm(&self, mailbox: impl FnOnce() -> Recipient<Input>) -> bool {
+        let mut slot = self.0.mailbox.write();
+        if !matches!(&*slot, Mailbox::Asleep(_)) {
+            return false;
+        }
+        *slot = Mailbox::Live(mailbox());
+        true
+    }
+
+    /// Wakes the session if it hibernates (`wake` runs now, on this
+    /// thread); true if it did.
+    pub fn wake_now(&self) -> bool {
+        self.0.mailbox.write().wake()
+    }
+
+    /// True while the session's actor runs, or the session hibernates.
     pub fn is_alive(&self) -> bool {
-        self.0.mailbox.connected()
+        match &*self.0.mailbox.read() {
+            Mailbox::Live(m) => m.connected(),
+            _ => true,
+        }
     }
 
     /// Hands a connection to the session; false if the session has stopped
     /// (the connection is then still in the slot).
     pub async fn attach(&self, slot: Arc<Mutex<Option<NewConnection>>>) -> bool {
-        self.0
-            .mailbox
+        self.recipient()
             .send(Input::Attach(Attach(slot)))
             .await
             .is_ok()
@@ -166,13 +268,13 @@ impl SessionRef {
     /// Sends `input` and waits until the session has handled it; false if
     /// the session has stopped.
     pub async fn call(&self, input: Input) -> bool {
-        self.0.mailbox.send(input).await.is_ok()
+        self.recipient().send(input).await.is_ok()
     }
 
     /// Asks the session a question; `None` if it has stopped.
     pub async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> Option<T> {
         let (reply, answer) = oneshot::channel();
-        self.0.mailbox.send(input(reply)).await.ok()?;
+        self.recipient().send(input(reply)).await.ok()?;
         answer.await.ok()
     }
 
@@ -422,6 +524,10 @@ pub enum Input {
     /// owned here with stored messages places its replica again if its
     /// node is not the one to hold it now (`Session::replace_replica`).
     PlaceReplica,
+    /// The keep-alive sweep saw the connection silent for
+    /// `mqtt.hibernate_after_secs`: hibernate if nothing else is going on
+    /// (`session/hibernate.rs`).
+    Hibernate,
 }
 
 impl actix::Message for Input {

@@ -43,7 +43,7 @@ use crate::handle::NewConnection;
 use crate::session::Session;
 use crate::state::State;
 pub use crate::transport::CertIdentity;
-use crate::transport::{IdentityError, PacketStream, ReadError, Transport};
+use crate::transport::{Counted, IdentityError, OpenGuard, PacketStream, ReadError, Transport};
 pub use tls::{TlsError, TlsSource};
 
 /// Why a listener could not start.
@@ -281,7 +281,7 @@ impl Listener {
                     Ok(stream) => {
                         let counted = Counted {
                             inner: stream,
-                            _guard: guard,
+                            guard,
                         };
                         actix_rt::spawn(handshake_and_bootstrap(endpoint, counted, peer, state2));
                     }
@@ -336,70 +336,6 @@ impl Accepting {
 impl Drop for Accepting {
     fn drop(&mut self) {
         self.0.store(false, Ordering::Release);
-    }
-}
-
-/// Counts an open connection until the transport is dropped.
-struct OpenGuard(Arc<AtomicUsize>);
-
-impl OpenGuard {
-    fn new(open: Arc<AtomicUsize>) -> OpenGuard {
-        open.fetch_add(1, Ordering::Relaxed);
-        OpenGuard(open)
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A transport that holds an [`OpenGuard`].
-struct Counted<T> {
-    inner: T,
-    _guard: OpenGuard,
-}
-
-impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

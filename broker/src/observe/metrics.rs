@@ -336,6 +336,26 @@ pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
         "Clients disconnected by limits.slow_consumer_timeout_secs.",
         load(&m.slow_consumers_disconnected),
     );
+    f.gauge(
+        "tern_sessions_hibernating",
+        "Sessions hibernating (mqtt.hibernate_after_secs): no actor, socket on the worker's poller.",
+        load(&m.sessions_hibernating) as f64,
+    );
+    f.counter(
+        "tern_session_hibernations_total",
+        "Times an idle session released its actor to hibernate.",
+        load(&m.session_hibernations),
+    );
+    f.counter(
+        "tern_session_wakes_total",
+        "Times a hibernating session was woken (a packet other than PINGREQ, or an input for it).",
+        load(&m.session_wakes),
+    );
+    f.counter(
+        "tern_hibernating_pings_total",
+        "PINGREQs answered by a worker's poller for a hibernating session.",
+        load(&m.hibernating_pings),
+    );
     f.counter(
         "tern_backpressure_stalls_total",
         "Congested subscribers that took nothing for limits.backpressure_wait_secs.",

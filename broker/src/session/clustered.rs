@@ -174,7 +174,7 @@ impl Session {
     fn leave(&mut self, leaving: Leaving, owner: u64, ctx: &mut Context<Self>) {
         self.stop_replicating();
         if let Some(conn) = self.conn.take() {
-            self.close_connection(conn, CloseReason::TakenOver, ctx);
+            self.close_connection(*conn, CloseReason::TakenOver, ctx);
         }
         // The session goes on elsewhere: a delayed will is not due (5.0
         // [MQTT-3.1.3-9]); an immediate one is, as on any takeover.

@@ -39,7 +39,7 @@ impl Handler<Attach> for Session {
         }
         if let Some(old) = self.conn.take() {
             tracing::info!(client_id = %self.client_id(), old_peer = %old.peer, new_peer = %new.peer, "session taken over");
-            self.close_connection(old, CloseReason::TakenOver, ctx);
+            self.close_connection(*old, CloseReason::TakenOver, ctx);
             if let Some(will) = self.will.take() {
                 self.will_due(will, true, ctx);
             }
@@ -112,10 +112,19 @@ impl Handler<Attach> for Session {
         self.outgoing.max_inflight = terms.send_window;
         conn.send(&Packet::ConnAck(terms.connack));
         let keep_alive = terms.keep_alive;
-        if keep_alive > 0 {
-            conn.keep_alive_watch = Some(keep_alive::watch(&self.handle, generation, keep_alive));
+        let hibernate_after = match conn.plain_tcp {
+            true => self.state.config().mqtt.hibernate_after_secs,
+            false => 0,
+        };
+        if keep_alive > 0 || hibernate_after > 0 {
+            conn.keep_alive_watch = Some(keep_alive::watch(
+                &self.handle,
+                generation,
+                keep_alive,
+                hibernate_after,
+            ));
         }
-        self.conn = Some(conn);
+        self.conn = Some(Box::new(conn));
         self.lifecycle = core::Lifecycle::Online;
         self.handle.0.online.store(true, Ordering::Relaxed);
         Metrics::add(&self.state.metrics().connections_current, 1);
@@ -249,7 +258,7 @@ impl Session {
                 tracing::info!(client_id = %self.client_id(), peer = %conn.peer, reason = ?reason, "connection closed")
             }
         }
-        self.close_connection(conn, reason.clone(), ctx);
+        self.close_connection(*conn, reason.clone(), ctx);
         let now = unix_ms();
         let will_delay = self
             .will

@@ -19,7 +19,10 @@
 //! Lifecycle: `Connection::open` splits the transport, adds the packet stream
 //! to the actor and parks the write half; `Connection::close` stops reading
 //! and lets the writer flush what is buffered (bounded in time), then shut
-//! the socket down.
+//! the socket down. A quiet plain TCP connection can also be taken apart
+//! for hibernation (`Connection::hibernate`: the socket, and a [`Dormant`]
+//! with what the connection was granted) and put together again
+//! (`Connection::resume`).
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -31,7 +34,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::BytesMut;
 use futures::Stream;
-use tokio::io::{AsyncRead, AsyncWriteExt, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 use super::alias::TopicAliases;
 use super::{Session, SessionRef};
@@ -40,8 +43,12 @@ use crate::counters::Metrics;
 use crate::handle::WriterEvent;
 use crate::state::State;
 use crate::transport::{
-    CertIdentity, Inbound, InboundEvent, PacketStream, Transport, CLOSE_FLUSH_TIMEOUT,
+    CertIdentity, Inbound, InboundEvent, PacketStream, PlainTcp, Transport, CLOSE_FLUSH_TIMEOUT,
 };
+
+/// The packets of a connection, shared by the actor's stream that reads
+/// them and the connection, which takes them back to hibernate.
+type SharedPackets = Rc<RefCell<Option<PacketStream<ReadHalf<Box<dyn Transport>>>>>>;
 
 /// The writer task's buffer, shared with the session on the same thread.
 pub struct OutBuf {
@@ -54,6 +61,8 @@ pub struct OutBuf {
     /// The write side while no writer task runs; `None` while one does, or
     /// once it has shut the socket down.
     parked: Option<Writer>,
+    /// When the writer last parked after writing (`keep_alive::monotonic_ms`).
+    last_write_ms: u64,
 }
 
 /// What a writer task owns; parked in its `OutBuf` between bursts.
@@ -93,7 +102,12 @@ pub struct Connection {
     /// The identity of the client's TLS certificate, if it sent one.
     pub peer_identity: Option<Box<CertIdentity>>,
     out: Rc<RefCell<OutBuf>>,
+    packets: SharedPackets,
     reader: SpawnHandle,
+    /// Not read (`pause_reading`) while the session falls asleep.
+    paused: bool,
+    /// A plain TCP connection (one that can hibernate).
+    pub plain_tcp: bool,
     /// The connection's entry in its thread's keep-alive sweep, if it has
     /// a Keep Alive; dropping it (with the connection) ends the watch.
     pub keep_alive_watch: Option<super::keep_alive::Watch>,
@@ -131,6 +145,7 @@ impl Connection {
         session: &SessionRef,
         ctx: &mut Context<Session>,
     ) -> Connection {
+        let plain_tcp = crate::transport::is_plain_tcp(transport.as_ref());
         let (read_half, write_half) = tokio::io::split(transport);
         let limits = Limits {
             max_packet_size: state.config().mqtt.max_packet_size,
@@ -140,7 +155,12 @@ impl Connection {
         let mut packets = PacketStream::new(read_half, read_buf, limits, state.metrics().clone());
         let l = &state.config().limits;
         packets.throttle_publish(l.max_publish_rate, l.publish_burst);
-        let reader = ctx.add_stream(inbound_stream(packets, generation));
+        let packets = Rc::new(RefCell::new(Some(packets)));
+        let reader = ctx.add_stream(InboundStream {
+            packets: packets.clone(),
+            generation,
+            ended: false,
+        });
         state.open_writers().fetch_add(1, Ordering::AcqRel);
         let out = Rc::new(RefCell::new(OutBuf {
             buf: BytesMut::new(),
@@ -152,6 +172,7 @@ impl Connection {
                 generation,
                 state: state.clone(),
             }),
+            last_write_ms: 0,
         }));
         Connection {
             generation,
@@ -159,7 +180,10 @@ impl Connection {
             peer,
             peer_identity: None,
             out,
+            packets,
             reader,
+            paused: false,
+            plain_tcp,
             keep_alive_watch: None,
             client_max_packet_size: u32::MAX,
             aliases: None,
@@ -241,25 +265,174 @@ impl Connection {
     }
 }
 
-fn inbound_stream<R: AsyncRead + Unpin + 'static>(
-    packets: PacketStream<R>,
+/// What a connection keeps while its session hibernates: what it was
+/// granted at CONNECT, without its socket, buffers or tasks.
+pub struct Dormant {
     generation: u64,
-) -> impl Stream<Item = Inbound> {
-    use futures::StreamExt;
-    packets
-        .map(move |r| Inbound {
-            generation,
-            event: match r {
-                Ok(p) => InboundEvent::Packet(p),
-                Err(e) => InboundEvent::Error(e),
-            },
-        })
-        .chain(futures::stream::once(async move {
-            Inbound {
-                generation,
-                event: InboundEvent::Closed,
+    protocol: ProtocolVersion,
+    peer: SocketAddr,
+    peer_identity: Option<Box<CertIdentity>>,
+    keep_alive_watch: Option<super::keep_alive::Watch>,
+    client_max_packet_size: u32,
+    aliases: Option<Box<TopicAliases>>,
+    problem_information: bool,
+    trace: Option<Box<crate::telemetry::ConnectionTrace>>,
+}
+
+impl Connection {
+    /// True if the connection can hibernate now: plain TCP, nothing read
+    /// and not yet handled, nothing buffered to write, no writer task, and
+    /// nothing written for `quiet_ms` before `now_ms`.
+    pub fn is_quiet(&self, now_ms: u64, quiet_ms: u64) -> bool {
+        let out = self.out.borrow();
+        self.plain_tcp
+            && out.parked.is_some()
+            && out.buf.is_empty()
+            && !out.closing
+            && !out.blocked
+            && now_ms.saturating_sub(out.last_write_ms) >= quiet_ms
+            && self.packets.borrow().as_ref().is_some_and(|p| p.is_idle())
+    }
+
+    /// Stops reading packets (they wait in the socket) while the session
+    /// falls asleep.
+    pub fn pause_reading(&mut self, ctx: &mut Context<Session>) {
+        if !self.paused {
+            ctx.cancel_future(self.reader);
+            self.paused = true;
+        }
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Reads packets again, in the actor of `ctx`.
+    pub fn resume_reading(&mut self, ctx: &mut Context<Session>) {
+        if self.paused && self.packets.borrow().is_some() {
+            self.reader = ctx.add_stream(InboundStream {
+                packets: self.packets.clone(),
+                generation: self.generation,
+                ended: false,
+            });
+            self.paused = false;
+        }
+    }
+
+    /// Takes a quiet connection (`is_quiet`) whose reading is paused apart:
+    /// answers the socket and what the connection keeps while asleep.
+    pub fn hibernate(self) -> (PlainTcp, Dormant) {
+        debug_assert!(self.paused, "reading is paused first");
+        let packets = self
+            .packets
+            .borrow_mut()
+            .take()
+            .expect("a quiet connection still reads");
+        let (read_half, read_buf) = packets.into_parts();
+        debug_assert!(read_buf.is_empty(), "a quiet connection has read nothing");
+        let writer = {
+            let mut out = self.out.borrow_mut();
+            out.closing = true;
+            out.parked
+                .take()
+                .expect("a quiet connection's writer is parked")
+        };
+        writer.state.open_writers().fetch_sub(1, Ordering::AcqRel);
+        let transport = read_half.unsplit(writer.write_half);
+        let tcp = match crate::transport::into_plain_tcp(transport) {
+            Ok(tcp) => tcp,
+            Err(_) => unreachable!("a quiet connection is plain TCP"),
+        };
+        let dormant = Dormant {
+            generation: self.generation,
+            protocol: self.protocol,
+            peer: self.peer,
+            peer_identity: self.peer_identity,
+            keep_alive_watch: self.keep_alive_watch,
+            client_max_packet_size: self.client_max_packet_size,
+            aliases: self.aliases,
+            problem_information: self.problem_information,
+            trace: self.trace,
+        };
+        (tcp, dormant)
+    }
+
+    /// Puts a hibernated connection together again around its socket
+    /// (`transport`), with the bytes read while asleep (`read_buf`) and any
+    /// owed to the client (`owed`, the rest of a PINGRESP the poller could
+    /// not write whole).
+    pub fn resume(
+        dormant: Dormant,
+        transport: Box<dyn Transport>,
+        read_buf: BytesMut,
+        owed: &[u8],
+        state: State,
+        session: &SessionRef,
+        ctx: &mut Context<Session>,
+    ) -> Connection {
+        let mut conn = Connection::open(
+            transport,
+            read_buf,
+            dormant.generation,
+            dormant.protocol,
+            dormant.peer,
+            state,
+            session,
+            ctx,
+        );
+        conn.peer_identity = dormant.peer_identity;
+        conn.keep_alive_watch = dormant.keep_alive_watch;
+        conn.client_max_packet_size = dormant.client_max_packet_size;
+        conn.aliases = dormant.aliases;
+        conn.problem_information = dormant.problem_information;
+        conn.trace = dormant.trace;
+        if !owed.is_empty() {
+            let mut out = conn.out.borrow_mut();
+            out.buf.extend_from_slice(owed);
+            conn.held.fetch_add(owed.len() as u64, Ordering::Relaxed);
+            out.start_writer(&conn.out);
+        }
+        conn
+    }
+}
+
+/// The actor's stream of a connection's packets: its events, then
+/// `Closed` once; ends at once if the packets were taken to hibernate.
+struct InboundStream {
+    packets: SharedPackets,
+    generation: u64,
+    ended: bool,
+}
+
+impl Stream for InboundStream {
+    type Item = Inbound;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Inbound>> {
+        use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let generation = self.generation;
+        let next = {
+            let mut packets = self.packets.borrow_mut();
+            let Some(packets) = packets.as_mut() else {
+                return Poll::Ready(None);
+            };
+            futures::ready!(std::pin::Pin::new(packets).poll_next(cx))
+        };
+        let event = match next {
+            Some(Ok(p)) => InboundEvent::Packet(p),
+            Some(Err(e)) => InboundEvent::Error(e),
+            None => {
+                self.ended = true;
+                InboundEvent::Closed
             }
-        }))
+        };
+        Poll::Ready(Some(Inbound { generation, event }))
+    }
 }
 
 /// Writes what the session buffers until the buffer is empty, then parks
@@ -287,6 +460,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                 break;
             } else if !wrote {
                 o.parked = Some(writer);
+                o.last_write_ms = super::keep_alive::monotonic_ms();
                 return;
             } else {
                 None

@@ -13,6 +13,13 @@
 //! 1.5 and 1.5 times its Keep Alive plus one sweep period after its last
 //! packet.
 //!
+//! The same sweep asks sessions to hibernate (`hibernate.rs`): a session
+//! not asleep whose connection has sent nothing for
+//! `mqtt.hibernate_after_secs` gets [`Input::Hibernate`], at most once per
+//! that interval; the session decides (it may be busy sending). While
+//! hibernation is on, connections without a Keep Alive are watched too,
+//! with no limit, for that.
+//!
 //! Lifecycle: `watch` when a connection with a Keep Alive is attached (the
 //! thread's sweep task starts with its first entry); the returned
 //! [`Watch`] lives in the `Connection` and takes the entry out when the
@@ -26,7 +33,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::SessionRef;
-use crate::handle::KeepAliveExpired;
+use crate::handle::{Input, KeepAliveExpired};
 
 /// Milliseconds since the first call in this process: the clock of
 /// `SessionHandle::last_packet_ms` (monotonic, unlike `unix_ms`).
@@ -36,16 +43,25 @@ pub fn monotonic_ms() -> u64 {
 }
 
 /// What the sweep watches of a connection.
-pub trait Watched {
+pub trait Watched: Clone {
     /// When the connection's last packet arrived (`monotonic_ms`).
     fn last_packet_ms(&self) -> &AtomicU64;
+    /// The session hibernates.
+    fn asleep(&self) -> bool;
 }
 
 impl Watched for SessionRef {
     fn last_packet_ms(&self) -> &AtomicU64 {
         &self.0.last_packet_ms
     }
+    fn asleep(&self) -> bool {
+        self.0.asleep.load(Ordering::Relaxed)
+    }
 }
+
+/// `Entry::limit_ms` of a connection without a Keep Alive (watched only
+/// to hibernate it).
+pub const NO_LIMIT: u32 = u32::MAX;
 
 /// One watched connection.
 #[derive(Debug)]
@@ -53,8 +69,11 @@ pub struct Entry<T> {
     pub target: T,
     /// The session's connection generation, for `KeepAliveExpired`.
     pub generation: u64,
-    /// 1.5 times the Keep Alive, in ms.
+    /// 1.5 times the Keep Alive, in ms ([`NO_LIMIT`]: none).
     pub limit_ms: u32,
+    /// The sweep asks the session to hibernate no earlier than this
+    /// (`monotonic_ms` in seconds).
+    next_ask_s: u32,
     /// Unique in its table: a slot reused by another connection is not
     /// taken out by the first one's late removal.
     ticket: u64,
@@ -66,6 +85,7 @@ impl<T> Entry<T> {
             target,
             generation,
             limit_ms,
+            next_ask_s: 0,
             ticket: 0,
         }
     }
@@ -87,6 +107,8 @@ pub struct Table<T> {
     /// Shortest limit ever watched: the sweep runs four times within it.
     shortest_ms: u32,
     next_ticket: u64,
+    /// `mqtt.hibernate_after_secs` in ms; 0: never ask.
+    pub hibernate_after_ms: u64,
 }
 
 impl<T> Default for Table<T> {
@@ -96,6 +118,7 @@ impl<T> Default for Table<T> {
             free: Vec::new(),
             shortest_ms: u32::MAX,
             next_ticket: 1,
+            hibernate_after_ms: 0,
         }
     }
 }
@@ -134,17 +157,23 @@ impl<T: Watched> Table<T> {
     }
 
     /// Takes out and returns, as (target, generation), the connections
-    /// silent for longer than their limit at `now_ms`.
-    pub fn sweep(&mut self, now_ms: u64, expired: &mut Vec<(T, u64)>) {
+    /// silent for longer than their limit at `now_ms`; returns in `idle`
+    /// the sessions to ask to hibernate.
+    pub fn sweep(&mut self, now_ms: u64, expired: &mut Vec<(T, u64)>, idle: &mut Vec<T>) {
+        let now_s = (now_ms / 1000) as u32;
+        let after = self.hibernate_after_ms;
         for (slot, cell) in self.entries.iter_mut().enumerate() {
-            let overdue = cell.as_ref().is_some_and(|e| {
-                let last = e.target.last_packet_ms().load(Ordering::Relaxed);
-                now_ms.saturating_sub(last) > u64::from(e.limit_ms)
-            });
-            if overdue {
-                let e = cell.take().expect("checked by `overdue`");
+            let Some(e) = cell.as_mut() else {
+                continue;
+            };
+            let silent = now_ms.saturating_sub(e.target.last_packet_ms().load(Ordering::Relaxed));
+            if e.limit_ms != NO_LIMIT && silent > u64::from(e.limit_ms) {
+                let e = cell.take().expect("matched above");
                 self.free.push(slot as u32);
                 expired.push((e.target, e.generation));
+            } else if after > 0 && silent >= after && now_s >= e.next_ask_s && !e.target.asleep() {
+                e.next_ask_s = now_s.saturating_add((after / 1000).max(1) as u32);
+                idle.push(e.target.clone());
             }
         }
     }
@@ -187,16 +216,26 @@ impl Drop for Watch {
 }
 
 /// Watches connection `generation` of `session` with a Keep Alive of
-/// `keep_alive` seconds (not 0), from now. Must run on the session's worker
-/// thread, inside its actix runtime.
-pub fn watch(session: &SessionRef, generation: u64, keep_alive: u16) -> Watch {
+/// `keep_alive` seconds (0: none, watched to hibernate only), asking it to
+/// hibernate after `hibernate_after_secs` of silence (0: never), from now.
+/// Must run on the session's worker thread, inside its actix runtime.
+pub fn watch(
+    session: &SessionRef,
+    generation: u64,
+    keep_alive: u16,
+    hibernate_after_secs: u32,
+) -> Watch {
     session
         .0
         .last_packet_ms
         .store(monotonic_ms(), Ordering::Relaxed);
-    let limit_ms = u32::from(keep_alive) * 1500;
+    let limit_ms = match keep_alive {
+        0 => NO_LIMIT,
+        k => u32::from(k) * 1500,
+    };
     LOCAL.with(|l| {
         let mut l = l.borrow_mut();
+        l.table.hibernate_after_ms = u64::from(hibernate_after_secs) * 1000;
         let slot = l
             .table
             .insert(Entry::new(session.clone(), generation, limit_ms));
@@ -212,12 +251,13 @@ pub fn watch(session: &SessionRef, generation: u64, keep_alive: u16) -> Watch {
 /// thread has no timer (the next `watch` starts it again).
 async fn sweep_while_watched() {
     let mut expired = Vec::new();
+    let mut idle = Vec::new();
     loop {
         let period = LOCAL.with(|l| l.borrow().table.period());
         actix_rt::time::sleep(period).await;
         let done = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
-            l.table.sweep(monotonic_ms(), &mut expired);
+            l.table.sweep(monotonic_ms(), &mut expired, &mut idle);
             l.sweeping = !l.table.is_empty();
             !l.sweeping
         });
@@ -225,6 +265,9 @@ async fn sweep_while_watched() {
         // keep the borrow short anyway.
         for (session, generation) in expired.drain(..) {
             session.send(KeepAliveExpired { generation });
+        }
+        for session in idle.drain(..) {
+            session.send(Input::Hibernate);
         }
         if done {
             return;
@@ -236,21 +279,60 @@ async fn sweep_while_watched() {
 mod tests {
     use super::*;
 
-    struct Conn(AtomicU64);
+    struct Conn(AtomicU64, std::cell::Cell<bool>);
     impl Watched for std::rc::Rc<Conn> {
         fn last_packet_ms(&self) -> &AtomicU64 {
             &self.0
         }
+        fn asleep(&self) -> bool {
+            self.1.get()
+        }
     }
 
     fn conn(last: u64) -> std::rc::Rc<Conn> {
-        std::rc::Rc::new(Conn(AtomicU64::new(last)))
+        std::rc::Rc::new(Conn(AtomicU64::new(last), std::cell::Cell::new(false)))
     }
 
     fn expired(table: &mut Table<std::rc::Rc<Conn>>, now: u64) -> Vec<u64> {
         let mut out = Vec::new();
-        table.sweep(now, &mut out);
+        table.sweep(now, &mut out, &mut Vec::new());
         out.into_iter().map(|(_, generation)| generation).collect()
+    }
+
+    /// The last packet stamps of the sessions asked to hibernate at `now`.
+    fn asked(table: &mut Table<std::rc::Rc<Conn>>, now: u64) -> Vec<u64> {
+        let mut idle = Vec::new();
+        table.sweep(now, &mut Vec::new(), &mut idle);
+        idle.iter().map(|c| c.0.load(Ordering::Relaxed)).collect()
+    }
+
+    #[test]
+    fn an_idle_session_is_asked_to_hibernate_once_per_interval_unless_asleep() {
+        let mut table = Table {
+            hibernate_after_ms: 10_000,
+            ..Table::default()
+        };
+        let c = conn(1_000);
+        table.insert(Entry::new(c.clone(), 1, 90_000));
+        assert!(asked(&mut table, 10_999).is_empty(), "silent 9.999 s");
+        assert_eq!(asked(&mut table, 11_000), vec![1_000]);
+        assert!(asked(&mut table, 12_000).is_empty(), "asked 1 s ago");
+        assert_eq!(asked(&mut table, 21_000), vec![1_000], "asked again");
+        c.1.set(true);
+        assert!(asked(&mut table, 40_000).is_empty(), "asleep");
+        c.1.set(false);
+        c.0.store(39_000, Ordering::Relaxed);
+        assert!(asked(&mut table, 40_000).is_empty(), "a packet 1 s ago");
+        assert_eq!(table.len(), 1, "asking takes nothing out");
+    }
+
+    #[test]
+    fn a_connection_without_keep_alive_never_expires_and_hibernation_off_never_asks() {
+        let mut table = Table::default();
+        let c = conn(0);
+        table.insert(Entry::new(c, 1, NO_LIMIT));
+        assert!(expired(&mut table, u64::from(u32::MAX) * 4).is_empty());
+        assert!(asked(&mut table, u64::from(u32::MAX) * 4).is_empty());
     }
 
     #[test]

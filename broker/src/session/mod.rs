@@ -34,6 +34,7 @@ mod connection;
 pub mod core;
 mod deliver;
 mod error;
+mod hibernate;
 pub mod incoming;
 mod keep_alive;
 pub mod outgoing;
@@ -77,7 +78,9 @@ pub struct Session {
     session_expiry_interval: u32,
     /// Something about this session is in the store.
     stored: bool,
-    conn: Option<Connection>,
+    /// Boxed: an offline session (and the Session inside a hibernating
+    /// one's bed) does not carry its size.
+    conn: Option<Box<Connection>>,
     next_generation: u64,
     outgoing: Outgoing,
     incoming: Incoming,
@@ -114,6 +117,8 @@ pub struct Session {
     /// Where the session's replica is (a persistent session in a cluster
     /// once it stored something; boxed, most sessions have none).
     replica: Option<Box<replica::ReplicaLink>>,
+    /// Falling asleep: where the session's bed is (`hibernate.rs`).
+    bed: Option<hibernate::BedRef>,
 }
 
 /// The 5.0 enhanced authentication a connection started with.
@@ -138,6 +143,12 @@ impl Actor for Session {
         // a timer and a spilled cancellation list in actix's context.
         if self.stored {
             self.start_expiry_timer(ctx);
+        }
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        if let Some(bed) = self.bed.take() {
+            self.settle(bed);
         }
     }
 }
@@ -224,6 +235,7 @@ impl Session {
             auth: None,
             recent: recent::Recent::restored(crate::message::unix_ms(), restored.recent_uids),
             replica: None,
+            bed: None,
             state,
         }
     }
@@ -333,6 +345,8 @@ impl Handler<Input> for Session {
                 let _ = reply.send(Handler::handle(self, crate::handle::Discard, ctx));
             }
             Input::PlaceReplica => self.replace_replica(),
+            Input::Hibernate => self.hibernate(ctx),
         }
+        self.check_falling(ctx);
     }
 }

@@ -7,6 +7,7 @@
 //!
 //! It never touches a session, the router or the store.
 
+mod counted;
 mod identity;
 
 use std::future::Future;
@@ -24,14 +25,46 @@ use crate::codec::{DecodeError, Limits, Packet};
 use crate::counters::Metrics;
 use crate::limits::TokenBucket;
 
+pub use counted::{Counted, OpenGuard};
 pub use identity::{CertIdentity, IdentityError};
 
 /// How long closing a connection may take to flush what is buffered.
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A byte stream a client connects over (TCP, TLS, WebSocket).
-pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// What the transport is, to take a plain TCP one apart
+    /// ([`into_plain_tcp`]).
+    fn as_any(&self) -> &dyn std::any::Any;
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any>;
+}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+        self
+    }
+}
+
+/// The plain TCP transport of a listener without TLS or WebSocket.
+pub type PlainTcp = Counted<tokio::net::TcpStream>;
+
+/// True if `transport` is a plain TCP connection.
+pub fn is_plain_tcp(transport: &dyn Transport) -> bool {
+    transport.as_any().is::<PlainTcp>()
+}
+
+/// The socket and open-connection guard of a plain TCP transport, or the
+/// transport unchanged if it is another kind.
+pub fn into_plain_tcp(transport: Box<dyn Transport>) -> Result<PlainTcp, Box<dyn Transport>> {
+    if !is_plain_tcp(transport.as_ref()) {
+        return Err(transport);
+    }
+    Ok(*<dyn Transport>::into_any(transport)
+        .downcast::<PlainTcp>()
+        .expect("checked by `is_plain_tcp`"))
+}
 
 /// Why reading packets stopped.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +125,17 @@ impl<R: AsyncRead + Unpin> PacketStream<R> {
                 held: None,
             })
         });
+    }
+
+    /// True if nothing is buffered or held back and the stream has not
+    /// ended: nothing would be lost if the reader were taken now.
+    pub fn is_idle(&self) -> bool {
+        self.buf.is_empty()
+            && !self.done
+            && self
+                .throttle
+                .as_ref()
+                .is_none_or(|t| t.held.is_none() && t.sleep.is_none())
     }
 
     /// The reader and the bytes read past the last packet.

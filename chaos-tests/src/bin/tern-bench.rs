@@ -81,6 +81,15 @@ struct Args {
     /// They send nothing while held: hold them for less than 1.5 times it.
     #[arg(long, default_value_t = 60)]
     keep_alive: u16,
+    /// Connections scenario: each connection subscribes to a topic of its
+    /// own at QoS 1 (the RSS then includes a subscription per connection).
+    #[arg(long)]
+    subscribe: bool,
+    /// Connections scenario with --subscribe: after the hold, publish one
+    /// message to this many connections, one at a time, and report the
+    /// latency of these first messages to idle connections.
+    #[arg(long, default_value_t = 0)]
+    wake_sample: usize,
     /// Seconds to wait for the last messages after publishing.
     #[arg(long)]
     drain_timeout: Option<f64>,
@@ -149,6 +158,8 @@ fn spec(args: &Args) -> Spec {
     spec.connect_concurrency = args.connect_concurrency;
     spec.hold = Duration::from_secs_f64(args.hold);
     spec.keep_alive = args.keep_alive;
+    spec.subscribe = args.subscribe;
+    spec.wake_sample = args.wake_sample;
     spec.settle = Duration::from_secs_f64(args.settle);
     if let Some(d) = args.drain_timeout {
         spec.drain_timeout = Duration::from_secs_f64(d);

@@ -133,6 +133,14 @@ pub struct Spec {
     /// devices announce one (60 s is the common default of client
     /// libraries), and a broker may pay memory for its timer.
     pub keep_alive: u16,
+    /// Each connection of the connections scenario subscribes to a topic of
+    /// its own (QoS 1), as a device listening for commands does.
+    pub subscribe: bool,
+    /// After the hold, the connections scenario publishes one message to
+    /// this many of its connections (spread over them), one at a time, and
+    /// reports each one's latency: the first message to an idle
+    /// connection (with `subscribe`).
+    pub wake_sample: usize,
     /// After publishing, how long to wait for the last copies; the wait
     /// also ends once nothing arrived for `quiet`.
     pub drain_timeout: Duration,
@@ -186,6 +194,8 @@ impl Spec {
             connect_concurrency: 256,
             hold: Duration::from_secs(0),
             keep_alive: 60,
+            subscribe: false,
+            wake_sample: 0,
             drain_timeout: Duration::from_secs(if queued { 60 } else { 10 }),
             settle: Duration::ZERO,
             quiet: Duration::from_secs(2),

@@ -6,13 +6,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use broker::codec::{Packet, Publish, QoS};
+use bytes::BytesMut;
+use bytestring::ByteString;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::client::{Client, ClientOptions};
-use super::payload::now_ns;
+use super::client::{ack_for, Client, ClientOptions};
+use super::payload::{self, now_ns};
 use super::pubsub::{self, PublishPlan, Published};
 use super::report::{ConnectionStats, Latency, Report};
+use super::stats::Histogram;
 use super::stats::Received;
 use super::{sys, Scenario, Spec};
 
@@ -345,9 +349,9 @@ pub(super) async fn connections(spec: &Spec) -> Report {
     let took = start.elapsed();
     let mut open = Vec::with_capacity(n);
     let mut failed = 0u64;
-    for c in clients {
+    for (i, c) in clients.into_iter().enumerate() {
         match c {
-            Ok(c) => open.push(c),
+            Ok(c) => open.push((i, c)),
             Err(e) => {
                 failed += 1;
                 if report.errors.len() < 20 {
@@ -356,9 +360,25 @@ pub(super) async fn connections(spec: &Spec) -> Report {
             }
         }
     }
+    let topic = |i: usize| format!("bench/{}/c/{i}", spec.run_id);
+    if spec.subscribe {
+        for (i, c) in &mut open {
+            if let Err(e) = c.subscribe(&topic(*i), QoS::AtLeastOnce).await {
+                if report.errors.len() < 20 {
+                    report.errors.push(format!("subscribe: {e:#}"));
+                }
+            }
+        }
+    }
     // Let the broker finish handing the connections to their sessions.
     tokio::time::sleep(Duration::from_secs(2).max(spec.hold)).await;
     let rss_after = spec.broker_pid.and_then(sys::rss_bytes);
+    if spec.subscribe && spec.wake_sample > 0 && !open.is_empty() {
+        match first_messages(spec, &mut open, &topic).await {
+            Ok(h) => report.latency_us = Latency::from_histogram(&h),
+            Err(e) => report.errors.push(format!("wake sample: {e:#}")),
+        }
+    }
     let connected = open.len() as u64;
     report.connections = Some(ConnectionStats {
         requested: n as u64,
@@ -377,6 +397,77 @@ pub(super) async fn connections(spec: &Spec) -> Report {
     });
     drop(open);
     report
+}
+
+/// Publishes one QoS 1 message to `spec.wake_sample` of the held
+/// connections (spread evenly), one at a time, and records each one's
+/// latency from the PUBLISH sent to its arrival, in microseconds.
+async fn first_messages(
+    spec: &Spec,
+    open: &mut [(usize, Client)],
+    topic: &impl Fn(usize) -> String,
+) -> anyhow::Result<Histogram> {
+    let publisher_id = format!("tb-{}-wake-pub", spec.run_id);
+    let mut o = options(spec, publisher_id, false, 0, 1);
+    // Not from a held connection's source port.
+    o.local_addr = None;
+    let mut publisher = Client::connect(spec.addr, &o).await?;
+    let mut h = Histogram::default();
+    let step = (open.len() / spec.wake_sample.min(open.len())).max(1);
+    let mut scratch = BytesMut::new();
+    for (k, (i, c)) in open
+        .iter_mut()
+        .step_by(step)
+        .take(spec.wake_sample)
+        .enumerate()
+    {
+        let sent_ns = payload::now_ns();
+        let header = payload::Header {
+            publisher: 0,
+            seq: k as u64,
+            sent_ns,
+        };
+        let packet_id = (k % 65_000) as u16 + 1;
+        publisher
+            .writer
+            .send(&Packet::Publish(Publish {
+                dup: false,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                topic: ByteString::from(topic(*i)),
+                packet_id: Some(packet_id),
+                payload: payload::encode(header, spec.payload, &mut scratch),
+                properties: Default::default(),
+            }))
+            .await?;
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match c.reader.next().await? {
+                    Some(Packet::Publish(p)) => {
+                        let at = payload::now_ns();
+                        if let Some(ack) = ack_for(p.qos, p.packet_id) {
+                            c.writer.send(&ack).await?;
+                        }
+                        return anyhow::Ok(at);
+                    }
+                    Some(_) => continue,
+                    None => anyhow::bail!("connection {i} closed"),
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("connection {i}: no message within 10 s"))??;
+        h.record(got.saturating_sub(sent_ns) / 1_000);
+        // Its PUBACK, before the next one.
+        loop {
+            match publisher.reader.next().await? {
+                Some(Packet::PubAck(_)) => break,
+                Some(_) => continue,
+                None => anyhow::bail!("publisher closed"),
+            }
+        }
+    }
+    Ok(h)
 }
 
 /// An offline persistent subscriber gets `count` messages queued, then

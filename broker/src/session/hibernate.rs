@@ -1,0 +1,496 @@
+//! Hibernation: an idle connection's session without an actor.
+//!
+//! An actix actor over tokio costs about 900 B before a byte of session
+//! state (its task, context, mailbox channel, the socket's tokio
+//! registration, the writer's split halves); most connections of an IoT
+//! hub are idle. A session whose plain TCP connection has had nothing to
+//! do for `mqtt.hibernate_after_secs` (nothing read or written, nothing in
+//! flight or queued, no timer) lets its actor go, as EMQX hibernates idle
+//! Erlang processes:
+//!
+//! 1. The keep-alive sweep (`keep_alive.rs`) asks it ([`Input::Hibernate`]);
+//!    the session checks it is idle (`Session::can_sleep`), stops reading,
+//!    and swaps its mailbox in the [`SessionRef`] for an [`Alarm`]
+//!    (`SessionHandle::fall_asleep`). With its last sender gone the actor
+//!    handles what its mailbox still holds and stops; an input that makes
+//!    it busy meanwhile keeps it awake (`Session::stay_awake`).
+//! 2. When it stops (`Session::stopped`), its state moves into a [`Bed`]
+//!    in its worker thread's table, and the socket, out of tokio, into
+//!    the thread's poller: one mio `Poll` per worker, itself watched by
+//!    tokio. What is left per connection: the `SessionHandle`, the
+//!    session's fields, what the connection was granted
+//!    (`connection::Dormant`), the socket and its open-connection guard.
+//! 3. The poller answers PINGREQ itself (and stamps the keep-alive clock).
+//!    Any other byte, the client closing, or an input sent to the session
+//!    wakes it: the first sender runs [`Alarm::wake`], which makes the
+//!    actor's new mailbox and asks the worker to restore the actor
+//!    (`woken`), the bytes read while asleep first in its read buffer.
+//!
+//! Everything here runs on the session's worker thread, except
+//! `Alarm::wake` (any sender's thread), which only makes a channel and
+//! queues `woken` on the worker's arbiter. A bed's ticket guards against
+//! a late `woken` for a slot reused since.
+
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix::dev::channel::AddressReceiver;
+use actix::dev::{Envelope, EnvelopeProxy};
+use actix::prelude::*;
+use bytes::BytesMut;
+
+mod poller;
+
+use poller::{deregister, registry, Broken};
+
+use super::connection::{Connection, Dormant};
+use super::keep_alive::monotonic_ms;
+use super::{Restored, Session, MAILBOX_CAPACITY};
+use crate::counters::Metrics;
+use crate::handle::{Input, Wake};
+use crate::transport::{Counted, OpenGuard};
+
+/// A hibernating session's bed in its worker's table: its key and ticket.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BedRef {
+    key: u32,
+    ticket: u64,
+}
+
+/// The two bytes of PINGREQ and of PINGRESP (every protocol version).
+const PINGREQ: [u8; 2] = [0xC0, 0x00];
+const PINGRESP: [u8; 2] = [0xD0, 0x00];
+
+/// Read while asleep beyond this, the session is woken anyway.
+const MAX_READ_ASLEEP: usize = 64 * 1024;
+
+/// Where a hibernating session is.
+enum Bed {
+    /// The actor let its mailbox go and stops once it has handled what was
+    /// in it; `woken`: a wake's new mailbox, if one came meanwhile.
+    Falling {
+        ticket: u64,
+        woken: Option<AddressReceiver<Session>>,
+    },
+    /// Asleep: the session's state (boxed: the table holds many).
+    Asleep { ticket: u64, sleeper: Box<Sleeper> },
+    /// The actor stayed awake while a wake was on its way: the wake's
+    /// mailbox goes to it.
+    Awake {
+        ticket: u64,
+        absorb: tokio::sync::oneshot::Sender<AddressReceiver<Session>>,
+    },
+}
+
+impl Bed {
+    fn ticket(&self) -> u64 {
+        match self {
+            Bed::Falling { ticket, .. }
+            | Bed::Asleep { ticket, .. }
+            | Bed::Awake { ticket, .. } => *ticket,
+        }
+    }
+}
+
+/// A session without its actor.
+struct Sleeper {
+    session: Session,
+    /// The connection's socket, out of tokio; `None` if the session is
+    /// not connected (it fell asleep but was busy when its actor stopped:
+    /// its connection, if any, is still in `session.conn`).
+    socket: Option<Socket>,
+}
+
+struct Socket {
+    /// `None`: it could not be taken out of tokio (the connection is lost;
+    /// the session, woken at once, reads an error).
+    tcp: Option<std::net::TcpStream>,
+    guard: OpenGuard,
+    dormant: Dormant,
+    /// Bytes read while asleep, for the session when it wakes (boxed:
+    /// almost always none).
+    read: Option<Box<BytesMut>>,
+    /// Bytes of a PINGRESP the socket did not take (its last ones).
+    owed: u8,
+    /// The poller watches the socket.
+    registered: bool,
+}
+
+/// One worker thread's beds and poller.
+#[derive(Default)]
+struct Table {
+    beds: slab::Slab<Bed>,
+    /// Registers sockets with the thread's poller (started on first use).
+    registry: Option<mio::Registry>,
+}
+
+thread_local! {
+    static TABLE: RefCell<Table> = RefCell::new(Table::default());
+}
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+
+/// Wakes a hibernating session (`SessionHandle`'s mailbox while asleep).
+struct Alarm {
+    arbiter: ArbiterHandle,
+    bed: BedRef,
+}
+
+impl Wake for Alarm {
+    fn wake(self: Box<Self>) -> Recipient<Input> {
+        let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+        let bed = self.bed;
+        // A stopped arbiter (the broker is stopping) drops the job and with
+        // it the mailbox: the inputs fail as to an ended session.
+        self.arbiter.spawn_fn(move || woken(bed, mailbox));
+        Addr::new(sender).recipient()
+    }
+}
+
+/// On the worker: a wake made `mailbox` for the session in `bed`.
+fn woken(bed: BedRef, mailbox: AddressReceiver<Session>) {
+    let asleep = TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let key = bed.key as usize;
+        if t.beds.get(key).is_none_or(|b| b.ticket() != bed.ticket) {
+            return None;
+        }
+        match t.beds.get_mut(key).expect("checked above") {
+            Bed::Falling { woken, .. } => {
+                *woken = Some(mailbox);
+                None
+            }
+            Bed::Asleep { .. } => {
+                let Bed::Asleep { sleeper, .. } = t.beds.remove(key) else {
+                    unreachable!("matched above")
+                };
+                Some((sleeper, mailbox))
+            }
+            Bed::Awake { .. } => {
+                let Bed::Awake { absorb, .. } = t.beds.remove(key) else {
+                    unreachable!("matched above")
+                };
+                let _ = absorb.send(mailbox);
+                None
+            }
+        }
+    });
+    if let Some((sleeper, mailbox)) = asleep {
+        resume(sleeper, mailbox);
+    }
+}
+
+/// Runs the session's actor again, reading `mailbox`.
+fn resume(sleeper: Box<Sleeper>, mailbox: AddressReceiver<Session>) {
+    let Sleeper {
+        mut session,
+        socket,
+    } = *sleeper;
+    let mut ctx = Context::with_receiver(mailbox);
+    if let Some(socket) = socket {
+        Metrics::sub(&session.state.metrics().sessions_hibernating, 1);
+        Metrics::add(&session.state.metrics().session_wakes, 1);
+        if socket.registered {
+            if let Some(tcp) = &socket.tcp {
+                deregister(tcp);
+            }
+        }
+        let Socket {
+            tcp,
+            guard,
+            dormant,
+            read,
+            owed,
+            ..
+        } = socket;
+        let transport: Box<dyn crate::transport::Transport> =
+            match tcp.map(tokio::net::TcpStream::from_std) {
+                Some(Ok(inner)) => Box::new(Counted { inner, guard }),
+                None => Box::new(Broken(None)),
+                Some(Err(e)) => {
+                    // The socket cannot go back to tokio: the connection
+                    // is lost, and the session hears so as from a read.
+                    tracing::warn!(client_id = %session.client_id(), error = %e,
+                        "cannot register a waking session's socket");
+                    Box::new(Broken(Some(e)))
+                }
+            };
+        let conn = Connection::resume(
+            dormant,
+            transport,
+            read.map_or_else(BytesMut::new, |r| *r),
+            &PINGRESP[PINGRESP.len() - usize::from(owed)..],
+            session.state.clone(),
+            &session.handle,
+            &mut ctx,
+        );
+        session.conn = Some(Box::new(conn));
+    } else if let Some(conn) = session.conn.as_mut() {
+        conn.resume_reading(&mut ctx);
+    }
+    session.handle.0.asleep.store(false, Ordering::Relaxed);
+    ctx.run(session);
+}
+
+impl Session {
+    /// True if the session may hibernate now: online over a quiet plain
+    /// TCP connection, silent for `mqtt.hibernate_after_secs` both ways,
+    /// nothing in flight, queued or owed, no will waiting, no held
+    /// acknowledgement, no re-authentication going on.
+    fn can_sleep(&self, now_ms: u64) -> bool {
+        let after_ms = u64::from(self.state.config().mqtt.hibernate_after_secs) * 1000;
+        let silent = now_ms.saturating_sub(self.handle.0.last_packet_ms.load(Ordering::Relaxed));
+        after_ms > 0
+            && silent >= after_ms
+            && matches!(self.lifecycle, super::core::Lifecycle::Online)
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.is_quiet(now_ms, after_ms))
+            && self.outgoing.is_empty()
+            && self.incoming.pending_len() == 0
+            && self.pending_will.is_none()
+            && self.expiry_timer.is_none()
+            && !self.hold_timer
+            && self.auth.as_ref().is_none_or(|a| a.exchange.is_none())
+    }
+
+    /// `Input::Hibernate`: falls asleep if idle (see the module doc).
+    pub(super) fn hibernate(&mut self, ctx: &mut Context<Self>) {
+        if self.bed.is_some() || !self.can_sleep(monotonic_ms()) {
+            return;
+        }
+        let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+        let key = TABLE.with(|t| {
+            t.borrow_mut().beds.insert(Bed::Falling {
+                ticket,
+                woken: None,
+            })
+        });
+        let bed = BedRef {
+            key: key as u32,
+            ticket,
+        };
+        self.bed = Some(bed);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.pause_reading(ctx);
+        }
+        self.handle.0.asleep.store(true, Ordering::Relaxed);
+        self.handle.fall_asleep(Box::new(Alarm {
+            arbiter: Arbiter::current(),
+            bed,
+        }));
+    }
+
+    /// After each input while falling asleep: an input that made the
+    /// session busy (or replaced or closed its connection) keeps it awake.
+    pub(super) fn check_falling(&mut self, ctx: &mut Context<Self>) {
+        if self.bed.is_some() && !self.still_sleepy() {
+            self.stay_awake(ctx);
+        }
+    }
+
+    /// Still idle enough to fall asleep (the silence is not asked again:
+    /// what was handled while falling came before the decision).
+    fn still_sleepy(&self) -> bool {
+        matches!(self.lifecycle, super::core::Lifecycle::Online)
+            && self
+                .conn
+                .as_ref()
+                .is_some_and(|c| c.is_paused() && c.is_quiet(0, 0))
+            && self.outgoing.is_empty()
+            && self.incoming.pending_len() == 0
+            && self.pending_will.is_none()
+            && self.expiry_timer.is_none()
+            && !self.hold_timer
+    }
+
+    /// Gives up falling asleep: takes a mailbox back (the wake's, if one
+    /// came) and reads the connection again.
+    fn stay_awake(&mut self, ctx: &mut Context<Self>) {
+        let Some(bed) = self.bed.take() else { return };
+        self.handle.0.asleep.store(false, Ordering::Relaxed);
+        if let Some(conn) = self.conn.as_mut() {
+            conn.resume_reading(ctx);
+        }
+        let key = bed.key as usize;
+        let woken = TABLE.with(|t| match t.borrow_mut().beds.remove(key) {
+            Bed::Falling { woken, .. } => woken,
+            _ => unreachable!("a falling session's bed is Falling"),
+        });
+        if let Some(mailbox) = woken {
+            ctx.add_stream(mailbox);
+            return;
+        }
+        if let Some(mailbox) = self.take_mailbox_back() {
+            ctx.add_stream(mailbox);
+            return;
+        }
+        // A wake is on its way to the bed: its mailbox comes to the actor.
+        let (absorb, mailbox) = tokio::sync::oneshot::channel();
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let entry = t.beds.vacant_entry();
+            debug_assert_eq!(entry.key(), key, "the slot just freed is reused first");
+            entry.insert(Bed::Awake {
+                ticket: bed.ticket,
+                absorb,
+            });
+        });
+        ctx.spawn(
+            async move { mailbox.await.ok() }
+                .into_actor(self)
+                .map(|mailbox, _, ctx| {
+                    if let Some(mailbox) = mailbox {
+                        ctx.add_stream(mailbox);
+                    }
+                }),
+        );
+    }
+
+    /// If the session's mailbox is still the alarm, replaces it with a new
+    /// one and returns its receiving side; `None` if a wake took the alarm.
+    fn take_mailbox_back(&self) -> Option<AddressReceiver<Session>> {
+        let mut taken = None;
+        self.handle.replace_alarm(|| {
+            let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+            taken = Some(mailbox);
+            Addr::new(sender).recipient()
+        });
+        taken
+    }
+
+    /// The actor stopped while falling asleep: the session goes to bed
+    /// (asleep, or straight back to a new actor if it became busy or a
+    /// wake came).
+    pub(super) fn settle(&mut self, bed: BedRef) {
+        let key = bed.key as usize;
+        let woken = TABLE.with(|t| match t.borrow_mut().beds.remove(key) {
+            Bed::Falling { woken, .. } => woken,
+            _ => unreachable!("a falling session's bed is Falling"),
+        });
+        if self.is_ended() {
+            // Nothing to keep: the handle gets a closed mailbox (the new
+            // one's receiving side dropped at once), as an ended session's.
+            drop(woken);
+            self.handle.0.asleep.store(false, Ordering::Relaxed);
+            drop(self.take_mailbox_back());
+            return;
+        }
+        let placeholder =
+            Session::new(self.state.clone(), self.handle.clone(), Restored::default());
+        let session = std::mem::replace(self, placeholder);
+        // The placeholder ends with this actor and must leave no trace.
+        self.lifecycle = super::core::Lifecycle::Ended;
+        let sleepy = woken.is_none() && session.still_sleepy();
+        let mut sleeper = Box::new(Sleeper {
+            session,
+            socket: None,
+        });
+        if sleepy {
+            let conn = sleeper
+                .session
+                .conn
+                .take()
+                .expect("checked by still_sleepy");
+            let (Counted { inner, guard }, dormant) = conn.hibernate();
+            let tcp = inner
+                .into_std()
+                .inspect_err(|e| {
+                    // Only if tokio's reactor is gone; the connection is lost.
+                    tracing::warn!(client_id = %sleeper.session.client_id(), error = %e,
+                        "cannot take a hibernating session's socket out of tokio");
+                })
+                .ok();
+            sleeper.socket = Some(Socket {
+                tcp,
+                guard,
+                dormant,
+                read: None,
+                owed: 0,
+                registered: false,
+            });
+            let metrics = sleeper.session.state.metrics().clone();
+            Metrics::add(&metrics.sessions_hibernating, 1);
+            Metrics::add(&metrics.session_hibernations, 1);
+        }
+        let mailbox = match woken {
+            Some(mailbox) => Some(mailbox),
+            None if sleepy => None,
+            None => self.take_mailbox_back(),
+        };
+        if let Some(mailbox) = mailbox {
+            resume(sleeper, mailbox);
+            return;
+        }
+        // Asleep (or busy with a wake on its way, which finds it here).
+        let unwatched = TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            if let Some(socket) = sleeper.socket.as_mut() {
+                if let Some(tcp) = &socket.tcp {
+                    let fd = tcp.as_raw_fd();
+                    match registry(&mut t) {
+                        Ok(r) => {
+                            socket.registered = r
+                                .register(
+                                    &mut mio::unix::SourceFd(&fd),
+                                    mio::Token(key),
+                                    mio::Interest::READABLE,
+                                )
+                                .inspect_err(|e| {
+                                    tracing::warn!(error = %e, "cannot watch a hibernating session's socket")
+                                })
+                                .is_ok();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "cannot start the hibernation poller")
+                        }
+                    }
+                }
+            }
+            let unwatched = sleeper.socket.as_ref().is_some_and(|s| !s.registered);
+            let entry = t.beds.vacant_entry();
+            debug_assert_eq!(entry.key(), key, "the slot just freed is reused first");
+            entry.insert(Bed::Asleep {
+                ticket: bed.ticket,
+                sleeper,
+            });
+            unwatched
+        });
+        // A socket the poller does not watch would never wake the session.
+        if unwatched {
+            self.handle.wake_now();
+        }
+    }
+}
+
+/// The stream of a mailbox a wake made while the actor stayed awake.
+impl StreamHandler<Envelope<Session>> for Session {
+    fn handle(&mut self, mut envelope: Envelope<Session>, ctx: &mut Context<Self>) {
+        EnvelopeProxy::handle(&mut envelope, self, ctx);
+    }
+
+    fn finished(&mut self, _ctx: &mut Context<Self>) {
+        // Its senders are gone (the session fell asleep again, or ended):
+        // the actor stops when nothing else keeps it.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a hibernating session costs is mostly its bed: keep it within
+    /// mimalloc's 384-byte size class (the next one is 448).
+    #[test]
+    fn a_sleeper_fits_in_384_bytes() {
+        assert!(
+            std::mem::size_of::<Sleeper>() <= 384,
+            "Sleeper is {} B (Session {} B, Socket {} B)",
+            std::mem::size_of::<Sleeper>(),
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<Socket>(),
+        );
+    }
+}

@@ -287,10 +287,15 @@ impl SessionRef {
     /// Online and not stalled, with at least `threshold` QoS 1/2 messages
     /// queued or on their way to it (`limits.backpressure_queued`; 0: never).
     pub fn is_congested(&self, threshold: usize) -> bool {
+        if threshold == 0 {
+            return false;
+        }
+        // `in_mailbox` first: the session publishes `queued` before it
+        // takes a copy out of `in_mailbox` (Release), so a copy missing
+        // from this count is in the `queued` read after it.
+        let in_mailbox = self.0.in_mailbox.load(Ordering::Acquire);
         let queued = self.0.queued.load(Ordering::Relaxed);
-        threshold > 0
-            && queued != NOT_HOLDING
-            && queued.saturating_add(self.0.in_mailbox.load(Ordering::Relaxed)) >= threshold
+        queued != NOT_HOLDING && queued.saturating_add(in_mailbox) >= threshold
     }
 }
 

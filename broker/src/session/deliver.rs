@@ -32,9 +32,21 @@ impl Handler<Deliver> for Session {
     type Result = ();
 
     fn handle(&mut self, d: Deliver, ctx: &mut Context<Self>) {
-        if d.backpressure != Backpressure::Untracked {
-            self.handle.0.in_mailbox.fetch_sub(1, Ordering::Relaxed);
+        let counted = d.backpressure != Backpressure::Untracked;
+        self.take_copy(d, ctx);
+        if counted {
+            // Only now, after the queue's new length is published
+            // (`update_congestion`): a router that reads `in_mailbox` first
+            // (Acquire, `SessionRef::is_congested`) and sees the copy gone
+            // sees it in `queued`, never in neither.
+            self.handle.0.in_mailbox.fetch_sub(1, Ordering::Release);
         }
+    }
+}
+
+impl Session {
+    /// A copy routed to the session (`Deliver`).
+    fn take_copy(&mut self, d: Deliver, ctx: &mut Context<Self>) {
         if let core::Lifecycle::Moved { owner, .. } = self.lifecycle {
             return self.forward_moved(owner, d);
         }

@@ -44,8 +44,8 @@ mod recent;
 mod replica;
 mod restored;
 mod subscribe;
+mod subscriptions;
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use actix::prelude::*;
@@ -85,7 +85,7 @@ pub struct Session {
     outgoing: Outgoing,
     incoming: Incoming,
     /// Filter -> subscription, as in the router.
-    subscriptions: HashMap<ByteString, SubscriptionEntry>,
+    subscriptions: subscriptions::Subscriptions,
     /// Boxed, as `pending_will`: most clients have no will, and inline it
     /// would add its size to every session.
     will: Option<Box<LastWill>>,
@@ -202,7 +202,7 @@ impl Session {
         for id in restored.incoming_qos2 {
             incoming.insert_qos2(id);
         }
-        let mut subscriptions = HashMap::new();
+        let mut subscriptions = subscriptions::Subscriptions::default();
         if !restored.subscriptions.is_empty() {
             let mut router = state.router().write();
             for (filter, entry) in restored.subscriptions {

@@ -43,6 +43,36 @@ pub struct LastWill {
     pub properties: WillProperties,
 }
 
+impl LastWill {
+    /// A copy whose strings and bytes are its own: decoded, they are slices
+    /// of the connection's read buffer, which a will kept for the whole
+    /// connection would keep alive.
+    pub fn detached(&self) -> LastWill {
+        let text = |s: &ByteString| ByteString::from(String::from(&**s));
+        let bytes = |b: &Bytes| Bytes::copy_from_slice(b);
+        let p = &self.properties;
+        LastWill {
+            topic: text(&self.topic),
+            payload: bytes(&self.payload),
+            qos: self.qos,
+            retain: self.retain,
+            properties: WillProperties {
+                will_delay_interval: p.will_delay_interval,
+                payload_format_indicator: p.payload_format_indicator,
+                message_expiry_interval: p.message_expiry_interval,
+                content_type: p.content_type.as_ref().map(text),
+                response_topic: p.response_topic.as_ref().map(text),
+                correlation_data: p.correlation_data.as_ref().map(bytes),
+                user_properties: p
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (text(k), text(v)))
+                    .collect(),
+            },
+        }
+    }
+}
+
 /// CONNACK. For 3.1 / 3.1.1 the reason code is encoded as the return code:
 /// Success 0, UnsupportedProtocolVersion 1, ClientIdentifierNotValid 2,
 /// ServerUnavailable 3, BadUserNameOrPassword 4, NotAuthorized 5; any other

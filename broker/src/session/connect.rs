@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use bytestring::ByteString;
 
 use super::alias::TopicAliases;
 use super::connection::Connection;
@@ -80,10 +81,11 @@ impl Handler<Attach> for Session {
             resume,
         );
         self.set_session_expiry(terms.session_expiry_interval);
-        self.will = connect.will.clone().map(Box::new);
+        self.will = connect.will.as_ref().map(|w| Box::new(w.detached()));
         self.auth = new.authenticated.as_ref().map(|a| {
             Box::new(super::EnhancedAuth {
-                method: a.method.clone(),
+                // Copied: a slice of the CONNECT's buffer otherwise.
+                method: ByteString::from(String::from(&*a.method)),
                 exchange: None,
             })
         });

@@ -2,10 +2,10 @@
 //! checked by [`check_fixture`]. Properties are listed in the order the
 //! encoder writes them; the decoder accepts any order.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
-use super::{cat, check_fixture, decode};
+use super::{cat, check_fixture, decode, limits};
 use crate::codec::{
     AckProperties, Auth, AuthProperties, ConnAck, ConnAckProperties, Connect, ConnectProperties,
     Disconnect, DisconnectProperties, LastWill, Packet, ProtocolVersion::V5, PubResponse, Publish,
@@ -70,6 +70,26 @@ fn connect_v5_with_properties_will_properties_and_password_alone() {
         },
     };
     check_fixture(V5, &bytes, &Packet::Connect(Box::new(connect)));
+
+    // A detached will is equal and owns its bytes: none points into the
+    // buffer it was decoded from.
+    let mut buf = BytesMut::from(&bytes[..]);
+    let buffer = buf.as_ptr_range();
+    let Ok(Some(Packet::Connect(decoded))) = Packet::decode(&mut buf, &limits(V5)) else {
+        panic!("the fixture decodes")
+    };
+    let will = decoded.will.expect("the fixture has a will");
+    assert!(buffer.contains(&will.topic.as_ptr()), "decoded as a slice");
+    let detached = will.detached();
+    assert_eq!(detached, will);
+    let p = &detached.properties;
+    for ptr in [
+        detached.topic.as_ptr(),
+        detached.payload.as_ptr(),
+        p.response_topic.as_ref().expect("in the fixture").as_ptr(),
+    ] {
+        assert!(!buffer.contains(&ptr), "still a slice of the decoded buffer");
+    }
 }
 
 #[test]

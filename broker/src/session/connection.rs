@@ -61,7 +61,8 @@ pub struct OutBuf {
     /// The write side while no writer task runs; `None` while one does, or
     /// once it has shut the socket down.
     parked: Option<Writer>,
-    /// When the writer last parked after writing (`keep_alive::monotonic_ms`).
+    /// When the writer last parked after writing (`keep_alive::coarse_ms`,
+    /// up to a second early).
     last_write_ms: u64,
 }
 
@@ -460,7 +461,7 @@ async fn run_writer(out: Rc<RefCell<OutBuf>>, mut writer: Writer) {
                 break;
             } else if !wrote {
                 o.parked = Some(writer);
-                o.last_write_ms = super::keep_alive::monotonic_ms();
+                o.last_write_ms = super::keep_alive::coarse_ms();
                 return;
             } else {
                 None

@@ -42,6 +42,19 @@ pub fn monotonic_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
+thread_local! {
+    /// `monotonic_ms` as of this thread's last sweep (or watch): a clock
+    /// for the hot path, where reading the real one per write would cost
+    /// more than the second it may lag.
+    static COARSE_MS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// `monotonic_ms` as of this worker's last keep-alive sweep (at most a
+/// second old while the thread watches connections).
+pub fn coarse_ms() -> u64 {
+    COARSE_MS.with(|c| c.get())
+}
+
 /// What the sweep watches of a connection.
 pub trait Watched: Clone {
     /// When the connection's last packet arrived (`monotonic_ms`).
@@ -225,10 +238,9 @@ pub fn watch(
     keep_alive: u16,
     hibernate_after_secs: u32,
 ) -> Watch {
-    session
-        .0
-        .last_packet_ms
-        .store(monotonic_ms(), Ordering::Relaxed);
+    let now = monotonic_ms();
+    COARSE_MS.with(|c| c.set(now));
+    session.0.last_packet_ms.store(now, Ordering::Relaxed);
     let limit_ms = match keep_alive {
         0 => NO_LIMIT,
         k => u32::from(k) * 1500,
@@ -255,9 +267,11 @@ async fn sweep_while_watched() {
     loop {
         let period = LOCAL.with(|l| l.borrow().table.period());
         actix_rt::time::sleep(period).await;
+        let now = monotonic_ms();
+        COARSE_MS.with(|c| c.set(now));
         let done = LOCAL.with(|l| {
             let mut l = l.borrow_mut();
-            l.table.sweep(monotonic_ms(), &mut expired, &mut idle);
+            l.table.sweep(now, &mut expired, &mut idle);
             l.sweeping = !l.table.is_empty();
             !l.sweeping
         });

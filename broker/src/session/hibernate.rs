@@ -235,7 +235,8 @@ fn resume(sleeper: Box<Sleeper>, mailbox: AddressReceiver<Session>) {
 
 impl Session {
     /// True if the session may hibernate now: online over a quiet plain
-    /// TCP connection, silent for `mqtt.hibernate_after_secs` both ways,
+    /// TCP connection, silent for `mqtt.hibernate_after_secs` both ways
+    /// (nothing written for a second less),
     /// nothing in flight, queued or owed, no will waiting, no held
     /// acknowledgement, no re-authentication going on.
     fn can_sleep(&self, now_ms: u64) -> bool {
@@ -244,10 +245,15 @@ impl Session {
         after_ms > 0
             && silent >= after_ms
             && matches!(self.lifecycle, super::core::Lifecycle::Online)
+            // Writes: a second less, as the answer to the client's last
+            // packet went out just after it (and the writer's clock is
+            // the sweep's, up to a second old): else the sweep's first ask
+            // may find it a millisecond short, and the session would sleep
+            // one interval late.
             && self
                 .conn
                 .as_ref()
-                .is_some_and(|c| c.is_quiet(now_ms, after_ms))
+                .is_some_and(|c| c.is_quiet(now_ms, after_ms.saturating_sub(1000)))
             && self.outgoing.is_empty()
             && self.incoming.pending_len() == 0
             && self.pending_will.is_none()

@@ -41,42 +41,16 @@ done
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/tern/target}
 MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-if [ ! -x "$MOSQUITTO" ]; then
-  echo "== installing mosquitto"
-  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq mosquitto >/dev/null
-fi
-echo "== cargo build --release (tern, tern-bench)"
-cargo build --release --locked -p broker -p chaos-tests --bins -q
-TERN="$CARGO_TARGET_DIR/release/tern"
-BENCH="$CARGO_TARGET_DIR/release/tern-bench"
+# shellcheck source=chaos-tests/bench/lib.sh
+. chaos-tests/bench/lib.sh
+install_mosquitto
+build_release
+prepare_host
+make_workdir tern-hibernation
 OUT=${OUT:-$CARGO_TARGET_DIR/bench/hibernation-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-
-ulimit -Hn 1048576 2>/dev/null || true
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-PIN_BROKER=""; PIN_BENCH=""
-if [ "$(nproc --all)" -ge 2 ]; then PIN_BROKER="taskset -c 0"; PIN_BENCH="taskset -c 1"; fi
-
-WORK=$(mktemp -d /tmp/tern-hibernation.XXXXXX)
-BROKER_PID=""
-cleanup() {
-  if [ -n "$BROKER_PID" ]; then kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true; fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 PORT=19830
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.05
-  done
-  echo "broker did not listen on port $1" >&2
-  return 1
-}
 
 # start_broker NAME: tern (hibernating), tern-awake (hibernation off) or mosquitto.
 start_broker() {

@@ -234,17 +234,14 @@ fn resume(sleeper: Box<Sleeper>, mailbox: AddressReceiver<Session>) {
 }
 
 impl Session {
-    /// True if the session may hibernate now: online over a quiet plain
-    /// TCP connection, silent for `mqtt.hibernate_after_secs` both ways
-    /// (nothing written for a second less),
-    /// nothing in flight, queued or owed, no will waiting, no held
-    /// acknowledgement, no re-authentication going on.
+    /// True if the session may hibernate now: silent for
+    /// `mqtt.hibernate_after_secs` both ways over a quiet plain TCP
+    /// connection (nothing written for a second less), and `is_unbusy`.
     fn can_sleep(&self, now_ms: u64) -> bool {
         let after_ms = u64::from(self.state.config().mqtt.hibernate_after_secs) * 1000;
         let silent = now_ms.saturating_sub(self.handle.0.last_packet_ms.load(Ordering::Relaxed));
         after_ms > 0
             && silent >= after_ms
-            && matches!(self.lifecycle, super::core::Lifecycle::Online)
             // Writes: a second less, as the answer to the client's last
             // packet went out just after it (and the writer's clock is
             // the sweep's, up to a second old): else the sweep's first ask
@@ -254,6 +251,13 @@ impl Session {
                 .conn
                 .as_ref()
                 .is_some_and(|c| c.is_quiet(now_ms, after_ms.saturating_sub(1000)))
+            && self.is_unbusy()
+    }
+
+    /// Online, with nothing in flight, queued or owed, no will waiting, no
+    /// held acknowledgement, no expiry timer, no re-authentication going on.
+    fn is_unbusy(&self) -> bool {
+        matches!(self.lifecycle, super::core::Lifecycle::Online)
             && self.outgoing.is_empty()
             && self.incoming.pending_len() == 0
             && self.pending_will.is_none()
@@ -300,16 +304,10 @@ impl Session {
     /// Still idle enough to fall asleep (the silence is not asked again:
     /// what was handled while falling came before the decision).
     fn still_sleepy(&self) -> bool {
-        matches!(self.lifecycle, super::core::Lifecycle::Online)
-            && self
-                .conn
-                .as_ref()
-                .is_some_and(|c| c.is_paused() && c.is_quiet(0, 0))
-            && self.outgoing.is_empty()
-            && self.incoming.pending_len() == 0
-            && self.pending_will.is_none()
-            && self.expiry_timer.is_none()
-            && !self.hold_timer
+        self.conn
+            .as_ref()
+            .is_some_and(|c| c.is_paused() && c.is_quiet(0, 0))
+            && self.is_unbusy()
     }
 
     /// Gives up falling asleep: takes a mailbox back (the wake's, if one

@@ -112,17 +112,6 @@ EOF
   wait_port "$PORT"
 }
 
-# stop_broker: SIGTERM, then SIGKILL if it has not exited within 20 s.
-stop_broker() {
-  kill -TERM "$BROKER_PID" 2>/dev/null || true
-  for _ in $(seq 1 200); do
-    kill -0 "$BROKER_PID" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$BROKER_PID" 2>/dev/null || true
-  wait "$BROKER_PID" 2>/dev/null || true
-  BROKER_PID=""
-}
 
 if [ "$QUICK" = 1 ]; then
   PAIRS=200; FANIN_PUBS=50; COUNT=20000; CONNS=5000

@@ -87,11 +87,6 @@ EOF
   wait_port "$PORT"
 }
 
-stop_broker() {
-  kill "$BROKER_PID" 2>/dev/null || true
-  wait "$BROKER_PID" 2>/dev/null || true
-  BROKER_PID=""
-}
 
 echo "== machine: $(nproc --all) CPUs, $(uname -r), $(mosquitto -h 2>/dev/null | head -1)"
 for n in ${COUNTS//,/ }; do

@@ -44,3 +44,15 @@ wait_port() {
   echo "broker did not listen on port $1" >&2
   return 1
 }
+
+# stop_broker: SIGTERM, then SIGKILL if it has not exited within 20 s.
+stop_broker() {
+  kill -TERM "$BROKER_PID" 2>/dev/null || true
+  for _ in $(seq 1 200); do
+    kill -0 "$BROKER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$BROKER_PID" 2>/dev/null || true
+  wait "$BROKER_PID" 2>/dev/null || true
+  BROKER_PID=""
+}

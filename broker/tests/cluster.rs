@@ -1325,6 +1325,79 @@ async fn a_session_resumed_from_its_record_numbers_past_ids_the_client_holds_ope
     }
 }
 
+/// postmortem: chaos seed 1, 2026-12-07 (`no-loss`, 20 copies): a replica
+/// can be behind what its session's client holds: the session's owner sent
+/// QoS 2 copies the replica a node then took the session from did not
+/// have (an older replica of the session, its newer one out of reach), the
+/// client PUBREC'd them and never saw the PUBREL. The new owner numbered
+/// its copies from the replica's highest seq, and the client took 20 new
+/// messages under the open ids for resends. Here both other nodes are
+/// killed, so the owner's copy goes to the client with no replica holding
+/// it; the owner is killed after the client's PUBREC, the others come back
+/// with the replica they had, and the session is taken from it: its next
+/// copy comes under an id past the ones the owner may have used, as for a
+/// session resumed from its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_taken_from_a_stale_replica_numbers_past_ids_the_client_holds_open() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut cluster = TestCluster::start(3);
+    let mut c = connect(cluster.addr(2), "replica-open", false, false).await;
+    subscribe(&mut c, 1, &[("ropen/#", 2)]).await;
+    let mut p = connect(cluster.addr(2), "replica-open-pub", true, false).await;
+    cluster.settle();
+    // the replica is placed at CONNECT (shown below: the session is taken
+    // from it); a moment for its first request to be answered
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.node(1).kill9();
+    cluster.node(3).kill9();
+    // no replica answers: the owner sends the copy once its own disk has
+    // it; the publisher's answer is not awaited
+    p.send(&build::publish("ropen/a", 2, false, false, 1, b"first"))
+        .await;
+    let open = match next_packet(&mut c, Duration::from_secs(15)).await {
+        Some(Packet::Publish(m)) => m.packet_id.expect("QoS 2 packet id"),
+        other => panic!("expected the QoS 2 PUBLISH, got {other:?}"),
+    };
+    c.send(&build::pubrec(open)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.node(2).kill9();
+    drop((c, p));
+    cluster.node(1).start();
+    cluster.node(3).start();
+    cluster.wait_converged(3);
+    let mut c = connect(cluster.addr(3), "replica-open", false, true).await;
+    let log = strip_ansi(&cluster.node(3).log());
+    assert!(
+        log.contains("taking the session over from its replica client_id=replica-open owner=2"),
+        "{log}"
+    );
+    let mut p = connect(cluster.addr(1), "replica-open-pub2", true, false).await;
+    cluster.settle();
+    let end = Instant::now() + SETTLE;
+    let mut id = 1;
+    let fresh = loop {
+        assert!(Instant::now() < end, "nothing reached the session");
+        publish_acked(&mut p, "ropen/b", 2, false, id, b"next").await;
+        id += 1;
+        match next_packet(&mut c, Duration::from_millis(700)).await {
+            Some(Packet::Publish(m)) => break m,
+            Some(other) => panic!("expected only the new message, got {other:?}"),
+            None => {}
+        }
+    };
+    assert_eq!(
+        &fresh.payload[..],
+        b"next",
+        "the replica never had \"first\""
+    );
+    let fresh_id = fresh.packet_id.expect("QoS 2 packet id");
+    let distance = (u32::from(fresh_id) + 65_535 - u32::from(open)) % 65_535;
+    assert!(
+        distance >= 4_096,
+        "new copies are numbered past the ids the owner may have used: {open} then {fresh_id}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_cluster_restarts_with_sessions_routes_and_retained_messages() {
     let _one = ONE_AT_A_TIME.lock().await;

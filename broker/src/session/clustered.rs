@@ -61,6 +61,7 @@ impl Session {
     /// Loads a session taken over from another node (or resumed from the
     /// replicated record when its owner is down), and stores it here.
     pub(super) fn import(&mut self, imported: Imported) {
+        let from_replica = matches!(imported, Imported::Replica(..));
         let imported = match imported {
             Imported::Replica(state, failed_over) => {
                 self.replica.get_or_insert_with(Box::default).failed_over = Some(failed_over);
@@ -105,7 +106,23 @@ impl Session {
         // copies twice): the first fix released those ids at once, and the
         // copies in flight on a draining node, sent here afterwards with
         // their flows, were taken a second time by the clients.
+        //
+        // Taken from a replica, likewise: the replica knows the copies the
+        // owner shipped to it, but the owner gives a copy to its client
+        // without waiting for the replica (or for its own disk), so the
+        // client may hold ids past the replica's highest seq open.
+        // postmortem: chaos seed 1, 2026-12-07 (`no-loss`, 20 copies): the
+        // owner sent 23 QoS 2 copies while its disk was full and its
+        // replica behind; the client PUBREC'd them, the owner never sent
+        // PUBREL. Two fail-overs later a node took the session from the
+        // replica, numbered its copies from the replica's seq, and the
+        // client took 20 new messages under those ids for resends.
         match &imported {
+            Imported::State(s) if s.next_seq > 0 && from_replica => {
+                self.outgoing
+                    .continue_from(s.next_seq + RELEASED_AFTER_LOSS);
+                self.outgoing.may_be_open(s.next_seq, RELEASED_AFTER_LOSS);
+            }
             Imported::State(s) if s.next_seq > 0 => self.outgoing.continue_from(s.next_seq),
             Imported::Record(info) if info.next_seq > 0 => {
                 self.outgoing
@@ -578,7 +595,8 @@ const MOVED_FORWARDS_FOR: Duration = Duration::from_secs(20);
 const _: () = assert!(MOVED_FORWARDS_FOR.as_secs() * 1000 < super::recent::WINDOW_MS);
 
 /// How many packet ids past its old owner's numbering a session resumed
-/// from its replicated record treats as possibly open in the client
+/// from its replicated record, or taken from a replica, treats as possibly
+/// open in the client
 /// (`Outgoing::may_be_open`): more than a session gets copies between two
 /// writes of its record at the rates this was sized for (about 1,000 per
 /// minute for two minutes); each is released once, 4 bytes on the wire,

@@ -53,9 +53,48 @@ pub struct Metrics {
     pub session_wakes: AtomicU64,
     /// PINGREQs answered by a worker's poller for a hibernating session.
     pub hibernating_pings: AtomicU64,
+    /// How long wakes of hibernating sessions took on their worker, up to
+    /// the actor running again (`session/hibernate.rs`, `woken`).
+    pub wake_latency: WakeHistogram,
     /// From a message's arrival on this node (`Message::received_at`) to
     /// each copy's PUBLISH written for a client.
     pub deliver_latency: storage::LatencyHistogram,
+}
+
+/// Upper bounds of [`WakeHistogram`]'s buckets, in seconds: finer than
+/// the delivery latency's, a wake's cost being tens of microseconds.
+pub const WAKE_SECONDS_BUCKETS: [f64; 12] = [
+    0.000_005, 0.000_01, 0.000_02, 0.000_03, 0.000_04, 0.000_05, 0.000_075, 0.000_1, 0.000_25,
+    0.000_5, 0.001, 0.01,
+];
+
+/// How long wakes of hibernating sessions took. Wakes are rare next to
+/// messages: one set of counters, no sharding.
+#[derive(Debug, Default)]
+pub struct WakeHistogram {
+    /// Per [`WAKE_SECONDS_BUCKETS`] plus `+Inf`; not cumulative.
+    buckets: [AtomicU64; WAKE_SECONDS_BUCKETS.len() + 1],
+    nanos: AtomicU64,
+}
+
+impl WakeHistogram {
+    /// Counts one wake that took `took`.
+    pub fn observe(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let i = WAKE_SECONDS_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(WAKE_SECONDS_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    /// Per-bucket counts (the last is `+Inf`) and the sum in seconds.
+    pub fn snapshot(&self) -> ([u64; WAKE_SECONDS_BUCKETS.len() + 1], f64) {
+        let counts = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
+        (counts, self.nanos.load(Ordering::Relaxed) as f64 / 1e9)
+    }
 }
 
 /// Why a copy of a message was not delivered.

@@ -76,6 +76,12 @@ async fn idle_sessions_sleep_answer_pingreq_asleep_and_wake_for_a_message() {
     assert_eq!(receive(&mut v3).await, b"wake up");
     assert_eq!(receive(&mut v5).await, b"wake up");
     assert_eq!(metric(&broker, "tern_session_wakes_total").await, 2.0);
+    // each wake's time on its worker is counted
+    assert_eq!(
+        metric(&broker, "tern_session_wake_seconds_count").await,
+        2.0
+    );
+    assert!(metric(&broker, "tern_session_wake_seconds_sum").await > 0.0);
     // The publisher sleeps too now: three.
     asleep(&broker, 3.0).await;
     // QoS 0 wakes them as well, in order.

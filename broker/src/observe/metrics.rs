@@ -351,6 +351,16 @@ pub fn families(state: &BrokerState, info: &NodeInfo) -> Vec<MetricFamily> {
         "Times a hibernating session was woken (a packet other than PINGREQ, or an input for it).",
         load(&m.session_wakes),
     );
+    let (wakes, wake_seconds) = m.wake_latency.snapshot();
+    f.histogram(
+        "tern_session_wake_seconds",
+        "Time a wake of a hibernating session took on its worker: state restored, socket back \
+         in tokio, actor running again (the hop to the worker, which an input for an awake \
+         session makes too, not counted).",
+        &crate::counters::WAKE_SECONDS_BUCKETS,
+        &wakes,
+        wake_seconds,
+    );
     f.counter(
         "tern_hibernating_pings_total",
         "PINGREQs answered by a worker's poller for a hibernating session.",

@@ -148,8 +148,13 @@ impl Wake for Alarm {
     }
 }
 
-/// On the worker: a wake made `mailbox` for the session in `bed`.
+/// On the worker: a wake made `mailbox` for the session in `bed`. Counts
+/// the time from here to the actor running again (`tern_session_wake_seconds`):
+/// what waking adds to the first input's way. The hop to the worker is
+/// not counted: an input for an awake session makes it too (its actor's
+/// task is woken on the worker).
 fn woken(bed: BedRef, mailbox: AddressReceiver<Session>) {
+    let at = std::time::Instant::now();
     let asleep = TABLE.with(|t| {
         let mut t = t.borrow_mut();
         let key = bed.key as usize;
@@ -177,7 +182,9 @@ fn woken(bed: BedRef, mailbox: AddressReceiver<Session>) {
         }
     });
     if let Some((sleeper, mailbox)) = asleep {
+        let state = sleeper.session.state.clone();
         resume(sleeper, mailbox);
+        state.metrics().wake_latency.observe(at.elapsed());
     }
 }
 

@@ -90,6 +90,11 @@ struct Args {
     /// latency of these first messages to idle connections.
     #[arg(long, default_value_t = 0)]
     wake_sample: usize,
+    /// A Tern broker's HTTP address (host:port): after the wake sample,
+    /// and before the connections close (closing wakes them too), read its
+    /// tern_session_wake_seconds histogram into the report.
+    #[arg(long)]
+    broker_metrics: Option<String>,
     /// Seconds to wait for the last messages after publishing.
     #[arg(long)]
     drain_timeout: Option<f64>,
@@ -160,6 +165,7 @@ fn spec(args: &Args) -> Spec {
     spec.keep_alive = args.keep_alive;
     spec.subscribe = args.subscribe;
     spec.wake_sample = args.wake_sample;
+    spec.broker_metrics = args.broker_metrics.clone();
     spec.settle = Duration::from_secs_f64(args.settle);
     if let Some(d) = args.drain_timeout {
         spec.drain_timeout = Duration::from_secs_f64(d);

@@ -141,6 +141,9 @@ pub struct Spec {
     /// reports each one's latency: the first message to an idle
     /// connection (with `subscribe`).
     pub wake_sample: usize,
+    /// The broker's HTTP address (`host:port`): after the wake sample, its
+    /// `tern_session_wake_seconds` histogram is read into the report.
+    pub broker_metrics: Option<String>,
     /// After publishing, how long to wait for the last copies; the wait
     /// also ends once nothing arrived for `quiet`.
     pub drain_timeout: Duration,
@@ -196,6 +199,7 @@ impl Spec {
             keep_alive: 60,
             subscribe: false,
             wake_sample: 0,
+            broker_metrics: None,
             drain_timeout: Duration::from_secs(if queued { 60 } else { 10 }),
             settle: Duration::ZERO,
             quiet: Duration::from_secs(2),

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use super::client::{ack_for, Client, ClientOptions};
 use super::payload::{self, now_ns};
 use super::pubsub::{self, PublishPlan, Published};
-use super::report::{ConnectionStats, Latency, Report};
+use super::report::{ConnectionStats, Latency, Report, Spread, WakeStats};
 use super::stats::Histogram;
 use super::stats::Received;
 use super::{sys, Scenario, Spec};
@@ -373,12 +373,33 @@ pub(super) async fn connections(spec: &Spec) -> Report {
     // Let the broker finish handing the connections to their sessions.
     tokio::time::sleep(Duration::from_secs(2).max(spec.hold)).await;
     let rss_after = spec.broker_pid.and_then(sys::rss_bytes);
+    let mut second_latency_us = None;
+    let mut first_minus_second_us = None;
     if spec.subscribe && spec.wake_sample > 0 && !open.is_empty() {
         match first_messages(spec, &mut open, &topic).await {
-            Ok(h) => report.latency_us = Latency::from_histogram(&h),
+            Ok(mut w) => {
+                report.latency_us = Latency::from_histogram(&w.first);
+                second_latency_us = Latency::from_histogram(&w.second);
+                first_minus_second_us = Spread::of(&mut w.differences);
+            }
             Err(e) => report.errors.push(format!("wake sample: {e:#}")),
         }
     }
+    // Before the connections close: closing wakes each of them too.
+    let broker_wakes = match &spec.broker_metrics {
+        Some(address) => {
+            let got =
+                broker::http::client::request(address, hyper::Method::GET, "/metrics", None).await;
+            match got {
+                Ok(answer) => WakeStats::from_exposition(&answer.body),
+                Err(e) => {
+                    report.errors.push(format!("broker metrics: {e}"));
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     let connected = open.len() as u64;
     report.connections = Some(ConnectionStats {
         requested: n as u64,
@@ -394,80 +415,102 @@ pub(super) async fn connections(spec: &Spec) -> Report {
             }
             _ => None,
         },
+        second_latency_us,
+        first_minus_second_us,
+        broker_wakes,
     });
     drop(open);
     report
 }
 
-/// Publishes one QoS 1 message to `spec.wake_sample` of the held
-/// connections (spread evenly), one at a time, and records each one's
-/// latency from the PUBLISH sent to its arrival, in microseconds.
+/// What `first_messages` measured, in microseconds.
+struct WakeSample {
+    first: Histogram,
+    second: Histogram,
+    /// Per connection, first minus second.
+    differences: Vec<i64>,
+}
+
+/// Publishes two QoS 1 messages to each of `spec.wake_sample` of the held
+/// connections (spread evenly), one connection at a time: the first finds
+/// its session as the idle hold left it (asleep on a hibernating broker),
+/// the second is published once the first was acknowledged, to the same
+/// session awake. Records each one's latency from the PUBLISH sent to its
+/// arrival: the pair, on one connection within a millisecond, gives the
+/// wake's cost without the noise of comparing two runs.
 async fn first_messages(
     spec: &Spec,
     open: &mut [(usize, Client)],
     topic: &impl Fn(usize) -> String,
-) -> anyhow::Result<Histogram> {
+) -> anyhow::Result<WakeSample> {
     let publisher_id = format!("tb-{}-wake-pub", spec.run_id);
     let mut o = options(spec, publisher_id, false, 0, 1);
     // Not from a held connection's source port.
     o.local_addr = None;
     let mut publisher = Client::connect(spec.addr, &o).await?;
-    let mut h = Histogram::default();
+    let mut sample = WakeSample {
+        first: Histogram::default(),
+        second: Histogram::default(),
+        differences: Vec::with_capacity(spec.wake_sample),
+    };
     let step = (open.len() / spec.wake_sample.min(open.len())).max(1);
     let mut scratch = BytesMut::new();
-    for (k, (i, c)) in open
-        .iter_mut()
-        .step_by(step)
-        .take(spec.wake_sample)
-        .enumerate()
-    {
-        let sent_ns = payload::now_ns();
-        let header = payload::Header {
-            publisher: 0,
-            seq: k as u64,
-            sent_ns,
-        };
-        let packet_id = (k % 65_000) as u16 + 1;
-        publisher
-            .writer
-            .send(&Packet::Publish(Publish {
-                dup: false,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                topic: ByteString::from(topic(*i)),
-                packet_id: Some(packet_id),
-                payload: payload::encode(header, spec.payload, &mut scratch),
-                properties: Default::default(),
-            }))
-            .await?;
-        let got = tokio::time::timeout(Duration::from_secs(10), async {
-            loop {
-                match c.reader.next().await? {
-                    Some(Packet::Publish(p)) => {
-                        let at = payload::now_ns();
-                        if let Some(ack) = ack_for(p.qos, p.packet_id) {
-                            c.writer.send(&ack).await?;
+    let mut seq = 0u64;
+    for (i, c) in open.iter_mut().step_by(step).take(spec.wake_sample) {
+        let mut pair = [0u64; 2];
+        for latency in &mut pair {
+            let sent_ns = payload::now_ns();
+            let header = payload::Header {
+                publisher: 0,
+                seq,
+                sent_ns,
+            };
+            let packet_id = (seq % 65_000) as u16 + 1;
+            seq += 1;
+            publisher
+                .writer
+                .send(&Packet::Publish(Publish {
+                    dup: false,
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    topic: ByteString::from(topic(*i)),
+                    packet_id: Some(packet_id),
+                    payload: payload::encode(header, spec.payload, &mut scratch),
+                    properties: Default::default(),
+                }))
+                .await?;
+            let got = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match c.reader.next().await? {
+                        Some(Packet::Publish(p)) => {
+                            let at = payload::now_ns();
+                            if let Some(ack) = ack_for(p.qos, p.packet_id) {
+                                c.writer.send(&ack).await?;
+                            }
+                            return anyhow::Ok(at);
                         }
-                        return anyhow::Ok(at);
+                        Some(_) => continue,
+                        None => anyhow::bail!("connection {i} closed"),
                     }
+                }
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("connection {i}: no message within 10 s"))??;
+            *latency = got.saturating_sub(sent_ns) / 1_000;
+            // Its PUBACK, before the next one.
+            loop {
+                match publisher.reader.next().await? {
+                    Some(Packet::PubAck(_)) => break,
                     Some(_) => continue,
-                    None => anyhow::bail!("connection {i} closed"),
+                    None => anyhow::bail!("publisher closed"),
                 }
             }
-        })
-        .await
-        .map_err(|_| anyhow::anyhow!("connection {i}: no message within 10 s"))??;
-        h.record(got.saturating_sub(sent_ns) / 1_000);
-        // Its PUBACK, before the next one.
-        loop {
-            match publisher.reader.next().await? {
-                Some(Packet::PubAck(_)) => break,
-                Some(_) => continue,
-                None => anyhow::bail!("publisher closed"),
-            }
         }
+        sample.first.record(pair[0]);
+        sample.second.record(pair[1]);
+        sample.differences.push(pair[0] as i64 - pair[1] as i64);
     }
-    Ok(h)
+    Ok(sample)
 }
 
 /// An offline persistent subscriber gets `count` messages queued, then

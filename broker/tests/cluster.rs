@@ -1242,6 +1242,39 @@ async fn a_session_resumes_on_another_node_when_its_node_is_killed() {
     );
 }
 
+/// Publishes QoS 2 `next` on `topic` (from packet id `first_id` on) until
+/// `c` gets a message, which must be that one, and checks that its packet
+/// id is at least 4,096 past `open`, an id the client holds open from the
+/// session's old owner. Returns the new message's packet id.
+async fn next_numbered_past(
+    c: &mut Raw,
+    p: &mut Raw,
+    topic: &str,
+    first_id: u16,
+    open: u16,
+) -> u16 {
+    let end = Instant::now() + SETTLE;
+    let mut id = first_id;
+    let fresh = loop {
+        assert!(Instant::now() < end, "nothing reached the session");
+        publish_acked(p, topic, 2, false, id, b"next").await;
+        id += 1;
+        match next_packet(c, Duration::from_millis(700)).await {
+            Some(Packet::Publish(m)) => break m,
+            Some(other) => panic!("expected only the new message, got {other:?}"),
+            None => {}
+        }
+    };
+    assert_eq!(&fresh.payload[..], b"next");
+    let fresh_id = fresh.packet_id.expect("QoS 2 packet id");
+    let distance = (u32::from(fresh_id) + 65_535 - u32::from(open)) % 65_535;
+    assert!(
+        distance >= 4_096,
+        "new copies are numbered past the old owner's ids: {open} then {fresh_id}"
+    );
+    fresh_id
+}
+
 /// postmortem: long chaos run seed 23, 2026-12-06 (`shared-no-loss`): a
 /// client PUBREC'd a QoS 2 copy under id 1748, and its node lost its data
 /// before the client had the PUBREL. Resumed elsewhere from the replicated
@@ -1283,25 +1316,7 @@ async fn a_session_resumed_from_its_record_numbers_past_ids_the_client_holds_ope
     // the session goes on: a new QoS 2 message arrives, under an id past
     // the ones the old owner may have used; the open one is not released
     cluster.settle();
-    let end = Instant::now() + SETTLE;
-    let mut id = 2;
-    let fresh = loop {
-        assert!(Instant::now() < end, "nothing reached the resumed session");
-        publish_acked(&mut p, "open/b", 2, false, id, b"next").await;
-        id += 1;
-        match next_packet(&mut c, Duration::from_millis(700)).await {
-            Some(Packet::Publish(m)) => break m,
-            Some(other) => panic!("expected only the new message, got {other:?}"),
-            None => {}
-        }
-    };
-    assert_eq!(&fresh.payload[..], b"next");
-    let fresh_id = fresh.packet_id.expect("QoS 2 packet id");
-    let distance = (u32::from(fresh_id) + 65_535 - u32::from(open)) % 65_535;
-    assert!(
-        distance >= 4_096,
-        "new copies are numbered past the old owner's ids: {open} then {fresh_id}"
-    );
+    let fresh_id = next_numbered_past(&mut c, &mut p, "open/b", 2, open).await;
     c.send(&build::pubrec(fresh_id)).await;
     // node 2 comes back with the open flow and sends it to the owner: the
     // client gets its PUBREL, and "first" is not sent again
@@ -1373,29 +1388,8 @@ async fn a_session_taken_from_a_stale_replica_numbers_past_ids_the_client_holds_
     );
     let mut p = connect(cluster.addr(1), "replica-open-pub2", true, false).await;
     cluster.settle();
-    let end = Instant::now() + SETTLE;
-    let mut id = 1;
-    let fresh = loop {
-        assert!(Instant::now() < end, "nothing reached the session");
-        publish_acked(&mut p, "ropen/b", 2, false, id, b"next").await;
-        id += 1;
-        match next_packet(&mut c, Duration::from_millis(700)).await {
-            Some(Packet::Publish(m)) => break m,
-            Some(other) => panic!("expected only the new message, got {other:?}"),
-            None => {}
-        }
-    };
-    assert_eq!(
-        &fresh.payload[..],
-        b"next",
-        "the replica never had \"first\""
-    );
-    let fresh_id = fresh.packet_id.expect("QoS 2 packet id");
-    let distance = (u32::from(fresh_id) + 65_535 - u32::from(open)) % 65_535;
-    assert!(
-        distance >= 4_096,
-        "new copies are numbered past the ids the owner may have used: {open} then {fresh_id}"
-    );
+    // "first" never reached the replica: only the new message comes
+    next_numbered_past(&mut c, &mut p, "ropen/b", 1, open).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -452,6 +452,14 @@ impl Session {
             }
             drop(guard);
             tracing::debug!(client_id = %self.client_id(), uid = m.message.uid, group = %filter, to = %subscriber.label(), "a shared copy handed on");
+            // It may come back through `Deliver`: another node's stale
+            // route for the group can lead to this session's old node,
+            // whose moved actor forwards it here. Taken then, not dropped
+            // as a copy this session has, while the other node answers
+            // that it was stored and this session deletes its record.
+            if let Some(recent) = self.recent.as_mut() {
+                recent.forget(m.message.uid);
+            }
             let back = Deliver {
                 message: m.message.clone(),
                 qos: m.qos,

@@ -88,6 +88,17 @@ impl Recent {
         true
     }
 
+    /// Forgets `uid`: a group copy the session hands on to another member
+    /// can come back to it (refused there, or through another node's stale
+    /// route for the group that leads to this session) and must then be
+    /// taken, not dropped as a copy the session has.
+    pub fn forget(&mut self, uid: u64) {
+        self.ring.retain(|u| *u != uid);
+        if let Some((set, _)) = &mut self.window {
+            set.remove(&uid);
+        }
+    }
+
     /// The ids to hand over with the session.
     pub fn ids(&self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.ring.iter().copied().collect();
@@ -129,6 +140,19 @@ mod tests {
             "pushed out of the ring"
         );
         assert_eq!(r.ids().len(), RING);
+    }
+
+    #[test]
+    fn a_forgotten_id_is_taken_again_from_the_ring_and_from_a_move_window() {
+        let mut r = Recent::after_move(T0, [7]);
+        assert!(r.first_time(T0, 8, QoS::ExactlyOnce));
+        assert!(!r.first_time(T0 + 1, 8, QoS::ExactlyOnce));
+        r.forget(7);
+        r.forget(8);
+        assert!(r.first_time(T0 + 2, 7, QoS::ExactlyOnce));
+        assert!(r.first_time(T0 + 2, 8, QoS::ExactlyOnce));
+        // remembered again once taken
+        assert!(!r.first_time(T0 + 3, 8, QoS::ExactlyOnce));
     }
 
     #[test]

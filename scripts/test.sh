@@ -107,6 +107,14 @@ if [ $# -eq 0 ]; then
     fi
   fi
 fi
+if [ $# -eq 0 ]; then
+  # The unit tests again, optimized as the broker ships: rustc 1.95.0
+  # miscompiled a counter at opt-level 3 that the debug run passed
+  # (session/outgoing, issue 15 note). The chaos suite built the release
+  # dependencies already.
+  echo "== unit tests, release build ($SECONDS s so far)"
+  cargo test --workspace --lib --release --locked
+fi
 echo "== doc tests"
 cargo test --workspace --doc --locked
 echo "== all tests passed in $SECONDS s"

@@ -53,7 +53,7 @@ impl<'a> Target<'a> {
             // subscription, unless 5.0 Retain As Published [MQTT-3.3.1-13]
             retain: message.retain && entry.options.retain_as_published,
             subscription_ids: entry.subscription_id.into_iter().collect(),
-            shared_filter: entry.shared_filter.as_ref(),
+            shared_filter: entry.shared_filter.as_deref(),
         }
     }
 }
@@ -247,7 +247,7 @@ pub fn route_groups(
             Some((Subscriber::Local(session), entry)) => {
                 given += 1;
                 let mut t = Target::new(session, message, entry);
-                t.shared_filter = entry.shared_filter.as_ref();
+                t.shared_filter = entry.shared_filter.as_deref();
                 session.send(Deliver {
                     message: message.clone(),
                     qos: t.qos,
@@ -417,7 +417,7 @@ mod tests {
                         ..Default::default()
                     },
                     subscription_id: None,
-                    shared_filter: Some(filter.into()),
+                    shared_filter: Some(Box::new(filter.into())),
                 },
             )
         };

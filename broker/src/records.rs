@@ -62,7 +62,7 @@ pub fn entry(
         SubscriptionEntry {
             options,
             subscription_id,
-            shared_filter: shared.then_some(filter),
+            shared_filter: shared.then(|| Box::new(filter)),
         },
     )
 }

@@ -31,7 +31,7 @@ fn remember_group_copies(state: &crate::state::BrokerState, now: u64, restored: 
     let groups: Vec<&ByteString> = restored
         .subscriptions
         .iter()
-        .filter_map(|(_, entry)| entry.shared_filter.as_ref())
+        .filter_map(|(_, entry)| entry.shared_filter.as_deref())
         .collect();
     if groups.is_empty() {
         return;

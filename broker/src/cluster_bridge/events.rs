@@ -28,7 +28,7 @@ fn node_entry(filter: &str) -> SubscriptionEntry {
             ..Default::default()
         },
         subscription_id: None,
-        shared_filter: shared.then(|| filter.into()),
+        shared_filter: shared.then(|| Box::new(filter.into())),
     }
 }
 

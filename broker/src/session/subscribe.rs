@@ -77,7 +77,7 @@ impl Session {
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,
-                    shared_filter: grant.shared.then(|| filter.clone()),
+                    shared_filter: grant.shared.then(|| Box::new(filter.clone())),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
                 let previous = router.subscribe(&filter, self.subscriber(), entry.clone());

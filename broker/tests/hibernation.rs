@@ -11,7 +11,7 @@ mod common;
 
 use broker::codec::Packet;
 use common::http::{eventually, scrape};
-use common::{build, with_http, Raw, TestBroker};
+use common::{build, build::prop, with_http, Raw, TestBroker};
 
 fn hibernating_broker() -> TestBroker {
     TestBroker::start_with(|c| {
@@ -216,4 +216,83 @@ async fn a_sleeping_persistent_session_queues_after_disconnect_and_keep_alive_st
     for i in 1..=3u8 {
         assert_eq!(receive(&mut back).await, [i]);
     }
+}
+
+/// Publishes at QoS 1 with Topic Alias `alias` (and `topic`, empty to use
+/// the alias alone); waits for the PUBACK.
+async fn publish_aliased(c: &mut Raw, topic: &str, alias: u16, id: u16, payload: &[u8]) {
+    let props = prop::u16(prop::TOPIC_ALIAS, alias);
+    c.send(&build::publish5(topic, 1, false, id, &props, payload))
+        .await;
+    assert!(matches!(c.recv().await, Some(Packet::PubAck(_))));
+}
+
+/// Reads one PUBLISH, acknowledges it if QoS 1; returns its topic and payload.
+async fn receive_on(c: &mut Raw) -> (String, Vec<u8>) {
+    match c.recv().await {
+        Some(Packet::Publish(m)) => {
+            if let Some(id) = m.packet_id {
+                c.send(&build::puback(id)).await;
+            }
+            (m.topic.to_string(), m.payload.to_vec())
+        }
+        other => panic!("PUBLISH expected, got {other:?}"),
+    }
+}
+
+/// What a sleeping session keeps outside its compact bed (the rarely set
+/// fields, boxed together) comes back when it wakes: the topic aliases a
+/// 5.0 client set, the broker's Topic Alias Maximum for one that set none
+/// yet, and a will.
+#[tokio::test]
+async fn a_topic_alias_and_a_will_set_before_the_sleep_hold_after_it() {
+    let broker = TestBroker::start_with(|c| {
+        with_http(c);
+        c.mqtt.hibernate_after_secs = 1;
+        c.mqtt.max_topic_alias = 4;
+    });
+    let mut watcher = Raw::mqtt(broker.addr, "alias-watch", true).await;
+    watcher.send(&build::subscribe(1, &[("alias/#", 1)])).await;
+    assert_eq!(watcher.recv_bytes().await.unwrap(), build::suback(1, &[1]));
+    let mut p = Raw::connect(broker.addr).await;
+    p.version = broker::codec::ProtocolVersion::V5;
+    p.send(&build::connect5_will(
+        "alias-pub",
+        true,
+        60,
+        &[],
+        ("alias/will", b"gone", 0, false),
+        &[],
+    ))
+    .await;
+    assert!(matches!(p.recv().await, Some(Packet::ConnAck(_))));
+    // This one sets its first alias only after a sleep.
+    let mut late = Raw::mqtt5(broker.addr, "alias-late", true, &[]).await;
+    publish_aliased(&mut p, "alias/one", 1, 1, b"set").await;
+    assert_eq!(receive(&mut watcher).await, b"set");
+    asleep(&broker, 3.0).await;
+
+    // The alias alone names the topic after the wake.
+    publish_aliased(&mut p, "", 1, 2, b"use").await;
+    assert_eq!(
+        receive_on(&mut watcher).await,
+        ("alias/one".into(), b"use".to_vec())
+    );
+    // The broker's Topic Alias Maximum still holds for a connection that
+    // fell asleep before using an alias.
+    publish_aliased(&mut late, "alias/late", 4, 1, b"late set").await;
+    publish_aliased(&mut late, "", 4, 2, b"late use").await;
+    for payload in [&b"late set"[..], b"late use"] {
+        assert_eq!(
+            receive_on(&mut watcher).await,
+            ("alias/late".into(), payload.to_vec())
+        );
+    }
+    // Asleep again, then closed without DISCONNECT: the will goes out.
+    asleep(&broker, 3.0).await;
+    drop(p);
+    assert_eq!(
+        receive_on(&mut watcher).await,
+        ("alias/will".into(), b"gone".to_vec())
+    );
 }

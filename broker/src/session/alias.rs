@@ -71,6 +71,17 @@ impl TopicAliases {
         }
     }
 
+    /// No alias set either way yet: the maxima are all there is to keep
+    /// (`maxima`), and [`TopicAliases::new`] makes the same again.
+    pub fn is_unused(&self) -> bool {
+        self.inbound.is_empty() && self.outbound.is_empty() && self.outbound_topics.is_empty()
+    }
+
+    /// The inbound and outbound maxima, as given to [`TopicAliases::new`].
+    pub fn maxima(&self) -> (u16, u16) {
+        (self.inbound_max, self.outbound_max)
+    }
+
     /// Resolves the topic of an inbound PUBLISH in place.
     pub fn resolve_inbound(&mut self, publish: &mut Publish) -> Result<(), AliasError> {
         let Some(alias) = publish.properties.topic_alias.take() else {

@@ -272,11 +272,19 @@ pub struct Dormant {
     generation: u64,
     protocol: ProtocolVersion,
     peer: SocketAddr,
-    peer_identity: Option<Box<CertIdentity>>,
     keep_alive_watch: Option<super::keep_alive::Watch>,
     client_max_packet_size: u32,
-    aliases: Option<Box<TopicAliases>>,
     problem_information: bool,
+    /// Boxed together: most connections have none of them, and a
+    /// hibernating session's bed holds one `Dormant` per connection.
+    extras: Option<Box<DormantExtras>>,
+}
+
+struct DormantExtras {
+    peer_identity: Option<Box<CertIdentity>>,
+    /// Only if some alias is set: else `alias_maxima` make them again.
+    aliases: Option<Box<TopicAliases>>,
+    alias_maxima: (u16, u16),
     trace: Option<Box<crate::telemetry::ConnectionTrace>>,
 }
 
@@ -344,16 +352,30 @@ impl Connection {
             Ok(tcp) => tcp,
             Err(_) => unreachable!("a quiet connection is plain TCP"),
         };
+        // A 5.0 connection's aliases, none set yet (most): their maxima
+        // (4 B) instead of the table (112 B).
+        let alias_maxima = self.aliases.as_ref().map_or((0, 0), |a| a.maxima());
+        let aliases = self.aliases.filter(|a| !a.is_unused());
+        let extras = (self.peer_identity.is_some()
+            || aliases.is_some()
+            || alias_maxima != (0, 0)
+            || self.trace.is_some())
+        .then(|| {
+            Box::new(DormantExtras {
+                peer_identity: self.peer_identity,
+                aliases,
+                alias_maxima,
+                trace: self.trace,
+            })
+        });
         let dormant = Dormant {
             generation: self.generation,
             protocol: self.protocol,
             peer: self.peer,
-            peer_identity: self.peer_identity,
             keep_alive_watch: self.keep_alive_watch,
             client_max_packet_size: self.client_max_packet_size,
-            aliases: self.aliases,
             problem_information: self.problem_information,
-            trace: self.trace,
+            extras,
         };
         (tcp, dormant)
     }
@@ -381,12 +403,23 @@ impl Connection {
             session,
             ctx,
         );
-        conn.peer_identity = dormant.peer_identity;
         conn.keep_alive_watch = dormant.keep_alive_watch;
         conn.client_max_packet_size = dormant.client_max_packet_size;
-        conn.aliases = dormant.aliases;
         conn.problem_information = dormant.problem_information;
-        conn.trace = dormant.trace;
+        if let Some(extras) = dormant.extras {
+            let DormantExtras {
+                peer_identity,
+                aliases,
+                alias_maxima,
+                trace,
+            } = *extras;
+            conn.peer_identity = peer_identity;
+            conn.aliases = aliases.or_else(|| {
+                (alias_maxima != (0, 0))
+                    .then(|| Box::new(TopicAliases::new(alias_maxima.0, alias_maxima.1)))
+            });
+            conn.trace = trace;
+        }
         if !owed.is_empty() {
             let mut out = conn.out.borrow_mut();
             out.buf.extend_from_slice(owed);

@@ -73,8 +73,12 @@ enum Bed {
         ticket: u64,
         woken: Option<AddressReceiver<Session>>,
     },
-    /// Asleep: the session's state (boxed: the table holds many).
+    /// Asleep on its socket: the session's state without what only an
+    /// idle session's defaults hold (boxed: the table holds many).
     Asleep { ticket: u64, sleeper: Box<Sleeper> },
+    /// Its actor stopped busy (or not connected), with a wake on its way,
+    /// which finds the whole session here.
+    Busy { ticket: u64, session: Box<Session> },
     /// The actor stayed awake while a wake was on its way: the wake's
     /// mailbox goes to it.
     Awake {
@@ -88,18 +92,169 @@ impl Bed {
         match self {
             Bed::Falling { ticket, .. }
             | Bed::Asleep { ticket, .. }
+            | Bed::Busy { ticket, .. }
             | Bed::Awake { ticket, .. } => *ticket,
         }
     }
 }
 
-/// A session without its actor.
+/// A session asleep on its socket, without its actor.
 struct Sleeper {
-    session: Session,
-    /// The connection's socket, out of tokio; `None` if the session is
-    /// not connected (it fell asleep but was busy when its actor stopped:
-    /// its connection, if any, is still in `session.conn`).
-    socket: Option<Socket>,
+    session: Idle,
+    /// The connection's socket, out of tokio.
+    socket: Socket,
+}
+
+/// An idle session (`Session::is_unbusy`, no connection in it): the
+/// fields of a [`Session`] that such a session can hold other than their
+/// defaults, the rare ones boxed together. 120 B where the `Session` is
+/// 240: an idle hub holds one per connection ([`Session::doze`],
+/// [`Idle::rouse`]).
+struct Idle {
+    state: crate::state::State,
+    handle: crate::handle::SessionRef,
+    outgoing: super::outgoing::Outgoing,
+    incoming: super::incoming::Incoming,
+    subscriptions: super::subscriptions::Subscriptions,
+    next_generation: u64,
+    session_expiry_interval: u32,
+    protocol: crate::codec::ProtocolVersion,
+    stored: bool,
+    stalled: bool,
+    rare: Option<Box<Rare>>,
+}
+
+/// What few idle sessions hold: a will, an ACL identity, an enhanced
+/// authentication, recent ids, a replica.
+struct Rare {
+    will: Option<Box<crate::codec::LastWill>>,
+    acl_subject: Option<Box<crate::acl::Subject>>,
+    auth: Option<Box<super::EnhancedAuth>>,
+    recent: Option<Box<super::recent::Recent>>,
+    replica: Option<Box<super::replica::ReplicaLink>>,
+}
+
+impl Session {
+    /// The session as an [`Idle`] and its connection, if it is still
+    /// sleepy (`still_sleepy`: unbusy, its connection paused and quiet)
+    /// and its actor has stopped. Else the session itself.
+    fn doze(self) -> Result<(Idle, Box<Connection>), Box<Session>> {
+        if self.bed.is_some() || !self.still_sleepy() {
+            // Boxed: the bed of a busy session holds it so.
+            return Err(Box::new(self));
+        }
+        // Every field named: one added to `Session` must be placed here.
+        let Session {
+            state,
+            handle,
+            protocol,
+            session_expiry_interval,
+            stored,
+            conn,
+            next_generation,
+            outgoing,
+            incoming,
+            subscriptions,
+            will,
+            pending_will: _,
+            acl_subject,
+            expiry_timer: _,
+            lifecycle: _,
+            hold_timer: _,
+            stalled,
+            auth,
+            recent,
+            replica,
+            bed: _,
+        } = self;
+        let rare = (will.is_some()
+            || acl_subject.is_some()
+            || auth.is_some()
+            || recent.is_some()
+            || replica.is_some())
+        .then(|| {
+            Box::new(Rare {
+                will,
+                acl_subject,
+                auth,
+                recent,
+                replica,
+            })
+        });
+        let conn = conn.expect("checked by still_sleepy");
+        let idle = Idle {
+            state,
+            handle,
+            outgoing,
+            incoming,
+            subscriptions,
+            next_generation,
+            session_expiry_interval,
+            protocol,
+            stored,
+            stalled,
+            rare,
+        };
+        Ok((idle, conn))
+    }
+}
+
+impl Idle {
+    /// The session again, as `Session::doze` found it.
+    fn rouse(self) -> Session {
+        let Idle {
+            state,
+            handle,
+            outgoing,
+            incoming,
+            subscriptions,
+            next_generation,
+            session_expiry_interval,
+            protocol,
+            stored,
+            stalled,
+            rare,
+        } = self;
+        let Rare {
+            will,
+            acl_subject,
+            auth,
+            recent,
+            replica,
+        } = rare.map_or(
+            Rare {
+                will: None,
+                acl_subject: None,
+                auth: None,
+                recent: None,
+                replica: None,
+            },
+            |r| *r,
+        );
+        Session {
+            state,
+            handle,
+            protocol,
+            session_expiry_interval,
+            stored,
+            conn: None,
+            next_generation,
+            outgoing,
+            incoming,
+            subscriptions,
+            will,
+            pending_will: None,
+            acl_subject,
+            expiry_timer: None,
+            lifecycle: super::core::Lifecycle::Online,
+            hold_timer: false,
+            stalled,
+            auth,
+            recent,
+            replica,
+            bed: None,
+        }
+    }
 }
 
 struct Socket {
@@ -123,6 +278,28 @@ struct Table {
     beds: slab::Slab<Bed>,
     /// Registers sockets with the thread's poller (started on first use).
     registry: Option<mio::Registry>,
+    /// A purge of the memory freed by falling asleep is due ([`purge_soon`]).
+    purge_due: bool,
+}
+
+/// How long after a session falls asleep its worker purges what the
+/// sessions falling asleep meanwhile freed: the keep-alive sweep asks a
+/// worker's idle sessions in one go, and their actors stop within this.
+const PURGE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Has the worker give what its sessions' actors freed back to the OS
+/// shortly (one purge per batch). The allocator would otherwise keep it
+/// until later allocator work on the thread, which an idle broker does not
+/// do: an idle hub's memory would stay at its awake level.
+fn purge_soon(t: &mut Table) {
+    if std::mem::replace(&mut t.purge_due, true) {
+        return;
+    }
+    actix_rt::spawn(async {
+        actix_rt::time::sleep(PURGE_AFTER).await;
+        TABLE.with(|t| t.borrow_mut().purge_due = false);
+        alloc_purge::purge_freed();
+    });
 }
 
 thread_local! {
@@ -166,9 +343,11 @@ fn woken(bed: BedRef, mailbox: AddressReceiver<Session>) {
                 *woken = Some(mailbox);
                 None
             }
-            Bed::Asleep { .. } => {
-                let Bed::Asleep { sleeper, .. } = t.beds.remove(key) else {
-                    unreachable!("matched above")
+            Bed::Asleep { .. } | Bed::Busy { .. } => {
+                let sleeper = match t.beds.remove(key) {
+                    Bed::Asleep { sleeper, .. } => Ok(sleeper),
+                    Bed::Busy { session, .. } => Err(session),
+                    _ => unreachable!("matched above"),
                 };
                 Some((sleeper, mailbox))
             }
@@ -181,21 +360,24 @@ fn woken(bed: BedRef, mailbox: AddressReceiver<Session>) {
             }
         }
     });
-    if let Some((sleeper, mailbox)) = asleep {
-        let state = sleeper.session.state.clone();
-        resume(sleeper, mailbox);
-        state.metrics().wake_latency.observe(at.elapsed());
+    match asleep {
+        Some((Ok(sleeper), mailbox)) => {
+            let state = sleeper.session.state.clone();
+            resume(sleeper, mailbox);
+            state.metrics().wake_latency.observe(at.elapsed());
+        }
+        Some((Err(session), mailbox)) => resume_busy(*session, mailbox),
+        None => {}
     }
 }
 
-/// Runs the session's actor again, reading `mailbox`.
+/// Runs a sleeping session's actor again, reading `mailbox`, its socket
+/// back in tokio.
 fn resume(sleeper: Box<Sleeper>, mailbox: AddressReceiver<Session>) {
-    let Sleeper {
-        mut session,
-        socket,
-    } = *sleeper;
+    let Sleeper { session, socket } = *sleeper;
+    let mut session = session.rouse();
     let mut ctx = Context::with_receiver(mailbox);
-    if let Some(socket) = socket {
+    {
         Metrics::sub(&session.state.metrics().sessions_hibernating, 1);
         Metrics::add(&session.state.metrics().session_wakes, 1);
         if socket.registered {
@@ -233,7 +415,16 @@ fn resume(sleeper: Box<Sleeper>, mailbox: AddressReceiver<Session>) {
             &mut ctx,
         );
         session.conn = Some(Box::new(conn));
-    } else if let Some(conn) = session.conn.as_mut() {
+    }
+    session.handle.0.asleep.store(false, Ordering::Relaxed);
+    ctx.run(session);
+}
+
+/// Runs the actor of a session that stopped busy (or not connected) again,
+/// reading `mailbox`.
+fn resume_busy(mut session: Session, mailbox: AddressReceiver<Session>) {
+    let mut ctx = Context::with_receiver(mailbox);
+    if let Some(conn) = session.conn.as_mut() {
         conn.resume_reading(&mut ctx);
     }
     session.handle.0.asleep.store(false, Ordering::Relaxed);
@@ -394,73 +585,61 @@ impl Session {
         let session = std::mem::replace(self, placeholder);
         // The placeholder ends with this actor and must leave no trace.
         self.lifecycle = super::core::Lifecycle::Ended;
-        let sleepy = woken.is_none() && session.still_sleepy();
+        let (idle, conn) = match woken {
+            None => match session.doze() {
+                Ok(asleep) => asleep,
+                Err(session) => return self.settle_busy(bed, session, None),
+            },
+            Some(mailbox) => return self.settle_busy(bed, Box::new(session), Some(mailbox)),
+        };
+        let (Counted { inner, guard }, dormant) = conn.hibernate();
+        let tcp = inner
+            .into_std()
+            .inspect_err(|e| {
+                // Only if tokio's reactor is gone; the connection is lost.
+                tracing::warn!(client_id = %idle.handle.0.client_id, error = %e,
+                    "cannot take a hibernating session's socket out of tokio");
+            })
+            .ok();
         let mut sleeper = Box::new(Sleeper {
-            session,
-            socket: None,
-        });
-        if sleepy {
-            let conn = sleeper
-                .session
-                .conn
-                .take()
-                .expect("checked by still_sleepy");
-            let (Counted { inner, guard }, dormant) = conn.hibernate();
-            let tcp = inner
-                .into_std()
-                .inspect_err(|e| {
-                    // Only if tokio's reactor is gone; the connection is lost.
-                    tracing::warn!(client_id = %sleeper.session.client_id(), error = %e,
-                        "cannot take a hibernating session's socket out of tokio");
-                })
-                .ok();
-            sleeper.socket = Some(Socket {
+            session: idle,
+            socket: Socket {
                 tcp,
                 guard,
                 dormant,
                 read: None,
                 owed: 0,
                 registered: false,
-            });
-            let metrics = sleeper.session.state.metrics().clone();
-            Metrics::add(&metrics.sessions_hibernating, 1);
-            Metrics::add(&metrics.session_hibernations, 1);
-        }
-        let mailbox = match woken {
-            Some(mailbox) => Some(mailbox),
-            None if sleepy => None,
-            None => self.take_mailbox_back(),
-        };
-        if let Some(mailbox) = mailbox {
-            resume(sleeper, mailbox);
-            return;
-        }
-        // Asleep (or busy with a wake on its way, which finds it here).
+            },
+        });
+        let metrics = sleeper.session.state.metrics();
+        Metrics::add(&metrics.sessions_hibernating, 1);
+        Metrics::add(&metrics.session_hibernations, 1);
         let unwatched = TABLE.with(|t| {
             let mut t = t.borrow_mut();
-            if let Some(socket) = sleeper.socket.as_mut() {
-                if let Some(tcp) = &socket.tcp {
-                    let fd = tcp.as_raw_fd();
-                    match registry(&mut t) {
-                        Ok(r) => {
-                            socket.registered = r
-                                .register(
-                                    &mut mio::unix::SourceFd(&fd),
-                                    mio::Token(key),
-                                    mio::Interest::READABLE,
-                                )
-                                .inspect_err(|e| {
-                                    tracing::warn!(error = %e, "cannot watch a hibernating session's socket")
-                                })
-                                .is_ok();
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start the hibernation poller")
-                        }
+            let socket = &mut sleeper.socket;
+            if let Some(tcp) = &socket.tcp {
+                let fd = tcp.as_raw_fd();
+                match registry(&mut t) {
+                    Ok(r) => {
+                        socket.registered = r
+                            .register(
+                                &mut mio::unix::SourceFd(&fd),
+                                mio::Token(key),
+                                mio::Interest::READABLE,
+                            )
+                            .inspect_err(|e| {
+                                tracing::warn!(error = %e, "cannot watch a hibernating session's socket")
+                            })
+                            .is_ok();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the hibernation poller")
                     }
                 }
             }
-            let unwatched = sleeper.socket.as_ref().is_some_and(|s| !s.registered);
+            let unwatched = !socket.registered;
+            purge_soon(&mut t);
             let entry = t.beds.vacant_entry();
             debug_assert_eq!(entry.key(), key, "the slot just freed is reused first");
             entry.insert(Bed::Asleep {
@@ -473,6 +652,35 @@ impl Session {
         if unwatched {
             self.handle.wake_now();
         }
+    }
+
+    /// `settle` for a session that became busy while falling asleep (or is
+    /// not connected): back to a new actor at once if a mailbox is at hand
+    /// (the wake's, or the alarm taken back), else to a bed a wake on its
+    /// way finds.
+    fn settle_busy(
+        &mut self,
+        bed: BedRef,
+        session: Box<Session>,
+        woken: Option<AddressReceiver<Session>>,
+    ) {
+        if let Some(mailbox) = woken.or_else(|| self.take_mailbox_back()) {
+            resume_busy(*session, mailbox);
+            return;
+        }
+        TABLE.with(|t| {
+            let mut t = t.borrow_mut();
+            let entry = t.beds.vacant_entry();
+            debug_assert_eq!(
+                entry.key(),
+                bed.key as usize,
+                "the slot just freed is reused first"
+            );
+            entry.insert(Bed::Busy {
+                ticket: bed.ticket,
+                session,
+            });
+        });
     }
 }
 
@@ -493,15 +701,17 @@ mod tests {
     use super::*;
 
     /// What a hibernating session costs is mostly its bed: keep it within
-    /// mimalloc's 384-byte size class (the next one is 448).
+    /// mimalloc's 224-byte size class (the next one is 256; a whole
+    /// `Session` alone is 240).
     #[test]
-    fn a_sleeper_fits_in_384_bytes() {
+    fn a_sleeper_fits_in_224_bytes() {
         assert!(
-            std::mem::size_of::<Sleeper>() <= 384,
-            "Sleeper is {} B (Session {} B, Socket {} B)",
+            std::mem::size_of::<Sleeper>() <= 224,
+            "Sleeper is {} B (Idle {} B, Socket {} B, Session {} B)",
             std::mem::size_of::<Sleeper>(),
-            std::mem::size_of::<Session>(),
+            std::mem::size_of::<Idle>(),
             std::mem::size_of::<Socket>(),
+            std::mem::size_of::<Session>(),
         );
     }
 }

@@ -77,7 +77,7 @@ fn on_readable(key: usize) {
         };
         let handle = sleeper.session.handle.clone();
         let metrics = sleeper.session.state.metrics().clone();
-        let socket = sleeper.socket.as_mut()?;
+        let socket = &mut sleeper.socket;
         let tcp = socket.tcp.as_ref()?;
         if !socket.registered {
             return None;

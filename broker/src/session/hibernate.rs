@@ -126,6 +126,7 @@ struct Idle {
 
 /// What few idle sessions hold: a will, an ACL identity, an enhanced
 /// authentication, recent ids, a replica.
+#[derive(Default)]
 struct Rare {
     will: Option<Box<crate::codec::LastWill>>,
     acl_subject: Option<Box<crate::acl::Subject>>,
@@ -221,16 +222,7 @@ impl Idle {
             auth,
             recent,
             replica,
-        } = rare.map_or(
-            Rare {
-                will: None,
-                acl_subject: None,
-                auth: None,
-                recent: None,
-                replica: None,
-            },
-            |r| *r,
-        );
+        } = rare.map_or_else(Rare::default, |r| *r);
         Session {
             state,
             handle,

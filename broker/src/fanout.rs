@@ -133,7 +133,7 @@ pub fn route(
                     .or_else(|| router.pick_shared(filter, local));
                 match picked {
                     Some((Subscriber::Local(session), entry)) => {
-                        tracing::debug!(uid = message.uid, group = %filter, client_id = %session.0.client_id, "forwarded group copy given to a member here");
+                        tracing::debug!(uid = message.uid, group = %filter, client_id = %session.client_id(), "forwarded group copy given to a member here");
                         targets.push(Target::new(session, message, entry))
                     }
                     _ => {

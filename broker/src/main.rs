@@ -16,7 +16,7 @@ use clap::Parser;
 /// that hook malloc (heaptrack, valgrind's massif).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc_purge::Allocator = alloc_purge::Allocator;
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -9,17 +9,25 @@
 //!
 //! Lock: one mutex, held for one map operation only, never across an
 //! `.await` or while sending to a session (lock order in `crate::state`).
+//!
+//! The table holds the sessions alone, each found by the client id its
+//! handle carries: a map keyed by a copy of the id cost a connection about
+//! 70 B more (the key, and the header `bytes` adds to an id it shares).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 use bytestring::ByteString;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use crate::handle::SessionRef;
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<ByteString, SessionRef>>,
+    sessions: Mutex<HashTable<SessionRef>>,
+    /// Hashes client ids, which clients choose: SipHash, randomly keyed.
+    hasher: std::hash::RandomState,
     /// Sessions that moved to another node and still forward there what
     /// arrives for them (by session id), with that node; out of `sessions`.
     moved: Mutex<HashMap<u64, (SessionRef, u64)>>,
@@ -27,9 +35,22 @@ pub struct Registry {
     forwarding: std::sync::atomic::AtomicUsize,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sessions", &self.len())
+            .field("moved", &self.moved.lock().len())
+            .finish()
+    }
+}
+
 impl Registry {
     pub fn new() -> Registry {
         Registry::default()
+    }
+
+    fn hash(&self, client_id: &str) -> u64 {
+        self.hasher.hash_one(client_id)
     }
 
     /// `session` moved to node `owner` and forwards there for a while.
@@ -66,7 +87,7 @@ impl Registry {
         self.moved
             .lock()
             .values()
-            .filter(|(s, _)| s.0.client_id == client_id)
+            .filter(|(s, _)| s.client_id() == client_id)
             .max_by_key(|(s, _)| s.0.id)
             .cloned()
     }
@@ -79,51 +100,91 @@ impl Registry {
 
     /// The session of `client_id`, if it has one.
     pub fn get(&self, client_id: &str) -> Option<SessionRef> {
-        self.sessions.lock().get(client_id).cloned()
+        let sessions = self.sessions.lock();
+        sessions
+            .find(self.hash(client_id), |s| s.client_id() == client_id)
+            .cloned()
     }
 
     /// The running session of `client_id`, or the one `start` creates
-    /// (replacing an entry whose actor has stopped).
-    pub fn find_or_start(
-        &self,
-        client_id: &ByteString,
-        start: impl FnOnce() -> SessionRef,
-    ) -> SessionRef {
+    /// (replacing an entry whose actor has stopped); `start` must give a
+    /// session of `client_id`.
+    pub fn find_or_start(&self, client_id: &str, start: impl FnOnce() -> SessionRef) -> SessionRef {
+        let hash = self.hash(client_id);
         let mut sessions = self.sessions.lock();
-        match sessions.get(client_id) {
-            Some(session) if session.is_alive() => session.clone(),
-            _ => {
+        let entry = sessions.entry(
+            hash,
+            |s| s.client_id() == client_id,
+            |s| self.hash(s.client_id()),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                if o.get().is_alive() {
+                    return o.get().clone();
+                }
                 let session = start();
-                sessions.insert(client_id.clone(), session.clone());
+                debug_assert_eq!(session.client_id(), client_id);
+                *o.get_mut() = session.clone();
+                session
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let session = start();
+                debug_assert_eq!(session.client_id(), client_id);
+                v.insert(session.clone());
                 session
             }
         }
     }
 
     /// Adds a session started outside [`find_or_start`](Self::find_or_start)
-    /// (a stored session at startup).
-    pub fn insert(&self, client_id: ByteString, session: SessionRef) {
-        self.sessions.lock().insert(client_id, session);
+    /// (a stored session at startup), replacing any of its client id.
+    pub fn insert(&self, session: SessionRef) {
+        let hash = self.hash(session.client_id());
+        let mut sessions = self.sessions.lock();
+        match sessions.entry(
+            hash,
+            |s| s.client_id() == session.client_id(),
+            |s| self.hash(s.client_id()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = session,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(session);
+            }
+        }
     }
 
-    /// Adds `session` unless `client_id` has a running session; true if added.
-    pub fn insert_if_absent(&self, client_id: ByteString, session: SessionRef) -> bool {
+    /// Adds `session` unless its client id has a running session; true if
+    /// added.
+    pub fn insert_if_absent(&self, session: SessionRef) -> bool {
+        let hash = self.hash(session.client_id());
         let mut sessions = self.sessions.lock();
-        if sessions.get(&client_id).is_some_and(|s| s.is_alive()) {
-            return false;
+        match sessions.entry(
+            hash,
+            |s| s.client_id() == session.client_id(),
+            |s| self.hash(s.client_id()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                if o.get().is_alive() {
+                    return false;
+                }
+                *o.get_mut() = session;
+            }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(session);
+            }
         }
-        sessions.insert(client_id, session);
         true
     }
 
     /// Removes `client_id`'s entry if it is still `session`; true if it was.
     pub fn remove_if_same(&self, client_id: &str, session: &SessionRef) -> bool {
         let mut sessions = self.sessions.lock();
-        if sessions.get(client_id) == Some(session) {
-            sessions.remove(client_id);
-            true
-        } else {
-            false
+        match sessions.find_entry(self.hash(client_id), |s| s.client_id() == client_id) {
+            Ok(o) if o.get() == session => {
+                o.remove();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -132,14 +193,14 @@ impl Registry {
         let sessions = self.sessions.lock();
         sessions
             .iter()
-            .map(|(id, s)| (id.clone(), s.clone()))
+            .map(|s| (ByteString::from(s.client_id()), s.clone()))
             .collect()
     }
 
     /// Calls `f` for every session under the lock: `f` must not send to a
     /// session or take another of the broker's locks.
     pub fn for_each(&self, mut f: impl FnMut(&SessionRef)) {
-        for session in self.sessions.lock().values() {
+        for session in self.sessions.lock().iter() {
             f(session);
         }
     }

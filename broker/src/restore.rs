@@ -71,7 +71,7 @@ pub fn restore(state: &State) -> storage::Result<Loaded> {
             restored,
             state.next_worker(),
         );
-        state.registry().insert(client_id, session);
+        state.registry().insert(session);
         loaded.sessions += 1;
     }
     let mut retained = state.retained().write();

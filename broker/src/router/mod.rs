@@ -33,7 +33,9 @@
 //! The layout is tuned for the cache: a node's children sit in a vector
 //! searched in order, and past 8 in a hash map (foldhash); levels of up to
 //! 22 bytes are stored inside the child entry; the subscribers of a filter
-//! sit in one vector, indexed by key past 16 of them. `benches/router.rs`
+//! sit in one vector, indexed by key past 16 of them, except a filter's
+//! only subscriber, held in its node; a node's `#` subscribers are boxed,
+//! and only while there are some. `benches/router.rs`
 //! measures it; the commit log has the numbers that chose it.
 //!
 //! # Shared subscriptions

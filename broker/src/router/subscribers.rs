@@ -14,93 +14,127 @@ const UNINDEX_BELOW: usize = 8;
 
 /// The subscribers of one filter: `(key, value)` pairs, one per key.
 ///
-/// Entries sit in a vector so that matching reads them in one sweep. Most
-/// filters have one subscriber; a popular one (`#` on a monitoring topic) can
-/// have thousands, so past [`INDEX_ABOVE`] entries an index from key to
-/// position keeps subscribe and unsubscribe from scanning them all.
-pub(crate) struct Subscribers<K, V> {
-    entries: Vec<(K, V)>,
-    /// Position of each key in `entries`; kept in step by `insert` and the
-    /// `swap_remove` in `remove`. Boxed so that the common unindexed set
-    /// stays small, twice per trie node.
-    #[allow(clippy::box_collection)]
-    index: Option<Box<HashMap<K, usize, RandomState>>>,
+/// Most filters have one subscriber (a device's own topic): that one is
+/// held in place, with no allocation of its own; an idle hub holds one such
+/// filter per connection. More sit in a vector so that matching reads them
+/// in one sweep. A popular filter (`#` on a monitoring topic) can have
+/// thousands, so past [`INDEX_ABOVE`] entries an index from key to position
+/// keeps subscribe and unsubscribe from scanning them all.
+pub(crate) enum Subscribers<K, V> {
+    Empty,
+    One((K, V)),
+    Many {
+        /// Two or more.
+        entries: Vec<(K, V)>,
+        /// Position of each key in `entries`; kept in step by `insert` and
+        /// the `swap_remove` in `remove`. Boxed so that the unindexed set
+        /// stays small.
+        #[allow(clippy::box_collection)]
+        index: Option<Box<HashMap<K, usize, RandomState>>>,
+    },
 }
 
+// Not derived: the derive would require `K: Default` and `V: Default`.
+#[allow(clippy::derivable_impls)]
 impl<K, V> Default for Subscribers<K, V> {
     fn default() -> Self {
-        Subscribers {
-            entries: Vec::new(),
-            index: None,
-        }
+        Subscribers::Empty
     }
 }
 
 impl<K, V> Subscribers<K, V> {
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        matches!(self, Subscribers::Empty)
     }
 
+    #[inline]
     pub(crate) fn entries(&self) -> &[(K, V)] {
-        &self.entries
+        match self {
+            Subscribers::Empty => &[],
+            Subscribers::One(entry) => std::slice::from_ref(entry),
+            Subscribers::Many { entries, .. } => entries,
+        }
     }
 }
 
 impl<K: Clone + Eq + Hash, V> Subscribers<K, V> {
-    fn position(&self, key: &K) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(key).copied(),
-            None => self.entries.iter().position(|(k, _)| k == key),
-        }
-    }
-
     /// Adds `key`, or replaces its value and returns the previous one.
     pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        if let Some(i) = self.position(&key) {
-            return Some(std::mem::replace(&mut self.entries[i].1, value));
+        match self {
+            Subscribers::Empty => {
+                *self = Subscribers::One((key, value));
+                None
+            }
+            Subscribers::One(entry) if entry.0 == key => {
+                Some(std::mem::replace(&mut entry.1, value))
+            }
+            Subscribers::One(_) => {
+                let Subscribers::One(first) = std::mem::take(self) else {
+                    unreachable!("matched just above")
+                };
+                let entries = vec![first, (key, value)];
+                *self = Subscribers::Many {
+                    entries,
+                    index: None,
+                };
+                None
+            }
+            Subscribers::Many { entries, index } => {
+                let found = match index {
+                    Some(index) => index.get(&key).copied(),
+                    None => entries.iter().position(|(k, _)| *k == key),
+                };
+                if let Some(i) = found {
+                    return Some(std::mem::replace(&mut entries[i].1, value));
+                }
+                if let Some(index) = index {
+                    index.insert(key.clone(), entries.len());
+                }
+                entries.push((key, value));
+                if index.is_none() && entries.len() > INDEX_ABOVE {
+                    let mut built =
+                        HashMap::with_capacity_and_hasher(entries.len(), RandomState::default());
+                    built.extend(entries.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)));
+                    *index = Some(Box::new(built));
+                }
+                None
+            }
         }
-        if let Some(index) = &mut self.index {
-            index.insert(key.clone(), self.entries.len());
-        }
-        if self.entries.capacity() == 0 {
-            // Most filters have one subscriber (a device's own topic): room
-            // for one, not the four a first push makes (~190 B each).
-            self.entries.reserve_exact(1);
-        }
-        self.entries.push((key, value));
-        if self.index.is_none() && self.entries.len() > INDEX_ABOVE {
-            let mut index =
-                HashMap::with_capacity_and_hasher(self.entries.len(), RandomState::default());
-            index.extend(
-                self.entries
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (k, _))| (k.clone(), i)),
-            );
-            self.index = Some(Box::new(index));
-        }
-        None
     }
 
     /// Removes `key` and returns its value.
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
-        let i = self.position(key)?;
-        let (_, value) = self.entries.swap_remove(i);
-        if let Some(index) = &mut self.index {
-            index.remove(key);
-            if let Some((moved, _)) = self.entries.get(i) {
-                index.insert(moved.clone(), i);
-            }
-            if self.entries.len() < UNINDEX_BELOW {
-                self.index = None;
+        match self {
+            Subscribers::Empty => None,
+            Subscribers::One(entry) if entry.0 == *key => match std::mem::take(self) {
+                Subscribers::One((_, value)) => Some(value),
+                _ => unreachable!("matched just above"),
+            },
+            Subscribers::One(_) => None,
+            Subscribers::Many { entries, index } => {
+                let i = match index {
+                    Some(index) => index.get(key).copied(),
+                    None => entries.iter().position(|(k, _)| k == key),
+                }?;
+                let (_, value) = entries.swap_remove(i);
+                if let Some(map) = index {
+                    map.remove(key);
+                    if let Some((moved, _)) = entries.get(i) {
+                        map.insert(moved.clone(), i);
+                    }
+                    if entries.len() < UNINDEX_BELOW {
+                        *index = None;
+                    }
+                }
+                if entries.len() == 1 {
+                    // Back in place: the vector's memory goes back.
+                    if let Some(last) = entries.pop() {
+                        *self = Subscribers::One(last);
+                    }
+                }
+                Some(value)
             }
         }
-        if self.entries.is_empty() {
-            // A node can outlive its last subscriber (it has children): give
-            // the memory back.
-            self.entries = Vec::new();
-        }
-        Some(value)
     }
 }
 

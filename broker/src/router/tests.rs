@@ -453,3 +453,55 @@ proptest! {
         prop_assert_eq!((table.len(), table.node_count()), (0, 0));
     }
 }
+
+/// The broker's trie node, for a filter of its own with one subscriber (a
+/// device's topic, one per connection of an idle hub): the subscriber sits
+/// in the node, which takes no allocation beyond its own 80 B.
+#[test]
+fn a_node_with_one_subscriber_holds_it_in_place_in_80_bytes() {
+    use super::subscribers::Subscribers;
+    use super::trie::Node;
+    use crate::handle::{Subscriber, SubscriptionEntry};
+    type Plain = Subscribers<Subscriber, SubscriptionEntry>;
+    assert!(
+        std::mem::size_of::<Node<Plain>>() <= 80,
+        "{}",
+        std::mem::size_of::<Node<Plain>>()
+    );
+    let mut table = SubscriptionTable::<u64, u32>::new();
+    table.subscribe("d/1", 7, 1);
+    let mut seen = Vec::new();
+    table.matches("d/1", |k, v| seen.push((*k, *v)));
+    assert_eq!(seen, [(7, 1)]);
+}
+
+/// Subscribers move between in place, a vector and an indexed vector and
+/// back, in the order the module documents (an unsubscribe moves the last
+/// member into the leaver's place).
+#[test]
+fn subscribers_keep_their_order_across_one_many_and_indexed() {
+    let mut table = SubscriptionTable::<u64, u64>::new();
+    let keys: Vec<u64> = (0..40).collect();
+    for &k in &keys {
+        assert_eq!(table.subscribe("a/b", k, k * 10), None);
+        let mut seen = Vec::new();
+        table.matches("a/b", |k, _| seen.push(*k));
+        assert_eq!(seen, keys[..=k as usize]);
+    }
+    assert_eq!(table.subscribe("a/b", 3, 31), Some(30), "replaced");
+    let mut left: Vec<u64> = keys.clone();
+    for &k in keys.iter().rev().skip(1).step_by(3).chain(&[0, 39]) {
+        if let Some(i) = left.iter().position(|x| *x == k) {
+            assert!(table.unsubscribe("a/b", &k).is_some(), "{k}");
+            left.swap_remove(i);
+        }
+        let mut seen = Vec::new();
+        table.matches("a/b", |k, _| seen.push(*k));
+        assert_eq!(seen, left);
+    }
+    for k in left.clone() {
+        assert!(table.unsubscribe("a/b", &k).is_some());
+    }
+    assert!(table.unsubscribe("a/b", &1).is_none());
+    assert_eq!(table.node_count(), 0, "the emptied path is pruned");
+}

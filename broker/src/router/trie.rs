@@ -61,8 +61,10 @@ pub(crate) struct Node<P> {
     plus: Option<Box<Node<P>>>,
     /// Filters ending at this node with a literal or `+` level.
     exact: P,
-    /// Filters ending at this node's level followed by `#`.
-    multi: P,
+    /// Filters ending at this node's level followed by `#`; boxed, and
+    /// only while it holds some: few nodes have any, and every filter of
+    /// its own (a device's topic) is a node.
+    multi: Option<Box<P>>,
 }
 
 impl<P: Default> Default for Node<P> {
@@ -71,7 +73,7 @@ impl<P: Default> Default for Node<P> {
             children: Children::default(),
             plus: None,
             exact: P::default(),
-            multi: P::default(),
+            multi: None,
         }
     }
 }
@@ -110,12 +112,23 @@ impl<P: Payload> Node<P> {
     fn payload_mut(&mut self, end: End) -> &mut P {
         match end {
             End::Exact => &mut self.exact,
-            End::Multi => &mut self.multi,
+            End::Multi => self.multi.get_or_insert_with(Box::default),
+        }
+    }
+
+    fn multi_is_empty(&self) -> bool {
+        self.multi.as_ref().is_none_or(|m| m.is_empty())
+    }
+
+    /// Drops the `#` payload if an update left it empty.
+    fn tidy(&mut self) {
+        if self.multi.as_ref().is_some_and(|m| m.is_empty()) {
+            self.multi = None;
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.edge_count() == 0 && self.exact.is_empty() && self.multi.is_empty()
+        self.edge_count() == 0 && self.exact.is_empty() && self.multi_is_empty()
     }
 }
 
@@ -201,10 +214,10 @@ impl<P: Payload> Trie<P> {
                 Edge::Plus => node.plus.as_deref()?,
             };
         }
-        Some(match end {
-            End::Exact => &node.exact,
-            End::Multi => &node.multi,
-        })
+        match end {
+            End::Exact => Some(&node.exact),
+            End::Multi => node.multi.as_deref(),
+        }
     }
 
     /// Applies `update` to the payload of `filter` if its node exists, then
@@ -222,13 +235,14 @@ impl<P: Payload> Trie<P> {
         let mut cut = 0;
         let mut depth = 0;
         for edge in edges.clone() {
-            if node.edge_count() > 1 || !node.exact.is_empty() || !node.multi.is_empty() {
+            if node.edge_count() > 1 || !node.exact.is_empty() || !node.multi_is_empty() {
                 cut = depth;
             }
             node = node.child_mut(edge)?;
             depth += 1;
         }
         let result = update(node.payload_mut(end));
+        node.tidy();
         if depth == 0 || !node.is_empty() {
             return Some(result);
         }
@@ -268,7 +282,9 @@ impl<P: Payload> Trie<P> {
         // [MQTT-4.7.2-1] a topic starting with `$` is not matched by a filter
         // starting with a wildcard.
         if !topic.starts_with('$') {
-            visit(&root.multi);
+            if let Some(multi) = &root.multi {
+                visit(multi);
+            }
             if let Some(plus) = &root.plus {
                 pending.push((plus, rest));
             }
@@ -281,7 +297,9 @@ impl<P: Payload> Trie<P> {
             };
             // Follow literal children in place; only `+` branches wait.
             loop {
-                visit(&node.multi);
+                if let Some(multi) = &node.multi {
+                    visit(multi);
+                }
                 let Some(topic) = rest else {
                     visit(&node.exact);
                     break;

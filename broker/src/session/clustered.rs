@@ -332,11 +332,7 @@ impl Session {
         else {
             return false;
         };
-        if !self
-            .state
-            .registry()
-            .insert_if_absent(self.client_id().clone(), self.handle.clone())
-        {
+        if !self.state.registry().insert_if_absent(self.handle.clone()) {
             return false;
         }
         self.state.registry().remove_moved(&self.handle);
@@ -452,7 +448,7 @@ impl Session {
         tracing::info!(client_id = %self.client_id(), owner, queued = self.outgoing.len(), "session kept after a hand-over is owned by another node: sending it what was kept");
         let sends = self.forward_all(owner);
         if self.stored {
-            let client_id = self.client_id().clone();
+            let client_id = self.client_id().to_owned();
             let state = self.state.clone();
             actix_rt::spawn(async move {
                 let mut all = true;

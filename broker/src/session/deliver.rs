@@ -480,7 +480,7 @@ impl Session {
             };
             actix_rt::spawn(async move {
                 let answer = waiting.await;
-                tracing::debug!(client_id = %session.0.client_id, uid = back.message.uid, answer = ?answer, "answer for a shared copy handed on");
+                tracing::debug!(client_id = %session.client_id(), uid = back.message.uid, answer = ?answer, "answer for a shared copy handed on");
                 let stored = matches!(answer, Ok(Ok(())));
                 if stored || session.is_alive() {
                     session.send(Input::HandedOn(seq, (!stored).then_some(Box::new(back))));

@@ -22,13 +22,14 @@
 //!    (`connection::Dormant`), the socket and its open-connection guard.
 //! 3. The poller answers PINGREQ itself (and stamps the keep-alive clock).
 //!    Any other byte, the client closing, or an input sent to the session
-//!    wakes it: the first sender runs [`Alarm::wake`], which makes the
+//!    wakes it: the first sender runs [`ring`], which makes the
 //!    actor's new mailbox and asks the worker to restore the actor
 //!    (`woken`), the bytes read while asleep first in its read buffer.
 //!
 //! Everything here runs on the session's worker thread, except
-//! `Alarm::wake` (any sender's thread), which only makes a channel and
-//! queues `woken` on the worker's arbiter. A bed's ticket guards against
+//! [`ring`] (any sender's thread), which only makes a channel and
+//! queues `woken` on the worker's arbiter (found by its number in
+//! [`WORKERS`]: the alarm holds no handle of its own). A bed's ticket guards against
 //! a late `woken` for a slot reused since.
 
 use std::cell::RefCell;
@@ -48,7 +49,7 @@ use super::connection::{Connection, Dormant};
 use super::keep_alive::monotonic_ms;
 use super::{Restored, Session, MAILBOX_CAPACITY};
 use crate::counters::Metrics;
-use crate::handle::{Input, Wake};
+use crate::handle::{Alarm, Input};
 use crate::transport::{Counted, OpenGuard};
 
 /// A hibernating session's bed in its worker's table: its key and ticket.
@@ -300,21 +301,48 @@ thread_local! {
 
 static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
 
-/// Wakes a hibernating session (`SessionHandle`'s mailbox while asleep).
-struct Alarm {
-    arbiter: ArbiterHandle,
-    bed: BedRef,
+/// The arbiters of the workers sessions have slept on, by the number
+/// their alarms carry ([`worker_number`]).
+static WORKERS: parking_lot::RwLock<Vec<ArbiterHandle>> = parking_lot::RwLock::new(Vec::new());
+
+thread_local! {
+    /// This thread's number in [`WORKERS`], with the actix system it was
+    /// given under (a thread can run several systems one after another,
+    /// as tests do, each with its own arbiter).
+    static WORKER: std::cell::Cell<Option<(usize, u32)>> = const { std::cell::Cell::new(None) };
 }
 
-impl Wake for Alarm {
-    fn wake(self: Box<Self>) -> Recipient<Input> {
-        let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);
-        let bed = self.bed;
-        // A stopped arbiter (the broker is stopping) drops the job and with
-        // it the mailbox: the inputs fail as to an ended session.
-        self.arbiter.spawn_fn(move || woken(bed, mailbox));
-        Addr::new(sender).recipient()
+/// This worker's number in [`WORKERS`], registering its arbiter the first
+/// time.
+fn worker_number() -> u32 {
+    let system = actix::System::current().id();
+    WORKER.with(|w| match w.get() {
+        Some((s, number)) if s == system => number,
+        _ => {
+            let mut workers = WORKERS.write();
+            let number = u32::try_from(workers.len()).expect("fewer than 2^32 worker arbiters");
+            workers.push(Arbiter::current());
+            w.set(Some((system, number)));
+            number
+        }
+    })
+}
+
+/// Wakes a hibernating session (its `SessionHandle`'s mailbox while
+/// asleep holds the alarm): a new mailbox, and `woken` queued on the
+/// session's worker.
+fn ring(alarm: Alarm) -> Recipient<Input> {
+    let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);
+    let bed = BedRef {
+        key: alarm.key,
+        ticket: alarm.ticket,
+    };
+    // A stopped arbiter (the broker is stopping) drops the job and with it
+    // the mailbox: the inputs fail as to an ended session.
+    if let Some(arbiter) = WORKERS.read().get(alarm.worker as usize) {
+        arbiter.spawn_fn(move || woken(bed, mailbox));
     }
+    Addr::new(sender).recipient()
 }
 
 /// On the worker: a wake made `mailbox` for the session in `bed`. Counts
@@ -477,10 +505,12 @@ impl Session {
             conn.pause_reading(ctx);
         }
         self.handle.0.asleep.store(true, Ordering::Relaxed);
-        self.handle.fall_asleep(Box::new(Alarm {
-            arbiter: Arbiter::current(),
-            bed,
-        }));
+        self.handle.fall_asleep(Alarm {
+            ring,
+            worker: worker_number(),
+            key: bed.key,
+            ticket: bed.ticket,
+        });
     }
 
     /// After each input while falling asleep: an input that made the
@@ -589,11 +619,11 @@ impl Session {
             .into_std()
             .inspect_err(|e| {
                 // Only if tokio's reactor is gone; the connection is lost.
-                tracing::warn!(client_id = %idle.handle.0.client_id, error = %e,
+                tracing::warn!(client_id = %idle.handle.client_id(), error = %e,
                     "cannot take a hibernating session's socket out of tokio");
             })
             .ok();
-        let mut sleeper = Box::new(Sleeper {
+        let sleeper = Sleeper {
             session: idle,
             socket: Socket {
                 tcp,
@@ -603,7 +633,10 @@ impl Session {
                 owed: 0,
                 registered: false,
             },
-        });
+        };
+        // Kept as long as the session sleeps: with the blocks other idle
+        // connections keep (`alloc_purge::Allocator`).
+        let mut sleeper = alloc_purge::long_lived(|| Box::new(sleeper));
         let metrics = sleeper.session.state.metrics();
         Metrics::add(&metrics.sessions_hibernating, 1);
         Metrics::add(&metrics.session_hibernations, 1);

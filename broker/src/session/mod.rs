@@ -156,7 +156,7 @@ impl Actor for Session {
 impl Session {
     /// Creates the actor of a new client id on the current arbiter.
     pub fn start_new(state: State, client_id: ByteString) -> SessionRef {
-        let (handle, mailbox) = open(&state, client_id, false);
+        let (handle, mailbox) = open(&state, &client_id, false);
         let session = Session::new(state, handle.clone(), Restored::default());
         Context::with_receiver(mailbox).run(session);
         handle
@@ -165,7 +165,7 @@ impl Session {
     /// Creates the actor of a new client id on the given arbiter (from
     /// outside the actix workers: a session adopted from a draining node).
     pub fn start_on(state: State, client_id: ByteString, arbiter: &ArbiterHandle) -> SessionRef {
-        let (handle, mailbox) = open(&state, client_id, false);
+        let (handle, mailbox) = open(&state, &client_id, false);
         let session_handle = handle.clone();
         arbiter.spawn_fn(move || {
             let session = Session::new(state, session_handle, Restored::default());
@@ -182,7 +182,7 @@ impl Session {
         arbiter: &ArbiterHandle,
     ) -> SessionRef {
         let persistent = restored.session_expiry_interval > 0;
-        let (handle, mailbox) = open(&state, client_id, persistent);
+        let (handle, mailbox) = open(&state, &client_id, persistent);
         let session_handle = handle.clone();
         arbiter.spawn_fn(move || {
             let mut session = Session::new(state, session_handle, restored);
@@ -247,8 +247,8 @@ impl Session {
         }
     }
 
-    fn client_id(&self) -> &ByteString {
-        &self.handle.0.client_id
+    fn client_id(&self) -> &str {
+        self.handle.client_id()
     }
 
     /// When the last connection ended, while offline.
@@ -285,7 +285,7 @@ impl Session {
 /// A handle with a new session id and the mailbox its actor will read.
 fn open(
     state: &State,
-    client_id: ByteString,
+    client_id: &str,
     persistent: bool,
 ) -> (SessionRef, actix::dev::channel::AddressReceiver<Session>) {
     let (sender, mailbox) = actix::dev::channel::channel(MAILBOX_CAPACITY);

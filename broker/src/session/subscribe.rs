@@ -73,14 +73,19 @@ impl Session {
                 // The decoded filter is a slice of the connection's read
                 // buffer: kept in the session, it would keep the whole
                 // buffer (8 KiB) alive for as long as the subscription.
-                let filter = ByteString::from(String::from(&*filter));
+                // Kept as long as the subscription: with the blocks idle
+                // connections keep (`alloc_purge::Allocator`), as its
+                // trie node and its entry in the session.
+                let filter = alloc_purge::long_lived(|| ByteString::from(String::from(&*filter)));
                 let entry = SubscriptionEntry {
                     options,
                     subscription_id,
                     shared_filter: grant.shared.then(|| Box::new(filter.clone())),
                 };
                 // [MQTT-3.8.4-3] a subscription to an existing filter replaces it
-                let previous = router.subscribe(&filter, self.subscriber(), entry.clone());
+                let previous = alloc_purge::long_lived(|| {
+                    router.subscribe(&filter, self.subscriber(), entry.clone())
+                });
                 let then = grant.on_subscribed(previous.is_none());
                 if then.propose_route {
                     route_applied.extend(
@@ -106,7 +111,7 @@ impl Session {
                         record: crate::records::to_record(&filter, &entry),
                     });
                 }
-                self.subscriptions.insert(filter, entry);
+                alloc_purge::long_lived(|| self.subscriptions.insert(filter, entry));
                 reason_codes.push(grant.reason_code);
             }
         }

@@ -10,8 +10,6 @@
 //! the takeover of an older connection, opening the new one, keep-alive
 //! registration, the session record and the claim in a cluster.
 
-use bytestring::ByteString;
-
 use crate::codec::{ConnAck, ConnAckProperties, Connect, ProtocolVersion, ReasonCode};
 use crate::config::MqttConfig;
 use crate::enhanced_auth::Authenticated;
@@ -137,7 +135,7 @@ pub struct ConnectionTerms {
 pub fn plan_connection(
     connect: &Connect,
     mqtt: &MqttConfig,
-    client_id: &ByteString,
+    client_id: &str,
     assigned_client_id: bool,
     authenticated: Option<&Authenticated>,
     session_present: bool,
@@ -196,7 +194,7 @@ pub fn plan_connection(
     properties.subscription_identifiers_available = Some(true);
     properties.shared_subscription_available = Some(true);
     if assigned_client_id {
-        properties.assigned_client_identifier = Some(client_id.clone());
+        properties.assigned_client_identifier = Some(client_id.into());
     }
     if let Some(auth) = authenticated {
         properties.authentication_method = Some(auth.method.clone());
@@ -282,7 +280,7 @@ mod tests {
     }
 
     fn terms(c: &Connect, mqtt: &MqttConfig) -> ConnectionTerms {
-        plan_connection(c, mqtt, &"sensor-1".into(), false, None, false)
+        plan_connection(c, mqtt, "sensor-1", false, None, false)
     }
 
     #[test]
@@ -291,7 +289,7 @@ mod tests {
             max_keep_alive: 10,
             ..MqttConfig::default()
         };
-        let t = plan_connection(&connect(V311), &mqtt, &"c".into(), true, None, true);
+        let t = plan_connection(&connect(V311), &mqtt, "c", true, None, true);
         assert_eq!(
             t.connack,
             ConnAck {
@@ -391,7 +389,7 @@ mod tests {
         let t = plan_connection(
             &c,
             &MqttConfig::default(),
-            &"tern-abc".into(),
+            "tern-abc",
             true,
             Some(&auth),
             false,
@@ -424,7 +422,7 @@ mod tests {
         let t = plan_connection(
             &c,
             &MqttConfig::default(),
-            &"sensor-1".into(),
+            "sensor-1",
             false,
             Some(&auth),
             false,

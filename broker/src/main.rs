@@ -10,8 +10,10 @@ use clap::Parser;
 
 /// mimalloc rather than the system allocator: with it an idle connection
 /// costs 2,343 instead of 2,568 B of RSS, and the broker spends 18% less CPU
-/// per QoS 1 message (`compare.sh --baseline`, BENCHMARKS.md). Built without
-/// transparent huge pages (the workspace's `no_thp` feature): see Cargo.toml.
+/// per QoS 1 message (`compare.sh --baseline`, BENCHMARKS.md). Through
+/// `alloc_purge::Allocator`, which keeps what idle connections hold in a
+/// heap of its own (`alloc_purge::long_lived`). Built without transparent
+/// huge pages (the workspace's `no_thp` feature): see Cargo.toml.
 /// The `system-allocator` feature builds without it, for heap profilers
 /// that hook malloc (heaptrack, valgrind's massif).
 #[cfg(not(feature = "system-allocator"))]

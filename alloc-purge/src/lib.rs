@@ -95,6 +95,32 @@ pub fn long_lived<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// A block of `layout` from the long-lived heap by `allocate`
+/// (`mi_heap_malloc_aligned` or `mi_heap_zalloc_aligned`), if this thread
+/// is in [`long_lived`] and the heap exists; else `None`.
+#[inline]
+fn in_long_heap(
+    layout: std::alloc::Layout,
+    allocate: unsafe extern "C" fn(
+        *mut libmimalloc_sys::mi_heap_t,
+        usize,
+        usize,
+    ) -> *mut std::ffi::c_void,
+) -> Option<*mut u8> {
+    if !LONG_LIVED.with(std::cell::Cell::get) {
+        return None;
+    }
+    let heap = long_heap();
+    if heap.is_null() {
+        return None;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: `heap` is a live heap (never deleted); `allocate` is one of
+    // mimalloc's two aligned heap allocations, given the layout's size and
+    // alignment (a power of two, as they require).
+    Some(unsafe { allocate(heap, layout.size(), layout.align()) }.cast())
+}
+
 #[allow(unsafe_code)]
 // SAFETY: every method forwards to mimalloc's own `GlobalAlloc` or to
 // `mi_heap_malloc_aligned` / `mi_heap_zalloc_aligned` with the layout's
@@ -104,41 +130,21 @@ pub fn long_lived<R>(f: impl FnOnce() -> R) -> R {
 unsafe impl std::alloc::GlobalAlloc for Allocator {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if LONG_LIVED.with(std::cell::Cell::get) {
-            let heap = long_heap();
-            if !heap.is_null() {
-                #[allow(unsafe_code)]
-                // SAFETY: `heap` is a live heap (never deleted).
-                return unsafe {
-                    libmimalloc_sys::mi_heap_malloc_aligned(heap, layout.size(), layout.align())
-                }
-                .cast();
-            }
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: forwarded with the caller's layout.
-        unsafe {
-            mimalloc::MiMalloc.alloc(layout)
+        match in_long_heap(layout, libmimalloc_sys::mi_heap_malloc_aligned) {
+            Some(block) => block,
+            #[allow(unsafe_code)]
+            // SAFETY: forwarded with the caller's layout.
+            None => unsafe { mimalloc::MiMalloc.alloc(layout) },
         }
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
-        if LONG_LIVED.with(std::cell::Cell::get) {
-            let heap = long_heap();
-            if !heap.is_null() {
-                #[allow(unsafe_code)]
-                // SAFETY: `heap` is a live heap (never deleted).
-                return unsafe {
-                    libmimalloc_sys::mi_heap_zalloc_aligned(heap, layout.size(), layout.align())
-                }
-                .cast();
-            }
-        }
-        #[allow(unsafe_code)]
-        // SAFETY: forwarded with the caller's layout.
-        unsafe {
-            mimalloc::MiMalloc.alloc_zeroed(layout)
+        match in_long_heap(layout, libmimalloc_sys::mi_heap_zalloc_aligned) {
+            Some(block) => block,
+            #[allow(unsafe_code)]
+            // SAFETY: forwarded with the caller's layout.
+            None => unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) },
         }
     }
 

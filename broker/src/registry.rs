@@ -139,23 +139,19 @@ impl Registry {
     /// Adds a session started outside [`find_or_start`](Self::find_or_start)
     /// (a stored session at startup), replacing any of its client id.
     pub fn insert(&self, session: SessionRef) {
-        let hash = self.hash(session.client_id());
-        let mut sessions = self.sessions.lock();
-        match sessions.entry(
-            hash,
-            |s| s.client_id() == session.client_id(),
-            |s| self.hash(s.client_id()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => *o.get_mut() = session,
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert(session);
-            }
-        }
+        self.put(session, true);
     }
 
     /// Adds `session` unless its client id has a running session; true if
     /// added.
     pub fn insert_if_absent(&self, session: SessionRef) -> bool {
+        self.put(session, false)
+    }
+
+    /// Adds `session`, replacing the entry of its client id if there is
+    /// one, unless that entry's session runs and `over_running` is false;
+    /// true if added.
+    fn put(&self, session: SessionRef, over_running: bool) -> bool {
         let hash = self.hash(session.client_id());
         let mut sessions = self.sessions.lock();
         match sessions.entry(
@@ -164,7 +160,7 @@ impl Registry {
             |s| self.hash(s.client_id()),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
-                if o.get().is_alive() {
+                if !over_running && o.get().is_alive() {
                     return false;
                 }
                 *o.get_mut() = session;
